@@ -1,0 +1,42 @@
+"""Anti-aliased down-sampling (R. Zhang 2019, "Making Convolutional Networks Shift-Invariant Again").
+
+``BlurPool2d`` low-passes each channel with a normalised binomial filter, then subsamples by ``stride``.
+The lab network's ``max_pool2d(2)`` becomes ``MaxPool2d(2, stride=1)`` followed by ``BlurPool2d``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def binomial_filter(size: int) -> torch.Tensor:
+    """The normalised 2-D binomial filter of ``size`` taps (outer product of a Pascal-triangle row)."""
+    if not isinstance(size, int) or size < 1 or size > 7:
+        raise ValueError(f"model.blur_filter_size must be an integer from 1 to 7, got {size!r}")
+    row = torch.tensor([math.comb(size - 1, k) for k in range(size)], dtype=torch.float64)
+    kernel = torch.outer(row, row)
+    return (kernel / kernel.sum()).float()
+
+
+class BlurPool2d(nn.Module):
+    """Per-channel binomial blur with reflect padding, then subsampling by ``stride``."""
+
+    def __init__(self, channels: int, filter_size: int = 3, stride: int = 2):
+        super().__init__()
+        self.channels, self.filter_size, self.stride = channels, filter_size, stride
+        before = (filter_size - 1) // 2
+        self.padding = (before, filter_size - 1 - before, before, filter_size - 1 - before)
+        kernel = binomial_filter(filter_size)
+        self.register_buffer("kernel", kernel.expand(channels, 1, filter_size, filter_size).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.filter_size > 1:
+            x = F.pad(x, self.padding, mode="reflect")
+        return F.conv2d(x, self.kernel.to(x.dtype), stride=self.stride, groups=self.channels)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, filter_size={self.filter_size}, stride={self.stride}"

@@ -1,0 +1,148 @@
+"""The lab's MNIST CNN, layer for layer, with named probe points and two research variants.
+
+Lab network (``pool="max"``, ``padding="valid"``)::
+
+    conv1 1->10 k5 -> [conv1 probe, 10x24x24] -> max_pool 2 -> ReLU
+    -> conv2 10->20 k5 -> [conv2 probe, 20x8x8] -> max_pool 2 -> ReLU -> flatten 320
+    -> fc1 320->50 -> [fc1 probe, pre-ReLU] -> ReLU -> fc2 50->10 -> [logits probe] -> log_softmax
+
+``forward`` keeps the lab's contract and returns ``(log_probs, conv2_repr, fc1_repr)``.
+The input is always pixels in [0, 1]; when ``normalize`` is on, (x - 0.1307) / 0.3081 is the
+network's first (fixed, pointwise) step, so every shift is applied in pixel space before it.
+
+Variants: ``pool="blur"`` (MaxPool(2, stride 1) then a binomial BlurPool, R. Zhang 2019) and
+``padding="circular"`` (both convolutions keep their map size with circular padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shiftprobe.blurpool import BlurPool2d
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+PROBE_LAYERS = ("conv1", "conv2", "fc1", "logits")
+CONV_LAYERS = ("conv1", "conv2")
+POOLS = ("max", "blur")
+PADDINGS = ("valid", "circular")
+
+
+class LabCNN(nn.Module):
+    """The lab CNN. ``probe(x)`` returns every probe point by name; ``forward`` the lab's triple."""
+
+    #: cumulative stride of each convolutional probe point (its map moves by shift / stride)
+    probe_strides = {"conv1": 1, "conv2": 2}
+
+    def __init__(
+        self,
+        pool: str = "max",
+        padding: str = "valid",
+        blur_filter_size: int = 3,
+        normalize: bool = False,
+        image_size: int = 28,
+    ):
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"model.pool={pool!r} is not known; use one of {list(POOLS)}")
+        if padding not in PADDINGS:
+            raise ValueError(f"model.padding={padding!r} is not known; use one of {list(PADDINGS)}")
+        self.pool, self.padding, self.normalize = pool, padding, bool(normalize)
+        conv_kw = {"padding": 2, "padding_mode": "circular"} if padding == "circular" else {}
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5, **conv_kw)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **conv_kw)
+        if pool == "blur":
+            self.pool1 = nn.Sequential(nn.MaxPool2d(2, stride=1), BlurPool2d(10, blur_filter_size, stride=2))
+            self.pool2 = nn.Sequential(nn.MaxPool2d(2, stride=1), BlurPool2d(20, blur_filter_size, stride=2))
+        else:
+            self.pool1 = nn.MaxPool2d(2)
+            self.pool2 = nn.MaxPool2d(2)
+        self.map_sizes = self._map_sizes(image_size)
+        side = self.map_sizes["pool2"]
+        self.fc1 = nn.Linear(20 * side * side, 50)
+        self.fc2 = nn.Linear(50, 10)
+        self.register_buffer("mean", torch.tensor(MNIST_MEAN), persistent=False)
+        self.register_buffer("std", torch.tensor(MNIST_STD), persistent=False)
+
+    def _map_sizes(self, image_size: int) -> dict[str, int]:
+        shrink = 0 if self.padding == "circular" else 4
+        c1 = image_size - shrink
+        p1 = c1 // 2
+        c2 = p1 - shrink
+        return {"conv1": c1, "pool1": p1, "conv2": c2, "pool2": c2 // 2}
+
+    # -- the computation -------------------------------------------------------------------------
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] -> network input (normalised when ``normalize`` is on)."""
+        return (x - self.mean) / self.std if self.normalize else x
+
+    def head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything after the conv2 probe point."""
+        fc1 = self.fc1(F.relu(self.pool2(conv2)).flatten(1))
+        return {"fc1": fc1, "logits": self.fc2(F.relu(fc1))}
+
+    def probe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every probe point by name: ``conv1`` (pre-pool), ``conv2`` (pre-pool), ``fc1`` (pre-ReLU), ``logits``."""
+        conv1 = self.conv1(self.prepare(x))
+        conv2 = self.conv2(F.relu(self.pool1(conv1)))
+        return {"conv1": conv1, "conv2": conv2, **self.head(conv2)}
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The lab's contract: ``(log_probs, conv2_repr, fc1_repr)``."""
+        p = self.probe(x)
+        return F.log_softmax(p["logits"], dim=1), p["conv2"], p["fc1"]
+
+    # -- all crop-mode shifts of a batch at once -------------------------------------------------
+    @property
+    def supports_crop_windows(self) -> bool:
+        """True when every layer up to conv2 is 'window-compatible' (valid convs, stride-2 max pool)."""
+        return self.pool == "max" and self.padding == "valid"
+
+    def probe_crop_shifts(self, x: torch.Tensor, shifts: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """``probe(T(s) x)`` for every shift ``s`` (crop mode), as ``B x S x ...`` tensors, computed once.
+
+        A crop-mode shift of ``x`` is a 28x28 window of ``x`` zero-padded by ``m = max |shift|``, and a
+        valid convolution of a window is the window of the convolution. So conv1 runs once on the
+        padded image, the stride-2 max pool runs once per phase (4 phases), conv2 once per phase, and
+        each shift's conv1/conv2 maps are windows of those. Only the small head (pool, fc1, fc2) runs
+        per shift. Mathematically identical to ``probe(shift_images(x, dy, dx))``; the test suite
+        checks that to float precision.
+        """
+        if not self.supports_crop_windows:
+            raise NotImplementedError("probe_crop_shifts needs pool='max' and padding='valid'")
+        shifts = [(int(dy), int(dx)) for dy, dx in shifts]
+        m = max((max(abs(dy), abs(dx)) for dy, dx in shifts), default=0)
+        c1_side, c2_side = self.map_sizes["conv1"], self.map_sizes["conv2"]
+        xp = F.pad(x, (m, m, m, m))  # zeros in pixel space: exactly what crop mode fills in
+        a = self.conv1(self.prepare(xp))  # B x 10 x (24+2m) x (24+2m)
+        conv2_phase = {}
+        for py in (0, 1):
+            for px in (0, 1):
+                pooled = F.relu(F.max_pool2d(a[:, :, py:, px:], 2))
+                conv2_phase[py, px] = self.conv2(pooled)
+        conv1_list, conv2_list = [], []
+        for dy, dx in shifts:
+            sy, sx = m - dy, m - dx  # window origin in the padded conv1 map
+            conv1_list.append(a[:, :, sy : sy + c1_side, sx : sx + c1_side])
+            uy, ux = sy // 2, sx // 2
+            c2 = conv2_phase[sy % 2, sx % 2]
+            conv2_list.append(c2[:, :, uy : uy + c2_side, ux : ux + c2_side])
+        conv1 = torch.stack(conv1_list, dim=1)
+        conv2 = torch.stack(conv2_list, dim=1)
+        b, s = conv2.shape[:2]
+        head = self.head(conv2.reshape(b * s, *conv2.shape[2:]))
+        return {
+            "conv1": conv1,
+            "conv2": conv2,
+            "fc1": head["fc1"].view(b, s, -1),
+            "logits": head["logits"].view(b, s, -1),
+        }
+
+
+def build_model(
+    pool: str = "max", padding: str = "valid", blur_filter_size: int = 3, normalize: bool = False
+) -> LabCNN:
+    return LabCNN(pool=pool, padding=padding, blur_filter_size=blur_filter_size, normalize=normalize)
