@@ -1,0 +1,81 @@
+"""ShiftProbeCallback on a tiny Trainer: it measures at test end and writes every output file."""
+
+import copy
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from shiftprobe.callback import ShiftProbeCallback
+from shiftprobe.model import LabCNN
+
+
+class TinyData(L.LightningDataModule):
+    def __init__(self, n=40):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        img = torch.zeros(n, 28, 28)
+        img[:, 8:20, 8:20] = torch.rand(n, 12, 12, generator=g)
+        self.test_images = (img * 255).to(torch.uint8)
+        self.test_labels = torch.randint(0, 10, (n,), generator=g)
+
+    def test_dataloader(self):
+        x = self.test_images.unsqueeze(1).float() / 255
+        return DataLoader(TensorDataset(x, self.test_labels), batch_size=16)
+
+
+class TinyModule(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = LabCNN()
+        self.initial_net_state = copy.deepcopy(self.net.state_dict())
+
+    def test_step(self, batch, _):
+        x, y = batch
+        self.log("test/acc", (self.net(x)[0].argmax(1) == y).float().mean())
+
+
+@pytest.mark.parametrize("logger_kind", ["tensorboard", "csv"])
+def test_callback_writes_results_files(tmp_path, logger_kind):
+    logger = TensorBoardLogger(tmp_path, name="tb") if logger_kind == "tensorboard" else CSVLogger(tmp_path)
+    cb = ShiftProbeCallback(max_shift=2, batch_size=16, output_dir=str(tmp_path / "run"), progress=False)
+    module = TinyModule()
+    with torch.no_grad():  # make the 'trained' net differ from its initial weights
+        module.net.conv1.weight.mul_(1.5)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, logger=logger, callbacks=[cb], enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", devices=1,
+    )
+    trainer.test(module, datamodule=TinyData())
+    out = tmp_path / "run"
+    for name in ("results.json", "results.md", "heatmaps.png", "radial.png", "examples.png"):
+        assert (out / name).stat().st_size > 0, name
+    res = json.loads((out / "results.json").read_text())
+    for key in ("accuracy", "shift_mode", "control", "shifts", "radial", "parity", "summary", "untrained", "seconds"):
+        assert key in res
+    assert len(res["shifts"]) == 25 and res["n_images"] == 40
+    assert set(res["shifts"][0]) >= {"dy", "dx", "conv1", "conv2", "fc1", "logits"}
+    # the untrained block measures the initial weights, not the modified ones
+    assert res["untrained"]["summary"]["conv1"]["dist"] != pytest.approx(res["summary"]["conv1"]["dist"])
+    assert "conv1" in (out / "results.md").read_text()
+    assert cb.results["summary"]["fc1"]["invariance_score"] == res["summary"]["fc1"]["invariance_score"]
+    if logger_kind == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        ev = EventAccumulator(str(logger.log_dir), size_guidance={"images": 0}).Reload()
+        assert "probe/fc1/invariance_score" in ev.Tags()["scalars"]
+        assert any(tag.startswith("shift_probe/heatmaps") for tag in ev.Tags()["images"])
+    else:
+        metrics = (tmp_path / "lightning_logs").rglob("metrics.csv")
+        assert any("probe/fc1/invariance_score" in p.read_text() for p in metrics)
+
+
+def test_callback_refuses_bad_shift_before_running():
+    with pytest.raises(ValueError, match="max_shift"):
+        ShiftProbeCallback(max_shift=30)
+    with pytest.raises(ValueError, match="pattern"):
+        ShiftProbeCallback(pattern="spiral")
