@@ -129,6 +129,14 @@ def test_engine_matches_definitions(net, data, mode, fast):
                 assert got[s][layer]["equivariance_score"] == pytest.approx(
                     1 - metrics["sorted_rel"] / ctrl["sorted_rel"], abs=1e-5
                 )
+    # crop mode: conv2 exact at even shifts, no alignment makes it exact at odd ones (random weights)
+    for (dy, dx), entry in got.items() if mode == "crop" else ():
+        conv2 = entry["conv2"]
+        if dy % 2 == 0 and dx % 2 == 0:
+            assert conv2["aligned_rel"] < 1e-5 and conv2["nearest_aligned_rel"] == conv2["aligned_rel"]
+        else:
+            assert conv2["aligned_rel"] is None and conv2["nearest_aligned_rel"] > 1e-2
+        assert entry["conv1"]["aligned_rel"] < 1e-5
     # radial: pooled over the shifts of each radius
     for ring in res["radial"]:
         members = [s for s in plan.shifts if max(map(abs, s)) == ring["radius"]]

@@ -11,7 +11,7 @@ from torchmetrics import Metric
 
 #: per-pair metrics summed for every layer / for conv layers / for the logits
 LAYER_PAIR_METRICS = ("cos", "dist", "rel")
-CONV_PAIR_METRICS = ("sorted_rel", "aligned_rel", "aligned_count")
+CONV_PAIR_METRICS = ("sorted_rel", "aligned_rel", "aligned_count", "nearest_aligned_rel")
 LOGIT_PAIR_METRICS = ("consistency", "shifted_correct")
 #: control metrics (pairs of unrelated images x_i, x_{(i+k) mod n})
 LAYER_CONTROL_METRICS = ("cos", "dist", "rel")

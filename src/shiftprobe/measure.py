@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from shiftprobe.accumulator import ShiftMetricAccumulator
 from shiftprobe.metrics import (
     aligned_rel,
+    nearest_aligned_rel,
     pair_metrics,
     prediction_agreement,
     sort_channels,
@@ -65,20 +66,30 @@ def shifted_probe(net, x: torch.Tensor, shifts: torch.Tensor, mode: str, basis: 
 
 
 def _aligned_values(base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor, stride: int, mode: str):
-    """``aligned_rel`` for every pair of a chunk (``B x S``), NaN where the stride does not divide the shift."""
-    out = torch.full(shifts.shape[:2], float("nan"), dtype=torch.float64, device=base.device)
-    if bool((shifts == shifts[:1]).all()):  # same shifts for every image: one slice per column
-        for j, (dy, dx) in enumerate(shifts[0].tolist()):
-            value = aligned_rel(base, shifted[:, j], dy, dx, stride, mode)
-            if value is not None:
-                out[:, j] = value
-        return out
-    for dy, dx in set(map(tuple, shifts.reshape(-1, 2).tolist())):
-        if dy % stride or dx % stride:
-            continue
-        rows, cols = torch.nonzero((shifts[..., 0] == dy) & (shifts[..., 1] == dx), as_tuple=True)
-        out[rows, cols] = aligned_rel(base[rows], shifted[rows, cols], dy, dx, stride, mode)
-    return out
+    """``aligned_rel`` (NaN where the stride does not divide the shift) and ``nearest_aligned_rel`` (the
+    best of the nearest integer map offsets; equal to ``aligned_rel`` where that is defined) for every
+    pair of a chunk, as two ``B x S`` float64 tensors."""
+    aligned = torch.full(shifts.shape[:2], float("nan"), dtype=torch.float64, device=base.device)
+    nearest = aligned.clone()
+    uniform = bool((shifts == shifts[:1]).all())
+    groups = (
+        [((dy, dx), (slice(None), j)) for j, (dy, dx) in enumerate(shifts[0].tolist())]
+        if uniform  # same shifts for every image: one slice per column
+        else [
+            ((dy, dx), torch.nonzero((shifts[..., 0] == dy) & (shifts[..., 1] == dx), as_tuple=True))
+            for dy, dx in set(map(tuple, shifts.reshape(-1, 2).tolist()))
+        ]
+    )
+    for (dy, dx), where in groups:
+        f_x = base if uniform else base[where[0]]
+        f_t = shifted[where]
+        value = aligned_rel(f_x, f_t, dy, dx, stride, mode)
+        if value is not None:
+            aligned[where] = value
+            nearest[where] = value
+        else:
+            nearest[where] = nearest_aligned_rel(f_x, f_t, dy, dx, stride, mode)
+    return aligned, nearest
 
 
 @torch.inference_mode()
@@ -134,7 +145,9 @@ def batch_updates(
             for name in ("cos", "dist", "rel"):
                 pairs[layer, name] = m[name]
             if layer in strides:
-                pairs[layer, "aligned_rel"] = _aligned_values(base[layer], ft, sh, strides[layer], plan.mode)
+                pairs[layer, "aligned_rel"], pairs[layer, "nearest_aligned_rel"] = _aligned_values(
+                    base[layer], ft, sh, strides[layer], plan.mode
+                )
                 # last use of ft's spatial layout: sort it in its own memory
                 st = sort_channels(ft.contiguous(), inplace=True)
                 pairs[layer, "sorted_rel"] = sorted_rel(sorted_base[layer].unsqueeze(1), st)

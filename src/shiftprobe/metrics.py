@@ -14,6 +14,9 @@ Definitions (features flattened, norms are Euclidean):
 * ``aligned_rel`` = ||f(Tx)[v] - (T' f(x))[v]|| / ||(T' f(x))[v]||, where ``T'`` shifts the map by
   ``(dy/r, dx/r)`` for the layer's cumulative stride ``r`` and ``v`` is the region valid in both
   (crop mode) or the whole map (roll mode); undefined when ``r`` does not divide the shift.
+* ``nearest_aligned_rel``: the smallest ``aligned_rel`` over the integer map offsets nearest to
+  ``(dy/r, dx/r)``; defined for every shift, equal to ``aligned_rel`` where that is defined. It shows
+  how far from exact the best alignment is at shifts the stride does not divide.
 """
 
 from __future__ import annotations
