@@ -1,0 +1,72 @@
+"""scripts/summarize.py on a fake sweep folder, including a broken and a missing job."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from results_factory import make_fake_results
+
+from shiftprobe.summary import summarize_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _job(sweep: Path, num: int, overrides: list[str], results: dict | str | None):
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if isinstance(results, dict):
+        (job / "results.json").write_text(json.dumps(results))
+    elif isinstance(results, str):
+        (job / "results.json").write_text(results)
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    s = tmp_path / "multirun" / "2026-11-24" / "12-00-00"
+    num = 0
+    for exp, slope in (("lab", 0.12), ("augmented", 0.05)):
+        for seed in (0, 1):
+            res = make_fake_results(max_shift=2, slope=slope, seed=seed)
+            res["accuracy"] = 0.98 + 0.001 * seed
+            _job(s, num, [f"experiment={exp}", f"seed={seed}"], res)
+            num += 1
+    _job(s, num, ["experiment=blurpool", "seed=0"], "{not json")
+    _job(s, num + 1, ["experiment=blurpool", "seed=1"], None)
+    return s
+
+
+def test_summary_groups_by_config_and_lists_broken_jobs(sweep):
+    summary = summarize_sweep(sweep)
+    assert set(summary.configs) == {"experiment=lab", "experiment=augmented"}
+    assert all(len(jobs) == 2 for jobs in summary.configs.values())
+    assert len(summary.broken) == 2
+    md = (sweep / "summary.md").read_text()
+    assert "experiment=lab" in md and "experiment=augmented" in md
+    assert "0.9805 ± 0.0007" in md  # accuracy mean ± std over seeds 0.980 and 0.981
+    assert "broken results.json" in md and "no results.json" in md
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert len(rows) == 6
+    lab = [r for r in rows if r["config"] == "experiment=lab"]
+    aug = [r for r in rows if r["config"] == "experiment=augmented"]
+    # the shallower slope means more invariance at radius 2: the table must follow the numbers
+    assert float(aug[0]["fc1_invariance_r2"]) > float(lab[0]["fc1_invariance_r2"])
+    assert (sweep / "summary_radial.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_script_runs_and_reports(sweep):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "summarize.py"), str(sweep)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "4 job(s) summarised" in proc.stdout and "skipped" in proc.stdout
+
+
+def test_script_missing_folder_is_a_clear_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
