@@ -1,0 +1,154 @@
+"""``validate_config(cfg)``: catch bad settings before anything is built or trained.
+
+Every problem raises ``ShiftProbeError`` naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from shiftprobe.errors import ShiftProbeError
+from shiftprobe.model import PADDINGS, POOLS
+from shiftprobe.shifts import IMAGE_SIZE, SHIFT_MODES, SHIFT_PATTERNS
+
+
+def _get(cfg: DictConfig, key: str, default=None):
+    return OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fail(key: str, value, allowed: str) -> None:
+    raise ShiftProbeError(f"{key}={value!r} is not allowed: {allowed}.")
+
+
+def _int_at_least(cfg, key: str, low: int, hint: str = "", required: bool = True) -> None:
+    value = _get(cfg, key)
+    if value is None and not required:
+        return
+    if not _is_int(value) or value < low:
+        _fail(key, value, f"use an integer >= {low}{hint}")
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    if _get(cfg, "optimizer") is None:
+        return
+    lr = _get(cfg, "optimizer.lr")
+    if not _is_number(lr) or not math.isfinite(lr) or lr <= 0:
+        _fail("optimizer.lr", lr, "use a positive number, e.g. optimizer.lr=1e-3")
+    wd = _get(cfg, "optimizer.weight_decay")
+    if wd is not None and (not _is_number(wd) or not math.isfinite(wd) or wd < 0):
+        _fail("optimizer.weight_decay", wd, "use a number >= 0, e.g. optimizer.weight_decay=0")
+    momentum = _get(cfg, "optimizer.momentum")
+    if momentum is not None and (not _is_number(momentum) or not 0 <= momentum < 1):
+        _fail("optimizer.momentum", momentum, "use a number in [0, 1), e.g. optimizer.momentum=0.9")
+
+
+def check_data(cfg: DictConfig) -> None:
+    _int_at_least(cfg, "data.batch_size", 1, ", e.g. data.batch_size=64")
+    _int_at_least(cfg, "data.eval_batch_size", 1, ", e.g. data.eval_batch_size=1000", required=False)
+    _int_at_least(
+        cfg, "data.val_size", 1, " and below the number of training images (default 5000)", required=False
+    )
+    _int_at_least(cfg, "data.num_workers", 0, " (0 = load in the main process)", required=False)
+    _int_at_least(cfg, "data.split_seed", 0, required=False)
+    k = _get(cfg, "data.train_shift", 0)
+    if not _is_int(k) or not 0 <= k < IMAGE_SIZE:
+        _fail("data.train_shift", k, f"use an integer from 0 (no augmentation) to {IMAGE_SIZE - 1}, e.g. 2")
+    for key in ("data.download", "data.normalize"):
+        value = _get(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            _fail(key, value, "use true or false")
+    root = _get(cfg, "data.root")
+    if root is None or str(root).strip() == "":
+        _fail("data.root", root, "set MNIST_ROOT or data.root to the folder that holds MNIST/raw/")
+    if Path(str(root)).exists() and not Path(str(root)).is_dir():
+        _fail(
+            "data.root",
+            str(root),
+            "it is a file; point MNIST_ROOT (or data.root) at the folder that holds MNIST/raw/",
+        )
+
+
+def check_model(cfg: DictConfig) -> None:
+    if _get(cfg, "model") is None:
+        return
+    pool, padding = _get(cfg, "model.pool", "max"), _get(cfg, "model.padding", "valid")
+    if pool not in POOLS:
+        _fail("model.pool", pool, f"use one of {list(POOLS)} (or model=blurpool)")
+    if padding not in PADDINGS:
+        _fail("model.padding", padding, f"use one of {list(PADDINGS)} (or model=circular)")
+    size = _get(cfg, "model.blur_filter_size", 3)
+    if not _is_int(size) or not 1 <= size <= 7:
+        _fail("model.blur_filter_size", size, "use an integer from 1 to 7 (default 3)")
+
+
+def check_shift(cfg: DictConfig) -> None:
+    if _get(cfg, "shift") is None:
+        return
+    m = _get(cfg, "shift.max_shift")
+    if not _is_int(m) or not 0 <= m < IMAGE_SIZE:
+        _fail(
+            "shift.max_shift",
+            m,
+            f"use an integer from 0 to {IMAGE_SIZE - 1} (presets: shift=small|medium|large)",
+        )
+    mode = _get(cfg, "shift.mode")
+    if mode not in SHIFT_MODES:
+        _fail("shift.mode", mode, f"use one of {list(SHIFT_MODES)}")
+    pattern = _get(cfg, "shift.pattern")
+    if pattern not in SHIFT_PATTERNS:
+        _fail("shift.pattern", pattern, f"use one of {list(SHIFT_PATTERNS)}")
+    if pattern == "random" and m == 0:
+        _fail("shift.max_shift", m, "the random pattern needs max_shift >= 1")
+    seed = _get(cfg, "shift.seed")
+    if seed is not None and not _is_int(seed):
+        _fail("shift.seed", seed, "use an integer")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    epochs = _get(cfg, "trainer.max_epochs")
+    if epochs is not None and (not _is_int(epochs) or epochs < 0):
+        _fail("trainer.max_epochs", epochs, "use an integer >= 0, e.g. trainer.max_epochs=5")
+    min_epochs = _get(cfg, "trainer.min_epochs")
+    if min_epochs is not None and (not _is_int(min_epochs) or min_epochs < 0):
+        _fail("trainer.min_epochs", min_epochs, "use an integer >= 0")
+    if _is_int(epochs) and _is_int(min_epochs) and min_epochs > epochs:
+        _fail("trainer.min_epochs", min_epochs, f"it must not exceed trainer.max_epochs={epochs}")
+
+
+def check_ckpt(cfg: DictConfig, required: bool = False) -> None:
+    ckpt = _get(cfg, "ckpt_path")
+    if ckpt is None or str(ckpt) == "???":
+        if required:
+            raise ShiftProbeError(
+                "ckpt_path is required: python eval.py ckpt_path=outputs/runs/<date>/<time>/checkpoints/best.ckpt"
+            )
+        return
+    if not Path(str(ckpt)).is_file():
+        _fail(
+            "ckpt_path",
+            str(ckpt),
+            "no such checkpoint file; use e.g. outputs/runs/<date>/<time>/checkpoints/last.ckpt",
+        )
+
+
+def validate_config(cfg: DictConfig, require_ckpt: bool = False) -> None:
+    """Check every setting a user may change; raise ``ShiftProbeError`` on the first bad one."""
+    if not _is_int(_get(cfg, "seed")):
+        _fail("seed", _get(cfg, "seed"), "use an integer, e.g. seed=0")
+    check_optimizer(cfg)
+    check_data(cfg)
+    check_model(cfg)
+    check_shift(cfg)
+    check_trainer(cfg)
+    check_ckpt(cfg, required=require_ckpt)

@@ -1,0 +1,278 @@
+"""MNIST as in-memory uint8 tensors, batched by indexing, converted to [0, 1] floats on the device.
+
+Each split is ONE ``N x 28 x 28`` uint8 tensor read by torchvision's own MNIST loader. A batch is
+``images[idx]`` for a whole index batch (``InMemoryDataset.__getitems__``), so there is no per-image
+PIL / ``ToTensor`` pipeline. ``on_after_batch_transfer`` turns the uint8 batch into ``B x 1 x 28 x 28``
+floats in [0, 1] (exactly ``ToTensor``: ``x / 255``) on the device and, for training batches only,
+applies the optional random-shift augmentation (``data.train_shift``).
+
+Normalisation is not done here: it is a fixed first step inside the network (``LabCNN(normalize=...)``),
+so every shift of the measurement acts on pixels in [0, 1].
+
+Before torchvision reads anything, the four files are checked (present, header magic, 28x28, size
+matching the header) so a missing, truncated or corrupted file ends with one clear message.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import shutil
+import socket
+import struct
+from pathlib import Path
+
+import lightning as L
+import torch
+import torchvision
+from torch.utils.data import DataLoader, Dataset
+
+from shiftprobe.errors import ShiftProbeError
+from shiftprobe.shifts import IMAGE_SIZE, shift_images_per_sample
+
+log = logging.getLogger(__name__)
+
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+#: file name -> (header magic, official item count)
+MNIST_FILES = {
+    "train-images-idx3-ubyte": (IMAGES_MAGIC, 60000),
+    "train-labels-idx1-ubyte": (LABELS_MAGIC, 60000),
+    "t10k-images-idx3-ubyte": (IMAGES_MAGIC, 10000),
+    "t10k-labels-idx1-ubyte": (LABELS_MAGIC, 10000),
+}
+DOWNLOAD_TIMEOUT_S = 30
+
+
+def raw_folder(root: str | Path) -> Path:
+    """Where torchvision's MNIST looks for the four files: ``<root>/MNIST/raw``."""
+    return Path(root) / "MNIST" / "raw"
+
+
+def missing_files_message(root: str | Path, reason: str = "") -> str:
+    folder = raw_folder(root).resolve()
+    names = ", ".join(MNIST_FILES)
+    why = f" ({reason})" if reason else ""
+    return (
+        f"MNIST files are missing from {folder} and could not be downloaded{why}. "
+        f"Put the four files {names} (uncompressed, or as .gz) into {folder}/, "
+        f"or point the data root at a folder that holds MNIST/raw/ with them: "
+        f"MNIST_ROOT=/path/to/folder python train.py  (or data.root=/path/to/folder)."
+    )
+
+
+def _bad_file_message(path: Path, problem: str) -> str:
+    return (
+        f"MNIST file {path} is broken: {problem}. Delete it and run again with data.download=true to "
+        f"download it again, replace it with a good copy, or point MNIST_ROOT (data.root) at another folder."
+    )
+
+
+def check_mnist_file(path: Path, magic: int) -> int:
+    """Check an uncompressed idx file's header and size; return its item count."""
+    size = path.stat().st_size
+    header_len = 16 if magic == IMAGES_MAGIC else 8
+    if size < header_len:
+        raise ShiftProbeError(_bad_file_message(path, f"only {size} bytes, shorter than its header"))
+    with path.open("rb") as fh:
+        header = fh.read(header_len)
+    found_magic, count = struct.unpack(">ii", header[:8])
+    if found_magic != magic:
+        kind = "images" if magic == IMAGES_MAGIC else "labels"
+        raise ShiftProbeError(
+            _bad_file_message(
+                path, f"header magic number is {found_magic}, expected {magic} for an idx {kind} file"
+            )
+        )
+    item = 1
+    if magic == IMAGES_MAGIC:
+        rows, cols = struct.unpack(">ii", header[8:16])
+        if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ShiftProbeError(_bad_file_message(path, f"images are {rows}x{cols}, expected 28x28"))
+        item = rows * cols
+    expected = header_len + count * item
+    if count < 1 or size != expected:
+        raise ShiftProbeError(
+            _bad_file_message(
+                path, f"{size} bytes, but its header announces {count} items ({expected} bytes); truncated?"
+            )
+        )
+    return count
+
+
+def _extract_gz(gz: Path, target: Path) -> None:
+    try:
+        with gzip.open(gz, "rb") as src, target.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (OSError, EOFError) as err:
+        target.unlink(missing_ok=True)
+        raise ShiftProbeError(_bad_file_message(gz, f"it cannot be decompressed ({err})")) from None
+
+
+def ensure_mnist(root: str | Path, download: bool) -> None:
+    """Make sure ``<root>/MNIST/raw`` holds four sound files: extract .gz files, download, then check."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ShiftProbeError(
+            f"data.root={str(root)!r} is a file, not a folder. Point MNIST_ROOT (or data.root) at the folder "
+            f"that holds MNIST/raw/ (e.g. MNIST_ROOT=$(realpath ../shared/data))."
+        )
+    raw = raw_folder(root)
+    for name in MNIST_FILES:
+        target, gz = raw / name, raw / f"{name}.gz"
+        if not target.exists() and gz.exists():
+            _extract_gz(gz, target)
+    missing = [name for name in MNIST_FILES if not (raw / name).exists()]
+    if missing and not download:
+        raise ShiftProbeError(
+            missing_files_message(root, "data.download=false; missing: " + ", ".join(missing))
+        )
+    if missing:
+        old_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            for train in (True, False):
+                torchvision.datasets.MNIST(str(root), train=train, download=True)
+        except Exception as err:  # offline, proxy, read-only folder, ...: one clear message
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            first = lines[-1] if lines else err.__class__.__name__
+            raise ShiftProbeError(missing_files_message(root, f"download failed: {first[:160]}")) from None
+        finally:
+            socket.setdefaulttimeout(old_timeout)
+    counts = {name: check_mnist_file(raw / name, magic) for name, (magic, _) in MNIST_FILES.items()}
+    for split in ("train", "t10k"):
+        n_img, n_lab = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
+        if n_img != n_lab:
+            raise ShiftProbeError(
+                _bad_file_message(raw / f"{split}-labels-idx1-ubyte", f"{n_lab} labels for {n_img} images")
+            )
+    for name, (_, official) in MNIST_FILES.items():
+        if counts[name] != official:
+            log.info(
+                "%s holds %d items, not the official %d (a subset or synthetic data?)",
+                name,
+                counts[name],
+                official,
+            )
+
+
+def load_split(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split through torchvision's loader: ``(uint8 N x 28 x 28, long N)``."""
+    try:
+        ds = torchvision.datasets.MNIST(str(root), train=train, download=False)
+    except RuntimeError as err:
+        raise ShiftProbeError(missing_files_message(root, str(err))) from None
+    return ds.data.contiguous(), ds.targets.long().contiguous()
+
+
+def _identity_collate(batch):
+    return batch
+
+
+class InMemoryDataset(Dataset):
+    """Images and labels held as tensors; ``__getitems__`` returns a whole batch by one indexing."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices):
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST train (55,000) / val (5,000, seeded split) / test (official 10,000), in memory."""
+
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = True,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        train_shift: int = 0,
+        normalize: bool = False,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        # ``normalize`` is applied inside the network; it is kept here so the checkpoint records it
+        self.save_hyperparameters(logger=False)
+        self.root = str(root)
+        self.train_images = self.train_labels = None
+        self.val_images = self.val_labels = None
+        self.test_images: torch.Tensor | None = None
+        self.test_labels: torch.Tensor | None = None
+
+    def prepare_data(self) -> None:
+        ensure_mnist(self.root, self.hparams.download)
+        self._checked = True
+
+    def _ensure(self) -> None:
+        if not getattr(self, "_checked", False):
+            ensure_mnist(self.root, download=False)
+            self._checked = True
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_images is None:
+            self._ensure()
+            images, labels = load_split(self.root, train=True)
+            n_val = int(self.hparams.val_size)
+            if not 1 <= n_val < len(labels):
+                raise ShiftProbeError(
+                    f"data.val_size={n_val} does not fit the {len(labels)} training images; "
+                    f"use a value from 1 to {len(labels) - 1} (default 5000)."
+                )
+            g = torch.Generator().manual_seed(int(self.hparams.split_seed))
+            perm = torch.randperm(len(labels), generator=g)
+            val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+            self.train_images, self.train_labels = images[train_idx], labels[train_idx]
+            self.val_images, self.val_labels = images[val_idx], labels[val_idx]
+        if stage in (None, "test", "predict") and self.test_images is None:
+            self._ensure()
+            self.test_images, self.test_labels = load_split(self.root, train=False)
+
+    def _loader(self, images, labels, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            InMemoryDataset(images, labels),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=_identity_collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_images, self.train_labels, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_images, self.val_labels, self.hparams.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_images, self.test_labels, self.hparams.eval_batch_size, shuffle=False)
+
+    def paired_test_set(self, max_shift: int, mode: str = "crop", pattern: str = "grid", seed: int = 0):
+        """The paired-translation test set: items ``(x, T(s) x, y, s)`` over the official test images."""
+        from shiftprobe.paired import PairedShiftDataset, ShiftPlan
+
+        if self.test_images is None:
+            self.setup("test")
+        plan = ShiftPlan.build(max_shift, mode, pattern, seed, len(self.test_images))
+        return PairedShiftDataset(self.test_images, self.test_labels, plan)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        images, labels = batch
+        x = images.unsqueeze(1).float().div_(255)  # B x 1 x 28 x 28 in [0, 1], as ToTensor
+        k = int(self.hparams.train_shift)
+        if k > 0 and self.trainer is not None and self.trainer.training:
+            shifts = torch.randint(-k, k + 1, (x.shape[0], 2), device=x.device)
+            x = shift_images_per_sample(x, shifts, "crop")
+        return x, labels

@@ -1,0 +1,250 @@
+"""``train(cfg)``: validate, seed, build everything from the Hydra config, fit, test, return metrics.
+
+The root ``train.py`` is a thin ``@hydra.main`` wrapper around ``run(cfg, train)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+
+import hydra
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from shiftprobe.config_checks import validate_config
+from shiftprobe.errors import ShiftProbeError
+from shiftprobe.lit_module import ShiftProbeModule
+
+log = logging.getLogger(__name__)
+
+#: metric keys shown in TensorBoard's HPARAMS tab (the probe keys are logged by the measurement callback)
+HPARAM_METRICS = (
+    "val/acc",
+    "test/acc",
+    "probe/conv1/equivariance_score",
+    "probe/conv2/equivariance_score",
+    "probe/fc1/invariance_score",
+    "probe/logits/consistency",
+)
+#: config sections that describe the experiment (flattened into the HPARAMS tab)
+HPARAM_SECTIONS = ("data", "model", "optimizer", "shift", "trainer")
+HPARAM_SKIP = (
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "optimizer._partial_",
+    "trainer._target_",
+    "trainer.default_root_dir",
+)
+
+
+# -- building blocks ----------------------------------------------------------------------------------
+def resolved_config(cfg: DictConfig) -> dict:
+    """The run's configuration as a plain dict (interpolations resolved, Hydra's own section left out)."""
+    out = {}
+    for key in cfg:
+        if key == "hydra":
+            continue
+        node = cfg[key]
+        out[str(key)] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return out
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, (bool, int, float, str)) or value is None:
+        out[prefix] = "null" if value is None else value
+    else:
+        out[prefix] = str(value)
+
+
+def flat_hparams(config: dict, choices: dict | None = None) -> dict:
+    """The run's real hyper-parameters as flat ``section.key`` entries for TensorBoard / CSV."""
+    out: dict = {"seed": config.get("seed"), "task_name": config.get("task_name")}
+    for section in HPARAM_SECTIONS:
+        if isinstance(config.get(section), dict):
+            _flatten(section, config[section], out)
+    for group, option in (choices or {}).items():
+        if (
+            not group.startswith("hydra")
+            and option is not None
+            and group in HPARAM_SECTIONS + ("experiment",)
+        ):
+            out[f"choice.{group}"] = str(option)
+    return {k: v for k, v in out.items() if k not in HPARAM_SKIP}
+
+
+def hydra_choices() -> dict:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return dict(HydraConfig.get().runtime.choices)
+    except Exception:  # not under Hydra (plain compose without set_config)
+        return {}
+
+
+def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    section = cfg.get("callbacks")
+    if not section:
+        return []
+    return [hydra.utils.instantiate(conf) for _, conf in section.items() if conf and "_target_" in conf]
+
+
+def instantiate_loggers(cfg: DictConfig) -> list:
+    section = cfg.get("logger")
+    if not section:
+        return []
+    return [hydra.utils.instantiate(conf) for _, conf in section.items() if conf and "_target_" in conf]
+
+
+def log_hparams(loggers: list, hparams: dict) -> None:
+    """Write the hyper-parameters once, declaring the metric keys logged later (no placeholder values)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+            exp, ssi, sei = hparams_summary(hparams, dict.fromkeys(HPARAM_METRICS, 0.0))
+            writer = logger.experiment.file_writer
+            for summary in (exp, ssi, sei):
+                writer.add_summary(summary)
+            logger.hparams.update(hparams)  # saved as hparams.yaml next to the events
+            logger.save()
+        else:
+            logger.log_hyperparams(hparams)
+
+
+def build_module(cfg: DictConfig, config: dict, with_optimizer: bool = True) -> ShiftProbeModule:
+    net = hydra.utils.instantiate(cfg.model)
+    optimizer = hydra.utils.instantiate(cfg.optimizer) if with_optimizer and cfg.get("optimizer") else None
+    return ShiftProbeModule(net=net, optimizer=optimizer, config=config)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    try:
+        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (MisconfigurationException, ValueError)):
+            raise ShiftProbeError(
+                f"trainer settings (accelerator={cfg.trainer.get('accelerator')!r}, "
+                f"devices={cfg.trainer.get('devices')!r}): {str(cause).rstrip('.!')}. Choose what this machine "
+                f"has: trainer=cpu (default), trainer=gpu with a CUDA GPU, trainer=mps on Apple silicon."
+            ) from None
+        raise
+
+
+def to_floats(metrics: dict) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[key] = float(value.item())
+        elif isinstance(value, (int, float)):
+            out[key] = float(value)
+    return out
+
+
+def close_loggers(loggers: list) -> None:
+    for logger in loggers:
+        try:
+            logger.finalize("success")
+            experiment = getattr(logger, "_experiment", None)
+            if experiment is not None and hasattr(experiment, "close"):
+                experiment.close()
+        except Exception as err:  # pragma: no cover - never hide the run's result because of a logger
+            log.warning("could not close logger %s: %s", type(logger).__name__, err)
+
+
+# -- the task ---------------------------------------------------------------------------------------
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train (``cfg.train``) then test (``cfg.test``); return the final metrics as floats."""
+    validate_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    config = resolved_config(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = build_module(cfg, config)
+    callbacks = instantiate_callbacks(cfg)
+    loggers = instantiate_loggers(cfg)
+    trainer = build_trainer(cfg, callbacks, loggers)
+    start = time.perf_counter()
+    try:
+        if trainer.is_global_zero:
+            log_hparams(loggers, flat_hparams(config, hydra_choices()))
+        metrics: dict[str, float] = {}
+        if cfg.get("train", True):
+            log.info("training: %s", trainer.default_root_dir)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            metrics.update(to_floats(trainer.callback_metrics))
+        if cfg.get("test", True):
+            ckpt = None
+            if cfg.get("train", True):
+                best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+                ckpt = "best" if best else None
+                if not best:
+                    log.info("no best checkpoint: testing the current weights")
+            else:
+                ckpt = cfg.get("ckpt_path")
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+            metrics.update(to_floats(trainer.callback_metrics))
+        metrics["time/seconds"] = time.perf_counter() - start
+        if "test/acc" in metrics:
+            log.info("test accuracy %.4f (%.1f s)", metrics["test/acc"], metrics["time/seconds"])
+        return metrics
+    finally:
+        close_loggers(loggers)
+
+
+# -- what the entry points call ------------------------------------------------------------------
+def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
+    """Run ``task`` under Hydra: user-fixable problems end with ``error: ...`` and exit status 1.
+
+    In a multirun the failing job is reported and the sweep goes on (the summary lists it as broken).
+    Returns ``optimized_metric`` when the config names one (for sweepers).
+    """
+    _quiet_lightning_console()
+    try:
+        metrics = task(cfg)
+    except (ShiftProbeError, MisconfigurationException) as err:
+        if _is_multirun():
+            log.error("error: %s", err)
+            return math.nan
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    name = cfg.get("optimized_metric")
+    if name:
+        if name not in metrics:
+            print(
+                f"error: optimized_metric={name!r} was not logged; available: {sorted(metrics)}",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        return metrics[name]
+    return None
+
+
+def _quiet_lightning_console() -> None:
+    """Lightning adds its own console handler on import; under Hydra's logging it doubles every line."""
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False

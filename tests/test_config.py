@@ -1,0 +1,133 @@
+"""Every option of every config group composes, validates and builds (Hydra's compose API)."""
+
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from conftest import CONF_DIR, compose_config
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from shiftprobe.config_checks import validate_config
+from shiftprobe.train import resolved_config
+
+GROUPS = ("data", "model", "optimizer", "trainer", "logger", "callbacks", "shift", "paths", "experiment")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+ALL = [(g, o) for g in GROUPS for o in options(g)]
+
+
+def compose_with(tmp_path: Path, *overrides: str, config_name: str = "train"):
+    return compose_config(config_name, [f"paths.output_dir={tmp_path}", *overrides], tmp_path)
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), group
+    assert {"default", "cpu", "gpu", "mps", "ddp", "ddp_cpu"} <= set(options("trainer"))
+    assert {"adam", "adamw", "sgd"} <= set(options("optimizer"))
+    assert {"lab", "blurpool", "circular"} <= set(options("model"))
+
+
+def test_defaults_reproduce_the_lab(tmp_path):
+    cfg = compose_with(tmp_path)
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 5 and cfg.seed == 0
+    assert cfg.model.pool == "max" and cfg.model.padding == "valid" and cfg.model.normalize is False
+    assert cfg.data.normalize is False and cfg.data.train_shift == 0 and cfg.data.val_size == 5000
+    assert cfg.train is True and cfg.test is True and cfg.ckpt_path is None and cfg.task_name == "train"
+    assert cfg.data.num_workers == 0 and cfg.data.download is True
+
+
+@pytest.mark.parametrize("group,option", ALL)
+def test_every_option_composes_validates_and_builds(tmp_path, group, option):
+    cfg = compose_with(tmp_path, f"{group}={option}", "data.root=" + str(tmp_path))
+    validate_config(cfg)
+    resolved_config(cfg)  # every interpolation of the job config resolves
+    if group == "model":
+        net = hydra.utils.instantiate(cfg.model)
+        assert net(torch.rand(2, 1, 28, 28))[0].shape == (2, 10)
+    if group == "optimizer":
+        factory = hydra.utils.instantiate(cfg.optimizer)
+        opt = factory(params=[torch.nn.Parameter(torch.zeros(1))])
+        assert opt.param_groups[0]["lr"] == cfg.optimizer.lr
+    if group == "logger":
+        for conf in (cfg.logger or {}).values():
+            logger = hydra.utils.instantiate(conf)
+            assert str(tmp_path) in str(logger.log_dir)
+    if group == "callbacks":
+        for name, conf in (cfg.callbacks or {}).items():
+            assert "_target_" in conf, name
+            hydra.utils.instantiate(conf)
+    if group == "trainer":
+        assert cfg.trainer.default_root_dir == str(tmp_path)
+        if option in ("default", "cpu", "ddp_cpu"):
+            trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+            assert trainer.max_epochs == 5
+            if option == "ddp_cpu":
+                assert trainer.num_devices == 2 and type(trainer.strategy).__name__ == "DDPStrategy"
+    if group == "experiment":
+        assert cfg.task_name == option
+
+
+def test_trainer_accelerator_override(tmp_path):
+    cfg = compose_with(tmp_path, "trainer.accelerator=gpu")
+    assert cfg.trainer.accelerator == "gpu"
+    assert compose_with(tmp_path, "trainer=ddp_cpu").trainer.strategy == "ddp"
+
+
+def test_model_normalize_follows_data(tmp_path):
+    cfg = compose_with(tmp_path, "data.normalize=true", "model=blurpool")
+    assert cfg.model.normalize is True and cfg.model.pool == "blur"
+    assert hydra.utils.instantiate(cfg.model).normalize is True
+
+
+def test_callbacks_default_and_none(tmp_path):
+    cfg = compose_with(tmp_path)
+    ckpt = cfg.callbacks.model_checkpoint
+    assert ckpt.monitor == "val/acc" and ckpt.mode == "max" and ckpt.filename == "best" and ckpt.save_last
+    assert ckpt.dirpath == f"{tmp_path}/checkpoints"
+    assert {"lr_monitor", "progress_bar"} <= set(cfg.callbacks)
+    assert not compose_with(tmp_path, "callbacks=none").get("callbacks")
+
+
+def test_tensorboard_logger_has_no_placeholder_hp_metric(tmp_path):
+    cfg = compose_with(tmp_path)
+    assert cfg.logger.tensorboard.default_hp_metric is False
+    assert cfg.logger.tensorboard.save_dir == str(tmp_path)
+
+
+def test_run_and_sweep_dirs_under_outputs(tmp_path):
+    cfg = compose_with(tmp_path)
+    root = cfg.paths.root_dir
+    assert Path(root, "conf").is_dir() and Path(root, "train.py").is_file()  # the project root
+    assert cfg.hydra.run.dir.startswith(f"{root}/outputs/runs/")
+    assert cfg.hydra.sweep.dir.startswith(f"{root}/outputs/multirun/")
+    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.num}"
+    assert cfg.hydra.job.chdir is False
+
+
+def test_data_root_follows_mnist_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_ROOT", "/some/where")
+    assert compose_with(tmp_path).data.root == "/some/where"
+    monkeypatch.delenv("MNIST_ROOT")
+    cfg = compose_with(tmp_path)
+    assert cfg.data.root == f"{cfg.paths.root_dir}/data"
+
+
+def test_eval_config_requires_a_checkpoint(tmp_path):
+    cfg = compose_with(tmp_path, config_name="eval")
+    assert OmegaConf.is_missing(cfg, "ckpt_path")
+    cfg = compose_with(tmp_path, "ckpt_path=/x.ckpt", config_name="eval")
+    assert cfg.ckpt_path == "/x.ckpt" and "optimizer" not in cfg
+
+
+def test_unknown_option_lists_the_allowed_ones(tmp_path):
+    with pytest.raises(MissingConfigException) as err:
+        compose_with(tmp_path, "optimizer=foo")
+    assert "adam" in str(err.value) and "sgd" in str(err.value)

@@ -1,0 +1,154 @@
+"""MNISTDataModule on synthetic idx files read by torchvision's own MNIST loader."""
+
+import gzip
+import shutil
+from types import SimpleNamespace
+from urllib.error import URLError
+
+import pytest
+import torch
+import torchvision
+from conftest import FILES, N_TEST, N_TRAIN, VAL_SIZE
+
+from shiftprobe.data import MNISTDataModule, ensure_mnist
+from shiftprobe.errors import ShiftProbeError
+from shiftprobe.shifts import shift_images_per_sample
+
+
+def make_dm(root, **kw):
+    kw = {"download": False, "batch_size": 32, "eval_batch_size": 50, "val_size": VAL_SIZE} | kw
+    dm = MNISTDataModule(root=str(root), **kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    return dm
+
+
+def test_splits_in_memory_uint8(mnist_root):
+    dm = make_dm(mnist_root)
+    assert dm.train_images.shape == (N_TRAIN - VAL_SIZE, 28, 28) and dm.train_images.dtype == torch.uint8
+    assert dm.val_images.shape == (VAL_SIZE, 28, 28)
+    assert dm.test_images.shape == (N_TEST, 28, 28) and dm.test_images.dtype == torch.uint8
+    assert dm.test_labels.shape == (N_TEST,) and dm.test_labels.dtype == torch.long
+    # test split is torchvision's, untouched and in order
+    ref = torchvision.datasets.MNIST(str(mnist_root), train=False)
+    assert torch.equal(dm.test_images, ref.data) and torch.equal(dm.test_labels, ref.targets)
+
+
+def test_split_is_seeded_disjoint_and_complete(mnist_root):
+    a, b, c = make_dm(mnist_root), make_dm(mnist_root), make_dm(mnist_root, split_seed=1)
+    assert torch.equal(a.val_images, b.val_images) and torch.equal(a.train_labels, b.train_labels)
+    assert not torch.equal(a.val_images, c.val_images)
+    every = torch.cat([a.train_images, a.val_images]).flatten(1)
+    ref = torchvision.datasets.MNIST(str(mnist_root), train=True).data.flatten(1)
+    assert sorted(map(bytes, every.numpy())) == sorted(map(bytes, ref.numpy()))
+
+
+def test_batches_are_whole_tensors_then_floats_on_transfer(mnist_root):
+    dm = make_dm(mnist_root)
+    images, labels = next(iter(dm.val_dataloader()))
+    assert images.shape == (50, 28, 28) and images.dtype == torch.uint8 and labels.shape == (50,)
+    x, y = dm.on_after_batch_transfer((images, labels), 0)
+    assert x.shape == (50, 1, 28, 28) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    torch.testing.assert_close(x[:, 0], images.float() / 255)  # exactly ToTensor
+    assert torch.equal(y, labels)
+    train_batch = next(iter(dm.train_dataloader()))
+    assert train_batch[0].shape == (32, 28, 28)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_train_shift_only_for_training_batches(mnist_root, training):
+    dm = make_dm(mnist_root, train_shift=2)
+    dm.trainer = SimpleNamespace(training=training)
+    images, labels = next(iter(dm.val_dataloader()))
+    torch.manual_seed(0)
+    x, _ = dm.on_after_batch_transfer((images, labels), 0)
+    plain = images.unsqueeze(1).float() / 255
+    if not training:
+        assert torch.equal(x, plain)
+        return
+    torch.manual_seed(0)
+    shifts = torch.randint(-2, 3, (len(images), 2))
+    assert torch.equal(x, shift_images_per_sample(plain, shifts, "crop"))
+    assert not torch.equal(x, plain)
+
+
+def test_missing_files_offline_message(tmp_path):
+    with pytest.raises(ShiftProbeError) as err:
+        ensure_mnist(tmp_path / "nowhere", download=False)
+    msg = str(err.value)
+    for name in FILES:
+        assert name in msg
+    assert "MNIST/raw" in msg and "MNIST_ROOT" in msg and "data.root" in msg
+
+
+def test_download_failure_gives_one_clear_message(tmp_path, monkeypatch):
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried ..., got:\n<urlopen error>")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    with pytest.raises(ShiftProbeError) as err:
+        ensure_mnist(tmp_path, download=True)
+    msg = str(err.value)
+    assert "could not be downloaded" in msg and "MNIST_ROOT" in msg and "t10k-labels-idx1-ubyte" in msg
+    assert len(msg.splitlines()) == 1
+
+
+def test_download_urlerror_is_caught(tmp_path, monkeypatch):
+    def offline(self):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    with pytest.raises(ShiftProbeError, match="could not be downloaded"):
+        ensure_mnist(tmp_path, download=True)
+
+
+def test_truncated_file_is_named_with_the_fix(mnist_copy):
+    path = mnist_copy / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShiftProbeError) as err:
+        ensure_mnist(mnist_copy, download=False)
+    msg = str(err.value)
+    assert str(path) in msg and "truncated" in msg and "Delete it" in msg and "MNIST_ROOT" in msg
+
+
+def test_bad_magic_is_named(mnist_copy):
+    path = mnist_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    data = bytearray(path.read_bytes())
+    data[0:4] = (1234).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShiftProbeError, match="magic number is 1234, expected 2049"):
+        ensure_mnist(mnist_copy, download=False)
+
+
+def test_label_count_mismatch(mnist_copy):
+    raw = mnist_copy / "MNIST" / "raw"
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(
+        (2049).to_bytes(4, "big") + (5).to_bytes(4, "big") + bytes(5)
+    )
+    with pytest.raises(ShiftProbeError, match="5 labels for 200 images"):
+        ensure_mnist(mnist_copy, download=False)
+
+
+def test_gz_files_are_extracted(mnist_copy):
+    raw = mnist_copy / "MNIST" / "raw"
+    for name in FILES:
+        with (raw / name).open("rb") as src, gzip.open(raw / f"{name}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        (raw / name).unlink()
+    dm = make_dm(mnist_copy)
+    assert dm.test_images.shape == (N_TEST, 28, 28)
+
+
+def test_root_that_is_a_file(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(ShiftProbeError, match="is a file"):
+        ensure_mnist(f, download=False)
+
+
+def test_val_size_too_large(mnist_root):
+    with pytest.raises(ShiftProbeError, match="data.val_size=5000"):
+        make_dm(mnist_root, val_size=5000)

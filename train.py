@@ -1,0 +1,24 @@
+"""Train the lab MNIST CNN, test it, and measure translation invariance / equivariance.
+
+python train.py                                   # the lab setting
+python train.py optimizer=sgd optimizer.lr=0.01 trainer.max_epochs=2
+"""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from shiftprobe.train import run, train
+
+    return run(cfg, train)
+
+
+if __name__ == "__main__":
+    main()
