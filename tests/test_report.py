@@ -159,3 +159,16 @@ def test_summary_lines():
     assert "exact at every shift" in lines[1] and lines[1].startswith("conv1")
     assert "exact only at even shifts" in lines[2]
     assert "invariance" in lines[3] and "consistency" in lines[4]
+
+
+def test_odd_shift_best_alignment_is_reported_from_the_numbers():
+    from results_factory import make_fake_results
+
+    from shiftprobe.report import results_markdown
+
+    res = make_fake_results(max_shift=2)
+    for value in (0.406, 0.0123):
+        res["parity"]["odd"]["conv2"]["nearest_aligned_rel"] = value
+        md = results_markdown(res)
+        assert f"best integer alignment still differs by {value}" in md
+        assert "odd: best alignment" in md

@@ -246,10 +246,16 @@ def _conv_sentence(results: Mapping, layer: str) -> str:
         detail = ""
         if stride == 2 and parity:
             detail = f" (even: {fmt(even)}, odd: n/a because stride 2 does not divide odd shifts)"
+        nearest = _get(parity.get("odd"), layer, "nearest_aligned_rel")
+        best = (
+            f" the best integer alignment still differs by {fmt(nearest)} (nearest_aligned_rel), and"
+            if nearest is not None
+            else ""
+        )
         return (
             f"{head} is exactly equivariant only at {_stride_phrase(stride)}{detail}: max aligned_rel "
             f"{fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, its map moving by shift/{stride}. "
-            f"At the other {ex['n_shifts'] - ex['n_alignable']} shifts no exact alignment exists; there the "
+            f"At the other {ex['n_shifts'] - ex['n_alignable']} shifts no exact alignment exists:{best} the "
             f"sorted equivariance score is {fmt(ex['eq_unalignable'])} (vs {fmt(ex['eq_alignable'])} at the "
             f"alignable shifts)."
         )
@@ -414,6 +420,10 @@ def _header_lines(results: Mapping) -> list[str]:
         acc += f" (untrained: {fmt(un.get('accuracy'))})"
     m = results.get("max_shift")
     seconds = _finite(results.get("seconds"))
+    total = _finite(results.get("seconds_total"))
+    timing = "n/a" if seconds is None else f"{seconds:.1f} s"
+    if total is not None and un:
+        timing += f" for the trained network, {total:.1f} s with the untrained one"
     return [
         "# shiftprobe: how translation-invariant / -equivariant is each layer?",
         "",
@@ -422,7 +432,7 @@ def _header_lines(results: Mapping) -> list[str]:
         f"|dy|, |dx| <= {m} ({len(_nonzero_shifts(results))} non-zero shifts measured)",
         f"- **Images**: {results.get('n_images')}; control = unrelated image pairs "
         f"(offset {(results.get('control') or {}).get('offset', 'n/a')})",
-        f"- **Time**: {'n/a' if seconds is None else f'{seconds:.1f} s'}",
+        f"- **Measurement time**: {timing}",
         "",
         "Scores: invariance = 1 - dist / control dist, equivariance = 1 - sorted_rel / control sorted_rel "
         "(1 = unchanged, 0 = as different as unrelated images). aligned_rel = relative difference between "
@@ -466,7 +476,8 @@ def results_markdown(results: Mapping) -> str:
         lines.append(
             "aligned_rel over non-zero shifts; even = both dy and dx even. "
             f"'exact' means below {fmt(EXACT_TOL)}; 'n/a' means no exact alignment exists (the stride does not "
-            "divide the shift). The sorted equivariance score is shown for comparison."
+            "divide the shift); 'best alignment' is nearest_aligned_rel, the error of the best integer map offset "
+            "(defined at every shift). The sorted equivariance score is shown for comparison."
         )
         lines.append("")
         rows = []
@@ -481,6 +492,7 @@ def results_markdown(results: Mapping) -> str:
                     has_group = group in parity
                     row.append(fmt(v) if has_group else "not measured")
                     row.append(exactness(v) if has_group else "–")
+                row.append(fmt(_get(parity.get("odd"), layer, "nearest_aligned_rel")))
                 for group in ("even", "odd"):
                     row.append(fmt(_get(parity.get(group), layer, "equivariance_score")))
                 rows.append(row)
@@ -493,6 +505,7 @@ def results_markdown(results: Mapping) -> str:
                 "even",
                 "odd: aligned_rel",
                 "odd",
+                "odd: best alignment",
                 "equivariance (even)",
                 "equivariance (odd)",
             ],
