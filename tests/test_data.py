@@ -152,3 +152,38 @@ def test_root_that_is_a_file(tmp_path):
 def test_val_size_too_large(mnist_root):
     with pytest.raises(ShiftProbeError, match="data.val_size=5000"):
         make_dm(mnist_root, val_size=5000)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_splits_move_once_to_the_trainers_device(mnist_root, num_workers):
+    """On a non-CPU trainer device the splits are moved there in ``setup`` (``meta`` stands in for a GPU);
+    batches are then cut on that device. On the CPU, or with worker processes, they stay put."""
+    dm = MNISTDataModule(root=str(mnist_root), download=False, batch_size=8, val_size=VAL_SIZE, num_workers=num_workers)
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")), training=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    expected = "meta" if num_workers == 0 else "cpu"
+    for t in (dm.train_images, dm.train_labels, dm.val_images, dm.test_images, dm.test_labels):
+        assert t.device.type == expected
+    if num_workers == 0:
+        images, labels = dm.train_dataloader().dataset.__getitems__([0, 5, 7])
+        assert images.device.type == "meta" and images.shape == (3, 28, 28) and labels.shape == (3,)
+    cpu = MNISTDataModule(root=str(mnist_root), download=False, val_size=VAL_SIZE)
+    cpu.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    cpu.setup("fit")
+    assert cpu.train_images.device.type == "cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_splits_resident_on_the_gpu(make_cfg):
+    import hydra
+
+    from shiftprobe.train import build_module, build_trainer
+
+    cfg = make_cfg("trainer=gpu", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1")
+    dm = hydra.utils.instantiate(cfg.data)
+    trainer = build_trainer(cfg, [], [])
+    trainer.fit(build_module(cfg, {}), datamodule=dm)
+    assert dm.train_images.device.type == "cuda" and dm.val_labels.device.type == "cuda"

@@ -2,7 +2,9 @@
 
 Each split is ONE ``N x 28 x 28`` uint8 tensor read by torchvision's own MNIST loader. A batch is
 ``images[idx]`` for a whole index batch (``InMemoryDataset.__getitems__``), so there is no per-image
-PIL / ``ToTensor`` pipeline. ``on_after_batch_transfer`` turns the uint8 batch into ``B x 1 x 28 x 28``
+PIL / ``ToTensor`` pipeline. When the trainer runs on a GPU (any non-CPU device) and
+``num_workers`` is 0, ``setup`` moves the splits onto that device once, so batches are cut there and
+never copied from the CPU. ``on_after_batch_transfer`` turns the uint8 batch into ``B x 1 x 28 x 28``
 floats in [0, 1] (exactly ``ToTensor``: ``x / 255``) on the device and, for training batches only,
 applies the optional random-shift augmentation (``data.train_shift``).
 
@@ -20,12 +22,13 @@ import logging
 import shutil
 import socket
 import struct
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 import torchvision
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.shifts import IMAGE_SIZE, shift_images_per_sample
@@ -181,8 +184,34 @@ class InMemoryDataset(Dataset):
         return self.images[index], self.labels[index]
 
     def __getitems__(self, indices):
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
         return self.images[idx], self.labels[idx]
+
+
+class EpochSampler(Sampler):
+    """A seeded random order of ``n`` indices per epoch (``set_epoch``, called by Lightning), which can
+    start part-way through an epoch: ``resume_at(epoch, skip)`` drops that epoch's first ``skip`` indices."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self._resume: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        self._resume = (int(epoch), int(skip))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        order = torch.randperm(self.n, generator=g)
+        if self._resume is not None and self._resume[0] == self.epoch:
+            order = order[self._resume[1] :]
+            self._resume = None
+        return iter(order.tolist())
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -208,6 +237,10 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_images = self.val_labels = None
         self.test_images: torch.Tensor | None = None
         self.test_labels: torch.Tensor | None = None
+        # the training order: a seed drawn once, then one permutation per epoch (EpochSampler);
+        # saved in checkpoints with the position, so a run interrupted mid-epoch resumes exactly
+        self._shuffle_seed: int | None = None
+        self._resume: tuple[int, int] | None = None
 
     def prepare_data(self) -> None:
         ensure_mnist(self.root, self.hparams.download)
@@ -236,12 +269,38 @@ class MNISTDataModule(L.LightningDataModule):
         if stage in (None, "test", "predict") and self.test_images is None:
             self._ensure()
             self.test_images, self.test_labels = load_split(self.root, train=False)
+        device = self.resident_device()
+        if device is not None:
+            self.to_device(device)
+
+    def resident_device(self) -> torch.device | None:
+        """The trainer's device when the splits should live there (not the CPU, no worker processes)."""
+        strategy = getattr(getattr(self, "trainer", None), "strategy", None)
+        if strategy is None or self.hparams.num_workers > 0:
+            return None
+        device = torch.device(strategy.root_device)
+        return None if device.type == "cpu" else device
+
+    def to_device(self, device: torch.device | str) -> None:
+        """Move every loaded split onto ``device`` (once; a no-op for splits already there)."""
+        for name in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device))
 
     def _loader(self, images, labels, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = None
+        if shuffle:
+            if self._shuffle_seed is None:  # drawn once from the seeded global generator
+                self._shuffle_seed = int(torch.randint(0, 2**62, (1,)))
+            sampler = EpochSampler(len(labels), self._shuffle_seed)
+            if self._resume is not None:
+                sampler.resume_at(self._resume[0], self._resume[1] * batch_size)
+                self._resume = None
         return DataLoader(
             InMemoryDataset(images, labels),
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=_identity_collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
@@ -264,6 +323,27 @@ class MNISTDataModule(L.LightningDataModule):
             self.setup("test")
         plan = ShiftPlan.build(max_shift, mode, pattern, seed, len(self.test_images))
         return PairedShiftDataset(self.test_images, self.test_labels, plan)
+
+    # -- checkpoints: resume mid-epoch with the same order of images ---------------------------------
+    def state_dict(self) -> dict:
+        """The training order's seed and how far the current epoch got (batches completed)."""
+        trainer = getattr(self, "trainer", None)
+        if self._shuffle_seed is None or trainer is None or not hasattr(trainer, "fit_loop"):
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {"shuffle_seed": self._shuffle_seed, "epoch": trainer.current_epoch, "batches_done": int(done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "shuffle_seed" not in state:
+            return
+        self._shuffle_seed = int(state["shuffle_seed"])
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and getattr(trainer, "world_size", 1) == 1:
+            # the rest of the epoch is the same images in the same order, so Lightning's generic warning
+            # about non-resumable loaders does not apply; under DDP Lightning's distributed sampler
+            # reorders the images, so there the epoch's remaining batches are drawn afresh (and it warns)
+            self._resume = (int(state["epoch"]), int(state["batches_done"]))
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

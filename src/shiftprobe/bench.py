@@ -1,0 +1,442 @@
+"""Benchmarks: training and measurement throughput, start-up share, peak memory (``scripts/bench.py``).
+
+Every figure is measured in one run on one machine; throughputs are the median of ``repeats`` runs.
+
+* **training**: images/s of the project's loop (``shiftprobe.train.train`` with the default
+  Trainer, callbacks and logger, ``trainer.max_epochs=1`` and ``limit_train_batches``) against the
+  lab's plain PyTorch loop (torchvision MNIST + ``ToTensor``, ``DataLoader(batch_size=64,
+  shuffle=True)``, Adam lr 1e-3, the same ``LabCNN``, NLL on log-probabilities), over the same number
+  of batches. Both are timed from the start of the epoch (data-loader iterator created) to the end of
+  the last timed batch; set-up, validation and checkpointing are outside the window.
+* **measurement**: image-shift pairs/s of ``measure_results`` (default settings, shift=medium, the
+  first ``n`` test images, one network) against the bare forward pass ``net(T(s) x)`` over the same
+  pairs (shifted images stacked in batches of about 1024, no metrics).
+* **end to end**: wall time of ``python train.py trainer.max_epochs=1`` (default callbacks, so the
+  measurement of the trained and the untrained network included) and the time from launching the
+  process to the first training step (``FirstStepMarker`` writes ``time.time()`` at batch 0); the
+  latter is also taken, as a median, from short launches that stop after one training batch.
+* **peak memory**: the maximum resident set size of a child process that measures one network with
+  shift=large (17x17 grid) over the test images, read with ``os.wait4`` (stdlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- callbacks used through Hydra overrides (+callbacks.<name>._target_=shiftprobe.bench.<Class>) ----------
+class FirstStepMarker(L.Callback):
+    """Write ``time.time()`` (wall clock) into ``path`` when the first training batch starts (rank 0)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.done = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if not self.done and trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(repr(time.time()))
+        self.done = True
+
+
+class TrainTimer(L.Callback):
+    """Time the first epoch's first ``n_batches`` training batches (from the epoch's start) into ``path``."""
+
+    def __init__(self, path: str, n_batches: int):
+        self.path, self.n_batches = Path(path), int(n_batches)
+        self.start: float | None = None
+        self.images = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.current_epoch != 0 or batch_idx >= self.n_batches:
+            return
+        self.images += len(batch[1])
+        if batch_idx == self.n_batches - 1:
+            seconds = time.perf_counter() - self.start
+            self.path.write_text(json.dumps({"seconds": seconds, "images": self.images, "batches": self.n_batches}))
+
+
+# -- training -----------------------------------------------------------------------------------------
+def project_training(root: str, n_batches: int, workdir: Path, extra: list[str] = ()) -> dict:
+    """The project's default training loop (``train(cfg)``, test off) over ``n_batches`` batches."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from shiftprobe.train import train
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    timing = workdir / "train_timing.json"
+    overrides = [
+        f"data.root={root}",
+        "data.download=false",
+        "trainer.max_epochs=1",
+        f"+trainer.limit_train_batches={n_batches}",
+        "test=false",
+        f"paths.output_dir={workdir}",
+        "+callbacks.bench_timer._target_=shiftprobe.bench.TrainTimer",
+        f"+callbacks.bench_timer.path={timing}",
+        f"+callbacks.bench_timer.n_batches={n_batches}",
+        *extra,
+    ]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    GlobalHydra.instance().clear()
+    with contextlib.redirect_stdout(sys.stderr):  # the progress bar, away from the table
+        train(cfg)
+    out = json.loads(timing.read_text())
+    out["images_per_s"] = out["images"] / out["seconds"]
+    return out
+
+
+def lab_training(root: str, n_batches: int, seed: int = 0) -> dict:
+    """The lab's plain PyTorch loop over ``n_batches`` batches of 64."""
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    from shiftprobe.model import LabCNN
+
+    torch.manual_seed(seed)
+    dataset = datasets.MNIST(root, train=True, download=False, transform=transforms.ToTensor())
+    loader = DataLoader(dataset, batch_size=64, shuffle=True)
+    net = LabCNN()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net.train()
+    images = 0
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        if i == n_batches:
+            break
+        optimizer.zero_grad()
+        loss = F.nll_loss(net(x)[0], y)
+        loss.backward()
+        optimizer.step()
+        images += len(y)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "images": images, "batches": n_batches, "images_per_s": images / seconds}
+
+
+# -- measurement --------------------------------------------------------------------------------------
+def _test_set(root: str, n_images: int):
+    from shiftprobe.data import ensure_mnist, load_split
+
+    ensure_mnist(root, download=False)
+    images, labels = load_split(root, train=False)
+    return images[:n_images], labels[:n_images]
+
+
+def _network(seed: int = 0):
+    from shiftprobe.model import LabCNN
+
+    torch.manual_seed(seed)
+    return LabCNN().eval()
+
+
+def measurement_speed(images, labels, max_shift: int) -> dict:
+    """``measure_results`` with its default settings on one network: pairs/s."""
+    from shiftprobe.measure import measure_results
+    from shiftprobe.paired import ShiftPlan
+
+    plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
+    net = _network()
+    start = time.perf_counter()
+    measure_results(net, images, labels, plan)
+    seconds = time.perf_counter() - start
+    pairs = len(images) * plan.shifts_per_image
+    return {"seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds}
+
+
+@torch.inference_mode()
+def forward_speed(images, max_shift: int, batch_images: int = 64, pairs_per_batch: int = 1024) -> dict:
+    """The bare forward pass ``net(T(s) x)`` over the same image-shift pairs: pairs/s."""
+    from shiftprobe.paired import ShiftPlan
+    from shiftprobe.shifts import shift_images_per_sample
+
+    plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
+    net = _network()
+    start = time.perf_counter()
+    pairs = 0
+    for i0 in range(0, len(images), batch_images):
+        idx = torch.arange(i0, min(i0 + batch_images, len(images)))
+        x = images[idx].unsqueeze(1).float().div_(255)
+        shifts = plan.shifts_of(idx)  # B x S x 2
+        b, s = shifts.shape[:2]
+        step = max(1, pairs_per_batch // b)
+        for j0 in range(0, s, step):
+            sh = shifts[:, j0 : j0 + step]
+            xs = x.unsqueeze(1).expand(b, sh.shape[1], *x.shape[1:]).reshape(-1, *x.shape[1:])
+            net(shift_images_per_sample(xs, sh.reshape(-1, 2), "crop"))
+            pairs += xs.shape[0]
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds}
+
+
+# -- child processes ----------------------------------------------------------------------------------
+def _run_child(cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
+    """Run ``cmd`` with output into ``log_path``; return its exit code, wall time and peak RSS (bytes)."""
+    start = time.time()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.time() - start
+    # ru_maxrss: kilobytes on Linux, bytes on macOS
+    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed with exit code {proc.returncode}:\n{tail}")
+    return {"start": start, "wall_s": wall, "peak_rss_bytes": rss}
+
+
+def end_to_end(root: str, workdir: Path, extra: list[str] = (), tag: str = "e2e") -> dict:
+    """``python train.py trainer.max_epochs=1 ...``: wall time, time to the first training step, peak RSS."""
+    run_dir = workdir / tag
+    marker = run_dir / "first_step.txt"
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        "trainer.max_epochs=1",
+        f"data.root={root}",
+        "data.download=false",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.first_step._target_=shiftprobe.bench.FirstStepMarker",
+        f"+callbacks.first_step.path={marker}",
+        *extra,
+    ]
+    env = {**os.environ, "PROJECT_ROOT": str(PROJECT_ROOT)}
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = _run_child(cmd, workdir / f"{tag}.log", env=env, cwd=PROJECT_ROOT)
+    first = float(marker.read_text())
+    out["first_step_s"] = first - out.pop("start")
+    out["first_step_share"] = out["first_step_s"] / out["wall_s"]
+    return out
+
+
+def peak_memory(root: str, n_images: int, max_shift: int, workdir: Path) -> dict:
+    """Peak RSS of a child process measuring one network with a ``max_shift`` grid over ``n_images``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "shiftprobe.bench",
+        "--measure-child",
+        "--root",
+        str(root),
+        "--n-images",
+        str(n_images),
+        "--max-shift",
+        str(max_shift),
+    ]
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = _run_child(cmd, workdir / "peak_memory.log")
+    out.pop("start")
+    out.update(n_images=n_images, max_shift=max_shift, grid=f"{2 * max_shift + 1}x{2 * max_shift + 1}")
+    return out
+
+
+def _measure_child(root: str, n_images: int, max_shift: int) -> None:
+    images, labels = _test_set(root, n_images)
+    print(json.dumps(measurement_speed(images, labels, max_shift)))
+
+
+# -- the whole benchmark --------------------------------------------------------------------------------
+def _median(runs: list[dict], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def run_bench(
+    root: str,
+    repeats: int = 3,
+    quick: bool = False,
+    train_batches: int | None = None,
+    measure_images: int | None = None,
+    memory_images: int | None = None,
+    e2e_repeats: int = 1,
+    workdir: Path | None = None,
+    log=print,
+) -> dict:
+    """Run every benchmark; ``quick``: tiny sizes for a smoke test (figures not meaningful)."""
+    root = str(root)
+    train_batches = train_batches or (4 if quick else 300)
+    measure_images = measure_images or (32 if quick else 2000)
+    memory_images = memory_images or (32 if quick else 10000)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="shiftprobe-bench-")
+        workdir = Path(tmp.name)
+    result = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+            "python": sys.version.split()[0],
+            "cuda": torch.cuda.is_available(),
+        },
+        "quick": quick,
+        "repeats": repeats,
+    }
+    try:
+        quick_train = ["data.val_size=100"] if quick else []
+        # training: alternate the two loops so both see the same machine state
+        log(f"training throughput: {train_batches} batches of 64, {repeats} repeats")
+        project, lab = [], []
+        for r in range(repeats):
+            lab.append(lab_training(root, train_batches))
+            project.append(project_training(root, train_batches, workdir / f"train{r}", quick_train))
+        p, b = _median(project, "images_per_s"), _median(lab, "images_per_s")
+        result["training"] = {
+            "batches": train_batches,
+            "batch_size": 64,
+            "project_images_per_s": p,
+            "lab_images_per_s": b,
+            "ratio": p / b,
+            "project_runs": [r["images_per_s"] for r in project],
+            "lab_runs": [r["images_per_s"] for r in lab],
+        }
+
+        # measurement vs bare forward
+        max_shift = 1 if quick else 4
+        log(f"measurement throughput: {measure_images} test images, {2 * max_shift + 1}^2 shifts, {repeats} repeats")
+        images, labels = _test_set(root, measure_images)
+        meas, fwd = [], []
+        for _ in range(repeats):
+            fwd.append(forward_speed(images, max_shift))
+            meas.append(measurement_speed(images, labels, max_shift))
+        m, f = _median(meas, "pairs_per_s"), _median(fwd, "pairs_per_s")
+        result["measurement"] = {
+            "images": len(images),
+            "max_shift": max_shift,
+            "pairs": meas[0]["pairs"],
+            "measure_pairs_per_s": m,
+            "forward_pairs_per_s": f,
+            "ratio": m / f,
+            "measure_runs": [r["pairs_per_s"] for r in meas],
+            "forward_runs": [r["pairs_per_s"] for r in fwd],
+        }
+
+        # end to end, and the start-up share
+        quick_args = (
+            [
+                "data.val_size=100",
+                "+trainer.limit_train_batches=3",
+                "callbacks.shift_probe.max_images=16",
+                "callbacks.shift_probe.figures=false",
+                "shift=small",
+            ]
+            if quick
+            else []
+        )
+        log(f"end to end: python train.py trainer.max_epochs=1 ({e2e_repeats} run(s)), start-up ({repeats} launches)")
+        full = [end_to_end(root, workdir, quick_args, tag=f"e2e{r}") for r in range(e2e_repeats)]
+        short_args = quick_args + ["+trainer.max_steps=1", "+trainer.limit_val_batches=0", "test=false"]
+        starts = [end_to_end(root, workdir, short_args, tag=f"startup{r}") for r in range(repeats)]
+        wall = _median(full, "wall_s")
+        startup = float(statistics.median([r["first_step_s"] for r in full + starts]))
+        result["end_to_end"] = {
+            "command": "python train.py trainer.max_epochs=1",
+            "wall_s": wall,
+            "first_step_s": startup,
+            "first_step_share": startup / wall,
+            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in full),
+            "wall_runs": [r["wall_s"] for r in full],
+            "first_step_runs": [r["first_step_s"] for r in full + starts],
+        }
+
+        # peak memory of the measurement, shift=large
+        large = 1 if quick else 8
+        log(f"peak memory: measurement, shift max {large}, {memory_images} test images (child process)")
+        result["peak_memory"] = peak_memory(root, memory_images, large, workdir)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return result
+
+
+def format_table(result: dict) -> str:
+    t, m, e, p = result["training"], result["measurement"], result["end_to_end"], result["peak_memory"]
+    mib = p["peak_rss_bytes"] / 2**20
+    rows = [
+        ("training (images/s)", f"{t['project_images_per_s']:,.0f}", f"{t['lab_images_per_s']:,.0f}", f"{t['ratio']:.2f}"),
+        (
+            "measurement (pairs/s)",
+            f"{m['measure_pairs_per_s']:,.0f}",
+            f"{m['forward_pairs_per_s']:,.0f}",
+            f"{m['ratio']:.2f}",
+        ),
+    ]
+    lines = [
+        "| figure | shiftprobe | baseline | ratio |",
+        "|---|---:|---:|---:|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| `{e['command']}` wall time | {e['wall_s']:.1f} s |",
+        f"| time to the first training step | {e['first_step_s']:.1f} s ({100 * e['first_step_share']:.0f} % of the run) |",
+        f"| peak RSS of that run | {e['peak_rss_bytes'] / 2**20:,.0f} MiB |",
+        f"| peak RSS, measurement shift={p['grid']} over {p['n_images']:,} images | {mib:,.0f} MiB ({p['wall_s']:.0f} s) |",
+    ]
+    machine = result["machine"]
+    lines += [
+        "",
+        f"{machine['cpu_count']} CPU cores, {machine['torch_threads']} torch threads, torch {machine['torch']}, "
+        f"lightning {machine['lightning']}; throughputs: median of {result['repeats']} repeats"
+        + (" (QUICK: tiny sizes, figures not meaningful)" if result["quick"] else ""),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=os.environ.get("MNIST_ROOT", str(PROJECT_ROOT / "data")),
+                        help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else data/)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per throughput figure (median)")
+    parser.add_argument("--e2e-repeats", type=int, default=1, help="full train.py runs (each about a minute)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a benchmark")
+    parser.add_argument("--out", default="bench.json", help="JSON output (default bench.json)")
+    parser.add_argument("--measure-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--n-images", type=int, default=10000, help=argparse.SUPPRESS)
+    parser.add_argument("--max-shift", type=int, default=8, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure_child:
+        _measure_child(args.root, args.n_images, args.max_shift)
+        return 0
+    if args.repeats < 1 or args.e2e_repeats < 1:
+        parser.error("--repeats and --e2e-repeats must be >= 1")
+    from shiftprobe.errors import ShiftProbeError
+
+    start = time.perf_counter()
+    try:
+        result = run_bench(args.root, repeats=args.repeats, quick=args.quick, e2e_repeats=args.e2e_repeats,
+                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except ShiftProbeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result["bench_seconds"] = time.perf_counter() - start
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(result))
+    print(f"\nwrote {args.out} ({result['bench_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
