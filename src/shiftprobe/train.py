@@ -138,10 +138,17 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, (MisconfigurationException, ValueError)):
+            text = str(cause).rstrip(".!")
+            about_devices = any(w in text.lower() for w in ("accelerator", "device", "gpu", "cuda", "mps"))
+            hint = (
+                " Choose what this machine has: trainer=cpu (default), trainer=gpu with a CUDA GPU, "
+                "trainer=mps on Apple silicon."
+                if about_devices
+                else " Fix the trainer.* setting named above (see conf/trainer/)."
+            )
             raise ShiftProbeError(
                 f"trainer settings (accelerator={cfg.trainer.get('accelerator')!r}, "
-                f"devices={cfg.trainer.get('devices')!r}): {str(cause).rstrip('.!')}. Choose what this machine "
-                f"has: trainer=cpu (default), trainer=gpu with a CUDA GPU, trainer=mps on Apple silicon."
+                f"devices={cfg.trainer.get('devices')!r}): {text}.{hint}"
             ) from None
         raise
 
