@@ -37,10 +37,17 @@ class Job:
                 return value
         return "default"
 
+    common: tuple[str, ...] = ()
+
     @property
     def config(self) -> str:
-        """The job's configuration: its overrides without the seed (``default`` when there are none)."""
-        rest = [o for o in self.overrides if o.partition("=")[0].lstrip("+~") not in SEED_KEYS]
+        """The job's configuration: its overrides without the seed and without those every job of the
+        sweep shares (``default`` when nothing is left)."""
+        rest = [
+            o
+            for o in self.overrides
+            if o.partition("=")[0].lstrip("+~") not in SEED_KEYS and o not in self.common
+        ]
         return " ".join(sorted(rest)) or "default"
 
 
@@ -135,6 +142,9 @@ def fmt_mean_std(values, digits: int = 3) -> str:
 
 def summarize(sweep_dir) -> Summary:
     jobs = find_jobs(Path(sweep_dir))
+    common = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
+    for job in jobs:
+        job.common = tuple(sorted(common))
     summary = Summary(jobs)
     for job in jobs:
         if job.results is not None:
@@ -160,6 +170,10 @@ def summary_markdown(summary: Summary) -> str:
         f"{len(summary.rows)} finished job(s) in {len(by_config)} configuration(s); mean ± std over seeds "
         "(n = number of seeds)."
     )
+    common = summary.jobs[0].common if summary.jobs else ()
+    if common:
+        lines.append("")
+        lines.append("Overrides shared by every job: " + " ".join(f"`{o}`" for o in common) + ".")
     lines.append("")
     head = ["configuration", "n", "accuracy"] + [f"fc1 inv. r={r}" for r in rs]
     head += ["conv2 aligned_rel even", "conv2 nearest aligned odd", "consistency", "consistency (2 shifts)"]
