@@ -226,6 +226,10 @@ def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
     except (ShiftProbeError, MisconfigurationException) as err:
         if _is_multirun():
             log.error("error: %s", err)
+            if cfg.get("optimized_metric"):
+                # a sweeper that optimises the metric (Optuna) records a raised job as a failed trial
+                # (hydra.sweeper.max_failure_rate); a NaN return value would end its whole search
+                raise
             return math.nan
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -1,0 +1,250 @@
+"""Model variants, training-time shift augmentation and the experiment presets.
+
+What ``test_model.py`` (shapes at default construction) and ``test_metrics.py`` (lab conv exactness
+in crop mode, circular conv exactness on a few roll shifts) already check is not repeated here. This
+file covers: the variants as the config builds them, the blurpool exactness pattern, the circular
+variant measured end to end with roll shifts, that the measurement follows the variant, that
+``data.train_shift`` shifts the training batches of a real ``Trainer.fit`` (and nothing else), and the
+``experiment`` presets (``untrained`` run end to end without a checkpoint).
+"""
+
+import json
+
+import hydra
+import lightning as L
+import pytest
+import torch
+from conftest import VAL_SIZE, compose_config, test_overrides
+
+from shiftprobe.data import MNISTDataModule
+from shiftprobe.lit_module import ShiftProbeModule
+from shiftprobe.measure import measure_results
+from shiftprobe.metrics import aligned_rel, aligned_rel_at, nearest_aligned_rel
+from shiftprobe.model import LabCNN
+from shiftprobe.paired import ShiftPlan
+from shiftprobe.shifts import shift_images
+from shiftprobe.train import train
+
+EXACT = 1e-5
+SHIFTS_UP_TO_2 = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(5)
+    return torch.rand(4, 1, 28, 28, generator=g)
+
+
+@pytest.fixture(scope="module")
+def uint8_set():
+    g = torch.Generator().manual_seed(6)
+    return (torch.rand(24, 28, 28, generator=g) * 255).to(torch.uint8), torch.randint(0, 10, (24,), generator=g)
+
+
+# -- the variants as the config builds them -------------------------------------------------------------
+@pytest.mark.parametrize(
+    "model,pool,padding,maps,fc1_in,crop_windows",
+    [
+        ("lab", "max", "valid", (24, 8), 320, True),
+        ("blurpool", "blur", "valid", (24, 8), 320, False),
+        ("circular", "max", "circular", (28, 14), 20 * 7 * 7, False),
+    ],
+)
+def test_variant_from_config(tmp_path, model, pool, padding, maps, fc1_in, crop_windows):
+    cfg = compose_config("train", [f"paths.output_dir={tmp_path}", f"model={model}"], tmp_path)
+    net = hydra.utils.instantiate(cfg.model)
+    assert (net.pool, net.padding) == (pool, padding)
+    assert net.probe_strides == {"conv1": 1, "conv2": 2}
+    assert net.supports_crop_windows is crop_windows  # the measurement's fast path only for the lab net
+    assert net.fc1.in_features == fc1_in
+    p = net.probe(torch.rand(2, 1, 28, 28))
+    assert p["conv1"].shape[-1] == maps[0] and p["conv2"].shape[-1] == maps[1]
+    assert (net.map_sizes["conv1"], net.map_sizes["conv2"]) == maps
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7])
+def test_blur_filter_size_key(tmp_path, size):
+    cfg = compose_config(
+        "train", [f"paths.output_dir={tmp_path}", "model=blurpool", f"model.blur_filter_size={size}"], tmp_path
+    )
+    net = hydra.utils.instantiate(cfg.model)
+    blur1, blur2 = net.pool1[1], net.pool2[1]
+    assert blur1.filter_size == blur2.filter_size == size and blur1.stride == 2
+    assert blur1.kernel.shape == (10, 1, size, size)
+    torch.testing.assert_close(blur1.kernel.sum((-2, -1)), torch.ones(10, 1))  # normalised per channel
+    assert net.fc1.in_features == 320  # the maps stay 12x12 and 4x4 whatever the filter
+    assert net(torch.rand(2, 1, 28, 28))[1].shape == (2, 20, 8, 8)
+
+
+# -- blurpool: conv1 exact; conv2 exact at even shifts only away from the borders ------------------------
+@pytest.mark.parametrize("size,margin", [(3, 1), (5, 2)])
+@pytest.mark.parametrize("dy,dx", SHIFTS_UP_TO_2)
+def test_blurpool_exactness(images, size, margin, dy, dx):
+    torch.manual_seed(0)
+    net = LabCNN(pool="blur", blur_filter_size=size).eval()
+    with torch.no_grad():
+        p, pt = net.probe(images), net.probe(shift_images(images, dy, dx))
+    assert aligned_rel(p["conv1"], pt["conv1"], dy, dx, stride=1).max() < EXACT  # before any pool
+    conv2 = aligned_rel(p["conv2"], pt["conv2"], dy, dx, stride=2)
+    if dy % 2 or dx % 2:
+        assert conv2 is None
+        assert nearest_aligned_rel(p["conv2"], pt["conv2"], dy, dx, stride=2).min() > 1e-3
+        return
+    inner = (..., slice(margin, -margin), slice(margin, -margin))
+    interior = aligned_rel_at(p["conv2"][inner], pt["conv2"][inner], dy // 2, dx // 2)
+    assert interior.max() < EXACT  # the blur commutes with even shifts where the padding is not involved
+    if (dy, dx) != (0, 0):
+        # ...but the reflect padding at the map border does not move with the content (the lab's
+        # max-pool net is exact on the whole overlap here: test_metrics.py)
+        assert conv2.min() > 1e-3
+
+
+def test_blurpool_measurement_uses_the_generic_path(images):
+    """No crop-window fast path for blurpool: fast_path=True must give the plain path's figures."""
+    torch.manual_seed(0)
+    net = LabCNN(pool="blur")
+    x = (images[:, 0] * 255).to(torch.uint8)
+    y = torch.zeros(len(x), dtype=torch.long)
+    plan = ShiftPlan.build(2, mode="crop", n_images=len(x))
+    fast = measure_results(net, x, y, plan, fast_path=True, workers=1)
+    plain = measure_results(net, x, y, plan, fast_path=False, workers=1)
+    for a, b in zip(fast["shifts"], plain["shifts"], strict=True):
+        assert a["conv2"]["rel"] == pytest.approx(b["conv2"]["rel"], abs=1e-9)
+        assert a["fc1"]["rel"] == pytest.approx(b["fc1"]["rel"], abs=1e-9)
+
+
+# -- circular padding measured with roll shifts: the exact setting -------------------------------------
+def test_circular_roll_measurement_is_exact(uint8_set):
+    torch.manual_seed(1)
+    net = LabCNN(padding="circular")
+    x, y = uint8_set
+    r = measure_results(net, x, y, ShiftPlan.build(3, mode="roll", n_images=len(x)), batch_size=8)
+    assert r["shift_mode"] == "roll" and len(r["shifts"]) == 49
+    for s in r["shifts"]:
+        c1, c2 = s["conv1"], s["conv2"]
+        assert c1["aligned_rel"] < EXACT and c1["sorted_rel"] < EXACT, s  # every shift
+        assert c1["equivariance_score"] == pytest.approx(1.0, abs=EXACT)
+        if s["dy"] % 2 == 0 and s["dx"] % 2 == 0:
+            assert c2["aligned_rel"] < EXACT and c2["sorted_rel"] < EXACT, s
+        else:
+            # the stride-2 pool sees another phase: neither moved nor permuted values
+            assert c2["aligned_rel"] is None and c2["nearest_aligned_rel"] > 1e-3 and c2["sorted_rel"] > 1e-4, s
+    assert r["summary"]["conv1"]["sorted_rel"] < EXACT
+
+
+def test_circular_is_not_exact_with_crop_shifts(uint8_set):
+    """Circular padding wraps content around; a crop shift loses it instead, so the borders differ."""
+    torch.manual_seed(1)
+    net = LabCNN(padding="circular")
+    x, y = uint8_set
+    r = measure_results(net, x, y, ShiftPlan.build(1, mode="crop", n_images=len(x)), batch_size=8)
+    moved = [s for s in r["shifts"] if (s["dy"], s["dx"]) != (0, 0)]
+    assert all(s["conv1"]["aligned_rel"] > 1e-3 for s in moved)
+
+
+# -- data.train_shift: the batches a real fit sees ------------------------------------------------------
+class BatchRecorder(L.Callback):
+    """Keeps the first images (after ``on_after_batch_transfer``) of every train / val / test batch."""
+
+    def __init__(self):
+        self.seen = {"train": [], "val": [], "test": []}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen["train"].append(batch[0].detach().clone())
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self.seen["val"].append(batch[0].detach().clone())
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.seen["test"].append(batch[0].detach().clone())
+
+
+def fit_and_record(mnist_root, train_shift: int, seed: int = 0) -> dict:
+    L.seed_everything(seed)
+    dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=VAL_SIZE, batch_size=32,
+                         eval_batch_size=50, train_shift=train_shift)
+    module = ShiftProbeModule(net=LabCNN(), optimizer=lambda params: torch.optim.SGD(params, lr=0.0))
+    rec = BatchRecorder()
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=3, limit_val_batches=2, limit_test_batches=2, num_sanity_val_steps=0,
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[rec],
+    )
+    trainer.fit(module, datamodule=dm)
+    trainer.test(module, datamodule=dm, verbose=False)
+    return {k: torch.cat(v) for k, v in rec.seen.items()}
+
+
+def test_train_shift_shifts_training_batches_only(mnist_root):
+    k = 3
+    plain = fit_and_record(mnist_root, train_shift=0)
+    shifted = fit_and_record(mnist_root, train_shift=k)
+    again = fit_and_record(mnist_root, train_shift=k)
+    other_seed = fit_and_record(mnist_root, train_shift=k, seed=1)
+    assert plain["train"].shape == shifted["train"].shape == (96, 1, 28, 28)
+    # validation and test batches are untouched (and the same images in the same order)
+    for split in ("val", "test"):
+        assert torch.equal(shifted[split], plain[split]), split
+    # training batches: same images in the same order, each moved by its own (dy, dx) in [-k, k]^2
+    moved = 0
+    for a, b in zip(plain["train"], shifted["train"], strict=True):
+        candidates = [(dy, dx) for dy in range(-k, k + 1) for dx in range(-k, k + 1)
+                      if torch.equal(shift_images(a, dy, dx), b)]
+        assert candidates, "a training image is not an integer translate within the range"
+        moved += (0, 0) not in candidates
+    assert moved >= 0.8 * len(plain["train"])  # (0, 0) is drawn for 1 in 49 images
+    assert torch.equal(shifted["train"], again["train"])  # seeded
+    assert not torch.equal(shifted["train"], other_seed["train"])
+
+
+# -- the experiment presets ------------------------------------------------------------------------
+EXPECTED = {
+    "lab": lambda c: c.model.pool == "max" and c.data.train_shift == 0 and c.optimizer.lr == 1e-3
+    and c.trainer.max_epochs == 5 and c.shift.mode == "crop",
+    "augmented": lambda c: c.data.train_shift == 4 == c.shift.max_shift and c.model.pool == "max",
+    "blurpool": lambda c: c.model.pool == "blur" and c.model.padding == "valid" and c.model.blur_filter_size == 3,
+    "circular": lambda c: c.model.padding == "circular" and c.shift.mode == "roll",
+    "untrained": lambda c: c.train is False and c.test is True and c.ckpt_path is None
+    and c.callbacks.shift_probe.untrained is False,
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_experiment_presets(tmp_path, name):
+    cfg = compose_config("train", [f"paths.output_dir={tmp_path}", f"experiment={name}"], tmp_path)
+    assert cfg.task_name == name
+    assert EXPECTED[name](cfg)
+    assert cfg.hydra.runtime.choices.experiment == name
+
+
+def test_task_names_are_distinct(tmp_path):
+    names = {
+        compose_config("train", [f"paths.output_dir={tmp_path}", f"experiment={n}"], tmp_path).task_name
+        for n in EXPECTED
+    }
+    assert len(names) == len(EXPECTED) and "train" not in names
+
+
+def test_untrained_experiment_measures_the_initial_weights(mnist_root, tmp_path):
+    out = tmp_path / "untrained"
+    args = [a for a in test_overrides(mnist_root, out) if not a.startswith("callbacks=")]
+    cfg = compose_config(
+        "train",
+        [*args, "experiment=untrained", "callbacks=[shift_probe]", "callbacks.shift_probe.max_images=40",
+         "callbacks.shift_probe.figures=false", "callbacks.shift_probe.progress=false", "shift=small", "seed=3"],
+        out,
+    )
+    metrics = train(cfg)
+    assert "train/loss" not in metrics and "val/acc" not in metrics  # nothing was trained
+    torch.manual_seed(3)
+    net0 = LabCNN().eval()  # the network the run starts from (same seed)
+    dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=VAL_SIZE)
+    dm.setup("test")
+    with torch.no_grad():
+        pred = net0(dm.test_images.unsqueeze(1).float() / 255)[0].argmax(1)
+    assert metrics["test/acc"] == pytest.approx((pred == dm.test_labels).float().mean().item())
+    results = json.loads((out / "results.json").read_text())
+    assert "untrained" not in results and results["n_images"] == 40  # the 'trained' block is the initial net
+    assert results["accuracy"] == pytest.approx((pred[:40] == dm.test_labels[:40]).float().mean().item())
+    assert not (out / "checkpoints").exists()
