@@ -164,8 +164,3 @@ class LabCNN(nn.Module):
             "logits": head["logits"].view(b, s, -1),
         }
 
-
-def build_model(
-    pool: str = "max", padding: str = "valid", blur_filter_size: int = 3, normalize: bool = False
-) -> LabCNN:
-    return LabCNN(pool=pool, padding=padding, blur_filter_size=blur_filter_size, normalize=normalize)

@@ -8,8 +8,6 @@ the mean over every image-shift pair in it. Scores use the layer's control (unre
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from shiftprobe.paired import ShiftPlan
@@ -112,9 +110,3 @@ def build_results(raw: dict, plan: ShiftPlan, layers, strides: dict, control_off
         "summary": summary,
     }
 
-
-def finite_or_none(value):
-    """JSON-safe float: NaN and infinities become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -13,8 +13,6 @@ Shifts act in pixel space, on images in [0, 1], *before* any normalisation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 SHIFT_MODES = ("crop", "roll")
@@ -126,6 +124,3 @@ def overlap_slices(dy: int, dx: int, h: int, w: int) -> tuple[tuple[slice, slice
     b = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
     return a, b
 
-
-def as_shift_list(shifts: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
-    return [(int(dy), int(dx)) for dy, dx in shifts]
