@@ -9,32 +9,20 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-#: per-pair metrics summed for every layer / for conv layers / for the logits
-LAYER_PAIR_METRICS = ("cos", "dist", "rel")
-CONV_PAIR_METRICS = ("sorted_rel", "aligned_rel", "aligned_count", "nearest_aligned_rel")
-LOGIT_PAIR_METRICS = ("consistency", "shifted_correct")
-#: control metrics (pairs of unrelated images x_i, x_{(i+k) mod n})
-LAYER_CONTROL_METRICS = ("cos", "dist", "rel")
-CONV_CONTROL_METRICS = ("sorted_rel",)
-LOGIT_CONTROL_METRICS = ("consistency",)
+#: metrics summed per layer kind: (every layer, conv layers only, the logits only)
+PAIR_METRICS = (
+    ("cos", "dist", "rel"),
+    ("sorted_rel", "aligned_rel", "aligned_count", "nearest_aligned_rel"),
+    ("consistency", "shifted_correct"),
+)
+#: control metrics (pairs of unrelated images x_i, x_{(i+k) mod n}), same layout
+CONTROL_METRICS = (("cos", "dist", "rel"), ("sorted_rel",), ("consistency",))
 
 
-def pair_metric_names(layer: str, conv_layers, logit_layer: str = "logits") -> tuple[str, ...]:
-    names = LAYER_PAIR_METRICS
-    if layer in conv_layers:
-        names += CONV_PAIR_METRICS
-    if layer == logit_layer:
-        names += LOGIT_PAIR_METRICS
-    return names
-
-
-def control_metric_names(layer: str, conv_layers, logit_layer: str = "logits") -> tuple[str, ...]:
-    names = LAYER_CONTROL_METRICS
-    if layer in conv_layers:
-        names += CONV_CONTROL_METRICS
-    if layer == logit_layer:
-        names += LOGIT_CONTROL_METRICS
-    return names
+def metric_names(table, layer: str, conv_layers, logit_layer: str = "logits") -> tuple[str, ...]:
+    """The metrics of ``table`` (``PAIR_METRICS`` or ``CONTROL_METRICS``) that apply to ``layer``."""
+    every, conv, logits = table
+    return every + (conv if layer in conv_layers else ()) + (logits if layer == logit_layer else ())
 
 
 class ShiftMetricAccumulator(Metric):
@@ -67,10 +55,10 @@ class ShiftMetricAccumulator(Metric):
             self.add_state(name, torch.zeros((), dtype=f64), dist_reduce_fx="sum")
         self._pair_keys, self._control_keys = {}, {}
         for layer in self.layers:
-            for metric in pair_metric_names(layer, self.conv_layers):
+            for metric in metric_names(PAIR_METRICS, layer, self.conv_layers):
                 self._pair_keys[layer, metric] = attr = f"pair__{layer}__{metric}"
                 self.add_state(attr, torch.zeros(self.n_shift_ids, dtype=f64), dist_reduce_fx="sum")
-            for metric in control_metric_names(layer, self.conv_layers):
+            for metric in metric_names(CONTROL_METRICS, layer, self.conv_layers):
                 self._control_keys[layer, metric] = attr = f"control__{layer}__{metric}"
                 self.add_state(attr, torch.zeros((), dtype=f64), dist_reduce_fx="sum")
 
@@ -100,7 +88,10 @@ class ShiftMetricAccumulator(Metric):
             self.two_shift_agree += two_shift_agree.to(self.correct.device, torch.float64).sum()
 
     def compute(self) -> dict:
-        out = {name: getattr(self, name).detach().cpu() for name in ("pair_count", "images", "correct", "two_shift_agree")}
+        out = {
+            name: getattr(self, name).detach().cpu()
+            for name in ("pair_count", "images", "correct", "two_shift_agree")
+        }
         for (layer, metric), attr in self._pair_keys.items():
             out["pair", layer, metric] = getattr(self, attr).detach().cpu()
         for (layer, metric), attr in self._control_keys.items():

@@ -54,24 +54,25 @@ def two_shift_plan(n_images: int, max_shift: int, seed: int) -> tuple[torch.Tens
 def shifted_probe(net, x: torch.Tensor, shifts: torch.Tensor, mode: str, basis: dict | None = None) -> dict:
     """``net.probe(T(s) x)`` for ``shifts`` (``B x S x 2``), as ``B x S x ...`` tensors.
 
-    With a crop-window ``basis`` (``net.crop_shift_basis``) and the same shifts for every image, the
-    maps are windows of the basis; otherwise the shifted images are stacked into one batch.
+    With a crop-window ``basis`` (``net.crop_shift_basis``; only built when every image has the same
+    shifts) the maps are windows of the basis; otherwise the shifted images are stacked into one batch.
     """
     b, s = shifts.shape[:2]
-    if basis is not None and mode == "crop" and bool((shifts == shifts[:1]).all()):
+    if basis is not None and mode == "crop":
         return net.probe_crop_shifts(None, [tuple(v) for v in shifts[0].tolist()], basis=basis)
     xs = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
     xs = shift_images_per_sample(xs, shifts.reshape(b * s, 2), mode)
     return {k: v.view(b, s, *v.shape[1:]) for k, v in net.probe(xs).items()}
 
 
-def _aligned_values(base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor, stride: int, mode: str):
+def _aligned_values(
+    base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor, stride: int, mode: str, uniform: bool
+):
     """``aligned_rel`` (NaN where the stride does not divide the shift) and ``nearest_aligned_rel`` (the
     best of the nearest integer map offsets; equal to ``aligned_rel`` where that is defined) for every
-    pair of a chunk, as two ``B x S`` float64 tensors."""
+    pair of a chunk, as two ``B x S`` float64 tensors. ``uniform``: every image has the same shifts."""
     aligned = torch.full(shifts.shape[:2], float("nan"), dtype=torch.float64, device=base.device)
     nearest = aligned.clone()
-    uniform = bool((shifts == shifts[:1]).all())
     groups = (
         [((dy, dx), (slice(None), j)) for j, (dy, dx) in enumerate(shifts[0].tolist())]
         if uniform  # same shifts for every image: one slice per column
@@ -146,7 +147,7 @@ def batch_updates(
                 pairs[layer, name] = m[name]
             if layer in strides:
                 pairs[layer, "aligned_rel"], pairs[layer, "nearest_aligned_rel"] = _aligned_values(
-                    base[layer], ft, sh, strides[layer], plan.mode
+                    base[layer], ft, sh, strides[layer], plan.mode, uniform=plan.per_image is None
                 )
                 # last use of ft's spatial layout: sort it in its own memory
                 st = sort_channels(ft.contiguous(), inplace=True)
