@@ -5,12 +5,14 @@ import shutil
 from types import SimpleNamespace
 from urllib.error import URLError
 
+import lightning as L
 import pytest
 import torch
 import torchvision
 from conftest import FILES, N_TEST, N_TRAIN, VAL_SIZE
 
-from shiftprobe.data import MNISTDataModule, ensure_mnist
+import shiftprobe.train as train_module
+from shiftprobe.data import AUGMENT_STREAM, MNISTDataModule, ensure_mnist, stream_seed
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.shifts import shift_images_per_sample
 
@@ -62,14 +64,14 @@ def test_train_shift_only_for_training_batches(mnist_root, training):
     dm = make_dm(mnist_root, train_shift=2)
     dm.trainer = SimpleNamespace(training=training)
     images, labels = next(iter(dm.val_dataloader()))
-    torch.manual_seed(0)
     x, _ = dm.on_after_batch_transfer((images, labels), 0)
     plain = images.unsqueeze(1).float() / 255
     if not training:
         assert torch.equal(x, plain)
         return
-    torch.manual_seed(0)
-    shifts = torch.randint(-2, 3, (len(images), 2))
+    # the data's own generator, seeded from (seed, epoch 0, rank 0), not the global one
+    g = torch.Generator().manual_seed(stream_seed(0, AUGMENT_STREAM, 0, 0))
+    shifts = torch.randint(-2, 3, (len(images), 2), generator=g)
     assert torch.equal(x, shift_images_per_sample(plain, shifts, "crop"))
     assert not torch.equal(x, plain)
 
@@ -187,3 +189,87 @@ def test_splits_resident_on_the_gpu(make_cfg):
     trainer = build_trainer(cfg, [], [])
     trainer.fit(build_module(cfg, {}), datamodule=dm)
     assert dm.train_images.device.type == "cuda" and dm.val_labels.device.type == "cuda"
+
+
+# -- the data's own seeds: training order and augmentation, from the run seed alone -------------------
+class FirstBatches(L.Callback):
+    """Keeps every training batch a fit sees (images after ``on_after_batch_transfer``, and labels)."""
+
+    def __init__(self):
+        self.images, self.labels = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.images.append(batch[0].detach().clone())
+        self.labels.append(batch[1].detach().clone())
+
+
+def first_training_batches(make_cfg, monkeypatch, out, *overrides) -> tuple[torch.Tensor, torch.Tensor]:
+    """``train(cfg)`` for 3 training batches (no test), returning the batches the model was fed."""
+    recorder = FirstBatches()
+    real = train_module.instantiate_callbacks
+    monkeypatch.setattr(train_module, "instantiate_callbacks", lambda cfg: real(cfg) + [recorder])
+    train_module.train(
+        make_cfg("+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", "test=false", *overrides, out=out)
+    )
+    return torch.cat(recorder.images), torch.cat(recorder.labels)
+
+
+def test_same_seed_same_batches_for_every_model_variant(make_cfg, monkeypatch, tmp_path):
+    """The circular model draws more initial weights than the lab one (fc1: 980 vs 320 inputs); its data
+    order and augmentation shifts must not change with that."""
+    lab = first_training_batches(make_cfg, monkeypatch, tmp_path / "lab", "model=lab", "data.train_shift=2")
+    circ = first_training_batches(make_cfg, monkeypatch, tmp_path / "circ", "model=circular", "data.train_shift=2")
+    plain = first_training_batches(make_cfg, monkeypatch, tmp_path / "plain", "model=lab", "data.train_shift=0")
+    other = first_training_batches(make_cfg, monkeypatch, tmp_path / "seed1", "model=lab", "data.train_shift=2", "seed=1")
+    assert lab[0].shape == (96, 1, 28, 28)
+    assert torch.equal(lab[1], circ[1]) and torch.equal(lab[1], plain[1])  # same images, same order
+    assert torch.equal(lab[0], circ[0])  # and the same shifts
+    assert not torch.equal(lab[0], plain[0])  # (the augmentation is on)
+    assert not torch.equal(lab[1], other[1])  # another seed, another order
+
+
+def test_resumed_run_continues_with_the_same_shifts(make_cfg, tmp_path):
+    """Two epochs in one run, or one epoch then a resume from last.ckpt: the same weights, bit for bit
+    (same order and same augmentation shifts in the second epoch)."""
+    common = ("data.train_shift=2", "test=false", "+trainer.limit_val_batches=1")
+    train_module.train(make_cfg(*common, "trainer.max_epochs=2", out=tmp_path / "straight"))
+    train_module.train(make_cfg(*common, out=tmp_path / "first"))
+    first = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    train_module.train(make_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={first}", out=tmp_path / "resumed"))
+    ckpts = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+             for run in ("straight", "resumed")]
+    assert ckpts[0]["global_step"] == ckpts[1]["global_step"] > 0
+    for key, value in ckpts[0]["state_dict"].items():
+        assert torch.equal(value, ckpts[1]["state_dict"][key]), key
+    assert "augment_state" in ckpts[1]["MNISTDataModule"]
+
+
+def fake_trainer(completed: int | None = None, epoch: int = 0):
+    """Just enough of a Trainer for the data module: training, its epoch and rank (and the batches done)."""
+    trainer = SimpleNamespace(training=True, current_epoch=epoch, global_rank=0, world_size=1)
+    if completed is not None:
+        current = SimpleNamespace(completed=completed)
+        trainer.fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(current=current)))
+    return trainer
+
+
+@pytest.mark.parametrize("stopped_inside_a_batch", [False, True])
+def test_augmentation_generator_is_saved_and_restored(mnist_root, stopped_inside_a_batch):
+    dm = make_dm(mnist_root, train_shift=3, seed=5)
+    dm.trainer = fake_trainer(completed=3 if stopped_inside_a_batch else 4)
+    drawn = [dm.augment_shifts(8, 3) for _ in range(4)]
+    state = dm.state_dict()
+    after = [dm.augment_shifts(8, 3) for _ in range(2)]
+    resumed = make_dm(mnist_root, train_shift=3, seed=5)
+    resumed.trainer = fake_trainer()
+    resumed.load_state_dict(state)
+    again = [resumed.augment_shifts(8, 3) for _ in range(2)]
+    # a batch that had not finished (Ctrl-C inside it) is drawn again; otherwise the next one follows
+    expected = [drawn[3], after[0]] if stopped_inside_a_batch else after
+    for a, b in zip(expected, again, strict=True):
+        assert torch.equal(a, b)
+    # a new epoch starts from its own seed, whatever came before
+    fresh = make_dm(mnist_root, train_shift=3, seed=5)
+    fresh.trainer = fake_trainer(epoch=1)
+    dm.trainer = fake_trainer(epoch=1)
+    assert torch.equal(dm.augment_shifts(8, 3), fresh.augment_shifts(8, 3))

@@ -95,6 +95,7 @@ BAD = [
     ("shift.pattern=spiral", "shift.pattern='spiral'"),
     ("data.train_shift=-1", "data.train_shift=-1"),
     ("data.val_size=0", "data.val_size=0"),
+    ("data.seed=abc", "data.seed='abc'"),
     ("optimizer=sgd optimizer.momentum=1.5", "optimizer.momentum=1.5"),
 ]
 

@@ -163,7 +163,7 @@ class BatchRecorder(L.Callback):
 def fit_and_record(mnist_root, train_shift: int, seed: int = 0) -> dict:
     L.seed_everything(seed)
     dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=VAL_SIZE, batch_size=32,
-                         eval_batch_size=50, train_shift=train_shift)
+                         eval_batch_size=50, train_shift=train_shift, seed=seed)
     module = ShiftProbeModule(net=LabCNN(), optimizer=lambda params: torch.optim.SGD(params, lr=0.0))
     rec = BatchRecorder()
     trainer = L.Trainer(

@@ -61,6 +61,9 @@ def check_data(cfg: DictConfig) -> None:
     )
     _int_at_least(cfg, "data.num_workers", 0, " (0 = load in the main process)", required=False)
     _int_at_least(cfg, "data.split_seed", 0, required=False)
+    data_seed = _get(cfg, "data.seed")
+    if data_seed is not None and not _is_int(data_seed):
+        _fail("data.seed", data_seed, "use an integer (by default the run seed: data.seed=${seed})")
     k = _get(cfg, "data.train_shift", 0)
     if not _is_int(k) or not 0 <= k < IMAGE_SIZE:
         _fail("data.train_shift", k, f"use an integer from 0 (no augmentation) to {IMAGE_SIZE - 1}, e.g. 2")

@@ -8,6 +8,12 @@ never copied from the CPU. ``on_after_batch_transfer`` turns the uint8 batch int
 floats in [0, 1] (exactly ``ToTensor``: ``x / 255``) on the device and, for training batches only,
 applies the optional random-shift augmentation (``data.train_shift``).
 
+Randomness of the data has its own seeds, derived from the run seed (``data.seed``, i.e. ``${seed}``)
+alone and never drawn from the global generator: the training order (one permutation per epoch) and
+the augmentation shifts (one generator per epoch and rank). So two model variants trained with the same
+seed see the same images in the same order with the same shifts, whatever their initialisation draws.
+Both are saved in checkpoints, so a run resumed mid-epoch continues with the same images and shifts.
+
 Normalisation is not done here: it is a fixed first step inside the network (``LabCNN(normalize=...)``),
 so every shift of the measurement acts on pixels in [0, 1].
 
@@ -26,6 +32,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -44,6 +51,24 @@ MNIST_FILES = {
     "t10k-labels-idx1-ubyte": (LABELS_MAGIC, 10000),
 }
 DOWNLOAD_TIMEOUT_S = 30
+#: the data's independent random streams, each derived from the run seed (``stream_seed``)
+ORDER_STREAM, AUGMENT_STREAM = 1, 2
+
+
+def stream_seed(seed: int, *stream: int) -> int:
+    """A seed for one random stream of a run, a function of the run ``seed`` and the stream key only.
+
+    ``stream`` names the stream, e.g. ``(AUGMENT_STREAM, epoch, rank)``; different keys give
+    independent streams (NumPy's ``SeedSequence`` spawn keys), and nothing is drawn from a global
+    generator, so what else a run draws (e.g. a larger model's initial weights) cannot change them.
+
+    Examples
+    --------
+    >>> stream_seed(0, ORDER_STREAM) == stream_seed(0, ORDER_STREAM) != stream_seed(1, ORDER_STREAM)
+    True
+    """
+    state = np.random.SeedSequence(int(seed) % 2**64, spawn_key=tuple(int(k) for k in stream))
+    return int(state.generate_state(1, np.uint64)[0] >> np.uint64(2))  # 62 bits: fits torch's int64
 
 
 def raw_folder(root: str | Path) -> Path:
@@ -215,7 +240,11 @@ class EpochSampler(Sampler):
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """MNIST train (55,000) / val (5,000, seeded split) / test (official 10,000), in memory."""
+    """MNIST train (55,000) / val (5,000, seeded split) / test (official 10,000), in memory.
+
+    ``seed`` (the run seed, ``data.seed: ${seed}``) alone decides the training order and the
+    augmentation shifts (``data.train_shift``); ``split_seed`` decides the train / validation split.
+    """
 
     def __init__(
         self,
@@ -228,6 +257,7 @@ class MNISTDataModule(L.LightningDataModule):
         train_shift: int = 0,
         normalize: bool = False,
         num_workers: int = 0,
+        seed: int = 0,
     ):
         super().__init__()
         # ``normalize`` is applied inside the network; it is kept here so the checkpoint records it
@@ -237,10 +267,16 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_images = self.val_labels = None
         self.test_images: torch.Tensor | None = None
         self.test_labels: torch.Tensor | None = None
-        # the training order: a seed drawn once, then one permutation per epoch (EpochSampler);
-        # saved in checkpoints with the position, so a run interrupted mid-epoch resumes exactly
-        self._shuffle_seed: int | None = None
+        # the training order: a seed derived from the run seed, then one permutation per epoch
+        # (EpochSampler); saved in checkpoints with the position, so a run interrupted mid-epoch resumes
+        # exactly (a checkpoint's seed wins over this one)
+        self._shuffle_seed: int = stream_seed(seed, ORDER_STREAM)
         self._resume: tuple[int, int] | None = None
+        # the augmentation shifts: a CPU generator seeded per epoch (and rank), see ``augment_shifts``
+        self._augment = torch.Generator()
+        self._augment_epoch: int | None = None
+        self._augment_drawn = 0  # batches drawn in ``_augment_epoch``
+        self._augment_before: torch.Tensor | None = None  # the generator's state before the last draw
 
     def prepare_data(self) -> None:
         ensure_mnist(self.root, self.hparams.download)
@@ -291,8 +327,6 @@ class MNISTDataModule(L.LightningDataModule):
     def _loader(self, images, labels, batch_size: int, shuffle: bool) -> DataLoader:
         sampler = None
         if shuffle:
-            if self._shuffle_seed is None:  # drawn once from the seeded global generator
-                self._shuffle_seed = int(torch.randint(0, 2**62, (1,)))
             sampler = EpochSampler(len(labels), self._shuffle_seed)
             if self._resume is not None:
                 sampler.resume_at(self._resume[0], self._resume[1] * batch_size)
@@ -324,26 +358,61 @@ class MNISTDataModule(L.LightningDataModule):
         plan = ShiftPlan.build(max_shift, mode, pattern, seed, len(self.test_images))
         return PairedShiftDataset(self.test_images, self.test_labels, plan)
 
-    # -- checkpoints: resume mid-epoch with the same order of images ---------------------------------
+    # -- checkpoints: resume mid-epoch with the same order of images and the same shifts -------------
     def state_dict(self) -> dict:
-        """The training order's seed and how far the current epoch got (batches completed)."""
+        """The training order's seed, how far the current epoch got (batches completed) and the
+        augmentation generator (its epoch and state before the first batch not yet completed)."""
+        state: dict = {"shuffle_seed": self._shuffle_seed}
         trainer = getattr(self, "trainer", None)
-        if self._shuffle_seed is None or trainer is None or not hasattr(trainer, "fit_loop"):
-            return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return {"shuffle_seed": self._shuffle_seed, "epoch": trainer.current_epoch, "batches_done": int(done)}
+        done = None
+        if trainer is not None and hasattr(trainer, "fit_loop"):
+            done = int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+            state |= {"epoch": int(trainer.current_epoch), "batches_done": done}
+        if self._augment_epoch is not None:
+            generator_state = self._augment.get_state()
+            if done is not None and self._augment_drawn == done + 1:
+                # stopped inside a batch (Ctrl-C): its shifts are drawn again when the run resumes
+                generator_state = self._augment_before
+            state |= {"augment_epoch": self._augment_epoch, "augment_state": generator_state}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if "shuffle_seed" not in state:
             return
         self._shuffle_seed = int(state["shuffle_seed"])
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and getattr(trainer, "world_size", 1) == 1:
+        if getattr(trainer, "world_size", 1) != 1:
+            # under DDP each rank has its own augmentation stream and only rank 0's was saved: every
+            # rank starts its next epoch from its own seed (a stopped epoch's remaining shifts differ)
+            return
+        if "augment_state" in state:
+            self._augment.set_state(state["augment_state"].cpu())
+            self._augment_epoch = int(state["augment_epoch"])
+            self._augment_drawn = int(state.get("batches_done", 0))
+            self._augment_before = self._augment.get_state()
+        if trainer is not None and "epoch" in state:
             # the rest of the epoch is the same images in the same order, so Lightning's generic warning
             # about non-resumable loaders does not apply; under DDP Lightning's distributed sampler
             # reorders the images, so there the epoch's remaining batches are drawn afresh (and it warns)
             self._resume = (int(state["epoch"]), int(state["batches_done"]))
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+
+    def augment_shifts(self, n: int, k: int) -> torch.Tensor:
+        """``n`` training shifts ``(dy, dx)`` in ``[-k, k]^2`` (long, on the CPU) for the next batch.
+
+        Drawn from the data's own generator, seeded at the start of every epoch from
+        ``(seed, epoch, rank)`` alone, or continuing the state restored from a checkpoint of that epoch;
+        never from the global generator, so the model's own random draws cannot change them.
+        """
+        trainer = getattr(self, "trainer", None)
+        epoch = int(getattr(trainer, "current_epoch", 0))
+        if self._augment_epoch != epoch:
+            rank = int(getattr(trainer, "global_rank", 0))
+            self._augment.manual_seed(stream_seed(self.hparams.seed, AUGMENT_STREAM, epoch, rank))
+            self._augment_epoch, self._augment_drawn = epoch, 0
+        self._augment_before = self._augment.get_state()
+        self._augment_drawn += 1
+        return torch.randint(-k, k + 1, (n, 2), generator=self._augment)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
@@ -353,6 +422,6 @@ class MNISTDataModule(L.LightningDataModule):
         x = images.unsqueeze(1).float().div_(255)  # B x 1 x 28 x 28 in [0, 1], as ToTensor
         k = int(self.hparams.train_shift)
         if k > 0 and self.trainer is not None and self.trainer.training:
-            shifts = torch.randint(-k, k + 1, (x.shape[0], 2), device=x.device)
+            shifts = self.augment_shifts(x.shape[0], k).to(x.device)
             x = shift_images_per_sample(x, shifts, "crop")
         return x, labels
