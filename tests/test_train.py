@@ -54,6 +54,15 @@ def test_train_shift_and_fast_dev_run(make_cfg):
     assert "test/acc" in metrics
 
 
+def test_no_logger_runs_with_the_default_callbacks(make_cfg, tmp_path, caplog):
+    """``logger=none`` (documented) must just work: the LR monitor, which needs a logger, is left out."""
+    cfg = make_cfg("logger=none", "callbacks=[model_checkpoint,lr_monitor]", "+trainer.limit_train_batches=3")
+    with caplog.at_level("INFO", logger="shiftprobe.train"):
+        metrics = train(cfg)
+    assert "test/acc" in metrics and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert "learning-rate monitor" in caplog.text and not (tmp_path / "run" / "csv").exists()
+
+
 def test_resume_from_last_checkpoint(make_cfg, tmp_path):
     train(make_cfg(out=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"

@@ -130,7 +130,21 @@ def build_module(cfg: DictConfig, config: dict, with_optimizer: bool = True) -> 
     return ShiftProbeModule(net=net, optimizer=optimizer, config=config)
 
 
+def without_logger_callbacks(callbacks: list, loggers: list) -> list:
+    """``callbacks`` less those that need a logger (``LearningRateMonitor``) when there is none
+    (``logger=none``): Lightning would stop the run at its start; they are dropped with an info line."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    if loggers:
+        return callbacks
+    kept = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    if len(kept) < len(callbacks):
+        log.info("no logger (logger=none): the learning-rate monitor (callbacks.lr_monitor) is left out")
+    return kept
+
+
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    callbacks = without_logger_callbacks(callbacks, loggers)
     if cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     try:
