@@ -82,9 +82,22 @@ def check_data(cfg: DictConfig) -> None:
         )
 
 
+def _model_class(cfg: DictConfig) -> str:
+    """The class name in ``model._target_`` (e.g. ``LabCNN``); "" when there is none."""
+    return str(_get(cfg, "model._target_", "") or "").rpartition(".")[2]
+
+
 def check_model(cfg: DictConfig) -> None:
     if _get(cfg, "model") is None:
         return
+    channels = _get(cfg, "model.in_channels")
+    if channels is not None and (not _is_int(channels) or channels != 1):
+        _fail("model.in_channels", channels, "use 1: MNIST images are grey (others are for the Python API)")
+    name = _model_class(cfg)
+    if name == "SmallResNet":
+        _int_at_least(cfg, "model.width", 1, ", e.g. model.width=16")
+    if name not in ("LabCNN", ""):
+        return  # the keys below belong to the lab CNN (model=lab|blurpool|circular)
     pool, padding = _get(cfg, "model.pool", "max"), _get(cfg, "model.padding", "valid")
     if pool not in POOLS:
         _fail("model.pool", pool, f"use one of {list(POOLS)} (or model=blurpool)")

@@ -1,0 +1,13 @@
+"""Model variants beyond the lab CNN, each a plain ``torch.nn.Module`` in its own module.
+
+Each class carries ``default_probe_layers`` (module names the measurement probes by default) and
+``layer_aliases`` (display name -> module name, e.g. ``{"logits": "fc2"}``); each module holds
+``RECEPTIVE_FIELDS``, the hand-derived (stride, a, b) of its spatial probe points.
+``forward(x)`` keeps the lab's contract ``(log_probs, spatial_repr, vector_repr)``.
+"""
+
+from shiftprobe.models.allconv import AllConvCNN
+from shiftprobe.models.gap import GapCNN
+from shiftprobe.models.resnet import SmallResNet
+
+__all__ = ["AllConvCNN", "GapCNN", "SmallResNet"]

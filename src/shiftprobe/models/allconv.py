@@ -1,0 +1,71 @@
+"""``AllConvCNN`` (``model=allconv``): the lab net with each 2x2 max pool replaced by a learned
+stride-2 convolution (Springenberg et al. 2015, "Striving for Simplicity: The All Convolutional Net").
+
+::
+
+    conv1 1->10 k5 valid -> [conv1] -> ReLU -> down1 10->10 k2 s2 -> [down1] -> ReLU
+    -> conv2 10->20 k5 valid -> [conv2] -> ReLU -> down2 20->20 k2 s2 -> [down2] -> ReLU -> flatten 320
+    -> fc1 320->50 -> [fc1, pre-ReLU] -> ReLU -> fc2 50->10 -> [fc2 = logits]
+
+Maps 24 -> 12 and 8 -> 4 (28x28 input), so fc1 keeps the lab's 320 inputs. A max pool is itself a
+non-linearity; its linear replacement gets a ReLU in front (as in the all-convolutional net, every
+learned layer is followed by a ReLU), so conv1 and down1 do not collapse into one linear layer.
+The input size is fixed by fc1 (``image_size``, default 28; at least 16).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shiftprobe.models.common import PixelInputNet, check_positive_int
+
+# Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
+# pixel interval [r*i + a, r*i + b]. A layer with kernel k, stride s, padding p on a map with
+# (r, a, b) gives (r*s, a - r*p, b + r*(k - 1 - p)).
+#   conv1  k5 s1 on pixels:          [i, i+4]                  -> (1, 0, 4)
+#   down1  k2 s2 on conv1:           [2i, (2i+1)+4]            -> (2, 0, 5)
+#   conv2  k5 s1 on down1:           [2i, 2(i+4)+5]            -> (2, 0, 13)
+#   down2  k2 s2 on conv2:           [2*2i, 2(2i+1)+13]        -> (4, 0, 15)
+# The same intervals as the lab's conv1, pool1, conv2, pool2: only what is computed on them differs.
+RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
+    "conv1": (1, 0, 4),
+    "down1": (2, 0, 5),
+    "conv2": (2, 0, 13),
+    "down2": (4, 0, 15),
+}
+
+
+class AllConvCNN(PixelInputNet):
+    """The lab CNN with stride-2 convolutions ``down1`` (10->10 k2 s2) and ``down2`` (20->20 k2 s2)
+    instead of max pools.
+
+    ``forward(x)`` keeps the lab's contract ``(log_probs, conv2_repr, fc1_repr)``: log-probabilities,
+    the conv2 map (before down2) and fc1 (pre-ReLU).
+    """
+
+    #: module names the measurement probes by default (the lab's points; down1, down2 on request)
+    default_probe_layers: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2")
+    #: display name -> module name
+    layer_aliases: dict[str, str] = {"logits": "fc2"}
+
+    def __init__(self, in_channels: int = 1, normalize: bool = False, image_size: int = 28):
+        super().__init__(normalize)
+        self.in_channels = check_positive_int("model.in_channels", in_channels)
+        side = (((check_positive_int("model.image_size", image_size) - 4) // 2) - 4) // 2
+        if side < 1:
+            raise ValueError(f"model.image_size={image_size!r} is not allowed: use an integer >= 16")
+        self.image_size = image_size
+        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
+        self.down1 = nn.Conv2d(10, 10, kernel_size=2, stride=2)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.down2 = nn.Conv2d(20, 20, kernel_size=2, stride=2)
+        self.fc1 = nn.Linear(20 * side * side, 50)
+        self.fc2 = nn.Linear(50, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = F.relu(self.down1(F.relu(self.conv1(self.prepare(x)))))
+        conv2 = self.conv2(h)
+        fc1 = self.fc1(F.relu(self.down2(F.relu(conv2))).flatten(1))
+        return F.log_softmax(self.fc2(F.relu(fc1)), dim=1), conv2, fc1

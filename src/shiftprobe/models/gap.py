@@ -1,0 +1,68 @@
+"""``GapCNN`` (``model=gap``): the lab's convolutions, then global average pooling and a linear head.
+
+::
+
+    conv1 1->10 k5 valid -> [conv1] -> max pool 2 -> [pool1] -> ReLU
+    -> conv2 10->20 k5 valid -> [conv2] -> max pool 2 -> [pool2] -> ReLU
+    -> global average pool -> [gap, B x 20] -> fc1 20->50 -> [fc1, pre-ReLU] -> ReLU -> fc2 50->10 -> [fc2 = logits]
+
+The question it answers: does averaging the last map over all positions make the head invariant?
+A translation that moves the pool2 map without changing its values leaves ``gap`` unchanged; crop
+shifts lose content at the border and the pools alias, so it is not exact in general.
+Any input of at least 16x16 pixels (28x28 gives maps 24, 12, 8, 4).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shiftprobe.model import MaxPool2x2
+from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
+
+# Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
+# pixel interval [r*i + a, r*i + b]. Composition: a layer with kernel k and stride s (padding p) on a
+# map whose position j sees [r*j + a, r*j + b] has position i seeing [r*s*i + (r*(-p) + a),
+# r*(s*i - p + k - 1) + b], i.e. r' = r*s, a' = a - r*p, b' = b + r*(k - 1 - p).
+#   conv1  k5 s1 on pixels:        r=1, [i, i+4]                             -> (1, 0, 4)
+#   pool1  k2 s2 on conv1:         r=2, [2i, (2i+1)+4]                        -> (2, 0, 5)
+#   conv2  k5 s1 on pool1 (ReLU is pointwise): [2i, 2(i+4)+5]                 -> (2, 0, 13)
+#   pool2  k2 s2 on conv2:         r=4, [2*2i, 2(2i+1)+13]                    -> (4, 0, 15)
+# gap, fc1, fc2 are vectors: every pixel of the input.
+RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
+    "conv1": (1, 0, 4),
+    "pool1": (2, 0, 5),
+    "conv2": (2, 0, 13),
+    "pool2": (4, 0, 15),
+}
+
+
+class GapCNN(PixelInputNet):
+    """The lab CNN's convolutions and max pools, a global-average-pooling probe point ``gap``
+    (B x 20) and a linear head fc1 20->50, fc2 50->10.
+
+    ``forward(x)`` keeps the lab's contract ``(log_probs, conv2_repr, fc1_repr)``: log-probabilities,
+    the conv2 map (pre-pool) and fc1 (pre-ReLU).
+    """
+
+    #: module names the measurement probes by default
+    default_probe_layers: tuple[str, ...] = ("conv1", "conv2", "gap", "fc1", "fc2")
+    #: display name -> module name
+    layer_aliases: dict[str, str] = {"logits": "fc2"}
+
+    def __init__(self, in_channels: int = 1, normalize: bool = False):
+        super().__init__(normalize)
+        self.in_channels = check_positive_int("model.in_channels", in_channels)
+        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
+        self.pool1 = MaxPool2x2()
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.pool2 = MaxPool2x2()
+        self.gap = GlobalAvgPool()
+        self.fc1 = nn.Linear(20, 50)
+        self.fc2 = nn.Linear(50, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        conv2 = self.conv2(F.relu(self.pool1(self.conv1(self.prepare(x)))))
+        fc1 = self.fc1(self.gap(F.relu(self.pool2(conv2))))
+        return F.log_softmax(self.fc2(F.relu(fc1)), dim=1), conv2, fc1

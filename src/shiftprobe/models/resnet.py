@@ -1,0 +1,97 @@
+"""``SmallResNet`` (``model=resnet``): a small ResNet for 28x28 grey images, zero padding and skip
+connections (He et al. 2016, CIFAR-style stem without max pool).
+
+::
+
+    stem   conv3x3 1->w pad 1 + BN + ReLU                         -> [stem,   w x 28 x 28]
+    layer1 BasicBlock w->w, stride 1 (identity skip)               -> [layer1, w x 28 x 28]
+    layer2 BasicBlock w->2w, stride 2 (skip: 1x1 s2 conv + BN)     -> [layer2, 2w x 14 x 14]
+    layer3 BasicBlock 2w->4w, stride 2 (skip: 1x1 s2 conv + BN)    -> [layer3, 4w x 7 x 7]
+    gap    global average pool                                     -> [gap, B x 4w]
+    fc     4w->10                                                  -> [fc = logits]
+
+BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + skip(x))``, conv1 3x3 with the block's stride,
+conv2 3x3 stride 1, both zero-padded by 1. ``w = width`` (default 16). Any input size (global pool).
+Zero padding is not moved by a shift, so equivariance holds only away from the map borders.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
+
+# Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
+# pixel interval [r*i + a, r*i + b]. A layer with kernel k, stride s, zero padding p on a map with
+# (r, a, b) gives (r*s, a - r*p, b + r*(k - 1 - p)); a skip connection takes the union of its paths.
+#   stem    3x3 s1 p1 on pixels:                    [i-1, i+1]                          -> (1, -1, 1)
+#   layer1  main: conv1 3x3 s1 p1 then conv2 3x3 s1 p1 on stem: stem [i-2, i+2]
+#           skip: identity, stem [i, i]; union stem [i-2, i+2] -> pixels [i-3, i+3]     -> (1, -3, 3)
+#   layer2  main: conv1 3x3 s2 p1 sees layer1 [2j-1, 2j+1]; conv2 3x3 s1 p1 sees conv1 [i-1, i+1],
+#           i.e. layer1 [2i-3, 2i+3]; skip: 1x1 s2 sees layer1 [2i, 2i]
+#           union layer1 [2i-3, 2i+3] -> pixels [(2i-3)-3, (2i+3)+3]                   -> (2, -6, 6)
+#   layer3  the same block on layer2: layer2 [2i-3, 2i+3] -> pixels [2(2i-3)-6, 2(2i+3)+6] -> (4, -12, 12)
+# gap and fc are vectors: every pixel of the input. (BatchNorm is pointwise in eval mode; in train
+# mode its batch statistics make every output depend on every input of the batch.)
+RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
+    "stem": (1, -1, 1),
+    "layer1": (1, -3, 3),
+    "layer2": (2, -6, 6),
+    "layer3": (4, -12, 12),
+}
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 zero-padded convolutions with BatchNorm, plus a skip connection (a 1x1 strided
+    convolution + BN when the stride or the width changes), then ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + self.shortcut(x))
+
+
+class SmallResNet(PixelInputNet):
+    """Stem, three BasicBlocks (strides 1, 2, 2), global average pooling, a linear classifier.
+
+    ``forward(x)`` returns ``(log_probs, layer3_repr, gap_repr)`` (the lab's contract: log-probabilities,
+    the last spatial map, a vector representation).
+    """
+
+    #: module names the measurement probes by default
+    default_probe_layers: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "gap", "fc")
+    #: display name -> module name
+    layer_aliases: dict[str, str] = {"logits": "fc"}
+
+    def __init__(self, in_channels: int = 1, width: int = 16, normalize: bool = False):
+        super().__init__(normalize)
+        self.in_channels = check_positive_int("model.in_channels", in_channels)
+        self.width = w = check_positive_int("model.width", width)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()
+        )
+        self.layer1 = BasicBlock(w, w, stride=1)
+        self.layer2 = BasicBlock(w, 2 * w, stride=2)
+        self.layer3 = BasicBlock(2 * w, 4 * w, stride=2)
+        self.gap = GlobalAvgPool()
+        self.fc = nn.Linear(4 * w, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        layer3 = self.layer3(self.layer2(self.layer1(self.stem(self.prepare(x)))))
+        gap = self.gap(layer3)
+        return F.log_softmax(self.fc(gap), dim=1), layer3, gap
