@@ -1,0 +1,232 @@
+"""The variants GapCNN, AllConvCNN, SmallResNet: shapes of every probe point for 28x28 input, the
+lab's forward contract, the probe-layer attributes, other input sizes and channels, one training
+step through the LightningModule, and their configs (compose, validate, instantiate)."""
+
+import functools
+
+import hydra
+import hydra.errors
+import lightning as L
+import pytest
+import torch
+from conftest import compose_config, test_overrides
+from torch.utils.data import DataLoader, TensorDataset
+
+from shiftprobe.config_checks import validate_config
+from shiftprobe.errors import ShiftProbeError
+from shiftprobe.lit_module import ShiftProbeModule
+from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet
+
+# probe point -> output shape (without the batch axis) for a 28x28 grey image
+SHAPES = {
+    GapCNN: {
+        "conv1": (10, 24, 24),
+        "pool1": (10, 12, 12),
+        "conv2": (20, 8, 8),
+        "pool2": (20, 4, 4),
+        "gap": (20,),
+        "fc1": (50,),
+        "fc2": (10,),
+    },
+    AllConvCNN: {
+        "conv1": (10, 24, 24),
+        "down1": (10, 12, 12),
+        "conv2": (20, 8, 8),
+        "down2": (20, 4, 4),
+        "fc1": (50,),
+        "fc2": (10,),
+    },
+    SmallResNet: {
+        "stem": (16, 28, 28),
+        "layer1": (16, 28, 28),
+        "layer2": (32, 14, 14),
+        "layer3": (64, 7, 7),
+        "gap": (64,),
+        "fc": (10,),
+    },
+}
+# forward's (spatial repr, vector repr) shapes
+CONTRACT = {GapCNN: ((20, 8, 8), (50,)), AllConvCNN: ((20, 8, 8), (50,)), SmallResNet: ((64, 7, 7), (64,))}
+MODELS = list(SHAPES)
+IDS = [cls.__name__ for cls in MODELS]
+CONFIGS = {"gap": GapCNN, "allconv": AllConvCNN, "resnet": SmallResNet}
+
+
+def probe_outputs(net, x, layers):
+    """Outputs of the named modules, captured with forward hooks."""
+    out, handles = {}, []
+    for name in layers:
+        handles.append(
+            net.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: out.__setitem__(name, o))
+        )
+    try:
+        result = net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, result
+
+
+@pytest.fixture
+def x():
+    torch.manual_seed(0)
+    return torch.rand(3, 1, 28, 28)
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=IDS)
+def test_probe_point_shapes_for_28x28(cls, x):
+    out, _ = probe_outputs(cls().eval(), x, SHAPES[cls])
+    assert {k: tuple(v.shape[1:]) for k, v in out.items()} == SHAPES[cls]
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=IDS)
+def test_forward_keeps_the_lab_contract(cls, x):
+    net = cls().eval()
+    out, result = probe_outputs(net, x, [net.layer_aliases["logits"]])
+    assert isinstance(result, tuple) and len(result) == 3
+    log_probs, spatial, vector = result
+    assert log_probs.shape == (3, 10)
+    torch.testing.assert_close(log_probs.exp().sum(dim=1), torch.ones(3))
+    torch.testing.assert_close(log_probs, torch.log_softmax(out[net.layer_aliases["logits"]], dim=1))
+    assert (tuple(spatial.shape[1:]), tuple(vector.shape[1:])) == CONTRACT[cls]
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=IDS)
+def test_probe_layer_attributes_name_modules(cls):
+    net = cls()
+    modules = dict(net.named_modules())
+    assert isinstance(cls.default_probe_layers, tuple) and cls.default_probe_layers
+    assert all(name in modules for name in cls.default_probe_layers)
+    assert all(isinstance(k, str) and v in modules and k not in modules for k, v in cls.layer_aliases.items())
+    assert cls.layer_aliases["logits"] == list(SHAPES[cls])[-1]
+
+
+def test_gap_defaults_and_aliases():
+    assert GapCNN.default_probe_layers == ("conv1", "conv2", "gap", "fc1", "fc2")
+    assert GapCNN.layer_aliases == {"logits": "fc2"}
+    assert SmallResNet.layer_aliases == {"logits": "fc"}
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=IDS)
+def test_normalize_is_the_first_step(cls, x):
+    torch.manual_seed(1)
+    plain = cls().eval()
+    normed = cls(normalize=True).eval()
+    normed.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(normed(x)[0], plain((x - 0.1307) / 0.3081)[0])
+
+
+@pytest.mark.parametrize(
+    "net,size,spatial",
+    [
+        (GapCNN(), 16, (20, 2, 2)),
+        (GapCNN(), 40, (20, 14, 14)),
+        (GapCNN(in_channels=3), 33, (20, 10, 10)),
+        (AllConvCNN(image_size=32), 32, (20, 10, 10)),
+        (AllConvCNN(in_channels=3), 28, (20, 8, 8)),
+        (SmallResNet(), 33, (64, 9, 9)),
+        (SmallResNet(in_channels=3, width=4), 64, (16, 16, 16)),
+        (SmallResNet(width=8), 9, (32, 3, 3)),
+    ],
+    ids=[
+        "gap16",
+        "gap40",
+        "gap33-rgb",
+        "allconv32",
+        "allconv-rgb",
+        "resnet33",
+        "resnet64-rgb-w4",
+        "resnet9-w8",
+    ],
+)
+def test_other_sizes_and_channels(net, size, spatial):
+    log_probs, rep, _ = net.eval()(torch.rand(2, net.in_channels, size, size))
+    assert log_probs.shape == (2, 10) and tuple(rep.shape[1:]) == spatial
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="model.width"):
+        SmallResNet(width=0)
+    with pytest.raises(ValueError, match="model.in_channels"):
+        GapCNN(in_channels=0)
+    with pytest.raises(ValueError, match="model.image_size"):
+        AllConvCNN(image_size=12)
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=IDS)
+def test_one_training_step_through_the_lightning_module(cls, tmp_path):
+    torch.manual_seed(0)
+    module = ShiftProbeModule(net=cls(), optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    data = TensorDataset(torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,)))
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=8))
+    assert trainer.global_step == 1
+    after = module.net.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert set(module.initial_net_state) == set(before)
+
+
+@pytest.mark.parametrize("option", sorted(CONFIGS))
+def test_model_config_composes_validates_and_builds(option, mnist_root, tmp_path):
+    cfg = compose_config(
+        "train", [*test_overrides(mnist_root, tmp_path), f"model={option}", "data.normalize=true"], tmp_path
+    )
+    validate_config(cfg)
+    net = hydra.utils.instantiate(cfg.model)
+    assert type(net) is CONFIGS[option] and net.normalize is True and net.in_channels == 1
+    assert net(torch.rand(2, 1, 28, 28))[0].shape == (2, 10)
+
+
+@pytest.mark.parametrize("name,cls", [("gap", GapCNN), ("resnet", SmallResNet)])
+def test_experiment_config_composes_and_builds(name, cls, mnist_root, tmp_path):
+    cfg = compose_config("train", [*test_overrides(mnist_root, tmp_path), f"experiment={name}"], tmp_path)
+    validate_config(cfg)
+    assert cfg.task_name == name
+    assert type(hydra.utils.instantiate(cfg.model)) is cls
+
+
+def test_resnet_width_from_the_config(mnist_root, tmp_path):
+    cfg = compose_config(
+        "train", [*test_overrides(mnist_root, tmp_path), "model=resnet", "model.width=8"], tmp_path
+    )
+    validate_config(cfg)
+    net = hydra.utils.instantiate(cfg.model)
+    assert net.width == 8 and net.fc.in_features == 32
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["model=resnet", "model.width=0"], "model.width=0"),
+        (["model=resnet", "model.width=2.5"], "model.width=2.5"),
+        (["model=gap", "model.in_channels=3"], "model.in_channels=3"),
+        (["model=lab", "model.blur_filter_size=9"], "model.blur_filter_size=9"),
+    ],
+)
+def test_config_checks_name_key_and_fix(overrides, key, mnist_root, tmp_path):
+    cfg = compose_config("train", [*test_overrides(mnist_root, tmp_path), *overrides], tmp_path)
+    with pytest.raises(ShiftProbeError) as err:
+        validate_config(cfg)
+    message = str(err.value)
+    assert key in message and "use" in message and "\n" not in message
+
+
+def test_lab_keys_are_not_checked_for_other_models(mnist_root, tmp_path):
+    """The lab CNN's keys (pool, padding, blur_filter_size) are neither required nor checked elsewhere."""
+    cfg = compose_config(
+        "train", [*test_overrides(mnist_root, tmp_path), "model=allconv", "+model.pool=avg"], tmp_path
+    )
+    validate_config(cfg)  # not a lab-key error: building the net reports the unknown argument
+    with pytest.raises(hydra.errors.InstantiationException, match="pool"):
+        hydra.utils.instantiate(cfg.model)
