@@ -63,6 +63,13 @@ def read_ckpt(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def interruptible_by_ctrl_c() -> None:
+    """``preexec_fn`` of a child that must stop on SIGINT: from a background job (``cmd &``, CI runners)
+    SIGINT arrives ignored (SIG_IGN) and a child inherits that, so Python would not install its
+    KeyboardInterrupt handler. Restoring the default here makes the child's Python install it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_mid_epoch_leaves_last_ckpt_that_resumes(mnist_root, tmp_path):
     batch = 4
@@ -79,7 +86,7 @@ def test_ctrl_c_mid_epoch_leaves_last_ckpt_that_resumes(mnist_root, tmp_path):
     log = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *common, *slow, f"hydra.run.dir={first}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=interruptible_by_ctrl_c,
     )
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
