@@ -13,11 +13,10 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from shiftprobe.checkpoint_compat import check_checkpoint_fits, load_checkpoint
 from shiftprobe.config_checks import validate_config
-from shiftprobe.errors import ShiftProbeError
 from shiftprobe.train import (
     build_module,
     build_trainer,
@@ -37,16 +36,11 @@ log = logging.getLogger(__name__)
 DATA_KEYS_FROM_RUN = ("val_size", "split_seed", "normalize", "train_shift")
 
 
-def saved_run_config(ckpt_path: str | Path) -> dict | None:
+def saved_run_config(ckpt_path: str | Path, checkpoint: dict | None = None) -> dict | None:
     """The training run's configuration: from the checkpoint, else from ``<run>/.hydra/config.yaml``."""
     ckpt_path = Path(ckpt_path)
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ShiftProbeError(
-            f"ckpt_path={str(ckpt_path)!r} cannot be read as a checkpoint ({err.__class__.__name__}); "
-            f"use a .ckpt file written by train.py, e.g. <run>/checkpoints/best.ckpt"
-        ) from None
+    if checkpoint is None:
+        checkpoint = load_checkpoint(ckpt_path)
     config = (checkpoint.get("hyper_parameters") or {}).get("config")
     if config:
         return dict(config)
@@ -79,26 +73,21 @@ def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` (the test-end measurement runs when its callback is configured)."""
     validate_config(cfg, require_ckpt=True)
-    apply_run_config(cfg, saved_run_config(cfg.ckpt_path))
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    apply_run_config(cfg, saved_run_config(cfg.ckpt_path, checkpoint))
     validate_config(cfg, require_ckpt=True)
     L.seed_everything(cfg.seed, workers=True)
     config = resolved_config(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, config, with_optimizer=False)
+    check_checkpoint_fits(checkpoint, cfg.ckpt_path, config.get("model"), module, "test")
     callbacks = instantiate_callbacks(cfg)
     loggers = instantiate_loggers(cfg)
     trainer = build_trainer(cfg, callbacks, loggers)
     try:
         if trainer.is_global_zero:
             log_hparams(loggers, flat_hparams(config, hydra_choices()) | {"ckpt_path": str(cfg.ckpt_path)})
-        try:
-            trainer.test(module, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))
-        except RuntimeError as err:
-            if "state_dict" in str(err) or "size mismatch" in str(err):
-                raise ShiftProbeError(
-                    f"ckpt_path={str(cfg.ckpt_path)!r} does not fit the model settings: {str(err).splitlines()[0]}"
-                ) from None
-            raise
+        trainer.test(module, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))
         metrics = to_floats(trainer.callback_metrics)
         if "test/acc" in metrics:
             log.info("test accuracy of %s: %.4f", cfg.ckpt_path, metrics["test/acc"])

@@ -18,6 +18,7 @@ from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
+from shiftprobe.checkpoint_compat import check_checkpoint_fits, load_checkpoint
 from shiftprobe.config_checks import validate_config
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit_module import ShiftProbeModule
@@ -196,6 +197,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     config = resolved_config(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, config)
+    if cfg.get("ckpt_path"):  # another variant's checkpoint: one line naming what differs, before training
+        action = "resume" if cfg.get("train", True) else "test"
+        check_checkpoint_fits(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path, config.get("model"), module, action)
     callbacks = instantiate_callbacks(cfg)
     loggers = instantiate_loggers(cfg)
     trainer = build_trainer(cfg, callbacks, loggers)

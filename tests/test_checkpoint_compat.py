@@ -1,0 +1,62 @@
+"""A checkpoint of another model variant, resumed or tested, ends in one ShiftProbeError line naming what
+differs and the fix, before anything is trained (``shiftprobe.checkpoint_compat``)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONF_DIR
+from hydra import initialize_config_dir
+
+from shiftprobe.errors import ShiftProbeError
+from shiftprobe.evaluate import evaluate
+from shiftprobe.train import train
+
+
+def circular_checkpoint(make_cfg, out: Path) -> Path:
+    train(make_cfg("model=circular", "+trainer.limit_train_batches=2", "test=false", out=out))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def as_hydra_app():
+    """The config search path a running ``train.py`` / ``eval.py`` has (model options can be looked up)."""
+    return initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
+
+
+def test_resuming_another_variant_names_the_setting_and_the_fix(make_cfg, tmp_path):
+    ckpt = circular_checkpoint(make_cfg, tmp_path / "circular")
+    cfg = make_cfg(f"ckpt_path={ckpt}", out=tmp_path / "resumed")  # the default model=lab
+    with as_hydra_app(), pytest.raises(ShiftProbeError) as err:
+        train(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and "size mismatch" not in msg
+    assert "model.padding is 'circular' in the checkpoint but 'valid' in this run" in msg
+    assert "add model=circular (or model.padding=circular)" in msg
+    assert not (tmp_path / "resumed" / "checkpoints").exists()  # stopped before training
+    # outside a Hydra app (no config group to look the option up in): the key override alone
+    cfg = make_cfg(f"ckpt_path={ckpt}", "train=false", out=tmp_path / "tested")
+    with pytest.raises(ShiftProbeError, match=r"To test it, .*: add model\.padding=circular\.$"):
+        train(cfg)
+
+
+def test_checkpoint_without_settings_names_the_first_differing_weights(make_cfg, tmp_path):
+    checkpoint = torch.load(circular_checkpoint(make_cfg, tmp_path / "circular"), weights_only=True)
+    del checkpoint["hyper_parameters"]["config"]  # e.g. written by another tool: only the weights tell
+    bare = tmp_path / "bare" / "weights.ckpt"  # no <run>/.hydra/config.yaml next to it either
+    bare.parent.mkdir()
+    torch.save(checkpoint, bare)
+    for resume in (False, True):
+        cfg = (
+            make_cfg(f"ckpt_path={bare}", out=tmp_path / "resumed")
+            if resume
+            else make_cfg(f"ckpt_path={bare}", config_name="eval", out=tmp_path / "eval")
+        )
+        with as_hydra_app(), pytest.raises(ShiftProbeError) as err:
+            (train if resume else evaluate)(cfg)
+        msg = str(err.value)
+        assert "\n" not in msg and "size mismatch" not in msg and len(msg) < 400
+        # circular padding keeps 28x28 -> 14x14 -> 7x7 maps: fc1 sees 20*7*7 = 980 inputs, not 320
+        assert "net.fc1.weight is [50, 980] in the checkpoint, [50, 320] in this model" in msg
+        assert msg.endswith(
+            f"To {'resume' if resume else 'test'} it, it fits model=circular: add model=circular."
+        )
