@@ -1,14 +1,17 @@
 """``evaluate(cfg)``: test a checkpoint with the data and model settings it was trained with.
 
 The settings come from the checkpoint itself (the run configuration saved in its hyper-parameters),
-or else from the run directory's ``.hydra/config.yaml``. What may differ from the training machine
-(the data root, download, batch sizes, workers) and the measurement settings (``shift``) are taken
-from the current command line.
+or else from the run directory's ``.hydra/config.yaml``: the model and the test-relevant data keys
+always; the run's ``seed``, ``shift`` settings and the measurement settings that change its figures
+(``callbacks.shift_probe.max_images``, ``untrained``, ...) unless the eval command line sets them, so
+``eval.py`` on a run's checkpoint reproduces that run's results.json. What may differ from the
+training machine (the data root, download, batch sizes, workers) is taken from the current command line.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import hydra
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: data settings that change what the test sees, taken from the training run
 DATA_KEYS_FROM_RUN = ("val_size", "split_seed", "normalize", "train_shift")
+#: measurement settings that change the figures, taken from the training run unless given now
+PROBE_KEYS_FROM_RUN = ("max_shift", "mode", "pattern", "seed", "max_images", "untrained", "layers")
 
 
 def saved_run_config(ckpt_path: str | Path, checkpoint: dict | None = None) -> dict | None:
@@ -68,6 +73,75 @@ def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
         for key in DATA_KEYS_FROM_RUN:
             if key in data:
                 cfg.data[key] = data[key]
+    restore_measurement_settings(cfg, saved)
+
+
+def command_line_keys() -> list[str]:
+    """The keys the user set on the command line (``HydraConfig``'s task overrides); none without Hydra.
+
+    ``callbacks=[...]`` is left out: it picks which callbacks run, not their settings."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        if not HydraConfig.initialized():
+            return []
+        overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    except Exception as err:  # pragma: no cover - a composed config without a Hydra section
+        log.debug("no command-line overrides: %s", err)
+        return []
+    return [o.key_or_group for o in overrides if o.key_or_group != "callbacks"]
+
+
+def _interpolated_keys(cfg: DictConfig, path: str) -> list[str]:
+    """The keys the raw value at ``path`` interpolates (``${shift.seed}`` -> ``shift.seed``)."""
+    parent, _, leaf = path.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not OmegaConf.is_dict(node) or leaf not in node:
+        return []
+    raw = OmegaConf.to_container(node, resolve=False).get(leaf)
+    return re.findall(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else []
+
+
+def restore_measurement_settings(cfg: DictConfig, saved: dict) -> None:
+    """Set ``seed``, ``shift.*`` and ``callbacks.shift_probe.<PROBE_KEYS_FROM_RUN>`` to the training
+    run's values, except where the command line sets them (or a value they follow, e.g. ``seed=5``
+    for ``shift.seed: ${seed}``). A setting already equal to the run's stays as it is (interpolations
+    kept). What is restored and what the command line overrides is logged."""
+    given = command_line_keys()
+    kept_by_user: set[str] = set()
+
+    def by_user(path: str) -> bool:
+        if any(path == key or path.startswith(key + ".") for key in given):
+            return True
+        return any(
+            ref == key or ref.startswith(key + ".")
+            for ref in _interpolated_keys(cfg, path)
+            for key in kept_by_user
+        )
+
+    wanted: list[tuple[str, object]] = []
+    if "seed" in saved:
+        wanted.append(("seed", saved["seed"]))
+    wanted += [(f"shift.{k}", v) for k, v in (saved.get("shift") or {}).items()]
+    probe = ((saved.get("callbacks") or {}).get("shift_probe")) or {}
+    if OmegaConf.select(cfg, "callbacks.shift_probe") is not None:
+        wanted += [(f"callbacks.shift_probe.{k}", probe[k]) for k in PROBE_KEYS_FROM_RUN if k in probe]
+    restored, kept = [], []
+    for path, value in wanted:
+        now = OmegaConf.select(cfg, path, throw_on_missing=False)
+        if by_user(path):
+            kept_by_user.add(path)
+            if now != value:
+                kept.append(f"{path}={now} (the run used {value})")
+        elif now != value:
+            with open_dict(cfg):
+                OmegaConf.update(cfg, path, value, merge=False, force_add=True)
+            restored.append(f"{path}={value}")
+    if restored:
+        log.info("restored from the checkpoint's run: %s", ", ".join(restored))
+    if kept:
+        log.info("given on the command line, so not restored: %s", ", ".join(kept))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -1,0 +1,107 @@
+"""``eval.py`` on a run's checkpoint reproduces that run's results.json: the run's seed, shift and
+measurement settings are restored from the checkpoint unless the eval command line sets them."""
+
+import json
+from pathlib import Path
+
+from conftest import compose_config, test_overrides
+
+from shiftprobe.evaluate import apply_run_config, evaluate, saved_run_config
+from shiftprobe.train import train
+
+TIMING_KEYS = {"seconds", "seconds_total"}
+#: a small measurement: 5x5 shifts on 24 images, no untrained control, no figures
+PROBE = [
+    "callbacks=[model_checkpoint,shift_probe]",
+    "shift=small",
+    "callbacks.shift_probe.max_images=24",
+    "callbacks.shift_probe.untrained=false",
+    "callbacks.shift_probe.figures=false",
+    "callbacks.shift_probe.progress=false",
+]
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def results(run: Path) -> dict:
+    return without_timings(json.loads((run / "results.json").read_text()))
+
+
+def base(mnist_root: Path, out: Path) -> list[str]:
+    return [a for a in test_overrides(mnist_root, out) if not a.startswith("callbacks=")]
+
+
+def test_eval_of_a_seed_3_run_reproduces_its_results(mnist_root, tmp_path):
+    run = tmp_path / "run"
+    train(
+        compose_config(
+            "train", [*base(mnist_root, run), *PROBE, "seed=3", "+trainer.limit_train_batches=3"], run
+        )
+    )
+    ckpt = f"ckpt_path={run}/checkpoints/best.ckpt"
+
+    # eval with nothing but the checkpoint: seed 3, shift=small, 24 images, no control, as the run
+    plain = tmp_path / "eval"
+    cfg = compose_config("eval", [*base(mnist_root, plain), "callbacks=[shift_probe]", ckpt], plain)
+    evaluate(cfg)
+    assert results(plain) == results(run)
+    assert cfg.seed == 3 and cfg.shift.seed == 3 and cfg.shift.max_shift == 2
+    assert cfg.callbacks.shift_probe.max_images == 24 and cfg.callbacks.shift_probe.untrained is False
+
+    # what the eval command line sets wins (and what follows it: callbacks.shift_probe.seed: ${shift.seed})
+    seeded = tmp_path / "eval_seed5"
+    cfg = compose_config(
+        "eval", [*base(mnist_root, seeded), "callbacks=[shift_probe]", ckpt, "shift.seed=5"], seeded
+    )
+    evaluate(cfg)
+    assert cfg.seed == 3 and cfg.shift.seed == 5 and cfg.callbacks.shift_probe.seed == 5
+    other = results(seeded)
+    assert other["n_images"] == 24 and other != results(run)  # the seed alone changes the figures
+
+    for given, expected in (
+        (["seed=7"], dict(seed=7, shift_seed=7, max_images=24, max_shift=2)),
+        (
+            ["shift=medium", "callbacks.shift_probe.max_images=30"],
+            dict(seed=3, shift_seed=3, max_images=30, max_shift=4),
+        ),
+    ):
+        cfg = compose_config(
+            "eval", [*base(mnist_root, plain), "callbacks=[shift_probe]", ckpt, *given], plain
+        )
+        apply_run_config(cfg, saved_run_config(f"{run}/checkpoints/best.ckpt"))
+        probe = cfg.callbacks.shift_probe
+        assert (cfg.seed, cfg.shift.seed, probe.seed) == (
+            expected["seed"],
+            expected["shift_seed"],
+            expected["shift_seed"],
+        )
+        assert (probe.max_images, cfg.shift.max_shift, probe.max_shift) == (
+            expected["max_images"],
+            expected["max_shift"],
+            expected["max_shift"],
+        )
+
+
+def test_without_hydra_config_every_run_setting_is_restored(mnist_root, tmp_path):
+    """A config composed without Hydra's runtime section (the Python API): no command line to respect."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_config("eval", [*base(mnist_root, tmp_path), "callbacks=[shift_probe]", "shift.seed=5"])
+    saved = {"seed": 3, "shift": {"max_shift": 1, "seed": 3}, "callbacks": {"shift_probe": {"max_images": 8}}}
+    previous, HydraConfig.instance().cfg = HydraConfig.instance().cfg, None
+    try:
+        apply_run_config(cfg, saved)
+    finally:
+        HydraConfig.instance().cfg = previous
+    assert (cfg.seed, cfg.shift.seed, cfg.shift.max_shift, cfg.callbacks.shift_probe.max_images) == (
+        3,
+        3,
+        1,
+        8,
+    )
