@@ -1,0 +1,11 @@
+"""The Lightning-free measurement engine: transforms, plan, geometry, metrics, accumulator, results.
+
+Import the public API from ``shiftprobe`` itself (``shiftprobe.measure``, ``shiftprobe.Translation``,
+``shiftprobe.load_results``); the modules here are its parts.
+"""
+
+from shiftprobe.probe.engine import measure, measure_network
+from shiftprobe.probe.results import Results, load_results
+from shiftprobe.probe.transforms import Translation
+
+__all__ = ["Results", "Translation", "load_results", "measure", "measure_network"]

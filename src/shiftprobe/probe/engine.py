@@ -1,0 +1,433 @@
+"""The measurement engine: any ``nn.Module``, any probe points, every shift of the plan, every image.
+
+Lightning-free. ``measure(model, images, ...)`` returns a :class:`~shiftprobe.probe.results.Results`;
+``measure_network`` is the same for one network and a prepared plan (used by the Lightning callback).
+A DDP rank passes its ``rank`` / ``world_size`` and processes the images ``rank, rank + world_size,
+...``; the accumulator's sums are then synchronised, so every rank gets the single-process figures.
+
+Speed: for each batch of images, the shifts are processed in chunks of about ``pairs_per_chunk``
+image-shift pairs (so the activations of the whole grid never exist at once). In crop mode, a model
+that offers it (``supports_crop_windows``, e.g. the lab CNN) computes all the shifts of a chunk from
+one convolution of the zero-padded images; otherwise the shifted images are stacked into one batch.
+
+Precision: the network runs in its own parameter dtype (e.g. bfloat16 after ``precision=bf16-true``);
+half-precision features are compared in float32, sums are float64 where the device has it. On CUDA,
+TF32 matmuls and convolutions are switched off while measuring (they would push an exact layer's
+error to 1e-3) and the settings are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from shiftprobe.probe.accumulator import layer_metrics, new_accumulator
+from shiftprobe.probe.capture import OUTPUT, LayerCapture, resolve_layers
+from shiftprobe.probe.geometry import infer_geometry
+from shiftprobe.probe.metrics import aligned_values, pair_metrics, prediction_agreement, sort_channels, sorted_rel
+from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.results import Results, build_results
+from shiftprobe.probe.thresholds import exact_tolerance
+from shiftprobe.probe.transforms import Translation, shift_images_per_sample
+
+log = logging.getLogger(__name__)
+
+#: a measurement estimated to take longer than this announces its estimate before going on
+ANNOUNCE_AFTER_S = 60.0
+
+
+def control_offset(n_images: int, seed: int) -> int:
+    """The seeded offset ``k`` in ``[1, n)`` pairing image ``i`` with the unrelated image ``(i + k) mod n``."""
+    if n_images < 2:
+        raise ValueError(f"the control needs at least 2 test images, got {n_images}")
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    return int(torch.randint(1, n_images, (1,), generator=g))
+
+
+def subset_indices(n_images: int, max_images: int | None, seed: int) -> torch.Tensor | None:
+    """A seeded random subset of ``max_images`` image indices (sorted), or None for all images.
+
+    A random subset, not the first N: MNIST's test set puts different writers in its two halves.
+    """
+    if max_images is None or max_images >= n_images:
+        return None
+    if max_images < 2:
+        raise ValueError(f"max_images={max_images}: the measurement needs at least 2 images (the control pairs them)")
+    g = torch.Generator().manual_seed(int(seed) + 104729)
+    return torch.randperm(n_images, generator=g)[:max_images].sort().values
+
+
+def subset_info(n_measured: int, n_total: int, seed: int) -> dict:
+    """How the measured images were chosen (results.json ``subset``)."""
+    if n_measured >= n_total:
+        return {"n_images": n_total, "of": n_total, "how": "all images"}
+    return {"n_images": n_measured, "of": n_total, "seed": int(seed), "how": "seeded random subset"}
+
+
+def as_image_batch(images: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1] -> ``(N, C, H, W)`` (dtype kept)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, H, W) or (N, C, H, W), got shape {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise ValueError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+    return images
+
+
+def to_pixels(batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if batch.dtype == torch.uint8:
+        return batch.to(torch.float32).div_(255).to(dtype)
+    return batch.to(dtype)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """TF32 off for matmuls and cuDNN convolutions (full float32), restored on exit."""
+    matmul_precision = torch.get_float32_matmul_precision()
+    cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        yield
+    finally:
+        torch.set_float32_matmul_precision(matmul_precision)
+        torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+
+
+class _Probe:
+    """What every batch of one network's measurement shares: model, hooks, geometry, plan."""
+
+    def __init__(self, model, layers, geometry, classifier, plan: ShiftPlan, pairs_per_chunk: int, fast_path: bool):
+        self.model, self.layers, self.geometry = model, layers, geometry
+        self.names = [layer.name for layer in layers]
+        self.classifier = classifier
+        self.plan = plan
+        self.pairs_per_chunk = pairs_per_chunk
+        self.capture = LayerCapture(model, layers)
+        self.spatial = [n for n in self.names if geometry[n].spatial]
+        self.exact = [n for n in self.spatial if geometry[n].exact_test]
+        self.fast = (
+            fast_path
+            and plan.mode == "crop"
+            and plan.uniform
+            and getattr(model, "supports_crop_windows", False)
+            and set(self.names) <= set(getattr(model, "crop_window_layers", ()))
+        )
+
+    def close(self):
+        self.capture.remove()
+
+    def shifted(self, x: torch.Tensor, shifts: torch.Tensor, basis) -> dict:
+        """The probe points of ``T(s) x`` for ``shifts`` (``B x S x 2``), as ``B x S x ...`` tensors."""
+        b, s = shifts.shape[:2]
+        if basis is not None:
+            return self.model.probe_crop_shifts(None, [tuple(v) for v in shifts[0].tolist()], basis=basis)
+        xs = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
+        xs = shift_images_per_sample(xs, shifts.reshape(b * s, 2), self.plan.mode)
+        feats = self.capture.run(xs)
+        return {k: feats[k].view(b, s, *feats[k].shape[1:]) for k in self.names}
+
+    def aligned(self, name: str, base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor):
+        """``aligned_rel``, ``nearest_aligned_rel`` (``B x S``, NaN where undefined) and their no-overlap flags."""
+        geo, mode = self.geometry[name], self.plan.mode
+        shape = shifts.shape[:2]
+        dtype = torch.float32 if base.device.type == "mps" else torch.float64
+        aligned = torch.full(shape, float("nan"), dtype=dtype, device=base.device)
+        nearest = aligned.clone()
+        aligned_out = torch.zeros(shape, dtype=torch.bool, device=base.device)
+        nearest_out = aligned_out.clone()
+        if self.plan.uniform:  # same shifts for every image: one slice per column
+            groups = [((dy, dx), (slice(None), j)) for j, (dy, dx) in enumerate(shifts[0].tolist())]
+        else:
+            groups = [
+                ((dy, dx), torch.nonzero((shifts[..., 0] == dy) & (shifts[..., 1] == dx), as_tuple=True))
+                for dy, dx in sorted(set(map(tuple, shifts.reshape(-1, 2).tolist())))
+            ]
+        for (dy, dx), where in groups:
+            f_x = base if self.plan.uniform else base[where[0]]
+            value, near = aligned_values(f_x, shifted[where], dy, dx, geo, mode)
+            nearest[where] = near.to(dtype)
+            nearest_out[where] = torch.isnan(near)
+            if value is not None:
+                aligned[where] = value.to(dtype)
+                aligned_out[where] = torch.isnan(value)
+        return aligned, nearest, aligned_out, nearest_out
+
+    def batch_updates(self, x, y, x_control, shifts, two_shifts) -> list[dict]:
+        """Every metric for one batch of images and its pairs, as a list of accumulator updates
+        (applied in order, so the sums are reproducible)."""
+        base = self.capture.run(x)
+        ctrl = self.capture.run(x_control)
+        flat = {k: base[k].flatten(1) for k in self.names}
+        sorted_base = {k: sort_channels(base[k]) for k in self.spatial}
+        control = {}
+        for name in self.names:
+            m = pair_metrics(flat[name], ctrl[name].flatten(1))
+            for metric in ("cos", "dist", "rel"):
+                control[name, metric] = m[metric]
+            if name in self.spatial:
+                control[name, "sorted_rel"] = sorted_rel(sorted_base[name], sort_channels(ctrl[name]))
+        first = {"control": control, "n_images": len(x)}
+        cls = self.classifier
+        if cls is not None:
+            control[cls, "consistency"] = prediction_agreement(base[cls], ctrl[cls])
+            if y is not None:
+                first["correct"] = base[cls].argmax(-1) == y
+            la = self.capture.run(shift_images_per_sample(x, two_shifts[0], self.plan.mode))[cls]
+            lb = self.capture.run(shift_images_per_sample(x, two_shifts[1], self.plan.mode))[cls]
+            first["two_shift_agree"] = prediction_agreement(la, lb)
+        updates = [first]
+
+        b, s = shifts.shape[:2]
+        basis = self.model.crop_shift_basis(x, self.plan.max_shift) if self.fast else None
+        # small chunks keep a chunk's feature maps in the CPU cache across the several passes below
+        chunk = max(1, min(s, self.pairs_per_chunk // max(1, b)))
+        for j0 in range(0, s, chunk):
+            sh = shifts[:, j0 : j0 + chunk]
+            feats = self.shifted(x, sh, basis)
+            pairs, no_overlap = {}, {}
+            for name in self.names:
+                ft = feats[name]
+                m = pair_metrics(flat[name].unsqueeze(1), ft.flatten(2))
+                for metric in ("cos", "dist", "rel"):
+                    pairs[name, metric] = m[metric]
+                if name in self.exact:
+                    a, n, a_out, n_out = self.aligned(name, base[name], ft, sh)
+                    pairs[name, "aligned_rel"], pairs[name, "nearest_aligned_rel"] = a, n
+                    no_overlap[name, "aligned_rel"], no_overlap[name, "nearest_aligned_rel"] = a_out, n_out
+                if name in self.spatial:
+                    # last use of ft's spatial layout: sort it in its own memory
+                    st = sort_channels(ft.contiguous(), inplace=True)
+                    pairs[name, "sorted_rel"] = sorted_rel(sorted_base[name].unsqueeze(1), st)
+            if cls is not None:
+                pairs[cls, "consistency"] = prediction_agreement(base[cls].unsqueeze(1), feats[cls])
+                if y is not None:
+                    pairs[cls, "shifted_correct"] = (feats[cls].argmax(-1) == y.unsqueeze(1)).to(pairs[cls, "consistency"].dtype)
+            updates.append({"shift_ids": self.plan.shift_id(sh[..., 0], sh[..., 1]), "pairs": pairs, "no_overlap": no_overlap})
+        return updates
+
+
+def classifier_layer(layers, geometry) -> str | None:
+    """The probe point whose arg-max is the prediction: ``logits`` or ``output``, if it is a vector."""
+    for name in ("logits", OUTPUT):
+        if name in [layer.name for layer in layers] and geometry[name].kind == "vector" and geometry[name].shape[0] >= 2:
+            return name
+    return None
+
+
+def measure_network(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    plan: ShiftPlan,
+    *,
+    layers: Sequence[str] | None = None,
+    control_seed: int = 0,
+    batch_size: int = 64,
+    pairs_per_chunk: int = 256,
+    fast_path: bool = True,
+    device: torch.device | str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = False,
+    desc: str = "measuring",
+    workers: int | None = None,
+) -> dict:
+    """One network over every pair of ``plan``; returns the results dict (see ``build_results``).
+
+    TF32 is off for the whole call (geometry inference included) and restored afterwards.
+    """
+    with exact_float32():
+        return _measure_network(
+            model, images, labels, plan, layers=layers, control_seed=control_seed, batch_size=batch_size,
+            pairs_per_chunk=pairs_per_chunk, fast_path=fast_path, device=device, rank=rank,
+            world_size=world_size, progress=progress, desc=desc, workers=workers,
+        )
+
+
+def _measure_network(model, images, labels, plan, *, layers, control_seed, batch_size, pairs_per_chunk,
+                     fast_path, device, rank, world_size, progress, desc, workers) -> dict:
+    start = time.perf_counter()
+    images = as_image_batch(images)
+    device = torch.device(device) if device is not None else model_device(model)
+    dtype = model_dtype(model)
+    n = len(images)
+    if plan.n_images and plan.n_images != n:
+        raise ValueError(f"the plan was built for {plan.n_images} images, got {n}")
+    resolved = resolve_layers(model, layers)
+    was_training = model.training
+    model.eval()
+    geometry = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device, seed=control_seed)
+    for name, geo in geometry.items():
+        if geo.spatial and geo.note and rank == 0:
+            log.warning("layer %s: %s", name, geo.note)
+    classifier = classifier_layer(resolved, geometry)
+    probe = _Probe(model, resolved, geometry, classifier, plan, pairs_per_chunk, fast_path)
+    metrics = {name: layer_metrics(geometry[name], name == classifier) for name in probe.names}
+    acc = new_accumulator(plan.n_shift_ids, metrics, device)
+    k = control_offset(n, control_seed)
+    two = plan.two_shift_draws()
+    images_dev = images.to(device)
+    labels_dev = labels.to(device) if labels is not None else None
+    batches = torch.split(torch.arange(rank, n, world_size), batch_size)
+
+    def run(idx: torch.Tensor) -> list[dict]:
+        idx_dev = idx.to(device)
+        with torch.inference_mode():
+            return probe.batch_updates(
+                to_pixels(images_dev[idx_dev], dtype),
+                labels_dev[idx_dev] if labels_dev is not None else None,
+                to_pixels(images_dev[(idx_dev + k) % n], dtype),
+                plan.shifts_of(idx).to(device),
+                (two[0][idx].to(device), two[1][idx].to(device)),
+            )
+
+    t_first = [None]
+
+    def apply(updates: list[dict]) -> None:
+        for update in updates:
+            acc.update(**update)
+        bar.update()
+        if t_first[0] is None:
+            t_first[0] = time.perf_counter() - start
+            estimate = t_first[0] * len(batches)
+            if estimate > ANNOUNCE_AFTER_S and rank == 0:
+                log.info(
+                    "%s: %d images x %d shifts = %s pairs; about %.0f s (estimated from the first batch)",
+                    desc, n, plan.shifts_per_image, f"{plan.n_pairs:,}", estimate,
+                )
+
+    # On the CPU, the many small operations of a chunk parallelise badly inside one operator; one
+    # Python thread per core, each on its own batch, keeps both cores busy (PyTorch and NumPy release
+    # the GIL). Updates are applied in batch order, so the float64 sums do not depend on the timing.
+    threads = workers if workers is not None else (torch.get_num_threads() if device.type == "cpu" else 1)
+    threads = max(1, min(threads, len(batches)))
+    old_threads = torch.get_num_threads()
+    bar = tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch", leave=False)
+    try:
+        if threads == 1:
+            for idx in batches:
+                apply(run(idx))
+        else:
+            torch.set_num_threads(1)
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shiftprobe-measure") as pool:
+                for updates in pool.map(run, batches):
+                    apply(updates)
+    finally:
+        torch.set_num_threads(old_threads)
+        bar.close()
+        probe.close()
+        model.train(was_training)
+    raw = acc.compute()
+    results = build_results(raw, plan, probe.names, geometry, k, classifier)
+    results["family"] = "translation"
+    results["precision"] = {"dtype": str(dtype).replace("torch.", ""), "exact_tol": exact_tolerance(dtype)}
+    results["fast_path"] = bool(probe.fast)
+    results["seconds"] = time.perf_counter() - start
+    return results
+
+
+def measure(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    layers: Sequence[str] | None = None,
+    transform: Translation | None = None,
+    *,
+    untrained: nn.Module | None = None,
+    control_seed: int = 0,
+    max_images: int | None = None,
+    batch_size: int = 64,
+    pairs_per_chunk: int = 256,
+    fast_path: bool = True,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> Results:
+    """Measure how invariant / equivariant each probe point of ``model`` is to ``transform``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any network. Probe points are captured with forward hooks.
+    images : torch.Tensor
+        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1]. Transforms act in pixel space.
+    labels : torch.Tensor, optional
+        ``(N,)`` class indices; adds accuracy on unshifted and shifted images.
+    layers : list of str, optional
+        Names from ``model.named_modules()``, an alias the model declares (the lab CNN's ``logits``)
+        or ``"output"`` (the model's output; its first element when it returns a tuple). Default:
+        ``model.default_probe_layers``, else the top-level children and ``"output"``.
+    transform : Translation, optional
+        The transformation family (default ``Translation(max_shift=4)``: every shift of a 9x9 grid).
+    untrained : torch.nn.Module, optional
+        The same architecture at its initial weights, measured as the control (``res.untrained``).
+    control_seed : int
+        Seeds the pairing of each image with an unrelated one (the score's denominator) and the
+        ``max_images`` subset.
+    max_images : int, optional
+        Measure a seeded random subset of this many images.
+    device : str or torch.device, optional
+        Default: where the model's parameters are.
+
+    Returns
+    -------
+    Results
+        ``res.summary[layer][metric]``, ``res.to_dict()``, ``res.to_dataframe()``, ``res.save(path)``,
+        ``res.markdown()``.
+
+    Examples
+    --------
+    >>> import torch, shiftprobe
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    >>> _ = net(torch.zeros(1, 1, 12, 12))
+    >>> res = shiftprobe.measure(net, torch.rand(8, 12, 12), layers=["0", "3"], transform=shiftprobe.Translation(max_shift=1))
+    >>> res.summary["0"]["aligned_rel"] < 1e-5
+    True
+    """
+    transform = transform if transform is not None else Translation()
+    if not isinstance(transform, Translation):
+        raise TypeError(f"transform={transform!r}: use shiftprobe.Translation(...)")
+    images = as_image_batch(images)
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images: give one label per image, or labels=None")
+    n_total = len(images)
+    subset = subset_indices(n_total, max_images, control_seed)
+    if subset is not None:
+        images = images[subset]
+        labels = labels[subset] if labels is not None else None
+    plan = ShiftPlan.from_transform(transform, len(images), image_size=min(images.shape[-2:]))
+    kwargs = dict(layers=layers, control_seed=control_seed, batch_size=batch_size, pairs_per_chunk=pairs_per_chunk,
+                  fast_path=fast_path, device=device, progress=progress)
+    start = time.perf_counter()
+    data = measure_network(model, images, labels, plan, desc="measuring", **kwargs)
+    if untrained is not None:
+        data["untrained"] = measure_network(untrained, images, labels, plan, desc="measuring untrained", **kwargs)
+    data["subset"] = subset_info(len(images), n_total, control_seed)
+    data["seconds_total"] = time.perf_counter() - start
+    return Results(data)

@@ -1,0 +1,166 @@
+"""Per-pair invariance / equivariance metrics: pure tensor functions, free of Lightning.
+
+Every function takes the representation ``f(x)`` of the original images and ``f(T x)`` of their
+transformed partners and returns one value per pair; ``shiftprobe.probe.accumulator`` sums them (in
+float64 where the device has it) so the means are exact under DDP.
+
+Definitions (features flattened, norms are Euclidean):
+
+* ``cos``        = cos(f(x), f(Tx))  (exactly 1 when f(Tx) == f(x))
+* ``dist``       = ||f(Tx) - f(x)||
+* ``rel``        = ||f(Tx) - f(x)|| / ||f(x)||
+* ``sorted_rel`` = ||sort(f(Tx)) - sort(f(x))|| / ||sort(f(x))||, each channel's h*w values sorted
+  (a translation permutes positions within a channel, so sorting removes it: the lab's hint)
+* ``aligned_rel`` = ||f(Tx)[Q] - f(x)[Q - m]|| / ||f(x)[Q - m]|| for the map offset
+  ``m = (dy / r, dx / r)`` (``r``: the layer's inferred stride) over the certified positions ``Q``
+  (``shiftprobe.probe.geometry``); under roll, a circular layer is compared over the whole map with
+  ``f(x)`` rolled by ``m``. Undefined (NaN) when ``r`` does not divide the shift; "no overlap" (NaN,
+  counted apart) when ``Q`` is empty.
+* ``nearest_aligned_rel``: the smallest ``aligned_rel`` over the integer map offsets nearest to
+  ``(dy/r, dx/r)``; equal to ``aligned_rel`` where that is defined. It shows how far from exact the
+  best alignment is at shifts the stride does not divide.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from shiftprobe.probe.geometry import LayerGeometry, certified_slices
+
+_EPS = 1e-30
+_sort_pool: ThreadPoolExecutor | None = None
+
+
+def sum_dtype(device: torch.device | str) -> torch.dtype:
+    """float64, except on devices that lack it (Apple MPS): float32 there."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def working(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision features are compared in float32 (norms of bf16 values lose too much)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _norm(t: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over the last dim, computed in the input precision, returned in the sum dtype.
+
+    (Asking ``vector_norm`` for float64 would first copy the whole input to float64, which costs more
+    than the metric itself; the per-pair values only need the input's accuracy, the sums over pairs
+    are float64.)
+    """
+    return torch.linalg.vector_norm(t, dim=-1).to(sum_dtype(t.device))
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot products over the last dim with broadcasting; a batched matmul when ``a`` is ``B x 1 x D``."""
+    if a.dim() == 3 and b.dim() == 3 and a.shape[1] == 1 and b.shape[0] == a.shape[0]:
+        return torch.bmm(b, a.transpose(1, 2)).squeeze(-1).to(sum_dtype(a.device))
+    return (a * b).sum(-1).to(sum_dtype(a.device))
+
+
+def pair_metrics(f_x: torch.Tensor, f_t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``cos``, ``dist``, ``rel`` per pair for flattened features ``(..., D)``.
+
+    ``f_x`` broadcasts against ``f_t`` (e.g. ``B x 1 x D`` against ``B x S x D``).
+    """
+    f_x, f_t = working(f_x), working(f_t)
+    norm_x = _norm(f_x)
+    norm_t = _norm(f_t)
+    dist = _norm(f_t - f_x)
+    dot = _dot(f_x, f_t)
+    cos = dot / (norm_x * norm_t).clamp_min(_EPS)
+    # cos of identical vectors must be exactly 1; rounding of the dot product can leave 1 - 1e-7
+    cos = torch.where(dist == 0, torch.ones_like(cos), cos.clamp(-1.0, 1.0))
+    norm_x = norm_x.expand_as(dist)
+    return {"cos": cos, "dist": dist, "rel": dist / norm_x.clamp_min(_EPS)}
+
+
+def sort_channels(f: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Sort each channel's h*w values: ``(..., C, h, w) -> (..., C, h*w)``, ascending.
+
+    On the CPU NumPy's vectorised sort (several times faster than ``torch.sort``, which also builds
+    indices) runs on row blocks in a thread pool; elsewhere ``torch.sort``. With ``inplace`` a
+    contiguous ``f`` is sorted in its own memory (the caller no longer needs its spatial layout).
+    """
+    f = working(f)
+    flat = f.reshape(*f.shape[:-2], f.shape[-2] * f.shape[-1])
+    if flat.device.type != "cpu" or flat.dtype not in (torch.float32, torch.float64):
+        return torch.sort(flat, dim=-1).values
+    if inplace and flat.is_contiguous():
+        arr = flat.detach().numpy()
+    else:
+        arr = flat.detach().contiguous().numpy().copy()  # never alias the caller's tensor
+    rows = arr.reshape(-1, arr.shape[-1])
+    workers = max(1, torch.get_num_threads())
+    if workers == 1 or rows.shape[0] < 512:
+        rows.sort(axis=-1)
+    else:
+        global _sort_pool
+        if _sort_pool is None or _sort_pool._max_workers != workers:  # noqa: SLF001
+            _sort_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shiftprobe-sort")
+        blocks = np.array_split(rows, workers)  # views: each block is sorted in place
+        list(_sort_pool.map(lambda b: b.sort(axis=-1), blocks))
+    return flat if inplace and flat.is_contiguous() else torch.from_numpy(arr)
+
+
+def sorted_rel(sorted_x: torch.Tensor, sorted_t: torch.Tensor) -> torch.Tensor:
+    """``||sort(f(Tx)) - sort(f(x))|| / ||sort(f(x))||`` from per-channel sorted maps ``(..., C, hw)``."""
+    sx = sorted_x.flatten(-2)
+    st = sorted_t.flatten(-2)
+    return _norm(st - sx) / _norm(sx).clamp_min(_EPS).expand(st.shape[:-1])
+
+
+def aligned_offset(dy: int, dx: int, stride: tuple[int, int]) -> tuple[int, int] | None:
+    """The map offset ``(dy/r, dx/r)`` a shift should cause, or None if the stride does not divide it."""
+    ry, rx = stride
+    if dy % ry or dx % rx:
+        return None
+    return dy // ry, dx // rx
+
+
+def aligned_rel_at(
+    f_x: torch.Tensor, f_t: torch.Tensor, my: int, mx: int, geo: LayerGeometry, mode: str
+) -> torch.Tensor:
+    """``aligned_rel`` for a given map offset, per pair (maps ``(..., C, h, w)`` of equal shape);
+    NaN where there is no certified position."""
+    f_x, f_t = working(f_x), working(f_t)
+    if mode == "roll" and geo.circular:
+        expected = torch.roll(f_x, shifts=(my, mx), dims=(-2, -1))
+        actual = f_t
+    else:
+        slices = certified_slices(geo.interior, my, mx)
+        if slices is None:
+            return torch.full(f_t.shape[:-3], float("nan"), dtype=sum_dtype(f_t.device), device=f_t.device)
+        (a0, a1), (b0, b1) = slices
+        actual = f_t[..., a0, a1]
+        expected = f_x[..., b0, b1]
+    num = _norm((actual - expected).flatten(-3))
+    return num / _norm(expected.flatten(-3)).clamp_min(_EPS)
+
+
+def nearest_offsets(dy: int, dx: int, stride: tuple[int, int]) -> list[tuple[int, int]]:
+    ry, rx = stride
+    cand_y = sorted({dy // ry, -((-dy) // ry)})
+    cand_x = sorted({dx // rx, -((-dx) // rx)})
+    return [(my, mx) for my in cand_y for mx in cand_x]
+
+
+def aligned_values(
+    f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, geo: LayerGeometry, mode: str
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``(aligned_rel or None, nearest_aligned_rel)`` per pair for one shift; NaN = no overlap."""
+    offset = aligned_offset(dy, dx, geo.stride)
+    if offset is not None:
+        value = aligned_rel_at(f_x, f_t, *offset, geo, mode)
+        return value, value
+    errs = torch.stack([aligned_rel_at(f_x, f_t, my, mx, geo, mode) for my, mx in nearest_offsets(dy, dx, geo.stride)])
+    # the best defined alignment; NaN only when no candidate has a certified position
+    return None, torch.where(torch.isnan(errs), torch.inf, errs).amin(0).nan_to_num(nan=float("nan"), posinf=float("nan"))
+
+
+def prediction_agreement(logits_x: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
+    """1.0 where the arg-max class is unchanged between the pair, else 0.0."""
+    return (logits_x.argmax(-1) == logits_t.argmax(-1)).to(sum_dtype(logits_x.device))

@@ -1,0 +1,32 @@
+"""The numbers behind the verdicts: when is a figure "exact", and how the report words a score.
+
+Exactness depends on the precision the network was measured in (e3nn's practice): a relative
+error below ``exact_tolerance(dtype)`` is round-off, not a failure of equivariance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: relative error that is still float round-off, by the dtype the network ran in
+EXACT_TOL_BY_DTYPE = {
+    torch.float64: 1e-9,
+    torch.float32: 1e-5,
+    torch.float16: 1e-2,
+    torch.bfloat16: 5e-2,
+}
+#: the float32 tolerance, the default for results that do not state their precision
+EXACT_TOL = EXACT_TOL_BY_DTYPE[torch.float32]
+#: a layer whose invariance score stays at or above this at every radius is "nearly invariant"
+NEAR_INVARIANT = 0.9
+#: ... at or above this (but below NEAR_INVARIANT) it is "partly invariant"; below, "not invariant"
+PARTLY_INVARIANT = 0.5
+#: trained and untrained scores closer than this are "about the same"
+SAME_SCORE = 0.05
+
+
+def exact_tolerance(dtype: torch.dtype | str) -> float:
+    """The largest relative error counted as exact for a network run in ``dtype``."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""))
+    return EXACT_TOL_BY_DTYPE.get(dtype, EXACT_TOL)

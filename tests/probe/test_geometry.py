@@ -1,0 +1,142 @@
+"""Inferred strides and receptive fields equal the hand-derived ones; exactness on random weights.
+
+Hand-derived values live beside each model (``RECEPTIVE_FIELDS``: stride, a, b with position q seeing
+pixels [r q + a, r q + b]); ``tests/models/test_receptive_fields.py`` checks those against a
+perturbation measurement. Here the engine's autograd inference must agree with them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from shiftprobe.model import LabCNN
+from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet
+from shiftprobe.models import allconv, gap, lab_fields, resnet
+from shiftprobe.probe.capture import resolve_layers
+from shiftprobe.probe.engine import measure_network
+from shiftprobe.probe.geometry import infer_geometry
+from shiftprobe.probe.plan import ShiftPlan
+
+CASES = [
+    (LabCNN, lab_fields.RECEPTIVE_FIELDS),
+    (GapCNN, gap.RECEPTIVE_FIELDS),
+    (AllConvCNN, allconv.RECEPTIVE_FIELDS),
+    (SmallResNet, resnet.RECEPTIVE_FIELDS),
+]
+
+
+def _random_bn(net: nn.Module) -> nn.Module:
+    """Random BatchNorm statistics, so eval-mode BN is a real per-channel affine map."""
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("cls, table", CASES, ids=[c.__name__ for c, _ in CASES])
+def test_inferred_geometry_equals_hand_derived(cls, table):
+    torch.manual_seed(0)
+    net = _random_bn(cls())
+    geo = infer_geometry(net, resolve_layers(net, list(table)), (1, 28, 28))
+    for layer, (r, a, b) in table.items():
+        g = geo[layer]
+        assert g.stride == (r, r), layer
+        assert g.receptive_field == (a, b, a, b), layer
+        lo, hi = max(0, math.ceil(-a / r)), min(g.shape[1] - 1, (27 - b) // r)
+        assert g.interior == (lo, hi, lo, hi), layer
+
+
+def test_vectors_and_global_pooling_are_not_spatial():
+    net = GapCNN().eval()
+    geo = infer_geometry(net, resolve_layers(net, ["gap", "fc1", "logits"]), (1, 28, 28))
+    assert all(g.kind == "vector" for g in geo.values())
+
+
+def test_torchvision_resnet18_strides():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    layers = ["conv1", "layer1", "layer2", "layer3", "layer4", "fc"]
+    geo = infer_geometry(net, resolve_layers(net, layers), (3, 64, 64))
+    assert [geo[n].stride for n in layers[:5]] == [(2, 2), (4, 4), (8, 8), (16, 16), (32, 32)]
+    assert geo["conv1"].receptive_field == (-3, 3, -3, 3)
+    assert geo["fc"].kind == "vector"
+
+
+def test_circular_padding_detected_only_when_every_layer_is_circular():
+    assert all(
+        g.circular for n, g in infer_geometry(LabCNN(padding="circular"), resolve_layers(LabCNN(padding="circular"), ["conv1", "conv2"]), (1, 28, 28)).items()
+    )
+    for net in (LabCNN(), LabCNN(pool="blur", padding="circular"), SmallResNet()):
+        geo = infer_geometry(net, resolve_layers(net, None), (1, 28, 28))
+        assert not any(g.circular for g in geo.values())
+
+
+class SameCNN(nn.Module):
+    """Zero 'same' padding, bias everywhere: only interior positions can be exact."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.c3 = nn.Conv2d(4, 6, 3, padding=1)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = self.c2(torch.relu(self.c1(x)))
+        x = self.c3(self.pool(torch.relu(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+NETS = {
+    "lab": (LabCNN, ["conv1", "conv2"]),
+    "blurpool": (lambda: LabCNN(pool="blur"), ["conv1", "conv2"]),
+    "same": (SameCNN, ["c1", "c2", "c3"]),
+    "gap": (GapCNN, ["conv1", "conv2"]),
+    "allconv": (AllConvCNN, ["conv1", "down1", "conv2", "down2"]),
+    "resnet": (SmallResNet, ["stem", "layer1", "layer2", "layer3"]),
+}
+
+
+@pytest.mark.parametrize("mode", ["crop", "roll"])
+@pytest.mark.parametrize("name", list(NETS))
+def test_exact_at_every_multiple_of_the_inferred_stride(name, mode):
+    """Random weights: aligned_rel < 1e-5 for every pair at every shift the stride divides."""
+    make, layers = NETS[name]
+    torch.manual_seed(0)
+    net = _random_bn(make())
+    images = (torch.rand(6, 28, 28, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
+    res = measure_network(net, images, None, ShiftPlan.build(4, mode, "grid", 0, 6), layers=layers)
+    checked = 0
+    for entry in res["shifts"]:
+        for layer in layers:
+            stride = res["geometry"][layer]["stride"]
+            block = entry[layer]
+            if entry["dy"] % stride[0] == 0 and entry["dx"] % stride[1] == 0:
+                if block.get("aligned_rel_no_overlap") == 6:
+                    continue
+                assert block["aligned_rel_max"] < 1e-5, (layer, entry["dy"], entry["dx"], block["aligned_rel_max"])
+                checked += 1
+            else:
+                assert block["aligned_rel"] is None
+    assert checked >= len(layers)
+
+
+def test_circular_net_under_roll_is_exact_on_the_whole_map_sorted_values_included():
+    torch.manual_seed(0)
+    net = LabCNN(padding="circular").eval()
+    images = (torch.rand(4, 28, 28, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8)
+    res = measure_network(net, images, None, ShiftPlan.build(2, "roll", "grid", 0, 4), layers=["conv1", "conv2"])
+    for entry in res["shifts"]:
+        assert entry["conv1"]["aligned_rel_max"] < 1e-5
+        assert entry["conv1"]["sorted_rel"] < 1e-5
+        if entry["dy"] % 2 == 0 and entry["dx"] % 2 == 0:
+            assert entry["conv2"]["aligned_rel_max"] < 1e-5
+            assert entry["conv2"]["sorted_rel"] < 1e-5
