@@ -10,9 +10,9 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from shiftprobe.config_checks import validate_config
-from shiftprobe.train import resolved_config
+from shiftprobe.train import instantiate_callbacks, resolved_config
 
-GROUPS = ("data", "model", "optimizer", "trainer", "logger", "callbacks", "shift", "paths", "experiment")
+GROUPS = ("data", "model", "optimizer", "trainer", "logger", "callbacks", "shift", "paths", "experiment", "debug")
 
 
 def options(group: str) -> list[str]:
@@ -73,6 +73,46 @@ def test_every_option_composes_validates_and_builds(tmp_path, group, option):
                 assert trainer.num_devices == 2 and type(trainer.strategy).__name__ == "DDPStrategy"
     if group == "experiment":
         assert cfg.task_name == option
+
+
+DEBUG_EXPECTED = {
+    "default": lambda c: c.trainer.max_epochs == 1,
+    "fdr": lambda c: c.trainer.fast_dev_run is True and c.callbacks.shift_probe.max_images == 64
+    and c.callbacks.shift_probe.untrained is False and c.callbacks.model_checkpoint.save_last is False,
+    "limit": lambda c: c.trainer.max_epochs == 1 and c.trainer.limit_train_batches == 10
+    and c.trainer.limit_val_batches == c.trainer.limit_test_batches == 2 and c.callbacks.shift_probe.max_images == 200,
+    "overfit": lambda c: c.trainer.overfit_batches == 3 and c.trainer.max_epochs == 50 and c.test is False,
+    "profiler": lambda c: c.trainer.profiler == "simple" and c.trainer.max_epochs == 1,
+}
+
+
+def test_debug_group_lists_every_preset():
+    assert set(options("debug")) == set(DEBUG_EXPECTED)
+
+
+@pytest.mark.parametrize("config_name", ["train", "eval"])
+@pytest.mark.parametrize("name", sorted(DEBUG_EXPECTED))
+def test_debug_presets_compose_and_build_a_trainer(tmp_path, config_name, name):
+    """``debug=<name>`` (conf/debug/, as in lightning-hydra-template) on train.py and eval.py: its settings
+    win over the defaults, the measurement keeps its other settings, and Lightning accepts the trainer."""
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"")  # validation only checks that the file exists
+    extra = [f"ckpt_path={ckpt}"] if config_name == "eval" else []
+    cfg = compose_with(tmp_path, f"debug={name}", "data.root=" + str(tmp_path), *extra, config_name=config_name)
+    validate_config(cfg, require_ckpt=config_name == "eval")
+    assert cfg.task_name == "debug" and DEBUG_EXPECTED[name](cfg)
+    assert cfg.hydra.runtime.choices.debug == name
+    assert cfg.callbacks.shift_probe._target_.endswith("ShiftProbeCallback")  # merged into, not replaced
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+    assert type(trainer.profiler).__name__ == ("SimpleProfiler" if name == "profiler" else "PassThroughProfiler")
+
+
+@pytest.mark.parametrize("name", ["fdr", "limit"])
+def test_debug_preset_without_the_callbacks_it_tunes(tmp_path, name):
+    """The presets' ``callbacks.<name>`` keys must not build half callbacks when those are not chosen."""
+    cfg = compose_with(tmp_path, f"debug={name}", "callbacks=[on_exception]")
+    assert [type(cb).__name__ for cb in instantiate_callbacks(cfg)] == ["InterruptCheckpoint"]
 
 
 def test_trainer_accelerator_override(tmp_path):

@@ -1,5 +1,6 @@
 """End to end through ``train(cfg)`` / ``evaluate(cfg)`` and the command line, on synthetic MNIST."""
 
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +62,26 @@ def test_no_logger_runs_with_the_default_callbacks(make_cfg, tmp_path, caplog):
         metrics = train(cfg)
     assert "test/acc" in metrics and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert "learning-rate monitor" in caplog.text and not (tmp_path / "run" / "csv").exists()
+
+
+@pytest.mark.parametrize("name", ["fdr", "limit"])
+def test_debug_presets_run_end_to_end(mnist_root, tmp_path, name):
+    """``debug=fdr`` and ``debug=limit`` with every callback but the progress bar (the tests turn it off):
+    the run ends cleanly, with the measurement on the preset's subset."""
+    callbacks = "callbacks=[model_checkpoint,on_exception,lr_monitor,shift_probe]"
+    overrides = [o if not o.startswith("callbacks=") else callbacks for o in test_overrides(mnist_root, tmp_path)]
+    fast = ["callbacks.shift_probe.figures=false", "callbacks.shift_probe.progress=false", "shift=small"]
+    metrics = train(compose_config("train", [*overrides, f"debug={name}", *fast], tmp_path))
+    assert "test/acc" in metrics
+    results = json.loads((tmp_path / "results.json").read_text())
+    checkpoints = sorted(p.name for p in tmp_path.glob("checkpoints/*.ckpt"))
+    if name == "fdr":  # Lightning's fast_dev_run writes no checkpoints; no untrained control
+        assert checkpoints == [] and "untrained" not in results
+        assert results["n_images"] == 64
+    else:
+        assert checkpoints == ["best.ckpt", "last.ckpt"] and "untrained" in results
+        assert read_ckpt(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 10
+        assert results["n_images"] == 200
 
 
 def test_resume_from_last_checkpoint(make_cfg, tmp_path):
