@@ -1,0 +1,30 @@
+"""The CI script runs the linter configured in pyproject.toml, and the code base passes it."""
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def commands(script: str) -> list[str]:
+    """The script's command lines (comments and blank lines left out)."""
+    return [line.strip() for line in script.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_ci_runs_ruff_before_pytest():
+    lines = commands((ROOT / ".ci" / "run").read_text())
+    ruff = [i for i, line in enumerate(lines) if line.startswith("ruff check")]
+    tests = [i for i, line in enumerate(lines) if "-m pytest" in line]
+    assert ruff and tests, lines
+    assert ruff[0] < tests[0]  # lint findings fail fast, before the slow suite
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ruff") is None, reason="ruff is not installed (pip install -e '.[dev]')")
+def test_ruff_check_passes():
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", ".", "--output-format", "concise"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
