@@ -8,7 +8,7 @@ summary_radial.png (invariance vs radius, one line per configuration, per layer)
 import argparse
 import sys
 
-from shiftprobe.summary import summarize_sweep
+from shiftprobe.reporting.sweep_summary import summarize_sweep
 
 
 def main(argv=None) -> int:

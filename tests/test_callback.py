@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from shiftprobe.callback import ShiftProbeCallback
-from shiftprobe.model import LabCNN
+from shiftprobe.lit.callbacks import ShiftProbeCallback
+from shiftprobe.models.lab import LabCNN
 
 
 class TinyData(L.LightningDataModule):

@@ -7,7 +7,7 @@ import torch
 
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit_module import INITIAL_STATE_KEY, ShiftProbeModule
-from shiftprobe.model import LabCNN
+from shiftprobe.models.lab import LabCNN
 
 
 def make_module(seed: int = 0, **kw) -> ShiftProbeModule:

@@ -10,7 +10,7 @@ from shiftprobe.metrics import (
     sort_channels,
     sorted_rel,
 )
-from shiftprobe.model import LabCNN
+from shiftprobe.models.lab import LabCNN
 from shiftprobe.shifts import shift_images
 
 SHIFTS_UP_TO_4 = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)]

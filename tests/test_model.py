@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shiftprobe.model import LabCNN
+from shiftprobe.models.lab import LabCNN
 
 
 @pytest.fixture

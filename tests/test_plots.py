@@ -8,8 +8,8 @@ import torch
 from matplotlib.figure import Figure
 from results_factory import make_fake_results
 
-from shiftprobe.model import LabCNN
-from shiftprobe.plots import (
+from shiftprobe.models.lab import LabCNN
+from shiftprobe.reporting.figures import (
     plot_example_pairs,
     plot_radial_profiles,
     plot_sensitivity_heatmaps,

@@ -8,7 +8,7 @@ import json
 import pytest
 from results_factory import make_fake_results
 
-from shiftprobe.report import (
+from shiftprobe.reporting.markdown import (
     EXACT_TOL,
     conv_exactness,
     fmt,
@@ -164,7 +164,7 @@ def test_summary_lines():
 def test_odd_shift_best_alignment_is_reported_from_the_numbers():
     from results_factory import make_fake_results
 
-    from shiftprobe.report import results_markdown
+    from shiftprobe.reporting.markdown import results_markdown
 
     res = make_fake_results(max_shift=2)
     for value in (0.406, 0.0123):

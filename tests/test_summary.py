@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from results_factory import make_fake_results
 
-from shiftprobe.summary import summarize_sweep
+from shiftprobe.reporting.sweep_summary import summarize_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from conftest import FILES, ROOT, compose_config, test_overrides
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.evaluate import evaluate
 from shiftprobe.lit_module import INITIAL_STATE_KEY
-from shiftprobe.model import LabCNN
+from shiftprobe.models.lab import LabCNN
 from shiftprobe.train import train
 
 

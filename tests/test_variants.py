@@ -20,7 +20,7 @@ from shiftprobe.data import MNISTDataModule
 from shiftprobe.lit_module import ShiftProbeModule
 from shiftprobe.measure import measure_results
 from shiftprobe.metrics import aligned_rel, aligned_rel_at, nearest_aligned_rel
-from shiftprobe.model import LabCNN
+from shiftprobe.models.lab import LabCNN
 from shiftprobe.paired import ShiftPlan
 from shiftprobe.shifts import shift_images
 from shiftprobe.train import train

@@ -113,7 +113,7 @@ def lab_training(root: str, n_batches: int, seed: int = 0) -> dict:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from shiftprobe.model import LabCNN
+    from shiftprobe.models.lab import LabCNN
 
     torch.manual_seed(seed)
     dataset = datasets.MNIST(root, train=True, download=False, transform=transforms.ToTensor())
@@ -145,7 +145,7 @@ def _test_set(root: str, n_images: int):
 
 
 def _network(seed: int = 0):
-    from shiftprobe.model import LabCNN
+    from shiftprobe.models.lab import LabCNN
 
     torch.manual_seed(seed)
     return LabCNN().eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.model import PADDINGS, POOLS
+from shiftprobe.models.lab import PADDINGS, POOLS
 from shiftprobe.shifts import IMAGE_SIZE, SHIFT_MODES, SHIFT_PATTERNS
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from shiftprobe.model import LabCNN
-from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet, allconv, gap, lab_fields, resnet
+from shiftprobe.models.lab import LabCNN
+from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet, allconv, gap, lab, resnet
 
 CANVAS = 48  # the widest field (resnet layer3) spans 25 pixels
 DELTA = 1e3
@@ -30,7 +30,7 @@ HAND_DERIVED = {
     "resnet": {"stem": (1, -1, 1), "layer1": (1, -3, 3), "layer2": (2, -6, 6), "layer3": (4, -12, 12)},
 }
 MODULE_TABLES = {
-    "lab": lab_fields.RECEPTIVE_FIELDS,
+    "lab": lab.RECEPTIVE_FIELDS,
     "gap": gap.RECEPTIVE_FIELDS,
     "allconv": allconv.RECEPTIVE_FIELDS,
     "resnet": resnet.RECEPTIVE_FIELDS,

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from shiftprobe.model import LabCNN
+from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.engine import exact_float32, measure, measure_network, subset_indices
 from shiftprobe.probe.metrics import sum_dtype
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.transforms import Translation
-from shiftprobe.report import results_markdown
+from shiftprobe.reporting.markdown import results_markdown
 
 
 def _images(n=12, size=28, seed=0):

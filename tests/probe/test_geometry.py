@@ -13,16 +13,16 @@ import pytest
 import torch
 from torch import nn
 
-from shiftprobe.model import LabCNN
+from shiftprobe.models.lab import LabCNN
 from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet
-from shiftprobe.models import allconv, gap, lab_fields, resnet
+from shiftprobe.models import allconv, gap, lab, resnet
 from shiftprobe.probe.capture import resolve_layers
 from shiftprobe.probe.engine import measure_network
 from shiftprobe.probe.geometry import infer_geometry
 from shiftprobe.probe.plan import ShiftPlan
 
 CASES = [
-    (LabCNN, lab_fields.RECEPTIVE_FIELDS),
+    (LabCNN, lab.RECEPTIVE_FIELDS),
     (GapCNN, gap.RECEPTIVE_FIELDS),
     (AllConvCNN, allconv.RECEPTIVE_FIELDS),
     (SmallResNet, resnet.RECEPTIVE_FIELDS),

@@ -1,4 +1,4 @@
-"""Model variants beyond the lab CNN, each a plain ``torch.nn.Module`` in its own module.
+"""The lab CNN and the model variants, each a plain ``torch.nn.Module`` in its own module.
 
 Each class carries ``default_probe_layers`` (module names the measurement probes by default) and
 ``layer_aliases`` (display name -> module name, e.g. ``{"logits": "fc2"}``); each module holds
@@ -8,6 +8,7 @@ Each class carries ``default_probe_layers`` (module names the measurement probes
 
 from shiftprobe.models.allconv import AllConvCNN
 from shiftprobe.models.gap import GapCNN
+from shiftprobe.models.lab import LabCNN
 from shiftprobe.models.resnet import SmallResNet
 
-__all__ = ["AllConvCNN", "GapCNN", "SmallResNet"]
+__all__ = ["AllConvCNN", "GapCNN", "LabCNN", "SmallResNet"]

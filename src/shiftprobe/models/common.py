@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shiftprobe.model import MNIST_MEAN, MNIST_STD
+from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD
 
 
 class PixelInputNet(nn.Module):

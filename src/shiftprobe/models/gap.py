@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftprobe.model import MaxPool2x2
+from shiftprobe.models.lab import MaxPool2x2
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
 
 # Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive

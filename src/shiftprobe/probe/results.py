@@ -238,7 +238,7 @@ class Results(Mapping):
 
     def markdown(self) -> str:
         """``results.md``: tables and plain-language conclusions."""
-        from shiftprobe.report import results_markdown
+        from shiftprobe.reporting.markdown import results_markdown
 
         return results_markdown(self.data)
 

@@ -17,26 +17,16 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from shiftprobe.measure import measure_results
-from shiftprobe.paired import PairedShiftDataset, ShiftPlan
+from shiftprobe.probe.engine import measure_network, subset_indices, subset_info
+from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.transforms import check_max_shift
 
 log = logging.getLogger(__name__)
 
-#: summary scores logged as scalars (and shown in TensorBoard's HPARAMS tab)
-HEADLINE_METRICS = (
-    ("conv1", "equivariance_score"),
-    ("conv2", "equivariance_score"),
-    ("fc1", "invariance_score"),
-    ("logits", "consistency"),
-)
-
-
-def paired_test_set(datamodule, max_shift: int, mode: str, pattern: str, seed: int) -> PairedShiftDataset:
-    """The DataModule's paired test set, built from its in-memory test split."""
-    if hasattr(datamodule, "paired_test_set"):
-        return datamodule.paired_test_set(max_shift=max_shift, mode=mode, pattern=pattern, seed=seed)
-    images, labels = datamodule.test_images, datamodule.test_labels
-    return PairedShiftDataset(images, labels, ShiftPlan.build(max_shift, mode, pattern, seed, len(images)))
+#: summary scores logged as scalars (and shown in TensorBoard's HPARAMS tab), by layer kind
+HEADLINE_SPATIAL = ("equivariance_score", "aligned_rel")
+HEADLINE_VECTOR = ("invariance_score",)
+HEADLINE_CLASSIFIER = ("consistency",)
 
 
 def untrained_copy(pl_module) -> torch.nn.Module | None:
@@ -49,6 +39,16 @@ def untrained_copy(pl_module) -> torch.nn.Module | None:
     return net
 
 
+def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
+    """One odd and one even diagonal shift within ``max_shift`` (e.g. (1, 1) and (2, 2))."""
+    out = []
+    if max_shift >= 1:
+        out.append((1, 1))
+    if max_shift >= 2:
+        out.append((2, 2))
+    return out or [(0, 0)]
+
+
 class ShiftProbeCallback(L.Callback):
     def __init__(
         self,
@@ -56,6 +56,7 @@ class ShiftProbeCallback(L.Callback):
         mode: str = "crop",
         pattern: str = "grid",
         seed: int = 0,
+        layers: list[str] | None = None,
         batch_size: int = 64,
         pairs_per_chunk: int = 256,
         fast_path: bool = True,
@@ -69,7 +70,10 @@ class ShiftProbeCallback(L.Callback):
         ShiftPlan.build(max_shift, mode, pattern, seed, 1 if pattern != "random" else 0)
         if batch_size < 1:
             raise ValueError(f"callbacks.shift_probe.batch_size must be >= 1, got {batch_size}")
+        if max_images is not None and max_images < 2:
+            raise ValueError(f"callbacks.shift_probe.max_images={max_images}: use at least 2 (or null for all)")
         self.max_shift, self.mode, self.pattern, self.seed = max_shift, mode, pattern, seed
+        self.layers = list(layers) if layers else None
         self.batch_size, self.pairs_per_chunk, self.fast_path = batch_size, pairs_per_chunk, fast_path
         self.untrained, self.figures, self.progress = untrained, figures, progress
         self.output_dir = output_dir
@@ -81,14 +85,24 @@ class ShiftProbeCallback(L.Callback):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def test_images(self, trainer) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The measured test images and labels (a seeded random subset with ``max_images``)."""
+        dm = trainer.datamodule
+        images, labels = dm.test_images, dm.test_labels
+        subset = subset_indices(len(images), self.max_images, self.seed)
+        info = subset_info(len(images) if subset is None else len(subset), len(images), self.seed)
+        if subset is not None:
+            subset = subset.to(images.device)
+            images, labels = images[subset], labels[subset]
+        return images, labels, info
+
     def measure(self, trainer, pl_module) -> dict:
         """Measure the network (and its untrained copy); every rank must call this."""
-        paired = paired_test_set(trainer.datamodule, self.max_shift, self.mode, self.pattern, self.seed)
-        images, labels, plan = paired.images, paired.labels, paired.plan
-        if self.max_images is not None and self.max_images < len(images):
-            images, labels = images[: self.max_images], labels[: self.max_images]
-            plan = ShiftPlan.build(self.max_shift, self.mode, self.pattern, self.seed, len(images))
+        images, labels, subset = self.test_images(trainer)
+        check_max_shift(self.max_shift, min(images.shape[-2:]))
+        plan = ShiftPlan.build(self.max_shift, self.mode, self.pattern, self.seed, len(images))
         kwargs = dict(
+            layers=self.layers,
             control_seed=self.seed,
             batch_size=self.batch_size,
             pairs_per_chunk=self.pairs_per_chunk,
@@ -99,16 +113,15 @@ class ShiftProbeCallback(L.Callback):
             progress=self.progress and trainer.is_global_zero,
         )
         start = time.perf_counter()
-        results = measure_results(pl_module.net, images, labels, plan, desc="shift probe: trained", **kwargs)
+        results = measure_network(pl_module.net, images, labels, plan, desc="shift probe: trained", **kwargs)
         if self.untrained:
             net0 = untrained_copy(pl_module)
             if net0 is None:
                 log.warning("the module has no initial_net_state; skipping the untrained measurement")
             else:
                 net0.to(pl_module.device)
-                results["untrained"] = measure_results(
-                    net0, images, labels, plan, desc="shift probe: untrained", **kwargs
-                )
+                results["untrained"] = measure_network(net0, images, labels, plan, desc="shift probe: untrained", **kwargs)
+        results["subset"] = subset
         results["seconds_total"] = time.perf_counter() - start
         return results
 
@@ -118,9 +131,10 @@ class ShiftProbeCallback(L.Callback):
         if not trainer.is_global_zero:
             return
         out = self._output_dir(trainer)
-        from shiftprobe.report import summary_lines, write_results_json, write_results_markdown
+        from shiftprobe.probe.results import Results
+        from shiftprobe.reporting.markdown import summary_lines, write_results_markdown
 
-        write_results_json(results, out / "results.json")
+        Results(results).save(out / "results.json")
         write_results_markdown(results, out / "results.md")
         self._log_scalars(trainer, results)
         if self.figures:
@@ -133,11 +147,19 @@ class ShiftProbeCallback(L.Callback):
     @staticmethod
     def headline(results: dict, prefix: str = "probe") -> dict[str, float]:
         summary = results.get("summary", {})
+        geometry = results.get("geometry", {})
         out = {}
-        for layer, metric in HEADLINE_METRICS:
-            value = summary.get(layer, {}).get(metric)
-            if value is not None:
-                out[f"{prefix}/{layer}/{metric}"] = float(value)
+        for layer in results.get("layers", []):
+            if layer == results.get("classifier"):
+                metrics = HEADLINE_VECTOR + HEADLINE_CLASSIFIER
+            elif (geometry.get(layer) or {}).get("kind") == "spatial":
+                metrics = HEADLINE_SPATIAL
+            else:
+                metrics = HEADLINE_VECTOR
+            for metric in metrics:
+                value = (summary.get(layer) or {}).get(metric)
+                if value is not None:
+                    out[f"{prefix}/{layer}/{metric}"] = float(value)
         return out
 
     def _log_scalars(self, trainer, results: dict) -> None:
@@ -145,24 +167,30 @@ class ShiftProbeCallback(L.Callback):
         if "untrained" in results:
             metrics.update(self.headline(results["untrained"], prefix="probe_untrained"))
         for radial in results.get("radial", []):
-            for layer, metric in HEADLINE_METRICS:
-                value = radial.get(layer, {}).get(metric)
-                if value is not None:
-                    metrics[f"probe_radius{radial['radius']}/{layer}/{metric}"] = float(value)
+            for key, value in self.headline({**results, "summary": radial}, prefix=f"probe_radius{radial['radius']}").items():
+                metrics[key] = value
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             logger.save()
 
-    def _figures(self, trainer, pl_module, results: dict, out: Path) -> None:
-        try:
-            import matplotlib.pyplot as plt
+    def _example_layer(self, results: dict) -> str | None:
+        """The deepest probe point with an exact test (the lab's conv2)."""
+        geometry = results.get("geometry", {})
+        candidates = [name for name in results.get("layers", []) if (geometry.get(name) or {}).get("stride")]
+        return candidates[-1] if candidates else None
 
-            from shiftprobe.plots import save_all_figures
-        except ImportError as err:  # pragma: no cover - matplotlib is a dependency
-            log.warning("figures skipped: %s", err)
-            return
-        images = trainer.datamodule.test_images[:4].unsqueeze(1).float().div(255).to(pl_module.device)
-        figures = save_all_figures(results, out, net=pl_module.net, images=images, mode=self.mode)
+    def _figures(self, trainer, pl_module, results: dict, out: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        from shiftprobe.reporting.figures import save_all_figures
+        from shiftprobe.probe.examples import example_pairs
+
+        examples = None
+        layer = self._example_layer(results)
+        if layer is not None:
+            images = trainer.datamodule.test_images[:3]
+            examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode)
+        figures = save_all_figures(results, out, examples=examples)
         for logger in trainer.loggers:
             writer = getattr(logger, "experiment", None)
             if hasattr(writer, "add_figure"):

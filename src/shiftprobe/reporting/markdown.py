@@ -20,14 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-#: ``aligned_rel`` (or ``rel``) below this is float round-off: the layer is *exactly* equivariant there
-EXACT_TOL = 1e-5
-#: a layer whose invariance score stays at or above this at every radius is "nearly invariant"
-NEAR_INVARIANT = 0.9
-#: ... at or above this (but below NEAR_INVARIANT) it is "partly invariant"; below, "not invariant"
-PARTLY_INVARIANT = 0.5
-#: trained and untrained scores closer than this are "about the same"
-SAME_SCORE = 0.05
+from shiftprobe.probe.thresholds import EXACT_TOL, NEAR_INVARIANT, PARTLY_INVARIANT, SAME_SCORE  # noqa: E402
+
 #: values smaller than this (in magnitude, non-zero) are printed in scientific notation
 SCIENTIFIC_BELOW = 1e-3
 SIG_DIGITS = 3
@@ -117,12 +111,32 @@ def fmt_pct(value: Any) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
-def exactness(aligned_rel: Any) -> str:
+def exact_tol(results: Mapping) -> float:
+    """The relative error below which this measurement counts as exact (depends on its precision)."""
+    return _finite((results.get("precision") or {}).get("exact_tol")) or EXACT_TOL
+
+
+def exactness(aligned_rel: Any, tol: float = EXACT_TOL) -> str:
     """``exact`` / ``not exact`` / ``n/a`` (no exact alignment exists) for one ``aligned_rel``."""
     v = _finite(aligned_rel)
     if v is None:
         return "n/a"
-    return "exact" if v < EXACT_TOL else "not exact"
+    return "exact" if v < tol else "not exact"
+
+
+def classifier(results: Mapping) -> str:
+    return results.get("classifier") or "logits"
+
+
+def stride_of(results: Mapping, layer: str):
+    stride = (results.get("strides") or {}).get(layer, 1)
+    return int(stride) if not isinstance(stride, (list, tuple)) else tuple(int(v) for v in stride)
+
+
+def _worst(entry: Mapping, layer: str) -> float | None:
+    """The largest per-pair aligned_rel of a shift (the mean where the maximum was not recorded)."""
+    worst = _get(entry, layer, "aligned_rel_max")
+    return worst if worst is not None else _get(entry, layer, "aligned_rel")
 
 
 # -- reading the structure ------------------------------------------------------------------------
@@ -176,7 +190,9 @@ def _weighted_mean(entries: Iterable[Mapping], layer: str, metric: str) -> float
     return total / weight if weight else None
 
 
-def _stride_phrase(stride: int) -> str:
+def _stride_phrase(stride) -> str:
+    if isinstance(stride, tuple):
+        return f"shifts whose components are multiples of {stride[0]} (rows) and {stride[1]} (columns)"
     return "even shifts" if stride == 2 else f"shifts whose both components are multiples of {stride}"
 
 
@@ -188,12 +204,13 @@ def conv_exactness(results: Mapping, layer: str) -> dict:
     stride divides, no exact alignment at the rest), ``partial`` / ``none`` (some / no alignable shift is
     exact), ``untestable`` (no measured shift is alignable).
     """
-    stride = int((results.get("strides") or {}).get(layer, 1))
+    stride = stride_of(results, layer)
+    tol = exact_tol(results)
     shifts = _nonzero_shifts(results)
-    alignable = [(s, _get(s, layer, "aligned_rel")) for s in shifts]
+    alignable = [(s, _worst(s, layer)) for s in shifts]
     unalignable = [s for s, v in alignable if v is None]
     alignable = [(s, v) for s, v in alignable if v is not None]
-    exact = [v for _, v in alignable if v < EXACT_TOL]
+    exact = [v for _, v in alignable if v < tol]
     worst = max(alignable, key=lambda sv: sv[1]) if alignable else None
     if not alignable:
         kind = "untestable"
@@ -211,6 +228,8 @@ def conv_exactness(results: Mapping, layer: str) -> dict:
         "n_alignable": len(alignable),
         "n_exact": len(exact),
         "max_aligned": worst[1] if worst else None,
+        "tol": tol,
+        "no_overlap": sum(int((s.get(layer) or {}).get("aligned_rel_no_overlap") or 0) for s in shifts),
         "worst_shift": (int(worst[0]["dy"]), int(worst[0]["dx"])) if worst else None,
         "eq_alignable": _weighted_mean([s for s, _ in alignable], layer, "equivariance_score"),
         "eq_unalignable": _weighted_mean(unalignable, layer, "equivariance_score"),
@@ -235,10 +254,13 @@ def _conv_sentence(results: Mapping, layer: str) -> str:
     ex = conv_exactness(results, layer)
     stride, kind = ex["stride"], ex["kind"]
     head = f"**{layer}** (cumulative stride {stride})"
+    if ex["no_overlap"]:
+        head += f" [{ex['no_overlap']} pairs left out: no certified position overlaps]"
     if kind == "every":
         return (
             f"{head} is exactly equivariant at every measured shift: its map moves with the input "
-            f"(max aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, below {fmt(EXACT_TOL)})."
+            f"(largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, below "
+            f"{fmt(ex['tol'])})."
         )
     if kind == "stride":
         parity = results.get("parity") or {}
@@ -253,7 +275,7 @@ def _conv_sentence(results: Mapping, layer: str) -> str:
             else ""
         )
         return (
-            f"{head} is exactly equivariant only at {_stride_phrase(stride)}{detail}: max aligned_rel "
+            f"{head} is exactly equivariant only at {_stride_phrase(stride)}{detail}: largest per-pair aligned_rel "
             f"{fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, its map moving by shift/{stride}. "
             f"At the other {ex['n_shifts'] - ex['n_alignable']} shifts no exact alignment exists:{best} the "
             f"sorted equivariance score is {fmt(ex['eq_unalignable'])} (vs {fmt(ex['eq_alignable'])} at the "
@@ -266,8 +288,8 @@ def _conv_sentence(results: Mapping, layer: str) -> str:
             else f"at only {ex['n_exact']} of {ex['n_alignable']} alignable shifts"
         )
         return (
-            f"{head} is **not** exactly equivariant {where}: aligned_rel reaches {fmt(ex['max_aligned'])} "
-            f"(at shift {ex['worst_shift']}, threshold {fmt(EXACT_TOL)}); sorted equivariance score "
+            f"{head} is **not** exactly equivariant {where}: per-pair aligned_rel reaches {fmt(ex['max_aligned'])} "
+            f"(at shift {ex['worst_shift']}, threshold {fmt(ex['tol'])}); sorted equivariance score "
             f"{fmt(_get(results.get('summary'), layer, 'equivariance_score'))} over all non-zero shifts."
         )
     return (
@@ -288,7 +310,7 @@ def invariance_profile(results: Mapping, layer: str) -> dict:
     rels = [_get(s, layer, "rel") for s in _nonzero_shifts(results)]
     rels = [v for v in rels if v is not None]
     lowest = min((v for _, v in points), default=None)
-    if rels and max(rels) < EXACT_TOL:
+    if rels and max(rels) < exact_tol(results):
         verdict = "exactly invariant"
     elif lowest is None:
         verdict = "unmeasured"
@@ -319,7 +341,10 @@ def _invariance_sentence(results: Mapping, layer: str) -> str:
     if prof["verdict"] == "exactly invariant":
         text += f" (max rel {fmt(prof['max_rel'])})"
     text += "."
-    if layer == "logits":
+    note = ((results.get("geometry") or {}).get(layer) or {}).get("note")
+    if note:
+        text += f" (A {layer} map, but {note}.)"
+    if layer == classifier(results):
         cons = [
             (int(row["radius"]), _get(row, layer, "consistency"))
             for row in results.get("radial", [])
@@ -406,7 +431,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _layer_keys(results: Mapping, layer: str) -> tuple[tuple[str, str], ...]:
     if is_conv(results, layer):
         return CONV_KEYS
-    return INVARIANCE_KEYS + (LOGITS_EXTRA_KEYS if layer == "logits" else ())
+    return INVARIANCE_KEYS + (LOGITS_EXTRA_KEYS if layer == classifier(results) else ())
 
 
 def _pair(a: Any, b: Any, has_untrained: bool) -> str:
@@ -424,20 +449,31 @@ def _header_lines(results: Mapping) -> list[str]:
     timing = "n/a" if seconds is None else f"{seconds:.1f} s"
     if total is not None and un:
         timing += f" for the trained network, {total:.1f} s with the untrained one"
+    subset = results.get("subset") or {}
+    if subset.get("how") == "seeded random subset":
+        acc_label = f"**Accuracy on the measured subset** (unshifted, {subset['n_images']} of {subset['of']} test images)"
+        images = f"{results.get('n_images')}, a seeded random subset (seed {subset.get('seed')}) of the {subset['of']} test images"
+    else:
+        acc_label = "**Test accuracy** (unshifted)"
+        images = str(results.get("n_images"))
+    precision = results.get("precision") or {}
     return [
         "# shiftprobe: how translation-invariant / -equivariant is each layer?",
         "",
-        f"- **Test accuracy** (unshifted): {acc}",
+        f"- {acc_label}: {acc}",
         f"- **Shifts**: mode `{results.get('shift_mode')}`, pattern `{results.get('shift_pattern')}`, "
         f"|dy|, |dx| <= {m} ({len(_nonzero_shifts(results))} non-zero shifts measured)",
-        f"- **Images**: {results.get('n_images')}; control = unrelated image pairs "
+        f"- **Images**: {images}; control = unrelated image pairs "
         f"(offset {(results.get('control') or {}).get('offset', 'n/a')})",
         f"- **Measurement time**: {timing}",
+        f"- **Precision**: the network ran in {precision.get('dtype', 'float32')}; exact means a relative "
+        f"error below {fmt(exact_tol(results))}",
         "",
         "Scores: invariance = 1 - dist / control dist, equivariance = 1 - sorted_rel / control sorted_rel "
         "(1 = unchanged, 0 = as different as unrelated images). aligned_rel = relative difference between "
-        "f(Tx) and f(x) moved by shift/stride on the region valid in both "
-        f"(< {fmt(EXACT_TOL)} = exact; n/a where the stride does not divide the shift). "
+        "f(Tx) and f(x) moved by shift/stride on the certified region (map positions whose receptive field "
+        "lies inside the image in both; see the geometry table) "
+        f"(< {fmt(exact_tol(results))} = exact; n/a where the stride does not divide the shift). "
         "Radius = max(|dy|, |dx|).",
     ]
 
@@ -475,7 +511,7 @@ def results_markdown(results: Mapping) -> str:
         lines += ["", "## What holds exactly: even vs odd shifts (conv layers)", ""]
         lines.append(
             "aligned_rel over non-zero shifts; even = both dy and dx even. "
-            f"'exact' means below {fmt(EXACT_TOL)}; 'n/a' means no exact alignment exists (the stride does not "
+            f"'exact' means every pair's aligned_rel is below {fmt(exact_tol(results))}; 'n/a' means no exact alignment exists (the stride does not "
             "divide the shift); 'best alignment' is nearest_aligned_rel, the error of the best integer map offset "
             "(defined at every shift). The sorted equivariance score is shown for comparison."
         )
@@ -491,7 +527,7 @@ def results_markdown(results: Mapping) -> str:
                     v = _get(parity.get(group), layer, "aligned_rel")
                     has_group = group in parity
                     row.append(fmt(v) if has_group else "not measured")
-                    row.append(exactness(v) if has_group else "–")
+                    row.append(exactness(_worst(parity.get(group), layer), exact_tol(res)) if has_group else "–")
                 row.append(fmt(_get(parity.get("odd"), layer, "nearest_aligned_rel")))
                 for group in ("even", "odd"):
                     row.append(fmt(_get(parity.get(group), layer, "equivariance_score")))
@@ -511,6 +547,32 @@ def results_markdown(results: Mapping) -> str:
             ],
             rows,
         )
+
+    # geometry
+    geometry = results.get("geometry") or {}
+    if geometry:
+        lines += ["", "## Geometry inferred from the network", ""]
+        lines.append(
+            "Stride: how far a map position moves per input pixel; receptive field: the input pixels "
+            "[r q + a, r q + b] that map position q depends on (found by autograd on a larger canvas); "
+            "interior: the positions whose receptive field lies inside the image (no padding involved)."
+        )
+        lines.append("")
+        rows = []
+        for layer in layers:
+            g = geometry.get(layer) or {}
+            rf, interior = g.get("receptive_field"), g.get("interior")
+            rows.append([
+                layer,
+                g.get("kind", "?"),
+                "x".join(map(str, g.get("shape") or [])),
+                "–" if not g.get("stride") else "x".join(map(str, g["stride"])),
+                "–" if not rf else f"rows {rf['y']}, cols {rf['x']} ({rf['size'][0]}x{rf['size'][1]} px)",
+                "–" if not interior else f"rows {interior['y']}, cols {interior['x']}",
+                "yes" if g.get("circular") else "no",
+                g.get("note") or "",
+            ])
+        lines += _table(["layer", "kind", "shape", "stride", "receptive field (a, b)", "interior", "circular", "note"], rows)
 
     # summary
     lines += ["", "## Summary over all non-zero shifts", ""]
@@ -563,7 +625,7 @@ def summary_lines(results: Mapping) -> list[str]:
         if is_conv(results, layer):
             ex = conv_exactness(results, layer)
             text += f"; {_exactness_phrase(ex)} (max aligned_rel {fmt(ex['max_aligned'])})"
-        elif layer == "logits":
+        elif layer == classifier(results):
             text += f"; consistency {fmt(_get(results.get('summary'), layer, 'consistency'))}"
             text += f", shifted acc {fmt(_get(results.get('summary'), layer, 'shifted_acc'))}"
         out.append(text)

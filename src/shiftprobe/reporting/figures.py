@@ -13,13 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from shiftprobe.report import EXACT_TOL, fmt, is_conv, key_metric
-from shiftprobe.shifts import overlap_slices, shift_images
+from shiftprobe.reporting.markdown import EXACT_TOL, fmt, is_conv, key_metric
 
 DPI = 120
 #: aligned_rel values of exactly 0 are drawn at this floor on log axes
@@ -321,112 +319,76 @@ def plot_radial_profiles(results: Mapping, path: str | Path | None = None, dpi: 
 
 
 # -- example pairs --------------------------------------------------------------------------------
-def _aligned_difference(f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, stride: int, mode: str):
-    """``f(Tx) - T'(f(x))`` (``T'`` = shift by ``(dy, dx) / stride``), NaN outside the valid region.
-
-    ``None`` when the stride does not divide the shift (no exact alignment exists).
-    """
-    if dy % stride or dx % stride:
-        return None
-    qy, qx = dy // stride, dx // stride
-    if mode == "roll":
-        return (f_t - torch.roll(f_x, shifts=(qy, qx), dims=(-2, -1))).numpy()
-    h, w = f_x.shape[-2:]
-    out = torch.full_like(f_t, float("nan"))
-    (a0, a1), (b0, b1) = overlap_slices(qy, qx, h, w)
-    out[..., a0, a1] = f_t[..., a0, a1] - f_x[..., b0, b1]
-    return out.numpy()
-
-
-def plot_example_pairs(
-    net: torch.nn.Module,
-    images: torch.Tensor,
-    shifts: Sequence[tuple[int, int]],
-    mode: str = "crop",
-    path: str | Path | None = None,
-    n_channels: int = 3,
-    layer: str = "conv2",
-    dpi: int = DPI,
-) -> Figure:
-    """Rows: every (image, shift) pair. Columns: x, T(s)x, then for a few ``layer`` channels f(x),
+def plot_example_pairs(examples: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
+    """Rows: every (image, shift) pair. Columns: x, T(s)x, then for a few channels of the layer f(x),
     f(Tx) and their difference after aligning by shift/stride (blank panel "no exact alignment" when
-    the stride does not divide the shift). ``images`` are pixels in [0, 1], ``N x 1 x 28 x 28``.
+    the stride does not divide the shift). ``examples`` is what ``shiftprobe.probe.examples.example_pairs``
+    computed; nothing is recomputed here.
 
-    Channels are the ``n_channels`` most active ones (mean |f(x)| over the images); each channel's
-    f(x), f(Tx) and difference share one symmetric colour scale, so an exact match shows as white.
+    Channels are the most active ones (mean |f(x)| over the images); each channel's f(x), f(Tx) and
+    difference share one symmetric colour scale (colour bar at the row's end), so an exact match shows
+    as white.
     """
-    shifts = [(int(dy), int(dx)) for dy, dx in shifts]
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    stride = int(getattr(net, "probe_strides", {}).get(layer, 1))
-    device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            x = images.to(device=device, dtype=torch.float32)
-            f_x = net.probe(x)[layer].float().cpu()
-            shifted = {s: shift_images(x, s[0], s[1], mode) for s in shifts}
-            f_t = {s: net.probe(t)[layer].float().cpu() for s, t in shifted.items()}
-    finally:
-        net.train(was_training)
-    k = min(n_channels, f_x.shape[1])
-    channels = torch.argsort(f_x.abs().mean(dim=(0, 2, 3)), descending=True)[:k].tolist()
-    pairs = [(i, s) for i in range(x.shape[0]) for s in shifts]
+    pairs, channels = examples["pairs"], examples["channels"]
+    layer, mode, stride = examples["layer"], examples["mode"], examples["stride"]
+    k = len(channels)
     n_cols = 2 + 3 * k
-    fig = _new_figure(1.25 * n_cols + 0.5, 1.45 * len(pairs) + 0.7)
+    fig = _new_figure(1.3 * n_cols + 0.9, 1.45 * len(pairs) + 1.1)
     axes = fig.subplots(len(pairs), n_cols, squeeze=False)
-    for row, (i, (dy, dx)) in enumerate(pairs):
-        t = shifted[dy, dx][i, 0].cpu().numpy()
+    stride_txt = "?" if stride is None else (str(stride[0]) if stride[0] == stride[1] else f"{stride[0]}x{stride[1]}")
+    for row, pair in enumerate(pairs):
+        dy, dx = pair["shift"]
         ax_row = axes[row]
-        ax_row[0].imshow(x[i, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-        ax_row[1].imshow(t, cmap="gray", vmin=0, vmax=1)
-        ax_row[0].set_ylabel(f"image {i}\nshift ({dy}, {dx})", fontsize=8)
+        ax_row[0].imshow(pair["x"].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax_row[1].imshow(pair["tx"].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax_row[0].set_ylabel(f"image {pair['image']}\nshift ({dy}, {dx})", fontsize=8)
         headers = ["x", "T(s) x"]
+        image = None
         for c_idx, c in enumerate(channels):
-            a = f_x[i, c].numpy()
-            b = f_t[dy, dx][i, c].numpy()
-            d = _aligned_difference(f_x[i, c], f_t[dy, dx][i, c], dy, dx, stride, mode)
+            a = pair["f_x"][c_idx].numpy()
+            b = pair["f_t"][c_idx].numpy()
+            d = pair["aligned_diff"]
             lim = float(max(np.abs(a).max(), np.abs(b).max(), 1e-12))
             base = 2 + 3 * c_idx
-            ax_row[base].imshow(a, cmap=MAP_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
+            image = ax_row[base].imshow(a, cmap=MAP_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
             ax_row[base + 1].imshow(b, cmap=MAP_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
             ax_d = ax_row[base + 2]
             if d is None:
-                reason = "(odd shift)" if stride == 2 else f"(stride {stride} does not divide)"
-                ax_d.text(
-                    0.5,
-                    0.5,
-                    f"no exact\nalignment\n{reason}",
-                    ha="center",
-                    va="center",
-                    fontsize=6.5,
-                    transform=ax_d.transAxes,
-                    color="dimgray",
-                )
+                reason = f"(stride {stride_txt} does not divide)" if stride is not None else "(no stride)"
+                ax_d.text(0.5, 0.5, f"no exact\nalignment\n{reason}", ha="center", va="center", fontsize=6.5,
+                          transform=ax_d.transAxes, color="dimgray")
                 ax_d.set_facecolor("#f2f2f2")
                 h, w = a.shape
                 ax_d.set_xlim(-0.5, w - 0.5)
                 ax_d.set_ylim(h - 0.5, -0.5)
                 ax_d.set_aspect("equal")
             else:
+                dc = d[c_idx].numpy()
                 cmap = _cmap_with_blank(MAP_CMAP)
-                ax_d.imshow(np.ma.masked_invalid(d), cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+                ax_d.imshow(np.ma.masked_invalid(dc), cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
                 ax_d.set_facecolor("#e0e0e0")
-                max_abs = float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else math.nan
+                max_abs = float(np.nanmax(np.abs(dc))) if np.isfinite(dc).any() else math.nan
                 ax_d.set_xlabel(f"max|Δ| {fmt(max_abs, 2)}", fontsize=6.5, labelpad=1)
             headers += [f"f(x) ch{c}", f"f(Tx) ch{c}", f"aligned Δ ch{c}"]
+        if image is not None:
+            bar = fig.colorbar(image, ax=list(ax_row[2:]), fraction=0.02, pad=0.01)
+            bar.ax.tick_params(labelsize=6)
+            bar.set_label("activation (last channel's scale)", fontsize=6)
         for col, ax in enumerate(ax_row):
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(headers[col], fontsize=7.5)
     where = (
-        "on the whole map (circular)" if mode == "roll" else "on the region valid in both (grey = outside it)"
+        "on the whole map (circular)"
+        if mode == "roll" and examples.get("circular")
+        else "on the certified region (grey = positions whose receptive field leaves the image)"
     )
     fig.suptitle(
-        f"{layer} feature maps of x and T(s)x ({mode} shifts); aligned Δ = f(Tx) − f(x) moved by s/{stride} {where}",
-        fontsize=9,
+        f"{layer} feature maps of x and T(s)x ({mode} shifts); aligned Δ = f(Tx) − f(x) moved by s/{stride_txt} {where}\n"
+        f"channels shown: {', '.join(map(str, channels))}, the {k} most active (largest mean |f(x)|) over these images; "
+        f"each channel's three panels share one symmetric colour scale",
+        fontsize=8.5,
     )
     _save(fig, path, dpi)
     return fig
@@ -446,19 +408,14 @@ def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
 def save_all_figures(
     results: Mapping,
     out_dir: str | Path,
-    net: torch.nn.Module | None = None,
-    images: torch.Tensor | None = None,
-    mode: str | None = None,
-    shifts: Sequence[tuple[int, int]] | None = None,
-    n_examples: int = 3,
+    examples: Mapping | None = None,
     dpi: int = DPI,
 ) -> dict[str, Figure]:
-    """Write ``heatmaps.png``, ``radial.png`` and (given ``net`` and ``images``) ``examples.png``.
+    """Write ``heatmaps.png``, ``radial.png`` and (given the ``examples`` data of
+    ``shiftprobe.probe.examples.example_pairs``) ``examples.png``.
 
     Returns ``{"heatmaps": fig, "radial": fig[, "examples": fig]}``, not closed, so a caller can log
-    them with ``writer.add_figure(name, fig)``. ``mode`` defaults to ``results["shift_mode"]``;
-    ``shifts`` to one odd and one even shift within ``results["max_shift"]``; the first
-    ``n_examples`` images are used.
+    them with ``writer.add_figure(name, fig)``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -466,11 +423,6 @@ def save_all_figures(
         "heatmaps": plot_sensitivity_heatmaps(results, path=out_dir / "heatmaps.png", dpi=dpi),
         "radial": plot_radial_profiles(results, path=out_dir / "radial.png", dpi=dpi),
     }
-    if net is not None and images is not None:
-        mode = mode or results.get("shift_mode") or "crop"
-        if shifts is None:
-            shifts = default_example_shifts(int(results.get("max_shift") or 0))
-        figures["examples"] = plot_example_pairs(
-            net, images[:n_examples], shifts, mode=mode, path=out_dir / "examples.png", dpi=dpi
-        )
+    if examples is not None:
+        figures["examples"] = plot_example_pairs(examples, path=out_dir / "examples.png", dpi=dpi)
     return figures

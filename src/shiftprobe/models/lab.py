@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftprobe.blurpool import BlurPool2d
+from shiftprobe.models.blurpool import BlurPool2d
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 PROBE_LAYERS = ("conv1", "conv2", "fc1", "logits")
@@ -48,8 +48,12 @@ class MaxPool2x2(nn.Module):
 class LabCNN(nn.Module):
     """The lab CNN. ``probe(x)`` returns every probe point by name; ``forward`` the lab's triple."""
 
-    #: cumulative stride of each convolutional probe point (its map moves by shift / stride)
-    probe_strides = {"conv1": 1, "conv2": 2}
+    #: probe points measured by default (module names, or aliases below)
+    default_probe_layers = ("conv1", "conv2", "fc1", "logits")
+    #: display names of modules: fc2's output is the logits
+    layer_aliases = {"logits": "fc2"}
+    #: the probe points ``probe_crop_shifts`` computes (the crop fast path's reach)
+    crop_window_layers = ("conv1", "conv2", "fc1", "logits")
 
     def __init__(
         self,
@@ -164,3 +168,23 @@ class LabCNN(nn.Module):
             "logits": head["logits"].view(b, s, -1),
         }
 
+
+
+# Hand-derived receptive fields of the lab CNN (pool='max', padding='valid'), checked against a
+# perturbation measurement (tests/models/test_receptive_fields.py) and the engine's inference.
+#
+# Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
+# pixel interval [r*i + a, r*i + b]. A layer with kernel k, stride s, padding p on a map with (r, a, b)
+# gives (r*s, a - r*p, b + r*(k - 1 - p)); ReLU is pointwise.
+#   conv1  k5 s1 on pixels:    [i, i+4]                 -> (1, 0, 4)
+#   pool1  k2 s2 on conv1:     [2i, (2i+1)+4]           -> (2, 0, 5)
+#   conv2  k5 s1 on pool1:     [2i, 2(i+4)+5]           -> (2, 0, 13)
+#   pool2  k2 s2 on conv2:     [2*2i, 2(2i+1)+13]       -> (4, 0, 15)
+# (The blur variant's reflect padding and the circular variant's wrap-around make the fields depend
+# on the map border; they are not listed.)
+RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
+    "conv1": (1, 0, 4),
+    "pool1": (2, 0, 5),
+    "conv2": (2, 0, 13),
+    "pool2": (4, 0, 15),
+}

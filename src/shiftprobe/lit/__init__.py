@@ -1,0 +1,6 @@
+"""The Lightning glue: the LightningModule, the measurement callback, the interrupt checkpoint."""
+
+from shiftprobe.lit.callbacks import ShiftProbeCallback
+from shiftprobe.lit.checkpointing import InterruptCheckpoint
+
+__all__ = ["InterruptCheckpoint", "ShiftProbeCallback"]
