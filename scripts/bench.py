@@ -3,12 +3,12 @@
 
 MNIST_ROOT=../shared/data python scripts/bench.py              # the full benchmark (a few minutes)
 python scripts/bench.py --quick --out /tmp/bench.json          # a smoke test with tiny sizes
-The logic and what each figure means: src/shiftprobe/bench.py.
+The logic and what each figure means: scripts/benchlib.py.
 """
 
 import sys
 
-from shiftprobe.bench import main
+from benchlib import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from shiftprobe.bench import format_table, run_bench
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import format_table, run_bench  # noqa: E402
 
 
 def positive(x) -> bool:

@@ -14,7 +14,7 @@ from conftest import FILES, N_TEST, N_TRAIN, VAL_SIZE
 import shiftprobe.train as train_module
 from shiftprobe.data import AUGMENT_STREAM, MNISTDataModule, ensure_mnist, stream_seed
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.shifts import shift_images_per_sample
+from shiftprobe.probe.transforms import shift_images_per_sample
 
 
 def make_dm(root, **kw):

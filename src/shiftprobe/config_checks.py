@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.models.lab import PADDINGS, POOLS
-from shiftprobe.shifts import IMAGE_SIZE, SHIFT_MODES, SHIFT_PATTERNS
+from shiftprobe.probe.transforms import IMAGE_SIZE, SHIFT_MODES, SHIFT_PATTERNS
 
 
 def _get(cfg: DictConfig, key: str, default=None):

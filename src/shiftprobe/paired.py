@@ -1,80 +1,17 @@
 """The paired-translation test set: items ``(x, T(s) x, y, s)``, deterministic for a seed.
 
-A ``ShiftPlan`` says which shifts each test image is paired with:
-
-* ``grid``   every ``(dy, dx)`` with ``|dy|, |dx| <= max_shift`` (the same list for every image);
-* ``axis``   horizontal shifts only, ``dy = 0``;
-* ``random`` one seeded random non-zero shift per image.
-
+Which shifts pair with which images is the engine's ``ShiftPlan`` (``shiftprobe.probe.plan``).
 ``PairedShiftDataset`` exposes the plan item by item (image-major order) for inspection, loaders and
 tests; the measurement engine reads the same plan block-wise, which is much faster.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch.utils.data import Dataset
 
-from shiftprobe.shifts import (
-    SHIFT_PATTERNS,
-    check_max_shift,
-    check_mode,
-    random_shifts,
-    shift_grid,
-    shift_images,
-)
-
-
-@dataclass(frozen=True)
-class ShiftPlan:
-    """Which shifts pair with which images. ``per_image`` is set for ``random``, ``shifts`` otherwise."""
-
-    max_shift: int
-    mode: str
-    pattern: str
-    seed: int
-    n_images: int
-    shifts: tuple[tuple[int, int], ...] | None = None
-    per_image: torch.Tensor | None = None  # n_images x 2, long
-
-    @classmethod
-    def build(cls, max_shift: int, mode: str = "crop", pattern: str = "grid", seed: int = 0, n_images: int = 0):
-        check_max_shift(max_shift)
-        check_mode(mode)
-        if pattern not in SHIFT_PATTERNS:
-            raise ValueError(f"shift.pattern={pattern!r} is not known; use one of {list(SHIFT_PATTERNS)}")
-        if pattern == "random":
-            return cls(max_shift, mode, pattern, seed, n_images, per_image=random_shifts(n_images, max_shift, seed))
-        return cls(max_shift, mode, pattern, seed, n_images, shifts=tuple(shift_grid(max_shift, pattern)))
-
-    @property
-    def side(self) -> int:
-        return 2 * self.max_shift + 1
-
-    @property
-    def n_shift_ids(self) -> int:
-        """Size of the shift-id space: every cell of the ``(2m+1) x (2m+1)`` grid."""
-        return self.side * self.side
-
-    def shift_id(self, dy, dx):
-        """Index of a shift in the full grid (row-major, ``dy`` then ``dx``); works on ints and tensors."""
-        return (dy + self.max_shift) * self.side + (dx + self.max_shift)
-
-    def id_to_shift(self, sid: int) -> tuple[int, int]:
-        return sid // self.side - self.max_shift, sid % self.side - self.max_shift
-
-    @property
-    def shifts_per_image(self) -> int:
-        return 1 if self.pattern == "random" else len(self.shifts)
-
-    def shifts_of(self, image_indices: torch.Tensor) -> torch.Tensor:
-        """``B x S x 2`` long tensor: the shifts paired with each of the given images."""
-        if self.per_image is not None:
-            return self.per_image[image_indices.cpu()].view(-1, 1, 2)
-        grid = torch.tensor(self.shifts, dtype=torch.long)
-        return grid.view(1, -1, 2).expand(len(image_indices), -1, -1)
+from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.transforms import shift_images
 
 
 class PairedShiftDataset(Dataset):

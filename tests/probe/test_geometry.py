@@ -13,9 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet, allconv, gap, lab, resnet
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet
-from shiftprobe.models import allconv, gap, lab, resnet
 from shiftprobe.probe.capture import resolve_layers
 from shiftprobe.probe.engine import measure_network
 from shiftprobe.probe.geometry import infer_geometry

@@ -19,8 +19,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reference import reference_measure  # noqa: E402
 
-from shiftprobe.models.lab import LabCNN  # noqa: E402
 from shiftprobe.models import GapCNN, SmallResNet  # noqa: E402
+from shiftprobe.models.lab import LabCNN  # noqa: E402
 from shiftprobe.probe.engine import measure_network  # noqa: E402
 from shiftprobe.probe.plan import ShiftPlan  # noqa: E402
 

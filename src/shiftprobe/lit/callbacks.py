@@ -182,8 +182,8 @@ class ShiftProbeCallback(L.Callback):
     def _figures(self, trainer, pl_module, results: dict, out: Path) -> None:
         import matplotlib.pyplot as plt
 
-        from shiftprobe.reporting.figures import save_all_figures
         from shiftprobe.probe.examples import example_pairs
+        from shiftprobe.reporting.figures import save_all_figures
 
         examples = None
         layer = self._example_layer(results)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftprobe.models.lab import MaxPool2x2
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
+from shiftprobe.models.lab import MaxPool2x2
 
 # Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
 # pixel interval [r*i + a, r*i + b]. Composition: a layer with kernel k and stride s (padding p) on a

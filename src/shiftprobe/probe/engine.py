@@ -31,7 +31,13 @@ from tqdm.auto import tqdm
 from shiftprobe.probe.accumulator import layer_metrics, new_accumulator
 from shiftprobe.probe.capture import OUTPUT, LayerCapture, resolve_layers
 from shiftprobe.probe.geometry import infer_geometry
-from shiftprobe.probe.metrics import aligned_values, pair_metrics, prediction_agreement, sort_channels, sorted_rel
+from shiftprobe.probe.metrics import (
+    aligned_values,
+    pair_metrics,
+    prediction_agreement,
+    sort_channels,
+    sorted_rel,
+)
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.results import Results, build_results
 from shiftprobe.probe.thresholds import exact_tolerance

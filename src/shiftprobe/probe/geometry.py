@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from shiftprobe.probe.capture import OUTPUT, Layer, LayerCapture
+from shiftprobe.probe.capture import Layer, LayerCapture
 
 #: pixels added on each side of the image to infer strides and receptive fields
 CANVAS_PAD = 32

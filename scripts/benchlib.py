@@ -1,5 +1,7 @@
 """Benchmarks: training and measurement throughput, start-up share, peak memory (``scripts/bench.py``).
 
+Lives outside the installed package: it needs a source checkout (``train.py``, ``conf/``).
+
 Every figure is measured in one run on one machine; throughputs are the median of ``repeats`` runs.
 
 * **training**: images/s of the project's loop (``shiftprobe.train.train`` with the default
@@ -35,10 +37,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent
 
 
-# -- callbacks used through Hydra overrides (+callbacks.<name>._target_=shiftprobe.bench.<Class>) ----------
+# -- callbacks used through Hydra overrides (+callbacks.<name>._target_=benchlib.<Class>) ----------
 class FirstStepMarker(L.Callback):
     """Write ``time.time()`` (wall clock) into ``path`` when the first training batch starts (rank 0)."""
 
@@ -91,7 +94,7 @@ def project_training(root: str, n_batches: int, workdir: Path, extra: list[str] 
         f"+trainer.limit_train_batches={n_batches}",
         "test=false",
         f"paths.output_dir={workdir}",
-        "+callbacks.bench_timer._target_=shiftprobe.bench.TrainTimer",
+        "+callbacks.bench_timer._target_=benchlib.TrainTimer",
         f"+callbacks.bench_timer.path={timing}",
         f"+callbacks.bench_timer.n_batches={n_batches}",
         *extra,
@@ -153,8 +156,8 @@ def _network(seed: int = 0):
 
 def measurement_speed(images, labels, max_shift: int) -> dict:
     """``measure_results`` with its default settings on one network: pairs/s."""
-    from shiftprobe.measure import measure_results
-    from shiftprobe.paired import ShiftPlan
+    from shiftprobe.probe.engine import measure_network as measure_results
+    from shiftprobe.probe.plan import ShiftPlan
 
     plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
     net = _network()
@@ -168,8 +171,8 @@ def measurement_speed(images, labels, max_shift: int) -> dict:
 @torch.inference_mode()
 def forward_speed(images, max_shift: int, batch_images: int = 64, pairs_per_batch: int = 1024) -> dict:
     """The bare forward pass ``net(T(s) x)`` over the same image-shift pairs: pairs/s."""
-    from shiftprobe.paired import ShiftPlan
-    from shiftprobe.shifts import shift_images_per_sample
+    from shiftprobe.probe.plan import ShiftPlan
+    from shiftprobe.probe.transforms import shift_images_per_sample
 
     plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
     net = _network()
@@ -191,6 +194,12 @@ def forward_speed(images, max_shift: int, batch_images: int = 64, pairs_per_batc
 
 
 # -- child processes ----------------------------------------------------------------------------------
+def _child_env() -> dict:
+    """The environment of a child process: this folder importable (the benchmark callbacks live here)."""
+    path = os.pathsep.join(p for p in (str(SCRIPTS), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PROJECT_ROOT": str(PROJECT_ROOT), "PYTHONPATH": path}
+
+
 def _run_child(cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
     """Run ``cmd`` with output into ``log_path``; return its exit code, wall time and peak RSS (bytes)."""
     start = time.time()
@@ -218,13 +227,12 @@ def end_to_end(root: str, workdir: Path, extra: list[str] = (), tag: str = "e2e"
         f"data.root={root}",
         "data.download=false",
         f"hydra.run.dir={run_dir}",
-        "+callbacks.first_step._target_=shiftprobe.bench.FirstStepMarker",
+        "+callbacks.first_step._target_=benchlib.FirstStepMarker",
         f"+callbacks.first_step.path={marker}",
         *extra,
     ]
-    env = {**os.environ, "PROJECT_ROOT": str(PROJECT_ROOT)}
     workdir.mkdir(parents=True, exist_ok=True)
-    out = _run_child(cmd, workdir / f"{tag}.log", env=env, cwd=PROJECT_ROOT)
+    out = _run_child(cmd, workdir / f"{tag}.log", env=_child_env(), cwd=PROJECT_ROOT)
     first = float(marker.read_text())
     out["first_step_s"] = first - out.pop("start")
     out["first_step_share"] = out["first_step_s"] / out["wall_s"]
@@ -235,8 +243,7 @@ def peak_memory(root: str, n_images: int, max_shift: int, workdir: Path) -> dict
     """Peak RSS of a child process measuring one network with a ``max_shift`` grid over ``n_images``."""
     cmd = [
         sys.executable,
-        "-m",
-        "shiftprobe.bench",
+        str(SCRIPTS / "bench.py"),
         "--measure-child",
         "--root",
         str(root),
@@ -246,7 +253,7 @@ def peak_memory(root: str, n_images: int, max_shift: int, workdir: Path) -> dict
         str(max_shift),
     ]
     workdir.mkdir(parents=True, exist_ok=True)
-    out = _run_child(cmd, workdir / "peak_memory.log")
+    out = _run_child(cmd, workdir / "peak_memory.log", env=_child_env())
     out.pop("start")
     out.update(n_images=n_images, max_shift=max_shift, grid=f"{2 * max_shift + 1}x{2 * max_shift + 1}")
     return out
