@@ -1,0 +1,30 @@
+"""shiftprobe: how invariant and how equivariant is each layer of a network to shifts of its input?
+
+The public API (no Lightning or Hydra needed)::
+
+    import shiftprobe
+    res = shiftprobe.measure(model, images, labels, layers=[...], transform=shiftprobe.Translation(max_shift=4))
+    res.summary["fc1"]["invariance_score"]; res.to_dataframe(); res.save("results.json"); res.markdown()
+    shiftprobe.load_results("results.json")
+
+See docs/api.md. The training / measurement app is ``python train.py`` (Hydra), built on the same engine.
+"""
+
+from shiftprobe.models import AllConvCNN, GapCNN, LabCNN, SmallResNet
+from shiftprobe.probe.engine import measure
+from shiftprobe.probe.results import Results, load_results
+from shiftprobe.probe.transforms import Translation
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "AllConvCNN",
+    "GapCNN",
+    "LabCNN",
+    "Results",
+    "SmallResNet",
+    "Translation",
+    "__version__",
+    "load_results",
+    "measure",
+]
