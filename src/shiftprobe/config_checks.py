@@ -5,6 +5,7 @@ Every problem raises ``ShiftProbeError`` naming the key, the bad value and what 
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
@@ -158,8 +159,57 @@ def check_ckpt(cfg: DictConfig, required: bool = False) -> None:
         )
 
 
+#: keys of sections without a ``_target_`` whose code reads a fixed set of keys
+FIXED_KEYS = {"shift": ("max_shift", "mode", "pattern", "seed")}
+#: sections whose keys are the parameters of their ``_target_``
+TARGET_SECTIONS = ("model", "data", "optimizer", "callbacks.shift_probe")
+_HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+
+
+def _target_parameters(target: str) -> list[str] | None:
+    """The keyword parameters of a ``_target_`` (None when it takes ``**kwargs`` or cannot be imported)."""
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+        params = inspect.signature(obj).parameters.values()
+    except Exception:  # an unknown target is reported when it is instantiated
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _refuse_unknown(section: str, keys, allowed) -> None:
+    for key in keys:
+        if key not in allowed and key not in _HYDRA_KEYS:
+            raise ShiftProbeError(
+                f"{section}.{key} is not a setting of {section}: nothing would read it. "
+                f"Allowed keys: {', '.join(sorted(allowed))}. Remove the override (e.g. drop +{section}.{key}=...)."
+            )
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Refuse keys that no code reads (e.g. ``+shift.rotation=15``) under the user-facing sections."""
+    for section, allowed in FIXED_KEYS.items():
+        node = _get(cfg, section)
+        if isinstance(node, DictConfig):
+            _refuse_unknown(section, list(node.keys()), allowed)
+    for section in TARGET_SECTIONS:
+        node = _get(cfg, section)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        allowed = _target_parameters(str(node["_target_"]))
+        if allowed is None:
+            continue
+        if section == "optimizer":  # the module passes the parameters
+            allowed = [a for a in allowed if a != "params"]
+        _refuse_unknown(section, list(node.keys()), allowed)
+
+
 def validate_config(cfg: DictConfig, require_ckpt: bool = False) -> None:
     """Check every setting a user may change; raise ``ShiftProbeError`` on the first bad one."""
+    check_known_keys(cfg)
     if not _is_int(_get(cfg, "seed")):
         _fail("seed", _get(cfg, "seed"), "use an integer, e.g. seed=0")
     check_optimizer(cfg)
