@@ -1,14 +1,17 @@
 """DDP on the CPU (``trainer=ddp_cpu``: 2 processes, gloo): training, testing and the measurement make
-one run directory and one results.json, whose figures equal a single process's to 1e-5.
+one run directory and one results.json, whose figures equal a single process's to 1e-5; a run that
+diverges on one rank stops every rank at the same step with one error line.
 
 Training under DDP differs from one process (2 ranks, averaged gradients, other batches), so the
 single-process reference measures the same weights: ``eval.py`` on the DDP run's best checkpoint
 (trained weights and the stored initial weights).
 """
 
+import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +45,14 @@ def run_cli(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProc
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def logged(run: Path, key: str) -> float:
+    """The one value of ``key`` in the run's CSV log (``<run>/csv/metrics.csv``)."""
+    with (run / "csv" / "metrics.csv").open() as fh:
+        values = [float(row[key]) for row in csv.DictReader(fh) if row.get(key)]
+    assert len(values) == 1, (key, values)
+    return values[0]
 
 
 def single_run_dir(log_dir: Path) -> Path:
@@ -81,3 +92,58 @@ def test_ddp_cpu_one_run_dir_and_single_process_figures(mnist_root, tmp_path):
     assert single["n_images"] == ddp["n_images"] > 0 and "untrained" in ddp
     assert_same_numbers(ddp, single)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp_logs", "single_logs"]  # nothing else written
+
+
+#: rank 1 alone gets a NaN loss at batch 1 (its weights set to NaN); rank 0's loss is fine
+NAN_ON_RANK_1 = ["+callbacks.nan._target_=rank_faults.NanWeightsOnRank", "+callbacks.nan.rank=1"]
+
+
+def run_ddp(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """``train.py trainer=ddp_cpu *args`` -> (exit status, stdout, stderr); a hang fails the test."""
+    python_path = os.pathsep.join(p for p in (str(ROOT / "tests"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "PYTHONPATH": python_path}
+    cmd = [sys.executable, str(ROOT / "train.py"), *args, "trainer=ddp_cpu"]
+    # a session of its own: on a hang, the timeout ends both ranks, not just the launching one
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, **pipes)
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("a DDP run that diverged on one rank hung")
+    return proc.returncode, out, err
+
+
+def error_lines(text: str) -> list[str]:
+    return [line[line.index("error: ") :] for line in text.splitlines() if "error: " in line]
+
+
+@pytest.mark.slow
+def test_ddp_cpu_divergence_on_one_rank_stops_every_rank_with_one_error_line(mnist_root, tmp_path):
+    """Both ranks stop at the step where rank 1 diverged: one ``error:`` line, exit status 1, no
+    traceback (before, rank 1 raised alone and rank 0 died in the gradient all-reduce with gloo's
+    "Connection closed by peer")."""
+    args = [a for a in test_overrides(mnist_root, tmp_path) if not a.startswith("paths.output_dir")]
+    run = tmp_path / "run"
+    rc, _, err = run_ddp([*args, *NAN_ON_RANK_1, "+callbacks.nan.at=1", f"hydra.run.dir={run}"], tmp_path)
+    assert rc == 1 and "Traceback" not in err and "Error executing job" not in err, err[-3000:]
+    errors = error_lines(err)
+    assert len(errors) == 1 and errors[0].startswith("error: training diverged"), err[-3000:]
+    assert "nan (the worst of the 2 processes) at step 1 (epoch 0, batch 1)" in errors[0]
+    assert not (run / "checkpoints" / "last.ckpt").exists() and not list(tmp_path.rglob("results.json"))
+
+
+@pytest.mark.slow
+def test_ddp_cpu_sweep_goes_on_after_a_job_diverges_on_one_rank(mnist_root, tmp_path):
+    """In a sweep, rank 1 runs the same jobs in step (Lightning starts it with the sweep's command
+    line): after job 0 diverges on rank 1, both ranks must go on to job 1, which trains and tests."""
+    args = [a for a in test_overrides(mnist_root, tmp_path) if not a.startswith("paths.output_dir")]
+    sweep = tmp_path / "sweep"
+    at = "+callbacks.nan.at=1,1000"  # job 1: after the last batch, so it never fires
+    args += ["+trainer.limit_train_batches=3", *NAN_ON_RANK_1, at, f"hydra.sweep.dir={sweep}"]
+    rc, out, err = run_ddp(["-m", *args], tmp_path)
+    assert rc == 0 and "Traceback" not in err, err[-3000:]
+    errors = error_lines(out + err)
+    assert len(errors) == 1 and errors[0].startswith("error: training diverged"), (out + err)[-3000:]
+    assert logged(sweep / "1", "test/acc") > 0

@@ -7,3 +7,13 @@ without a traceback: the message itself names the bad value and the fix.
 
 class ShiftProbeError(Exception):
     """A problem the user can fix; the message says what is wrong and what to do."""
+
+    #: raised by every process of a distributed run at the same point (decided across ranks): the entry
+    #: points print it once, from rank 0; a problem found by one rank alone is printed by that rank
+    same_on_every_rank = False
+
+
+class TrainingDiverged(ShiftProbeError):
+    """The training loss is not finite or too large; under DDP every rank raises it at the same step."""
+
+    same_on_every_rank = True

@@ -9,6 +9,7 @@ can compare the trained network with the same network untrained.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import lightning as L
@@ -18,7 +19,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from shiftprobe.errors import ShiftProbeError
+from shiftprobe.errors import ShiftProbeError, TrainingDiverged
 
 INITIAL_STATE_KEY = "initial_net_state"
 #: a mean NLL above this means the true class gets probability below e^-1000: the run has diverged
@@ -55,15 +56,38 @@ class ShiftProbeModule(L.LightningModule):
         log_probs = self(x)
         return F.nll_loss(log_probs, y), log_probs.argmax(dim=1), y
 
+    def diverged_loss(self, loss: torch.Tensor) -> float | None:
+        """The loss if training has diverged (not finite, or above ``DIVERGED_LOSS``), else None.
+
+        Under DDP the decision is taken over all ranks at once (the worst loss of any rank, one small
+        all-reduce per step), so every rank stops at the same step and none is left waiting in the
+        gradient all-reduce. With one process it costs the one host sync it always did."""
+        value = loss.detach()
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None if bool(torch.isfinite(value) & (value <= DIVERGED_LOSS)) else float(value)
+        # [is NaN, loss with NaN as +inf]: their maxima over the ranks tell whether any diverged and how
+        value = value.float()
+        worst = torch.stack(
+            [torch.isnan(value).float(), torch.nan_to_num(value, nan=math.inf, posinf=math.inf)]
+        )
+        is_nan, loss_max = trainer.strategy.reduce(worst, reduce_op="max").tolist()
+        if is_nan:
+            return math.nan
+        return None if math.isfinite(loss_max) and loss_max <= DIVERGED_LOSS else loss_max
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, preds, y = self._step(batch)
-        if not torch.isfinite(loss) or loss.detach() > DIVERGED_LOSS:
+        diverged = self.diverged_loss(loss)
+        if diverged is not None:
             lr = None
             if self._trainer is not None and self._trainer.optimizers:
                 lr = self._trainer.optimizers[0].param_groups[0].get("lr")
             lr_text = f" (optimizer.lr={lr:g})" if lr is not None else ""
-            raise ShiftProbeError(
-                f"training diverged: the training loss (train/loss) is {loss.item():.4g} at step {self.global_step} "
+            world = self._trainer.world_size if self._trainer is not None else 1
+            which = f" (the worst of the {world} processes)" if world > 1 else ""
+            raise TrainingDiverged(
+                f"training diverged: the training loss (train/loss) is {diverged:.4g}{which} at step {self.global_step} "
                 f"(epoch {self.current_epoch}, batch {batch_idx}){lr_text}. Training "
                 f"stopped; no test results were written. Use a lower learning rate, e.g. optimizer.lr=1e-3."
             )

@@ -199,7 +199,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, config)
     if cfg.get("ckpt_path"):  # another variant's checkpoint: one line naming what differs, before training
         action = "resume" if cfg.get("train", True) else "test"
-        check_checkpoint_fits(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path, config.get("model"), module, action)
+        check_checkpoint_fits(
+            load_checkpoint(cfg.ckpt_path), cfg.ckpt_path, config.get("model"), module, action
+        )
     callbacks = instantiate_callbacks(cfg)
     loggers = instantiate_loggers(cfg)
     trainer = build_trainer(cfg, callbacks, loggers)
@@ -242,14 +244,18 @@ def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
     try:
         metrics = task(cfg)
     except (ShiftProbeError, MisconfigurationException) as err:
-        if _is_multirun():
-            log.error("error: %s", err)
+        # an error every rank raised at the same step (decided across ranks) is reported by rank 0 only
+        report = _global_rank() == 0 or not getattr(err, "same_on_every_rank", False)
+        if _is_multirun():  # under DDP, the other ranks run the same sweep in step: they go on too
+            if report:
+                log.error("error: %s", err)
             if cfg.get("optimized_metric"):
                 # a sweeper that optimises the metric (Optuna) records a raised job as a failed trial
                 # (hydra.sweeper.max_failure_rate); a NaN return value would end its whole search
                 raise
             return math.nan
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        if report:
+            print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
     name = cfg.get("optimized_metric")
     if name:
@@ -267,6 +273,13 @@ def _quiet_lightning_console() -> None:
     """Lightning adds its own console handler on import; under Hydra's logging it doubles every line."""
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
+
+
+def _global_rank() -> int:
+    """This process's rank in a distributed run (0 without one; Lightning sets it at launch)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
 def _is_multirun() -> bool:
