@@ -1,6 +1,7 @@
 """DDP on the CPU (``trainer=ddp_cpu``: 2 processes, gloo): training, testing and the measurement make
-one run directory and one results.json, whose figures equal a single process's to 1e-5; a run that
-diverges on one rank stops every rank at the same step with one error line.
+one run directory and one results.json, whose figures equal a single process's to 1e-5; test/acc
+counts each test image once (an odd number of them: no rank pads its share); a run that diverges on
+one rank stops every rank at the same step with one error line.
 
 Training under DDP differs from one process (2 ranks, averaged gradients, other batches), so the
 single-process reference measures the same weights: ``eval.py`` on the DDP run's best checkpoint
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, test_overrides
+from conftest import ROOT, test_overrides, write_synthetic_mnist
 
 TIMING_KEYS = {"seconds", "seconds_total"}
 
@@ -63,7 +64,9 @@ def single_run_dir(log_dir: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_ddp_cpu_one_run_dir_and_single_process_figures(mnist_root, tmp_path):
+def test_ddp_cpu_one_run_dir_and_single_process_figures(tmp_path_factory, tmp_path):
+    # 201 test images: 101 on rank 0, 100 on rank 1; a padding sampler would count one image twice
+    mnist_root = write_synthetic_mnist(tmp_path_factory.mktemp("mnist_odd"), n_test=201)
     base = [
         a
         for a in test_overrides(mnist_root, tmp_path)
@@ -88,9 +91,14 @@ def test_ddp_cpu_one_run_dir_and_single_process_figures(mnist_root, tmp_path):
         [*base, *probe, "trainer=cpu", f"ckpt_path={ddp_run}/checkpoints/best.ckpt", f"paths.log_dir={one_logs}"],
         cwd=tmp_path,
     )
-    single = json.loads((single_run_dir(one_logs) / "results.json").read_text())
-    assert single["n_images"] == ddp["n_images"] > 0 and "untrained" in ddp
+    one_run = single_run_dir(one_logs)
+    single = json.loads((one_run / "results.json").read_text())
+    assert single["n_images"] == ddp["n_images"] == 201 and "untrained" in ddp
     assert_same_numbers(ddp, single)
+    # test/acc under DDP counts each test image once: it equals one process's and results.json's
+    assert logged(ddp_run, "test/acc") == pytest.approx(logged(one_run, "test/acc"), abs=1e-6)
+    assert logged(ddp_run, "test/acc") == pytest.approx(ddp["accuracy"], abs=1e-6)
+    assert logged(ddp_run, "test/loss") == pytest.approx(logged(one_run, "test/loss"), rel=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp_logs", "single_logs"]  # nothing else written
 
 

@@ -35,7 +35,7 @@ import lightning as L
 import numpy as np
 import torch
 import torchvision
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.shifts import IMAGE_SIZE, shift_images_per_sample
@@ -239,6 +239,23 @@ class EpochSampler(Sampler):
         return iter(order.tolist())
 
 
+class ShardSampler(DistributedSampler):
+    """Rank ``r`` of ``W`` gets the indices ``r, r + W, r + 2W, ...`` in order, without padding, so every
+    image is evaluated exactly once over all ranks (the per-rank counts may differ by one; the metrics
+    sum their states across ranks). Lightning's own ``DistributedSampler`` pads the last ranks with
+    repeated images; being a ``DistributedSampler``, this one is used as it is instead."""
+
+    def __init__(self, n: int, num_replicas: int, rank: int):
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.n = int(n)
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.num_replicas))
+
+
 class MNISTDataModule(L.LightningDataModule):
     """MNIST train (55,000) / val (5,000, seeded split) / test (official 10,000), in memory.
 
@@ -331,6 +348,8 @@ class MNISTDataModule(L.LightningDataModule):
             if self._resume is not None:
                 sampler.resume_at(self._resume[0], self._resume[1] * batch_size)
                 self._resume = None
+        elif getattr(getattr(self, "trainer", None), "world_size", 1) > 1:  # val / test under DDP
+            sampler = ShardSampler(len(labels), self.trainer.world_size, self.trainer.global_rank)
         return DataLoader(
             InMemoryDataset(images, labels),
             batch_size=batch_size,

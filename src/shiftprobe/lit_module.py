@@ -46,6 +46,11 @@ class ShiftProbeModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        # image-weighted mean losses whose sums are synchronised across ranks: under DDP a rank may hold
+        # one image more than another, and Lightning's sync_dist mean then truncates the averaged image
+        # count (an integer) on gloo. nan_strategy=nan keeps a NaN loss NaN instead of dropping it.
+        self.val_loss = MeanMetric(nan_strategy=math.nan)
+        self.test_loss = MeanMetric(nan_strategy=math.nan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities (the lab's first output)."""
@@ -102,13 +107,15 @@ class ShiftProbeModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, preds, y = self._step(batch)
         self.val_acc.update(preds, y)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
+        self.val_loss.update(loss, weight=len(y))
+        self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, preds, y = self._step(batch)
         self.test_acc.update(preds, y)
-        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.test_loss.update(loss, weight=len(y))
+        self.log("test/loss", self.test_loss, on_epoch=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
 
     def configure_optimizers(self):
