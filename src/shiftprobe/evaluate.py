@@ -123,10 +123,15 @@ def restore_measurement_settings(cfg: DictConfig, saved: dict) -> None:
     wanted: list[tuple[str, object]] = []
     if "seed" in saved:
         wanted.append(("seed", saved["seed"]))
-    wanted += [(f"shift.{k}", v) for k, v in (saved.get("shift") or {}).items()]
+    # only keys this version knows (an older run may have saved a key since removed)
+    shift_keys = set(cfg.shift) if OmegaConf.is_dict(cfg.get("shift")) else set()
+    wanted += [(f"shift.{k}", v) for k, v in (saved.get("shift") or {}).items() if k in shift_keys]
     probe = ((saved.get("callbacks") or {}).get("shift_probe")) or {}
     if OmegaConf.select(cfg, "callbacks.shift_probe") is not None:
-        wanted += [(f"callbacks.shift_probe.{k}", probe[k]) for k in PROBE_KEYS_FROM_RUN if k in probe]
+        known = set(cfg.callbacks.shift_probe)
+        wanted += [
+            (f"callbacks.shift_probe.{k}", probe[k]) for k in PROBE_KEYS_FROM_RUN if k in probe and k in known
+        ]
     restored, kept = [], []
     for path, value in wanted:
         now = OmegaConf.select(cfg, path, throw_on_missing=False)
