@@ -38,7 +38,7 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.shifts import IMAGE_SIZE, shift_images_per_sample
+from shiftprobe.probe.transforms import IMAGE_SIZE, shift_images_per_sample
 
 log = logging.getLogger(__name__)
 

@@ -153,3 +153,12 @@ def test_exact_on_cuda_with_tf32_requested(lab):
     plan = ShiftPlan.build(4, "crop", "grid", 0, 32)
     res = measure_network(net, _images(32), None, plan, fast_path=False)
     assert all(e["conv1"]["aligned_rel_max"] < 1e-5 for e in res["shifts"])
+
+
+def test_geometry_is_inferred_inside_inference_mode(lab):
+    """Lightning tests under torch.inference_mode(): the exact test must not silently vanish there."""
+    plan = ShiftPlan.build(2, "crop", "grid", 0, 4)
+    with torch.inference_mode():
+        res = measure_network(lab, _images(4), None, plan, layers=["conv1", "conv2"])
+    assert res["strides"] == {"conv1": 1, "conv2": 2}
+    assert res["summary"]["conv2"]["aligned_rel"] is not None

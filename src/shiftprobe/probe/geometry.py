@@ -147,8 +147,14 @@ def infer_geometry(
 ) -> dict[str, LayerGeometry]:
     """Stride, receptive field, interior and circularity of each probe point (see the module docstring).
 
-    Runs on a float32 copy of the model in eval mode; the model itself is not changed.
+    Runs on a float32 copy of the model in eval mode; the model itself is not changed. Works inside
+    ``torch.inference_mode()`` / ``no_grad()`` (e.g. Lightning's test loop): autograd is re-enabled here.
     """
+    with torch.inference_mode(False), torch.enable_grad():
+        return _infer_geometry(model, layers, image_shape, device, canvas_pad, seed)
+
+
+def _infer_geometry(model, layers, image_shape, device, canvas_pad, seed) -> dict[str, LayerGeometry]:
     c, h_img, w_img = image_shape
     net = copy.deepcopy(model).float().eval().to(device)
     for p in net.parameters():
