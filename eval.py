@@ -14,8 +14,8 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
-    from shiftprobe.evaluate import evaluate
-    from shiftprobe.train import run
+    from shiftprobe.app.evaluate import evaluate
+    from shiftprobe.app.train import run
 
     return run(cfg, evaluate)
 

@@ -15,7 +15,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from shiftprobe.train import run, train
+    from shiftprobe.app.train import run, train
 
     return run(cfg, train)
 

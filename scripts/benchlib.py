@@ -4,7 +4,7 @@ Lives outside the installed package: it needs a source checkout (``train.py``, `
 
 Every figure is measured in one run on one machine; throughputs are the median of ``repeats`` runs.
 
-* **training**: images/s of the project's loop (``shiftprobe.train.train`` with the default
+* **training**: images/s of the project's loop (``shiftprobe.app.train.train`` with the default
   Trainer, callbacks and logger, ``trainer.max_epochs=1`` and ``limit_train_batches``) against the
   lab's plain PyTorch loop (torchvision MNIST + ``ToTensor``, ``DataLoader(batch_size=64,
   shuffle=True)``, Adam lr 1e-3, the same ``LabCNN``, NLL on log-probabilities), over the same number
@@ -83,7 +83,7 @@ def project_training(root: str, n_batches: int, workdir: Path, extra: list[str] 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from shiftprobe.train import train
+    from shiftprobe.app.train import train
 
     workdir.mkdir(parents=True, exist_ok=True)
     timing = workdir / "train_timing.json"

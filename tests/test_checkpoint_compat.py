@@ -1,5 +1,5 @@
 """A checkpoint of another model variant, resumed or tested, ends in one ShiftProbeError line naming what
-differs and the fix, before anything is trained (``shiftprobe.checkpoint_compat``)."""
+differs and the fix, before anything is trained (``shiftprobe.app.checkpoint_compat``)."""
 
 from pathlib import Path
 
@@ -9,8 +9,8 @@ from conftest import CONF_DIR
 from hydra import initialize_config_dir
 
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.evaluate import evaluate
-from shiftprobe.train import train
+from shiftprobe.app.evaluate import evaluate
+from shiftprobe.app.train import train
 
 
 def circular_checkpoint(make_cfg, out: Path) -> Path:

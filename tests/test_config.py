@@ -9,8 +9,8 @@ from conftest import CONF_DIR, compose_config
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from shiftprobe.config_checks import validate_config
-from shiftprobe.train import instantiate_callbacks, resolved_config
+from shiftprobe.app.config_checks import validate_config
+from shiftprobe.app.train import instantiate_callbacks, resolved_config
 
 GROUPS = ("data", "model", "optimizer", "trainer", "logger", "callbacks", "shift", "paths", "experiment", "debug")
 

@@ -11,7 +11,7 @@ import torch
 import torchvision
 from conftest import FILES, N_TEST, N_TRAIN, VAL_SIZE
 
-import shiftprobe.train as train_module
+import shiftprobe.app.train as train_module
 from shiftprobe.data import AUGMENT_STREAM, MNISTDataModule, ensure_mnist, stream_seed
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.probe.transforms import shift_images_per_sample
@@ -182,7 +182,7 @@ def test_splits_move_once_to_the_trainers_device(mnist_root, num_workers):
 def test_splits_resident_on_the_gpu(make_cfg):
     import hydra
 
-    from shiftprobe.train import build_module, build_trainer
+    from shiftprobe.app.train import build_module, build_trainer
 
     cfg = make_cfg("trainer=gpu", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1")
     dm = hydra.utils.instantiate(cfg.data)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from conftest import compose_config, test_overrides
 
-from shiftprobe.evaluate import apply_run_config, evaluate, saved_run_config
-from shiftprobe.train import train
+from shiftprobe.app.evaluate import apply_run_config, evaluate, saved_run_config
+from shiftprobe.app.train import train
 
 TIMING_KEYS = {"seconds", "seconds_total"}
 #: a small measurement: 5x5 shifts on 24 images, no untrained control, no figures

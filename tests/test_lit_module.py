@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.lit_module import INITIAL_STATE_KEY, ShiftProbeModule
+from shiftprobe.lit.module import INITIAL_STATE_KEY, ShiftProbeModule
 from shiftprobe.models.lab import LabCNN
 
 

@@ -9,7 +9,7 @@ from shiftprobe.accumulator import ShiftMetricAccumulator
 from shiftprobe.measure import control_offset, measure, measure_results, two_shift_plan
 from shiftprobe.metrics import pair_metrics, sort_channels, sorted_rel
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.paired import PairedShiftDataset, ShiftPlan
+from shiftprobe.data.paired import PairedShiftDataset, ShiftPlan
 from shiftprobe.results import build_results
 from shiftprobe.shifts import shift_images
 

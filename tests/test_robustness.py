@@ -17,7 +17,7 @@ import torch
 from conftest import N_TRAIN, ROOT, VAL_SIZE, compose_config, test_overrides
 
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.train import train
+from shiftprobe.app.train import train
 
 TIMING_KEYS = ("seconds", "seconds_total")
 

@@ -11,10 +11,10 @@ import torch
 from conftest import FILES, ROOT, compose_config, test_overrides
 
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.evaluate import evaluate
-from shiftprobe.lit_module import INITIAL_STATE_KEY
+from shiftprobe.app.evaluate import evaluate
+from shiftprobe.lit.module import INITIAL_STATE_KEY
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.train import train
+from shiftprobe.app.train import train
 
 
 def read_ckpt(path: Path) -> dict:
@@ -58,7 +58,7 @@ def test_train_shift_and_fast_dev_run(make_cfg):
 def test_no_logger_runs_with_the_default_callbacks(make_cfg, tmp_path, caplog):
     """``logger=none`` (documented) must just work: the LR monitor, which needs a logger, is left out."""
     cfg = make_cfg("logger=none", "callbacks=[model_checkpoint,lr_monitor]", "+trainer.limit_train_batches=3")
-    with caplog.at_level("INFO", logger="shiftprobe.train"):
+    with caplog.at_level("INFO", logger="shiftprobe.app.train"):
         metrics = train(cfg)
     assert "test/acc" in metrics and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert "learning-rate monitor" in caplog.text and not (tmp_path / "run" / "csv").exists()

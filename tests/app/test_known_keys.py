@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import CONF_DIR, ROOT, compose_config
 
-from shiftprobe.config_checks import check_known_keys
+from shiftprobe.app.config_checks import check_known_keys
 from shiftprobe.errors import ShiftProbeError
 
 

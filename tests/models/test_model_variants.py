@@ -12,9 +12,9 @@ import torch
 from conftest import compose_config, test_overrides
 from torch.utils.data import DataLoader, TensorDataset
 
-from shiftprobe.config_checks import validate_config
+from shiftprobe.app.config_checks import validate_config
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.lit_module import ShiftProbeModule
+from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet
 
 # probe point -> output shape (without the batch axis) for a 28x28 grey image

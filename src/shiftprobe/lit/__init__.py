@@ -2,5 +2,6 @@
 
 from shiftprobe.lit.callbacks import ShiftProbeCallback
 from shiftprobe.lit.checkpointing import InterruptCheckpoint
+from shiftprobe.lit.module import ShiftProbeModule
 
-__all__ = ["InterruptCheckpoint", "ShiftProbeCallback"]
+__all__ = ["InterruptCheckpoint", "ShiftProbeCallback", "ShiftProbeModule"]

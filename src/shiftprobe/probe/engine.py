@@ -315,13 +315,14 @@ def _measure_network(model, images, labels, plan, *, layers, control_seed, batch
             )
 
     t_first = [None]
+    loop_start = [0.0]
 
     def apply(updates: list[dict]) -> None:
         for update in updates:
             acc.update(**update)
         bar.update()
         if t_first[0] is None:
-            t_first[0] = time.perf_counter() - start
+            t_first[0] = time.perf_counter() - loop_start[0]
             estimate = t_first[0] * len(batches)
             if estimate > ANNOUNCE_AFTER_S and rank == 0:
                 log.info(
@@ -336,6 +337,7 @@ def _measure_network(model, images, labels, plan, *, layers, control_seed, batch
     threads = max(1, min(threads, len(batches)))
     old_threads = torch.get_num_threads()
     bar = tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch", leave=False)
+    loop_start[0] = time.perf_counter()
     try:
         if threads == 1:
             for idx in batches:

@@ -18,9 +18,9 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from shiftprobe.checkpoint_compat import check_checkpoint_fits, load_checkpoint
-from shiftprobe.config_checks import validate_config
-from shiftprobe.train import (
+from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint, upgrade_targets
+from shiftprobe.app.config_checks import validate_config
+from shiftprobe.app.train import (
     build_module,
     build_trainer,
     close_loggers,
@@ -48,12 +48,13 @@ def saved_run_config(ckpt_path: str | Path, checkpoint: dict | None = None) -> d
         checkpoint = load_checkpoint(ckpt_path)
     config = (checkpoint.get("hyper_parameters") or {}).get("config")
     if config:
-        return dict(config)
+        return upgrade_targets(dict(config))
     run_cfg = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
     if run_cfg.is_file():
         log.info("reading the run settings from %s", run_cfg)
-        return OmegaConf.to_container(OmegaConf.load(run_cfg), resolve=False)
+        return upgrade_targets(OmegaConf.to_container(OmegaConf.load(run_cfg), resolve=False))
     return None
+
 
 
 def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:

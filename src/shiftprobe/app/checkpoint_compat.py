@@ -42,9 +42,26 @@ def load_checkpoint(ckpt_path: str | Path) -> dict:
         ) from None
 
 
+#: ``_target_``s of checkpoints written before the package layout of version 0.2
+LEGACY_TARGETS = {
+    "shiftprobe.model.LabCNN": "shiftprobe.models.LabCNN",
+    "shiftprobe.callback.ShiftProbeCallback": "shiftprobe.lit.ShiftProbeCallback",
+    "shiftprobe.checkpointing.InterruptCheckpoint": "shiftprobe.lit.InterruptCheckpoint",
+}
+
+
+def upgrade_targets(config):
+    """The saved configuration with legacy ``_target_`` paths replaced by today's (checkpoints of 0.1 load)."""
+    if isinstance(config, dict):
+        return {k: (LEGACY_TARGETS.get(v, v) if k == "_target_" else upgrade_targets(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [upgrade_targets(v) for v in config]
+    return config
+
+
 def stored_model_config(checkpoint: dict) -> dict | None:
     """The model settings the checkpoint was trained with (None for checkpoints that record none)."""
-    config = (checkpoint.get("hyper_parameters") or {}).get("config") or {}
+    config = upgrade_targets((checkpoint.get("hyper_parameters") or {}).get("config") or {})
     model = config.get("model")
     return dict(model) if isinstance(model, dict) else None
 
@@ -128,7 +145,7 @@ def _shapes_fit(state_dict: dict) -> Callable[[dict], bool]:
         """Whether the network these settings build has the checkpoint's weight shapes."""
         import hydra
 
-        from shiftprobe.lit_module import ShiftProbeModule
+        from shiftprobe.lit.module import ShiftProbeModule
 
         try:
             net = hydra.utils.instantiate(model_cfg)

@@ -370,7 +370,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def paired_test_set(self, max_shift: int, mode: str = "crop", pattern: str = "grid", seed: int = 0):
         """The paired-translation test set: items ``(x, T(s) x, y, s)`` over the official test images."""
-        from shiftprobe.paired import PairedShiftDataset, ShiftPlan
+        from shiftprobe.data.paired import PairedShiftDataset, ShiftPlan
 
         if self.test_images is None:
             self.setup("test")

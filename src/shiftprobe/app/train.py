@@ -18,10 +18,10 @@ from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from shiftprobe.checkpoint_compat import check_checkpoint_fits, load_checkpoint
-from shiftprobe.config_checks import validate_config
+from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint
+from shiftprobe.app.config_checks import validate_config
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.lit_module import ShiftProbeModule
+from shiftprobe.lit.module import ShiftProbeModule
 
 log = logging.getLogger(__name__)
 
