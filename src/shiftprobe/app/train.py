@@ -22,6 +22,7 @@ from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpo
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit.module import ShiftProbeModule
+from shiftprobe.lit.quiet import quiet_lightning
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ def close_loggers(loggers: list) -> None:
 # -- the task ---------------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train (``cfg.train``) then test (``cfg.test``); return the final metrics as floats."""
+    quiet_lightning()  # library warnings the user cannot act on (shiftprobe.lit.quiet)
     validate_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     config = resolved_config(cfg)
@@ -241,6 +243,7 @@ def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
     Returns ``optimized_metric`` when the config names one (for sweepers).
     """
     _quiet_lightning_console()
+    quiet_lightning()  # also for eval.py's task
     try:
         metrics = task(cfg)
     except (ShiftProbeError, MisconfigurationException) as err:

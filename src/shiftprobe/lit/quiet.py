@@ -1,0 +1,69 @@
+"""Silence what Lightning and PyTorch print that a shiftprobe user can do nothing about.
+
+A run should print what matters: the settings, progress, results and warnings the user can act on.
+``quiet_lightning()`` (called at the start of ``train()`` and by the entry points) drops, by message
+and nothing else:
+
+- warnings from inside the libraries or caused by the project's own design (``SILENCED_WARNINGS``);
+- Lightning's advertisement for litlogger, an info line it prints on every run with no switch to turn
+  it off: a ``logging.Filter`` on Lightning's rank-zero logger drops that one line
+  (``SILENCED_LOG_LINES``); its other info lines (devices, "fit stopped", restored checkpoints) stay.
+
+Warnings the user can act on (e.g. fewer training batches than ``trainer.log_every_n_steps``, a
+checkpoint folder that is not empty) are left alone. The ``ckpt_path`` warnings Lightning gave on every
+run are not filtered: their cause is gone (``InterruptCheckpoint`` is no longer a Lightning
+``Checkpoint``, see ``shiftprobe.lit.checkpointing``).
+
+Examples
+--------
+>>> quiet_lightning()
+>>> quiet_lightning()  # idempotent: no duplicate filters
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+#: (message regex, why the user cannot act on it): each matching warning is ignored
+SILENCED_WARNINGS: tuple[tuple[str, str], ...] = (
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        "Lightning's own use of a PyTorch API that PyTorch deprecated (lightning/pytorch/utilities/_pytree.py)",
+    ),
+    (
+        r"The dirpath has changed from ",
+        "every resume writes into its own new run directory (Hydra), so the checkpoint folder always changes",
+    ),
+    (
+        r"You requested to overfit but enabled train dataloader shuffling",
+        "debug=overfit: Lightning replaces the project's seeded training order by a fixed one, as intended",
+    ),
+)
+#: Lightning info lines (regexes, searched anywhere in the message) that are dropped
+SILENCED_LOG_LINES: tuple[str, ...] = (r"Tip: .*litlogger",)
+#: the loggers Lightning's ``rank_zero_info`` writes to (the PyTorch one replaces Fabric's on import)
+RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class DropMessages(logging.Filter):
+    """A logging filter that drops the records whose message matches one of ``patterns``."""
+
+    def __init__(self, patterns: tuple[str, ...] = SILENCED_LOG_LINES):
+        super().__init__()
+        self.patterns = [re.compile(p) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(p.search(message) for p in self.patterns)
+
+
+def quiet_lightning() -> None:
+    """Ignore ``SILENCED_WARNINGS`` and drop ``SILENCED_LOG_LINES`` (idempotent)."""
+    for pattern, _why in SILENCED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropMessages) for f in logger.filters):
+            logger.addFilter(DropMessages())
