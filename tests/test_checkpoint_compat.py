@@ -8,9 +8,9 @@ import torch
 from conftest import CONF_DIR
 from hydra import initialize_config_dir
 
-from shiftprobe.errors import ShiftProbeError
 from shiftprobe.app.evaluate import evaluate
 from shiftprobe.app.train import train
+from shiftprobe.errors import ShiftProbeError
 
 
 def circular_checkpoint(make_cfg, out: Path) -> Path:

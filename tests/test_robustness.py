@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import N_TRAIN, ROOT, VAL_SIZE, compose_config, test_overrides
 
-from shiftprobe.errors import ShiftProbeError
 from shiftprobe.app.train import train
+from shiftprobe.errors import ShiftProbeError
 
 TIMING_KEYS = ("seconds", "seconds_total")
 

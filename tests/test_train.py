@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import FILES, ROOT, compose_config, test_overrides
 
-from shiftprobe.errors import ShiftProbeError
 from shiftprobe.app.evaluate import evaluate
+from shiftprobe.app.train import train
+from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit.module import INITIAL_STATE_KEY
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.app.train import train
 
 
 def read_ckpt(path: Path) -> dict:

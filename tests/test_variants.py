@@ -15,15 +15,15 @@ import lightning as L
 import pytest
 import torch
 from conftest import VAL_SIZE, compose_config, test_overrides
-
-from shiftprobe.data import MNISTDataModule
-from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.measure import measure_results
 from shiftprobe.metrics import aligned_rel, aligned_rel_at, nearest_aligned_rel
-from shiftprobe.models.lab import LabCNN
-from shiftprobe.data.paired import ShiftPlan
 from shiftprobe.shifts import shift_images
+
 from shiftprobe.app.train import train
+from shiftprobe.data import MNISTDataModule
+from shiftprobe.data.paired import ShiftPlan
+from shiftprobe.lit.module import ShiftProbeModule
+from shiftprobe.models.lab import LabCNN
 
 EXACT = 1e-5
 SHIFTS_UP_TO_2 = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
