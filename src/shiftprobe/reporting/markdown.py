@@ -10,6 +10,11 @@ Conventions (shared with the measurement engine):
   scores are ``equivariance_score`` (sorted, permutation test) and ``aligned_rel`` (exact test, ``None``
   where the stride does not divide the shift); every other layer is scored by ``invariance_score``.
 * radius is the Chebyshev radius ``max(|dy|, |dx|)`` of a shift.
+* every figure a reader might quote carries ``± h``, the half-width of its 95 % interval over test
+  images: ``(hi - lo) / 2`` of ``<metric>_ci`` for the scores (a ratio of two means), ``1.96 * <metric>_se``
+  for the other means. Results written before intervals existed print no ``±`` (every new key is
+  optional: ``_se``, ``_ci``, ``*_certified``, ``consistency_correct``, ``predictions``,
+  ``untrained_inits``).
 """
 
 from __future__ import annotations
@@ -26,23 +31,38 @@ from shiftprobe.probe.thresholds import EXACT_TOL, NEAR_INVARIANT, PARTLY_INVARI
 SCIENTIFIC_BELOW = 1e-3
 SIG_DIGITS = 3
 
-#: the key per-radius rows of the markdown table: (metric, label) by layer kind
+#: z of a two-sided 95 % normal interval: ``± Z95 * se`` for a mean without its own ``_ci``
+Z95 = 1.96
+#: the certified-region sorting score of an exact layer is 1; at or above this it "scores 1"
+CERTIFIED_ONE = 0.99
+
+#: the key per-radius rows of the markdown table: (metric, label) by layer kind; the exact test
+#: is the headline of a conv layer, the sorted score only "the lab's sorting hint"
 CONV_KEYS = (
-    ("equivariance_score", "equivariance score (sorted)"),
     ("aligned_rel", "aligned_rel (exact test)"),
+    ("equivariance_score", "the lab's sorting hint (sorted equivariance)"),
+    ("equivariance_score_certified", "sorting hint on the certified region"),
 )
-INVARIANCE_KEYS = (("invariance_score", "invariance score"),)
-LOGITS_EXTRA_KEYS = (("consistency", "consistency"), ("shifted_acc", "accuracy on shifted"))
+INVARIANCE_KEYS = (("invariance_score", "invariance score"), ("rel", "relative change (rel)"))
+LOGITS_EXTRA_KEYS = (
+    ("consistency", "consistency"),
+    ("consistency_correct", "consistency (correctly classified)"),
+    ("shifted_acc", "accuracy on shifted"),
+)
 SUMMARY_KEYS = (
     ("cos", "cos"),
     ("rel", "rel"),
     ("invariance_score", "invariance"),
-    ("equivariance_score", "equivariance (sorted)"),
-    ("aligned_rel", "aligned_rel"),
+    ("aligned_rel", "aligned_rel (exact test)"),
+    ("equivariance_score", "sorting hint"),
+    ("equivariance_score_certified", "sorting hint (certified)"),
     ("consistency", "consistency"),
+    ("consistency_correct", "consistency (correct)"),
     ("consistency_two_shifts", "consistency (2 shifts)"),
     ("shifted_acc", "shifted acc"),
 )
+#: metrics whose row / column is left out of a table when no block of the results has them
+OPTIONAL_KEYS = {"equivariance_score_certified", "consistency_correct"}
 
 
 # -- JSON -----------------------------------------------------------------------------------------
@@ -109,6 +129,65 @@ def fmt(value: Any, sig: int = SIG_DIGITS) -> str:
 def fmt_pct(value: Any) -> str:
     v = _finite(value)
     return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+# -- intervals ------------------------------------------------------------------------------------
+def halfwidth(block: Mapping | None, layer: str, metric: str) -> float | None:
+    """Half-width of the 95 % interval of ``block[layer][metric]``; None where results carry none.
+
+    ``(hi - lo) / 2`` of ``<metric>_ci`` when present (the scores), else ``Z95 * <metric>_se``.
+    """
+    entry = ((block or {}).get(layer) or {}) if block else {}
+    ci = entry.get(f"{metric}_ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        lo, hi = _finite(ci[0]), _finite(ci[1])
+        if lo is not None and hi is not None:
+            return abs(hi - lo) / 2
+    se = _finite(entry.get(f"{metric}_se"))
+    return None if se is None else Z95 * se
+
+
+def fmt_pm(value: Any, hw: float | None, pct: bool = False) -> str:
+    """``0.436 ± 0.0031`` (``hw``: the 95 % half-width); just the value where ``hw`` is None or 0."""
+    text = fmt_pct(value) if pct else fmt(value)
+    if text == "n/a" or hw is None or hw == 0:
+        return text
+    return f"{text} ± {fmt_pct(hw) if pct else fmt(hw, 2)}"
+
+
+def val(block: Mapping | None, layer: str, metric: str, pct: bool = False) -> str:
+    """A metric of a block with its ``±`` (see :func:`halfwidth`)."""
+    return fmt_pm(_get(block, layer, metric), halfwidth(block, layer, metric), pct)
+
+
+def accuracy_halfwidth(results: Mapping) -> float | None:
+    """95 % half-width of the unshifted accuracy: ``accuracy_se`` if given, else the binomial se."""
+    se = _finite(results.get("accuracy_se"))
+    if se is not None:
+        return Z95 * se
+    p, n = _finite(results.get("accuracy")), _finite(results.get("n_images"))
+    if p is None or not n or n < 2 or not 0 <= p <= 1:
+        return None
+    return Z95 * math.sqrt(p * (1 - p) / n)
+
+
+def has_intervals(results: Mapping) -> bool:
+    """Whether this results dict carries any ``_se`` / ``_ci`` (newer results) at all."""
+    for block in (results.get("summary") or {}).values():
+        if isinstance(block, Mapping) and any(k.endswith(("_se", "_ci")) for k in block):
+            return True
+    return False
+
+
+def _has_metric(results: Mapping, metric: str) -> bool:
+    """Whether any group block (summary, radial) of the trained or untrained network has ``metric``."""
+    for res in (results, results.get("untrained") or {}):
+        blocks = [res.get("summary") or {}] + list(res.get("radial") or [])
+        for block in blocks:
+            for entry in block.values():
+                if isinstance(entry, Mapping) and _finite(entry.get(metric)) is not None:
+                    return True
+    return False
 
 
 def exact_tol(results: Mapping) -> float:
@@ -247,20 +326,92 @@ def _exactness_phrase(ex: Mapping) -> str:
         return f"exact at {ex['n_exact']} of {ex['n_alignable']} alignable shifts"
     if kind == "none":
         return "exact at no shift"
-    return "not testable (no alignable shift measured)"
+    return "not testable (no alignable shift measured, or no certified overlap)"
+
+
+def _alignable_block(results: Mapping, layer: str, ex: Mapping) -> Mapping | None:
+    """The group block pooling exactly the shifts the exact test checks (for its ``±``), if one exists."""
+    if ex["n_alignable"] and ex["n_alignable"] == ex["n_shifts"]:
+        return results.get("summary")
+    if ex["stride"] in (2, (2, 2)):
+        return (results.get("parity") or {}).get("even")
+    return None
+
+
+def _circular(results: Mapping, layer: str) -> bool:
+    return bool(((results.get("geometry") or {}).get(layer) or {}).get("circular"))
+
+
+def _sorting_hint(results: Mapping, layer: str, ex: Mapping) -> str:
+    """The lab's sorted test, next to its certified-region version, and what their difference means."""
+    summary = results.get("summary")
+    text = (
+        f"The lab's sorting hint (sorted equivariance score, a permutation test) is "
+        f"{val(summary, layer, 'equivariance_score')} over all non-zero shifts"
+    )
+    certified = _get(summary, layer, "equivariance_score_certified")
+    aligned_block = _alignable_block(results, layer, ex)
+    if 0 < ex["n_alignable"] < ex["n_shifts"]:
+        at = (
+            val(aligned_block, layer, "equivariance_score")
+            if aligned_block is not None
+            else fmt(ex["eq_alignable"])
+        )
+        text += f" ({at} at the {ex['n_alignable']} shifts the exact test checks)"
+    roll = results.get("shift_mode") == "roll"
+    if roll and _circular(results, layer):
+        return text + (
+            "; with circular shifts and circular padding nothing enters or leaves the map, so here the hint "
+            "is itself an exact test."
+        )
+    exact_layer = ex["kind"] in ("every", "stride")
+    border = (
+        "content entering and leaving the frame changes each channel's sorted values"
+        if not roll
+        else "values wrapping around a map without circular padding change each channel's sorted values"
+    )
+    if certified is None:
+        return text + (
+            f". In {results.get('shift_mode')} mode {border}, so the hint stays below 1 even for an exactly "
+            "equivariant layer: read it as a hint, not on the scale of an invariance score (this results.json "
+            "has no certified-region version of it)."
+        )
+    text += (
+        f"; on the region the exact test certifies it is "
+        f"{val(summary, layer, 'equivariance_score_certified')}"
+    )
+    if certified >= CERTIFIED_ONE:
+        return text + (
+            f". The difference is the frame's border, not the layer: {border}, while on the certified region "
+            + ("this exact layer scores 1" if exact_layer else "the sorted values agree")
+            + ". The hint is not on the scale of an invariance score."
+        )
+    return text + (
+        ": below 1 even where the border plays no part, so the layer's own values change under the shift "
+        f"(the rest of the gap is the border: {border})."
+    )
 
 
 def _conv_sentence(results: Mapping, layer: str) -> str:
+    """The paragraph of a conv layer: the exact test first, then the lab's sorting hint."""
     ex = conv_exactness(results, layer)
+    return f"{_exact_test_sentence(results, layer, ex)} {_sorting_hint(results, layer, ex)}"
+
+
+def _exact_test_sentence(results: Mapping, layer: str, ex: Mapping) -> str:
     stride, kind = ex["stride"], ex["kind"]
     head = f"**{layer}** (cumulative stride {stride})"
     if ex["no_overlap"]:
-        head += f" [{ex['no_overlap']} pairs left out: no certified position overlaps]"
+        head += f" [{ex['no_overlap']} pairs without a certified overlap left out]"
+    verdict = (
+        f"(every pair's aligned_rel below {fmt(ex['tol'])}, the round-off of "
+        f"{(results.get('precision') or {}).get('dtype', 'float32')})"
+    )
     if kind == "every":
         return (
             f"{head} is exactly equivariant at every measured shift: its map moves with the input "
-            f"(largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, below "
-            f"{fmt(ex['tol'])})."
+            f"(exact test: largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, "
+            f"below {fmt(ex['tol'])}: exact)."
         )
     if kind == "stride":
         parity = results.get("parity") or {}
@@ -270,16 +421,16 @@ def _conv_sentence(results: Mapping, layer: str) -> str:
             detail = f" (even: {fmt(even)}, odd: n/a because stride 2 does not divide odd shifts)"
         nearest = _get(parity.get("odd"), layer, "nearest_aligned_rel")
         best = (
-            f" the best integer alignment still differs by {fmt(nearest)} (nearest_aligned_rel), and"
+            f": the best integer alignment still differs by {val(parity.get('odd'), layer, 'nearest_aligned_rel')} "
+            "(nearest_aligned_rel): not exact"
             if nearest is not None
             else ""
         )
         return (
-            f"{head} is exactly equivariant only at {_stride_phrase(stride)}{detail}: largest per-pair aligned_rel "
-            f"{fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, its map moving by shift/{stride}. "
-            f"At the other {ex['n_shifts'] - ex['n_alignable']} shifts no exact alignment exists:{best} the "
-            f"sorted equivariance score is {fmt(ex['eq_unalignable'])} (vs {fmt(ex['eq_alignable'])} at the "
-            f"alignable shifts)."
+            f"{head} is exactly equivariant only at {_stride_phrase(stride)}{detail}: exact test {verdict}, "
+            f"largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, its map "
+            f"moving by shift/{stride}. At the other {ex['n_shifts'] - ex['n_alignable']} shifts no exact "
+            f"alignment exists{best}."
         )
     if kind in ("partial", "none"):
         where = (
@@ -289,13 +440,15 @@ def _conv_sentence(results: Mapping, layer: str) -> str:
         )
         return (
             f"{head} is **not** exactly equivariant {where}: per-pair aligned_rel reaches {fmt(ex['max_aligned'])} "
-            f"(at shift {ex['worst_shift']}, threshold {fmt(ex['tol'])}); sorted equivariance score "
-            f"{fmt(_get(results.get('summary'), layer, 'equivariance_score'))} over all non-zero shifts."
+            f"(at shift {ex['worst_shift']}, threshold {fmt(ex['tol'])}: not exact)."
         )
-    return (
-        f"{head}: no measured shift is a multiple of its stride, so exact equivariance could not be tested; "
-        f"sorted equivariance score {fmt(_get(results.get('summary'), layer, 'equivariance_score'))}."
-    )
+    if ex["no_overlap"]:
+        return (
+            f"{head}: exact equivariance could not be tested: at every measured shift that is a multiple of its "
+            f"stride, no map position whose receptive field lies inside the image in both maps remains (its "
+            f"receptive field is too wide for this image)."
+        )
+    return f"{head}: no measured shift is a multiple of its stride, so exact equivariance could not be tested."
 
 
 # -- invariance layers ----------------------------------------------------------------------------
@@ -323,49 +476,287 @@ def invariance_profile(results: Mapping, layer: str) -> dict:
     return {"points": points, "lowest": lowest, "max_rel": max(rels) if rels else None, "verdict": verdict}
 
 
-def _trend(points: list[tuple[int, float]], name: str) -> str:
-    if not points:
+def _trend(results: Mapping, layer: str, metric: str, name: str) -> str:
+    """``name falls from a ± h at radius 1 to b ± h at radius 4`` over the non-zero radii."""
+    rows = [
+        row
+        for row in results.get("radial", [])
+        if int(row["radius"]) > 0 and _get(row, layer, metric) is not None
+    ]
+    if not rows:
         return f"{name} n/a"
-    (r0, v0), (r1, v1) = points[0], points[-1]
-    if len(points) == 1 or r0 == r1:
-        return f"{name} {fmt(v0)} at radius {r0}"
-    verb = "falls" if v1 < v0 - 1e-3 else ("rises" if v1 > v0 + 1e-3 else "stays at about")
-    if verb == "stays at about":
-        return f"{name} stays at about {fmt(v0)} from radius {r0} to {r1}"
-    return f"{name} {verb} from {fmt(v0)} at radius {r0} to {fmt(v1)} at radius {r1}"
+    first, last = rows[0], rows[-1]
+    r0, r1 = int(first["radius"]), int(last["radius"])
+    v0, v1 = _get(first, layer, metric), _get(last, layer, metric)
+    if r0 == r1:
+        return f"{name} {val(first, layer, metric)} at radius {r0}"
+    if abs(v1 - v0) <= 1e-3:
+        return f"{name} stays at about {val(first, layer, metric)} from radius {r0} to {r1}"
+    verb = "falls" if v1 < v0 else "rises"
+    return f"{name} {verb} from {val(first, layer, metric)} at radius {r0} to {val(last, layer, metric)} at radius {r1}"
+
+
+def _direction(a: float | None, b: float | None, hw: float) -> int:
+    """+1 / -1 where ``a`` is above / below ``b`` by more than SAME_SCORE and the intervals; 0 otherwise."""
+    if a is None or b is None:
+        return 0
+    margin = max(SAME_SCORE, hw)
+    return 1 if a - b > margin else (-1 if b - a > margin else 0)
+
+
+def _compare(trained: Mapping | None, untrained: Mapping | None, layer: str) -> tuple[int, int]:
+    """(direction of the invariance score, direction of rel), trained vs untrained, for one group block."""
+    def hw(metric):
+        return (halfwidth(trained, layer, metric) or 0.0) + (halfwidth(untrained, layer, metric) or 0.0)
+
+    score = _direction(_get(trained, layer, "invariance_score"), _get(untrained, layer, "invariance_score"), hw("invariance_score"))
+    rel = _direction(_get(trained, layer, "rel"), _get(untrained, layer, "rel"), hw("rel"))
+    return score, rel
+
+
+def invariance_disagreement(results: Mapping, layer: str) -> dict | None:
+    """Where the invariance score and the relative change tell opposite stories about training.
+
+    The score rising means "more invariant", rel rising means "changes more under shifts": both rising
+    (or both falling) disagree. Returns None without an untrained network or when they agree; else the
+    summary verdict and the non-zero radii where the two disagree.
+    """
+    un = results.get("untrained")
+    if not un:
+        return None
+    score, rel = _compare(results.get("summary"), un.get("summary"), layer)
+    if not score or score != rel:
+        return None
+    radii = []
+    for row in results.get("radial", []):
+        r = int(row["radius"])
+        other = _radial_row(un, r)
+        if r > 0 and other is not None and (s_r := _compare(row, other, layer))[0] and s_r[0] == s_r[1]:
+            radii.append(r)
+    return {"direction": score, "radii": radii}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def _disagreement_sentence(results: Mapping, layer: str, dis: Mapping) -> str:
+    un = results["untrained"]
+    summary, usummary = results.get("summary"), un.get("summary")
+    up = dis["direction"] > 0
+    verb = "raised" if up else "lowered"
+    text = (
+        f"Training {verb} its invariance score ({val(summary, layer, 'invariance_score')} vs "
+        f"{val(usummary, layer, 'invariance_score')} **untrained**{_inits_phrase(results, layer, 'invariance_score')}) "
+        f"but also {verb} its relative change under shifts (rel {val(summary, layer, 'rel')} vs "
+        f"{val(usummary, layer, 'rel')}"
+    )
+    if dis["radii"]:
+        r = dis["radii"][-1]
+        a, b = _radial_row(results, r), _radial_row(un, r)
+        text += (
+            f"; at radius {r}: score {val(a, layer, 'invariance_score')} vs {val(b, layer, 'invariance_score')}, "
+            f"rel {val(a, layer, 'rel')} vs {val(b, layer, 'rel')}"
+        )
+    text += "): **the two disagree, and both are true**. The score divides by the distance between unrelated images"
+    control = _ratio(_get(results.get("control"), layer, "dist"), _get(un.get("control"), layer, "dist"))
+    pair = _ratio(_get(summary, layer, "dist"), _get(usummary, layer, "dist"))
+    if control is not None and pair is not None:
+        text += (
+            f", which training multiplied by {fmt(control)} ({fmt(_get(un.get('control'), layer, 'dist'))} → "
+            f"{fmt(_get(results.get('control'), layer, 'dist'))}), against {fmt(pair)} for the distance between "
+            "shifted copies"
+        )
+    where = _radii_phrase(dis["radii"])
+    if up:
+        return text + (
+            f": trained {layer} tells different digits apart far better, yet a shift moves its vector by a larger "
+            f"fraction of the vector's length{where}. Read the score as \"a shift vs a different digit\", not as "
+            "\"less sensitive to shifts\"."
+        )
+    return text + (
+        f": unrelated digits came closer still in trained {layer}, so its score fell although a shift moves its "
+        f"vector by a smaller fraction of the vector's length{where}."
+    )
+
+
+def _radii_phrase(radii: list[int]) -> str:
+    if not radii:
+        return " (over all non-zero shifts)"
+    if len(radii) == 1:
+        return f" (at radius {radii[0]})"
+    if radii == list(range(radii[0], radii[-1] + 1)):
+        return f" (at radii {radii[0]} to {radii[-1]})"
+    return f" (at radii {', '.join(map(str, radii))})"
+
+
+def _inits_phrase(results: Mapping, layer: str, metric: str) -> str:
+    """``; over K untrained initialisations: mean m, sd s, range lo–hi`` when K > 1 were measured."""
+    inits = results.get("untrained_inits") or {}
+    k = inits.get("k")
+    stats = (((inits.get("summary") or {}).get(layer) or {}).get(metric)) or {}
+    if not k or int(k) < 2 or _finite(stats.get("mean")) is None:
+        return ""
+    return (
+        f"; over {int(k)} untrained initialisations: mean {fmt(stats.get('mean'))}, sd {fmt(stats.get('std'))}, "
+        f"range {fmt(stats.get('min'))} to {fmt(stats.get('max'))}"
+    )
+
+
+def _training_effect(results: Mapping, layer: str) -> str:
+    """One sentence comparing the layer's invariance with the untrained network's ('' without one)."""
+    un = results.get("untrained")
+    if not un:
+        return ""
+    summary, usummary = results.get("summary"), un.get("summary")
+    a, b = _get(summary, layer, "invariance_score"), _get(usummary, layer, "invariance_score")
+    if a is None or b is None:
+        return ""
+    dis = invariance_disagreement(results, layer)
+    if dis:
+        return " " + _disagreement_sentence(results, layer, dis)
+    score, _ = _compare(summary, usummary, layer)
+    effect = {
+        1: "training made it more invariant",
+        -1: "training made it less invariant",
+        0: "training changed its invariance little",
+    }[score]
+    rel = ""
+    if _get(summary, layer, "rel") is not None and _get(usummary, layer, "rel") is not None:
+        rel = f"; rel {val(summary, layer, 'rel')} vs {val(usummary, layer, 'rel')} agrees"
+    return (
+        f" Over all non-zero shifts its invariance score is {val(summary, layer, 'invariance_score')} trained vs "
+        f"{val(usummary, layer, 'invariance_score')} **untrained** ({effect}{rel}"
+        f"{_inits_phrase(results, layer, 'invariance_score')})."
+    )
+
+
+def _consistency_at(row: Mapping, layer: str) -> str:
+    text = val(row, layer, "consistency", pct=True)
+    if _get(row, layer, "consistency_correct") is not None:
+        text += f" ({val(row, layer, 'consistency_correct', pct=True)} among correctly classified images)"
+    return text
 
 
 def _invariance_sentence(results: Mapping, layer: str) -> str:
     prof = invariance_profile(results, layer)
-    text = f"**{layer}** is {prof['verdict']}: {_trend(prof['points'], 'invariance score')}"
+    text = f"**{layer}** is {prof['verdict']}: {_trend(results, layer, 'invariance_score', 'invariance score')}"
     if prof["verdict"] == "exactly invariant":
         text += f" (max rel {fmt(prof['max_rel'])})"
+    elif any(_get(row, layer, "rel") is not None for row in results.get("radial", [])):
+        text += f"; {_trend(results, layer, 'rel', 'its relative change under a shift (rel)')}"
     text += "."
     note = ((results.get("geometry") or {}).get(layer) or {}).get("note")
     if note:
         text += f" (A {layer} map, but {note}.)"
     if layer == classifier(results):
-        cons = [
-            (int(row["radius"]), _get(row, layer, "consistency"))
+        rows = [
+            row
             for row in results.get("radial", [])
-            if int(row["radius"]) > 0
+            if int(row["radius"]) > 0 and _get(row, layer, "consistency") is not None
         ]
-        cons = [(r, v) for r, v in cons if v is not None]
-        if cons:
-            (r0, c0), (r1, c1) = cons[0], cons[-1]
-            part = f"the predicted class is unchanged for {fmt_pct(c0)} of images at radius {r0}"
-            if r1 != r0:
-                part += f" and {fmt_pct(c1)} at radius {r1}"
-            text += " " + part[0].upper() + part[1:]
+        if rows:
+            first, last = rows[0], rows[-1]
+            part = f" The predicted class is unchanged for {_consistency_at(first, layer)} of images at radius {first['radius']}"
+            if last is not first:
+                part += f" and {_consistency_at(last, layer)} at radius {last['radius']}"
+            text += part
             summary = results.get("summary")
-            acc_s, acc = _get(summary, layer, "shifted_acc"), _finite(results.get("accuracy"))
-            if acc_s is not None:
-                text += f"; accuracy on shifted images is {fmt(acc_s)} (unshifted {fmt(acc)})"
-            two = _get(summary, layer, "consistency_two_shifts")
-            if two is not None:
-                text += f"; two random shifts of one image get the same prediction {fmt_pct(two)} of the time"
+            if _get(summary, layer, "shifted_acc") is not None:
+                acc = fmt_pm(results.get("accuracy"), accuracy_halfwidth(results))
+                text += f"; accuracy on shifted images is {val(summary, layer, 'shifted_acc')} (unshifted {acc})"
+            if _get(summary, layer, "consistency_two_shifts") is not None:
+                text += (
+                    "; two random shifts of one image get the same prediction "
+                    f"{val(summary, layer, 'consistency_two_shifts', pct=True)} of the time"
+                )
             text += "."
+    text += _training_effect(results, layer)
+    if layer == classifier(results):
+        text += _consistency_comparison(results, layer)
     return text
+
+
+# -- predictions ----------------------------------------------------------------------------------
+def _networks(results: Mapping) -> list[tuple[str, Mapping]]:
+    nets = [("trained", results)]
+    if results.get("untrained"):
+        nets.append(("untrained", results["untrained"]))
+    return nets
+
+
+def _top_class(histogram: Any) -> str | None:
+    """The most predicted class of a histogram given as a list (index = class) or a dict."""
+    if isinstance(histogram, Mapping) and histogram:
+        return str(max(histogram, key=lambda k: _finite(histogram[k]) or 0))
+    if isinstance(histogram, (list, tuple)) and histogram:
+        values = [_finite(v) or 0 for v in histogram]
+        return str(values.index(max(values)))
+    return None
+
+
+def near_constant(res: Mapping) -> bool:
+    return bool((res.get("predictions") or {}).get("near_constant"))
+
+
+def _predictions_phrase(pred: Mapping) -> str:
+    cls = _top_class(pred.get("histogram"))
+    what = f"class {cls}" if cls is not None else "its most frequent class"
+    return (
+        f"{what} for {fmt_pct(pred.get('top_class_share'))} of the images (prediction entropy "
+        f"{fmt(pred.get('entropy_bits'))} of at most {fmt(pred.get('max_entropy_bits'))} bits)"
+    )
+
+
+def prediction_warnings(results: Mapping) -> list[str]:
+    """A warning per network whose predictions are near-constant (``predictions.near_constant``)."""
+    out = []
+    layer = classifier(results)
+    for name, res in _networks(results):
+        if not near_constant(res):
+            continue
+        summary = res.get("summary")
+        text = (
+            f"**Warning: the {name} network's predictions are near-constant**: it predicts "
+            f"{_predictions_phrase(res['predictions'])}, at accuracy {fmt(res.get('accuracy'))}. Its consistency "
+            f"({val(summary, layer, 'consistency')}) is therefore meaningless: a network that predicts one class "
+            "for every image is perfectly consistent whatever the shift."
+        )
+        if _get(summary, layer, "consistency_correct") is not None:
+            text += (
+                " Compare consistency among correctly classified images instead: "
+                + "; ".join(
+                    f"{n} {val(r.get('summary'), layer, 'consistency_correct')}" for n, r in _networks(results)
+                )
+                + "."
+            )
+        else:
+            text += " (Consistency among correctly classified images is not in this results.json.)"
+        out.append(text)
+    return out
+
+
+def _consistency_comparison(results: Mapping, layer: str) -> str:
+    un = results.get("untrained")
+    if not un or _get(un.get("summary"), layer, "consistency") is None:
+        return ""
+    summary, usummary = results.get("summary"), un.get("summary")
+    text = (
+        f" Consistency over all non-zero shifts: {val(summary, layer, 'consistency')} trained vs "
+        f"{val(usummary, layer, 'consistency')} untrained"
+    )
+    if _get(summary, layer, "consistency_correct") is not None and _get(usummary, layer, "consistency_correct") is not None:
+        text += (
+            f"; among correctly classified images {val(summary, layer, 'consistency_correct')} vs "
+            f"{val(usummary, layer, 'consistency_correct')}"
+        )
+    flagged = [name for name, res in _networks(results) if near_constant(res)]
+    if flagged:
+        text += (
+            f" (the {' and '.join(flagged)} network's predictions are near-constant, see the warning: its "
+            "consistency says nothing about shifts)"
+        )
+    return text + "."
 
 
 # -- untrained comparison -------------------------------------------------------------------------
@@ -389,36 +780,72 @@ def _untrained_sentences(results: Mapping) -> list[str]:
             out.append(
                 f"In the **untrained** network exact equivariance differs: {desc} (trained: {trained})."
             )
-    parts = []
-    for layer in results.get("layers", []):
-        if is_conv(results, layer):
-            continue
-        a = _get(results.get("summary"), layer, "invariance_score")
-        b = _get(un.get("summary"), layer, "invariance_score")
-        if a is None or b is None:
-            continue
-        if a - b > SAME_SCORE:
-            effect = "training made it more invariant"
-        elif b - a > SAME_SCORE:
-            effect = "training made it less invariant"
-        else:
-            effect = "training changed its invariance little"
-        parts.append(f"{layer} invariance score {fmt(a)} trained vs {fmt(b)} untrained ({effect})")
-    if parts:
-        out.append("Over all non-zero shifts: " + "; ".join(parts) + ".")
     return out
 
 
+# -- how sure -------------------------------------------------------------------------------------
+def largest_halfwidth(res: Mapping, layers: Iterable[str], metrics: Iterable[str]) -> tuple[float, str, str] | None:
+    """The widest 95 % half-width over the non-zero radial rows: ``(half-width, layer, metric)``."""
+    best = None
+    metrics = list(metrics)
+    for row in res.get("radial", []):
+        if int(row["radius"]) == 0:
+            continue
+        for layer in layers:
+            for metric in metrics:
+                hw = halfwidth(row, layer, metric)
+                if hw is not None and (best is None or hw > best[0]):
+                    best = (hw, layer, metric)
+    return best
+
+
+def _intervals_sentence(results: Mapping) -> str:
+    n = results.get("n_images")
+    if not has_intervals(results):
+        return (
+            "**How sure**: this results.json carries no standard errors or intervals (it was written by an older "
+            "version), so no figure here has a ± and no difference can be called real; measure again to get them."
+        )
+    layers = list(results.get("layers", []))
+    widest = largest_halfwidth(results, layers, ("invariance_score", "equivariance_score"))
+    text = (
+        f"**How sure**: every ± is the half-width of a 95 % interval over the {n} test images (scores: the "
+        "interval of a ratio of two means over the same images; other means: 1.96 standard errors)."
+    )
+    if widest is not None:
+        text += (
+            f" radial.png draws these intervals as bands around each score (the widest: ±{fmt(widest[0], 2)}, "
+            f"{widest[1]} {widest[2].replace('_', ' ')}); heatmaps.png states each panel's widest."
+        )
+    if results.get("untrained"):
+        k = int((results.get("untrained_inits") or {}).get("k") or 1)
+        if k > 1:
+            text += (
+                f" The untrained network was measured at {k} initialisations; their spread (sd) shows how much an "
+                "untrained figure depends on the seed."
+            )
+        else:
+            text += (
+                " The untrained network is one initialisation, one sample: its ± covers the images, not the seed "
+                "(`callbacks.shift_probe.untrained_inits=K` measures K)."
+            )
+    return text
+
+
 def conclusions(results: Mapping) -> list[str]:
-    """The generated 'What this shows' sentences, one per layer plus the untrained comparison."""
-    lines = []
+    """The generated 'What this shows' paragraphs: any near-constant-prediction warning, one per layer
+    (the exact test first for conv layers, invariance for the others, each with its untrained
+    comparison), the architecture sentence and how sure the figures are."""
+    lines = prediction_warnings(results)
     for layer in results.get("layers", []):
         lines.append(
             _conv_sentence(results, layer)
             if is_conv(results, layer)
             else _invariance_sentence(results, layer)
         )
-    return lines + _untrained_sentences(results)
+    lines += _untrained_sentences(results)
+    lines.append(_intervals_sentence(results))
+    return lines
 
 
 # -- markdown -------------------------------------------------------------------------------------
@@ -434,8 +861,21 @@ def _layer_keys(results: Mapping, layer: str) -> tuple[tuple[str, str], ...]:
     return INVARIANCE_KEYS + (LOGITS_EXTRA_KEYS if layer == classifier(results) else ())
 
 
-def _pair(a: Any, b: Any, has_untrained: bool) -> str:
-    return f"{fmt(a)} / {fmt(b)}" if has_untrained else fmt(a)
+def _pair(a: str, b: str, has_untrained: bool) -> str:
+    return f"{a} / {b}" if has_untrained else a
+
+
+def _predictions_line(results: Mapping) -> str | None:
+    parts = []
+    for name, res in _networks(results):
+        pred = res.get("predictions") or {}
+        if not pred:
+            continue
+        flag = "**near-constant**: " if pred.get("near_constant") else ""
+        parts.append(f"{name}: {flag}{_predictions_phrase(pred)}")
+    if not parts:
+        return None
+    return "- **Predicted classes** (unshifted): " + "; ".join(parts)
 
 
 def _header_lines(results: Mapping) -> list[str]:
@@ -443,6 +883,9 @@ def _header_lines(results: Mapping) -> list[str]:
     acc = fmt(results.get("accuracy"))
     if un:
         acc += f" (untrained: {fmt(un.get('accuracy'))})"
+    hws = [accuracy_halfwidth(res) for _, res in _networks(results)]
+    if hws[0] is not None:
+        acc += ", ± " + " and ± ".join(fmt(h, 2) for h in hws if h is not None) + " (95 %)"
     m = results.get("max_shift")
     seconds = _finite(results.get("seconds"))
     total = _finite(results.get("seconds_total"))
@@ -465,16 +908,27 @@ def _header_lines(results: Mapping) -> list[str]:
         f"|dy|, |dx| <= {m} ({len(_nonzero_shifts(results))} non-zero shifts measured)",
         f"- **Images**: {images}; control = unrelated image pairs "
         f"(offset {(results.get('control') or {}).get('offset', 'n/a')})",
+        *([f"- **Untrained control** (the untrained network's weights): {results['untrained_origin']}"]
+          if un and results.get("untrained_origin") else []),
         f"- **Measurement time**: {timing}",
         f"- **Precision**: the network ran in {precision.get('dtype', 'float32')}; exact means a relative "
         f"error below {fmt(exact_tol(results))}",
+        *([line] if (line := _predictions_line(results)) else []),
         "",
-        "Scores: invariance = 1 - dist / control dist, equivariance = 1 - sorted_rel / control sorted_rel "
-        "(1 = unchanged, 0 = as different as unrelated images). aligned_rel = relative difference between "
-        "f(Tx) and f(x) moved by shift/stride on the certified region (map positions whose receptive field "
-        "lies inside the image in both; see the geometry table) "
+        "How to read it: for conv layers the **exact test** is the headline: aligned_rel = relative difference "
+        "between f(Tx) and f(x) moved by shift/stride on the certified region (map positions whose receptive "
+        "field lies inside the image in both; see the geometry table) "
         f"(< {fmt(exact_tol(results))} = exact; n/a where the stride does not divide the shift). "
-        "Radius = max(|dy|, |dx|).",
+        "Invariance score = 1 - dist / control dist (1 = unchanged, 0 = as different as unrelated images). "
+        "The lab's sorting hint = 1 - sorted_rel / control sorted_rel, each channel's values sorted: in crop mode "
+        "content entering and leaving the frame lowers it even for an exact layer, so it is not on the scale of an "
+        "invariance score; 'certified' = the same on the certified region, where an exact layer scores 1. "
+        + (
+            "± = half-width of the 95 % interval over test images. "
+            if has_intervals(results)
+            else "No ± : this results.json has no intervals (older version). "
+        )
+        + "Radius = max(|dy|, |dx|).",
     ]
 
 
@@ -491,13 +945,18 @@ def results_markdown(results: Mapping) -> str:
     if has_un:
         lines.append("Each cell: **trained / untrained**.")
         lines.append("")
+    if has_intervals(results):
+        lines.append("± = half-width of the 95 % interval over test images.")
+        lines.append("")
     rows = []
     for layer in layers:
         for metric, label in _layer_keys(results, layer):
+            if metric in OPTIONAL_KEYS and not _has_metric(results, metric):
+                continue
             cells = [
                 _pair(
-                    _get(_radial_row(results, r), layer, metric),
-                    _get(_radial_row(un, r), layer, metric),
+                    val(_radial_row(results, r), layer, metric),
+                    val(_radial_row(un, r), layer, metric),
                     has_un,
                 )
                 for r in radii
@@ -513,9 +972,15 @@ def results_markdown(results: Mapping) -> str:
             "aligned_rel over non-zero shifts; even = both dy and dx even. "
             f"'exact' means every pair's aligned_rel is below {fmt(exact_tol(results))}; 'n/a' means no exact alignment exists (the stride does not "
             "divide the shift); 'best alignment' is nearest_aligned_rel, the error of the best integer map offset "
-            "(defined at every shift). The sorted equivariance score is shown for comparison."
+            "(defined at every shift). The lab's sorting hint (sorted equivariance score) is shown for comparison"
+            + (
+                ", on the whole map and on the certified region (where an exact layer scores 1)."
+                if _has_metric(results, "equivariance_score_certified")
+                else "."
+            )
         )
         lines.append("")
+        certified = _has_metric(results, "equivariance_score_certified")
         rows = []
         for layer in convs:
             for net_name, res in (("trained", results), ("untrained", un)):
@@ -526,12 +991,19 @@ def results_markdown(results: Mapping) -> str:
                 for group in ("even", "odd"):
                     v = _get(parity.get(group), layer, "aligned_rel")
                     has_group = group in parity
-                    row.append(fmt(v) if has_group else "not measured")
+                    row.append(val(parity.get(group), layer, "aligned_rel") if has_group else "not measured")
                     row.append(exactness(_worst(parity.get(group), layer), exact_tol(res)) if has_group else "–")
-                row.append(fmt(_get(parity.get("odd"), layer, "nearest_aligned_rel")))
+                row.append(val(parity.get("odd"), layer, "nearest_aligned_rel"))
                 for group in ("even", "odd"):
-                    row.append(fmt(_get(parity.get(group), layer, "equivariance_score")))
+                    row.append(val(parity.get(group), layer, "equivariance_score"))
+                    if certified:
+                        row.append(val(parity.get(group), layer, "equivariance_score_certified"))
                 rows.append(row)
+        hint_columns = []
+        for group in ("even", "odd"):
+            hint_columns.append(f"sorting hint ({group})")
+            if certified:
+                hint_columns.append(f"certified ({group})")
         lines += _table(
             [
                 "layer",
@@ -542,8 +1014,7 @@ def results_markdown(results: Mapping) -> str:
                 "odd: aligned_rel",
                 "odd",
                 "odd: best alignment",
-                "equivariance (even)",
-                "equivariance (odd)",
+                *hint_columns,
             ],
             rows,
         )
@@ -576,6 +1047,16 @@ def results_markdown(results: Mapping) -> str:
 
     # summary
     lines += ["", "## Summary over all non-zero shifts", ""]
+    keys = [(k, label) for k, label in SUMMARY_KEYS if k not in OPTIONAL_KEYS or _has_metric(results, k)]
+    inits = results.get("untrained_inits") or {}
+    k_inits = int(inits.get("k") or 1)
+    if has_intervals(results) or k_inits > 1:
+        note = "± = half-width of the 95 % interval over test images." if has_intervals(results) else ""
+        if k_inits > 1 and un:
+            note += (
+                f" 'untrained, {k_inits} inits' = mean (sd) over {k_inits} independent untrained initialisations."
+            )
+        lines += [note.strip(), ""]
     rows = []
     for layer in layers:
         for net_name, res in (("trained", results), ("untrained", un)):
@@ -584,9 +1065,18 @@ def results_markdown(results: Mapping) -> str:
             summary = res.get("summary")
             block = (summary or {}).get(layer) or {}
             row = [layer, net_name]
-            row += [fmt(_get(summary, layer, key)) if key in block else "–" for key, _ in SUMMARY_KEYS]
+            row += [val(summary, layer, key) if key in block else "–" for key, _ in keys]
             rows.append(row)
-    lines += _table(["layer", "network", *[label for _, label in SUMMARY_KEYS]], rows)
+            if net_name == "untrained" and k_inits > 1:
+                stats = (inits.get("summary") or {}).get(layer) or {}
+                cells = []
+                for key, _ in keys:
+                    st = stats.get(key) or {}
+                    cells.append(
+                        f"{fmt(st.get('mean'))} (sd {fmt(st.get('std'), 2)})" if _finite(st.get("mean")) is not None else "–"
+                    )
+                rows.append([layer, f"untrained, {k_inits} inits", *cells])
+    lines += _table(["layer", "network", *[label for _, label in keys]], rows)
 
     # conclusions
     lines += ["", "## What this shows", ""]
