@@ -45,3 +45,15 @@ def test_train_py_ends_in_one_error_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: shift.rotation is not a setting"), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_no_progress_bar_drops_the_progress_bar_callback():
+    """``+trainer.enable_progress_bar=false`` with the default callbacks must not make Lightning refuse the run."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from shiftprobe.app.train import instantiate_callbacks
+
+    cfg = compose_config("train", ["+trainer.enable_progress_bar=false"])
+    assert not any(isinstance(c, ProgressBar) for c in instantiate_callbacks(cfg))
+    cfg = compose_config("train", [])
+    assert any(isinstance(c, ProgressBar) for c in instantiate_callbacks(cfg))

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -98,7 +100,13 @@ def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
     section = cfg.get("callbacks")
     if not section:
         return []
-    return [hydra.utils.instantiate(conf) for _, conf in section.items() if conf and "_target_" in conf]
+    callbacks = [hydra.utils.instantiate(conf) for _, conf in section.items() if conf and "_target_" in conf]
+    if (cfg.get("trainer") or {}).get("enable_progress_bar") is False:
+        # the user asked for no progress bar: drop ours rather than let Lightning refuse the pair
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
 
 
 def instantiate_loggers(cfg: DictConfig) -> list:
@@ -259,7 +267,11 @@ def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
             return math.nan
         if report:
             print(f"error: {err}", file=sys.stderr, flush=True)
+        remove_unstarted_run_dir()
         sys.exit(1)
+    except Exception:
+        remove_unstarted_run_dir()
+        raise
     name = cfg.get("optimized_metric")
     if name:
         if name not in metrics:
@@ -270,6 +282,47 @@ def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
             sys.exit(1)
         return metrics[name]
     return None
+
+
+def _only_hydra_files(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but what Hydra writes (``.hydra/``, ``*.log``) and empty folders."""
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            if entry.name != ".hydra" and any(p.is_file() or p.is_symlink() for p in entry.rglob("*")):
+                return False
+        elif not entry.name.endswith(".log"):
+            return False
+    return True
+
+
+def remove_unstarted_run_dir() -> Path | None:
+    """Remove this job's Hydra run folder if the run never started (it holds only Hydra's config and log),
+    and its date folder under ``runs/`` once empty; returns the removed folder. Nothing happens in a
+    multirun (the sweep summary lists a broken job by its folder), outside Hydra or on other ranks."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+            return None
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # a config composed without Hydra's runtime section
+        return None
+    if _global_rank() != 0 or not run_dir.is_dir() or not _only_hydra_files(run_dir):
+        return None
+    for entry in list(run_dir.iterdir()):
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+        day = run_dir.parent
+        if day.parent.name == "runs" and not any(day.iterdir()):
+            day.rmdir()
+    except OSError:
+        pass
+    return run_dir
 
 
 def _quiet_lightning_console() -> None:
