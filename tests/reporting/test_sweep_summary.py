@@ -11,7 +11,7 @@ from results_factory import make_fake_results
 
 from shiftprobe.reporting.sweep_summary import summarize_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _job(sweep: Path, num: int, overrides: list[str], results: dict | str | None):
@@ -46,7 +46,8 @@ def test_summary_groups_by_config_and_lists_broken_jobs(sweep):
     assert len(summary.broken) == 2
     md = (sweep / "summary.md").read_text()
     assert "experiment=lab" in md and "experiment=augmented" in md
-    assert "0.9805 ± 0.0007" in md  # accuracy mean ± std over seeds 0.980 and 0.981
+    # accuracy over seeds 0.980 and 0.981: mean ± 95 % t half-width (12.706 * 0.000707 / sqrt(2))
+    assert "0.9805 ± 0.0064 (95 % CI [0.9741, 0.9869], n=2)" in md
     assert "broken results.json" in md and "no results.json" in md
     rows = list(csv.DictReader(open(sweep / "summary.csv")))
     assert len(rows) == 6

@@ -1,9 +1,31 @@
 """Summarise a multirun sweep: every job's ``results.json`` and the overrides that made it.
 
-``summarize_sweep(sweep_dir)`` finds the jobs (any folder below ``sweep_dir`` holding
+``summarize_sweep(sweep_dir, baseline=None)`` finds the jobs (any folder below ``sweep_dir`` holding
 ``.hydra/overrides.yaml`` or ``results.json``), groups them by configuration (their overrides without
-``seed``), and writes ``summary.csv`` (one row per job), ``summary.md`` (per configuration, mean ± std
-over seeds) and comparison plots. Jobs whose results are missing or unreadable are listed, not fatal.
+``seed``), and writes
+
+- ``summary.md``: per configuration, the mean over seeds with its 95 % Student-t interval; then each
+  configuration's **paired** difference to a baseline configuration (seed by seed, over the seeds both
+  ran) with its 95 % t-interval and a verdict (``higher``, ``lower``, ``no detectable difference``);
+- ``summary.csv``: one row per job (its own figures), plus its configuration's ``<metric>_mean``,
+  ``_ci_low``, ``_ci_high``, ``_n`` and, against the baseline, ``<metric>_diff_mean``,
+  ``_diff_ci_low``, ``_diff_ci_high``, ``_diff_n``, ``_verdict`` (repeated on each job of the
+  configuration: ``drop_duplicates("config")`` gives one row per configuration);
+- ``summary_radial.png``: score vs shift radius per layer, one line per configuration with its interval band.
+
+Seeds are the unit of replication: the interval says how much a figure moves when the network is
+trained again, which the images of one run cannot tell. A configuration with one seed has no such
+interval; it shows the run's own (within-run, over test images) interval where ``results.json`` has
+one (``<metric>_ci`` or ``<metric>_se``) and says that seeds are missing. Jobs whose results are missing
+or unreadable are listed, not fatal.
+
+Examples
+--------
+>>> iv = t_interval([1.0, 2.0, 3.0])
+>>> round(iv.mean, 6), round(iv.half, 4), iv.n   # 4.303 * 1 / sqrt(3)
+(2.0, 2.4841, 3)
+>>> paired_difference({"0": 1.0, "1": 2.0, "2": 3.0}, {"0": 1.1, "1": 2.1, "2": 3.1, "7": 9.0}).verdict
+'higher'
 """
 
 from __future__ import annotations
@@ -11,7 +33,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +41,146 @@ import yaml
 SEED_KEYS = ("seed",)
 LAYERS = ("conv1", "conv2", "fc1", "logits")
 SCORE_BY_LAYER = {"conv1": "equivariance_score", "conv2": "equivariance_score", "fc1": "invariance_score", "logits": "invariance_score"}
+LEVEL = 0.95
+Z_975 = 1.959963984540054  # standard normal 97.5 % quantile: within-run intervals from a standard error
+NEEDS_SEEDS = "n/a (needs 2+ shared seeds)"
+ONE_SEED = "1 seed: no interval over seeds; run seed=0,1,2"
+
+
+# --------------------------------------------------------------------------- Student-t interval
+
+
+def _t_central_mass(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with integer ``df`` degrees of freedom, exactly (a finite series).
+
+    With θ = atan(t / √df) and c = cos²θ (Abramowitz & Stegun 26.7.3):
+    odd df: (2/π)(θ + sinθ cosθ (1 + (2/3)c + (2·4)/(3·5)c² + ... up to c^((df-3)/2)));
+    even df: sinθ (1 + (1/2)c + (1·3)/(2·4)c² + ... up to c^((df-2)/2)).
+    """
+    if t <= 0:
+        return 0.0
+    theta = math.atan(t / math.sqrt(df))
+    sin, cos = math.sin(theta), math.cos(theta)
+    c = cos * cos
+    if df % 2:
+        series, term = (1.0 if df >= 3 else 0.0), 1.0
+        for k in range(1, (df - 3) // 2 + 1):  # term_k = term_{k-1} * (2k) / (2k + 1) * c
+            term *= (2 * k) / (2 * k + 1) * c
+            series += term
+        return min(1.0, 2.0 / math.pi * (theta + sin * cos * series))
+    series, term = 1.0, 1.0
+    for k in range(1, (df - 2) // 2 + 1):  # term_k = term_{k-1} * (2k - 1) / (2k) * c
+        term *= (2 * k - 1) / (2 * k) * c
+        series += term
+    return min(1.0, sin * series)
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The ``q`` quantile (0.5 < q < 1) of Student's t with integer ``df`` >= 1, to about 1e-12.
+
+    Inverts the exact distribution function by bisection (no scipy needed).
+
+    >>> round(t_quantile(0.975, 2), 3), round(t_quantile(0.975, 1), 3)
+    (4.303, 12.706)
+    """
+    if not 0.5 < q < 1:
+        raise ValueError(f"q must be in (0.5, 1), got {q}")
+    if int(df) != df or df < 1:
+        raise ValueError(f"df must be a positive integer, got {df}")
+    df = int(df)
+    target = 2 * q - 1
+    lo, hi = 0.0, 2.0
+    while _t_central_mass(hi, df) < target:
+        lo, hi = hi, hi * 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_central_mass(mid, df) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * hi:
+            break
+    return 0.5 * (lo + hi)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean of ``n`` values and its two-sided t-interval (``low``/``high`` are None when n < 2)."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+    @property
+    def half(self) -> float | None:
+        return None if self.low is None else 0.5 * (self.high - self.low)
+
+
+def _finite(values) -> list[float]:
+    out = []
+    for v in values:
+        if v is None:
+            continue
+        v = float(v)
+        if math.isfinite(v):
+            out.append(v)
+    return out
+
+
+def t_interval(values, level: float = LEVEL) -> Interval:
+    """Mean and its ``level`` Student-t interval: mean ± t_{(1+level)/2, n-1} · s / √n (s: sample std,
+    ddof=1). Missing and non-finite values are dropped."""
+    vals = _finite(values)
+    n = len(vals)
+    if n == 0:
+        return Interval(None, None, None, 0)
+    mean = math.fsum(vals) / n
+    if n == 1:
+        return Interval(mean, None, None, 1)
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A configuration minus the baseline, seed by seed over ``seeds`` (those both have a value for)."""
+
+    diff: Interval
+    seeds: tuple[str, ...]
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.diff)
+
+
+def verdict(diff: Interval) -> str:
+    """``higher`` / ``lower`` when the difference's interval excludes 0, else ``no detectable difference``."""
+    if diff.n < 2 or diff.low is None:
+        return NEEDS_SEEDS
+    if diff.low > 0:
+        return "higher"
+    if diff.high < 0:
+        return "lower"
+    return "no detectable difference"
+
+
+def paired_difference(baseline: dict, other: dict, level: float = LEVEL) -> Paired:
+    """``other - baseline`` over the seeds present (with a finite value) in both ``{seed: value}`` maps;
+    a seed only one of them ran is not used."""
+    base = {s: v for s, v in baseline.items() if _finite([v])}
+    oth = {s: v for s, v in other.items() if _finite([v])}
+    seeds = tuple(sorted(set(base) & set(oth), key=_seed_sort_key))
+    diffs = [float(oth[s]) - float(base[s]) for s in seeds]
+    return Paired(t_interval(diffs, level), seeds)
+
+
+def _seed_sort_key(seed: str):
+    return (0, int(seed), "") if seed.lstrip("-").isdigit() else (1, 0, seed)
+
+
+# --------------------------------------------------------------------------- jobs
 
 
 @dataclass
@@ -56,10 +217,33 @@ class Summary:
     jobs: list[Job]
     rows: list[dict] = field(default_factory=list)
     configs: dict[str, list[Job]] = field(default_factory=dict)
+    baseline: str | None = None
+    within: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # job path -> intervals
 
     @property
     def broken(self) -> list[Job]:
         return [j for j in self.jobs if j.results is None]
+
+    def values(self, config: str, key: str) -> dict[str, float]:
+        """``{seed: value}`` of one metric for one configuration (a seed run twice: their mean)."""
+        per_seed: dict[str, list[float]] = {}
+        for row in self.rows:
+            if row["config"] == config:
+                per_seed.setdefault(row["seed"], []).extend(_finite([row.get(key)]))
+        return {s: math.fsum(v) / len(v) for s, v in per_seed.items() if v}
+
+    def seeds(self, config: str) -> list[str]:
+        return sorted({row["seed"] for row in self.rows if row["config"] == config}, key=_seed_sort_key)
+
+    def stats(self, config: str, key: str) -> Interval:
+        return t_interval(self.values(config, key).values())
+
+    def paired(self, config: str, key: str) -> Paired:
+        return paired_difference(self.values(self.baseline, key), self.values(config, key))
+
+
+class UnknownBaseline(ValueError):
+    """``--baseline`` names no configuration of the sweep."""
 
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
@@ -105,42 +289,51 @@ def _get(d, *keys):
     return d
 
 
-def job_row(job: Job) -> dict:
-    r = job.results
-    row = {
-        "config": job.config,
-        "seed": job.seed,
-        "path": str(job.path),
-        "accuracy": r.get("accuracy"),
-        "conv2_aligned_even": _get(r, "parity", "even", "conv2", "aligned_rel"),
-        "conv2_nearest_aligned_odd": _get(r, "parity", "odd", "conv2", "nearest_aligned_rel"),
-        "consistency": _get(r, "summary", "logits", "consistency"),
-        "consistency_two_shifts": _get(r, "summary", "logits", "consistency_two_shifts"),
-    }
+def within_run_interval(block, key: str) -> tuple[float, float] | None:
+    """The run's own 95 % interval of ``block[key]`` (over its test images): ``block[key + "_ci"]`` if
+    results.json has it, else value ± 1.96 · ``block[key + "_se"]``; None when it has neither."""
+    if not isinstance(block, dict):
+        return None
+    ci = block.get(f"{key}_ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and len(_finite(ci)) == 2:
+        return float(ci[0]), float(ci[1])
+    value, se = block.get(key), block.get(f"{key}_se")
+    if len(_finite([value, se])) == 2:
+        return float(value) - Z_975 * float(se), float(value) + Z_975 * float(se)
+    return None
+
+
+def _sources(r: dict):
+    """(column, the results.json block holding it, its key there) for every figure of a job."""
+    yield "accuracy", r, "accuracy"
+    yield "conv2_aligned_even", _get(r, "parity", "even", "conv2"), "aligned_rel"
+    yield "conv2_nearest_aligned_odd", _get(r, "parity", "odd", "conv2"), "nearest_aligned_rel"
+    logits = _get(r, "summary", "logits")
+    yield "consistency", logits, "consistency"
+    yield "consistency_two_shifts", logits, "consistency_two_shifts"
+    if isinstance(logits, dict) and "consistency_correct" in logits:
+        yield "consistency_correct", logits, "consistency_correct"
     for layer in LAYERS:
-        row[f"{layer}_{SCORE_BY_LAYER[layer]}"] = _get(r, "summary", layer, SCORE_BY_LAYER[layer])
+        yield f"{layer}_{SCORE_BY_LAYER[layer]}", _get(r, "summary", layer), SCORE_BY_LAYER[layer]
     for ring in r.get("radial", []):
-        row[f"fc1_invariance_r{ring['radius']}"] = _get(ring, "fc1", "invariance_score")
-    return row
+        yield f"fc1_invariance_r{ring['radius']}", ring.get("fc1"), "invariance_score"
 
 
-def mean_std(values) -> tuple[float | None, float | None, int]:
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals:
-        return None, None, 0
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+def job_row(job: Job) -> tuple[dict, dict[str, tuple[float, float]]]:
+    """The job's figures (one csv row) and their within-run intervals where results.json has them."""
+    row = {"config": job.config, "seed": job.seed, "path": str(job.path)}
+    within = {}
+    for column, block, key in _sources(job.results):
+        row[column] = block.get(key) if isinstance(block, dict) else None
+        ci = within_run_interval(block, key)
+        if ci is not None:
+            within[column] = ci
+    return row, within
 
 
-def fmt_mean_std(values, digits: int = 3) -> str:
-    mean, std, n = mean_std(values)
-    if mean is None:
-        return "n/a"
-    if abs(mean) < 1e-3 and mean != 0:
-        return f"{mean:.1e} ± {std:.0e}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def summarize(sweep_dir) -> Summary:
+def summarize(sweep_dir, baseline: str | None = None) -> Summary:
+    """Read the sweep; ``baseline`` (a configuration label, default the first configuration) is what the
+    paired differences are taken against. Raises ``UnknownBaseline`` naming the labels there are."""
     jobs = find_jobs(Path(sweep_dir))
     common = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
     for job in jobs:
@@ -148,9 +341,23 @@ def summarize(sweep_dir) -> Summary:
     summary = Summary(jobs)
     for job in jobs:
         if job.results is not None:
-            summary.rows.append(job_row(job))
+            row, within = job_row(job)
+            summary.rows.append(row)
+            summary.within[row["path"]] = within
             summary.configs.setdefault(job.config, []).append(job)
+    summary.baseline = _pick_baseline(summary, baseline, common)
     return summary
+
+
+def _pick_baseline(summary: Summary, baseline: str | None, common: set[str]) -> str | None:
+    if baseline is None:
+        return next(iter(summary.configs), None)
+    # the order of the overrides and those every job shares do not matter: `seed` never does
+    wanted = " ".join(sorted(o for o in baseline.strip().strip("`").split() if o not in common)) or "default"
+    if wanted in summary.configs:
+        return wanted
+    known = ", ".join(f'"{c}"' for c in summary.configs) or "none (no finished job)"
+    raise UnknownBaseline(f'--baseline "{baseline}" is no configuration of this sweep; the configurations are: {known}')
 
 
 def radii(summary: Summary) -> list[int]:
@@ -160,34 +367,84 @@ def radii(summary: Summary) -> list[int]:
     return sorted(r for r in found if r > 0)
 
 
+# --------------------------------------------------------------------------- markdown
+
+
+def _num(x: float, digits: int, sign: bool = False) -> str:
+    plus = "+" if sign else ""
+    if x != 0 and abs(x) < 10 ** -digits:
+        return f"{x:{plus}.1e}"
+    return f"{x:{plus}.{digits}f}"
+
+
+def fmt_interval(iv: Interval, digits: int = 3, sign: bool = False) -> str:
+    """``0.762 ± 0.008 (95 % CI [0.754, 0.770], n=3)``; one value: just the value."""
+    if iv.mean is None:
+        return "n/a"
+    if iv.low is None:
+        return _num(iv.mean, digits, sign)
+    half = f"{iv.half:.1e}" if 0 < iv.half < 10 ** -digits else f"{iv.half:.{digits}f}"
+    return (
+        f"{_num(iv.mean, digits, sign)} ± {half} "
+        f"({LEVEL * 100:.0f} % CI [{_num(iv.low, digits, sign)}, {_num(iv.high, digits, sign)}], n={iv.n})"
+    )
+
+
+def _metrics(summary: Summary) -> list[tuple[str, str, int]]:
+    """(csv column, table heading, digits) of the figures summary.md reports."""
+    out = [("accuracy", "accuracy", 4)]
+    out += [(f"fc1_invariance_r{k}", f"fc1 inv. r={k}", 3) for k in radii(summary)]
+    out += [
+        ("conv2_aligned_even", "conv2 aligned_rel even", 3),
+        ("conv2_nearest_aligned_odd", "conv2 nearest aligned odd", 3),
+        ("consistency", "consistency", 3),
+        ("consistency_two_shifts", "consistency (2 shifts)", 3),
+    ]
+    if any(row.get("consistency_correct") is not None for row in summary.rows):
+        out.append(("consistency_correct", "consistency (correct only)", 3))
+    return out
+
+
+def _single_seed_cell(summary: Summary, config: str, key: str, digits: int) -> str:
+    row = next(r for r in summary.rows if r["config"] == config)
+    value = _finite([row.get(key)])
+    if not value:
+        return "n/a"
+    ci = summary.within[row["path"]].get(key)
+    if ci is None:
+        return _num(value[0], digits)
+    return f"{_num(value[0], digits)} (within-run 95 % CI [{_num(ci[0], digits)}, {_num(ci[1], digits)}])"
+
+
 def summary_markdown(summary: Summary) -> str:
-    rs = radii(summary)
-    by_config = {}
-    for row in summary.rows:
-        by_config.setdefault(row["config"], []).append(row)
+    metrics = _metrics(summary)
     lines = ["# Sweep summary", ""]
     lines.append(
-        f"{len(summary.rows)} finished job(s) in {len(by_config)} configuration(s); mean ± std over seeds "
-        "(n = number of seeds)."
+        f"{len(summary.rows)} finished job(s) in {len(summary.configs)} configuration(s). Each figure: the "
+        "mean over seeds ± the half-width of its 95 % Student-t interval (t quantile with n - 1 degrees of "
+        "freedom × std / √n), then the interval itself and n, the number of seeds with that figure."
     )
     common = summary.jobs[0].common if summary.jobs else ()
     if common:
         lines.append("")
         lines.append("Overrides shared by every job: " + " ".join(f"`{o}`" for o in common) + ".")
     lines.append("")
-    head = ["configuration", "n", "accuracy"] + [f"fc1 inv. r={r}" for r in rs]
-    head += ["conv2 aligned_rel even", "conv2 nearest aligned odd", "consistency", "consistency (2 shifts)"]
+    head = ["configuration", "n", "seeds"] + [label for _, label, _ in metrics]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
-    for config, rows in by_config.items():
-        cells = [f"`{config}`", str(len(rows)), fmt_mean_std([r["accuracy"] for r in rows], 4)]
-        cells += [fmt_mean_std([r.get(f"fc1_invariance_r{k}") for r in rows]) for k in rs]
-        cells += [
-            fmt_mean_std([r["conv2_aligned_even"] for r in rows]),
-            fmt_mean_std([r["conv2_nearest_aligned_odd"] for r in rows]),
-            fmt_mean_std([r["consistency"] for r in rows]),
-            fmt_mean_std([r["consistency_two_shifts"] for r in rows]),
-        ]
+    single = []
+    for config in summary.configs:
+        seeds = summary.seeds(config)
+        seed_cell = ", ".join(seeds)
+        if len(seeds) == 1:
+            single.append(config)
+            seed_cell += f" ({ONE_SEED})"
+        cells = [f"`{config}`", str(len(seeds)), seed_cell]
+        for key, _, digits in metrics:
+            if len(seeds) == 1:
+                cells.append(_single_seed_cell(summary, config, key, digits))
+            else:
+                cells.append(fmt_interval(summary.stats(config, key), digits))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -195,67 +452,177 @@ def summary_markdown(summary: Summary) -> str:
         "shifts with max(|dy|, |dx|) = k. conv2 aligned_rel even: exact-equivariance error at even shifts "
         "(< 1e-5 = exact); odd: the best integer alignment's error at odd shifts (stride 2 cannot follow them).",
     ]
+    if single:
+        lines += [
+            "",
+            "Configurations with one seed ("
+            + ", ".join(f"`{c}`" for c in single)
+            + f"): {ONE_SEED}. Their figures are that run's; the interval beside a figure, where results.json "
+            "has one, is within the run (over its test images) and does not include the variation between "
+            "trainings.",
+        ]
+    lines += _paired_markdown(summary, metrics)
     if summary.broken:
         lines += ["", "## Jobs without usable results", ""]
         lines += [f"- `{job.path}` ({job.config}, seed {job.seed}): {job.problem}" for job in summary.broken]
     return "\n".join(lines) + "\n"
 
 
-def write_csv(summary: Summary, path: Path) -> None:
-    keys: list[str] = []
+def _paired_markdown(summary: Summary, metrics) -> list[str]:
+    base = summary.baseline
+    others = [c for c in summary.configs if c != base]
+    if base is None or not others:
+        return []
+    lines = [
+        "",
+        f"## Paired differences to the baseline `{base}`",
+        "",
+        f"Each configuration minus `{base}`, seed by seed over the seeds both ran (a seed only one of them "
+        "ran is not used): the mean difference ± the half-width of its 95 % t-interval. Verdict: `higher` "
+        "or `lower` (the figure's value, whether that is better depends on the figure) when the interval "
+        "excludes 0, else `no detectable difference` (not a proof of equality: with few seeds only large "
+        "differences are detectable). Other baseline: "
+        '`python scripts/summarize.py <sweep> --baseline "<configuration>"`.',
+        "",
+        f"| configuration | figure | shared seeds | difference to `{base}` (95 % CI) | verdict vs `{base}` |",
+        "|---|---|---|---|---|",
+    ]
+    for config in others:
+        pairs = [(label, digits, summary.paired(config, key)) for key, label, digits in metrics]
+        if all(p.diff.n < 2 for _, _, p in pairs):  # nothing to compare: one line, not one per figure
+            shared = sorted(set(summary.seeds(config)) & set(summary.seeds(base)), key=_seed_sort_key)
+            lines.append(f"| `{config}` | all | {', '.join(shared) or 'none'} | n/a | {NEEDS_SEEDS} |")
+            continue
+        for label, digits, p in pairs:
+            seeds = ", ".join(p.seeds) if p.seeds else "none"
+            diff = fmt_interval(p.diff, digits, sign=True) if p.diff.n >= 2 else "n/a"
+            lines.append(f"| `{config}` | {label} | {seeds} | {diff} | {p.verdict} |")
+    return lines
+
+
+# --------------------------------------------------------------------------- csv and plot
+
+
+def csv_rows(summary: Summary) -> list[dict]:
+    """summary.csv's rows: each job's figures and its configuration's interval and paired difference."""
+    metric_keys: list[str] = []
     for row in summary.rows:
+        metric_keys += [k for k in row if k not in ("config", "seed", "path") and k not in metric_keys]
+    per_config: dict[str, dict] = {}
+    for config in summary.configs:
+        agg = {"n_seeds": len(summary.seeds(config)), "baseline": summary.baseline}
+        for key in metric_keys:
+            iv = summary.stats(config, key)
+            agg |= {f"{key}_mean": iv.mean, f"{key}_ci_low": iv.low, f"{key}_ci_high": iv.high, f"{key}_n": iv.n}
+        for key in metric_keys:
+            if config == summary.baseline:
+                continue
+            p = summary.paired(config, key)
+            agg |= {
+                f"{key}_diff_mean": p.diff.mean,
+                f"{key}_diff_ci_low": p.diff.low,
+                f"{key}_diff_ci_high": p.diff.high,
+                f"{key}_diff_n": p.diff.n,
+                f"{key}_verdict": p.verdict,
+            }
+        per_config[config] = agg
+    out = []
+    for row in summary.rows:
+        full = dict(row)
+        for key, (lo, hi) in summary.within[row["path"]].items():
+            full[f"{key}_within_ci_low"], full[f"{key}_within_ci_high"] = lo, hi
+        full |= per_config[row["config"]]
+        out.append(full)
+    return out
+
+
+def write_csv(summary: Summary, path: Path) -> None:
+    rows = csv_rows(summary)
+    keys: list[str] = []
+    for row in rows:
         keys += [k for k in row if k not in keys]
+    if not keys:
+        keys = ["config", "seed", "path"]
     keys.append("problem")
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
-        for row in summary.rows:
+        for row in rows:
             writer.writerow(row)
         for job in summary.broken:
             writer.writerow({"config": job.config, "seed": job.seed, "path": str(job.path), "problem": job.problem})
 
 
+def radial_band(summary: Summary, config: str, layer: str, metric: str):
+    """(radii, means, lows, highs) of one configuration's score vs radius: over seeds, the mean and its
+    95 % t-interval; with one seed, the run's value and its within-run interval (None where it has none)."""
+    per_radius: dict[int, dict[str, list[float]]] = {}
+    within: dict[int, tuple[float, float] | None] = {}
+    for job in summary.configs[config]:
+        for ring in job.results.get("radial", []):
+            value = _finite([_get(ring, layer, metric)])
+            if value:
+                radius = int(ring["radius"])
+                per_radius.setdefault(radius, {}).setdefault(job.seed, []).extend(value)
+                within[radius] = within_run_interval(ring.get(layer), metric)
+    xs = sorted(per_radius)
+    means, lows, highs = [], [], []
+    for x in xs:
+        by_seed = [math.fsum(v) / len(v) for v in per_radius[x].values()]
+        iv = t_interval(by_seed)
+        low, high = iv.low, iv.high
+        if iv.n == 1 and within.get(x) is not None:
+            low, high = within[x]
+        means.append(iv.mean)
+        lows.append(low)
+        highs.append(high)
+    return xs, means, lows, highs
+
+
 def plot_comparison(summary: Summary, path: Path):
-    """Score vs radius per layer (one panel each), one line per configuration (mean ± std over seeds)."""
+    """Score vs radius per layer (one panel each), one line per configuration: the mean over seeds with its
+    95 % t-interval as a band (one seed: the within-run interval where results.json has one)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.2 * len(LAYERS), 3.8), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(LAYERS), 4.1), layout="constrained")
     axes = fig.subplots(1, len(LAYERS))
     for ax, layer in zip(axes, LAYERS, strict=True):
         metric = SCORE_BY_LAYER[layer]
-        for config, jobs in summary.configs.items():
-            per_radius: dict[int, list[float]] = {}
-            for job in jobs:
-                for ring in job.results.get("radial", []):
-                    value = _get(ring, layer, metric)
-                    if value is not None:
-                        per_radius.setdefault(int(ring["radius"]), []).append(float(value))
-            if not per_radius:
+        for config in summary.configs:
+            xs, means, lows, highs = radial_band(summary, config, layer, metric)
+            if not xs:
                 continue
-            xs = sorted(per_radius)
-            stats = [mean_std(per_radius[x]) for x in xs]
-            means = [s[0] for s in stats]
-            stds = [s[1] for s in stats]
-            (line,) = ax.plot(xs, means, marker="o", label=config)
-            low = [m - s for m, s in zip(means, stds, strict=True)]
-            high = [m + s for m, s in zip(means, stds, strict=True)]
-            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+            n = len(summary.seeds(config))
+            label = config + (f" (n={n})" if n > 1 else " (1 seed)")
+            (line,) = ax.plot(xs, means, marker="o", label=label)
+            banded = [i for i, lo in enumerate(lows) if lo is not None]
+            if banded:
+                ax.fill_between(
+                    [xs[i] for i in banded], [lows[i] for i in banded], [highs[i] for i in banded],
+                    color=line.get_color(), alpha=0.2, linewidth=0,
+                )
         ax.set_title(f"{layer}: {metric.replace('_', ' ')}")
         ax.set_xlabel("shift radius max(|dy|, |dx|) [px]")
         ax.set_ylim(top=1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (1 = unchanged, 0 = control)")
     axes[-1].legend(fontsize=8, loc="best")
+    fig.suptitle(
+        "mean over seeds; band: 95 % Student-t interval over seeds (1 seed: within-run interval where recorded)",
+        fontsize=9,
+    )
     fig.savefig(path, dpi=120)
     return fig
 
 
-def summarize_sweep(sweep_dir, out_dir=None) -> Summary:
-    """Write ``summary.csv``, ``summary.md`` and ``summary_radial.png`` into ``out_dir`` (default: the sweep)."""
-    summary = summarize(sweep_dir)
+def summarize_sweep(sweep_dir, out_dir=None, baseline: str | None = None) -> Summary:
+    """Write ``summary.csv``, ``summary.md`` and ``summary_radial.png`` into ``out_dir`` (default: the sweep).
+
+    ``baseline``: the configuration the others are compared with (default: the first one)."""
+    summary = summarize(sweep_dir, baseline)
     out = Path(out_dir) if out_dir else Path(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(summary, out / "summary.csv")
