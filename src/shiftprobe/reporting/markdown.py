@@ -632,9 +632,9 @@ def _training_effect(results: Mapping, layer: str) -> str:
 
 
 def _consistency_at(row: Mapping, layer: str) -> str:
-    text = val(row, layer, "consistency", pct=True)
+    text = f"{val(row, layer, 'consistency', pct=True)} of images at radius {row['radius']}"
     if _get(row, layer, "consistency_correct") is not None:
-        text += f" ({val(row, layer, 'consistency_correct', pct=True)} among correctly classified images)"
+        text += f" ({val(row, layer, 'consistency_correct', pct=True)} of the correctly classified ones)"
     return text
 
 
@@ -657,9 +657,9 @@ def _invariance_sentence(results: Mapping, layer: str) -> str:
         ]
         if rows:
             first, last = rows[0], rows[-1]
-            part = f" The predicted class is unchanged for {_consistency_at(first, layer)} of images at radius {first['radius']}"
+            part = f" The predicted class is unchanged for {_consistency_at(first, layer)}"
             if last is not first:
-                part += f" and {_consistency_at(last, layer)} at radius {last['radius']}"
+                part += f" and {_consistency_at(last, layer)}"
             text += part
             summary = results.get("summary")
             if _get(summary, layer, "shifted_acc") is not None:
@@ -784,19 +784,23 @@ def _untrained_sentences(results: Mapping) -> list[str]:
 
 
 # -- how sure -------------------------------------------------------------------------------------
-def largest_halfwidth(res: Mapping, layers: Iterable[str], metrics: Iterable[str]) -> tuple[float, str, str] | None:
-    """The widest 95 % half-width over the non-zero radial rows: ``(half-width, layer, metric)``."""
+def largest_halfwidth(res: Mapping, layers: Iterable[str] | None = None) -> tuple[float, str, str, int] | None:
+    """The widest 95 % half-width of a layer's key score over the non-zero radial rows:
+    ``(half-width, layer, metric, radius)``; None where the results carry no interval."""
     best = None
-    metrics = list(metrics)
     for row in res.get("radial", []):
         if int(row["radius"]) == 0:
             continue
-        for layer in layers:
-            for metric in metrics:
-                hw = halfwidth(row, layer, metric)
-                if hw is not None and (best is None or hw > best[0]):
-                    best = (hw, layer, metric)
+        for layer in layers if layers is not None else res.get("layers", []):
+            metric = key_metric(res, layer)
+            hw = halfwidth(row, layer, metric)
+            if hw is not None and (best is None or hw > best[0]):
+                best = (hw, layer, metric, int(row["radius"]))
     return best
+
+
+def _metric_words(metric: str) -> str:
+    return "sorting hint" if metric == "equivariance_score" else metric.replace("_", " ")
 
 
 def _intervals_sentence(results: Mapping) -> str:
@@ -806,16 +810,16 @@ def _intervals_sentence(results: Mapping) -> str:
             "**How sure**: this results.json carries no standard errors or intervals (it was written by an older "
             "version), so no figure here has a ± and no difference can be called real; measure again to get them."
         )
-    layers = list(results.get("layers", []))
-    widest = largest_halfwidth(results, layers, ("invariance_score", "equivariance_score"))
+    widest = largest_halfwidth(results)
     text = (
         f"**How sure**: every ± is the half-width of a 95 % interval over the {n} test images (scores: the "
         "interval of a ratio of two means over the same images; other means: 1.96 standard errors)."
     )
     if widest is not None:
         text += (
-            f" radial.png draws these intervals as bands around each score (the widest: ±{fmt(widest[0], 2)}, "
-            f"{widest[1]} {widest[2].replace('_', ' ')}); heatmaps.png states each panel's widest."
+            f" radial.png draws them as bands around each profile (the widest on a key score: ±{fmt(widest[0], 2)}, "
+            f"{widest[1]}'s {_metric_words(widest[2])} at radius {widest[3]}); heatmaps.png states each panel's "
+            "widest."
         )
     if results.get("untrained"):
         k = int((results.get("untrained_inits") or {}).get("k") or 1)
@@ -908,7 +912,7 @@ def _header_lines(results: Mapping) -> list[str]:
         f"|dy|, |dx| <= {m} ({len(_nonzero_shifts(results))} non-zero shifts measured)",
         f"- **Images**: {images}; control = unrelated image pairs "
         f"(offset {(results.get('control') or {}).get('offset', 'n/a')})",
-        *([f"- **Untrained control** (the untrained network's weights): {results['untrained_origin']}"]
+        *([f"- **Untrained control's weights**: {results['untrained_origin']}"]
           if un and results.get("untrained_origin") else []),
         f"- **Measurement time**: {timing}",
         f"- **Precision**: the network ran in {precision.get('dtype', 'float32')}; exact means a relative "
@@ -989,7 +993,6 @@ def results_markdown(results: Mapping) -> str:
                 parity = res.get("parity") or {}
                 row = [layer, str(results["strides"][layer]), net_name]
                 for group in ("even", "odd"):
-                    v = _get(parity.get(group), layer, "aligned_rel")
                     has_group = group in parity
                     row.append(val(parity.get(group), layer, "aligned_rel") if has_group else "not measured")
                     row.append(exactness(_worst(parity.get(group), layer), exact_tol(res)) if has_group else "–")
@@ -1107,16 +1110,22 @@ def summary_lines(results: Mapping) -> list[str]:
     width = max((len(layer) for layer in results.get("layers", [])), default=0)
     for layer in results.get("layers", []):
         metric = key_metric(results, layer)
-        name = "equivariance" if metric == "equivariance_score" else "invariance"
-        a = _get(results.get("summary"), layer, metric)
-        text = f"{layer:<{width}}  {name} {fmt(a)}"
-        if un:
-            text += f" (untrained {fmt(_get(un.get('summary'), layer, metric))})"
-        if is_conv(results, layer):
+        if is_conv(results, layer):  # the exact test first, the sorted score only as the lab's hint
             ex = conv_exactness(results, layer)
-            text += f"; {_exactness_phrase(ex)} (max aligned_rel {fmt(ex['max_aligned'])})"
-        elif layer == classifier(results):
-            text += f"; consistency {fmt(_get(results.get('summary'), layer, 'consistency'))}"
-            text += f", shifted acc {fmt(_get(results.get('summary'), layer, 'shifted_acc'))}"
+            text = f"{layer:<{width}}  {_exactness_phrase(ex)} (max aligned_rel {fmt(ex['max_aligned'])}); sorting hint"
+        else:
+            text = f"{layer:<{width}}  invariance"
+        text += f" {val(results.get('summary'), layer, metric)}"
+        if un:
+            text += f" (untrained {val(un.get('summary'), layer, metric)})"
+        if layer == classifier(results) and not is_conv(results, layer):
+            summary = results.get("summary")
+            text += f"; consistency {val(summary, layer, 'consistency')}"
+            if _get(summary, layer, "consistency_correct") is not None:
+                text += f" ({val(summary, layer, 'consistency_correct')} among correct)"
+            text += f", shifted acc {val(summary, layer, 'shifted_acc')}"
+            for name, res in _networks(results):
+                if near_constant(res):
+                    text += f"; {name} predictions near-constant"
         out.append(text)
     return out
