@@ -6,12 +6,16 @@ The public API (no Lightning or Hydra needed)::
     res = shiftprobe.measure(model, images, labels, layers=[...], transform=shiftprobe.Translation(max_shift=4))
     res.summary["fc1"]["invariance_score"]; res.to_dataframe(); res.save("results.json"); res.markdown()
     shiftprobe.load_results("results.json")
+    net = shiftprobe.load_network("lab_net.pt")      # a train.py .ckpt, a state_dict or a whole saved module
+    shiftprobe.export_pairs(net, images, labels, ["conv2", "fc1"], n=100, seed=0, path="pairs")  # pairs.pt/.npz
 
 See docs/api.md. The training / measurement app is ``python train.py`` (Hydra), built on the same engine.
 """
 
+from shiftprobe.checkpoints import load_network
 from shiftprobe.models import AllConvCNN, GapCNN, LabCNN, SmallResNet
 from shiftprobe.probe.engine import measure
+from shiftprobe.probe.export import export_pairs
 from shiftprobe.probe.results import Results, load_results
 from shiftprobe.probe.transforms import Translation
 
@@ -25,6 +29,8 @@ __all__ = [
     "SmallResNet",
     "Translation",
     "__version__",
+    "export_pairs",
+    "load_network",
     "load_results",
     "measure",
 ]

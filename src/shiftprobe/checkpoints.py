@@ -1,0 +1,262 @@
+"""Read a network's weights from the files people actually have (Lightning-free).
+
+Accepted, in this order of trust:
+
+- a Lightning ``.ckpt`` written by ``train.py`` (weights under ``state_dict`` with the ``net.`` prefix,
+  the initial weights under ``initial_net_state``, the run configuration in ``hyper_parameters``);
+- a plain ``state_dict``: ``torch.save(model.state_dict(), path)`` from a plain PyTorch loop, with or
+  without the ``net.`` prefix (also ``module.``, as ``DataParallel`` writes it), or a dict holding one
+  under ``state_dict`` / ``model_state_dict`` (the PyTorch tutorial's training checkpoint);
+- a whole saved module, ``torch.save(model, path)``. Loading it unpickles the file, which **runs code
+  stored in it**: it is tried only after the safe ``weights_only=True`` load fails on a class it
+  does not know, and its class must be importable here.
+
+Anything else is a :class:`~shiftprobe.errors.ShiftProbeError` with one line saying what the file is
+and what is accepted.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from shiftprobe.errors import ShiftProbeError
+
+log = logging.getLogger(__name__)
+
+#: where a training checkpoint written by train.py keeps the network's initial weights
+INITIAL_STATE_KEY = "initial_net_state"
+#: prefixes stripped from every key of a plain state_dict (when all keys have it)
+STRIPPED_PREFIXES = ("net.", "module.", "_orig_mod.")
+#: keys under which a training-loop checkpoint (a dict of several things) keeps the model's weights
+NESTED_STATE_KEYS = ("state_dict", "model_state_dict")
+ACCEPTED = (
+    "a .ckpt written by train.py, a state_dict (torch.save(model.state_dict(), path)) "
+    "or a whole module (torch.save(model, path))"
+)
+
+
+@dataclass
+class CheckpointFile:
+    """What a checkpoint file holds.
+
+    ``kind``: ``"lightning"``, ``"state_dict"`` or ``"module"``. ``weights``: the network's
+    ``state_dict`` without the ``net.`` prefix. ``initial``: the initial weights it records (train.py
+    checkpoints), else None. ``checkpoint``: the whole Lightning checkpoint dict (``kind="lightning"``).
+    ``module``: the saved module (``kind="module"``).
+    """
+
+    path: Path
+    kind: str
+    weights: dict[str, torch.Tensor]
+    initial: dict[str, torch.Tensor] | None = None
+    checkpoint: dict | None = None
+    module: nn.Module | None = None
+    stripped: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_config(self) -> dict | None:
+        """The training run's configuration (train.py checkpoints), else None."""
+        if self.checkpoint is None:
+            return None
+        return (self.checkpoint.get("hyper_parameters") or {}).get("config") or None
+
+
+def _is_state_dict(obj) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """``state`` without a prefix every key shares (``net.``, ``module.``, ``_orig_mod.``), and what was removed."""
+    state, removed = dict(state), ""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in STRIPPED_PREFIXES:
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                removed += prefix
+                changed = True
+    return state, removed
+
+
+def _net_weights(lightning_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``net.`` entries of a LightningModule's state_dict, without the prefix."""
+    return {k[len("net."):]: v for k, v in lightning_state.items() if k.startswith("net.")}
+
+
+def _torch_load(path: Path, what: str):
+    """``torch.load`` with ``weights_only=True``; a whole pickled module only after that refuses a class."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a pickle of known structure: do not run it
+            raise ShiftProbeError(
+                f"{what}={str(path)!r} is not a PyTorch checkpoint (torch.load cannot read it); use {ACCEPTED}"
+            ) from None
+    except Exception as err:
+        raise ShiftProbeError(
+            f"{what}={str(path)!r} is not a PyTorch checkpoint (torch.load: {err.__class__.__name__}); use {ACCEPTED}"
+        ) from None
+    log.warning(
+        "%s=%s holds pickled Python objects (a whole saved module?): loading it with weights_only=False, "
+        "which runs code stored in the file; load only files you trust",
+        what,
+        path,
+    )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (AttributeError, ModuleNotFoundError, ImportError) as err:
+        raise ShiftProbeError(
+            f"{what}={str(path)!r} is a whole saved module whose class cannot be imported here ({err}); "
+            f"save its weights instead, torch.save(model.state_dict(), path), and give the matching model=..."
+        ) from None
+    except Exception as err:
+        raise ShiftProbeError(
+            f"{what}={str(path)!r} cannot be unpickled ({err.__class__.__name__}: {err}); use {ACCEPTED}"
+        ) from None
+
+
+def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> CheckpointFile:
+    """Read ``path`` as one of the accepted formats (see the module docstring).
+
+    ``what`` names the setting the path came from, for the one-line error message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ShiftProbeError(f"{what}={str(path)!r}: no such file; use {ACCEPTED}")
+    obj = _torch_load(path, what)
+    if isinstance(obj, nn.Module):
+        weights = {k: v.detach() for k, v in obj.state_dict().items()}
+        return CheckpointFile(path, "module", weights, module=obj)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping) and "pytorch-lightning_version" in obj:
+        state = obj["state_dict"]
+        initial = obj.get(INITIAL_STATE_KEY)
+        weights = _net_weights(state) or strip_prefix(state)[0]
+        return CheckpointFile(
+            path, "lightning", weights, initial=dict(initial) if _is_state_dict(initial) else None, checkpoint=dict(obj)
+        )
+    if _is_state_dict(obj):
+        weights, removed = strip_prefix(obj)
+        return CheckpointFile(path, "state_dict", weights, stripped=removed)
+    if isinstance(obj, Mapping):
+        for key in NESTED_STATE_KEYS:
+            if _is_state_dict(obj.get(key)):
+                weights, removed = strip_prefix(obj[key])
+                return CheckpointFile(path, "state_dict", weights, stripped=removed, notes=[f"weights read from {key!r}"])
+        keys = ", ".join(map(repr, list(obj)[:6])) or "none"
+        raise ShiftProbeError(
+            f"{what}={str(path)!r} holds a dict without network weights (keys: {keys}); use {ACCEPTED}"
+        )
+    raise ShiftProbeError(f"{what}={str(path)!r} holds a {type(obj).__name__}, not network weights; use {ACCEPTED}")
+
+
+def fresh_copy(net: nn.Module, seed: int) -> nn.Module | None:
+    """A copy of ``net`` re-initialised as a new network would be (every submodule's
+    ``reset_parameters``, seeded with ``seed``); None when no submodule can reset itself."""
+    copy_ = copy.deepcopy(net)
+    resettable = [m for m in copy_.modules() if callable(getattr(m, "reset_parameters", None))]
+    if not resettable:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for module in resettable:
+            module.reset_parameters()
+    return copy_
+
+
+def load_network(path: str | Path, model: nn.Module | None = None, *, initial: bool = False) -> nn.Module:
+    """A network with the weights of the checkpoint at ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.ckpt`` written by ``train.py``, a plain ``state_dict`` (with or without the ``net.``
+        prefix) or a whole module saved with ``torch.save(model, path)`` (unpickling it runs code
+        stored in the file: only for files you trust).
+    model : torch.nn.Module, optional
+        The network to load the weights into (changed in place and returned). Default: the model the
+        ``.ckpt`` records, else the lab CNN (:class:`shiftprobe.LabCNN`); a whole saved module is used
+        as it is.
+    initial : bool
+        Return the network at the initial weights the checkpoint records (``train.py`` checkpoints
+        keep them), e.g. as ``measure(..., untrained=...)``.
+
+    Examples
+    --------
+    >>> import torch, tempfile, os, shiftprobe
+    >>> path = os.path.join(tempfile.mkdtemp(), "lab_net.pt")
+    >>> torch.save(shiftprobe.LabCNN().state_dict(), path)
+    >>> type(shiftprobe.load_network(path)).__name__
+    'LabCNN'
+    """
+    source = read_checkpoint(path, what="path")
+    weights = source.weights
+    if initial:
+        if source.initial is None:
+            raise ShiftProbeError(f"path={str(path)!r} records no initial weights (only train.py checkpoints do)")
+        weights = source.initial
+    if model is None:
+        if source.module is not None and not initial:
+            return source.module
+        model = source.module if source.module is not None else _recorded_model(source)
+    problems = fit_problems(weights, model.state_dict())
+    if problems:
+        raise ShiftProbeError(
+            f"path={str(path)!r} does not fit {type(model).__name__}: {problems}; "
+            f"pass the network it was saved from as model="
+        )
+    model.load_state_dict(weights)
+    return model
+
+
+def _recorded_model(source: CheckpointFile) -> nn.Module:
+    config = source.run_config or {}
+    model_cfg = config.get("model") if isinstance(config, Mapping) else None
+    if isinstance(model_cfg, Mapping) and "_target_" in model_cfg:
+        import hydra
+
+        from shiftprobe.app.checkpoint_compat import upgrade_targets
+
+        return hydra.utils.instantiate(upgrade_targets(dict(model_cfg)))
+    from shiftprobe.models import LabCNN
+
+    return LabCNN()
+
+
+def weight_differences(stored: Mapping, current: Mapping) -> tuple[list, list, list]:
+    """``(missing, unexpected, shapes)``: keys the file lacks, keys the model lacks, and
+    ``(key, file shape, model shape)`` where both have the key with other shapes."""
+    missing = [k for k in current if k not in stored]
+    unexpected = [k for k in stored if k not in current]
+    shapes = [
+        (k, list(stored[k].shape), list(current[k].shape))
+        for k in current
+        if k in stored and tuple(stored[k].shape) != tuple(current[k].shape)
+    ]
+    return missing, unexpected, shapes
+
+
+def fit_problems(stored: Mapping, current: Mapping, limit: int = 3) -> str | None:
+    """The first differences between weights read from a file and a model's, as one phrase (None: they fit)."""
+    missing, unexpected, shapes = weight_differences(stored, current)
+    parts = [f"{k} is {a} in the file but {b} in the model" for k, a, b in shapes]
+    parts += [f"{k} is missing from the file" for k in missing]
+    parts += [f"{k} is in the file but not in the model" for k in unexpected]
+    if not parts:
+        return None
+    more = f" (and {len(parts) - limit} more)" if len(parts) > limit else ""
+    return "; ".join(parts[:limit]) + more

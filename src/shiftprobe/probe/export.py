@@ -1,0 +1,154 @@
+"""``export_pairs``: the lab's deliverable, the activations of shifted pairs, as files to analyse.
+
+For ``n`` seeded random draws of (test image, shift) it records ``x``, ``Tx``, the shift, the label and
+the activations at every probe layer for ``x`` and ``Tx``, of the trained network and, when given,
+of the untrained control. Activations are captured with the engine's forward hooks
+(:class:`~shiftprobe.probe.capture.LayerCapture`), so a layer means exactly what it means in
+``results.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from shiftprobe.probe.capture import LayerCapture, resolve_layers
+from shiftprobe.probe.engine import as_image_batch, exact_float32, model_device, model_dtype, to_pixels
+from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.transforms import Translation, shift_images_per_sample
+
+#: file names written into a folder given as ``path``
+PT_NAME, NPZ_NAME = "pairs.pt", "pairs.npz"
+
+
+def draw_pairs(plan: ShiftPlan, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` seeded (image index, shift) draws: ``(indices (n,), shifts (n, 2))``.
+
+    Images are drawn without replacement while ``n`` allows it (else with); the shift of each draw is
+    uniform over the plan's non-zero shifts (``grid`` / ``axis``), or the image's own shift (``random``).
+    """
+    g = torch.Generator().manual_seed(int(seed) + 15485863)
+    n_images = plan.n_images
+    if n <= n_images:
+        idx = torch.randperm(n_images, generator=g)[:n]
+    else:
+        idx = torch.randint(0, n_images, (n,), generator=g)
+    if not plan.uniform:
+        return idx, plan.per_image[idx].clone()
+    choices = [s for s in plan.shifts if s != (0, 0)] or list(plan.shifts)
+    pick = torch.randint(0, len(choices), (n,), generator=g)
+    return idx, torch.tensor(choices, dtype=torch.long)[pick].view(n, 2)
+
+
+def _activations(model: nn.Module, layers: Sequence[str] | None, x: torch.Tensor, tx: torch.Tensor,
+                 batch_size: int, device: torch.device | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{layer: (f(x), f(Tx))}`` on the CPU in float32, through LayerCapture (model left as it was)."""
+    device = torch.device(device) if device is not None else model_device(model)
+    dtype = model_dtype(model)
+    resolved = resolve_layers(model, layers)
+    out: dict[str, tuple[list, list]] = {layer.name: ([], []) for layer in resolved}
+    was_training = model.training
+    model.eval()
+    try:
+        with exact_float32(), torch.inference_mode(), LayerCapture(model, resolved) as capture:
+            for start in range(0, len(x), batch_size):
+                for side, batch in enumerate((x[start:start + batch_size], tx[start:start + batch_size])):
+                    feats = capture.run(to_pixels(batch.to(device), dtype))
+                    for name in out:
+                        out[name][side].append(feats[name].detach().float().cpu())
+    finally:
+        model.train(was_training)
+    return {name: (torch.cat(a), torch.cat(b)) for name, (a, b) in out.items()}
+
+
+def _write(pairs: dict[str, torch.Tensor], path: str | Path) -> tuple[Path, Path]:
+    """``pairs.pt`` and ``pairs.npz`` into the folder ``path``, or ``<stem>.pt`` / ``<stem>.npz`` for a file name."""
+    path = Path(path)
+    if path.suffix in (".pt", ".npz"):
+        pt, npz = path.with_suffix(".pt"), path.with_suffix(".npz")
+    else:
+        pt, npz = path / PT_NAME, path / NPZ_NAME
+    pt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(pairs, pt)
+    np.savez(npz, **{key: value.numpy() for key, value in pairs.items()})
+    return pt, npz
+
+
+def export_pairs(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    layers: Sequence[str] | None = None,
+    transform: Translation | None = None,
+    n: int = 100,
+    seed: int = 0,
+    untrained: nn.Module | None = None,
+    path: str | Path | None = None,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Record ``n`` seeded shifted pairs and their activations at every probe layer.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The (trained) network.
+    images, labels : torch.Tensor
+        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1]; ``(N,)`` class indices or None.
+    layers : list of str, optional
+        Probe points, as in :func:`shiftprobe.measure` (default: the model's ``default_probe_layers``).
+    transform : Translation, optional
+        Where the shifts come from (default ``Translation(max_shift=4)``): each pair's shift is drawn
+        uniformly from its non-zero shifts (``pattern="random"``: the drawn image's own shift).
+    n : int
+        Number of pairs (images are drawn without replacement while ``n <= N``).
+    seed : int
+        Seeds the draws: the same seed gives the same pairs.
+    untrained : torch.nn.Module, optional
+        The untrained control; its activations are recorded too (``untrained/...``).
+    path : str or Path, optional
+        A folder (``pairs.pt`` and ``pairs.npz`` are written into it) or a file name ending in
+        ``.pt`` / ``.npz`` (both files are written with that stem).
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``x``, ``tx`` (``n x C x H x W`` pixels in [0, 1]), ``shift`` (``n x 2``: dy, dx), ``label``
+        (``n``; -1 without labels), ``index`` (the image's index in ``images``) and, per probe layer,
+        ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/<layer>/...``), float32.
+
+    Examples
+    --------
+    >>> import torch, shiftprobe
+    >>> pairs = shiftprobe.export_pairs(shiftprobe.LabCNN(), torch.rand(10, 28, 28), None, ["conv2", "fc1"], n=4)
+    >>> tuple(pairs["trained/conv2/tx"].shape), tuple(pairs["trained/fc1/x"].shape), tuple(pairs["shift"].shape)
+    ((4, 20, 8, 8), (4, 50), (4, 2))
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"export_pairs: n={n!r}; use a positive number of pairs")
+    transform = transform if transform is not None else Translation()
+    if not isinstance(transform, Translation):
+        raise TypeError(f"transform={transform!r}: use shiftprobe.Translation(...)")
+    images = as_image_batch(images)
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images: give one label per image, or labels=None")
+    plan = ShiftPlan.from_transform(transform, len(images), image_size=min(images.shape[-2:]))
+    idx, shifts = draw_pairs(plan, n, seed)
+    x = to_pixels(images[idx.to(images.device)].cpu(), torch.float32)
+    tx = shift_images_per_sample(x, shifts, transform.mode)
+    label = labels.cpu()[idx].long() if labels is not None else torch.full((n,), -1, dtype=torch.long)
+    pairs: dict[str, torch.Tensor] = {"x": x, "tx": tx, "shift": shifts, "label": label, "index": idx}
+    for network, net in (("trained", model), ("untrained", untrained)):
+        if net is None:
+            continue
+        for name, (fx, ftx) in _activations(net, layers, x, tx, batch_size, device).items():
+            pairs[f"{network}/{name}/x"] = fx
+            pairs[f"{network}/{name}/tx"] = ftx
+    if path is not None:
+        _write(pairs, path)
+    return pairs
