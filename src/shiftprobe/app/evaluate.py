@@ -6,6 +6,12 @@ always; the run's ``seed``, ``shift`` settings and the measurement settings that
 (``callbacks.shift_probe.max_images``, ``untrained``, ...) unless the eval command line sets them, so
 ``eval.py`` on a run's checkpoint reproduces that run's results.json. What may differ from the
 training machine (the data root, download, batch sizes, workers) is taken from the current command line.
+
+``ckpt_path`` may also be a plain ``state_dict`` (``torch.save(model.state_dict(), path)`` from a plain
+PyTorch loop, with or without the ``net.`` prefix), measured with the ``model=`` of the command line
+(default lab), or a whole saved module (``torch.save(model, path)``); see ``shiftprobe.checkpoints``.
+Such files record no initial weights: the untrained control is then a fresh network initialised with
+``seed`` (or ``callbacks.shift_probe.initial_state``), and results.md says so.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from shiftprobe.app.train import (
     resolved_config,
     to_floats,
 )
+from shiftprobe.checkpoints import CheckpointFile, fresh_copy, read_checkpoint
+from shiftprobe.lit.module import ShiftProbeModule
 
 log = logging.getLogger(__name__)
 
@@ -150,24 +158,56 @@ def restore_measurement_settings(cfg: DictConfig, saved: dict) -> None:
         log.info("given on the command line, so not restored: %s", ", ".join(kept))
 
 
+def load_weights(source: CheckpointFile, cfg: DictConfig, config: dict, module: ShiftProbeModule) -> str | None:
+    """Give ``module`` the checkpoint's weights and a fresh seeded network as its untrained control (a
+    train.py checkpoint replaces it with the initial weights it records when Lightning loads it).
+    Returns the ``ckpt_path`` for ``trainer.test`` (train.py checkpoints) or None (weights loaded here)."""
+    fresh = fresh_copy(module.net, cfg.seed)
+    module.initial_net_state = None if fresh is None else {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
+    module.initial_net_origin = f"a fresh network initialised with seed={cfg.seed} (the checkpoint records no initial weights)"
+    if source.kind == "lightning":
+        check_checkpoint_fits(source.checkpoint, cfg.ckpt_path, config.get("model"), module, "test")
+        return str(cfg.ckpt_path)
+    if source.kind == "state_dict":
+        prefixed = {"state_dict": {f"net.{k}": v for k, v in source.weights.items()}}
+        check_checkpoint_fits(prefixed, cfg.ckpt_path, config.get("model"), module, "test")
+        module.net.load_state_dict(source.weights)
+    return None
+
+
+def _model_name(cfg: DictConfig) -> str:
+    """The ``model=`` option of this run (its ``_target_`` class without Hydra)."""
+    name = hydra_choices().get("model")
+    return str(name) if name else str(cfg.model.get("_target_", "?")).rpartition(".")[2]
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` (the test-end measurement runs when its callback is configured)."""
     validate_config(cfg, require_ckpt=True)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    apply_run_config(cfg, saved_run_config(cfg.ckpt_path, checkpoint))
+    source = read_checkpoint(cfg.ckpt_path)
+    if source.kind == "lightning":
+        apply_run_config(cfg, saved_run_config(cfg.ckpt_path, source.checkpoint))
+    elif source.kind == "state_dict":
+        log.info("%s is a plain state_dict: measuring it as model=%s", cfg.ckpt_path, _model_name(cfg))
+    else:
+        log.info("%s is a whole saved module (%s): the model= settings are not used", cfg.ckpt_path,
+                 type(source.module).__name__)
     validate_config(cfg, require_ckpt=True)
     L.seed_everything(cfg.seed, workers=True)
     config = resolved_config(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    module = build_module(cfg, config, with_optimizer=False)
-    check_checkpoint_fits(checkpoint, cfg.ckpt_path, config.get("model"), module, "test")
+    if source.module is not None:
+        module = ShiftProbeModule(net=source.module, config=config)
+    else:
+        module = build_module(cfg, config, with_optimizer=False)
+    ckpt = load_weights(source, cfg, config, module)
     callbacks = instantiate_callbacks(cfg)
     loggers = instantiate_loggers(cfg)
     trainer = build_trainer(cfg, callbacks, loggers)
     try:
         if trainer.is_global_zero:
             log_hparams(loggers, flat_hparams(config, hydra_choices()) | {"ckpt_path": str(cfg.ckpt_path)})
-        trainer.test(module, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics = to_floats(trainer.callback_metrics)
         if "test/acc" in metrics:
             log.info("test accuracy of %s: %.4f", cfg.ckpt_path, metrics["test/acc"])

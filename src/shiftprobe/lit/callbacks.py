@@ -5,6 +5,9 @@ being tested and on the same network at its initial weights (the untrained contr
 ``results.json``, ``results.md`` and figures into the run directory and logs the headline scores and
 figures to the loggers. Under DDP every rank measures its share of the test images; the
 ``torchmetrics`` states are summed across ranks and rank 0 writes the files.
+
+``initial_state=<path>`` (a state_dict or checkpoint) replaces the untrained control's weights;
+``export_pairs=N`` also writes N seeded pairs with their activations (``pairs.pt``, ``pairs.npz``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from shiftprobe.checkpoints import fit_problems, read_checkpoint
+from shiftprobe.errors import ShiftProbeError
 from shiftprobe.probe.engine import measure_network, subset_indices, subset_info
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.transforms import check_max_shift
@@ -65,6 +70,8 @@ class ShiftProbeCallback(L.Callback):
         output_dir: str | None = None,
         progress: bool = True,
         max_images: int | None = None,
+        initial_state: str | None = None,
+        export_pairs: int = 0,
     ):
         # validate early: a bad value fails when the callback is built, before training
         ShiftPlan.build(max_shift, mode, pattern, seed, 1 if pattern != "random" else 0)
@@ -78,7 +85,41 @@ class ShiftProbeCallback(L.Callback):
         self.untrained, self.figures, self.progress = untrained, figures, progress
         self.output_dir = output_dir
         self.max_images = max_images
+        self.initial_state = str(initial_state) if initial_state else None
+        self.export_pairs = export_pairs
+        self._initial_weights: dict | None = None
+        self._untrained_net: torch.nn.Module | None = None
         self.results: dict | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Check ``export_pairs`` and read ``initial_state`` before training or testing starts."""
+        n = self.export_pairs
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ShiftProbeError(
+                f"callbacks.shift_probe.export_pairs={n!r} is not allowed: use a number of pairs >= 0 (0 = off), e.g. 100."
+            )
+        if self.initial_state is None or self._initial_weights is not None:
+            return
+        what = "callbacks.shift_probe.initial_state"
+        weights = read_checkpoint(self.initial_state, what=what).weights
+        problems = fit_problems(weights, pl_module.net.state_dict())
+        if problems:
+            raise ShiftProbeError(
+                f"{what}={self.initial_state!r} does not fit the network being measured: {problems}. "
+                f"Give the initial weights of this same architecture."
+            )
+        self._initial_weights = weights
+
+    def untrained_network(self, pl_module) -> tuple[torch.nn.Module | None, str | None]:
+        """The untrained control and where its weights come from, in words (None, None if unknown)."""
+        if self.initial_state is not None:
+            if self._initial_weights is None:
+                self.setup(None, pl_module, "test")
+            net = copy.deepcopy(pl_module.net)
+            net.load_state_dict(self._initial_weights)
+            return net, f"the file given by callbacks.shift_probe.initial_state ({self.initial_state})"
+        net = untrained_copy(pl_module)
+        return net, (getattr(pl_module, "initial_net_origin", None) if net is not None else None)
 
     def _output_dir(self, trainer) -> Path:
         path = Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir)
@@ -114,13 +155,17 @@ class ShiftProbeCallback(L.Callback):
         )
         start = time.perf_counter()
         results = measure_network(pl_module.net, images, labels, plan, desc="shift probe: trained", **kwargs)
+        self._untrained_net = None
         if self.untrained:
-            net0 = untrained_copy(pl_module)
+            net0, origin = self.untrained_network(pl_module)
             if net0 is None:
                 log.warning("the module has no initial_net_state; skipping the untrained measurement")
             else:
                 net0.to(pl_module.device)
                 results["untrained"] = measure_network(net0, images, labels, plan, desc="shift probe: untrained", **kwargs)
+                if origin:
+                    results["untrained_origin"] = origin
+                self._untrained_net = net0
         results["subset"] = subset
         results["seconds_total"] = time.perf_counter() - start
         return results
@@ -139,9 +184,24 @@ class ShiftProbeCallback(L.Callback):
         self._log_scalars(trainer, results)
         if self.figures:
             self._figures(trainer, pl_module, results, out)
+        if self.export_pairs:
+            self._export_pairs(trainer, pl_module, out)
         for line in summary_lines(results):
             log.info(line)
         log.info("shift probe: wrote %s and %s", out / "results.json", out / "results.md")
+
+    def _export_pairs(self, trainer, pl_module, out: Path) -> None:
+        """``pairs.pt`` / ``pairs.npz``: ``export_pairs`` seeded pairs of the measured images."""
+        from shiftprobe.probe.export import export_pairs
+        from shiftprobe.probe.transforms import Translation
+
+        images, labels, _ = self.test_images(trainer)
+        transform = Translation(self.max_shift, self.mode, self.pattern, self.seed)
+        export_pairs(
+            pl_module.net, images, labels, self.layers, transform, self.export_pairs, self.seed,
+            untrained=self._untrained_net, path=out, device=pl_module.device,
+        )
+        log.info("shift probe: wrote %d pairs to %s and %s", self.export_pairs, out / "pairs.pt", out / "pairs.npz")
 
     # -- logging -----------------------------------------------------------------------------------
     @staticmethod

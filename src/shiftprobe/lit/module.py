@@ -42,6 +42,9 @@ class ShiftProbeModule(L.LightningModule):
         self.net = net
         self.optimizer_factory = optimizer
         self.initial_net_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+        #: where ``initial_net_state`` comes from, in words (results.json ``untrained_origin``)
+        seed = (config or {}).get("seed")
+        self.initial_net_origin = "the initial weights of this training run" + (f" (seed={seed})" if seed is not None else "")
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
@@ -53,8 +56,9 @@ class ShiftProbeModule(L.LightningModule):
         self.test_loss = MeanMetric(nan_strategy=math.nan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (the lab's first output)."""
-        return self.net(x)[0]
+        """Log-probabilities: the network's output, or its first element when it returns a tuple (the lab's)."""
+        out = self.net(x)
+        return out if isinstance(out, torch.Tensor) else out[0]
 
     def _step(self, batch):
         x, y = batch
@@ -130,3 +134,4 @@ class ShiftProbeModule(L.LightningModule):
         state = checkpoint.get(INITIAL_STATE_KEY)
         if state is not None:
             self.initial_net_state = {k: v.detach().cpu().clone() for k, v in state.items()}
+            self.initial_net_origin = "initial weights saved in the checkpoint"
