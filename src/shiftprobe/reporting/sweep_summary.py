@@ -303,6 +303,30 @@ def within_run_interval(block, key: str) -> tuple[float, float] | None:
     return None
 
 
+#: pseudo-layer names resolved per job: the representation entering the head, and the classifier
+HEAD_INPUT, CLASSIFIER = "head input", "classifier"
+
+
+def head_input_layer(r: dict) -> str | None:
+    """The first vector probe point that is not the classifier (fc1 for the lab net, gap after global
+    pooling): the representation the head classifies."""
+    geometry = r.get("geometry") or {}
+    classifier = r.get("classifier") or "logits"
+    for layer in r.get("layers", []):
+        kind = (geometry.get(layer) or {}).get("kind", "spatial" if layer in (r.get("strides") or {}) else "vector")
+        if layer != classifier and kind == "vector":
+            return layer
+    return None
+
+
+def _resolve(r: dict, layer: str) -> str | None:
+    if layer == HEAD_INPUT:
+        return head_input_layer(r)
+    if layer == CLASSIFIER:
+        return r.get("classifier") or "logits"
+    return layer
+
+
 def _sources(r: dict):
     """(column, the results.json block holding it, its key there) for every figure of a job."""
     yield "accuracy", r, "accuracy"
@@ -317,6 +341,10 @@ def _sources(r: dict):
         yield f"{layer}_{SCORE_BY_LAYER[layer]}", _get(r, "summary", layer), SCORE_BY_LAYER[layer]
     for ring in r.get("radial", []):
         yield f"fc1_invariance_r{ring['radius']}", ring.get("fc1"), "invariance_score"
+    head = head_input_layer(r)
+    for ring in r.get("radial", []):
+        yield f"head_input_invariance_r{ring['radius']}", ring.get(head) if head else None, "invariance_score"
+    yield "classifier_invariance", _get(r, "summary", _resolve(r, CLASSIFIER)), "invariance_score"
 
 
 def job_row(job: Job) -> tuple[dict, dict[str, tuple[float, float]]]:
@@ -393,7 +421,11 @@ def fmt_interval(iv: Interval, digits: int = 3, sign: bool = False) -> str:
 def _metrics(summary: Summary) -> list[tuple[str, str, int]]:
     """(csv column, table heading, digits) of the figures summary.md reports."""
     out = [("accuracy", "accuracy", 4)]
-    out += [(f"fc1_invariance_r{k}", f"fc1 inv. r={k}", 3) for k in radii(summary)]
+    if all(row.get("fc1_invariance_r1") is not None for row in summary.rows):
+        out += [(f"fc1_invariance_r{k}", f"fc1 inv. r={k}", 3) for k in radii(summary)]
+    else:  # architectures differ: compare what enters each head (fc1, or the pooled features)
+        out += [(f"head_input_invariance_r{k}", f"head input inv. r={k}", 3) for k in radii(summary)]
+        out.append(("classifier_invariance", "logits inv.", 3))
     out += [
         ("conv2_aligned_even", "conv2 aligned_rel even", 3),
         ("conv2_nearest_aligned_odd", "conv2 nearest aligned odd", 3),
@@ -559,12 +591,13 @@ def radial_band(summary: Summary, config: str, layer: str, metric: str):
     per_radius: dict[int, dict[str, list[float]]] = {}
     within: dict[int, tuple[float, float] | None] = {}
     for job in summary.configs[config]:
+        name = _resolve(job.results, layer)
         for ring in job.results.get("radial", []):
-            value = _finite([_get(ring, layer, metric)])
+            value = _finite([_get(ring, name, metric)]) if name else []
             if value:
                 radius = int(ring["radius"])
                 per_radius.setdefault(radius, {}).setdefault(job.seed, []).extend(value)
-                within[radius] = within_run_interval(ring.get(layer), metric)
+                within[radius] = within_run_interval(ring.get(name), metric)
     xs = sorted(per_radius)
     means, lows, highs = [], [], []
     for x in xs:
@@ -587,10 +620,13 @@ def plot_comparison(summary: Summary, path: Path):
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.2 * len(LAYERS), 4.1), layout="constrained")
-    axes = fig.subplots(1, len(LAYERS))
-    for ax, layer in zip(axes, LAYERS, strict=True):
-        metric = SCORE_BY_LAYER[layer]
+    panels = list(LAYERS)
+    if not all("fc1" in (job.results.get("layers") or []) for jobs in summary.configs.values() for job in jobs):
+        panels = [HEAD_INPUT, CLASSIFIER]  # architectures differ: compare the head's input and the logits
+    fig = Figure(figsize=(4.2 * len(panels), 4.1), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, layer in zip(axes, panels, strict=True):
+        metric = SCORE_BY_LAYER.get(layer, "invariance_score")
         for config in summary.configs:
             xs, means, lows, highs = radial_band(summary, config, layer, metric)
             if not xs:
