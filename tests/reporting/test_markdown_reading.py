@@ -15,6 +15,7 @@ from shiftprobe.reporting.markdown import (
     Z95,
     conclusions,
     fmt,
+    fmt_pm,
     halfwidth,
     invariance_disagreement,
     results_markdown,
@@ -55,6 +56,9 @@ def test_halfwidth_prefers_the_interval_then_the_standard_error():
     assert halfwidth(block, "fc1", "rel") == pytest.approx(Z95 * 0.01)
     assert halfwidth(block, "fc1", "cos") is None
     assert halfwidth({"fc1": {"rel_ci": [None, 1.0]}}, "fc1", "rel") is None
+    assert fmt_pm(0.436, 0.00331) == "0.436 ± 0.0033"
+    assert fmt_pm(1.0, 6e-10) == "1" and fmt_pm(0.5, None) == "0.5"  # round-off: no ±
+    assert fmt_pm(0.958, 0.0024, pct=True) == "95.8% ± 0.2%"
 
 
 def test_plus_minus_beside_every_headline_figure():
@@ -91,7 +95,8 @@ def test_conv_paragraph_leads_with_the_exact_test_then_the_sorting_hint():
         text = _paragraph(md, layer)
         assert text.index("exactly equivariant") < text.index("The lab's sorting hint")
         assert "on the region the exact test certifies it is 1" in text
-        assert "content entering and leaving the frame" in text and "exact layer scores 1" in text
+        assert "as an exact layer must: the gap is the frame's border, not the layer" in text
+        assert "content entering and leaving the frame" in text
     radius = _section(md, "Key scores by radius")
     rows = [line.split(" | ")[1] for line in radius.splitlines() if line.startswith("| conv2 |")]
     assert rows == ["aligned_rel (exact test)", "the lab's sorting hint (sorted equivariance)",
@@ -150,7 +155,8 @@ def test_near_constant_warning_only_when_flagged(flag):
         first = conclusions(res)[0]
         assert first.startswith(warning)
         assert "class 3 for 91.0% of the images" in first and "0.7 of at most 3.32 bits" in first
-        assert "among correctly classified images instead" in first
+        assert "Consistency among correctly classified images" in first and "trained 0.91" in first
+        assert "Compare it by its layer scores" in first
         assert "**near-constant**" in md.split("## Key scores", 1)[0]
         assert "untrained predictions near-constant" in summary_lines(res)[-1]
     else:

@@ -33,6 +33,8 @@ SIG_DIGITS = 3
 
 #: z of a two-sided 95 % normal interval: ``± Z95 * se`` for a mean without its own ``_ci``
 Z95 = 1.96
+#: a half-width below this (relative to max(1, |value|)) is round-off: no ± is printed
+NEGLIGIBLE_HW = 1e-6
 #: the certified-region sorting score of an exact layer is 1; at or above this it "scores 1"
 CERTIFIED_ONE = 0.99
 
@@ -150,7 +152,8 @@ def halfwidth(block: Mapping | None, layer: str, metric: str) -> float | None:
 def fmt_pm(value: Any, hw: float | None, pct: bool = False) -> str:
     """``0.436 ± 0.0031`` (``hw``: the 95 % half-width); just the value where ``hw`` is None or 0."""
     text = fmt_pct(value) if pct else fmt(value)
-    if text == "n/a" or hw is None or hw == 0:
+    v = _finite(value)
+    if text == "n/a" or hw is None or hw < NEGLIGIBLE_HW * max(1.0, abs(v)):
         return text
     return f"{text} ± {fmt_pct(hw) if pct else fmt(hw, 2)}"
 
@@ -382,9 +385,9 @@ def _sorting_hint(results: Mapping, layer: str, ex: Mapping) -> str:
     )
     if certified >= CERTIFIED_ONE:
         return text + (
-            f". The difference is the frame's border, not the layer: {border}, while on the certified region "
-            + ("this exact layer scores 1" if exact_layer else "the sorted values agree")
-            + ". The hint is not on the scale of an invariance score."
+            (", as an exact layer must" if exact_layer else "")
+            + f": the gap is the frame's border, not the layer ({border}). The hint is not on the scale of an "
+            "invariance score."
         )
     return text + (
         ": below 1 even where the border plays no part, so the layer's own values change under the shift "
@@ -585,6 +588,8 @@ def _radii_phrase(radii: list[int]) -> str:
         return " (over all non-zero shifts)"
     if len(radii) == 1:
         return f" (at radius {radii[0]})"
+    if len(radii) == 2:
+        return f" (at radii {radii[0]} and {radii[1]})"
     if radii == list(range(radii[0], radii[-1] + 1)):
         return f" (at radii {radii[0]} to {radii[-1]})"
     return f" (at radii {', '.join(map(str, radii))})"
@@ -724,14 +729,19 @@ def prediction_warnings(results: Mapping) -> list[str]:
         )
         if _get(summary, layer, "consistency_correct") is not None:
             text += (
-                " Compare consistency among correctly classified images instead: "
+                " Consistency among correctly classified images, which compares networks of different accuracy "
+                "fairly: "
                 + "; ".join(
                     f"{n} {val(r.get('summary'), layer, 'consistency_correct')}" for n, r in _networks(results)
                 )
-                + "."
+                + f". Even this says little for the {name} network: its correctly classified images are mostly of "
+                "the class it predicts anyway. Compare it by its layer scores (invariance score, rel) instead."
             )
         else:
-            text += " (Consistency among correctly classified images is not in this results.json.)"
+            text += (
+                " (Consistency among correctly classified images is not in this results.json.) Compare it by its "
+                "layer scores (invariance score, rel) instead."
+            )
         out.append(text)
     return out
 
