@@ -1,8 +1,16 @@
 """``PairMetricAccumulator``: a torchmetrics ``Metric`` holding the sums of the per-pair metrics.
 
-Every state is a sum (per shift id, or a scalar) reduced with ``"sum"``, so the figures computed from
-it are the same whether the test images were processed in one process or split across DDP ranks.
-Sums are float64 where the device has it (float32 on Apple MPS).
+Every state is a sum (per shift id, per group, or a scalar) reduced with ``"sum"`` (the per-pair
+maxima with ``"max"``), so the figures computed from it are the same whether the test images were
+processed in one process or split across DDP ranks. Sums are float64 where the device has it
+(float32 on Apple MPS).
+
+Besides the sums over pairs, the per-image statistics behind the standard errors
+(``shiftprobe.probe.stats``): for every pair metric and every group of ``ShiftPlan.groups()``, the
+number of images ``n``, ``sum m_i``, ``sum m_i^2``, ``sum m_i c_i`` and ``sum c_i``, where ``m_i`` is
+image ``i``'s mean over its pairs in the group and ``c_i`` its control value (for the metrics of a
+score: ``dist``, ``sorted_rel``, ``sorted_rel_certified``); and the sum of squares of every control
+metric.
 """
 
 from __future__ import annotations
@@ -13,20 +21,31 @@ from torchmetrics import Metric
 from shiftprobe.probe.geometry import LayerGeometry
 from shiftprobe.probe.metrics import sum_dtype
 
-#: metrics whose per-pair value may be NaN (undefined or no certified overlap); counted separately
-COUNTED = ("aligned_rel", "nearest_aligned_rel")
+#: metrics whose per-pair value may be NaN (undefined or no certified overlap); counted separately,
+#: with their no-overlap counts and per-pair maxima
+COUNTED = ("aligned_rel", "nearest_aligned_rel", "sorted_rel_certified")
+#: metrics averaged over the pairs where they are defined (not NaN): ``COUNTED`` and the consistency
+#: of the images classified correctly before the shift
+MASKED = (*COUNTED, "consistency_correct")
+#: the control metric each score divides by: ``score = 1 - pair / control``
+SCORE_CONTROL = {"dist": "dist", "sorted_rel": "sorted_rel", "sorted_rel_certified": "sorted_rel"}
+#: rows of the per-image group statistics
+IMAGE_ROWS = ("n", "sum", "sum_sq", "sum_xc", "sum_c")
 
 
-def layer_metrics(geo: LayerGeometry, classifier: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(pair metrics, control metrics)`` measured for a layer of this geometry."""
+def layer_metrics(geo: LayerGeometry, classifier: bool, labels: bool = True) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(pair metrics, control metrics)`` measured for a layer of this geometry (``labels``: the
+    images come with labels, so accuracies can be measured)."""
     pair, control = ["cos", "dist", "rel"], ["cos", "dist", "rel"]
     if geo.spatial:
         pair.append("sorted_rel")
         control.append("sorted_rel")
         if geo.exact_test:
-            pair += ["aligned_rel", "nearest_aligned_rel"]
+            pair += ["aligned_rel", "nearest_aligned_rel", "sorted_rel_certified"]
     if classifier:
-        pair += ["consistency", "shifted_correct"]
+        pair.append("consistency")
+        if labels:
+            pair += ["shifted_correct", "consistency_correct"]
         control.append("consistency")
     return tuple(pair), tuple(control)
 
@@ -41,29 +60,55 @@ class PairMetricAccumulator(Metric):
       {(layer, metric): (P,) bool} marks the NaNs that mean "no certified position" (the others mean
       "the stride does not divide the shift"), counted in ``<metric>_no_overlap``.
     * ``control`` {(layer, metric): (B,)}: one entry per image;
-    * ``n_images``: images of the batch; ``correct`` (B,) and ``two_shift_agree`` (B,): unshifted correctness, Zhang's two-shift consistency.
+    * ``n_images``: images of the batch; ``correct`` (B,) and ``two_shift_agree`` (B,): unshifted correctness, Zhang's two-shift consistency;
+      ``predicted`` (B,): the unshifted images' predicted classes (a histogram of ``n_classes`` bins);
+    * ``image_means`` (K, B, G): per pair metric of ``image_keys`` (in that order), image and group,
+      the image's mean over its pairs in the group (NaN: no such pair), with ``image_control`` (K, B):
+      the image's control value for the metrics of ``SCORE_CONTROL`` (anything for the others).
 
     ``compute`` returns the (synchronised) sums as a plain dict keyed ``"pair_count"``, ``"images"``,
-    ``"correct"``, ``"two_shift_agree"``, ``("pair", layer, metric)`` (plus ``<metric>_count`` and
-    ``<metric>_no_overlap`` and the largest value ``<metric>_max`` for the counted metrics) and ``("control", layer, metric)``.
+    ``"correct"``, ``"two_shift_agree"``, ``("pair", layer, metric)`` (plus ``<metric>_count`` for the
+    masked metrics and ``<metric>_no_overlap`` and the largest value ``<metric>_max`` for the counted
+    ones), ``("control", layer, metric)`` and ``("control_sq", layer, metric)``, ``("image", layer,
+    metric)`` (``5 x G``: the rows of ``IMAGE_ROWS``) and ``"pred_hist"`` (with ``n_classes``).
     """
 
     full_state_update = False
     higher_is_better = None
     is_differentiable = False
 
-    def __init__(self, n_shift_ids: int, metrics: dict[str, tuple[tuple[str, ...], tuple[str, ...]]], dtype=torch.float64, **kwargs):
+    def __init__(
+        self,
+        n_shift_ids: int,
+        metrics: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
+        dtype=torch.float64,
+        n_groups: int = 0,
+        n_classes: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.n_shift_ids = int(n_shift_ids)
         self.metrics = dict(metrics)
         self.layers = tuple(self.metrics)
+        self.n_groups, self.n_classes = int(n_groups), int(n_classes)
         self.add_state("pair_count", torch.zeros(self.n_shift_ids, dtype=dtype), dist_reduce_fx="sum")
         for name in ("images", "correct", "two_shift_agree"):
             self.add_state(name, torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
-        self._pair_keys, self._control_keys = {}, {}
+        if self.n_classes:
+            self.add_state("pred_hist", torch.zeros(self.n_classes, dtype=dtype), dist_reduce_fx="sum")
+        #: the pair metrics with per-image group statistics, in the order of ``image_means``
+        self.image_keys = tuple((layer, metric) for layer, (pair, _) in self.metrics.items() for metric in pair)
+        if self.n_groups:
+            shape = (len(self.image_keys), len(IMAGE_ROWS), self.n_groups)
+            self.add_state("image_stats", torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
+        self._pair_keys, self._control_keys, self._control_sq_keys = {}, {}, {}
         for layer, (pair, control) in self.metrics.items():
             for metric in pair:
-                names = [metric] + ([f"{metric}_count", f"{metric}_no_overlap"] if metric in COUNTED else [])
+                names = [metric]
+                if metric in MASKED:
+                    names.append(f"{metric}_count")
+                if metric in COUNTED:
+                    names.append(f"{metric}_no_overlap")
                 for m in names:
                     self._pair_keys[layer, m] = attr = f"pair__{layer}__{m}".replace(".", "_")
                     self.add_state(attr, torch.zeros(self.n_shift_ids, dtype=dtype), dist_reduce_fx="sum")
@@ -73,12 +118,24 @@ class PairMetricAccumulator(Metric):
             for metric in control:
                 self._control_keys[layer, metric] = attr = f"control__{layer}__{metric}".replace(".", "_")
                 self.add_state(attr, torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
+                self._control_sq_keys[layer, metric] = attr = f"control_sq__{layer}__{metric}".replace(".", "_")
+                self.add_state(attr, torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
 
     def _state(self, key) -> torch.Tensor:
         return getattr(self, self._pair_keys[key])
 
     def update(
-        self, shift_ids=None, pairs=None, no_overlap=None, control=None, n_images=None, correct=None, two_shift_agree=None
+        self,
+        shift_ids=None,
+        pairs=None,
+        no_overlap=None,
+        control=None,
+        n_images=None,
+        correct=None,
+        two_shift_agree=None,
+        predicted=None,
+        image_means=None,
+        image_control=None,
     ) -> None:
         dtype = self.pair_count.dtype
         if pairs is not None:
@@ -87,22 +144,30 @@ class PairMetricAccumulator(Metric):
             self.pair_count.index_add_(0, ids, ones)
             for (layer, metric), values in pairs.items():
                 values = values.reshape(-1).to(self.pair_count.device, dtype)
-                if metric in COUNTED:
+                if metric in MASKED:
                     defined = ~torch.isnan(values)
                     self._state((layer, f"{metric}_count")).index_add_(0, ids[defined], ones[defined])
-                    flags = (no_overlap or {}).get((layer, metric))
-                    if flags is not None:
-                        flags = flags.reshape(-1).to(ids.device)
-                        self._state((layer, f"{metric}_no_overlap")).index_add_(0, ids[flags], ones[flags])
                     self._state((layer, metric)).index_add_(0, ids[defined], values[defined])
-                    worst = self._state((layer, f"{metric}_max"))
-                    worst.scatter_reduce_(0, ids[defined], values[defined], reduce="amax", include_self=True)
+                    if metric in COUNTED:
+                        flags = (no_overlap or {}).get((layer, metric))
+                        if flags is not None:
+                            flags = flags.reshape(-1).to(ids.device)
+                            self._state((layer, f"{metric}_no_overlap")).index_add_(0, ids[flags], ones[flags])
+                        worst = self._state((layer, f"{metric}_max"))
+                        worst.scatter_reduce_(0, ids[defined], values[defined], reduce="amax", include_self=True)
                 else:
                     self._state((layer, metric)).index_add_(0, ids, values)
         if control is not None:
             for (layer, metric), values in control.items():
                 state = getattr(self, self._control_keys[layer, metric])
-                state += values.to(state.device, dtype).sum()
+                values = values.to(state.device, dtype)
+                state += values.sum()
+                getattr(self, self._control_sq_keys[layer, metric]).add_((values * values).sum())
+        if predicted is not None and self.n_classes:
+            predicted = predicted.reshape(-1).to(self.pred_hist.device)
+            self.pred_hist.index_add_(0, predicted, torch.ones(predicted.shape, dtype=dtype, device=predicted.device))
+        if image_means is not None:
+            self._add_image_means(image_means, image_control)
         if n_images is not None:
             self.images += int(n_images)
         if correct is not None:
@@ -110,14 +175,50 @@ class PairMetricAccumulator(Metric):
         if two_shift_agree is not None:
             self.two_shift_agree += two_shift_agree.to(self.correct.device, dtype).sum()
 
+    def _add_image_means(self, means: torch.Tensor, control: torch.Tensor | None) -> None:
+        """Add one batch's per-image group means ``(K, B, G)`` (NaN: the image has no pair in the group)."""
+        stats = self.image_stats
+        means = means.to(stats.device, stats.dtype)
+        has = ~torch.isnan(means)
+        m = torch.where(has, means, torch.zeros((), dtype=stats.dtype, device=stats.device))
+        stats[:, 0] += has.sum(1, dtype=stats.dtype)
+        stats[:, 1] += m.sum(1)
+        stats[:, 2] += (m * m).sum(1)
+        if control is not None:
+            c = control.to(stats.device, stats.dtype).unsqueeze(-1)  # K x B x 1
+            stats[:, 3] += (m * c).sum(1)
+            stats[:, 4] += (has * c).sum(1)
+
     def compute(self) -> dict:
         out = {name: getattr(self, name).detach().cpu().double() for name in ("pair_count", "images", "correct", "two_shift_agree")}
         for (layer, metric), attr in self._pair_keys.items():
             out["pair", layer, metric] = getattr(self, attr).detach().cpu().double()
         for (layer, metric), attr in self._control_keys.items():
             out["control", layer, metric] = getattr(self, attr).detach().cpu().double()
+        for (layer, metric), attr in self._control_sq_keys.items():
+            out["control_sq", layer, metric] = getattr(self, attr).detach().cpu().double()
+        if self.n_groups:
+            stats = self.image_stats.detach().cpu().double()
+            for k, key in enumerate(self.image_keys):
+                out[("image", *key)] = stats[k]
+        if self.n_classes:
+            out["pred_hist"] = self.pred_hist.detach().cpu().double()
         return out
 
 
-def new_accumulator(n_shift_ids: int, metrics: dict, device) -> PairMetricAccumulator:
-    return PairMetricAccumulator(n_shift_ids, metrics, dtype=sum_dtype(device)).to(device)
+def merge_sums(parts: list[dict]) -> dict:
+    """Combine the ``compute()`` dicts of processes that measured disjoint images, as DDP's reduction
+    does: maxima (``<metric>_max``) by maximum, everything else by sum."""
+    out = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        is_max = isinstance(key, tuple) and key[0] == "pair" and key[2].endswith("_max")
+        total = values[0].clone()
+        for v in values[1:]:
+            total = torch.maximum(total, v) if is_max else total + v
+        out[key] = total
+    return out
+
+
+def new_accumulator(n_shift_ids: int, metrics: dict, device, n_groups: int = 0, n_classes: int = 0) -> PairMetricAccumulator:
+    return PairMetricAccumulator(n_shift_ids, metrics, dtype=sum_dtype(device), n_groups=n_groups, n_classes=n_classes).to(device)

@@ -14,6 +14,12 @@ Precision: the network runs in its own parameter dtype (e.g. bfloat16 after ``pr
 half-precision features are compared in float32, sums are float64 where the device has it. On CUDA,
 TF32 matmuls and convolutions are switched off while measuring (they would push an exact layer's
 error to 1e-3) and the settings are restored afterwards.
+
+Uncertainty: besides the sums over pairs, each batch yields every image's mean over its pairs in
+every group of ``ShiftPlan.groups()`` (a shift, a radius, a parity class, the summary): per chunk of
+shifts, the per-pair values times the ``shift x group`` membership matrix (one matmul), added up
+over the batch's chunks, then divided by the image's pair counts. The accumulator keeps their sums,
+squares and products with the image's control value (``shiftprobe.probe.stats``).
 """
 
 from __future__ import annotations
@@ -28,15 +34,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from shiftprobe.probe.accumulator import layer_metrics, new_accumulator
+from shiftprobe.probe.accumulator import SCORE_CONTROL, layer_metrics, new_accumulator
 from shiftprobe.probe.capture import OUTPUT, LayerCapture, resolve_layers
 from shiftprobe.probe.geometry import infer_geometry
 from shiftprobe.probe.metrics import (
+    aligned_offset,
     aligned_values,
     pair_metrics,
     prediction_agreement,
     sort_channels,
     sorted_rel,
+    sorted_rel_certified_at,
 )
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.results import Results, build_results
@@ -138,6 +146,10 @@ class _Probe:
         self.capture = LayerCapture(model, layers)
         self.spatial = [n for n in self.names if geometry[n].spatial]
         self.exact = [n for n in self.spatial if geometry[n].exact_test]
+        #: pair metrics with per-image group statistics (the accumulator's order) and the
+        #: ``n_shift_ids x n_groups`` membership matrix; set by ``_measure_network``
+        self.image_keys: tuple = ()
+        self.membership: torch.Tensor | None = None
         self.fast = (
             fast_path
             and plan.mode == "crop"
@@ -160,12 +172,14 @@ class _Probe:
         return {k: feats[k].view(b, s, *feats[k].shape[1:]) for k in self.names}
 
     def aligned(self, name: str, base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor):
-        """``aligned_rel``, ``nearest_aligned_rel`` (``B x S``, NaN where undefined) and their no-overlap flags."""
+        """``aligned_rel``, ``nearest_aligned_rel``, ``sorted_rel_certified`` (``B x S``, NaN where
+        undefined) and the no-overlap flags of the first two."""
         geo, mode = self.geometry[name], self.plan.mode
         shape = shifts.shape[:2]
         dtype = torch.float32 if base.device.type == "mps" else torch.float64
         aligned = torch.full(shape, float("nan"), dtype=dtype, device=base.device)
         nearest = aligned.clone()
+        certified = aligned.clone()
         aligned_out = torch.zeros(shape, dtype=torch.bool, device=base.device)
         nearest_out = aligned_out.clone()
         if self.plan.uniform:  # same shifts for every image: one slice per column
@@ -177,13 +191,26 @@ class _Probe:
             ]
         for (dy, dx), where in groups:
             f_x = base if self.plan.uniform else base[where[0]]
-            value, near = aligned_values(f_x, shifted[where], dy, dx, geo, mode)
+            f_t = shifted[where]
+            value, near = aligned_values(f_x, f_t, dy, dx, geo, mode)
             nearest[where] = near.to(dtype)
             nearest_out[where] = torch.isnan(near)
             if value is not None:
                 aligned[where] = value.to(dtype)
                 aligned_out[where] = torch.isnan(value)
-        return aligned, nearest, aligned_out, nearest_out
+                certified[where] = self.certified_sorted(f_x, f_t, value.to(dtype), aligned_offset(dy, dx, geo.stride), geo)
+        return aligned, nearest, certified, aligned_out, nearest_out
+
+    def certified_sorted(self, f_x, f_t, aligned: torch.Tensor, offset, geo) -> torch.Tensor:
+        """``sorted_rel_certified`` of the pairs of one shift. Sorting is a contraction, so a pair whose
+        certified maps are identical (``aligned_rel == 0``) scores exactly 0 without being sorted."""
+        todo = (aligned != 0) & ~torch.isnan(aligned)  # NaN (no overlap) stays NaN
+        out = torch.where(todo, torch.zeros_like(aligned), aligned)
+        if bool(todo.all()):
+            return sorted_rel_certified_at(f_x, f_t, *offset, geo, self.plan.mode).to(out.dtype)
+        if bool(todo.any()):
+            out[todo] = sorted_rel_certified_at(f_x[todo], f_t[todo], *offset, geo, self.plan.mode).to(out.dtype)
+        return out
 
     def batch_updates(self, x, y, x_control, shifts, two_shifts) -> list[dict]:
         """Every metric for one batch of images and its pairs, as a list of accumulator updates
@@ -201,10 +228,12 @@ class _Probe:
                 control[name, "sorted_rel"] = sorted_rel(sorted_base[name], sort_channels(ctrl[name]))
         first = {"control": control, "n_images": len(x)}
         cls = self.classifier
+        correct = None
         if cls is not None:
             control[cls, "consistency"] = prediction_agreement(base[cls], ctrl[cls])
+            first["predicted"] = base[cls].argmax(-1)
             if y is not None:
-                first["correct"] = base[cls].argmax(-1) == y
+                first["correct"] = correct = first["predicted"] == y
             la = self.capture.run(shift_images_per_sample(x, two_shifts[0], self.plan.mode))[cls]
             lb = self.capture.run(shift_images_per_sample(x, two_shifts[1], self.plan.mode))[cls]
             first["two_shift_agree"] = prediction_agreement(la, lb)
@@ -214,6 +243,7 @@ class _Probe:
         basis = self.model.crop_shift_basis(x, self.plan.max_shift) if self.fast else None
         # small chunks keep a chunk's feature maps in the CPU cache across the several passes below
         chunk = max(1, min(s, self.pairs_per_chunk // max(1, b)))
+        group_sums = group_counts = None  # K x B x G: each image's sums and pair counts per group
         for j0 in range(0, s, chunk):
             sh = shifts[:, j0 : j0 + chunk]
             feats = self.shifted(x, sh, basis)
@@ -224,9 +254,11 @@ class _Probe:
                 for metric in ("cos", "dist", "rel"):
                     pairs[name, metric] = m[metric]
                 if name in self.exact:
-                    a, n, a_out, n_out = self.aligned(name, base[name], ft, sh)
+                    a, n, c, a_out, n_out = self.aligned(name, base[name], ft, sh)
                     pairs[name, "aligned_rel"], pairs[name, "nearest_aligned_rel"] = a, n
+                    pairs[name, "sorted_rel_certified"] = c
                     no_overlap[name, "aligned_rel"], no_overlap[name, "nearest_aligned_rel"] = a_out, n_out
+                    no_overlap[name, "sorted_rel_certified"] = a_out
                 if name in self.spatial:
                     # last use of ft's spatial layout: sort it in its own memory
                     st = sort_channels(ft.contiguous(), inplace=True)
@@ -234,9 +266,36 @@ class _Probe:
             if cls is not None:
                 pairs[cls, "consistency"] = prediction_agreement(base[cls].unsqueeze(1), feats[cls])
                 if y is not None:
-                    pairs[cls, "shifted_correct"] = (feats[cls].argmax(-1) == y.unsqueeze(1)).to(pairs[cls, "consistency"].dtype)
-            updates.append({"shift_ids": self.plan.shift_id(sh[..., 0], sh[..., 1]), "pairs": pairs, "no_overlap": no_overlap})
+                    agree = pairs[cls, "consistency"]
+                    pairs[cls, "shifted_correct"] = (feats[cls].argmax(-1) == y.unsqueeze(1)).to(agree.dtype)
+                    pairs[cls, "consistency_correct"] = torch.where(correct.unsqueeze(1), agree, float("nan"))
+            ids = self.plan.shift_id(sh[..., 0], sh[..., 1])
+            if self.image_keys:
+                sums, counts = self.group_parts(pairs, ids)
+                group_sums = sums if group_sums is None else group_sums.add_(sums)
+                group_counts = counts if group_counts is None else group_counts.add_(counts)
+            updates.append({"shift_ids": ids, "pairs": pairs, "no_overlap": no_overlap})
+        if group_sums is not None:
+            zero = torch.zeros(b, dtype=group_sums.dtype, device=group_sums.device)
+            image_control = torch.stack(
+                [control[layer, SCORE_CONTROL[metric]] if metric in SCORE_CONTROL else zero for layer, metric in self.image_keys]
+            )
+            # 0 / 0 = NaN: the image has no (defined) pair in the group
+            updates.append({"image_means": group_sums / group_counts, "image_control": image_control})
         return updates
+
+    def group_parts(self, pairs: dict, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk's per-image sums and counts of defined values per group (``K x B x G`` each): the
+        per-pair values (``K x B x s``, NaN = undefined) times the chunk's rows of the membership matrix."""
+        values = torch.stack([pairs[key] for key in self.image_keys])
+        defined = ~torch.isnan(values)
+        values = torch.where(defined, values, 0.0)
+        defined = defined.to(values.dtype)
+        if self.plan.uniform:  # the same shifts for every image: one (K B) x s x G matmul
+            rows = self.membership[ids[0]]
+            return values @ rows, defined @ rows
+        rows = self.membership[ids]  # B x s x G
+        return torch.einsum("kbs,bsg->kbg", values, rows), torch.einsum("kbs,bsg->kbg", defined, rows)
 
 
 def classifier_layer(layers, geometry) -> str | None:
@@ -264,21 +323,26 @@ def measure_network(
     progress: bool = False,
     desc: str = "measuring",
     workers: int | None = None,
+    sums: dict | None = None,
 ) -> dict:
     """One network over every pair of ``plan``; returns the results dict (see ``build_results``).
 
-    TF32 is off for the whole call (geometry inference included) and restored afterwards.
+    TF32 is off for the whole call (geometry inference included) and restored afterwards. ``sums``, if
+    given, receives this process's raw sums (``"raw"``, before any DDP synchronisation when run outside
+    Lightning) and what ``build_results`` needs to turn sums into results (``"plan"``, ``"layers"``,
+    ``"geometry"``, ``"control_offset"``, ``"classifier"``): the parts of a split run can be combined
+    with ``shiftprobe.probe.accumulator.merge_sums``.
     """
     with exact_float32():
         return _measure_network(
             model, images, labels, plan, layers=layers, control_seed=control_seed, batch_size=batch_size,
             pairs_per_chunk=pairs_per_chunk, fast_path=fast_path, device=device, rank=rank,
-            world_size=world_size, progress=progress, desc=desc, workers=workers,
+            world_size=world_size, progress=progress, desc=desc, workers=workers, sums=sums,
         )
 
 
 def _measure_network(model, images, labels, plan, *, layers, control_seed, batch_size, pairs_per_chunk,
-                     fast_path, device, rank, world_size, progress, desc, workers) -> dict:
+                     fast_path, device, rank, world_size, progress, desc, workers, sums) -> dict:
     start = time.perf_counter()
     images = as_image_batch(images)
     device = torch.device(device) if device is not None else model_device(model)
@@ -295,8 +359,12 @@ def _measure_network(model, images, labels, plan, *, layers, control_seed, batch
             log.warning("layer %s: %s", name, geo.note)
     classifier = classifier_layer(resolved, geometry)
     probe = _Probe(model, resolved, geometry, classifier, plan, pairs_per_chunk, fast_path)
-    metrics = {name: layer_metrics(geometry[name], name == classifier) for name in probe.names}
-    acc = new_accumulator(plan.n_shift_ids, metrics, device)
+    metrics = {name: layer_metrics(geometry[name], name == classifier, labels is not None) for name in probe.names}
+    groups = plan.groups()
+    n_classes = geometry[classifier].shape[0] if classifier is not None else 0
+    acc = new_accumulator(plan.n_shift_ids, metrics, device, n_groups=len(groups), n_classes=n_classes)
+    probe.image_keys = acc.image_keys
+    probe.membership = plan.membership(acc.pair_count.dtype).to(device)
     k = control_offset(n, control_seed)
     two = plan.two_shift_draws()
     images_dev = images.to(device)
@@ -353,6 +421,8 @@ def _measure_network(model, images, labels, plan, *, layers, control_seed, batch
         probe.close()
         model.train(was_training)
     raw = acc.compute()
+    if sums is not None:
+        sums.update(raw=raw, plan=plan, layers=list(probe.names), geometry=geometry, control_offset=k, classifier=classifier)
     results = build_results(raw, plan, probe.names, geometry, k, classifier)
     results["family"] = "translation"
     results["precision"] = {"dtype": str(dtype).replace("torch.", ""), "exact_tol": exact_tolerance(dtype)}

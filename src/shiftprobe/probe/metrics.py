@@ -16,6 +16,12 @@ Definitions (features flattened, norms are Euclidean):
   (``shiftprobe.probe.geometry``); under roll, a circular layer is compared over the whole map with
   ``f(x)`` rolled by ``m``. Undefined (NaN) when ``r`` does not divide the shift; "no overlap" (NaN,
   counted apart) when ``Q`` is empty.
+* ``sorted_rel_certified``: the lab's sorting test restricted to the certified region, at the shifts
+  the stride divides: ``||sort(f(Tx)[Q]) - sort(f(x)[Q - m])|| / ||sort(f(x)[Q - m])||``, each channel's
+  values sorted (under roll, a circular layer: the whole maps). Sorting is a contraction
+  (``||sort(a) - sort(b)|| <= ||a - b||``), so it is at most ``aligned_rel`` and 0 where the layer is
+  exactly equivariant; what ``sorted_rel`` adds on top of it is the border: content entering and
+  leaving the frame.
 * ``nearest_aligned_rel``: the smallest ``aligned_rel`` over the integer map offsets nearest to
   ``(dy/r, dx/r)``; equal to ``aligned_rel`` where that is defined. It shows how far from exact the
   best alignment is at shifts the stride does not divide.
@@ -139,6 +145,34 @@ def aligned_rel_at(
         expected = f_x[..., b0, b1]
     num = _norm((actual - expected).flatten(-3))
     return num / _norm(expected.flatten(-3)).clamp_min(_EPS)
+
+
+def sorted_rel_certified_at(
+    f_x: torch.Tensor, f_t: torch.Tensor, my: int, mx: int, geo: LayerGeometry, mode: str
+) -> torch.Tensor:
+    """``sorted_rel_certified`` for a given map offset, per pair (maps ``(..., C, h, w)`` of equal shape);
+    NaN where there is no certified position."""
+    f_x, f_t = working(f_x), working(f_t)
+    if mode == "roll" and geo.circular:
+        actual, expected = f_t, f_x  # the whole map (a roll does not change the sorted values)
+    else:
+        slices = certified_slices(geo.interior, my, mx)
+        if slices is None:
+            return torch.full(f_t.shape[:-3], float("nan"), dtype=sum_dtype(f_t.device), device=f_t.device)
+        (a0, a1), (b0, b1) = slices
+        actual, expected = f_t[..., a0, a1], f_x[..., b0, b1]
+    # a window is not contiguous: its contiguous copy may be sorted in place
+    sorted_t = sort_channels(actual.contiguous(), inplace=not actual.is_contiguous())
+    sorted_x = sort_channels(expected.contiguous(), inplace=not expected.is_contiguous())
+    return sorted_rel(sorted_x, sorted_t)
+
+
+def sorted_certified_values(
+    f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, geo: LayerGeometry, mode: str
+) -> torch.Tensor | None:
+    """``sorted_rel_certified`` per pair for one shift; None when the stride does not divide it."""
+    offset = aligned_offset(dy, dx, geo.stride)
+    return None if offset is None else sorted_rel_certified_at(f_x, f_t, *offset, geo, mode)
 
 
 def nearest_offsets(dy: int, dx: int, stride: tuple[int, int]) -> list[tuple[int, int]]:

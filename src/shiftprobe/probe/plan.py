@@ -6,6 +6,12 @@
 
 The plan also holds the two seeded random shifts per image of R. Zhang's two-shift consistency,
 drawn from the pattern's own distribution (``axis``: horizontal shifts only).
+
+**Groups** (``ShiftPlan.groups``): the sets of shifts results.json reports a figure for, each a set of
+shift ids: every shift of the grid, every radius ``max(|dy|, |dx|)``, the parity classes ``even``
+(non-zero, both components even) and ``odd`` (non-zero, the rest), and ``summary`` (every non-zero
+shift). ``membership`` is the ``n_shift_ids x n_groups`` 0/1 matrix the engine multiplies per-pair
+values with to get each image's per-group sums.
 """
 
 from __future__ import annotations
@@ -95,6 +101,43 @@ class ShiftPlan:
             return self.per_image[image_indices.cpu()].view(-1, 1, 2)
         grid = torch.tensor(self.shifts, dtype=torch.long)
         return grid.view(1, -1, 2).expand(len(image_indices), -1, -1)
+
+    def groups(self) -> list[tuple]:
+        """The reported groups, in membership-column order: ``("shift", sid)`` for every shift id,
+        ``("radius", r)`` for ``r = 0 .. max_shift``, ``("parity", "even")``, ``("parity", "odd")``,
+        ``("summary",)``."""
+        return (
+            [("shift", sid) for sid in range(self.n_shift_ids)]
+            + [("radius", r) for r in range(self.max_shift + 1)]
+            + [("parity", "even"), ("parity", "odd"), ("summary",)]
+        )
+
+    def in_group(self, group: tuple, dy: int, dx: int) -> bool:
+        """Whether shift ``(dy, dx)`` belongs to ``group`` (one of ``groups()``)."""
+        kind = group[0]
+        nonzero = (dy, dx) != (0, 0)
+        if kind == "shift":
+            return self.shift_id(dy, dx) == group[1]
+        if kind == "radius":
+            return max(abs(dy), abs(dx)) == group[1]
+        if kind == "parity":
+            even = dy % 2 == 0 and dx % 2 == 0
+            return nonzero and (even if group[1] == "even" else not even)
+        if kind == "summary":
+            return nonzero
+        raise ValueError(f"unknown group {group!r}")
+
+    def group_shift_ids(self, group: tuple) -> list[int]:
+        """The shift ids of ``group`` (every cell of the grid, measured or not)."""
+        return [sid for sid in range(self.n_shift_ids) if self.in_group(group, *self.id_to_shift(sid))]
+
+    def membership(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """``n_shift_ids x n_groups`` 0/1 matrix: entry ``(s, g)`` is 1 when shift id ``s`` is in group ``g``."""
+        groups = self.groups()
+        out = torch.zeros(self.n_shift_ids, len(groups), dtype=dtype)
+        for g, group in enumerate(groups):
+            out[self.group_shift_ids(group), g] = 1
+        return out
 
     def two_shift_draws(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independent seeded random shifts per image (zero allowed, except for the ``random``

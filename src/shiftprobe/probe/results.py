@@ -6,6 +6,13 @@ the mean over every image-shift pair in it. Scores use the layer's control (unre
 ``equivariance_score = 1 - sorted_rel / control.sorted_rel``. ``aligned_rel`` and
 ``nearest_aligned_rel`` are means over the pairs where they are defined; ``<metric>_no_overlap``
 counts the pairs left out because no map position is certified (the shift pushes everything out).
+
+Uncertainty over images (``shiftprobe.probe.stats``): every mean of a group block gets ``<metric>_se``,
+the standard error over the group's images of each image's mean over its pairs in the group; every
+score gets ``<score>_ci`` = ``[lo, hi]``, a 95 % delta-method interval for ``1 - pair / control`` (a
+ratio of two means over the same images). ``sorted_rel_certified`` is the sorting test on the certified
+region, scored as ``equivariance_score_certified``. ``predictions`` describes the unshifted images'
+predicted classes (a near-constant classifier is consistent whatever it does).
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ from typing import Any
 
 import torch
 
-from shiftprobe.probe.accumulator import COUNTED
+from shiftprobe.probe.accumulator import MASKED, SCORE_CONTROL
 from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.stats import mean_se, ratio_se, score_interval
+from shiftprobe.probe.thresholds import NEAR_CONSTANT_ENTROPY_FRACTION, NEAR_CONSTANT_TOP_SHARE
 
 
 def _mean(total: torch.Tensor, count: torch.Tensor) -> float | None:
@@ -32,12 +41,39 @@ def control_block(raw: dict, layers) -> dict:
     out = {}
     for layer in layers:
         keys = [k for k in raw if isinstance(k, tuple) and k[0] == "control" and k[1] == layer]
-        out[layer] = {k[2]: (float(raw[k]) / n if n else None) for k in keys}
+        block = {}
+        for k in keys:
+            block[k[2]] = float(raw[k]) / n if n else None
+            if ("control_sq", *k[1:]) in raw:
+                block[f"{k[2]}_se"] = mean_se(n, raw[k], raw[("control_sq", *k[1:])])
+        out[layer] = block
     return out
 
 
-def group_metrics(raw: dict, ids: torch.Tensor, layers, spatial, control: dict) -> dict:
-    """Pooled means of every metric over the pairs whose shift id is in ``ids``."""
+def _image_se(raw: dict, layer: str, metric: str, col: int | None) -> float | None:
+    stats = raw.get(("image", layer, metric))
+    if stats is None or col is None:
+        return None
+    return mean_se(stats[0, col], stats[1, col], stats[2, col])
+
+
+def _score_ci(raw: dict, layer: str, metric: str, col: int | None, score_value) -> list[float] | None:
+    """The 95 % interval of ``1 - metric / control`` over the group ``col`` (``shiftprobe.probe.stats``)."""
+    stats = raw.get(("image", layer, metric))
+    control = SCORE_CONTROL[metric]
+    if stats is None or col is None or ("control_sq", layer, control) not in raw:
+        return None
+    n_a, sum_a, sumsq_a, sum_ac, sum_c_a = (float(v) for v in stats[:, col])
+    r_se = ratio_se(
+        n_a, sum_a, sumsq_a, sum_ac, sum_c_a, float(raw["images"]), float(raw["control", layer, control]),
+        float(raw["control_sq", layer, control]),
+    )
+    return score_interval(score_value, r_se)
+
+
+def group_metrics(raw: dict, ids: torch.Tensor, layers, spatial, control: dict, col: int | None = None) -> dict:
+    """Pooled means of every metric over the pairs whose shift id is in ``ids``, with standard errors
+    and score intervals over images from the per-image statistics of group column ``col``."""
     count = raw["pair_count"][ids]
     out: dict = {"count": int(count.sum())}
     for layer in layers:
@@ -57,18 +93,48 @@ def group_metrics(raw: dict, ids: torch.Tensor, layers, spatial, control: dict) 
                 if n_out:
                     block[metric] = n_out
                 continue
-            if metric in COUNTED:
-                block[metric] = _mean(total[ids], raw["pair", layer, f"{metric}_count"][ids])
-            elif metric == "shifted_correct":
-                block["shifted_acc"] = _mean(total[ids], count)
+            if metric in MASKED:
+                value = _mean(total[ids], raw["pair", layer, f"{metric}_count"][ids])
             else:
-                block[metric] = _mean(total[ids], count)
+                value = _mean(total[ids], count)
+            name = "shifted_acc" if metric == "shifted_correct" else metric
+            block[name] = value
+            if ("image", layer, metric) in raw:
+                block[f"{name}_se"] = _image_se(raw, layer, metric, col) if value is not None else None
         ctrl = control[layer]
-        block["invariance_score"] = score(block.get("dist"), ctrl.get("dist"))
+        scores = [("invariance_score", "dist")]
         if layer in spatial:
-            block["equivariance_score"] = score(block.get("sorted_rel"), ctrl.get("sorted_rel"))
+            scores.append(("equivariance_score", "sorted_rel"))
+            if "sorted_rel_certified" in block:
+                scores.append(("equivariance_score_certified", "sorted_rel_certified"))
+        for name, metric in scores:
+            block[name] = score(block.get(metric), ctrl.get(SCORE_CONTROL[metric]))
+            if ("image", layer, metric) in raw:
+                block[f"{name}_ci"] = _score_ci(raw, layer, metric, col, block[name])
         out[layer] = block
     return out
+
+
+def predictions_block(hist: torch.Tensor | None) -> dict | None:
+    """The unshifted images' predicted-class histogram, its entropy and whether it is near-constant
+    (entropy below ``NEAR_CONSTANT_ENTROPY_FRACTION`` of ``log2(K)`` or one class above
+    ``NEAR_CONSTANT_TOP_SHARE`` of the images)."""
+    if hist is None:
+        return None
+    counts = [int(round(float(v))) for v in hist]
+    total = sum(counts)
+    k = len(counts)
+    max_bits = math.log2(k) if k else 0.0
+    if total == 0:
+        return {"histogram": counts, "entropy_bits": None, "max_entropy_bits": max_bits, "top_class_share": None,
+                "near_constant": None}
+    shares = [c / total for c in counts]
+    entropy = -sum(p * math.log2(p) for p in shares if p > 0)
+    entropy = max(0.0, entropy)  # -0.0 for a single class
+    top = max(shares)
+    near = entropy < NEAR_CONSTANT_ENTROPY_FRACTION * max_bits or top > NEAR_CONSTANT_TOP_SHARE
+    return {"histogram": counts, "entropy_bits": entropy, "max_entropy_bits": max_bits, "top_class_share": top,
+            "near_constant": bool(near)}
 
 
 def score(value, control_value):
@@ -88,39 +154,42 @@ def build_results(raw: dict, plan: ShiftPlan, layers, geometry: Mapping, control
     }
     control = control_block(raw, layers)
     control["offset"] = int(control_offset)
-    present = torch.nonzero(raw["pair_count"] > 0).flatten().tolist()
+    present = set(torch.nonzero(raw["pair_count"] > 0).flatten().tolist())
+    columns = {g: col for col, g in enumerate(plan.groups())}
 
-    def ids_where(pred) -> torch.Tensor:
-        return torch.tensor([i for i in present if pred(*plan.id_to_shift(i))], dtype=torch.long)
-
-    def group(ids):
-        return group_metrics(raw, ids, layers, spatial, control)
+    def group(key: tuple):
+        """The block of one group of ``plan.groups()``, or None when none of its shifts was measured."""
+        ids = [sid for sid in plan.group_shift_ids(key) if sid in present]
+        if not ids:
+            return None
+        return group_metrics(raw, torch.tensor(ids, dtype=torch.long), layers, spatial, control, columns[key])
 
     shifts = []
-    for sid in present:
+    for sid in sorted(present):
         dy, dx = plan.id_to_shift(sid)
-        shifts.append({"dy": dy, "dx": dx, **group(torch.tensor([sid]))})
+        shifts.append({"dy": dy, "dx": dx, **group(("shift", sid))})
     radial = []
     for r in range(plan.max_shift + 1):
-        ids = ids_where(lambda dy, dx, r=r: max(abs(dy), abs(dx)) == r)
-        if len(ids):
-            radial.append({"radius": r, **group(ids)})
-    nonzero = lambda dy, dx: (dy, dx) != (0, 0)  # noqa: E731
+        block = group(("radius", r))
+        if block is not None:
+            radial.append({"radius": r, **block})
     parity = {}
-    for name, pred in (
-        ("even", lambda dy, dx: nonzero(dy, dx) and dy % 2 == 0 and dx % 2 == 0),
-        ("odd", lambda dy, dx: nonzero(dy, dx) and (dy % 2 or dx % 2)),
-    ):
-        ids = ids_where(pred)
-        if len(ids):
-            parity[name] = group(ids)
-    summary_ids = ids_where(nonzero)
-    summary = group(summary_ids) if len(summary_ids) else {"count": 0}
+    for name in ("even", "odd"):
+        block = group(("parity", name))
+        if block is not None:
+            parity[name] = block
+    summary = group(("summary",)) or {"count": 0}
     n = float(raw["images"])
     if classifier is not None and classifier in summary:
-        summary[classifier]["consistency_two_shifts"] = float(raw["two_shift_agree"]) / n if n else None
+        agree = float(raw["two_shift_agree"])
+        summary[classifier]["consistency_two_shifts"] = agree / n if n else None
+        summary[classifier]["consistency_two_shifts_se"] = mean_se(n, agree, agree)  # 0/1 values: sum of squares = sum
+    labelled = classifier is not None and ("pair", classifier, "shifted_correct") in raw
+    correct = float(raw["correct"])
     return {
-        "accuracy": float(raw["correct"]) / n if n and classifier is not None else None,
+        "accuracy": correct / n if n and labelled else None,
+        "accuracy_se": mean_se(n, correct, correct) if labelled else None,
+        "predictions": predictions_block(raw.get("pred_hist")),
         "shift_mode": plan.mode,
         "shift_pattern": plan.pattern,
         "max_shift": plan.max_shift,

@@ -1,0 +1,94 @@
+"""Uncertainty over test images: standard errors of means and the interval of a ratio score.
+
+The engine reduces every group (a shift, a radius, a parity class, the summary) to one value per
+image, ``m_i`` = the mean of the metric over that image's pairs in the group, and keeps only sums
+(``n``, ``sum m``, ``sum m^2``, ``sum m c`` with ``c_i`` the image's control value), so the figures
+below are the same under DDP. The functions here turn those sums into
+
+* the **standard error** of a mean: ``sd(m, ddof=1) / sqrt(n)`` (``mean_se``);
+* a **95 % interval for a score** ``1 - R``, ``R = mean(a) / mean(c)``, a ratio of two means over
+  the same images, by the delta method with the pair-control covariance (``score_interval``)::
+
+      R     = a_bar / c_bar
+      var_R = (s_a**2 / n_a - 2 * R * s_ac / n_c + R**2 * s_c**2 / n_c) / c_bar**2
+      ci    = 1 - R -/+ z * sqrt(var_R),   z = 1.95996...
+
+  where ``s_a``, ``s_c`` are sample standard deviations (``ddof=1``) and ``s_ac`` the sample
+  covariance of ``(a_i, c_i)`` over the group's images; ``c_bar`` is over all ``n_c`` measured images
+  (the score's own denominator). When every image is in the group (grid and axis patterns)
+  ``n_a = n_c = n`` and this is ``(s_a**2 - 2 R s_ac + R**2 s_c**2) / (n c_bar**2)``; for the random
+  pattern a group holds a subset of the images and ``Cov(a_bar, c_bar) = s_ac / n_c``.
+
+``ratio_interval_from_values`` computes the same interval from per-image arrays (tests, simulations).
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+#: the interval's coverage
+LEVEL = 0.95
+
+
+def z_value(level: float = LEVEL) -> float:
+    """The two-sided normal quantile of ``level`` (1.95996... for 0.95)."""
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def _sample_var(n: float, total: float, total_sq: float) -> float:
+    return max(0.0, (total_sq - total * total / n) / (n - 1))
+
+
+def mean_se(n: float, total: float, total_sq: float) -> float | None:
+    """Standard error of the mean of ``n`` values from their sum and sum of squares (None if n < 2)."""
+    n = float(n)
+    if n < 2:
+        return None
+    return math.sqrt(_sample_var(n, float(total), float(total_sq)) / n)
+
+
+def ratio_se(
+    n_a: float, sum_a: float, sumsq_a: float, sum_ac: float, sum_c_a: float, n_c: float, sum_c: float, sumsq_c: float
+) -> tuple[float, float] | None:
+    """``(R, se(R))`` for ``R = mean(a) / mean(c)`` by the delta method (see the module docstring).
+
+    ``a`` has ``n_a`` per-image values with sums ``sum_a``, ``sumsq_a``; ``sum_ac`` and ``sum_c_a`` are
+    the sums of ``a_i c_i`` and ``c_i`` over the same images; ``c`` has ``n_c >= n_a`` values (every
+    measured image, a superset) with sums ``sum_c``, ``sumsq_c``. None when ``n_a < 2`` or
+    ``mean(c) == 0``.
+    """
+    n_a, n_c = float(n_a), float(n_c)
+    if n_a < 2 or n_c < 2:
+        return None
+    a_bar, c_bar = float(sum_a) / n_a, float(sum_c) / n_c
+    if c_bar == 0:
+        return None
+    r = a_bar / c_bar
+    var_a = _sample_var(n_a, float(sum_a), float(sumsq_a))
+    var_c = _sample_var(n_c, float(sum_c), float(sumsq_c))
+    cov_ac = (float(sum_ac) - float(sum_a) * float(sum_c_a) / n_a) / (n_a - 1)
+    var_r = (var_a / n_a - 2 * r * cov_ac / n_c + r * r * var_c / n_c) / (c_bar * c_bar)
+    return r, math.sqrt(max(0.0, var_r))
+
+
+def score_interval(score: float | None, r_se: tuple[float, float] | None, level: float = LEVEL) -> list[float] | None:
+    """``[lo, hi]`` for ``score = 1 - R`` given ``(R, se(R))``; None when either is unknown."""
+    if score is None or r_se is None:
+        return None
+    half = z_value(level) * r_se[1]
+    return [score - half, score + half]
+
+
+def ratio_interval_from_values(a, c, level: float = LEVEL) -> tuple[float, list[float]] | None:
+    """``(1 - R, [lo, hi])`` for paired per-image values ``a`` (pair metric) and ``c`` (control),
+    through the same sums and the same ``ratio_se`` as the engine."""
+    a, c = np.asarray(a, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    n = len(a)
+    r_se = ratio_se(n, a.sum(), (a * a).sum(), (a * c).sum(), c.sum(), n, c.sum(), (c * c).sum())
+    if r_se is None:
+        return None
+    score = 1.0 - r_se[0]
+    return score, score_interval(score, r_se, level)
