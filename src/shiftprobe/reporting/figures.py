@@ -521,7 +521,8 @@ def plot_radial_profiles(results: Mapping, path: str | Path | None = None, dpi: 
     sure = (
         "no intervals in these results (older results.json)"
         if widest_all is None
-        else f"shaded: 95 % intervals over test images (widest ±{fmt(widest_all, 2)})"
+        else f"shaded: 95 % intervals over test images (widest ±{fmt(widest_all, 2)}"
+        + ("; narrower than the lines where no shading shows)" if widest_all < 0.01 else ")")
     )
     fig.suptitle(
         f"Radial profiles ({mode} shifts, {pattern} pattern): trained solid, untrained dashed; {sure}",
