@@ -8,6 +8,8 @@ figures to the loggers. Under DDP every rank measures its share of the test imag
 
 ``initial_state=<path>`` (a state_dict or checkpoint) replaces the untrained control's weights;
 ``export_pairs=N`` also writes N seeded pairs with their activations (``pairs.pt``, ``pairs.npz``).
+``untrained_inits=K`` measures K independent initialisations of the untrained network (the saved
+initial weights and K - 1 re-initialised copies) and reports their spread (``untrained_inits``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from shiftprobe.checkpoints import fit_problems, read_checkpoint
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.probe.engine import measure_network, subset_indices, subset_info
 from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.results import inits_summary
 from shiftprobe.probe.transforms import check_max_shift
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,26 @@ def untrained_copy(pl_module) -> torch.nn.Module | None:
     net = copy.deepcopy(pl_module.net)
     net.load_state_dict(state)
     return net
+
+
+def reinitialised_copy(net: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A fresh initialisation of the same architecture: a deep copy of ``net`` (on the CPU) whose every
+    submodule with a ``reset_parameters()`` is re-initialised, children before parents (a model's own
+    ``reset_parameters`` has the last word), under ``torch.manual_seed(seed)``. The global random state
+    is restored afterwards. Parameters of modules without ``reset_parameters`` keep ``net``'s values
+    (give the untrained network, so they stay untrained)."""
+    fresh = copy.deepcopy(net).cpu()
+    kept = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for name, module in reversed(list(fresh.named_modules())):
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+            elif any(True for _ in module.parameters(recurse=False)):
+                kept.append(name or type(module).__name__)
+    if kept:
+        log.warning("untrained_inits: %s has no reset_parameters(); its parameters are those of init 0", ", ".join(kept))
+    return fresh
 
 
 def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
@@ -72,6 +95,7 @@ class ShiftProbeCallback(L.Callback):
         max_images: int | None = None,
         initial_state: str | None = None,
         export_pairs: int = 0,
+        untrained_inits: int = 1,
     ):
         # validate early: a bad value fails when the callback is built, before training
         ShiftPlan.build(max_shift, mode, pattern, seed, 1 if pattern != "random" else 0)
@@ -79,6 +103,11 @@ class ShiftProbeCallback(L.Callback):
             raise ValueError(f"callbacks.shift_probe.batch_size must be >= 1, got {batch_size}")
         if max_images is not None and max_images < 2:
             raise ValueError(f"callbacks.shift_probe.max_images={max_images}: use at least 2 (or null for all)")
+        if not isinstance(untrained_inits, int) or isinstance(untrained_inits, bool) or untrained_inits < 1:
+            raise ValueError(
+                f"callbacks.shift_probe.untrained_inits={untrained_inits!r}: use a number of initialisations >= 1 (default 1)"
+            )
+        self.untrained_inits = untrained_inits
         self.max_shift, self.mode, self.pattern, self.seed = max_shift, mode, pattern, seed
         self.layers = list(layers) if layers else None
         self.batch_size, self.pairs_per_chunk, self.fast_path = batch_size, pairs_per_chunk, fast_path
@@ -166,6 +195,12 @@ class ShiftProbeCallback(L.Callback):
                 if origin:
                     results["untrained_origin"] = origin
                 self._untrained_net = net0
+                runs = [results["untrained"]]
+                for k in range(1, self.untrained_inits):
+                    net_k = reinitialised_copy(net0, self.seed + k).to(pl_module.device)
+                    desc = f"shift probe: untrained init {k}/{self.untrained_inits - 1}"
+                    runs.append(measure_network(net_k, images, labels, plan, desc=desc, **kwargs))
+                results["untrained_inits"] = inits_summary(runs)
         results["subset"] = subset
         results["seconds_total"] = time.perf_counter() - start
         return results
@@ -220,6 +255,10 @@ class ShiftProbeCallback(L.Callback):
                 value = (summary.get(layer) or {}).get(metric)
                 if value is not None:
                     out[f"{prefix}/{layer}/{metric}"] = float(value)
+                ci = (summary.get(layer) or {}).get(f"{metric}_ci")
+                if ci is not None and None not in ci:  # the 95 % interval of a score
+                    out[f"{prefix}/{layer}/{metric}_ci_low"] = float(ci[0])
+                    out[f"{prefix}/{layer}/{metric}_ci_high"] = float(ci[1])
         return out
 
     def _log_scalars(self, trainer, results: dict) -> None:

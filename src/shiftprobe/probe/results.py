@@ -137,6 +137,28 @@ def predictions_block(hist: torch.Tensor | None) -> dict | None:
             "near_constant": bool(near)}
 
 
+def inits_summary(runs: list[Mapping]) -> dict:
+    """``untrained_inits``: mean, sample sd, min and max over independent initialisations (one
+    results dict per initialisation, one sample each) of every figure of the summary blocks (standard
+    errors, intervals and counts left out); ``std`` is None with one initialisation."""
+    first = runs[0]
+    out: dict = {}
+    for layer in first.get("layers", []):
+        block = {}
+        for metric, value in (first.get("summary", {}).get(layer) or {}).items():
+            if metric.endswith("_se") or not (value is None or isinstance(value, float)):
+                continue  # standard errors, intervals (lists) and counts (ints)
+            values = [(r.get("summary", {}).get(layer) or {}).get(metric) for r in runs]
+            values = [float(v) for v in values if isinstance(v, float) and math.isfinite(v)]
+            if not values:
+                continue
+            mean = math.fsum(values) / len(values)
+            std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+            block[metric] = {"mean": mean, "std": std, "min": min(values), "max": max(values)}
+        out[layer] = block
+    return {"k": len(runs), "summary": out}
+
+
 def score(value, control_value):
     if value is None or control_value is None or control_value == 0:
         return None
