@@ -222,7 +222,8 @@ def test_cli_bad_input_is_short(tmp_path, args, expected):
     done = cli("train.py", *args, f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 1
     assert expected in done.stderr
-    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 12
+    # Hydra's own message for an unknown group option lists every option, one per line
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 20
 
 
 def test_cli_offline_missing_files(tmp_path):

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from shiftprobe.models.lab import LabCNN
 from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet, allconv, gap, lab, resnet
+from shiftprobe.models.lab import LabCNN
 
 CANVAS = 48  # the widest field (resnet layer3) spans 25 pixels
 DELTA = 1e3
