@@ -3,6 +3,10 @@
 Numbers are plausible and deterministic: scores fall linearly with the Chebyshev radius, conv1 is
 aligned to ``conv1_aligned`` at every shift, conv2 to ``conv2_aligned`` at even shifts and ``None``
 at odd ones (stride 2). Groups (radial, parity, summary) are count-weighted means of the shifts.
+
+With ``engine_keys=True`` the dict also carries what the engine writes beside the figures:
+``classifier``, ``precision`` (for ``dtype``) and ``geometry`` (the lab CNN's inferred geometry).
+Off by default, so tests of older results files keep their shape.
 """
 
 from __future__ import annotations
@@ -11,6 +15,21 @@ import random
 
 STRIDES = {"conv1": 1, "conv2": 2}
 LAYERS = ["conv1", "conv2", "fc1", "logits"]
+#: the exact-test tolerance by dtype (shiftprobe.probe.thresholds)
+EXACT_TOL = {"float32": 1e-5, "float64": 1e-9, "float16": 1e-2, "bfloat16": 5e-2}
+#: the lab CNN's geometry as results.json writes it (shiftprobe.probe.geometry.LayerGeometry.to_dict)
+GEOMETRY = {
+    "conv1": {"name": "conv1", "kind": "spatial", "shape": [10, 24, 24], "stride": [1, 1],
+              "receptive_field": {"y": [0, 4], "x": [0, 4], "size": [5, 5]},
+              "interior": {"y": [0, 23], "x": [0, 23]}, "circular": False, "note": None},
+    "conv2": {"name": "conv2", "kind": "spatial", "shape": [20, 8, 8], "stride": [2, 2],
+              "receptive_field": {"y": [0, 13], "x": [0, 13], "size": [14, 14]},
+              "interior": {"y": [0, 7], "x": [0, 7]}, "circular": False, "note": None},
+    "fc1": {"name": "fc1", "kind": "vector", "shape": [50], "stride": None, "receptive_field": None,
+            "interior": None, "circular": False, "note": None},
+    "logits": {"name": "logits", "kind": "vector", "shape": [10], "stride": None, "receptive_field": None,
+               "interior": None, "circular": False, "note": None},
+}
 
 
 def _shift_list(max_shift: int, pattern: str, seed: int, n_random: int) -> list[tuple[int, int]]:
@@ -133,14 +152,20 @@ def make_fake_results(
     conv2_aligned: float | None = 2e-7,
     untrained: bool = True,
     n_random: int = 10,
+    engine_keys: bool = False,
+    dtype: str = "float32",
 ) -> dict:
     """A trained network's results (plus an ``untrained`` block unless ``untrained=False``)."""
-    res = _one_network(
-        max_shift, pattern, mode, n_images, seed, slope, 0.989, conv1_aligned, conv2_aligned, n_random
-    )
+    nets = [_one_network(max_shift, pattern, mode, n_images, seed, slope, 0.989, conv1_aligned, conv2_aligned, n_random)]
     if untrained:
-        res["untrained"] = _one_network(
-            max_shift, pattern, mode, n_images, seed, slope * 0.6, 0.101, 4e-7, 1e-7, n_random
-        )
+        nets.append(_one_network(max_shift, pattern, mode, n_images, seed, slope * 0.6, 0.101, 4e-7, 1e-7, n_random))
+    if engine_keys:
+        for net in nets:
+            net["classifier"] = "logits"
+            net["precision"] = {"dtype": dtype, "exact_tol": EXACT_TOL[dtype]}
+            net["geometry"] = {layer: dict(GEOMETRY[layer]) for layer in LAYERS}
+    res = nets[0]
+    if untrained:
+        res["untrained"] = nets[1]
     res["seconds"] = 41.2
     return res

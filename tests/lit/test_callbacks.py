@@ -11,6 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from shiftprobe.lit.callbacks import ShiftProbeCallback
 from shiftprobe.models.lab import LabCNN
+from shiftprobe.probe.engine import measure_network
+from shiftprobe.probe.plan import ShiftPlan
 
 
 class TinyData(L.LightningDataModule):
@@ -42,7 +44,13 @@ class TinyModule(L.LightningModule):
 @pytest.mark.parametrize("logger_kind", ["tensorboard", "csv"])
 def test_callback_writes_results_files(tmp_path, logger_kind):
     logger = TensorBoardLogger(tmp_path, name="tb") if logger_kind == "tensorboard" else CSVLogger(tmp_path)
-    cb = ShiftProbeCallback(max_shift=2, batch_size=16, output_dir=str(tmp_path / "run"), progress=False)
+    # drawing is slow: the figures (with TensorBoard, on a small grid) and the untrained control (with
+    # CSV) once each; figures=False and untrained=False are checked on the way
+    figures = logger_kind == "tensorboard"
+    untrained = not figures
+    max_shift = 1 if figures else 2
+    cb = ShiftProbeCallback(max_shift=max_shift, batch_size=16, output_dir=str(tmp_path / "run"), progress=False,
+                            figures=figures, untrained=untrained)
     module = TinyModule()
     with torch.no_grad():  # make the 'trained' net differ from its initial weights
         module.net.conv1.weight.mul_(1.5)
@@ -52,15 +60,29 @@ def test_callback_writes_results_files(tmp_path, logger_kind):
     )
     trainer.test(module, datamodule=TinyData())
     out = tmp_path / "run"
-    for name in ("results.json", "results.md", "heatmaps.png", "radial.png", "examples.png"):
+    for name in ("results.json", "results.md"):
         assert (out / name).stat().st_size > 0, name
+    for name in ("heatmaps.png", "radial.png", "examples.png"):
+        assert (out / name).exists() is figures, name
+        if figures:
+            assert (out / name).stat().st_size > 0, name
     res = json.loads((out / "results.json").read_text())
-    for key in ("accuracy", "shift_mode", "control", "shifts", "radial", "parity", "summary", "untrained", "seconds"):
-        assert key in res
-    assert len(res["shifts"]) == 25 and res["n_images"] == 40
+    for key in ("accuracy", "shift_mode", "control", "shifts", "radial", "parity", "summary", "seconds",
+                "geometry", "precision", "classifier", "subset", "fast_path"):
+        assert key in res, key
+    assert ("untrained" in res) is untrained
+    assert len(res["shifts"]) == (2 * max_shift + 1) ** 2 and res["n_images"] == 40 and res["fast_path"] is True
+    assert res["subset"] == {"n_images": 40, "of": 40, "how": "all images"}
     assert set(res["shifts"][0]) >= {"dy", "dx", "conv1", "conv2", "fc1", "logits"}
-    # the untrained block measures the initial weights, not the modified ones
-    assert res["untrained"]["summary"]["conv1"]["dist"] != pytest.approx(res["summary"]["conv1"]["dist"])
+    assert res["strides"] == {"conv1": 1, "conv2": 2} and res["classifier"] == "logits"
+    # the lab net is exact on its certified region at every shift its stride divides
+    assert all(e["conv1"]["aligned_rel_max"] < 1e-5 for e in res["shifts"])
+    if untrained:  # the untrained block measures the initial weights, not the modified ones
+        assert res["untrained"]["summary"]["conv1"]["dist"] != pytest.approx(res["summary"]["conv1"]["dist"])
+        net0 = LabCNN()
+        net0.load_state_dict(module.initial_net_state)
+        direct = measure_network(net0, TinyData().test_images, TinyData().test_labels, ShiftPlan.build(2, n_images=40))
+        assert res["untrained"]["summary"]["conv1"]["dist"] == pytest.approx(direct["summary"]["conv1"]["dist"], rel=1e-6)
     assert "conv1" in (out / "results.md").read_text()
     assert cb.results["summary"]["fc1"]["invariance_score"] == res["summary"]["fc1"]["invariance_score"]
     if logger_kind == "tensorboard":

@@ -1,11 +1,12 @@
-"""Model variants, training-time shift augmentation and the experiment presets.
+"""The lab CNN's variants, training-time shift augmentation and the experiment presets.
 
-What ``test_model.py`` (shapes at default construction) and ``test_metrics.py`` (lab conv exactness
-in crop mode, circular conv exactness on a few roll shifts) already check is not repeated here. This
-file covers: the variants as the config builds them, the blurpool exactness pattern, the circular
-variant measured end to end with roll shifts, that the measurement follows the variant, that
-``data.train_shift`` shifts the training batches of a real ``Trainer.fit`` (and nothing else), and the
-``experiment`` presets (``untrained`` run end to end without a checkpoint).
+What ``tests/probe/test_metrics.py`` (lab conv exactness in crop mode, circular conv exactness on a few
+roll shifts) and ``tests/probe/test_geometry.py`` (inferred strides and fields) already check is not
+repeated here. This file covers: the variants as the config builds them, the blurpool exactness
+pattern on its certified region, the circular variant measured end to end with roll and crop shifts,
+that the measurement follows the variant, that ``data.train_shift`` shifts the training batches of a
+real ``Trainer.fit`` (and nothing else), and the ``experiment`` presets (``untrained`` run end to end
+without a checkpoint).
 """
 
 import json
@@ -15,15 +16,17 @@ import lightning as L
 import pytest
 import torch
 from conftest import VAL_SIZE, compose_config, test_overrides
-from shiftprobe.measure import measure_results
-from shiftprobe.metrics import aligned_rel, aligned_rel_at, nearest_aligned_rel
-from shiftprobe.shifts import shift_images
 
 from shiftprobe.app.train import train
 from shiftprobe.data import MNISTDataModule
-from shiftprobe.data.paired import ShiftPlan
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.models.lab import LabCNN
+from shiftprobe.probe.capture import resolve_layers
+from shiftprobe.probe.engine import measure_network, subset_indices
+from shiftprobe.probe.geometry import LayerGeometry, infer_geometry
+from shiftprobe.probe.metrics import aligned_rel_at, aligned_values
+from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.transforms import shift_images
 
 EXACT = 1e-5
 SHIFTS_UP_TO_2 = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
@@ -54,7 +57,8 @@ def test_variant_from_config(tmp_path, model, pool, padding, maps, fc1_in, crop_
     cfg = compose_config("train", [f"paths.output_dir={tmp_path}", f"model={model}"], tmp_path)
     net = hydra.utils.instantiate(cfg.model)
     assert (net.pool, net.padding) == (pool, padding)
-    assert net.probe_strides == {"conv1": 1, "conv2": 2}
+    geo = infer_geometry(net, resolve_layers(net, ["conv1", "conv2"]), (1, 28, 28))
+    assert (geo["conv1"].stride, geo["conv2"].stride) == ((1, 1), (2, 2))  # inferred, not declared
     assert net.supports_crop_windows is crop_windows  # the measurement's fast path only for the lab net
     assert net.fc1.in_features == fc1_in
     p = net.probe(torch.rand(2, 1, 28, 28))
@@ -76,27 +80,51 @@ def test_blur_filter_size_key(tmp_path, size):
     assert net(torch.rand(2, 1, 28, 28))[1].shape == (2, 20, 8, 8)
 
 
-# -- blurpool: conv1 exact; conv2 exact at even shifts only away from the borders ------------------------
-@pytest.mark.parametrize("size,margin", [(3, 1), (5, 2)])
-@pytest.mark.parametrize("dy,dx", SHIFTS_UP_TO_2)
-def test_blurpool_exactness(images, size, margin, dy, dx):
+# -- blurpool: conv1 exact; conv2 exact at even shifts on its certified region -----------------------
+@pytest.fixture(scope="module", params=[3, 5], ids=["blur3", "blur5"])
+def blurpool(request, images):
+    """A blurpool net, its inferred geometry, and its conv1 / conv2 maps for every shift up to 2."""
     torch.manual_seed(0)
-    net = LabCNN(pool="blur", blur_filter_size=size).eval()
-    with torch.no_grad():
-        p, pt = net.probe(images), net.probe(shift_images(images, dy, dx))
-    assert aligned_rel(p["conv1"], pt["conv1"], dy, dx, stride=1).max() < EXACT  # before any pool
-    conv2 = aligned_rel(p["conv2"], pt["conv2"], dy, dx, stride=2)
+    net = LabCNN(pool="blur", blur_filter_size=request.param).eval()
+    geo = infer_geometry(net, resolve_layers(net, ["conv1", "conv2"]), (1, 28, 28))
+    n = len(images)
+    with torch.no_grad():  # one forward for every shift
+        maps = net.probe(torch.cat([images] + [shift_images(images, dy, dx) for dy, dx in SHIFTS_UP_TO_2]))
+    maps = {k: maps[k] for k in ("conv1", "conv2")}
+    shifted = {s: {k: v[(i + 1) * n : (i + 2) * n] for k, v in maps.items()} for i, s in enumerate(SHIFTS_UP_TO_2)}
+    return geo, {k: v[:n] for k, v in maps.items()}, shifted
+
+
+def test_blurpool_certified_region_is_smaller_than_the_map(blurpool):
+    """The reflect padding of the blur reads pixels beyond the border: conv2's outer ring is not
+    certified (receptive field [2q - 1, 2q + 14] for filter 3, [2q - 2, 2q + 15] for filter 5)."""
+    geo, _, _ = blurpool
+    assert geo["conv1"].interior == (0, 23, 0, 23)  # before any pool: the whole map
+    c2 = geo["conv2"]
+    assert c2.stride == (2, 2) and c2.shape == (20, 8, 8) and not c2.circular
+    assert c2.receptive_field[0] < 0  # reaches before the first pixel
+    assert c2.interior == (1, 6, 1, 6)
+
+
+@pytest.mark.parametrize("dy,dx", SHIFTS_UP_TO_2)
+def test_blurpool_exactness(blurpool, dy, dx):
+    geo, base, shifted = blurpool
+    t = shifted[dy, dx]
+    conv1, _ = aligned_values(base["conv1"], t["conv1"], dy, dx, geo["conv1"], "crop")
+    assert conv1.max() < EXACT  # before any pool
+    conv2, nearest = aligned_values(base["conv2"], t["conv2"], dy, dx, geo["conv2"], "crop")
     if dy % 2 or dx % 2:
         assert conv2 is None
-        assert nearest_aligned_rel(p["conv2"], pt["conv2"], dy, dx, stride=2).min() > 1e-3
+        assert nearest.min() > 1e-3  # the blur does not make odd shifts exact
         return
-    inner = (..., slice(margin, -margin), slice(margin, -margin))
-    interior = aligned_rel_at(p["conv2"][inner], pt["conv2"][inner], dy // 2, dx // 2)
-    assert interior.max() < EXACT  # the blur commutes with even shifts where the padding is not involved
+    # the blur commutes with even shifts wherever the padding is not involved: the certified region
+    assert conv2.max() < EXACT
     if (dy, dx) != (0, 0):
-        # ...but the reflect padding at the map border does not move with the content (the lab's
-        # max-pool net is exact on the whole overlap here: test_metrics.py)
-        assert conv2.min() > 1e-3
+        # ...but not on the whole overlap: the reflect padding at the map border does not move with
+        # the content (the lab's max-pool net is exact on its whole overlap: tests/probe/test_metrics.py)
+        whole = LayerGeometry("conv2", "spatial", (20, 8, 8), stride=(2, 2), receptive_field=(0, 0, 0, 0),
+                              interior=(0, 7, 0, 7))
+        assert aligned_rel_at(base["conv2"], t["conv2"], dy // 2, dx // 2, whole, "crop").min() > 1e-3
 
 
 def test_blurpool_measurement_uses_the_generic_path(images):
@@ -106,11 +134,14 @@ def test_blurpool_measurement_uses_the_generic_path(images):
     x = (images[:, 0] * 255).to(torch.uint8)
     y = torch.zeros(len(x), dtype=torch.long)
     plan = ShiftPlan.build(2, mode="crop", n_images=len(x))
-    fast = measure_results(net, x, y, plan, fast_path=True, workers=1)
-    plain = measure_results(net, x, y, plan, fast_path=False, workers=1)
+    fast = measure_network(net, x, y, plan, fast_path=True, workers=1)
+    plain = measure_network(net, x, y, plan, fast_path=False, workers=1)
+    assert fast["fast_path"] is False and plain["fast_path"] is False
     for a, b in zip(fast["shifts"], plain["shifts"], strict=True):
         assert a["conv2"]["rel"] == pytest.approx(b["conv2"]["rel"], abs=1e-9)
         assert a["fc1"]["rel"] == pytest.approx(b["fc1"]["rel"], abs=1e-9)
+        if (a["dy"] % 2, a["dx"] % 2) == (0, 0):  # exact on the certified region, end to end
+            assert a["conv2"]["aligned_rel_max"] < EXACT
 
 
 # -- circular padding measured with roll shifts: the exact setting -------------------------------------
@@ -118,28 +149,34 @@ def test_circular_roll_measurement_is_exact(uint8_set):
     torch.manual_seed(1)
     net = LabCNN(padding="circular")
     x, y = uint8_set
-    r = measure_results(net, x, y, ShiftPlan.build(3, mode="roll", n_images=len(x)), batch_size=8)
+    r = measure_network(net, x, y, ShiftPlan.build(3, mode="roll", n_images=len(x)), batch_size=8)
     assert r["shift_mode"] == "roll" and len(r["shifts"]) == 49
+    assert r["geometry"]["conv1"]["circular"] and r["geometry"]["conv2"]["circular"]  # compared on the whole map
     for s in r["shifts"]:
         c1, c2 = s["conv1"], s["conv2"]
-        assert c1["aligned_rel"] < EXACT and c1["sorted_rel"] < EXACT, s  # every shift
+        assert c1["aligned_rel_max"] < EXACT and c1["sorted_rel"] < EXACT, s  # every shift
         assert c1["equivariance_score"] == pytest.approx(1.0, abs=EXACT)
         if s["dy"] % 2 == 0 and s["dx"] % 2 == 0:
-            assert c2["aligned_rel"] < EXACT and c2["sorted_rel"] < EXACT, s
+            assert c2["aligned_rel_max"] < EXACT and c2["sorted_rel"] < EXACT, s
         else:
             # the stride-2 pool sees another phase: neither moved nor permuted values
             assert c2["aligned_rel"] is None and c2["nearest_aligned_rel"] > 1e-3 and c2["sorted_rel"] > 1e-4, s
     assert r["summary"]["conv1"]["sorted_rel"] < EXACT
 
 
-def test_circular_is_not_exact_with_crop_shifts(uint8_set):
-    """Circular padding wraps content around; a crop shift loses it instead, so the borders differ."""
+def test_circular_with_crop_shifts_is_exact_only_on_the_certified_region(uint8_set):
+    """Circular padding wraps content around; a crop shift loses it instead, so the border positions
+    (those whose receptive field wraps) differ and the sorted values change. The positions that see
+    only image pixels are certified and exact."""
     torch.manual_seed(1)
     net = LabCNN(padding="circular")
     x, y = uint8_set
-    r = measure_results(net, x, y, ShiftPlan.build(1, mode="crop", n_images=len(x)), batch_size=8)
+    r = measure_network(net, x, y, ShiftPlan.build(1, mode="crop", n_images=len(x)), batch_size=8)
+    geo = r["geometry"]["conv1"]
+    assert geo["circular"] and geo["interior"] == {"y": [2, 25], "x": [2, 25]}  # of a 28x28 map
     moved = [s for s in r["shifts"] if (s["dy"], s["dx"]) != (0, 0)]
-    assert all(s["conv1"]["aligned_rel"] > 1e-3 for s in moved)
+    assert all(s["conv1"]["aligned_rel_max"] < EXACT for s in moved)
+    assert all(s["conv1"]["sorted_rel"] > 1e-3 for s in moved)
 
 
 # -- data.train_shift: the batches a real fit sees ------------------------------------------------------
@@ -167,7 +204,7 @@ def fit_and_record(mnist_root, train_shift: int, seed: int = 0) -> dict:
     module = ShiftProbeModule(net=LabCNN(), optimizer=lambda params: torch.optim.SGD(params, lr=0.0))
     rec = BatchRecorder()
     trainer = L.Trainer(
-        max_epochs=1, limit_train_batches=3, limit_val_batches=2, limit_test_batches=2, num_sanity_val_steps=0,
+        max_epochs=1, limit_train_batches=3, limit_val_batches=1, limit_test_batches=1, num_sanity_val_steps=0,
         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[rec],
     )
@@ -176,6 +213,7 @@ def fit_and_record(mnist_root, train_shift: int, seed: int = 0) -> dict:
     return {k: torch.cat(v) for k, v in rec.seen.items()}
 
 
+@pytest.mark.slow
 def test_train_shift_shifts_training_batches_only(mnist_root):
     k = 3
     plain = fit_and_record(mnist_root, train_shift=0)
@@ -226,6 +264,7 @@ def test_task_names_are_distinct(tmp_path):
     assert len(names) == len(EXPECTED) and "train" not in names
 
 
+@pytest.mark.slow
 def test_untrained_experiment_measures_the_initial_weights(mnist_root, tmp_path):
     out = tmp_path / "untrained"
     args = [a for a in test_overrides(mnist_root, out) if not a.startswith("callbacks=")]
@@ -246,5 +285,7 @@ def test_untrained_experiment_measures_the_initial_weights(mnist_root, tmp_path)
     assert metrics["test/acc"] == pytest.approx((pred == dm.test_labels).float().mean().item())
     results = json.loads((out / "results.json").read_text())
     assert "untrained" not in results and results["n_images"] == 40  # the 'trained' block is the initial net
-    assert results["accuracy"] == pytest.approx((pred[:40] == dm.test_labels[:40]).float().mean().item())
+    assert results["subset"]["how"] == "seeded random subset" and results["subset"]["seed"] == 3
+    subset = subset_indices(len(dm.test_labels), 40, results["subset"]["seed"])
+    assert results["accuracy"] == pytest.approx((pred[subset] == dm.test_labels[subset]).float().mean().item())
     assert not (out / "checkpoints").exists()

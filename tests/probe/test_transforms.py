@@ -1,7 +1,11 @@
+"""Integer translations (``shiftprobe.probe.transforms``): the definition pixel by pixel, the shift
+sets of each pattern, seeded random shifts, argument checks, and the ``Translation`` transform."""
+
 import pytest
 import torch
 
-from shiftprobe.shifts import (
+from shiftprobe.probe.transforms import (
+    Translation,
     check_max_shift,
     overlap_slices,
     random_shifts,
@@ -86,3 +90,38 @@ def test_overlap_slices_select_equal_values(dy, dx):
     a, b = overlap_slices(dy, dx, 10, 10)
     assert torch.equal(y[..., a[0], a[1]], x[..., b[0], b[1]])
     assert y[..., a[0], a[1]].numel() == (10 - abs(dy)) * (10 - abs(dx))
+
+
+def test_random_shifts_axis_pattern_and_zero_allowed():
+    a = random_shifts(2000, 2, seed=1, pattern="axis")
+    assert (a[:, 0] == 0).all() and set(a[:, 1].tolist()) == {-2, -1, 1, 2}
+    z = random_shifts(2000, 1, seed=1, nonzero=False)
+    assert len({tuple(v) for v in z.tolist()}) == 9  # (0, 0) included
+    with pytest.raises(ValueError, match="max_shift"):
+        random_shifts(5, 0, seed=0)
+
+
+def test_random_is_not_a_fixed_shift_set():
+    with pytest.raises(ValueError, match="random_shifts"):
+        shift_grid(2, "random")
+    with pytest.raises(ValueError, match="spiral"):
+        shift_grid(2, "spiral")
+
+
+@pytest.mark.parametrize("mode", ["crop", "roll"])
+def test_translation_transform(mode):
+    t = Translation(max_shift=2, mode=mode)
+    assert t.shifts() == shift_grid(2) and Translation(max_shift=1, pattern="axis").shifts() == [(0, -1), (0, 0), (0, 1)]
+    x = torch.rand(3, 1, 10, 10)
+    s = torch.tensor([[1, -2], [0, 0], [-2, 2]])
+    assert torch.equal(t.apply(x, s), shift_images_per_sample(x, s, mode))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"max_shift": -1}, "max_shift"), ({"max_shift": 1.5}, "max_shift"), ({"mode": "wrap"}, "crop"),
+     ({"pattern": "spiral"}, "pattern"), ({"pattern": "random", "max_shift": 0}, "max_shift")],
+)
+def test_translation_refuses_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Translation(**kwargs)

@@ -1,4 +1,5 @@
-"""plots.py: every figure renders to a valid, non-empty PNG for the grid, axis and random patterns."""
+"""reporting/figures.py: every figure renders to a valid, non-empty PNG for the grid, axis and random
+patterns; the example-pairs figure draws what ``shiftprobe.probe.examples.example_pairs`` computed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from matplotlib.figure import Figure
 from results_factory import make_fake_results
 
 from shiftprobe.models.lab import LabCNN
+from shiftprobe.probe.examples import example_pairs
+from shiftprobe.reporting import figures
 from shiftprobe.reporting.figures import (
     plot_example_pairs,
     plot_radial_profiles,
@@ -34,11 +37,12 @@ def _images(n=2, seed=0):
 
 @pytest.mark.parametrize("pattern", ["grid", "axis", "random"])
 def test_heatmaps_and_radial_png(tmp_path, pattern):
-    res = make_fake_results(max_shift=2, pattern=pattern)
-    fig = plot_sensitivity_heatmaps(res, path=tmp_path / "h.png")
+    # the untrained panels once (they do not depend on the pattern): rendering is what costs here
+    res = make_fake_results(max_shift=2, pattern=pattern, untrained=pattern == "grid")
+    fig = plot_sensitivity_heatmaps(res, path=tmp_path / "h.png", dpi=60)
     assert isinstance(fig, Figure)
     _assert_png(tmp_path / "h.png")
-    fig = plot_radial_profiles(res, path=tmp_path / "r.png")
+    fig = plot_radial_profiles(res, path=tmp_path / "r.png", dpi=60)
     assert isinstance(fig, Figure)
     _assert_png(tmp_path / "r.png")
 
@@ -74,25 +78,40 @@ def test_sensitivity_grid_blank_cells():
 def test_example_pairs_with_random_net(tmp_path, mode):
     torch.manual_seed(0)
     net = LabCNN().train()
-    fig = plot_example_pairs(net, _images(), [(1, 1), (2, 0)], mode=mode, path=tmp_path / "e.png")
+    examples = example_pairs(net, _images(), [(1, 1), (2, 0)], "conv2", mode=mode, n_channels=2)
+    assert net.training  # mode restored
+    assert examples["layer"] == "conv2" and examples["stride"] == (2, 2) and len(examples["pairs"]) == 4
+    assert len(examples["channels"]) == 2
+    for pair in examples["pairs"]:
+        assert pair["f_x"].shape == pair["f_t"].shape == (2, 8, 8)
+        if pair["shift"] == (1, 1):
+            assert pair["aligned_diff"] is None  # stride 2 does not divide an odd shift
+        else:  # (2, 0): map offset (1, 0); the first row of f(Tx) has no certified counterpart
+            diff = pair["aligned_diff"]
+            assert torch.isnan(diff[:, 0]).all() and torch.isfinite(diff[:, 1:]).all()
+            # valid convs + stride-2 max pool: exact at even shifts on the certified region, crop and roll
+            assert diff[:, 1:].abs().max() < 1e-5
+    fig = plot_example_pairs(examples, path=tmp_path / "e.png", dpi=60)
     assert isinstance(fig, Figure)
     _assert_png(tmp_path / "e.png")
-    assert net.training  # mode restored
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert any("no exact" in t and "odd shift" in t for t in texts)
+    assert any("no exact" in t and "does not divide" in t for t in texts)
     labels = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel().startswith("max|Δ|")]
     assert labels  # even shifts get an aligned difference
-    if mode == "crop":  # valid convs + stride-2 max pool: exact at even shifts
-        assert all(label == "max|Δ| 0" or "e-" in label for label in labels)
+    assert all(label == "max|Δ| 0" or "e-" in label for label in labels)
 
 
-def test_save_all_figures(tmp_path):
-    res = make_fake_results(max_shift=2)
+def test_save_all_figures(tmp_path, monkeypatch):
+    res = make_fake_results(max_shift=1, untrained=False)  # small: rendering is what costs here
     torch.manual_seed(0)
-    figs = save_all_figures(res, tmp_path / "figs", net=LabCNN(), images=_images(3), n_examples=2, dpi=60)
+    examples = example_pairs(LabCNN(), _images(1), [(1, 1), (2, 2)], "conv2", n_channels=1)
+    figs = save_all_figures(res, tmp_path / "figs", examples=examples, dpi=60)
     assert set(figs) == {"heatmaps", "radial", "examples"}
     for name in figs:
         _assert_png(tmp_path / "figs" / f"{name}.png")
+    # without examples: no examples.png (the other two, drawn above, are stubbed: drawing is what costs)
+    for name in ("plot_sensitivity_heatmaps", "plot_radial_profiles"):
+        monkeypatch.setattr(figures, name, lambda results, path=None, dpi=None: Figure())
     figs = save_all_figures(res, tmp_path / "nofig", dpi=60)
     assert set(figs) == {"heatmaps", "radial"}
     assert not (tmp_path / "nofig" / "examples.png").exists()

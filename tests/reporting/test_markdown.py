@@ -1,4 +1,4 @@
-"""report.py: JSON round trip, markdown tables, and conclusions generated from the numbers."""
+"""reporting/markdown.py: JSON round trip, markdown tables, and conclusions generated from the numbers."""
 
 from __future__ import annotations
 
@@ -162,13 +162,32 @@ def test_summary_lines():
 
 
 def test_odd_shift_best_alignment_is_reported_from_the_numbers():
-    from results_factory import make_fake_results
-
-    from shiftprobe.reporting.markdown import results_markdown
-
     res = make_fake_results(max_shift=2)
     for value in (0.406, 0.0123):
         res["parity"]["odd"]["conv2"]["nearest_aligned_rel"] = value
         md = results_markdown(res)
         assert f"best integer alignment still differs by {value}" in md
         assert "odd: best alignment" in md
+
+
+def test_geometry_table_from_the_inferred_geometry():
+    md = results_markdown(make_fake_results(max_shift=2, engine_keys=True))
+    table = md.split("## Geometry inferred from the network", 1)[1].split("\n## ", 1)[0]
+    assert "| conv2 | spatial | 20x8x8 | 2x2 | rows [0, 13], cols [0, 13] (14x14 px) | rows [0, 7], cols [0, 7] | no |" in table
+    assert "| fc1 | vector | 50 | – | – | – | no |" in table
+    assert "## Geometry inferred" not in results_markdown(make_fake_results(max_shift=2))  # older files: no table
+
+
+def test_geometry_note_is_reported_for_a_map_without_exact_test():
+    res = make_fake_results(max_shift=2, engine_keys=True)
+    res["geometry"]["fc1"]["note"] = "the map does not grow in step with the input"
+    assert "the map does not grow in step with the input" in _sentence(results_markdown(res), "fc1")
+
+
+def test_exactness_threshold_follows_the_precision():
+    """A bf16 network is exact up to 5e-2: aligned_rel 0.04 is round-off there, a failure in float32."""
+    bf16 = make_fake_results(conv1_aligned=0.04, engine_keys=True, dtype="bfloat16")
+    fp32 = make_fake_results(conv1_aligned=0.04, engine_keys=True)
+    assert conv_exactness(bf16, "conv1")["kind"] == "every" and conv_exactness(fp32, "conv1")["kind"] == "none"
+    assert "ran in bfloat16; exact means a relative error below 0.05" in results_markdown(bf16)
+    assert "exactly equivariant at every measured shift" in _sentence(results_markdown(bf16), "conv1")
