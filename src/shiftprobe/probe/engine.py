@@ -16,10 +16,10 @@ TF32 matmuls and convolutions are switched off while measuring (they would push 
 error to 1e-3) and the settings are restored afterwards.
 
 Uncertainty: besides the sums over pairs, each batch yields every image's mean over its pairs in
-every group of ``ShiftPlan.groups()`` (a shift, a radius, a parity class, the summary): per chunk of
-shifts, the per-pair values times the ``shift x group`` membership matrix (one matmul), added up
-over the batch's chunks, then divided by the image's pair counts. The accumulator keeps their sums,
-squares and products with the image's control value (``shiftprobe.probe.stats``).
+every group of ``ShiftPlan.groups()`` (a shift, a radius, a parity class, the summary): the per-pair
+values of the batch's chunks, side by side, times the ``shift x group`` membership matrix (one matmul
+per batch), divided by the image's pair counts. The accumulator keeps their sums, squares and
+products with the image's control value (``shiftprobe.probe.stats``).
 """
 
 from __future__ import annotations
@@ -204,6 +204,8 @@ class _Probe:
     def certified_sorted(self, f_x, f_t, aligned: torch.Tensor, offset, geo) -> torch.Tensor:
         """``sorted_rel_certified`` of the pairs of one shift. Sorting is a contraction, so a pair whose
         certified maps are identical (``aligned_rel == 0``) scores exactly 0 without being sorted."""
+        if not bool(aligned.any()):  # every pair exact to the last bit (NaN counts as true)
+            return aligned
         todo = (aligned != 0) & ~torch.isnan(aligned)  # NaN (no overlap) stays NaN
         out = torch.where(todo, torch.zeros_like(aligned), aligned)
         if bool(todo.all()):
@@ -243,7 +245,7 @@ class _Probe:
         basis = self.model.crop_shift_basis(x, self.plan.max_shift) if self.fast else None
         # small chunks keep a chunk's feature maps in the CPU cache across the several passes below
         chunk = max(1, min(s, self.pairs_per_chunk // max(1, b)))
-        group_sums = group_counts = None  # K x B x G: each image's sums and pair counts per group
+        chunk_values, chunk_ids = [], []  # per chunk: K x B x s per-pair values, B x s shift ids
         for j0 in range(0, s, chunk):
             sh = shifts[:, j0 : j0 + chunk]
             feats = self.shifted(x, sh, basis)
@@ -271,31 +273,32 @@ class _Probe:
                     pairs[cls, "consistency_correct"] = torch.where(correct.unsqueeze(1), agree, float("nan"))
             ids = self.plan.shift_id(sh[..., 0], sh[..., 1])
             if self.image_keys:
-                sums, counts = self.group_parts(pairs, ids)
-                group_sums = sums if group_sums is None else group_sums.add_(sums)
-                group_counts = counts if group_counts is None else group_counts.add_(counts)
+                chunk_values.append(torch.stack([pairs[key] for key in self.image_keys]))
+                chunk_ids.append(ids)
             updates.append({"shift_ids": ids, "pairs": pairs, "no_overlap": no_overlap})
-        if group_sums is not None:
-            zero = torch.zeros(b, dtype=group_sums.dtype, device=group_sums.device)
-            image_control = torch.stack(
-                [control[layer, SCORE_CONTROL[metric]] if metric in SCORE_CONTROL else zero for layer, metric in self.image_keys]
-            )
-            # 0 / 0 = NaN: the image has no (defined) pair in the group
-            updates.append({"image_means": group_sums / group_counts, "image_control": image_control})
+        if chunk_values:
+            updates.append(self.image_update(torch.cat(chunk_values, dim=2), torch.cat(chunk_ids, dim=1), control))
         return updates
 
-    def group_parts(self, pairs: dict, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One chunk's per-image sums and counts of defined values per group (``K x B x G`` each): the
-        per-pair values (``K x B x s``, NaN = undefined) times the chunk's rows of the membership matrix."""
-        values = torch.stack([pairs[key] for key in self.image_keys])
+    def image_update(self, values: torch.Tensor, ids: torch.Tensor, control: dict) -> dict:
+        """Each image's mean over its pairs in every group (``K x B x G``, NaN where it has no defined
+        pair there) from the batch's per-pair values ``K x B x S`` (NaN = undefined) and shift ids
+        ``B x S``: sums and counts are the values times the rows of the membership matrix."""
         defined = ~torch.isnan(values)
         values = torch.where(defined, values, 0.0)
         defined = defined.to(values.dtype)
-        if self.plan.uniform:  # the same shifts for every image: one (K B) x s x G matmul
+        if self.plan.uniform:  # the same shifts for every image: one (K B) x S x G matmul
             rows = self.membership[ids[0]]
-            return values @ rows, defined @ rows
-        rows = self.membership[ids]  # B x s x G
-        return torch.einsum("kbs,bsg->kbg", values, rows), torch.einsum("kbs,bsg->kbg", defined, rows)
+            sums, counts = values @ rows, defined @ rows
+        else:
+            rows = self.membership[ids]  # B x S x G
+            sums, counts = torch.einsum("kbs,bsg->kbg", values, rows), torch.einsum("kbs,bsg->kbg", defined, rows)
+        zero = torch.zeros(values.shape[1], dtype=values.dtype, device=values.device)
+        image_control = torch.stack(
+            [control[layer, SCORE_CONTROL[metric]] if metric in SCORE_CONTROL else zero for layer, metric in self.image_keys]
+        )
+        # 0 / 0 = NaN: the image has no (defined) pair in the group
+        return {"image_means": sums / counts, "image_control": image_control}
 
 
 def classifier_layer(layers, geometry) -> str | None:
