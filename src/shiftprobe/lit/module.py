@@ -62,8 +62,11 @@ class ShiftProbeModule(L.LightningModule):
 
     def _step(self, batch):
         x, y = batch
-        log_probs = self(x)
-        return F.nll_loss(log_probs, y), log_probs.argmax(dim=1), y
+        # the DataModule makes float32 pixels after Lightning's precision plugin has converted the batch;
+        # a network in bf16 / fp16 (trainer.precision=bf16-true / 16-true) gets them in its own dtype
+        dtype = next((p.dtype for p in self.net.parameters() if p.is_floating_point()), x.dtype)
+        log_probs = self(x.to(dtype))
+        return F.nll_loss(log_probs.float(), y), log_probs.argmax(dim=1), y
 
     def diverged_loss(self, loss: torch.Tensor) -> float | None:
         """The loss if training has diverged (not finite, or above ``DIVERGED_LOSS``), else None.
