@@ -73,7 +73,8 @@ def _compare(a, b, path="", skip=("seconds", "fast_path"), rel=1e-5, abs_=1e-6):
 def test_counts_pooling_scores_and_exactness(net, data, mode, fast):
     """What the reference comparison does not cover: every shift of the plan counted once per image,
     radial / parity / summary groups pooled over their shifts, scores against the control, accuracy,
-    two-shift consistency, and the exact test's pattern (conv2 exact at even shifts only)."""
+    two-shift consistency, the exact test's pattern (conv2 exact at even shifts only) and the shift
+    (0, 0) (cos 1, rel 0, scores 1)."""
     images, labels = data
     plan = ShiftPlan.build(2, mode, "grid", seed=3, n_images=N)
     res = measure_network(net, images, labels, plan, control_seed=3, batch_size=10, pairs_per_chunk=30, fast_path=fast)
@@ -124,6 +125,17 @@ def test_counts_pooling_scores_and_exactness(net, data, mode, fast):
         assert entry["conv1"]["aligned_rel_max"] < 1e-5
         assert "aligned_rel_no_overlap" not in conv2  # every shift up to 2 leaves certified positions
 
+    # shift (0, 0): cos 1, rel 0, scores 1, aligned_rel 0, predictions unchanged
+    zero = got[0, 0]
+    for layer in LAYERS:
+        assert zero[layer]["cos"] == pytest.approx(1, abs=1e-6)
+        assert zero[layer]["rel"] == pytest.approx(0, abs=1e-6)
+        assert zero[layer]["invariance_score"] == pytest.approx(1, abs=1e-6)
+    for layer in SPATIAL:
+        assert zero[layer]["equivariance_score"] == pytest.approx(1, abs=1e-6)
+        assert zero[layer]["aligned_rel"] == pytest.approx(0, abs=1e-6)
+    assert zero["logits"]["consistency"] == 1.0
+
     def pooled(members, layer, metric):
         return sum(got[s][layer][metric] for s in members) / len(members)  # equal counts: plain means
 
@@ -134,7 +146,7 @@ def test_counts_pooling_scores_and_exactness(net, data, mode, fast):
         assert ring["fc1"]["dist"] == pytest.approx(pooled(members, "fc1", "dist"), rel=1e-9)
         assert ring["logits"]["consistency"] == pytest.approx(pooled(members, "logits", "consistency"), rel=1e-9)
     assert [r["radius"] for r in res["radial"]] == [0, 1, 2]
-    nonzero = [s for s in plan.shifts if s != (0, 0)]
+    nonzero = [s for s in plan.shifts if s != (0, 0)]  # the summary and parity groups leave (0, 0) out
     even = [s for s in nonzero if s[0] % 2 == 0 and s[1] % 2 == 0]
     odd = [s for s in nonzero if s not in even]
     for group, members in ((res["summary"], nonzero), (res["parity"]["even"], even), (res["parity"]["odd"], odd)):
@@ -164,21 +176,6 @@ def test_batches_and_chunks_accumulate_to_one_pass(net, data):
     one = measure_network(net, images, labels, plan, batch_size=N, pairs_per_chunk=10**6, workers=1, fast_path=False)
     many = measure_network(net, images, labels, plan, batch_size=5, pairs_per_chunk=7, workers=2, fast_path=False)
     _compare(one, many)
-
-
-def test_zero_shift_gives_cos_one_rel_zero_scores_one(net, data):
-    images, labels = data
-    res = measure_network(net, images, labels, ShiftPlan.build(1, "crop", "grid", 0, N))
-    zero = next(e for e in res["shifts"] if (e["dy"], e["dx"]) == (0, 0))
-    for layer in LAYERS:
-        assert zero[layer]["cos"] == pytest.approx(1, abs=1e-6)
-        assert zero[layer]["rel"] == pytest.approx(0, abs=1e-6)
-        assert zero[layer]["invariance_score"] == pytest.approx(1, abs=1e-6)
-    for layer in SPATIAL:
-        assert zero[layer]["equivariance_score"] == pytest.approx(1, abs=1e-6)
-        assert zero[layer]["aligned_rel"] == pytest.approx(0, abs=1e-6)
-    assert zero["logits"]["consistency"] == 1.0
-    assert all(e["count"] == N for e in res["shifts"]) and res["summary"]["count"] == 8 * N  # (0, 0) left out
 
 
 def test_control_as_pair_gives_score_zero(net, data):
@@ -265,24 +262,18 @@ def test_rank_split_sums_to_single_process(net, data, monkeypatch):
     _compare({k: whole[k] for k in rebuilt}, rebuilt)
 
 
-def test_measurement_is_deterministic(net, data):
+def test_random_pattern_and_determinism(net, data):
     images, labels = data
-    plan = ShiftPlan.build(2, "crop", "random", 7, N)
-    a = measure_network(net, images, labels, plan, control_seed=7)
-    b = measure_network(net, images, labels, plan, control_seed=7)
-    a.pop("seconds"), b.pop("seconds")
-    assert a == b
-
-
-def test_random_pattern(net, data):
-    images, labels = data
-    plan = ShiftPlan.build(3, "crop", "random", 1, N)
-    res = measure_network(net, images, labels, plan)
+    plan = ShiftPlan.build(3, "crop", "random", 7, N)
+    res = measure_network(net, images, labels, plan, control_seed=7)
     assert sum(e["count"] for e in res["shifts"]) == N
     assert all((e["dy"], e["dx"]) != (0, 0) for e in res["shifts"])
     assert {(e["dy"], e["dx"]) for e in res["shifts"]} == {tuple(s) for s in plan.per_image.tolist()}
     assert res["summary"]["count"] == N and res["shift_pattern"] == "random"
     assert res["fast_path"] is False  # per-image shifts: no shared crop windows
+    again = measure_network(net, images, labels, ShiftPlan.build(3, "crop", "random", 7, N), control_seed=7)
+    res.pop("seconds"), again.pop("seconds")
+    assert res == again
 
 
 def test_axis_pattern(net, data):

@@ -58,6 +58,20 @@ def test_per_sample_shift_equals_single_shifts(mode):
         assert torch.equal(out[b], shift_images(x[b], dy, dx, mode))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("mode", ["crop", "roll"])
+def test_per_sample_shift_returns_the_standard_layout(mode, channels):
+    """A channels-last layout (even one that counts as contiguous, C == 1) would make a convolution
+    round differently from the unshifted batch: the zero shift must give f(x) bit for bit."""
+    x = torch.rand(6, channels, 28, 28)
+    out = shift_images_per_sample(x, torch.zeros(6, 2, dtype=torch.long), mode)
+    assert out.stride() == x.stride()
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(channels, 8, 5)
+    with torch.no_grad():
+        assert torch.equal(conv(out), conv(x))
+
+
 def test_grid_and_axis_patterns():
     assert len(shift_grid(4)) == 81 and (0, 0) in shift_grid(4)
     assert shift_grid(2, "axis") == [(0, dx) for dx in range(-2, 3)]

@@ -86,8 +86,11 @@ def shift_images_per_sample(x: torch.Tensor, shifts: torch.Tensor, mode: str = "
     out = x[batch, :, rows.view(b, h, 1), cols.view(b, 1, w)]  # advanced indices first: B x H x W x C
     out = out.permute(0, 3, 1, 2)
     if valid is not None:
-        out = out * valid.unsqueeze(1).to(out.dtype)
-    return out.contiguous()
+        return (out * valid.unsqueeze(1).to(out.dtype)).contiguous()
+    # The gather leaves a channels-last layout, which ``.contiguous()`` keeps when C == 1 (such a tensor
+    # already counts as contiguous); a convolution would then take its channels-last kernel and round
+    # differently from the unshifted batch (roll by (0, 0) would not give f(x) bit for bit).
+    return out.clone(memory_format=torch.contiguous_format)
 
 
 def shift_grid(max_shift: int, pattern: str = "grid") -> list[tuple[int, int]]:
