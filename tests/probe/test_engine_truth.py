@@ -162,3 +162,15 @@ def test_geometry_is_inferred_inside_inference_mode(lab):
         res = measure_network(lab, _images(4), None, plan, layers=["conv1", "conv2"])
     assert res["strides"] == {"conv1": 1, "conv2": 2}
     assert res["summary"]["conv2"]["aligned_rel"] is not None
+
+
+def test_a_long_measurement_announces_its_estimated_time(lab, caplog, monkeypatch):
+    """Item 2: a grid that will take long says so in one line, from the first batch's time."""
+    import shiftprobe.probe.engine as engine
+
+    monkeypatch.setattr(engine, "ANNOUNCE_AFTER_S", 0.0)
+    plan = ShiftPlan.build(3, "crop", "grid", 0, 8)
+    with caplog.at_level("INFO", logger="shiftprobe.probe.engine"):
+        measure_network(lab, _images(8), None, plan, layers=["fc1"], batch_size=4, desc="probe")
+    lines = [r.getMessage() for r in caplog.records if "estimated from the first batch" in r.getMessage()]
+    assert len(lines) == 1 and "8 images x 49 shifts = 392 pairs" in lines[0]
