@@ -480,7 +480,11 @@ def summary_markdown(summary: Summary) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "fc1 inv. r=k: fc1 invariance score (1 = invariant, 0 = as different as unrelated images) over the "
+        ("fc1 inv. r=k: fc1" if any(k.startswith("fc1_") for k, _, _ in metrics) else
+         "head input inv. r=k: the invariance score of the first vector probe point, what the head classifies "
+         "(fc1 for the lab net, the globally pooled features for gap and resnet); logits inv.: the classifier's, over "
+         "all non-zero shifts;")
+        + " invariance score (1 = invariant, 0 = as different as unrelated images) over the "
         "shifts with max(|dy|, |dx|) = k. conv2 aligned_rel even: exact-equivariance error at even shifts "
         "(< 1e-5 = exact); odd: the best integer alignment's error at odd shifts (stride 2 cannot follow them).",
     ]
