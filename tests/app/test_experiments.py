@@ -23,7 +23,7 @@ def test_every_experiment_composes_and_builds(name, mnist_root, tmp_path):
     assert cfg.task_name == name
     net = hydra.utils.instantiate(cfg.model)
     log_probs, conv2, fc1 = net(torch.rand(2, 1, 28, 28))
-    assert log_probs.shape == (2, 10) and fc1.shape == (2, 64 if name == "resnet" else 50)
+    assert log_probs.shape == (2, 10) and fc1.shape == (2, 4 * cfg.model.width if name == "resnet" else 50)
     expected = {
         "augmented": lambda: cfg.data.train_shift == 4 and net.pool == "max",
         "blurpool": lambda: net.pool == "blur" and net.fc1.in_features == 320,
@@ -31,7 +31,7 @@ def test_every_experiment_composes_and_builds(name, mnist_root, tmp_path):
         "untrained": lambda: cfg.train is False,
         "lab": lambda: net.pool == "max" and cfg.data.train_shift == 0 and cfg.optimizer.lr == 1e-3,
         "gap": lambda: type(net).__name__ == "GapCNN" and net.gap(conv2).shape == (2, 20),
-        "resnet": lambda: type(net).__name__ == "SmallResNet" and conv2.shape == (2, 64, 7, 7),
+        "resnet": lambda: type(net).__name__ == "SmallResNet" and conv2.shape == (2, 4 * cfg.model.width, 7, 7),
     }
     assert expected.get(name, lambda: True)()
 
