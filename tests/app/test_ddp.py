@@ -24,7 +24,8 @@ TIMING_KEYS = {"seconds", "seconds_total"}
 
 
 def assert_same_numbers(a, b, path="results"):
-    """Every value of ``a`` equals ``b`` (numbers to 1e-5), timing keys left out."""
+    """Every value of ``a`` equals ``b`` (numbers to 1e-6 relative, standard errors and intervals
+    included), timing keys left out."""
     if isinstance(a, dict):
         assert set(a) - TIMING_KEYS == set(b) - TIMING_KEYS, path
         for key in set(a) - TIMING_KEYS:
@@ -34,7 +35,7 @@ def assert_same_numbers(a, b, path="results"):
         for i, (u, v) in enumerate(zip(a, b, strict=True)):
             assert_same_numbers(u, v, f"{path}[{i}]")
     elif isinstance(a, float) or isinstance(b, float):
-        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-5, (path, a, b)
+        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6 * max(1.0, abs(b)), (path, a, b)
     else:
         assert a == b, (path, a, b)
 
