@@ -45,6 +45,7 @@ from shiftprobe.probe.metrics import (
     sort_channels,
     sorted_rel,
     sorted_rel_certified_at,
+    sum_dtype,
 )
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.results import Results, build_results
@@ -176,7 +177,7 @@ class _Probe:
         undefined) and the no-overlap flags of the first two."""
         geo, mode = self.geometry[name], self.plan.mode
         shape = shifts.shape[:2]
-        dtype = torch.float32 if base.device.type == "mps" else torch.float64
+        dtype = sum_dtype(base.device)
         aligned = torch.full(shape, float("nan"), dtype=dtype, device=base.device)
         nearest = aligned.clone()
         certified = aligned.clone()
@@ -196,9 +197,10 @@ class _Probe:
             nearest[where] = near.to(dtype)
             nearest_out[where] = torch.isnan(near)
             if value is not None:
-                aligned[where] = value.to(dtype)
+                value = value.to(dtype)
+                aligned[where] = value
                 aligned_out[where] = torch.isnan(value)
-                certified[where] = self.certified_sorted(f_x, f_t, value.to(dtype), aligned_offset(dy, dx, geo.stride), geo)
+                certified[where] = self.certified_sorted(f_x, f_t, value, aligned_offset(dy, dx, geo.stride), geo)
         return aligned, nearest, certified, aligned_out, nearest_out
 
     def certified_sorted(self, f_x, f_t, aligned: torch.Tensor, offset, geo) -> torch.Tensor:

@@ -42,7 +42,8 @@ _sort_pool: ThreadPoolExecutor | None = None
 
 def sum_dtype(device: torch.device | str) -> torch.dtype:
     """float64, except on devices that lack it (Apple MPS): float32 there."""
-    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+    kind = device.type if isinstance(device, torch.device) else torch.device(device).type  # hot path: no new device
+    return torch.float32 if kind == "mps" else torch.float64
 
 
 def working(t: torch.Tensor) -> torch.Tensor:

@@ -609,16 +609,6 @@ def plot_example_pairs(examples: Mapping, path: str | Path | None = None, dpi: i
 
 
 # -- everything at once ---------------------------------------------------------------------------
-def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
-    """One odd and one even diagonal shift within ``max_shift`` (e.g. (1, 1) and (2, 2))."""
-    out = []
-    if max_shift >= 1:
-        out.append((1, 1))
-    if max_shift >= 2:
-        out.append((2, 2))
-    return out or [(0, 0)]
-
-
 def save_all_figures(
     results: Mapping,
     out_dir: str | Path,
