@@ -13,7 +13,7 @@ See docs/api.md. The training / measurement app is ``python train.py`` (Hydra), 
 """
 
 from shiftprobe.checkpoints import load_network
-from shiftprobe.models import AllConvCNN, GapCNN, LabCNN, SmallResNet
+from shiftprobe.models import AllConvCNN, FlipPooledCNN, GapCNN, LabCNN, RotPooledCNN, SmallResNet
 from shiftprobe.probe.engine import measure
 from shiftprobe.probe.export import export_pairs
 from shiftprobe.probe.results import Results, load_results
@@ -23,9 +23,11 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AllConvCNN",
+    "FlipPooledCNN",
     "GapCNN",
     "LabCNN",
     "Results",
+    "RotPooledCNN",
     "SmallResNet",
     "Translation",
     "__version__",

@@ -4,11 +4,14 @@ Each class carries ``default_probe_layers`` (module names the measurement probes
 ``layer_aliases`` (display name -> module name, e.g. ``{"logits": "fc2"}``); each module holds
 ``RECEPTIVE_FIELDS``, the hand-derived (stride, a, b) of its spatial probe points.
 ``forward(x)`` keeps the lab's contract ``(log_probs, spatial_repr, vector_repr)``.
+``RotPooledCNN`` and ``FlipPooledCNN`` (``shiftprobe.models.pooled``) are controls: the lab CNN pooled
+over quarter-turns or flips, invariant by construction.
 """
 
 from shiftprobe.models.allconv import AllConvCNN
 from shiftprobe.models.gap import GapCNN
 from shiftprobe.models.lab import LabCNN
+from shiftprobe.models.pooled import FlipPooledCNN, RotPooledCNN
 from shiftprobe.models.resnet import SmallResNet
 
-__all__ = ["AllConvCNN", "GapCNN", "LabCNN", "SmallResNet"]
+__all__ = ["AllConvCNN", "FlipPooledCNN", "GapCNN", "LabCNN", "RotPooledCNN", "SmallResNet"]
