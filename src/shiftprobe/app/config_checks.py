@@ -1,6 +1,8 @@
 """``validate_config(cfg)``: catch bad settings before anything is built or trained.
 
-Every problem raises ``ShiftProbeError`` naming the key, the bad value and what is allowed.
+Every problem raises ``ShiftProbeError`` naming the key, the bad value and what is allowed. Types and
+enumerations (``shift.mode``, ``model.pool`` ...) are checked against the typed schemas of
+``shiftprobe.app.schemas``; this module adds what a type cannot say (ranges, combinations, files).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from shiftprobe.app.schemas import check_schemas
+from shiftprobe.app.transform_checks import check_transform
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.models.lab import PADDINGS, POOLS
-from shiftprobe.probe.transforms import IMAGE_SIZE, SHIFT_MODES, SHIFT_PATTERNS
+from shiftprobe.probe.transforms import IMAGE_SIZE
 
 
 def _get(cfg: DictConfig, key: str, default=None):
@@ -68,10 +71,6 @@ def check_data(cfg: DictConfig) -> None:
     k = _get(cfg, "data.train_shift", 0)
     if not _is_int(k) or not 0 <= k < IMAGE_SIZE:
         _fail("data.train_shift", k, f"use an integer from 0 (no augmentation) to {IMAGE_SIZE - 1}, e.g. 2")
-    for key in ("data.download", "data.normalize"):
-        value = _get(cfg, key)
-        if value is not None and not isinstance(value, bool):
-            _fail(key, value, "use true or false")
     root = _get(cfg, "data.root")
     if root is None or str(root).strip() == "":
         _fail("data.root", root, "set MNIST_ROOT or data.root to the folder that holds MNIST/raw/")
@@ -98,12 +97,7 @@ def check_model(cfg: DictConfig) -> None:
     if name == "SmallResNet":
         _int_at_least(cfg, "model.width", 1, ", e.g. model.width=16")
     if name not in ("LabCNN", ""):
-        return  # the keys below belong to the lab CNN (model=lab|blurpool|circular)
-    pool, padding = _get(cfg, "model.pool", "max"), _get(cfg, "model.padding", "valid")
-    if pool not in POOLS:
-        _fail("model.pool", pool, f"use one of {list(POOLS)} (or model=blurpool)")
-    if padding not in PADDINGS:
-        _fail("model.padding", padding, f"use one of {list(PADDINGS)} (or model=circular)")
+        return  # the keys below belong to the lab CNN (model=lab|blurpool|circular); pool and padding: schemas
     size = _get(cfg, "model.blur_filter_size", 3)
     if not _is_int(size) or not 1 <= size <= 7:
         _fail("model.blur_filter_size", size, "use an integer from 1 to 7 (default 3)")
@@ -119,17 +113,8 @@ def check_shift(cfg: DictConfig) -> None:
             m,
             f"use an integer from 0 to {IMAGE_SIZE - 1} (presets: shift=small|medium|large)",
         )
-    mode = _get(cfg, "shift.mode")
-    if mode not in SHIFT_MODES:
-        _fail("shift.mode", mode, f"use one of {list(SHIFT_MODES)}")
-    pattern = _get(cfg, "shift.pattern")
-    if pattern not in SHIFT_PATTERNS:
-        _fail("shift.pattern", pattern, f"use one of {list(SHIFT_PATTERNS)}")
-    if pattern == "random" and m == 0:
+    if _get(cfg, "shift.pattern") == "random" and m == 0:  # mode, pattern and seed: the schema
         _fail("shift.max_shift", m, "the random pattern needs max_shift >= 1")
-    seed = _get(cfg, "shift.seed")
-    if seed is not None and not _is_int(seed):
-        _fail("shift.seed", seed, "use an integer")
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -210,11 +195,13 @@ def check_known_keys(cfg: DictConfig) -> None:
 def validate_config(cfg: DictConfig, require_ckpt: bool = False) -> None:
     """Check every setting a user may change; raise ``ShiftProbeError`` on the first bad one."""
     check_known_keys(cfg)
+    check_schemas(cfg)
     if not _is_int(_get(cfg, "seed")):
         _fail("seed", _get(cfg, "seed"), "use an integer, e.g. seed=0")
     check_optimizer(cfg)
     check_data(cfg)
     check_model(cfg)
     check_shift(cfg)
+    check_transform(cfg)  # the transform group (shiftprobe.app.transform_checks)
     check_trainer(cfg)
     check_ckpt(cfg, required=require_ckpt)
