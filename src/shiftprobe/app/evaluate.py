@@ -83,6 +83,7 @@ def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
             if key in data:
                 cfg.data[key] = data[key]
     restore_measurement_settings(cfg, saved)
+    restore_transforms(cfg, saved)
 
 
 def command_line_keys() -> list[str]:
@@ -156,6 +157,25 @@ def restore_measurement_settings(cfg: DictConfig, saved: dict) -> None:
         log.info("restored from the checkpoint's run: %s", ", ".join(restored))
     if kept:
         log.info("given on the command line, so not restored: %s", ", ".join(kept))
+
+
+def restore_transforms(cfg: DictConfig, saved: dict) -> None:
+    """Set ``transform`` (the families measured, conf/transform/) to the training run's list and settings,
+    unless the command line names ``transform`` or a ``transform.*`` key. Runs from before the group
+    record none: their eval measures translation only, as they did."""
+    run = saved.get("transform")
+    if not isinstance(run, dict) or not run or "transform" not in cfg:
+        return
+    now = OmegaConf.to_container(cfg.transform, resolve=True) if OmegaConf.is_config(cfg.transform) else cfg.transform
+    if now == run:
+        return
+    names = "[" + ",".join(run) + "]"
+    if any(key == "transform" or key.startswith("transform.") for key in command_line_keys()):
+        log.info("given on the command line, so not restored: transform=[%s] (the run used %s)", ",".join(now or {}), names)
+        return
+    with open_dict(cfg):
+        cfg.transform = OmegaConf.create(run)
+    log.info("restored from the checkpoint's run: transform=%s %s", names, run)
 
 
 def load_weights(source: CheckpointFile, cfg: DictConfig, config: dict, module: ShiftProbeModule) -> str | None:

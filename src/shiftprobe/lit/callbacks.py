@@ -67,6 +67,41 @@ def reinitialised_copy(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     return fresh
 
 
+def family_settings(transforms) -> list[tuple[str, object]]:
+    """The ``transforms`` argument as ``(name, settings)`` pairs, in order, duplicates dropped.
+
+    Accepts what the Hydra group gives (``transform: {translation: {}, rot90: {}, ...}``, settings under
+    each option's name), a list of names, of ``{"name": ..., **settings}`` dicts or of family objects
+    (``shiftprobe.Rotation90()``: kept as they are); None means translation only, as before the group.
+    """
+    from omegaconf import OmegaConf
+
+    if transforms is None:
+        return [("translation", {})]
+    if OmegaConf.is_config(transforms):
+        transforms = OmegaConf.to_container(transforms, resolve=True)
+    if isinstance(transforms, str):
+        transforms = [transforms]
+    if isinstance(transforms, dict):
+        items = [(str(name), dict(settings or {})) for name, settings in transforms.items()]
+    else:
+        items = []
+        for item in transforms:
+            if isinstance(item, str):
+                items.append((item, {}))
+            elif isinstance(item, dict):
+                settings = dict(item)
+                items.append((str(settings.pop("name")), settings))
+            else:
+                items.append((str(item.name), item))
+    out, seen = [], set()
+    for name, settings in items:
+        if name not in seen:
+            seen.add(name)
+            out.append((name, settings))
+    return out
+
+
 def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
     """One odd and one even diagonal shift within ``max_shift`` (e.g. (1, 1) and (2, 2))."""
     out = []
@@ -96,6 +131,7 @@ class ShiftProbeCallback(L.Callback):
         initial_state: str | None = None,
         export_pairs: int = 0,
         untrained_inits: int = 1,
+        transforms=None,
     ):
         # validate early: a bad value fails when the callback is built, before training
         ShiftPlan.build(max_shift, mode, pattern, seed, 1 if pattern != "random" else 0)
@@ -108,6 +144,8 @@ class ShiftProbeCallback(L.Callback):
                 f"callbacks.shift_probe.untrained_inits={untrained_inits!r}: use a number of initialisations >= 1 (default 1)"
             )
         self.untrained_inits = untrained_inits
+        # the families to measure (conf/transform/): translation (the settings above) and any others
+        self.transforms = family_settings(transforms)
         self.max_shift, self.mode, self.pattern, self.seed = max_shift, mode, pattern, seed
         self.layers = list(layers) if layers else None
         self.batch_size, self.pairs_per_chunk, self.fast_path = batch_size, pairs_per_chunk, fast_path
