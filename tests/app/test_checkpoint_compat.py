@@ -60,3 +60,20 @@ def test_checkpoint_without_settings_names_the_first_differing_weights(make_cfg,
         assert msg.endswith(
             f"To {'resume' if resume else 'test'} it, it fits model=circular: add model=circular."
         )
+
+
+def test_a_pooled_control_checkpoint_names_its_model_option(make_cfg, tmp_path):
+    """A model=rot_pool checkpoint resumed as the default lab model: the fix names model=rot_pool; the
+    right option resumes it."""
+    out = tmp_path / "rot_pool"
+    train(make_cfg("model=rot_pool", "+trainer.limit_train_batches=2", "test=false", out=out))
+    ckpt = out / "checkpoints" / "last.ckpt"
+    cfg = make_cfg(f"ckpt_path={ckpt}", out=tmp_path / "as_lab")  # the default model=lab
+    with as_hydra_app(), pytest.raises(ShiftProbeError) as err:
+        train(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and "size mismatch" not in msg
+    assert "model._target_ is 'shiftprobe.models.RotPooledCNN' in the checkpoint" in msg
+    assert "add model=rot_pool (or model._target_=shiftprobe.models.RotPooledCNN)" in msg
+    cfg = make_cfg(f"ckpt_path={ckpt}", "model=rot_pool", "train=false", out=tmp_path / "tested")
+    assert "test/acc" in train(cfg)
