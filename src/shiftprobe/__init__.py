@@ -16,6 +16,7 @@ from shiftprobe.checkpoints import load_network
 from shiftprobe.models import AllConvCNN, FlipPooledCNN, GapCNN, LabCNN, RotPooledCNN, SmallResNet
 from shiftprobe.probe.engine import measure
 from shiftprobe.probe.export import export_pairs
+from shiftprobe.probe.lie_derivative import lie_derivative
 from shiftprobe.probe.results import Results, load_results
 from shiftprobe.probe.transforms import Translation
 
@@ -32,6 +33,7 @@ __all__ = [
     "Translation",
     "__version__",
     "export_pairs",
+    "lie_derivative",
     "load_network",
     "load_results",
     "measure",
