@@ -1,0 +1,634 @@
+"""Transformation families beyond integer shifts: ``Rotation90``, ``Flip``, ``Rotation``, ``SubpixelTranslation``.
+
+Each family is a frozen dataclass with pure tensor methods (no Lightning), the ``transform=`` of
+:func:`shiftprobe.measure` next to :class:`~shiftprobe.probe.transforms.Translation`:
+
+* ``params()``: the transform parameters measured, the identity left out;
+* ``apply(x, param)``: the transformed images, ``x`` is ``(..., H, W)`` float (pixels in [0, 1]);
+* ``dims`` (1 or 2), ``permutes_pixels`` (the sorting test applies), ``parameter`` (its name in
+  results.json), ``exact_test`` (whether the map action can certify exactness);
+* ``map_action(feature, param, geometry, image_size)``: the feature map an equivariant layer would
+  give for the transformed image, or None where the action is undefined for that layer's geometry
+  (``map_action_note`` says why); ``map_region``: where it is compared;
+* ``to_dict()``: the settings, for results.json ``config``.
+
+Conventions, shared with ``Translation``: image rows run down, columns right; an offset ``(oy, ox)``
+moves content down by ``oy`` and right by ``ox`` pixels, ``out(i + oy, j + ox) = in(i, j)``; an angle
+is counter-clockwise as displayed, like ``torch.rot90(x, k, dims=(-2, -1))``.
+
+**Where a map action is defined.** Along one axis a map position ``q`` of a layer with cumulative
+stride ``r`` sees the pixels ``[r q + a, r q + b]`` (``shiftprobe.probe.geometry``), centred on
+``c(q) = r q + (a + b) / 2``. A flip maps pixel ``i`` to ``H - 1 - i``; it maps the map's sampling grid
+onto itself, position ``q`` onto ``h - 1 - q``, iff ``c(q) + c(h - 1 - q) = H - 1`` for every ``q``,
+i.e. iff ``a + b + r (h - 1) = H - 1``: the grid is symmetric about the image centre. A quarter turn
+needs that on both axes, equal strides and a square map; a rotation by any angle needs a symmetric
+grid on both axes and equal strides (then it is, approximately, the same rotation of the map about its
+centre). The condition is on the probed layer's own grid: a network whose intermediate maps are not
+symmetric (e.g. a stride-2 layer that drops a last row) breaks exactness even where it holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from shiftprobe.probe.transforms import SHIFT_MODES, Translation, shift_images
+
+SUBPIXEL_METHODS = ("bilinear", "fourier")
+SUBPIXEL_AXES = ("xy", "x", "y", "both")
+FLIP_AXES = ("horizontal", "vertical")
+#: decimals kept in generated parameter values (so 3 * 0.1 is 0.3)
+_DECIMALS = 10
+
+
+def _number(value: Any, where: str, example: str) -> float:
+    """``value`` as a finite float, or a ValueError naming it (``where``: e.g. ``"Rotation(step={!r})"``)
+    and the fix."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where.format(value)}: use a finite number, e.g. {example}")
+    return float(value)
+
+
+def _check_name(cls_name: str, name: Any) -> None:
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(f"{cls_name}(name={name!r}): use a non-empty name without spaces around it, e.g. 'rot90'")
+
+
+def _steps(max_value: float, step: float) -> int:
+    """How many whole ``step``s fit in ``max_value`` (tolerant of float round-off)."""
+    return int(math.floor(max_value / step + 1e-9))
+
+
+def _work_dtype(x: torch.Tensor) -> torch.dtype:
+    """Interpolation and FFTs run in float64 (float32 on Apple MPS, which has no float64)."""
+    return torch.float32 if x.device.type == "mps" else torch.float64
+
+
+def _as_work(x: torch.Tensor) -> torch.Tensor:
+    if not x.is_floating_point():
+        raise ValueError(f"transforms act on float images in [0, 1], got {x.dtype}")
+    return x.to(_work_dtype(x))
+
+
+# -- geometry of a map: is its sampling grid symmetric about the image centre? --------------------
+def grid_asymmetry(geometry, image_size: tuple[int, int], axis: int) -> str | None:
+    """None when the map's sampling grid along ``axis`` (0: rows, 1: columns) is symmetric about the
+    image centre (``a + b + r (h - 1) = H - 1``, module docstring), else why not."""
+    if geometry is None or not getattr(geometry, "spatial", False):
+        return "not a spatial map"
+    if geometry.stride is None or geometry.receptive_field is None:
+        return "the layer's stride and receptive field are not inferred"
+    r = geometry.stride[axis]
+    a, b = geometry.receptive_field[2 * axis : 2 * axis + 2]
+    h = geometry.shape[1 + axis]
+    size = image_size[axis]
+    total = a + b + r * (h - 1)
+    if total != size - 1:
+        name = "rows" if axis == 0 else "columns"
+        return (
+            f"its sampling grid is not symmetric about the image centre along the {name} "
+            f"(a + b + r (h - 1) = {a} + {b} + {r}*{h - 1} = {total}, not H - 1 = {size - 1})"
+        )
+    return None
+
+
+# -- the pixel operations ------------------------------------------------------------------------
+def bilinear_shift(x: torch.Tensor, oy: float, ox: float, mode: str = "crop") -> torch.Tensor:
+    """Move the content of ``x`` (``..., H, W``) by ``(oy, ox)`` pixels with bilinear interpolation.
+
+    Separable two-tap form of ``grid_sample(..., mode="bilinear", align_corners=True)`` on a translated
+    grid: along an axis, an offset ``t = n + f`` (``n`` integer, ``0 <= f < 1``) gives
+    ``(1 - f) S_n x + f S_{n+1} x`` with ``S`` the integer shift of ``mode`` (``crop``: zero fill, the
+    same as grid_sample's zero padding; ``roll``: circular). Integer offsets are exact shifts.
+    """
+    out = x
+    for t, dims in ((float(oy), (1, 0)), (float(ox), (0, 1))):
+        if t == 0:
+            continue
+        n = math.floor(t)
+        f = t - n
+        lo = shift_images(out, n * dims[0], n * dims[1], mode)
+        if f == 0:
+            out = lo
+            continue
+        hi = shift_images(out, (n + 1) * dims[0], (n + 1) * dims[1], mode)
+        out = (1 - f) * lo + f * hi
+    return out
+
+
+def _phase(n: int, t: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """The rfft phase ramp of a circular shift by ``t`` samples on ``n`` points. For even ``n`` the
+    Nyquist bin gets the real ``cos(pi t)`` (the symmetric handling: the mean of the ``+N/2`` and
+    ``-N/2`` phases), so a real signal stays real and an integer ``t`` gives ``(-1)^t`` there."""
+    k = torch.arange(n // 2 + 1, dtype=dtype, device=device)
+    angle = -2 * math.pi * t * k / n
+    phase = torch.polar(torch.ones_like(angle), angle)
+    if n % 2 == 0:
+        phase[-1] = math.cos(math.pi * t)
+    return phase
+
+
+def fourier_shift(x: torch.Tensor, oy: float, ox: float, mode: str = "roll") -> torch.Tensor:
+    """Move the content of ``x`` (``..., H, W``) by ``(oy, ox)`` pixels with a phase ramp in the DFT.
+
+    ``roll``: circular (band-limited interpolation of the periodic image; an integer offset equals
+    ``torch.roll`` to float round-off). ``crop``: the image is zero-padded to twice its size along each
+    shifted axis, shifted circularly there and cropped back, so content pushed out is lost and zeros
+    enter (an integer offset equals the crop-mode integer shift).
+    """
+    work = _as_work(x)
+    out = work
+    for t, dim in ((float(oy), -2), (float(ox), -1)):
+        if t == 0:
+            continue
+        n = out.shape[dim]
+        if mode == "crop":
+            pad = [0, 0, 0, 0]
+            pad[1 if dim == -1 else 3] = n
+            out = F.pad(out, pad)
+        size = out.shape[dim]
+        spec = torch.fft.rfft(out, dim=dim)
+        shape = [1] * spec.dim()
+        shape[dim] = spec.shape[dim]
+        spec = spec * _phase(size, t, work.dtype, work.device).view(shape)
+        out = torch.fft.irfft(spec, n=size, dim=dim)
+        if mode == "crop":
+            out = out.narrow(dim, 0, n)
+    return out.to(x.dtype)
+
+
+def rotate(x: torch.Tensor, angle_deg: float) -> torch.Tensor:
+    """Rotate ``x`` (``..., H, W``) counter-clockwise by ``angle_deg`` about its centre
+    ``((H - 1) / 2, (W - 1) / 2)``: bilinear (``grid_sample``, ``align_corners=True``), zero fill.
+
+    Output pixel ``(i, j)`` samples the input at row ``cy + u sin(t) + v cos(t)``, column
+    ``cx + u cos(t) - v sin(t)`` with ``u = j - cx``, ``v = i - cy``: at 90 degrees, ``torch.rot90``.
+    """
+    h, w = x.shape[-2:]
+    if h < 2 or w < 2:
+        raise ValueError(f"rotation needs at least 2x2 pixels, got {h}x{w}")
+    work = _as_work(x)
+    dtype, device = work.dtype, work.device
+    t = math.radians(float(angle_deg))
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    v = torch.arange(h, dtype=dtype, device=device).view(h, 1) - cy
+    u = torch.arange(w, dtype=dtype, device=device).view(1, w) - cx
+    rows = cy + u * math.sin(t) + v * math.cos(t)
+    cols = cx + u * math.cos(t) - v * math.sin(t)
+    grid = torch.stack([cols / (w - 1) * 2 - 1, rows / (h - 1) * 2 - 1], dim=-1).unsqueeze(0)
+    flat = work.reshape(1, -1, h, w)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.reshape(x.shape).to(x.dtype)
+
+
+# -- the families ---------------------------------------------------------------------------------
+class TransformFamily:
+    """What every family shares (subclasses are frozen dataclasses with a ``name`` field)."""
+
+    #: the family's type (the Hydra option); ``name`` (the results key) defaults to it
+    kind: ClassVar[str] = ""
+    #: the parameter's name in results.json
+    parameter: ClassVar[str] = ""
+    #: the transform permutes pixels, so a per-channel sort of an equivariant map forgets it
+    permutes_pixels: ClassVar[bool] = False
+    #: ``aligned_rel_max`` below the tolerance certifies exact equivariance (False: a measure only)
+    exact_test: ClassVar[bool] = True
+
+    name: str
+
+    @property
+    def dims(self) -> int:
+        return 1
+
+    def params(self) -> list:
+        raise NotImplementedError
+
+    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
+        raise NotImplementedError
+
+    def param_to_json(self, param) -> Any:
+        """The JSON form of a parameter (results.json ``entries[i].param``)."""
+        return param
+
+    def check_image_size(self, height: int, width: int) -> None:
+        """Raise ValueError when the family cannot act on ``height x width`` images."""
+        if height < 2 or width < 2:
+            raise ValueError(f"{type(self).__name__} needs images of at least 2x2 pixels, got {height}x{width}")
+
+    def map_problem(self, param, geometry, image_size: tuple[int, int]) -> str | None:
+        """Why the map action of ``param`` is undefined for ``geometry`` (None: it is defined)."""
+        raise NotImplementedError
+
+    def map_action_note(self, geometry, image_size: tuple[int, int], param=None) -> str | None:
+        """Why the map action is undefined for ``geometry`` (for ``param``, else for any parameter);
+        None when it is defined for every parameter asked about."""
+        for p in [param] if param is not None else self.params():
+            problem = self.map_problem(p, geometry, image_size)
+            if problem is not None:
+                return problem
+        return None
+
+    def map_action(self, feature: torch.Tensor, param, geometry, image_size: tuple[int, int]) -> torch.Tensor | None:
+        """The map an equivariant layer gives for ``apply(x, param)``, from its map ``feature`` of ``x``
+        (``..., C, h, w``); None where undefined (see ``map_action_note``)."""
+        if self.map_problem(param, geometry, image_size) is not None:
+            return None
+        if feature.dtype in (torch.float16, torch.bfloat16):  # compared in float32 (metrics.working)
+            feature = feature.float()
+        return self._act_on_map(feature, param, geometry)
+
+    def _act_on_map(self, feature: torch.Tensor, param, geometry) -> torch.Tensor:
+        raise NotImplementedError
+
+    def map_region(self, param, geometry) -> tuple[slice, slice] | None:
+        """The map positions ``aligned_rel`` compares (rows, columns); None: the whole map."""
+        return None
+
+    def to_dict(self) -> dict:
+        out = {"kind": self.kind}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True)
+class Rotation90(TransformFamily):
+    """Quarter turns ``k * 90`` degrees counter-clockwise (``torch.rot90(x, k, dims=(-2, -1))``).
+
+    An exact permutation of the pixels of a square image, so the sorting test applies. The map action
+    is the same quarter turn of the map, defined when the map's sampling grid is symmetric about the
+    image centre on both axes with equal strides (module docstring).
+
+    Parameters
+    ----------
+    name : str
+        The results key (default ``"rot90"``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> fam = Rotation90()
+    >>> fam.params()
+    [1, 2, 3]
+    >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+    >>> fam.apply(x, 1)[0, 0].tolist()
+    [[1.0, 3.0], [0.0, 2.0]]
+    """
+
+    name: str = "rot90"
+
+    kind: ClassVar[str] = "rot90"
+    parameter: ClassVar[str] = "k"
+    permutes_pixels: ClassVar[bool] = True
+
+    def __post_init__(self):
+        _check_name("Rotation90", self.name)
+
+    def params(self) -> list[int]:
+        return [1, 2, 3]
+
+    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
+        return torch.rot90(x, _quarter_turns(param), dims=(-2, -1))
+
+    def check_image_size(self, height: int, width: int) -> None:
+        super().check_image_size(height, width)
+        if height != width:
+            raise ValueError(
+                f"Rotation90 needs square images (a quarter turn of {height}x{width} is {width}x{height}); "
+                "crop or pad the images to a square, or use Rotation(...)"
+            )
+
+    def map_problem(self, param, geometry, image_size) -> str | None:
+        for axis in (0, 1):
+            problem = grid_asymmetry(geometry, image_size, axis)
+            if problem is not None:
+                return problem
+        if geometry.stride[0] != geometry.stride[1] or geometry.shape[1] != geometry.shape[2]:
+            return (
+                f"a quarter turn needs a square map with equal strides (map {geometry.shape[1]}x{geometry.shape[2]}, "
+                f"stride {geometry.stride[0]}x{geometry.stride[1]})"
+            )
+        return None
+
+    def _act_on_map(self, feature, param, geometry):
+        return torch.rot90(feature, _quarter_turns(param), dims=(-2, -1))
+
+
+def _quarter_turns(param) -> int:
+    if isinstance(param, bool) or not isinstance(param, int):
+        raise ValueError(f"Rotation90 parameter k={param!r}: use an integer number of quarter turns, e.g. 1")
+    return param
+
+
+@dataclass(frozen=True)
+class Flip(TransformFamily):
+    """Mirror images: ``"horizontal"`` (left-right, the columns reversed) and ``"vertical"`` (up-down).
+
+    An exact permutation of the pixels, so the sorting test applies. The map action is the same flip of
+    the map, defined when the map's sampling grid is symmetric about the image centre along the flipped
+    axis (module docstring).
+
+    Parameters
+    ----------
+    axes : tuple of {"horizontal", "vertical"}
+        The flips measured, each once.
+    name : str
+        The results key (default ``"flip"``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> fam = Flip()
+    >>> fam.params()
+    ['horizontal', 'vertical']
+    >>> fam.apply(torch.tensor([[[[0.0, 1.0, 2.0]]]]), "horizontal").flatten().tolist()
+    [2.0, 1.0, 0.0]
+    """
+
+    axes: tuple[str, ...] = FLIP_AXES
+    name: str = "flip"
+
+    kind: ClassVar[str] = "flip"
+    parameter: ClassVar[str] = "flip"
+    permutes_pixels: ClassVar[bool] = True
+
+    def __post_init__(self):
+        _check_name("Flip", self.name)
+        axes = (self.axes,) if isinstance(self.axes, str) else self.axes
+        try:
+            axes = tuple(axes)
+        except TypeError:
+            raise ValueError(f"Flip(axes={self.axes!r}): use a list of {list(FLIP_AXES)}") from None
+        bad = [a for a in axes if a not in FLIP_AXES]
+        if bad or not axes or len(set(axes)) != len(axes):
+            raise ValueError(
+                f"Flip(axes={self.axes!r}): use a non-empty list of distinct values from {list(FLIP_AXES)}, "
+                f"e.g. ['horizontal']" + (f" ({bad[0]!r} is not one)" if bad else "")
+            )
+        object.__setattr__(self, "axes", axes)
+
+    def params(self) -> list[str]:
+        return list(self.axes)
+
+    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
+        return torch.flip(x, dims=(_flip_dim(param),))
+
+    def map_problem(self, param, geometry, image_size) -> str | None:
+        return grid_asymmetry(geometry, image_size, 1 if _flip_dim(param) == -1 else 0)
+
+    def _act_on_map(self, feature, param, geometry):
+        return torch.flip(feature, dims=(_flip_dim(param),))
+
+
+def _flip_dim(param) -> int:
+    if param == "horizontal":
+        return -1
+    if param == "vertical":
+        return -2
+    raise ValueError(f"Flip parameter {param!r}: use one of {list(FLIP_AXES)}")
+
+
+@dataclass(frozen=True)
+class Rotation(TransformFamily):
+    """Rotations by continuous angles about the image centre: bilinear, zero fill.
+
+    The angles are ``k * step`` degrees for ``0 < |k * step| <= max_angle``, counter-clockwise positive.
+    The map action rotates the map by the same angle about its centre (bilinear, zero fill), defined
+    when the map's sampling grid is symmetric on both axes with equal strides. It is approximate even
+    for a rotation-invariant network (interpolation, the corners): a measure, never an exact test.
+
+    Parameters
+    ----------
+    max_angle : float
+        The largest ``|angle|`` in degrees, at most 180.
+    step : float
+        The spacing of the angles in degrees, positive and at most ``max_angle``.
+    name : str
+        The results key (default ``"rotation"``).
+
+    Examples
+    --------
+    >>> Rotation(max_angle=10, step=5).params()
+    [-10.0, -5.0, 5.0, 10.0]
+    """
+
+    max_angle: float = 45.0
+    step: float = 5.0
+    name: str = "rotation"
+
+    kind: ClassVar[str] = "rotation"
+    parameter: ClassVar[str] = "angle_deg"
+    exact_test: ClassVar[bool] = False
+
+    def __post_init__(self):
+        _check_name("Rotation", self.name)
+        max_angle = _number(self.max_angle, "Rotation(max_angle={!r})", "45.0")
+        step = _number(self.step, "Rotation(step={!r})", "5.0")
+        if not 0 < max_angle <= 180:
+            raise ValueError(f"Rotation(max_angle={self.max_angle!r}): use a number of degrees in (0, 180], e.g. 45.0")
+        if not 0 < step <= max_angle:
+            raise ValueError(
+                f"Rotation(step={self.step!r}): use a positive step of at most max_angle={max_angle:g} degrees, e.g. 5.0"
+            )
+        object.__setattr__(self, "max_angle", max_angle)
+        object.__setattr__(self, "step", step)
+
+    def params(self) -> list[float]:
+        n = _steps(self.max_angle, self.step)
+        return [round(k * self.step, _DECIMALS) for k in range(-n, n + 1) if k != 0]
+
+    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
+        return rotate(x, _number(param, "Rotation angle {!r}", "5.0"))
+
+    def map_problem(self, param, geometry, image_size) -> str | None:
+        for axis in (0, 1):
+            problem = grid_asymmetry(geometry, image_size, axis)
+            if problem is not None:
+                return problem
+        if geometry.stride[0] != geometry.stride[1]:
+            return f"a rotation needs equal strides along rows and columns (stride {geometry.stride[0]}x{geometry.stride[1]})"
+        return None
+
+    def _act_on_map(self, feature, param, geometry):
+        return rotate(feature, float(param))
+
+
+@dataclass(frozen=True)
+class SubpixelTranslation(TransformFamily):
+    """Fractional shifts of the image content, by bilinear interpolation or a phase ramp in the DFT.
+
+    ``axes="xy"`` (default): offsets ``t = step, 2 step, ..., max_offset`` along x (``("x", t)``: right)
+    and along y (``("y", t)``: down), two curves; ``"x"`` or ``"y"``: one of them; ``"both"``: the 2-D
+    grid of ``(oy, ox)`` with ``|oy|, |ox| <= max_offset`` in steps of ``step``, ``(0, 0)`` left out.
+    ``method="bilinear"``: two-tap interpolation (``bilinear_shift``); ``"fourier"``: band-limited
+    (``fourier_shift``). ``mode="roll"``: circular; ``"crop"``: zero fill, content pushed out is lost.
+
+    The map action moves the map by ``offset / stride`` map positions with the same method and mode.
+    Under roll a circular layer is compared over the whole map (the exact test: a stride-1 circular
+    convolution is equivariant to Fourier shifts to float precision, a strided one is not, by
+    aliasing); otherwise on the positions certified for both integer map offsets around it
+    (``shiftprobe.probe.geometry``: ``q`` and ``q - m`` interior for ``m`` = floor and ceil).
+
+    Parameters
+    ----------
+    max_offset : float
+        The largest offset in pixels.
+    step : float
+        The spacing of the offsets in pixels, positive and at most ``max_offset``.
+    axes : {"xy", "x", "y", "both"}
+    method : {"bilinear", "fourier"}
+    mode : {"crop", "roll"}
+    name : str
+        The results key (default ``"subpixel"``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> fam = SubpixelTranslation(max_offset=0.5, step=0.25)
+    >>> fam.params()
+    [('x', 0.25), ('x', 0.5), ('y', 0.25), ('y', 0.5)]
+    >>> fam.apply(torch.tensor([[[[0.0, 4.0, 8.0]]]]), ("x", 0.5)).flatten().tolist()
+    [0.0, 2.0, 6.0]
+    """
+
+    max_offset: float = 1.0
+    step: float = 0.125
+    axes: str = "xy"
+    method: str = "bilinear"
+    mode: str = "crop"
+    name: str = "subpixel"
+
+    kind: ClassVar[str] = "subpixel"
+    parameter: ClassVar[str] = "offset_px"
+
+    def __post_init__(self):
+        _check_name("SubpixelTranslation", self.name)
+        max_offset = _number(self.max_offset, "SubpixelTranslation(max_offset={!r})", "1.0")
+        step = _number(self.step, "SubpixelTranslation(step={!r})", "0.125")
+        if max_offset <= 0:
+            raise ValueError(f"SubpixelTranslation(max_offset={self.max_offset!r}): use a positive number of pixels, e.g. 1.0")
+        if not 0 < step <= max_offset:
+            raise ValueError(
+                f"SubpixelTranslation(step={self.step!r}): use a positive step of at most max_offset={max_offset:g} "
+                "pixels, e.g. 0.125"
+            )
+        for key, value, allowed in (("axes", self.axes, SUBPIXEL_AXES), ("method", self.method, SUBPIXEL_METHODS),
+                                    ("mode", self.mode, SHIFT_MODES)):
+            if value not in allowed:
+                raise ValueError(f"SubpixelTranslation({key}={value!r}): use one of {list(allowed)}")
+        object.__setattr__(self, "max_offset", max_offset)
+        object.__setattr__(self, "step", step)
+
+    @property
+    def dims(self) -> int:
+        return 2 if self.axes == "both" else 1
+
+    def offsets(self) -> list[float]:
+        """The positive offsets ``step, 2 step, ..., max_offset`` (pixels)."""
+        return [round(k * self.step, _DECIMALS) for k in range(1, _steps(self.max_offset, self.step) + 1)]
+
+    def params(self) -> list[tuple]:
+        ts = self.offsets()
+        if self.axes == "both":
+            grid = [-t for t in reversed(ts)] + [0.0] + ts
+            return [(oy, ox) for oy in grid for ox in grid if (oy, ox) != (0.0, 0.0)]
+        return [(axis, t) for axis in ("x", "y") if axis in self.axes for t in ts]
+
+    def param_to_json(self, param):
+        oy, ox = subpixel_offsets(param)
+        if self.axes == "both":
+            return [oy, ox]
+        return {"axis": param[0], "offset": param[1]} if isinstance(param, tuple) else param
+
+    def check_image_size(self, height: int, width: int) -> None:
+        super().check_image_size(height, width)
+        if self.max_offset >= min(height, width):
+            raise ValueError(
+                f"SubpixelTranslation(max_offset={self.max_offset:g}) moves a {height}x{width} image entirely out "
+                f"of the frame: use at most {min(height, width) - 1}"
+            )
+
+    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
+        oy, ox = subpixel_offsets(param)
+        return self._shift(x, oy, ox)
+
+    def _shift(self, x, oy, ox):
+        if self.method == "fourier":
+            return fourier_shift(x, oy, ox, self.mode)
+        return bilinear_shift(x, oy, ox, self.mode)
+
+    def map_problem(self, param, geometry, image_size) -> str | None:
+        if geometry is None or not getattr(geometry, "spatial", False):
+            return "not a spatial map"
+        if geometry.stride is None:
+            return "the layer's stride is not inferred"
+        if not self._whole_map(geometry) and geometry.interior is None:
+            return "the layer's receptive field is not inferred, so no position is certified"
+        return None
+
+    def _whole_map(self, geometry) -> bool:
+        return self.mode == "roll" and bool(geometry.circular)
+
+    def _map_offsets(self, param, geometry) -> tuple[float, float]:
+        oy, ox = subpixel_offsets(param)
+        return oy / geometry.stride[0], ox / geometry.stride[1]
+
+    def _act_on_map(self, feature, param, geometry):
+        return self._shift(feature, *self._map_offsets(param, geometry))
+
+    def map_region(self, param, geometry) -> tuple[slice, slice] | None:
+        if self._whole_map(geometry):
+            return None
+        my, mx = self._map_offsets(param, geometry)
+        lo_y, hi_y, lo_x, hi_x = geometry.interior
+        # q interior, and q - floor(m), q - ceil(m) interior (an empty slice when none is)
+        y0, y1 = max(lo_y, lo_y + math.ceil(my)), min(hi_y, hi_y + math.floor(my))
+        x0, x1 = max(lo_x, lo_x + math.ceil(mx)), min(hi_x, hi_x + math.floor(mx))
+        return slice(y0, max(y0, y1 + 1)), slice(x0, max(x0, x1 + 1))
+
+
+def subpixel_offsets(param) -> tuple[float, float]:
+    """``(oy, ox)`` in pixels of a ``SubpixelTranslation`` parameter: ``("x", t)``, ``("y", t)``,
+    ``{"axis": "x", "offset": t}`` or ``(oy, ox)``."""
+    if isinstance(param, dict):
+        param = (param.get("axis"), param.get("offset"))
+    if isinstance(param, (tuple, list)) and len(param) == 2:
+        first, second = param
+        if first in ("x", "y"):
+            t = _number(second, "SubpixelTranslation offset {!r}", "0.5")
+            return (0.0, t) if first == "x" else (t, 0.0)
+        return _number(first, "SubpixelTranslation offset oy={!r}", "0.5"), _number(second, "SubpixelTranslation offset ox={!r}", "0.5")
+    raise ValueError(f"SubpixelTranslation parameter {param!r}: use ('x', t), ('y', t) or (oy, ox)")
+
+
+#: every family by its Hydra option name (``kind``)
+FAMILIES: dict[str, type] = {
+    "translation": Translation,
+    "rot90": Rotation90,
+    "flip": Flip,
+    "rotation": Rotation,
+    "subpixel": SubpixelTranslation,
+}
+
+
+def family_from_name(name: str, **settings):
+    """The family object of a Hydra option name, with its settings.
+
+    Examples
+    --------
+    >>> family_from_name("rotation", max_angle=90, step=45).params()
+    [-90.0, -45.0, 45.0, 90.0]
+    """
+    if name not in FAMILIES:
+        raise ValueError(f"transform {name!r} is not known; use one of {list(FAMILIES)}")
+    cls = FAMILIES[name]
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ValueError(f"transform {name!r} has no setting {unknown[0]!r}; its settings are {known}")
+    return cls(**settings)
