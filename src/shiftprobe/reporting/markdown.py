@@ -1095,6 +1095,9 @@ def results_markdown(results: Mapping) -> str:
     lines += ["", "## What this shows", ""]
     lines += [f"- {sentence}" for sentence in conclusions(results)]
     lines.append("")
+    from shiftprobe.reporting.lie_table import lie_derivative_lines  # a local import: it imports this module
+
+    lines += lie_derivative_lines(results)  # the Lie derivative table, when measured
     return "\n".join(lines)
 
 
