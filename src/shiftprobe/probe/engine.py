@@ -441,7 +441,7 @@ def measure(
     images: torch.Tensor,
     labels: torch.Tensor | None = None,
     layers: Sequence[str] | None = None,
-    transform: Translation | None = None,
+    transform=None,
     *,
     untrained: nn.Module | None = None,
     control_seed: int = 0,
@@ -466,10 +466,15 @@ def measure(
         Names from ``model.named_modules()``, an alias the model declares (the lab CNN's ``logits``)
         or ``"output"`` (the model's output; its first element when it returns a tuple). Default:
         ``model.default_probe_layers``, else the top-level children and ``"output"``.
-    transform : Translation, optional
-        The transformation family (default ``Translation(max_shift=4)``: every shift of a 9x9 grid).
+    transform : Translation, a family, or a list of them, optional
+        The transformation family (default ``Translation(max_shift=4)``: every shift of a 9x9 grid):
+        ``Translation``, ``Rotation90``, ``Flip``, ``Rotation``, ``SubpixelTranslation``
+        (``shiftprobe.probe.families``), or a list of them (or of their names). A single
+        ``Translation`` gives today's results; otherwise ``res.families[name]`` holds each family's
+        section, and the translation's figures stay at the top level when it is in the list.
     untrained : torch.nn.Module, optional
-        The same architecture at its initial weights, measured as the control (``res.untrained``).
+        The same architecture at its initial weights, measured as the control (``res.untrained``;
+        for every family, ``res.families[name].untrained``).
     control_seed : int
         Seeds the pairing of each image with an unrelated one (the score's denominator) and the
         ``max_images`` subset.
@@ -493,10 +498,14 @@ def measure(
     >>> res.summary["0"]["aligned_rel"] < 1e-5
     True
     """
-    transform = transform if transform is not None else Translation()
-    if not isinstance(transform, Translation):
-        raise TypeError(f"transform={transform!r}: use shiftprobe.Translation(...)")
+    from shiftprobe.probe import family_engine  # here: family_engine builds on this module
+
+    transforms = family_engine.as_transforms(transform if transform is not None else Translation())
+    translation = next((t for t in transforms if isinstance(t, Translation)), None)
     images = as_image_batch(images)
+    for family in transforms:
+        if not isinstance(family, Translation):
+            family.check_image_size(*images.shape[-2:])
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(labels)} labels for {len(images)} images: give one label per image, or labels=None")
     n_total = len(images)
@@ -504,13 +513,32 @@ def measure(
     if subset is not None:
         images = images[subset]
         labels = labels[subset] if labels is not None else None
-    plan = ShiftPlan.from_transform(transform, len(images), image_size=min(images.shape[-2:]))
     kwargs = dict(layers=layers, control_seed=control_seed, batch_size=batch_size, pairs_per_chunk=pairs_per_chunk,
-                  fast_path=fast_path, device=device, progress=progress)
+                  device=device, progress=progress)
     start = time.perf_counter()
-    data = measure_network(model, images, labels, plan, desc="measuring", **kwargs)
-    if untrained is not None:
-        data["untrained"] = measure_network(untrained, images, labels, plan, desc="measuring untrained", **kwargs)
+    data = {}
+    if translation is not None:
+        plan = ShiftPlan.from_transform(translation, len(images), image_size=min(images.shape[-2:]))
+        data = measure_network(model, images, labels, plan, desc="measuring", fast_path=fast_path, **kwargs)
+        if untrained is not None:
+            data["untrained"] = measure_network(
+                untrained, images, labels, plan, desc="measuring untrained", fast_path=fast_path, **kwargs
+            )
     data["subset"] = subset_info(len(images), n_total, control_seed)
+    data["seconds_total"] = time.perf_counter() - start
+    if isinstance(transform, Translation) or transform is None:
+        return Results(data)
+    families = {}
+    for family in transforms:
+        if family is translation:
+            families[family.name] = dict(data)
+            continue
+        section = family_engine.measure_family(model, images, labels, family, desc=f"measuring {family.name}", **kwargs)
+        if untrained is not None:
+            section["untrained"] = family_engine.measure_family(
+                untrained, images, labels, family, desc=f"measuring {family.name} untrained", **kwargs
+            )
+        families[family.name] = section
+    data["families"] = families
     data["seconds_total"] = time.perf_counter() - start
     return Results(data)

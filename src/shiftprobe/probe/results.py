@@ -280,7 +280,18 @@ class Results(Mapping):
 
     @property
     def summary(self) -> dict:
-        return self.data.get("summary", {})
+        """The translation's summary; without one (no translation measured), the single family's."""
+        if "summary" in self.data:
+            return self.data["summary"]
+        families = self.data.get("families") or {}
+        if len(families) == 1:
+            return next(iter(families.values())).get("summary", {})
+        return {}
+
+    @property
+    def families(self) -> dict[str, Results]:
+        """Each measured family's section by name (``transform=[...]``); empty for a single Translation."""
+        return {name: Results(section) for name, section in (self.data.get("families") or {}).items()}
 
     @property
     def untrained(self) -> Results | None:

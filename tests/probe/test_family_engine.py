@@ -1,0 +1,290 @@
+"""The family measurement (``shiftprobe.probe.family_engine``) and ``measure(transform=[...])``.
+
+* Exactness by construction: logits averaged over the 4 quarter-turns (over the flips) are invariant,
+  the first convolution inside is not equivariant; a stride-1 circular convolution is equivariant to
+  Fourier sub-pixel shifts under roll, a stride-2 one is not (aliasing).
+* Two independent computations: per-parameter figures, standard errors, the aligned and sorted tests
+  and the invariance score against a brute-force float64 loop over the pairs written here.
+* ``measure`` with a list keeps today's translation figures; ``Results.families``; the rank split.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shiftprobe.probe.accumulator import merge_sums
+from shiftprobe.probe.engine import measure
+from shiftprobe.probe.families import Flip, Rotation, Rotation90, SubpixelTranslation
+from shiftprobe.probe.family_engine import build_family_section, measure_family
+from shiftprobe.probe.results import Results
+from shiftprobe.probe.transforms import Translation
+
+#: float32 figures against float64 references
+TOL = 1e-6
+
+
+def _images(n=8, size=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, size, size, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+class TinyCNN(nn.Module):
+    """Valid 3x3 conv (symmetric sampling grid on 12x12), ReLU, stride-2 3x3 conv (not symmetric), head."""
+
+    layer_aliases = {"logits": "fc"}
+
+    def __init__(self, size=12, classes=5):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2)
+        side = (size - 2 - 3) // 2 + 1
+        self.fc = nn.Linear(6 * side * side, classes)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        return self.fc(torch.relu(self.conv2(h)).flatten(1))
+
+
+class GroupPooled(nn.Module):
+    """``TinyCNN`` on every transformed copy of the input, logits averaged (``logits``: the mean)."""
+
+    def __init__(self, group):
+        super().__init__()
+        self.net, self.group, self.logits = TinyCNN(), group, nn.Identity()
+
+    def forward(self, x):
+        return self.logits(torch.stack([self.net(g(x)) for g in self.group]).mean(0))
+
+
+ROTATIONS = [lambda x, k=k: torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+FLIPS = [lambda x: x, lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.flip(-2, -1)]
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+# -- exactness by construction --------------------------------------------------------------------
+@pytest.mark.parametrize("group, family", [(ROTATIONS, Rotation90()), (FLIPS, Flip())], ids=["rot90", "flip"])
+def test_pooled_logits_are_invariant_and_the_conv_inside_is_not_equivariant(group, family):
+    torch.manual_seed(1)
+    model = GroupPooled(group).eval()
+    x, y = _images()
+    sec = measure_family(model, x, y, family, layers=["logits"])
+    assert sec["classifier"] == "logits"
+    for entry in sec["entries"]:
+        block = entry["logits"]
+        assert block["cos"] > 1 - 1e-6 and block["rel"] < 1e-5 and block["invariance_score"] > 1 - 1e-5
+        assert block["consistency"] == 1.0
+    inner = measure_family(model.net, x, y, family, layers=["conv1"])
+    assert inner["map_action"]["conv1"] == {"defined": True, "note": None}
+    for entry in inner["entries"]:
+        assert entry["conv1"]["aligned_rel"] > 1e-2, entry["param"]
+    assert inner["exact"]["conv1"] == {"exact_params": [], "all": False}
+
+
+def _circular_conv(stride):
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, stride=stride, padding=1, padding_mode="circular")).eval()
+
+
+def test_fourier_roll_subpixel_is_exact_for_a_stride_1_circular_conv_and_aliases_at_stride_2():
+    x, _ = _images(n=6, size=16)
+    fam = SubpixelTranslation(max_offset=1, step=0.25, method="fourier", mode="roll")
+    sec = measure_family(_circular_conv(1), x, None, fam, layers=["0"])
+    assert sec["geometry"]["0"]["circular"]
+    assert all(e["0"]["aligned_rel_max"] < 1e-5 for e in sec["entries"])
+    assert sec["exact"]["0"]["all"] and len(sec["exact"]["0"]["exact_params"]) == 8
+    strided = measure_family(_circular_conv(2), x, None, fam, layers=["0"])
+    assert strided["geometry"]["0"]["circular"] and strided["geometry"]["0"]["stride"] == [2, 2]
+    half = [e for e in strided["entries"] if e["param"]["offset"] == 0.5]
+    assert len(half) == 2 and all(e["0"]["aligned_rel"] > 1e-3 for e in half)
+    assert not strided["exact"]["0"]["all"]
+
+
+# -- two independent computations -----------------------------------------------------------------
+def _reference(net, x, y, transforms, offset):
+    """Brute force in float64: per pair (image i, transform t) then averaged over images; the control
+    pairs image i with image (i + offset) mod n."""
+    net = copy.deepcopy(net).double().eval()
+    x = x.double()
+
+    def feats(img):
+        with torch.no_grad():
+            c1 = net.conv1(img)
+            c2 = net.conv2(torch.relu(c1))
+            return {"conv1": c1[0].numpy(), "conv2": c2[0].numpy(), "logits": net(img)[0].numpy()}
+
+    def sort(m):
+        return np.sort(m.reshape(m.shape[0], -1), axis=1)
+
+    n = len(x)
+    base = [feats(x[i : i + 1]) for i in range(n)]
+    out = {"control": {}, "entries": []}
+    for layer in ("conv1", "conv2", "logits"):
+        ctrl = [np.linalg.norm(base[(i + offset) % n][layer] - base[i][layer]) for i in range(n)]
+        out["control"][layer] = np.mean(ctrl)
+        if layer != "logits":
+            out["control"][layer + "_sorted"] = np.mean(
+                [np.linalg.norm(sort(base[(i + offset) % n][layer]) - sort(base[i][layer])) / np.linalg.norm(sort(base[i][layer])) for i in range(n)]
+            )
+    for transform, map_action in transforms:
+        entry = {}
+        rows = [feats(transform(x[i : i + 1])) for i in range(n)]
+        for layer in ("conv1", "conv2", "logits"):
+            a, b = [base[i][layer].ravel() for i in range(n)], [rows[i][layer].ravel() for i in range(n)]
+            cos = np.array([u @ v / np.linalg.norm(u) / np.linalg.norm(v) for u, v in zip(a, b, strict=True)])
+            dist = np.array([np.linalg.norm(v - u) for u, v in zip(a, b, strict=True)])
+            rel = dist / np.array([np.linalg.norm(u) for u in a])
+            entry[layer] = {"cos": cos, "dist": dist, "rel": rel}
+            if layer != "logits":
+                entry[layer]["sorted_rel"] = np.array(
+                    [np.linalg.norm(sort(rows[i][layer]) - sort(base[i][layer])) / np.linalg.norm(sort(base[i][layer])) for i in range(n)]
+                )
+        # conv1's grid is symmetric: the map action is the same transform of the map
+        expected = [map_action(torch.from_numpy(base[i]["conv1"])).numpy() for i in range(n)]
+        entry["conv1"]["aligned_rel"] = np.array(
+            [np.linalg.norm(rows[i]["conv1"] - expected[i]) / np.linalg.norm(expected[i]) for i in range(n)]
+        )
+        entry["logits"]["consistency"] = np.array([rows[i]["logits"].argmax() == base[i]["logits"].argmax() for i in range(n)], float)
+        entry["logits"]["shifted_acc"] = np.array([rows[i]["logits"].argmax() == int(y[i]) for i in range(n)], float)
+        out["entries"].append(entry)
+    return out
+
+
+def test_rot90_figures_equal_a_brute_force_float64_loop(net):
+    x, y = _images(n=9)
+    sec = measure_family(net, x, y, Rotation90(), layers=["conv1", "conv2", "logits"], control_seed=3, batch_size=4)
+    k = sec["control"]["offset"]
+    # the control pairing, independently: the seeded offset in [1, n), image i against (i + k) mod n
+    assert 1 <= k < 9
+    transforms = [(lambda t, k=q: torch.rot90(t, k, dims=(-2, -1)),) * 2 for q in (1, 2, 3)]
+    ref = _reference(net, x, y, transforms, k)
+    for layer in ("conv1", "conv2", "logits"):
+        assert sec["control"][layer]["dist"] == pytest.approx(ref["control"][layer], rel=TOL)
+    assert [e["param"] for e in sec["entries"]] == [1, 2, 3]
+    per_image = {}
+    for entry, expect in zip(sec["entries"], ref["entries"], strict=True):
+        assert entry["count"] == 9
+        for layer, metrics in expect.items():
+            for metric, values in metrics.items():
+                assert entry[layer][metric] == pytest.approx(values.mean(), rel=TOL, abs=1e-9), (layer, metric)
+                assert entry[layer][f"{metric}_se"] == pytest.approx(values.std(ddof=1) / 3, rel=1e-4, abs=1e-9)
+                per_image.setdefault((layer, metric), []).append(values)
+        for layer in ("conv1", "conv2", "logits"):
+            ratio = expect[layer]["dist"].mean() / ref["control"][layer]  # score = 1 - ratio
+            assert 1 - entry[layer]["invariance_score"] == pytest.approx(ratio, rel=TOL)
+        for layer in ("conv1", "conv2"):
+            ratio = expect[layer]["sorted_rel"].mean() / ref["control"][layer + "_sorted"]
+            assert 1 - entry[layer]["equivariance_score"] == pytest.approx(ratio, rel=TOL)
+        assert entry["conv1"]["aligned_rel_max"] == pytest.approx(expect["conv1"]["aligned_rel"].max(), rel=TOL)
+    # the summary: every image's mean over the three quarter-turns, then over images
+    for (layer, metric), values in per_image.items():
+        means = np.mean(values, axis=0)
+        assert sec["summary"][layer][metric] == pytest.approx(means.mean(), rel=TOL, abs=1e-9)
+        assert sec["summary"][layer][f"{metric}_se"] == pytest.approx(means.std(ddof=1) / 3, rel=1e-4, abs=1e-9)
+    assert sec["summary"]["count"] == 27
+
+
+def test_sections_follow_the_schema(net):
+    x, y = _images(n=6)
+    layers = ["conv1", "conv2", "logits"]
+    for fam in (Rotation90(), Flip(), Rotation(max_angle=10, step=10), SubpixelTranslation(max_offset=0.5, step=0.5)):
+        sec = measure_family(net, x, y, fam, layers=layers)
+        json.dumps(Results(sec).to_dict(), allow_nan=False)
+        assert sec["family"] == fam.name and sec["config"] == fam.to_dict() and sec["parameter"] == fam.parameter
+        assert sec["dims"] == 1 and sec["n_images"] == 6 and sec["layers"] == layers
+        assert sec["precision"] == {"dtype": "float32", "exact_tol": 1e-5}
+        assert len(sec["entries"]) == len(fam.params()) and sec["summary"]["count"] == 6 * len(fam.params())
+        for block in [e for e in sec["entries"]] + [sec["summary"]]:
+            for layer in ("conv1", "conv2"):
+                # the sorting test only where the family permutes pixels
+                assert ("sorted_rel" in block[layer]) == fam.permutes_pixels
+                assert ("equivariance_score" in block[layer]) == fam.permutes_pixels
+            assert "invariance_score_ci" in block["logits"] and "shifted_acc" in block["logits"]
+        # conv2's sampling grid (stride 2 on 12 pixels) is not symmetric: no map action for the symmetric
+        # families, a note instead; a sub-pixel shift acts on any strided map
+        symmetric = fam.kind != "subpixel"
+        assert ("aligned_rel" in sec["entries"][0]["conv2"]) != symmetric
+        assert (sec["map_action"]["conv2"]["note"] is not None) == symmetric
+        assert "aligned_rel" in sec["entries"][0]["conv1"] and sec["map_action"]["conv1"]["defined"]
+        assert ("conv1" in sec["exact"]) == fam.exact_test
+
+
+def test_two_rank_split_sums_to_the_single_process_section(net):
+    x, y = _images(n=7)
+    fam = Flip()
+    whole = measure_family(net, x, y, fam, layers=["conv1", "logits"])
+    parts = []
+    for rank in (0, 1):
+        sums = {}
+        measure_family(net, x, y, fam, layers=["conv1", "logits"], rank=rank, world_size=2, sums=sums)
+        parts.append(sums)
+    p = parts[0]
+    merged = build_family_section(merge_sums([q["raw"] for q in parts]), fam, p["layers"], p["geometry"],
+                                  p["control_offset"], p["classifier"], p["metrics"], p["image_size"], p["dtype"])
+    _close(merged, {k: v for k, v in whole.items() if k != "seconds"})
+
+
+def _close(a, b, path=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), (path, set(a) ^ set(b))
+        for key in a:
+            _close(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            _close(u, v, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12) or (math.isnan(a) and math.isnan(b)), path
+    else:
+        assert a == b, path
+
+
+# -- measure(transform=[...]) ---------------------------------------------------------------------
+def _without_timing(d):
+    if isinstance(d, dict):
+        return {k: _without_timing(v) for k, v in d.items() if k not in ("seconds", "seconds_total", "families")}
+    if isinstance(d, list):
+        return [_without_timing(v) for v in d]
+    return d
+
+
+def test_measure_with_a_list_keeps_the_translation_figures(net):
+    x, y = _images(n=6)
+    layers = ["conv1", "conv2", "logits"]
+    alone = measure(net, x, y, layers=layers, transform=Translation(max_shift=1))
+    both = measure(net, x, y, layers=layers, transform=[Translation(max_shift=1), Rotation90()])
+    assert "families" not in alone
+    _close(_without_timing(both.to_dict()), _without_timing(alone.to_dict()))
+    assert set(both.families) == {"translation", "rot90"}
+    _close(_without_timing(both.families["translation"].to_dict()), _without_timing(alone.to_dict()))
+    assert "families" not in both["families"]["translation"]
+    assert both.summary is both["summary"]
+    assert [e["param"] for e in both.families["rot90"]["entries"]] == [1, 2, 3]
+
+
+def test_measure_a_family_alone_with_its_untrained_control(net):
+    x, y = _images(n=6)
+    torch.manual_seed(5)
+    untrained = TinyCNN().eval()
+    res = measure(net, x, y, layers=["conv1", "logits"], transform="flip", untrained=untrained)
+    assert set(res.families) == {"flip"} and "shifts" not in res
+    assert res.summary == res.families["flip"].summary and res.summary["count"] == 12
+    un = res.families["flip"].untrained
+    assert un is not None and un["family"] == "flip" and un.summary["conv1"]["cos"] != res.summary["conv1"]["cos"]
+    with pytest.raises(ValueError, match="'flip' twice"):
+        measure(net, x, y, transform=[Flip(), Flip(axes=["vertical"])])
+    with pytest.raises(ValueError, match="square"):
+        measure(net, torch.rand(4, 12, 14), transform=[Translation(max_shift=1), Rotation90()])
+    with pytest.raises(TypeError, match="transform=3"):
+        measure(net, x, transform=3)
