@@ -10,6 +10,8 @@ figures to the loggers. Under DDP every rank measures its share of the test imag
 ``export_pairs=N`` also writes N seeded pairs with their activations (``pairs.pt``, ``pairs.npz``).
 ``untrained_inits=K`` measures K independent initialisations of the untrained network (the saved
 initial weights and K - 1 re-initialised copies) and reports their spread (``untrained_inits``).
+``lie_derivative=true`` adds ``shiftprobe.lie_derivative`` of both networks on a seeded subset of
+``lie_derivative_images`` of the measured images (``lie_derivative``, ``untrained.lie_derivative``).
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ class ShiftProbeCallback(L.Callback):
         export_pairs: int = 0,
         untrained_inits: int = 1,
         transforms=None,
+        lie_derivative: bool = False,
+        lie_derivative_images: int = 500,
     ):
         # validate early: a bad value fails when the callback is built, before training
         ShiftPlan.build(max_shift, mode, pattern, seed, 1 if pattern != "random" else 0)
@@ -144,6 +148,11 @@ class ShiftProbeCallback(L.Callback):
                 f"callbacks.shift_probe.untrained_inits={untrained_inits!r}: use a number of initialisations >= 1 (default 1)"
             )
         self.untrained_inits = untrained_inits
+        if not isinstance(lie_derivative_images, int) or isinstance(lie_derivative_images, bool) or lie_derivative_images < 2:
+            raise ValueError(
+                f"callbacks.shift_probe.lie_derivative_images={lie_derivative_images!r}: use a number of images >= 2"
+            )
+        self.lie_derivative, self.lie_derivative_images = bool(lie_derivative), lie_derivative_images
         # the families to measure (conf/transform/): translation (the settings above) and any others
         self.transforms = family_settings(transforms)
         self.max_shift, self.mode, self.pattern, self.seed = max_shift, mode, pattern, seed
@@ -239,9 +248,25 @@ class ShiftProbeCallback(L.Callback):
                     desc = f"shift probe: untrained init {k}/{self.untrained_inits - 1}"
                     runs.append(measure_network(net_k, images, labels, plan, desc=desc, **kwargs))
                 results["untrained_inits"] = inits_summary(runs)
+        if self.lie_derivative:
+            self._add_lie_derivative(trainer, pl_module, results, images)
         results["subset"] = subset
         results["seconds_total"] = time.perf_counter() - start
         return results
+
+    def _add_lie_derivative(self, trainer, pl_module, results: dict, images: torch.Tensor) -> None:
+        """``results["lie_derivative"]`` (and the untrained network's, when it was measured): the Lie
+        derivative on a seeded subset of ``lie_derivative_images`` of the measured images."""
+        from shiftprobe.probe.lie_derivative import lie_derivative
+
+        subset = subset_indices(len(images), self.lie_derivative_images, self.seed)
+        if subset is not None:
+            images = images[subset.to(images.device)]
+        kwargs = dict(layers=self.layers, batch_size=self.batch_size, device=pl_module.device,
+                      progress=self.progress and trainer.is_global_zero)
+        results["lie_derivative"] = lie_derivative(pl_module.net, images, **kwargs)
+        if self._untrained_net is not None and "untrained" in results:
+            results["untrained"]["lie_derivative"] = lie_derivative(self._untrained_net, images, **kwargs)
 
     def on_test_end(self, trainer, pl_module) -> None:
         results = self.measure(trainer, pl_module)
