@@ -947,7 +947,12 @@ def _header_lines(results: Mapping) -> list[str]:
 
 
 def results_markdown(results: Mapping) -> str:
-    """A readable ``results.md``: header, layer x radius table, parity table, summary, conclusions."""
+    """A readable ``results.md``: header, layer x radius table, parity table, summary, conclusions; then a
+    table and sentences per transformation family (``shiftprobe.reporting.family_report``)."""
+    from shiftprobe.reporting.family_report import families_only_markdown, family_markdown_lines
+
+    if not results.get("layers") and results.get("families"):  # no translation measured
+        return families_only_markdown(results)
     un = results.get("untrained") or None
     has_un = bool(un)
     layers = list(results.get("layers", []))
@@ -1095,6 +1100,7 @@ def results_markdown(results: Mapping) -> str:
     lines += ["", "## What this shows", ""]
     lines += [f"- {sentence}" for sentence in conclusions(results)]
     lines.append("")
+    lines += family_markdown_lines(results)  # the other families (none with translation only)
     from shiftprobe.reporting.lie_table import lie_derivative_lines  # a local import: it imports this module
 
     lines += lie_derivative_lines(results)  # the Lie derivative table, when measured
