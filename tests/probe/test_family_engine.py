@@ -220,6 +220,23 @@ def test_sections_follow_the_schema(net):
         assert ("conv1" in sec["exact"]) == fam.exact_test
 
 
+def test_a_2d_subpixel_grid_reports_its_offsets(net):
+    x, _ = _images(n=4)
+    fam = SubpixelTranslation(max_offset=0.5, step=0.5, axes="both", method="fourier", mode="roll")
+    sec = measure_family(net, x, None, fam, layers=["conv1", "conv2"])
+    assert sec["dims"] == 2 and sec["parameter"] == "offset_px" and sec["classifier"] is None
+    assert [e["param"] for e in sec["entries"]] == [[oy, ox] for oy, ox in fam.params()] and len(sec["entries"]) == 8
+    assert sec["accuracy"] is None and sec["predictions"] is None and "consistency" not in sec["summary"]["conv2"]
+
+
+def test_threads_give_the_same_sums_as_one_thread(net):
+    x, y = _images(n=8)
+    one = measure_family(net, x, y, Rotation90(), layers=["conv1", "logits"], batch_size=2, workers=1)
+    two = measure_family(net, x, y, Rotation90(), layers=["conv1", "logits"], batch_size=2, workers=2)
+    one.pop("seconds"), two.pop("seconds")
+    assert one == two
+
+
 def test_two_rank_split_sums_to_the_single_process_section(net):
     x, y = _images(n=7)
     fam = Flip()
