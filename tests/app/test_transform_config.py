@@ -179,3 +179,32 @@ def test_eval_of_a_run_from_before_the_group_measures_translation():
     cfg = compose(config_name="eval")
     restore_transforms(cfg, {"shift": {"max_shift": 2}})
     assert transforms_of(cfg) == {"translation": {}}
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_each_option_builds_its_family_with_the_class_defaults(option):
+    """The YAML settings are the family class's own defaults, and every setting is a field of it."""
+    import dataclasses
+
+    from shiftprobe.probe.families import FAMILIES, family_from_name
+
+    settings = transforms_of(compose(f"transform={option}"))[option]
+    if option == "translation":  # its settings are shift.*
+        assert settings == {}
+        return
+    assert family_from_name(option, **settings) == FAMILIES[option]()
+    defaults = {f.name for f in dataclasses.fields(FAMILIES[option]) if f.name != "name"}
+    assert set(settings) == defaults
+
+
+@pytest.mark.parametrize(
+    "option, key, value",
+    [("subpixel", "axes", "x"), ("subpixel", "axes", "y"), ("subpixel", "axes", "both"), ("subpixel", "mode", "roll"),
+     ("subpixel", "method", "fourier"), ("rotation", "max_angle", 180), ("flip", "axes", "[horizontal]")],
+)
+def test_every_value_the_family_accepts_passes(option, key, value):
+    from shiftprobe.probe.families import family_from_name
+
+    cfg = compose(f"transform=[{option}]", f"transform.{option}.{key}={value}")
+    validate_config(cfg)
+    family_from_name(option, **transforms_of(cfg)[option])

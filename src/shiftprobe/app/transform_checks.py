@@ -12,7 +12,8 @@ import math
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.probe.transforms import IMAGE_SIZE
+from shiftprobe.probe.families import FLIP_AXES, SUBPIXEL_AXES, SUBPIXEL_METHODS
+from shiftprobe.probe.transforms import IMAGE_SIZE, SHIFT_MODES
 
 #: the options of the group and the settings each one reads (translation's are ``shift.*``)
 TRANSFORM_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -22,10 +23,6 @@ TRANSFORM_OPTIONS: dict[str, tuple[str, ...]] = {
     "rotation": ("max_angle", "step"),
     "subpixel": ("max_offset", "step", "axes", "method", "mode"),
 }
-FLIP_AXES = ("horizontal", "vertical")
-SUBPIXEL_AXES = ("xy", "both")
-SUBPIXEL_METHODS = ("bilinear", "fourier")
-SUBPIXEL_MODES = ("crop", "roll")
 #: the largest rotation measured, in degrees
 MAX_ANGLE = 180.0
 EXAMPLE = "transform=[translation,rot90]"
@@ -84,7 +81,7 @@ def check_subpixel(node: DictConfig, path: str = "transform.subpixel") -> None:
     _step(node, path, "max_offset", largest, "0.125")
     _one_of(node, "axes", path, SUBPIXEL_AXES)
     _one_of(node, "method", path, SUBPIXEL_METHODS)
-    _one_of(node, "mode", path, SUBPIXEL_MODES)
+    _one_of(node, "mode", path, tuple(SHIFT_MODES))
 
 
 CHECKS = {"flip": check_flip, "rotation": check_rotation, "subpixel": check_subpixel}
