@@ -10,6 +10,10 @@ figures to the loggers. Under DDP every rank measures its share of the test imag
 ``export_pairs=N`` also writes N seeded pairs with their activations (``pairs.pt``, ``pairs.npz``).
 ``untrained_inits=K`` measures K independent initialisations of the untrained network (the saved
 initial weights and K - 1 re-initialised copies) and reports their spread (``untrained_inits``).
+``transforms`` (Hydra: ``transform=[translation,rot90,...]``) adds the other transformation families:
+``results["families"][name]`` for each (``shiftprobe.measure_family``, trained and untrained), a table
+per family in results.md and ``<family>.png``; ``families.translation`` is the translation results.
+Translation alone (the default) writes exactly what it wrote before.
 ``lie_derivative=true`` adds ``shiftprobe.lie_derivative`` of both networks on a seeded subset of
 ``lie_derivative_images`` of the measured images (``lie_derivative``, ``untrained.lie_derivative``).
 """
@@ -104,6 +108,19 @@ def family_settings(transforms) -> list[tuple[str, object]]:
     return out
 
 
+def build_family(name: str, settings):
+    """The family object of one ``(name, settings)`` pair of :func:`family_settings` (a ValueError naming
+    ``transform.<name>`` for a bad setting)."""
+    from shiftprobe.probe.families import TransformFamily, family_from_name
+
+    if isinstance(settings, TransformFamily):
+        return settings
+    try:
+        return family_from_name(name, **dict(settings))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"transform.{name}: {err}") from None
+
+
 def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
     """One odd and one even diagonal shift within ``max_shift`` (e.g. (1, 1) and (2, 2))."""
     out = []
@@ -155,6 +172,10 @@ class ShiftProbeCallback(L.Callback):
         self.lie_derivative, self.lie_derivative_images = bool(lie_derivative), lie_derivative_images
         # the families to measure (conf/transform/): translation (the settings above) and any others
         self.transforms = family_settings(transforms)
+        if not self.transforms:
+            raise ValueError("callbacks.shift_probe.transforms=[] measures nothing: give a family, e.g. [translation, rot90]")
+        self.families = [(name, build_family(name, settings)) for name, settings in self.transforms if name != "translation"]
+        self.measures_translation = any(name == "translation" for name, _ in self.transforms)
         self.max_shift, self.mode, self.pattern, self.seed = max_shift, mode, pattern, seed
         self.layers = list(layers) if layers else None
         self.batch_size, self.pairs_per_chunk, self.fast_path = batch_size, pairs_per_chunk, fast_path
@@ -214,10 +235,8 @@ class ShiftProbeCallback(L.Callback):
         return images, labels, info
 
     def measure(self, trainer, pl_module) -> dict:
-        """Measure the network (and its untrained copy); every rank must call this."""
+        """Measure the network (and its untrained copy) under every family; every rank must call this."""
         images, labels, subset = self.test_images(trainer)
-        check_max_shift(self.max_shift, min(images.shape[-2:]))
-        plan = ShiftPlan.build(self.max_shift, self.mode, self.pattern, self.seed, len(images))
         kwargs = dict(
             layers=self.layers,
             control_seed=self.seed,
@@ -230,29 +249,69 @@ class ShiftProbeCallback(L.Callback):
             progress=self.progress and trainer.is_global_zero,
         )
         start = time.perf_counter()
-        results = measure_network(pl_module.net, images, labels, plan, desc="shift probe: trained", **kwargs)
+        results: dict = {}
         self._untrained_net = None
-        if self.untrained:
-            net0, origin = self.untrained_network(pl_module)
-            if net0 is None:
-                log.warning("the module has no initial_net_state; skipping the untrained measurement")
-            else:
-                net0.to(pl_module.device)
-                results["untrained"] = measure_network(net0, images, labels, plan, desc="shift probe: untrained", **kwargs)
-                if origin:
-                    results["untrained_origin"] = origin
-                self._untrained_net = net0
-                runs = [results["untrained"]]
-                for k in range(1, self.untrained_inits):
-                    net_k = reinitialised_copy(net0, self.seed + k).to(pl_module.device)
-                    desc = f"shift probe: untrained init {k}/{self.untrained_inits - 1}"
-                    runs.append(measure_network(net_k, images, labels, plan, desc=desc, **kwargs))
-                results["untrained_inits"] = inits_summary(runs)
+        if self.measures_translation:
+            check_max_shift(self.max_shift, min(images.shape[-2:]))
+            plan = ShiftPlan.build(self.max_shift, self.mode, self.pattern, self.seed, len(images))
+            results = measure_network(pl_module.net, images, labels, plan, desc="shift probe: trained", **kwargs)
+            if self.untrained:
+                net0, origin = self.untrained_network(pl_module)
+                if net0 is None:
+                    log.warning("the module has no initial_net_state; skipping the untrained measurement")
+                else:
+                    net0.to(pl_module.device)
+                    results["untrained"] = measure_network(net0, images, labels, plan, desc="shift probe: untrained", **kwargs)
+                    if origin:
+                        results["untrained_origin"] = origin
+                    self._untrained_net = net0
+                    runs = [results["untrained"]]
+                    for k in range(1, self.untrained_inits):
+                        net_k = reinitialised_copy(net0, self.seed + k).to(pl_module.device)
+                        desc = f"shift probe: untrained init {k}/{self.untrained_inits - 1}"
+                        runs.append(measure_network(net_k, images, labels, plan, desc=desc, **kwargs))
+                    results["untrained_inits"] = inits_summary(runs)
+        elif self.untrained:
+            self._untrained_net = self._untrained_for_families(pl_module, results)
         if self.lie_derivative:
             self._add_lie_derivative(trainer, pl_module, results, images)
         results["subset"] = subset
         results["seconds_total"] = time.perf_counter() - start
+        if self.families:  # results.json families: {name: section}, in the order of transforms
+            self._measure_families(pl_module, images, labels, kwargs, results)
+            results["seconds_total"] = time.perf_counter() - start
         return results
+
+    def _untrained_for_families(self, pl_module, results: dict) -> torch.nn.Module | None:
+        """The untrained control when translation (which builds it) is not measured."""
+        net0, origin = self.untrained_network(pl_module)
+        if net0 is None:
+            log.warning("the module has no initial_net_state; skipping the untrained measurement")
+            return None
+        if origin:
+            results["untrained_origin"] = origin
+        return net0.to(pl_module.device)
+
+    def _measure_families(self, pl_module, images, labels, kwargs: dict, results: dict) -> None:
+        """``results["families"]``: a section per family (``shiftprobe.measure_family``, trained and
+        untrained); ``families.translation`` is the translation results above. DDP: each rank measures
+        its share of the images (``rank``, ``world_size``) and the sums are reduced across ranks."""
+        from shiftprobe.probe.family_engine import measure_family
+
+        kwargs = {k: v for k, v in kwargs.items() if k != "fast_path"}
+        built = dict(self.families)
+        families: dict = {}
+        for name, _ in self.transforms:
+            if name == "translation":
+                families[name] = dict(results)
+                continue
+            section = measure_family(pl_module.net, images, labels, built[name], desc=f"shift probe: {name}", **kwargs)
+            if self._untrained_net is not None:
+                section["untrained"] = measure_family(
+                    self._untrained_net, images, labels, built[name], desc=f"shift probe: {name}, untrained", **kwargs
+                )
+            families[name] = section
+        results["families"] = families
 
     def _add_lie_derivative(self, trainer, pl_module, results: dict, images: torch.Tensor) -> None:
         """``results["lie_derivative"]`` (and the untrained network's, when it was measured): the Lie
@@ -275,6 +334,7 @@ class ShiftProbeCallback(L.Callback):
             return
         out = self._output_dir(trainer)
         from shiftprobe.probe.results import Results
+        from shiftprobe.reporting.family_report import family_summary_lines
         from shiftprobe.reporting.markdown import summary_lines, write_results_markdown
 
         Results(results).save(out / "results.json")
@@ -284,7 +344,7 @@ class ShiftProbeCallback(L.Callback):
             self._figures(trainer, pl_module, results, out)
         if self.export_pairs:
             self._export_pairs(trainer, pl_module, out)
-        for line in summary_lines(results):
+        for line in (summary_lines(results) if self.measures_translation else []) + family_summary_lines(results):
             log.info(line)
         log.info("shift probe: wrote %s and %s", out / "results.json", out / "results.md")
 
@@ -331,6 +391,11 @@ class ShiftProbeCallback(L.Callback):
         for radial in results.get("radial", []):
             for key, value in self.headline({**results, "summary": radial}, prefix=f"probe_radius{radial['radius']}").items():
                 metrics[key] = value
+        for name, section in (results.get("families") or {}).items():  # probe_<family>/<layer>/<score>
+            if name != "translation":
+                metrics.update(self.headline(section, prefix=f"probe_{name}"))
+                if section.get("untrained"):
+                    metrics.update(self.headline(section["untrained"], prefix=f"probe_{name}_untrained"))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             logger.save()
@@ -345,14 +410,18 @@ class ShiftProbeCallback(L.Callback):
         import matplotlib.pyplot as plt
 
         from shiftprobe.probe.examples import example_pairs
+        from shiftprobe.reporting.family_figures import save_family_figures
         from shiftprobe.reporting.figures import save_all_figures
 
-        examples = None
-        layer = self._example_layer(results)
-        if layer is not None:
-            images = trainer.datamodule.test_images[:3]
-            examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode)
-        figures = save_all_figures(results, out, examples=examples)
+        figures = {}
+        if self.measures_translation:
+            examples = None
+            layer = self._example_layer(results)
+            if layer is not None:
+                images = trainer.datamodule.test_images[:3]
+                examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode)
+            figures = save_all_figures(results, out, examples=examples)
+        figures.update(save_family_figures(results, out))  # <family>.png for every other family
         for logger in trainer.loggers:
             writer = getattr(logger, "experiment", None)
             if hasattr(writer, "add_figure"):

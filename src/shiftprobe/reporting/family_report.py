@@ -482,3 +482,24 @@ def families_only_markdown(results: Mapping) -> str:
     lines.append(f"- **Families**: {', '.join(names)} (no translation measured: add it with transform=[translation,...])")
     lines += ["", *family_markdown_lines(results)]
     return "\n".join(lines)
+
+
+def family_summary_lines(results: Mapping) -> list[str]:
+    """One console line per family (translation's are ``markdown.summary_lines``): its parameters,
+    time, and each layer's invariance score over every parameter (trained, untrained)."""
+    out = []
+    for name, section in (results.get("families") or {}).items():
+        if name == "translation" or not isinstance(section, Mapping) or "entries" not in section:
+            continue
+        un = (section.get("untrained") or {}).get("summary")
+        scores = []
+        for layer in section.get("layers", []):
+            text = f"{layer} {fmt(value(section.get('summary'), layer, 'invariance_score'))}"
+            if un:
+                text += f" ({fmt(value(un, layer, 'invariance_score'))})"
+            scores.append(text)
+        out.append(
+            f"{name}: {len(section['entries'])} parameters, {_timing(section)}; invariance score"
+            + (" (untrained)" if un else "") + ": " + ", ".join(scores)
+        )
+    return out
