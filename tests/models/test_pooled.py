@@ -157,3 +157,16 @@ def test_model_options_compose_validate_and_build(option, cls, mnist_root, tmp_p
     net = hydra.utils.instantiate(cfg.model)
     assert type(net) is cls and net.pool == "max" and net.padding == "valid"
     assert net(torch.rand(2, 1, 28, 28))[0].shape == (2, 10)
+
+
+@pytest.mark.parametrize("override,shown", [("model.blur_filter_size=9", "model.blur_filter_size=9"),
+                                            ("model.pool=avg", "model.pool='avg'")])
+def test_the_lab_keys_are_checked_for_the_pooled_models(override, shown, mnist_root, tmp_path):
+    from conftest import test_overrides
+
+    from shiftprobe.errors import ShiftProbeError
+
+    cfg = compose_config("train", [*test_overrides(mnist_root, tmp_path), "model=rot_pool", override], tmp_path)
+    with pytest.raises(ShiftProbeError) as err:
+        validate_config(cfg)
+    assert str(err.value).startswith(f"{shown} is not allowed: use ") and "\n" not in str(err.value)

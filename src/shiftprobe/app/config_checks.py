@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from shiftprobe.app.schemas import check_schemas
+from shiftprobe.app.schemas import LAB_MODEL_CLASSES, check_schemas
 from shiftprobe.app.transform_checks import check_transform
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.probe.transforms import IMAGE_SIZE
@@ -57,6 +57,10 @@ def check_optimizer(cfg: DictConfig) -> None:
         _fail("optimizer.momentum", momentum, "use a number in [0, 1), e.g. optimizer.momentum=0.9")
 
 
+#: the largest training rotation, in degrees (angles are drawn uniformly in [-D, D])
+MAX_TRAIN_ROTATE = 180
+
+
 def check_data(cfg: DictConfig) -> None:
     _int_at_least(cfg, "data.batch_size", 1, ", e.g. data.batch_size=64")
     _int_at_least(cfg, "data.eval_batch_size", 1, ", e.g. data.eval_batch_size=1000", required=False)
@@ -71,6 +75,16 @@ def check_data(cfg: DictConfig) -> None:
     k = _get(cfg, "data.train_shift", 0)
     if not _is_int(k) or not 0 <= k < IMAGE_SIZE:
         _fail("data.train_shift", k, f"use an integer from 0 (no augmentation) to {IMAGE_SIZE - 1}, e.g. 2")
+    degrees = _get(cfg, "data.train_rotate", 0)
+    if not _is_number(degrees) or not math.isfinite(degrees) or not 0 <= degrees <= MAX_TRAIN_ROTATE:
+        _fail(
+            "data.train_rotate",
+            degrees,
+            f"use a number of degrees from 0 (no rotation) to {MAX_TRAIN_ROTATE}, e.g. data.train_rotate=45",
+        )
+    flip = _get(cfg, "data.train_flip", False)
+    if not isinstance(flip, bool):
+        _fail("data.train_flip", flip, "use true (random horizontal flips, p = 0.5) or false")
     root = _get(cfg, "data.root")
     if root is None or str(root).strip() == "":
         _fail("data.root", root, "set MNIST_ROOT or data.root to the folder that holds MNIST/raw/")
@@ -96,8 +110,8 @@ def check_model(cfg: DictConfig) -> None:
     name = _model_class(cfg)
     if name == "SmallResNet":
         _int_at_least(cfg, "model.width", 1, ", e.g. model.width=16")
-    if name not in ("LabCNN", ""):
-        return  # the keys below belong to the lab CNN (model=lab|blurpool|circular); pool and padding: schemas
+    if name not in (*LAB_MODEL_CLASSES, ""):
+        return  # the keys below belong to the lab CNN (model=lab|blurpool|circular|rot_pool|flip_pool); pool and padding: schemas
     size = _get(cfg, "model.blur_filter_size", 3)
     if not _is_int(size) or not 1 <= size <= 7:
         _fail("model.blur_filter_size", size, "use an integer from 1 to 7 (default 3)")

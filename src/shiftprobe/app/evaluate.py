@@ -44,7 +44,7 @@ from shiftprobe.lit.module import ShiftProbeModule
 log = logging.getLogger(__name__)
 
 #: data settings that change what the test sees, taken from the training run
-DATA_KEYS_FROM_RUN = ("val_size", "split_seed", "normalize", "train_shift")
+DATA_KEYS_FROM_RUN = ("val_size", "split_seed", "normalize", "train_shift", "train_rotate", "train_flip")
 #: measurement settings that change the figures, taken from the training run unless given now
 PROBE_KEYS_FROM_RUN = ("max_shift", "mode", "pattern", "seed", "max_images", "untrained", "layers")
 

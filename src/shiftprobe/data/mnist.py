@@ -6,13 +6,16 @@ PIL / ``ToTensor`` pipeline. When the trainer runs on a GPU (any non-CPU device)
 ``num_workers`` is 0, ``setup`` moves the splits onto that device once, so batches are cut there and
 never copied from the CPU. ``on_after_batch_transfer`` turns the uint8 batch into ``B x 1 x 28 x 28``
 floats in [0, 1] (exactly ``ToTensor``: ``x / 255``) on the device and, for training batches only,
-applies the optional random-shift augmentation (``data.train_shift``).
+applies the optional augmentations, in this order: a random shift (``data.train_shift``), a random
+rotation (``data.train_rotate``) and a random horizontal flip (``data.train_flip``), each a whole-batch
+tensor operation with one random parameter per image (see ``MNISTDataModule.augment``).
 
 Randomness of the data has its own seeds, derived from the run seed (``data.seed``, i.e. ``${seed}``)
 alone and never drawn from the global generator: the training order (one permutation per epoch) and
-the augmentation shifts (one generator per epoch and rank). So two model variants trained with the same
-seed see the same images in the same order with the same shifts, whatever their initialisation draws.
-Both are saved in checkpoints, so a run resumed mid-epoch continues with the same images and shifts.
+each augmentation's draws (shifts, angles, flips: one generator each, per epoch and rank, so switching
+one augmentation on does not change another's draws). So two model variants trained with the same
+seed see the same images in the same order with the same augmentation, whatever their initialisation
+draws. All are saved in checkpoints, so a run resumed mid-epoch continues with the same images and draws.
 
 Normalisation is not done here: it is a fixed first step inside the network (``LabCNN(normalize=...)``),
 so every shift of the measurement acts on pixels in [0, 1].
@@ -37,6 +40,7 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from shiftprobe.data.augment import flip_per_sample, rotate_per_sample
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.probe.transforms import IMAGE_SIZE, shift_images_per_sample
 
@@ -51,8 +55,9 @@ MNIST_FILES = {
     "t10k-labels-idx1-ubyte": (LABELS_MAGIC, 10000),
 }
 DOWNLOAD_TIMEOUT_S = 30
-#: the data's independent random streams, each derived from the run seed (``stream_seed``)
-ORDER_STREAM, AUGMENT_STREAM = 1, 2
+#: the data's independent random streams, each derived from the run seed (``stream_seed``):
+#: the training order, the augmentation shifts, angles and flips
+ORDER_STREAM, AUGMENT_STREAM, ROTATE_STREAM, FLIP_STREAM = 1, 2, 3, 4
 
 
 def stream_seed(seed: int, *stream: int) -> int:
@@ -213,6 +218,42 @@ class InMemoryDataset(Dataset):
         return self.images[idx], self.labels[idx]
 
 
+class AugmentStream:
+    """One augmentation's random draws: a CPU generator seeded at the start of every epoch from
+    ``(seed, stream, epoch, rank)`` alone, drawn from once per training batch, with what a checkpoint
+    needs to resume it mid-epoch (its epoch, its state, and its state before the last draw)."""
+
+    def __init__(self, stream: int):
+        self.stream = int(stream)
+        self.generator = torch.Generator()
+        self.epoch: int | None = None
+        self.drawn = 0  # batches drawn in ``epoch``
+        self.before: torch.Tensor | None = None  # the generator's state before the last draw
+
+    def next_batch(self, seed: int, epoch: int, rank: int) -> torch.Generator:
+        """The generator to draw the next batch's parameters from (reseeded when a new epoch starts)."""
+        if self.epoch != epoch:
+            self.generator.manual_seed(stream_seed(seed, self.stream, epoch, rank))
+            self.epoch, self.drawn = epoch, 0
+        self.before = self.generator.get_state()
+        self.drawn += 1
+        return self.generator
+
+    def state(self, batches_done: int | None) -> tuple[int, torch.Tensor] | None:
+        """``(epoch, generator state)`` to save; None before the first draw. Stopped inside a batch
+        (``drawn == batches_done + 1``, e.g. Ctrl-C), the state before that batch: it is drawn again."""
+        if self.epoch is None:
+            return None
+        if batches_done is not None and self.drawn == batches_done + 1:
+            return self.epoch, self.before
+        return self.epoch, self.generator.get_state()
+
+    def restore(self, epoch: int, state: torch.Tensor, batches_done: int) -> None:
+        self.generator.set_state(state.cpu())
+        self.epoch, self.drawn = int(epoch), int(batches_done)
+        self.before = self.generator.get_state()
+
+
 class EpochSampler(Sampler):
     """A seeded random order of ``n`` indices per epoch (``set_epoch``, called by Lightning), which can
     start part-way through an epoch: ``resume_at(epoch, skip)`` drops that epoch's first ``skip`` indices."""
@@ -260,7 +301,19 @@ class MNISTDataModule(L.LightningDataModule):
     """MNIST train (55,000) / val (5,000, seeded split) / test (official 10,000), in memory.
 
     ``seed`` (the run seed, ``data.seed: ${seed}``) alone decides the training order and the
-    augmentation shifts (``data.train_shift``); ``split_seed`` decides the train / validation split.
+    augmentation draws (``train_shift``, ``train_rotate``, ``train_flip``); ``split_seed`` decides the
+    train / validation split.
+
+    Training augmentation, on the device, per batch, training batches only (validation and test
+    batches are never changed), in this order:
+
+    - ``train_shift=K`` (int, 0 = off): each image shifted by a random ``(dy, dx)`` in ``[-K, K]^2``
+      (crop: zero fill), uniform over the integers;
+    - ``train_rotate=D`` (degrees, 0 = off): each image rotated about its centre by an angle uniform in
+      ``[-D, D]``, bilinear, zero fill (as torchvision's ``RandomAffine(degrees=D)``);
+    - ``train_flip=True``: each image mirrored left-right with probability 0.5 (as torchvision's
+      ``RandomHorizontalFlip``; a mirrored digit is not always the same digit: this is the control for
+      the ``Flip`` family, not a label-preserving augmentation for MNIST).
     """
 
     def __init__(
@@ -272,6 +325,8 @@ class MNISTDataModule(L.LightningDataModule):
         val_size: int = 5000,
         split_seed: int = 0,
         train_shift: int = 0,
+        train_rotate: float = 0.0,
+        train_flip: bool = False,
         normalize: bool = False,
         num_workers: int = 0,
         seed: int = 0,
@@ -289,11 +344,12 @@ class MNISTDataModule(L.LightningDataModule):
         # exactly (a checkpoint's seed wins over this one)
         self._shuffle_seed: int = stream_seed(seed, ORDER_STREAM)
         self._resume: tuple[int, int] | None = None
-        # the augmentation shifts: a CPU generator seeded per epoch (and rank), see ``augment_shifts``
-        self._augment = torch.Generator()
-        self._augment_epoch: int | None = None
-        self._augment_drawn = 0  # batches drawn in ``_augment_epoch``
-        self._augment_before: torch.Tensor | None = None  # the generator's state before the last draw
+        # the augmentation draws: one CPU generator each, seeded per epoch (and rank); see ``augment``
+        self._streams = {
+            "shift": AugmentStream(AUGMENT_STREAM),
+            "rotate": AugmentStream(ROTATE_STREAM),
+            "flip": AugmentStream(FLIP_STREAM),
+        }
 
     def prepare_data(self) -> None:
         ensure_mnist(self.root, self.hparams.download)
@@ -378,21 +434,24 @@ class MNISTDataModule(L.LightningDataModule):
         return PairedShiftDataset(self.test_images, self.test_labels, plan)
 
     # -- checkpoints: resume mid-epoch with the same order of images and the same shifts -------------
+    #: checkpoint keys of each augmentation stream: ``<prefix>_epoch``, ``<prefix>_state`` (the shifts'
+    #: keep the names of checkpoints written before rotations and flips existed)
+    STATE_PREFIXES = {"shift": "augment", "rotate": "rotate", "flip": "flip"}
+
     def state_dict(self) -> dict:
-        """The training order's seed, how far the current epoch got (batches completed) and the
-        augmentation generator (its epoch and state before the first batch not yet completed)."""
+        """The training order's seed, how far the current epoch got (batches completed) and each
+        augmentation generator that has drawn (its epoch and state before the first batch not yet
+        completed)."""
         state: dict = {"shuffle_seed": self._shuffle_seed}
         trainer = getattr(self, "trainer", None)
         done = None
         if trainer is not None and hasattr(trainer, "fit_loop"):
             done = int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
             state |= {"epoch": int(trainer.current_epoch), "batches_done": done}
-        if self._augment_epoch is not None:
-            generator_state = self._augment.get_state()
-            if done is not None and self._augment_drawn == done + 1:
-                # stopped inside a batch (Ctrl-C): its shifts are drawn again when the run resumes
-                generator_state = self._augment_before
-            state |= {"augment_epoch": self._augment_epoch, "augment_state": generator_state}
+        for name, prefix in self.STATE_PREFIXES.items():
+            saved = self._streams[name].state(done)
+            if saved is not None:
+                state |= {f"{prefix}_epoch": saved[0], f"{prefix}_state": saved[1]}
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -404,11 +463,11 @@ class MNISTDataModule(L.LightningDataModule):
             # under DDP each rank has its own augmentation stream and only rank 0's was saved: every
             # rank starts its next epoch from its own seed (a stopped epoch's remaining shifts differ)
             return
-        if "augment_state" in state:
-            self._augment.set_state(state["augment_state"].cpu())
-            self._augment_epoch = int(state["augment_epoch"])
-            self._augment_drawn = int(state.get("batches_done", 0))
-            self._augment_before = self._augment.get_state()
+        for name, prefix in self.STATE_PREFIXES.items():
+            if f"{prefix}_state" in state:
+                self._streams[name].restore(
+                    state[f"{prefix}_epoch"], state[f"{prefix}_state"], state.get("batches_done", 0)
+                )
         if trainer is not None and "epoch" in state:
             # the rest of the epoch is the same images in the same order, so Lightning's generic warning
             # about non-resumable loaders does not apply; under DDP Lightning's distributed sampler
@@ -416,22 +475,41 @@ class MNISTDataModule(L.LightningDataModule):
             self._resume = (int(state["epoch"]), int(state["batches_done"]))
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
-    def augment_shifts(self, n: int, k: int) -> torch.Tensor:
-        """``n`` training shifts ``(dy, dx)`` in ``[-k, k]^2`` (long, on the CPU) for the next batch.
-
-        Drawn from the data's own generator, seeded at the start of every epoch from
-        ``(seed, epoch, rank)`` alone, or continuing the state restored from a checkpoint of that epoch;
-        never from the global generator, so the model's own random draws cannot change them.
-        """
+    def _generator(self, name: str) -> torch.Generator:
+        """The generator of augmentation ``name`` for the next batch: seeded at the start of every epoch
+        from ``(seed, stream, epoch, rank)`` alone, or continuing the state restored from a checkpoint of
+        that epoch; never the global generator, so the model's own random draws cannot change it."""
         trainer = getattr(self, "trainer", None)
         epoch = int(getattr(trainer, "current_epoch", 0))
-        if self._augment_epoch != epoch:
-            rank = int(getattr(trainer, "global_rank", 0))
-            self._augment.manual_seed(stream_seed(self.hparams.seed, AUGMENT_STREAM, epoch, rank))
-            self._augment_epoch, self._augment_drawn = epoch, 0
-        self._augment_before = self._augment.get_state()
-        self._augment_drawn += 1
-        return torch.randint(-k, k + 1, (n, 2), generator=self._augment)
+        rank = int(getattr(trainer, "global_rank", 0))
+        return self._streams[name].next_batch(self.hparams.seed, epoch, rank)
+
+    def augment_shifts(self, n: int, k: int) -> torch.Tensor:
+        """``n`` training shifts ``(dy, dx)`` in ``[-k, k]^2`` (long, on the CPU) for the next batch."""
+        return torch.randint(-k, k + 1, (n, 2), generator=self._generator("shift"))
+
+    def augment_angles(self, n: int, degrees: float) -> torch.Tensor:
+        """``n`` training angles uniform in ``[-degrees, degrees]`` (float64 degrees, on the CPU) for the
+        next batch."""
+        u = torch.rand(n, generator=self._generator("rotate"), dtype=torch.float64)
+        return (2.0 * u - 1.0) * float(degrees)
+
+    def augment_flips(self, n: int) -> torch.Tensor:
+        """``n`` training flip flags (bool, on the CPU), each true with probability 0.5, for the next batch."""
+        return torch.rand(n, generator=self._generator("flip")) < 0.5
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch (``B x 1 x H x W`` floats, on the device) augmented: shift, then rotate, then
+        flip, each only when switched on (so an unused augmentation neither draws nor changes a pixel)."""
+        k = int(self.hparams.train_shift)
+        if k > 0:
+            x = shift_images_per_sample(x, self.augment_shifts(x.shape[0], k).to(x.device), "crop")
+        degrees = float(self.hparams.train_rotate)
+        if degrees > 0:
+            x = rotate_per_sample(x, self.augment_angles(x.shape[0], degrees).to(x.device))
+        if self.hparams.train_flip:
+            x = flip_per_sample(x, self.augment_flips(x.shape[0]).to(x.device))
+        return x
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
@@ -439,8 +517,6 @@ class MNISTDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         images, labels = batch
         x = images.unsqueeze(1).float().div_(255)  # B x 1 x 28 x 28 in [0, 1], as ToTensor
-        k = int(self.hparams.train_shift)
-        if k > 0 and self.trainer is not None and self.trainer.training:
-            shifts = self.augment_shifts(x.shape[0], k).to(x.device)
-            x = shift_images_per_sample(x, shifts, "crop")
+        if self.trainer is not None and self.trainer.training:
+            x = self.augment(x)
         return x, labels
