@@ -1,0 +1,53 @@
+"""End to end on synthetic MNIST: ``transform=[translation,rot90]`` through train() and eval(), and the
+command line's one-line error for a bad family setting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+from shiftprobe.app.evaluate import evaluate
+from shiftprobe.app.train import train
+
+PROBE = [
+    "callbacks=[model_checkpoint,shift_probe]",
+    "callbacks.shift_probe.figures=false",
+    "callbacks.shift_probe.progress=false",
+    "callbacks.shift_probe.max_images=40",
+    "shift=small",
+    "+trainer.limit_train_batches=5",
+]
+
+
+def test_train_then_eval_measure_the_chosen_families(make_cfg, tmp_path):
+    train(make_cfg(*PROBE, "transform=[translation,rot90]", out=tmp_path / "run"))
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert list(res["families"]) == ["translation", "rot90"] and "shifts" in res
+    rot = res["families"]["rot90"]
+    assert [e["param"] for e in rot["entries"]] == [1, 2, 3] and rot["n_images"] == 40 and "untrained" in rot
+    md = (tmp_path / "run" / "results.md").read_text()
+    table = md.split("## Rotations by 90° (`rot90`)")[1]
+    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:] == [
+        "k=1 (90°)", "k=2 (180°)", "k=3 (270°)", "**all**",
+    ]
+    assert "**Measurement time**" in table
+    # eval.py on the checkpoint measures the run's families (its command line names none)
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    evaluate(make_cfg(*PROBE[:-1], f"ckpt_path={best}", config_name="eval", out=tmp_path / "eval"))
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert list(again["families"]) == ["translation", "rot90"]
+    assert again["families"]["rot90"]["summary"]["fc1"] == rot["summary"]["fc1"]
+
+
+def test_train_py_bad_family_setting_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "transform=[translation,subpixel]", "transform.subpixel.method=cubic",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: transform.subpixel.method='cubic' is not allowed: use one of"), proc.stderr[-2000:]
