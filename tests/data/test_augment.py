@@ -337,3 +337,18 @@ def test_experiment_and_eval_keep_the_runs_augmentation(mnist_root, tmp_path):
     ev = compose_config("eval", [*test_overrides(mnist_root, tmp_path), "ckpt_path=x.ckpt"], tmp_path)
     apply_run_config(ev, {"data": {"train_rotate": 45, "train_flip": True}})
     assert ev.data.train_rotate == 45 and ev.data.train_flip is True
+
+
+def test_rotate_augmented_experiment_runs_end_to_end(make_cfg, tmp_path):
+    """``python train.py experiment=rotate_augmented`` (synthetic data, a few batches): trains with
+    rotations and measures translations and rotations."""
+    import json
+
+    train_module.train(make_cfg(
+        "experiment=rotate_augmented", "callbacks=[shift_probe]", "callbacks.shift_probe.figures=false",
+        "callbacks.shift_probe.progress=false", "callbacks.shift_probe.max_images=20",
+        "callbacks.shift_probe.untrained=false", "shift=small", "+trainer.limit_train_batches=3",
+        out=tmp_path / "run"))
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert list(results["families"]) == ["translation", "rotation"]
+    assert results["families"]["rotation"]["entries"][0]["param"] == -45.0

@@ -170,3 +170,37 @@ def test_the_lab_keys_are_checked_for_the_pooled_models(override, shown, mnist_r
     with pytest.raises(ShiftProbeError) as err:
         validate_config(cfg)
     assert str(err.value).startswith(f"{shown} is not allowed: use ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("cls,family", [(RotPooledCNN, shiftprobe.Rotation90()), (FlipPooledCNN, shiftprobe.Flip())],
+                         ids=["rot_pool-rot90", "flip_pool-flip"])
+def test_the_family_measurement_finds_the_control(cls, family):
+    """What a correct tool must find (issue 10): the pooled logits invariant at every parameter of the
+    family, conv1 not equivariant to it (the map action's aligned_rel far from 0)."""
+    net = build(cls)
+    images = torch.rand(8, 28, 28, generator=torch.Generator().manual_seed(2))
+    res = shiftprobe.measure(net, images, torch.arange(8), layers=["conv1", "fc1", "logits"], transform=family)
+    section = res.to_dict()["families"][family.name]
+    assert len(section["entries"]) == len(family.params())
+    for entry in section["entries"]:
+        assert entry["logits"]["rel"] < INVARIANT_TOL and entry["logits"]["consistency"] == 1.0
+        assert entry["conv1"]["aligned_rel_max"] > NOT_EQUIVARIANT
+        assert entry["fc1"]["rel"] > NOT_EQUIVARIANT
+    assert section["exact"]["conv1"]["exact_params"] == []
+
+
+def test_train_py_model_rot_pool_transform_rot90(make_cfg, tmp_path):
+    """``python train.py model=rot_pool transform=rot90`` (synthetic data): results.json reports the
+    logits invariant to every quarter-turn, trained and untrained."""
+    import json
+
+    from shiftprobe.app.train import train
+
+    train(make_cfg("model=rot_pool", "transform=[rot90]", "callbacks=[shift_probe]", "callbacks.shift_probe.figures=false",
+                   "callbacks.shift_probe.progress=false", "callbacks.shift_probe.max_images=20",
+                   "+trainer.limit_train_batches=3", out=tmp_path / "run"))
+    section = json.loads((tmp_path / "run" / "results.json").read_text())["families"]["rot90"]
+    for block in (section, section["untrained"]):
+        assert [e["param"] for e in block["entries"]] == [1, 2, 3]
+        assert all(e["logits"]["rel"] < INVARIANT_TOL for e in block["entries"])
+        assert block["summary"]["conv1"]["aligned_rel_max"] > NOT_EQUIVARIANT
