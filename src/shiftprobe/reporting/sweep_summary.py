@@ -345,6 +345,10 @@ def _sources(r: dict):
     for ring in r.get("radial", []):
         yield f"head_input_invariance_r{ring['radius']}", ring.get(head) if head else None, "invariance_score"
     yield "classifier_invariance", _get(r, "summary", _resolve(r, CLASSIFIER)), "invariance_score"
+    for name, section in (r.get("families") or {}).items():  # transform=[...]: each other family's summary
+        if name != "translation" and isinstance(section, dict):
+            for label, layer in (("head_input", head_input_layer(section)), ("classifier", section.get("classifier"))):
+                yield f"family_{name}_{label}_invariance", _get(section, "summary", layer) if layer else None, "invariance_score"
 
 
 def job_row(job: Job) -> tuple[dict, dict[str, tuple[float, float]]]:
@@ -434,7 +438,16 @@ def _metrics(summary: Summary) -> list[tuple[str, str, int]]:
     ]
     if any(row.get("consistency_correct") is not None for row in summary.rows):
         out.append(("consistency_correct", "consistency (correct only)", 3))
+    out += [(k, _family_label(k), 3) for k in dict.fromkeys(k for row in summary.rows for k in row if k.startswith("family_"))]
     return out
+
+
+def _family_label(key: str) -> str:
+    """``family_rot90_head_input_invariance`` -> ``rot90: head input inv.`` (``..._classifier_...``: logits)."""
+    body = key[len("family_"):-len("_invariance")]
+    if body.endswith("_head_input"):
+        return f"{body[:-len('_head_input')]}: head input inv."
+    return f"{body[:-len('_classifier')]}: logits inv."
 
 
 def _single_seed_cell(summary: Summary, config: str, key: str, digits: int) -> str:
@@ -486,7 +499,9 @@ def summary_markdown(summary: Summary) -> str:
          "all non-zero shifts;")
         + " invariance score (1 = invariant, 0 = as different as unrelated images) over the "
         "shifts with max(|dy|, |dx|) = k. conv2 aligned_rel even: exact-equivariance error at even shifts "
-        "(< 1e-5 = exact); odd: the best integer alignment's error at odd shifts (stride 2 cannot follow them).",
+        "(< 1e-5 = exact); odd: the best integer alignment's error at odd shifts (stride 2 cannot follow them)."
+        + (" <family>: head input / logits inv.: that family's invariance score over all its parameters "
+           "(transform=[...])." if any(k.startswith("family_") for k, _, _ in metrics) else ""),
     ]
     if single:
         lines += [
