@@ -100,7 +100,7 @@ def test_classifier_and_training_sentences():
     assert "Training made fc1 more invariant to rotations: 0.65 [0.63, 0.67] vs 0.375 [0.355, 0.395] untrained." in text
     same = fs.rotation()
     same["untrained"] = copy.deepcopy({k: v for k, v in same.items() if k != "untrained"})
-    assert "Training did not change fc1's invariance to rotations beyond the 95 % intervals" in sentences(same)
+    assert "Training did not change the invariance of fc1 to rotations beyond the 95 % intervals" in sentences(same)
     assert "Training" not in sentences(fs.rotation(untrained=False))
 
 
@@ -126,3 +126,10 @@ def test_without_translation_the_report_is_the_families():
     assert md.startswith("# shiftprobe: how invariant / equivariant is each layer?")
     assert "## Rotations by 90° (`rot90`)" in md and "## Rotations (`rotation`)" in md
     assert "9.5 s for every family" in md and "Key scores by radius" not in md
+
+
+def test_near_constant_predictions_are_flagged():
+    section = fs.rot90()
+    assert "near-constant" not in sentences(section)
+    section["untrained"]["predictions"] = {"near_constant": True}
+    assert "The untrained network's predictions are near-constant" in sentences(section)

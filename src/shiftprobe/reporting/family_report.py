@@ -369,7 +369,14 @@ def classifier_sentence(section: Mapping) -> list[str]:
             f"; accuracy on transformed images {fmt_pm(acc, halfwidth(summary, clf, 'shifted_acc'), pct=True)} "
             f"against {fmt_pct(section.get('accuracy'))} untransformed"
         )
-    return [text + "."]
+    out = [text + "."]
+    for name, res in (("trained", section), ("untrained", section.get("untrained") or {})):
+        if (res.get("predictions") or {}).get("near_constant"):
+            out.append(
+                f"The {name} network's predictions are near-constant (mostly one class): its consistency says "
+                "little, a constant classifier is perfectly consistent; read its invariance scores instead."
+            )
+    return out
 
 
 def training_sentences(section: Mapping) -> list[str]:
@@ -389,7 +396,7 @@ def training_sentences(section: Mapping) -> list[str]:
             out.append(f"The invariance score of {layer} over every parameter: {numbers} (no intervals in these results).")
         elif d == 0:
             out.append(
-                f"Training did not change {layer}'s invariance to {family} beyond the 95 % intervals: {numbers}."
+                f"Training did not change the invariance of {layer} to {family} beyond the 95 % intervals: {numbers}."
             )
         else:
             out.append(f"Training made {layer} {'more' if d > 0 else 'less'} invariant to {family}: {numbers}.")
