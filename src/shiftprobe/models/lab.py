@@ -54,6 +54,10 @@ class LabCNN(nn.Module):
     layer_aliases = {"logits": "fc2"}
     #: the probe points ``probe_crop_shifts`` computes (the crop fast path's reach)
     crop_window_layers = ("conv1", "conv2", "fc1", "logits")
+    #: the probe points whose ``probe_crop_shifts`` maps are windows of one map of the basis that moves
+    #: by ``shift / stride`` (conv1: the padded image's conv1; conv2: one map per pooling phase, so at
+    #: even shifts): there a shifted map holds, at each position, the very number of the unshifted one
+    crop_window_maps = ("conv1", "conv2")
 
     def __init__(
         self,

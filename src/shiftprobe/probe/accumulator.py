@@ -59,6 +59,9 @@ class PairMetricAccumulator(Metric):
       ``aligned_rel`` / ``nearest_aligned_rel`` a NaN contributes to no sum; ``no_overlap``
       {(layer, metric): (P,) bool} marks the NaNs that mean "no certified position" (the others mean
       "the stride does not divide the shift"), counted in ``<metric>_no_overlap``.
+    * ``shift_ids`` (B, S) with ``pair_values`` (K, B, S): the same in one tensor, every pair metric of
+      ``image_keys`` in that order (NaN where undefined), summed per shift id for all metrics at once;
+      ``no_overlap`` then holds (B, S) flags;
     * ``control`` {(layer, metric): (B,)}: one entry per image;
     * ``n_images``: images of the batch; ``correct`` (B,) and ``two_shift_agree`` (B,): unshifted correctness, Zhang's two-shift consistency;
       ``predicted`` (B,): the unshifted images' predicted classes (a histogram of ``n_classes`` bins);
@@ -128,6 +131,7 @@ class PairMetricAccumulator(Metric):
         self,
         shift_ids=None,
         pairs=None,
+        pair_values=None,
         no_overlap=None,
         control=None,
         n_images=None,
@@ -138,6 +142,8 @@ class PairMetricAccumulator(Metric):
         image_control=None,
     ) -> None:
         dtype = self.pair_count.dtype
+        if pair_values is not None:
+            self._add_pair_values(shift_ids, pair_values, no_overlap or {})
         if pairs is not None:
             ids = shift_ids.reshape(-1).to(self.pair_count.device)
             ones = torch.ones(ids.shape, dtype=dtype, device=ids.device)
@@ -174,6 +180,39 @@ class PairMetricAccumulator(Metric):
             self.correct += correct.to(self.correct.device, dtype).sum()
         if two_shift_agree is not None:
             self.two_shift_agree += two_shift_agree.to(self.correct.device, dtype).sum()
+
+    def _add_pair_values(self, shift_ids: torch.Tensor, values: torch.Tensor, no_overlap: dict) -> None:
+        """Add the per-pair values ``(K, B, S)`` of ``image_keys`` (NaN: undefined) at ``shift_ids`` ``(B, S)``:
+        one ``index_add_`` of the ``K x P`` values (undefined as 0) and one of their defined-flags give
+        every metric's sums and counts, one ``scatter_reduce_`` (undefined as -inf) every maximum."""
+        dtype, device = self.pair_count.dtype, self.pair_count.device
+        ids = shift_ids.reshape(-1).to(device)
+        values = values.reshape(len(self.image_keys), -1).to(device, dtype)
+        defined = ~torch.isnan(values)
+        n_ids = self.n_shift_ids
+        sums = torch.zeros(values.shape[0], n_ids, dtype=dtype, device=device)
+        sums.index_add_(1, ids, torch.where(defined, values, 0.0))
+        self.pair_count.index_add_(0, ids, torch.ones(ids.shape, dtype=dtype, device=device))
+        masked = [k for k, (_, metric) in enumerate(self.image_keys) if metric in MASKED]
+        counted = [k for k in masked if self.image_keys[k][1] in COUNTED]
+        if masked:
+            counts = torch.zeros(len(masked), n_ids, dtype=dtype, device=device)
+            counts.index_add_(1, ids, defined[masked].to(dtype))
+        if counted:
+            worst = torch.full((len(counted), n_ids), -torch.inf, dtype=dtype, device=device)
+            rows = values[counted]
+            worst.scatter_reduce_(1, ids.expand(len(counted), -1), torch.where(defined[counted], rows, -torch.inf), "amax")
+        for k, (layer, metric) in enumerate(self.image_keys):
+            self._state((layer, metric)).add_(sums[k])
+            if metric in MASKED:
+                self._state((layer, f"{metric}_count")).add_(counts[masked.index(k)])
+            if metric in COUNTED:
+                state = self._state((layer, f"{metric}_max"))
+                torch.maximum(state, worst[counted.index(k)], out=state)
+                flags = no_overlap.get((layer, metric))
+                if flags is not None:
+                    flags = flags.reshape(-1).to(device, dtype)
+                    self._state((layer, f"{metric}_no_overlap")).index_add_(0, ids, flags)
 
     def _add_image_means(self, means: torch.Tensor, control: torch.Tensor | None) -> None:
         """Add one batch's per-image group means ``(K, B, G)`` (NaN: the image has no pair in the group)."""

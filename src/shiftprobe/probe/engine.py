@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from shiftprobe.probe.accumulator import SCORE_CONTROL, layer_metrics, new_accumulator
 from shiftprobe.probe.capture import OUTPUT, LayerCapture, resolve_layers
-from shiftprobe.probe.geometry import infer_geometry
+from shiftprobe.probe.geometry import certified_slices, infer_geometry
 from shiftprobe.probe.metrics import (
     aligned_offset,
     aligned_values,
@@ -172,9 +172,43 @@ class _Probe:
         feats = self.capture.run(xs)
         return {k: feats[k].view(b, s, *feats[k].shape[1:]) for k in self.names}
 
-    def aligned(self, name: str, base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor):
+    def aligned(self, name: str, base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor, windows: bool = False):
         """``aligned_rel``, ``nearest_aligned_rel``, ``sorted_rel_certified`` (``B x S``, NaN where
-        undefined) and the no-overlap flags of the first two."""
+        undefined) and the no-overlap flags of the first two.
+
+        ``windows``: ``shifted`` and ``base`` are windows of the same maps (the crop fast path, see
+        ``crop_window_maps``), so at a shift the stride divides, the certified positions of ``f(T x)`` hold
+        the very numbers of ``f(x)`` there: all three are exactly 0 (NaN without certified positions)."""
+        if not self.plan.uniform:
+            return self._aligned_per_pair(name, base, shifted, shifts)
+        geo, mode = self.geometry[name], self.plan.mode
+        dtype = sum_dtype(base.device)
+        b = shifts.shape[0]
+        nan = torch.full((b,), float("nan"), dtype=dtype, device=base.device)
+        zero = torch.zeros((b,), dtype=dtype, device=base.device)
+        aligned, nearest, certified, has_offset = [], [], [], []
+        for j, (dy, dx) in enumerate(shifts[0].tolist()):  # same shifts for every image: one column each
+            offset = aligned_offset(dy, dx, geo.stride)
+            has_offset.append(offset is not None)
+            if offset is not None and windows:
+                value = nan if certified_slices(geo.interior, *offset) is None else zero
+                aligned.append(value), nearest.append(value), certified.append(value)
+                continue
+            f_t = shifted[:, j]
+            value, near = aligned_values(base, f_t, dy, dx, geo, mode)
+            nearest.append(near.to(dtype))
+            if value is None:
+                aligned.append(nan), certified.append(nan)
+            else:
+                value = value.to(dtype)
+                aligned.append(value)
+                certified.append(self.certified_sorted(base, f_t, value, offset, geo))
+        aligned, nearest, certified = (torch.stack(v, dim=1) for v in (aligned, nearest, certified))
+        has_offset = torch.tensor(has_offset, device=base.device)
+        return aligned, nearest, certified, torch.isnan(aligned) & has_offset, torch.isnan(nearest)
+
+    def _aligned_per_pair(self, name: str, base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor):
+        """``aligned`` for plans whose images have different shifts: the pairs of each shift together."""
         geo, mode = self.geometry[name], self.plan.mode
         shape = shifts.shape[:2]
         dtype = sum_dtype(base.device)
@@ -183,15 +217,9 @@ class _Probe:
         certified = aligned.clone()
         aligned_out = torch.zeros(shape, dtype=torch.bool, device=base.device)
         nearest_out = aligned_out.clone()
-        if self.plan.uniform:  # same shifts for every image: one slice per column
-            groups = [((dy, dx), (slice(None), j)) for j, (dy, dx) in enumerate(shifts[0].tolist())]
-        else:
-            groups = [
-                ((dy, dx), torch.nonzero((shifts[..., 0] == dy) & (shifts[..., 1] == dx), as_tuple=True))
-                for dy, dx in sorted(set(map(tuple, shifts.reshape(-1, 2).tolist())))
-            ]
-        for (dy, dx), where in groups:
-            f_x = base if self.plan.uniform else base[where[0]]
+        for dy, dx in sorted(set(map(tuple, shifts.reshape(-1, 2).tolist()))):
+            where = torch.nonzero((shifts[..., 0] == dy) & (shifts[..., 1] == dx), as_tuple=True)
+            f_x = base[where[0]]
             f_t = shifted[where]
             value, near = aligned_values(f_x, f_t, dy, dx, geo, mode)
             nearest[where] = near.to(dtype)
@@ -245,9 +273,11 @@ class _Probe:
 
         b, s = shifts.shape[:2]
         basis = self.model.crop_shift_basis(x, self.plan.max_shift) if self.fast else None
+        windows = self.window_layers(base, basis)
         # small chunks keep a chunk's feature maps in the CPU cache across the several passes below
         chunk = max(1, min(s, self.pairs_per_chunk // max(1, b)))
         chunk_values, chunk_ids = [], []  # per chunk: K x B x s per-pair values, B x s shift ids
+        chunk_no_overlap = []  # per chunk: {(layer, metric): B x s flags}
         for j0 in range(0, s, chunk):
             sh = shifts[:, j0 : j0 + chunk]
             feats = self.shifted(x, sh, basis)
@@ -258,7 +288,7 @@ class _Probe:
                 for metric in ("cos", "dist", "rel"):
                     pairs[name, metric] = m[metric]
                 if name in self.exact:
-                    a, n, c, a_out, n_out = self.aligned(name, base[name], ft, sh)
+                    a, n, c, a_out, n_out = self.aligned(name, base[name], ft, sh, windows=name in windows)
                     pairs[name, "aligned_rel"], pairs[name, "nearest_aligned_rel"] = a, n
                     pairs[name, "sorted_rel_certified"] = c
                     no_overlap[name, "aligned_rel"], no_overlap[name, "nearest_aligned_rel"] = a_out, n_out
@@ -274,13 +304,27 @@ class _Probe:
                     pairs[cls, "shifted_correct"] = (feats[cls].argmax(-1) == y.unsqueeze(1)).to(agree.dtype)
                     pairs[cls, "consistency_correct"] = torch.where(correct.unsqueeze(1), agree, float("nan"))
             ids = self.plan.shift_id(sh[..., 0], sh[..., 1])
-            if self.image_keys:
-                chunk_values.append(torch.stack([pairs[key] for key in self.image_keys]))
-                chunk_ids.append(ids)
-            updates.append({"shift_ids": ids, "pairs": pairs, "no_overlap": no_overlap})
-        if chunk_values:
-            updates.append(self.image_update(torch.cat(chunk_values, dim=2), torch.cat(chunk_ids, dim=1), control))
+            if not self.image_keys:
+                updates.append({"shift_ids": ids, "pairs": pairs, "no_overlap": no_overlap})
+                continue
+            chunk_values.append(torch.stack([pairs[key] for key in self.image_keys]))
+            chunk_ids.append(ids)
+            chunk_no_overlap.append(no_overlap)
+        if chunk_values:  # the whole batch's pairs in one update: every metric's sums at once
+            values, ids = torch.cat(chunk_values, dim=2), torch.cat(chunk_ids, dim=1)
+            no_overlap = {key: torch.cat([c[key] for c in chunk_no_overlap], dim=1) for key in chunk_no_overlap[0]}
+            updates.append({"shift_ids": ids, "pair_values": values, "no_overlap": no_overlap})
+            updates.append(self.image_update(values, ids, control))
         return updates
+
+    def window_layers(self, base: dict, basis: dict | None) -> set:
+        """The exact-test layers whose shifted maps, in the crop fast path, are windows of the same maps
+        as ``f(x)`` itself (the model's ``crop_window_maps``, checked bit for bit against ``f(x)``)."""
+        names = [n for n in self.exact if n in getattr(self.model, "crop_window_maps", ())]
+        if basis is None or not names:
+            return set()
+        center = self.model.probe_crop_shifts(None, [(0, 0)], basis=basis)
+        return {n for n in names if torch.equal(center[n][:, 0], base[n])}
 
     def image_update(self, values: torch.Tensor, ids: torch.Tensor, control: dict) -> dict:
         """Each image's mean over its pairs in every group (``K x B x G``, NaN where it has no defined
