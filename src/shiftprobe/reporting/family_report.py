@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shiftprobe.probe.thresholds import EXACT_TOL
+from shiftprobe.probe.thresholds import EXACT_TOL, SAME_SCORE
 from shiftprobe.reporting.markdown import (
     _finite,
     _table,
@@ -186,6 +186,20 @@ def direction(a: tuple[float, float] | None, b: tuple[float, float] | None) -> i
     return 0
 
 
+def compare(a: Mapping | None, b: Mapping | None, layer: str, metric: str = "invariance_score") -> tuple[int | None, str]:
+    """Is ``a``'s score above (+1) or below (-1) ``b``'s? Only when their 95 % intervals do not overlap
+    and the scores differ by at least ``SAME_SCORE`` (the report's "about the same"); else 0 and why;
+    None where an interval is missing."""
+    d = direction(interval(a, layer, metric), interval(b, layer, metric))
+    if d is None:
+        return None, "no intervals in these results"
+    if d == 0:
+        return 0, "the 95 % intervals overlap"
+    if abs(value(a, layer, metric) - value(b, layer, metric)) < SAME_SCORE:
+        return 0, f"they differ by less than {SAME_SCORE:g}"
+    return d, ""
+
+
 def _vector_layers(section: Mapping) -> list[str]:
     return [layer for layer in section.get("layers", []) if not is_spatial(section, layer)]
 
@@ -249,12 +263,12 @@ def _compare_phrase(layer: str, a_label: str, a: Mapping, b_label: str, b: Mappi
     if va is None or vb is None:
         return None
     ta, tb = score_text(a, layer, metric), score_text(b, layer, metric)
-    d = direction(interval(b, layer, metric), interval(a, layer, metric))
+    d, why = compare(b, a, layer, metric)
     name = "invariance score" if metric == "invariance_score" else metric
     if d is None:
-        return f"the {name} of {layer} is {ta} at {a_label} and {tb} at {b_label} (no intervals in these results)"
+        return f"the {name} of {layer} is {ta} at {a_label} and {tb} at {b_label} ({why})"
     if d == 0:
-        return f"the {name} of {layer} does not change beyond its 95 % intervals from {a_label} ({ta}) to {b_label} ({tb})"
+        return f"the {name} of {layer} stays about the same from {a_label} ({ta}) to {b_label} ({tb}): {why}"
     verb = "rises" if d > 0 else "falls"
     return f"the {name} of {layer} {verb} from {ta} at {a_label} to {tb} at {b_label}"
 
@@ -311,21 +325,25 @@ def trend_sentences(section: Mapping) -> list[str]:
 def _half_one_sentence(layer: str, half_one: Mapping[str, tuple[Mapping, Mapping]]) -> str:
     """Is ``layer`` more sensitive to a half-pixel shift than to a one-pixel one, per axis?"""
     metric = "invariance_score"
-    verdicts, numbers = {}, {}
+    verdicts, whys, numbers = {}, {}, {}
     for axis, (half, one) in sorted(half_one.items()):
-        verdicts[axis] = direction(interval(one, layer, metric), interval(half, layer, metric))
+        verdicts[axis], whys[axis] = compare(one, half, layer, metric)
         numbers[axis] = f"{score_text(half, layer, metric)} vs {score_text(one, layer, metric)} along {axis}"
     words = {
         1: f"the half-pixel shift changes {layer} more than the one-pixel shift",
         -1: f"the half-pixel shift changes {layer} less than the one-pixel shift",
-        0: f"the half-pixel and one-pixel shifts change {layer} alike (the 95 % intervals overlap)",
-        None: f"{layer} at half a pixel and at one pixel (no intervals in these results)",
+        0: f"the half-pixel and one-pixel shifts change {layer} about alike",
+        None: f"{layer} at half a pixel and at one pixel",
     }
-    if len(set(verdicts.values())) == 1:
-        verdict = next(iter(verdicts.values()))
-        text = words[verdict]
+    if len(set(verdicts.values())) == 1 and len(set(whys.values())) == 1:
+        verdict, why = next(iter(verdicts.values())), next(iter(whys.values()))
+        text = words[verdict] + (f" ({why})" if why else "")
         return text[0].upper() + text[1:] + ": invariance score " + "; ".join(numbers.values()) + "."
-    return "; ".join(f"along {axis}, {words[v]} ({numbers[axis]})" for axis, v in verdicts.items()).capitalize() + "."
+    text = "; ".join(
+        f"along {axis}, {words[v]}" + (f" ({whys[axis]})" if whys[axis] else "") + f": {numbers[axis]}"
+        for axis, v in verdicts.items()
+    )
+    return text[0].upper() + text[1:] + "."
 
 
 def grid_sentences(section: Mapping) -> list[str]:
@@ -390,14 +408,12 @@ def training_sentences(section: Mapping) -> list[str]:
         a, b = section.get("summary"), un.get("summary")
         if value(a, layer, "invariance_score") is None or value(b, layer, "invariance_score") is None:
             continue
-        d = direction(interval(a, layer, "invariance_score"), interval(b, layer, "invariance_score"))
+        d, why = compare(a, b, layer)
         numbers = f"{score_text(a, layer, 'invariance_score')} vs {score_text(b, layer, 'invariance_score')} untrained"
         if d is None:
-            out.append(f"The invariance score of {layer} over every parameter: {numbers} (no intervals in these results).")
+            out.append(f"The invariance score of {layer} over every parameter: {numbers} ({why}).")
         elif d == 0:
-            out.append(
-                f"Training did not change the invariance of {layer} to {family} beyond the 95 % intervals: {numbers}."
-            )
+            out.append(f"Training left the invariance of {layer} to {family} about the same ({why}): {numbers}.")
         else:
             out.append(f"Training made {layer} {'more' if d > 0 else 'less'} invariant to {family}: {numbers}.")
     return out
