@@ -1,4 +1,5 @@
-"""``InterruptCheckpoint``: write ``last.ckpt`` when a fit stops on an exception (Ctrl-C, a crash).
+"""Checkpoints: ``BestAndLastCheckpoint`` (best.ckpt and an always-current last.ckpt) and
+``InterruptCheckpoint``, which writes ``last.ckpt`` when a fit stops on an exception (Ctrl-C, a crash).
 
 Ctrl-C (SIGINT) or a crash during ``trainer.fit`` saves the full training state (weights, optimizer,
 loop progress mid-epoch, the data order) as ``<run>/checkpoints/last.ckpt``; ``ckpt_path=`` that file
@@ -20,6 +21,7 @@ import logging
 import os
 
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from shiftprobe.errors import ShiftProbeError
@@ -63,3 +65,27 @@ class InterruptCheckpoint(Callback):
             self.ckpt_path,
             self.ckpt_path,
         )
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is the state at the end of every epoch.
+
+    Lightning (2.5 and later) refreshes ``last.ckpt`` only when a top-k checkpoint was saved in the
+    same step: with ``monitor=val/acc`` an epoch that does not improve the accuracy left ``last.ckpt``
+    at an older epoch, and resuming from it silently repeated epochs. This subclass writes it after
+    every save point whether or not the monitored value improved.
+    """
+
+    def _refresh_last(self, trainer) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
