@@ -28,3 +28,12 @@ def test_ruff_check_passes():
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+
+
+def test_ci_starts_the_slurm_cluster_before_pytest_and_stops_it_at_exit():
+    lines = commands((ROOT / ".ci" / "run").read_text())
+    start = [i for i, line in enumerate(lines) if "slurm_single_node.sh start" in line]
+    tests = [i for i, line in enumerate(lines) if "-m pytest" in line]
+    assert start and tests and start[0] < tests[0], lines
+    assert any("slurm_single_node.sh stop" in line for line in lines)
+    assert "trap stop_slurm EXIT" in lines
