@@ -139,3 +139,12 @@ def test_near_constant_predictions_are_flagged():
     assert "near-constant" not in sentences(section)
     section["untrained"]["predictions"] = {"near_constant": True}
     assert "The untrained network's predictions are near-constant" in sentences(section)
+
+
+def test_console_lines_one_per_family():
+    from shiftprobe.reporting.family_report import family_summary_lines
+
+    lines = family_summary_lines({"families": {"translation": {}, "rot90": fs.rot90(), "flip": fs.flip()}})
+    assert len(lines) == 2
+    assert lines[0].startswith("rot90: 3 parameters, 2.5 s (trained), 2.0 s (untrained); invariance score (untrained): ")
+    assert "fc1 0.517 (0.2)" in lines[0] and lines[1].startswith("flip: 2 parameters, 2.5 s (trained); invariance score: ")
