@@ -67,11 +67,13 @@ install_packages() {
         policy_made=1
     fi
     export DEBIAN_FRONTEND=noninteractive
+    # bounded: CI waits for this (about 25 s on a 2-core machine; a mirror that does not answer fails fast)
+    local apt_opts=(-q -o Acquire::http::Timeout=20 -o Acquire::Retries=1)
     {
         if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
-            timeout 300 apt-get update -q
+            timeout 90 apt-get "${apt_opts[@]}" update
         fi
-        timeout 600 apt-get install -y -q --no-install-recommends "${missing[@]}"
+        timeout 180 apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
     } >>"$LOG" 2>&1 || status=$?
     [ "$policy_made" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
     [ "$status" -eq 0 ] || fail "apt-get could not install ${missing[*]} (exit status $status)"
