@@ -69,3 +69,11 @@ def test_renders_what_lie_derivative_returns():
     assert set(rows) == {("conv1", "trained"), ("logits", "trained")}
     header = next(line for line in lines if line.startswith("| layer"))
     assert "translate_y (per px)" in header and "n/a" not in rows["conv1", "trained"]
+
+
+def test_a_run_without_translation_gets_the_table_too():
+    from family_sections import rot90
+
+    text = results_markdown({"families": {"rot90": rot90()}, "lie_derivative": _block()})
+    assert "Rotations by 90" in text or "rot90" in text
+    assert "Lie derivative" in text and "| conv1 |" in text

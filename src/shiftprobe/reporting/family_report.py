@@ -504,6 +504,9 @@ def families_only_markdown(results: Mapping) -> str:
     names = [n for n in (results.get("families") or {}) if n != "translation"]
     lines.append(f"- **Families**: {', '.join(names)} (no translation measured: add it with transform=[translation,...])")
     lines += ["", *family_markdown_lines(results)]
+    from shiftprobe.reporting.lie_table import lie_derivative_lines  # a local import, as markdown.py's
+
+    lines += lie_derivative_lines(results)  # the Lie derivative table, when measured
     return "\n".join(lines)
 
 
