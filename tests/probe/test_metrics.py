@@ -17,6 +17,8 @@ from shiftprobe.probe.metrics import (
     prediction_agreement,
     sort_channels,
     sorted_rel,
+    window_pair_metrics,
+    window_products,
 )
 from shiftprobe.probe.transforms import shift_images
 
@@ -90,6 +92,33 @@ def test_pair_metrics_of_half_precision_are_float32_compared_and_float64_summed(
     ref = pair_metrics(a.bfloat16().float(), b.bfloat16().float())
     assert m["rel"].dtype == torch.float64
     assert torch.allclose(m["rel"], ref["rel"], atol=1e-6)
+
+
+def test_window_products_equal_materialised_windows():
+    """Box sums and the FFT correlation give every window's squared norm and dot product with f(x)."""
+    g = torch.Generator().manual_seed(0)
+    source, f_x = torch.randn(3, 4, 13, 11, generator=g), torch.randn(3, 4, 8, 7, generator=g)
+    origins = torch.tensor([(y, x) for y in range(6) for x in range(5)])
+    dot, norm2 = window_products(source, f_x, origins)
+    windows = torch.stack([source[:, :, y : y + 8, x : x + 7] for y, x in origins.tolist()], 1).double()
+    assert dot.dtype == norm2.dtype == torch.float64 and dot.shape == (3, len(origins))
+    assert torch.allclose(norm2, windows.flatten(2).square().sum(-1), rtol=1e-12, atol=1e-10)
+    assert torch.allclose(dot, (windows * f_x.double().unsqueeze(1)).flatten(2).sum(-1), rtol=1e-12, atol=1e-10)
+
+
+def test_window_pair_metrics_equal_pair_metrics_and_are_exact_for_the_same_window():
+    g = torch.Generator().manual_seed(1)
+    source = torch.randn(2, 3, 10, 10, generator=g)
+    f_x = source[:, :, 1:8, 2:9].clone()  # the window at (1, 2) is f(x) itself
+    origins = torch.tensor([(1, 2), (0, 0), (3, 1), (2, 3)])
+    dot, norm2 = window_products(source, f_x, origins)
+    same = torch.tensor([True, False, False, False])
+    m = window_pair_metrics(f_x.double().flatten(1).square().sum(1), dot, norm2, same)
+    windows = torch.stack([source[:, :, y : y + 7, x : x + 7] for y, x in origins.tolist()], 1)
+    ref = pair_metrics(f_x.double().flatten(1).unsqueeze(1), windows.double().flatten(2))
+    for k in ("cos", "dist", "rel"):
+        assert torch.allclose(m[k], ref[k], rtol=1e-9, atol=1e-9), k
+    assert torch.all(m["dist"][:, 0] == 0) and torch.all(m["cos"][:, 0] == 1) and torch.all(m["rel"][:, 0] == 0)
 
 
 def test_prediction_agreement():

@@ -153,16 +153,15 @@ class LabCNN(nn.Module):
         need = max((max(abs(dy), abs(dx)) for dy, dx in shifts), default=0)
         if basis is None or basis["max_shift"] < need:
             basis = self.crop_shift_basis(x, need)
-        m, a, phases = basis["max_shift"], basis["conv1"], basis["conv2_phases"]
-        c1_side, c2_side = self.map_sizes["conv1"], self.map_sizes["conv2"]
-        conv1_list, conv2_list = [], []
-        for dy, dx in shifts:
-            sy, sx = m - dy, m - dx  # window origin in the padded conv1 map
-            conv1_list.append(a[:, :, sy : sy + c1_side, sx : sx + c1_side])
-            uy, ux = sy // 2, sx // 2
-            conv2_list.append(phases[sy % 2, sx % 2][:, :, uy : uy + c2_side, ux : ux + c2_side])
-        conv1 = torch.stack(conv1_list, dim=1)
-        conv2 = torch.stack(conv2_list, dim=1)
+        maps = {}
+        for name in CONV_LAYERS:
+            side = self.map_sizes[name]
+            windows = []
+            for dy, dx in shifts:
+                source, y0, x0 = self.crop_window_source(basis, name, dy, dx)
+                windows.append(source[:, :, y0 : y0 + side, x0 : x0 + side])
+            maps[name] = torch.stack(windows, dim=1)
+        conv1, conv2 = maps["conv1"], maps["conv2"]
         b, s = conv2.shape[:2]
         head = self.head(conv2.reshape(b * s, *conv2.shape[2:]))
         return {
@@ -172,6 +171,16 @@ class LabCNN(nn.Module):
             "logits": head["logits"].view(b, s, -1),
         }
 
+    def crop_window_source(self, basis: dict, name: str, dy: int, dx: int) -> tuple[torch.Tensor, int, int]:
+        """``(map, y0, x0)``: probe point ``name`` (one of ``crop_window_maps``) of the crop-shifted image is
+        the ``map_sizes[name]``-sided window of ``map`` (a tensor of ``basis``) at origin ``(y0, x0)``."""
+        m = basis["max_shift"]
+        sy, sx = m - dy, m - dx  # window origin in the padded conv1 map
+        if name == "conv1":
+            return basis["conv1"], sy, sx
+        if name == "conv2":  # the pooling phase of the origin, then the origin in that phase's map
+            return basis["conv2_phases"][sy % 2, sx % 2], sy // 2, sx // 2
+        raise KeyError(f"{name!r} is not one of crop_window_maps {self.crop_window_maps}")
 
 
 # Hand-derived receptive fields of the lab CNN (pool='max', padding='valid'), checked against a

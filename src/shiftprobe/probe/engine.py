@@ -46,6 +46,9 @@ from shiftprobe.probe.metrics import (
     sorted_rel,
     sorted_rel_certified_at,
     sum_dtype,
+    window_pair_metrics,
+    window_products,
+    working,
 )
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.results import Results, build_results
@@ -274,6 +277,8 @@ class _Probe:
         b, s = shifts.shape[:2]
         basis = self.model.crop_shift_basis(x, self.plan.max_shift) if self.fast else None
         windows = self.window_layers(base, basis)
+        # every window's norm and dot product with f(x), for all shifts at once
+        products = {name: self.window_products(name, base[name], basis, shifts[0]) for name in windows}
         # small chunks keep a chunk's feature maps in the CPU cache across the several passes below
         chunk = max(1, min(s, self.pairs_per_chunk // max(1, b)))
         chunk_values, chunk_ids = [], []  # per chunk: K x B x s per-pair values, B x s shift ids
@@ -284,7 +289,12 @@ class _Probe:
             pairs, no_overlap = {}, {}
             for name in self.names:
                 ft = feats[name]
-                m = pair_metrics(flat[name].unsqueeze(1), ft.flatten(2))
+                if name in products:
+                    norm2_x, dot, norm2_t, same = products[name]
+                    cols = slice(j0, j0 + sh.shape[1])
+                    m = window_pair_metrics(norm2_x, dot[:, cols], norm2_t[:, cols], same[cols])
+                else:
+                    m = pair_metrics(flat[name].unsqueeze(1), ft.flatten(2))
                 for metric in ("cos", "dist", "rel"):
                     pairs[name, metric] = m[metric]
                 if name in self.exact:
@@ -316,6 +326,23 @@ class _Probe:
             updates.append({"shift_ids": ids, "pair_values": values, "no_overlap": no_overlap})
             updates.append(self.image_update(values, ids, control))
         return updates
+
+    def window_products(self, name: str, f_x: torch.Tensor, basis: dict, shifts: torch.Tensor):
+        """``(||f(x)||^2, dot, ||f(T x)||^2, same)`` of a window layer for the batch's shifts ``S x 2`` (the same for
+        every image): ``B``, ``B x S``, ``B x S`` and ``S`` (the window is ``f(x)`` itself: the zero shift)."""
+        dtype = sum_dtype(f_x.device)
+        dot = torch.empty((len(f_x), len(shifts)), dtype=dtype, device=f_x.device)
+        norm2 = torch.empty_like(dot)
+        by_source = {}  # id of the source map -> (map, [(column, y0, x0), ...])
+        for j, (dy, dx) in enumerate(shifts.tolist()):
+            source, y0, x0 = self.model.crop_window_source(basis, name, dy, dx)
+            by_source.setdefault(id(source), (source, []))[1].append((j, y0, x0))
+        for source, items in by_source.values():
+            cols = torch.tensor([j for j, _, _ in items], device=f_x.device)
+            origins = torch.tensor([(y0, x0) for _, y0, x0 in items], device=f_x.device)
+            dot[:, cols], norm2[:, cols] = window_products(source, f_x, origins)
+        same = ((shifts[:, 0] == 0) & (shifts[:, 1] == 0)).to(f_x.device)
+        return working(f_x).to(dtype).flatten(1).square().sum(1), dot, norm2, same
 
     def window_layers(self, base: dict, basis: dict | None) -> set:
         """The exact-test layers whose shifted maps, in the crop fast path, are windows of the same maps

@@ -85,6 +85,42 @@ def pair_metrics(f_x: torch.Tensor, f_t: torch.Tensor) -> dict[str, torch.Tensor
     return {"cos": cos, "dist": dist, "rel": dist / norm_x.clamp_min(_EPS)}
 
 
+def window_products(source: torch.Tensor, f_x: torch.Tensor, origins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(<f(x), window>, ||window||^2)`` for every window of ``source`` (``B x C x Hs x Ws``) the size of
+    ``f_x`` (``B x C x h x w``) at ``origins`` (``S x 2``, each ``(y0, x0)``), as ``B x S`` in the sum dtype.
+
+    Nothing per window is materialised: the squared norms are box sums of the squared map (four
+    look-ups in its integral image), the dot products one cross-correlation of the map with ``f(x)``
+    (by FFT, in the sum dtype: float64 keeps ``dist`` from these products exact to ~1e-12).
+    """
+    dtype = sum_dtype(source.device)
+    src, fx = working(source).to(dtype), working(f_x).to(dtype)
+    size = src.shape[-2:]
+    h, w = fx.shape[-2:]
+    integral = torch.nn.functional.pad(src.square().sum(1).cumsum(1).cumsum(2), (1, 0, 1, 0))
+    y, x = origins[:, 0].to(source.device), origins[:, 1].to(source.device)
+    norm2 = integral[:, y + h, x + w] - integral[:, y, x + w] - integral[:, y + h, x] + integral[:, y, x]
+    # convolving with the flipped f(x) correlates (no conjugate to resolve): the window at (y0, x0) lands
+    # at (y0 + h - 1, x0 + w - 1), inside the map, so the FFT's wrap-around never reaches it
+    spectrum = (torch.fft.rfft2(src, s=size) * torch.fft.rfft2(fx.flip(-2, -1), s=size)).sum(1)
+    conv = torch.fft.irfft2(spectrum, s=size)
+    return conv[:, y + h - 1, x + w - 1], norm2
+
+
+def window_pair_metrics(norm2_x: torch.Tensor, dot: torch.Tensor, norm2_t: torch.Tensor, same: torch.Tensor) -> dict:
+    """``pair_metrics`` of ``f(x)`` (squared norms ``B``) and windows (``dot``, squared norms ``B x S``, from
+    ``window_products``); ``same`` (``S`` bool) marks windows that are ``f(x)`` itself (distance 0).
+
+    ``||t - x||^2 = ||t||^2 + ||x||^2 - 2 <t, x>``, in the sum dtype, clamped at 0.
+    """
+    norm_x = norm2_x.sqrt().unsqueeze(1)
+    dist = (norm2_t + norm2_x.unsqueeze(1) - 2 * dot).clamp_min(0).sqrt()
+    dist = torch.where(same, torch.zeros((), dtype=dist.dtype, device=dist.device), dist)
+    cos = dot / (norm_x * norm2_t.sqrt()).clamp_min(_EPS)
+    cos = torch.where(dist == 0, torch.ones_like(cos), cos.clamp(-1.0, 1.0))
+    return {"cos": cos, "dist": dist, "rel": dist / norm_x.clamp_min(_EPS).expand_as(dist)}
+
+
 def sort_channels(f: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Sort each channel's h*w values: ``(..., C, h, w) -> (..., C, h*w)``, ascending.
 
