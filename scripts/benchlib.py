@@ -9,16 +9,26 @@ Every figure is measured in one run on one machine; throughputs are the median o
   lab's plain PyTorch loop (torchvision MNIST + ``ToTensor``, ``DataLoader(batch_size=64,
   shuffle=True)``, Adam lr 1e-3, the same ``LabCNN``, NLL on log-probabilities), over the same number
   of batches. Both are timed from the start of the epoch (data-loader iterator created) to the end of
-  the last timed batch; set-up, validation and checkpointing are outside the window.
+  the last timed batch; set-up, validation and checkpointing are outside the window. The machine's
+  limit (``bare_training``): a plain PyTorch loop over the same in-memory uint8 tensors (same model,
+  batch 64, Adam, NLL; each batch cut by indexing and converted ``x / 255`` on the device, one seeded
+  permutation per epoch): ``ratio_to_bare`` is the project's images/s over it (target >= 0.9).
 * **measurement**: image-shift pairs/s of ``measure_results`` (default settings, shift=medium, the
   first ``n`` test images, one network) against the bare forward pass ``net(T(s) x)`` over the same
-  pairs (shifted images stacked in batches of about 1024, no metrics).
+  pairs (shifted images stacked in batches of about 1024, no metrics). ``both_networks_seconds``: the
+  full default measurement (shift=medium, every test image) of a trained network (the plain loop's,
+  after the training benchmark's batches) and of an untrained one, as ``train.py`` does after testing.
 * **end to end**: wall time of ``python train.py trainer.max_epochs=1`` (default callbacks, so the
   measurement of the trained and the untrained network included) and the time from launching the
   process to the first training step (``FirstStepMarker`` writes ``time.time()`` at batch 0); the
   latter is also taken, as a median, from short launches that stop after one training batch.
 * **peak memory**: the maximum resident set size of a child process that measures one network with
   shift=large (17x17 grid) over the test images, read with ``os.wait4`` (stdlib).
+* **gpu**: when CUDA is available, the plain loop, the project's loop (``trainer=gpu``, data resident
+  on the GPU) over a full epoch, and the measurement of both networks on the GPU; ``null`` without one.
+
+Every timing on a CUDA device is taken between ``torch.cuda.synchronize`` calls (``_sync``). The
+targets of issue 12 and whether each is met: ``result["targets"]`` and the first table.
 """
 
 from __future__ import annotations
@@ -39,6 +49,12 @@ import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent
+
+
+def _sync(device) -> None:
+    """Wait for the device's queued work before reading a clock (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # -- callbacks used through Hydra overrides (+callbacks.<name>._target_=benchlib.<Class>) ----------
@@ -66,6 +82,7 @@ class TrainTimer(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self.start is None:
+            _sync(pl_module.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -73,6 +90,7 @@ class TrainTimer(L.Callback):
             return
         self.images += len(batch[1])
         if batch_idx == self.n_batches - 1:
+            _sync(pl_module.device)
             seconds = time.perf_counter() - self.start
             self.path.write_text(json.dumps({"seconds": seconds, "images": self.images, "batches": self.n_batches}))
 
@@ -138,6 +156,52 @@ def lab_training(root: str, n_batches: int, seed: int = 0) -> dict:
     return {"seconds": seconds, "images": images, "batches": n_batches, "images_per_s": images / seconds}
 
 
+def bare_training(root: str, n_batches: int, seed: int = 0, device: str = "cpu", keep_net: bool = False) -> dict:
+    """The machine's limit: a plain PyTorch loop over the in-memory uint8 training tensors.
+
+    The same ``LabCNN``, batch 64, Adam lr 1e-3 and NLL as the project; the uint8 images live on
+    ``device`` and each batch is cut by indexing and converted there (``x / 255``, as the data module
+    does); one seeded permutation per epoch (a ``torch.Generator``). No data loader, no framework.
+    ``keep_net``: the trained network is returned under ``"net"`` (not JSON)."""
+    import torch.nn.functional as F
+
+    from shiftprobe.data import ensure_mnist, load_split
+    from shiftprobe.models.lab import LabCNN
+
+    ensure_mnist(root, download=False)
+    images, labels = load_split(root, train=True)
+    images, labels = images.to(device), labels.to(device)
+    torch.manual_seed(seed)
+    net = LabCNN().to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net.train()
+    g = torch.Generator().manual_seed(seed)
+    batch, images_done, done = 64, 0, 0
+    _sync(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    while done < n_batches:
+        order = torch.randperm(len(labels), generator=g).to(device)
+        for i0 in range(0, len(order), batch):
+            if done == n_batches:
+                break
+            idx = order[i0 : i0 + batch]
+            x = images[idx].unsqueeze(1).float().div_(255)
+            y = labels[idx]
+            optimizer.zero_grad()
+            loss = F.nll_loss(net(x)[0], y)
+            loss.backward()
+            optimizer.step()
+            images_done += len(idx)
+            done += 1
+    _sync(device)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    out = {"seconds": seconds, "images": images_done, "batches": n_batches, "images_per_s": images_done / seconds,
+           "cpu_images_per_s": images_done / cpu}
+    if keep_net:
+        out["net"] = net.eval()
+    return out
+
+
 # -- measurement --------------------------------------------------------------------------------------
 def _test_set(root: str, n_images: int):
     from shiftprobe.data import ensure_mnist, load_split
@@ -154,34 +218,56 @@ def _network(seed: int = 0):
     return LabCNN().eval()
 
 
-def measurement_speed(images, labels, max_shift: int) -> dict:
+def measurement_speed(images, labels, max_shift: int, device: str = "cpu") -> dict:
     """``measure_results`` with its default settings on one network: pairs/s."""
     from shiftprobe.probe.engine import measure_network as measure_results
     from shiftprobe.probe.plan import ShiftPlan
 
     plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
-    net = _network()
+    net = _network().to(device)
+    _sync(device)
     start = time.perf_counter()
-    measure_results(net, images, labels, plan)
+    measure_results(net, images, labels, plan, device=device)
+    _sync(device)
     seconds = time.perf_counter() - start
     pairs = len(images) * plan.shifts_per_image
     return {"seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds}
 
 
+def both_networks_seconds(trained, images, labels, max_shift: int, device: str = "cpu") -> dict:
+    """The full default measurement of ``trained`` and of an untrained ``LabCNN`` (seed 0), one after the
+    other with the callback's default settings, as ``train.py`` runs it after testing: seconds."""
+    from shiftprobe.probe.engine import measure_network
+    from shiftprobe.probe.plan import ShiftPlan
+
+    plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
+    nets = [trained.to(device).eval(), _network().to(device)]
+    _sync(device)
+    start = time.perf_counter()
+    for net in nets:
+        measure_network(net, images, labels, plan, device=device)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "images": len(images), "pairs": 2 * len(images) * plan.shifts_per_image}
+
+
 @torch.inference_mode()
-def forward_speed(images, max_shift: int, batch_images: int = 64, pairs_per_batch: int = 1024) -> dict:
+def forward_speed(images, max_shift: int, batch_images: int = 64, pairs_per_batch: int = 1024,
+                  device: str = "cpu") -> dict:
     """The bare forward pass ``net(T(s) x)`` over the same image-shift pairs: pairs/s."""
     from shiftprobe.probe.plan import ShiftPlan
     from shiftprobe.probe.transforms import shift_images_per_sample
 
     plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
-    net = _network()
+    net = _network().to(device)
+    images = images.to(device)
+    _sync(device)
     start = time.perf_counter()
     pairs = 0
     for i0 in range(0, len(images), batch_images):
         idx = torch.arange(i0, min(i0 + batch_images, len(images)))
         x = images[idx].unsqueeze(1).float().div_(255)
-        shifts = plan.shifts_of(idx)  # B x S x 2
+        shifts = plan.shifts_of(idx).to(device)  # B x S x 2
         b, s = shifts.shape[:2]
         step = max(1, pairs_per_batch // b)
         for j0 in range(0, s, step):
@@ -189,6 +275,7 @@ def forward_speed(images, max_shift: int, batch_images: int = 64, pairs_per_batc
             xs = x.unsqueeze(1).expand(b, sh.shape[1], *x.shape[1:]).reshape(-1, *x.shape[1:])
             net(shift_images_per_sample(xs, sh.reshape(-1, 2), "crop"))
             pairs += xs.shape[0]
+    _sync(device)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds}
 
@@ -279,12 +366,20 @@ def run_bench(
     e2e_repeats: int = 1,
     workdir: Path | None = None,
     log=print,
+    both_images: int | None = None,
+    gpu_device: str | None = None,
 ) -> dict:
-    """Run every benchmark; ``quick``: tiny sizes for a smoke test (figures not meaningful)."""
+    """Run every benchmark; ``quick``: tiny sizes for a smoke test (figures not meaningful).
+
+    ``gpu_device``: where the ``gpu`` section runs (default ``cuda`` when available, else no section;
+    the tests pass ``cpu`` to run its code)."""
     root = str(root)
     train_batches = train_batches or (4 if quick else 300)
     measure_images = measure_images or (32 if quick else 2000)
     memory_images = memory_images or (32 if quick else 10000)
+    both_images = both_images or (32 if quick else 10000)
+    if gpu_device is None and torch.cuda.is_available():
+        gpu_device = "cuda"
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="shiftprobe-bench-")
@@ -303,21 +398,26 @@ def run_bench(
     }
     try:
         quick_train = ["data.val_size=100"] if quick else []
-        # training: alternate the two loops so both see the same machine state
+        # training: alternate the three loops so all see the same machine state
         log(f"training throughput: {train_batches} batches of 64, {repeats} repeats")
-        project, lab = [], []
+        project, lab, bare = [], [], []
         for r in range(repeats):
+            bare.append(bare_training(root, train_batches, keep_net=r == 0))
             lab.append(lab_training(root, train_batches))
             project.append(project_training(root, train_batches, workdir / f"train{r}", quick_train))
-        p, b = _median(project, "images_per_s"), _median(lab, "images_per_s")
+        trained = bare[0].pop("net")
+        p, b, z = _median(project, "images_per_s"), _median(lab, "images_per_s"), _median(bare, "images_per_s")
         result["training"] = {
             "batches": train_batches,
             "batch_size": 64,
             "project_images_per_s": p,
             "lab_images_per_s": b,
             "ratio": p / b,
+            "bare_images_per_s": z,
+            "ratio_to_bare": p / z,
             "project_runs": [r["images_per_s"] for r in project],
             "lab_runs": [r["images_per_s"] for r in lab],
+            "bare_runs": [r["images_per_s"] for r in bare],
         }
 
         # measurement vs bare forward
@@ -338,6 +438,15 @@ def run_bench(
             "ratio": m / f,
             "measure_runs": [r["pairs_per_s"] for r in meas],
             "forward_runs": [r["pairs_per_s"] for r in fwd],
+        }
+        # the full default measurement of both networks (trained: the plain loop's network above)
+        log(f"measurement of both networks: {both_images} test images, {2 * max_shift + 1}^2 shifts, {repeats} repeats")
+        images, labels = _test_set(root, both_images)
+        both = [both_networks_seconds(trained, images, labels, max_shift) for _ in range(repeats)]
+        result["measurement"] |= {
+            "both_networks_seconds": _median(both, "seconds"),
+            "both_networks_images": len(images),
+            "both_networks_runs": [r["seconds"] for r in both],
         }
 
         # end to end, and the start-up share
@@ -372,10 +481,76 @@ def run_bench(
         large = 1 if quick else 8
         log(f"peak memory: measurement, shift max {large}, {memory_images} test images (child process)")
         result["peak_memory"] = peak_memory(root, memory_images, large, workdir)
+
+        result["gpu"] = None
+        if gpu_device is not None:
+            log(f"gpu ({gpu_device}): training over a full epoch, measurement of both networks")
+            result["gpu"] = gpu_bench(root, gpu_device, repeats, quick, workdir / "gpu", train_batches if quick else None,
+                                      both_images, max_shift)
+        result["targets"] = targets(result)
     finally:
         if tmp is not None:
             tmp.cleanup()
     return result
+
+
+def gpu_bench(root: str, device: str, repeats: int, quick: bool, workdir: Path, n_batches: int | None,
+              both_images: int, max_shift: int) -> dict:
+    """The ``gpu`` section: the plain loop and the project's loop (``trainer=gpu``, splits resident on the
+    device) over ``n_batches`` (default: one full epoch of the 55,000 training images), then the
+    measurement of both networks; every timing between CUDA synchronisations."""
+    dev = torch.device(device)
+    if n_batches is None:
+        n_batches = -(-55000 // 64)
+    trainer = ["trainer=gpu"] if dev.type == "cuda" else ["trainer=cpu"]
+    extra = trainer + (["data.val_size=100"] if quick else [])
+    bare, project = [], []
+    for r in range(repeats):
+        bare.append(bare_training(root, n_batches, device=device, keep_net=r == 0))
+        project.append(project_training(root, n_batches, workdir / f"train{r}", extra))
+    trained = bare[0].pop("net")
+    images, labels = _test_set(root, both_images)
+    both = [both_networks_seconds(trained, images, labels, max_shift, device=device) for _ in range(repeats)]
+    p, z = _median(project, "images_per_s"), _median(bare, "images_per_s")
+    return {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
+        "batches": n_batches,
+        "project_images_per_s": p,
+        "bare_images_per_s": z,
+        "ratio_to_bare": p / z,
+        "epoch_seconds": _median(project, "seconds"),
+        "both_networks_seconds": _median(both, "seconds"),
+        "both_networks_images": len(images),
+        "project_runs": [r["images_per_s"] for r in project],
+        "bare_runs": [r["images_per_s"] for r in bare],
+        "both_networks_runs": [r["seconds"] for r in both],
+    }
+
+
+#: issue 12's targets on the CPU: (name, what, the result's section and key, comparison, goal, unit)
+TARGETS = (
+    ("1", "training, project / plain in-memory loop", ("training", "ratio_to_bare"), ">=", 0.9, "x"),
+    ("2", "measurement of both networks, every test image", ("measurement", "both_networks_seconds"), "<=", 12.0, "s"),
+    ("2", "measurement / bare forward (pairs/s)", ("measurement", "ratio"), ">=", 3.0, "x"),
+    ("5", "peak RSS, 17x17 measurement", ("peak_memory", "peak_rss_bytes"), "<=", 2 * 2**30, "bytes"),
+)
+
+
+def targets(result: dict) -> list[dict]:
+    """Each target of ``TARGETS`` with the measured value and whether it is met."""
+    out = []
+    for number, what, (section, key), op, goal, unit in TARGETS:
+        value = result[section][key]
+        met = value >= goal if op == ">=" else value <= goal
+        out.append({"target": number, "what": what, "key": f"{section}.{key}", "value": value, "op": op, "goal": goal,
+                    "unit": unit, "met": bool(met)})
+    return out
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{value / 2**30:.2f} GB"
+    return f"{value:.2f}x" if unit == "x" else f"{value:.1f} s"
 
 
 def format_table(result: dict) -> str:
@@ -390,7 +565,15 @@ def format_table(result: dict) -> str:
             f"{m['ratio']:.2f}",
         ),
     ]
+    rows.insert(1, ("training vs the plain in-memory loop (images/s)", f"{t['project_images_per_s']:,.0f}",
+                    f"{t['bare_images_per_s']:,.0f}", f"{t['ratio_to_bare']:.2f}"))
+    goals = result.get("targets") or targets(result)
     lines = [
+        "| target | measured | goal | met |",
+        "|---|---:|---:|:---:|",
+        *(f"| {g['target']}. {g['what']} | {_fmt(g['value'], g['unit'])} | {g['op']} {_fmt(g['goal'], g['unit'])} | "
+          f"{'yes' if g['met'] else '**no**'} |" for g in goals),
+        "",
         "| figure | shiftprobe | baseline | ratio |",
         "|---|---:|---:|---:|",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
@@ -401,7 +584,19 @@ def format_table(result: dict) -> str:
         f"| time to the first training step | {e['first_step_s']:.1f} s ({100 * e['first_step_share']:.0f} % of the run) |",
         f"| peak RSS of that run | {e['peak_rss_bytes'] / 2**20:,.0f} MiB |",
         f"| peak RSS, measurement shift={p['grid']} over {p['n_images']:,} images | {mib:,.0f} MiB ({p['wall_s']:.0f} s) |",
+        f"| measurement of both networks, {m['both_networks_images']:,} images, shift max {m['max_shift']} | "
+        f"{m['both_networks_seconds']:.1f} s |",
     ]
+    g = result.get("gpu")
+    if g is None:
+        lines.append("| GPU | no GPU on this machine |")
+    else:
+        lines += [
+            f"| GPU ({g['device']}): training, project / plain loop | {g['project_images_per_s']:,.0f} / "
+            f"{g['bare_images_per_s']:,.0f} images/s ({g['ratio_to_bare']:.2f}) |",
+            f"| GPU: {g['batches']} training batches (one epoch) | {g['epoch_seconds']:.2f} s |",
+            f"| GPU: measurement of both networks, {g['both_networks_images']:,} images | {g['both_networks_seconds']:.2f} s |",
+        ]
     machine = result["machine"]
     lines += [
         "",

@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from benchlib import format_table, run_bench  # noqa: E402
+from benchlib import TARGETS, bare_training, format_table, gpu_bench, run_bench, targets  # noqa: E402
 
 
 def positive(x) -> bool:
@@ -19,8 +20,11 @@ def positive(x) -> bool:
 def test_quick_bench_structure(mnist_root, tmp_path):
     result = run_bench(str(mnist_root), repeats=1, quick=True, workdir=tmp_path / "work", log=lambda _: None)
     t, m, e, p = (result[k] for k in ("training", "measurement", "end_to_end", "peak_memory"))
-    for value in (t["project_images_per_s"], t["lab_images_per_s"], t["ratio"]):
+    for value in (t["project_images_per_s"], t["lab_images_per_s"], t["ratio"], t["bare_images_per_s"], t["ratio_to_bare"]):
         assert positive(value)
+    assert positive(m["both_networks_seconds"]) and m["both_networks_images"] == 32
+    assert result["gpu"] is None or positive(result["gpu"]["epoch_seconds"])
+    assert [g["key"] for g in result["targets"]] == [f"{s}.{k}" for _, _, (s, k), *_ in TARGETS]
     for value in (m["measure_pairs_per_s"], m["forward_pairs_per_s"], m["ratio"]):
         assert positive(value)
     assert m["pairs"] == m["images"] * (2 * m["max_shift"] + 1) ** 2
@@ -29,6 +33,66 @@ def test_quick_bench_structure(mnist_root, tmp_path):
     json.dumps(result)  # JSON-serialisable
     table = format_table(result)
     assert "training (images/s)" in table and "peak RSS" in table and "QUICK" in table
+    assert "plain in-memory loop" in table and "| target | measured | goal | met |" in table
+
+
+def fake_result(gpu=None, ratio_to_bare=0.95, seconds=20.0) -> dict:
+    """A hand-built bench result: every key format_table and targets read."""
+    return {
+        "training": {"project_images_per_s": 19000.0, "lab_images_per_s": 14000.0, "ratio": 19 / 14,
+                     "bare_images_per_s": 19000.0 / ratio_to_bare, "ratio_to_bare": ratio_to_bare},
+        "measurement": {"measure_pairs_per_s": 90000.0, "forward_pairs_per_s": 30000.0, "ratio": 3.0, "max_shift": 4,
+                        "both_networks_seconds": seconds, "both_networks_images": 10000},
+        "end_to_end": {"command": "python train.py trainer.max_epochs=1", "wall_s": 60.0, "first_step_s": 6.0,
+                       "first_step_share": 0.1, "peak_rss_bytes": 2**30},
+        "peak_memory": {"peak_rss_bytes": 3 * 2**30, "grid": "17x17", "n_images": 10000, "wall_s": 30.0},
+        "gpu": gpu,
+        "machine": {"cpu_count": 2, "torch_threads": 2, "torch": "x", "lightning": "y"},
+        "repeats": 3,
+        "quick": False,
+    }
+
+
+def test_targets_say_which_are_met():
+    goals = {g["key"]: g for g in targets(fake_result())}
+    assert goals["training.ratio_to_bare"]["met"] and goals["training.ratio_to_bare"]["goal"] == 0.9
+    assert not goals["measurement.both_networks_seconds"]["met"]  # 20 s > 12 s
+    assert goals["measurement.ratio"]["met"]  # 3.0 >= 3: the bound is met
+    assert not goals["peak_memory.peak_rss_bytes"]["met"]  # 3 GB > 2 GB
+    assert not targets(fake_result(ratio_to_bare=0.89))[0]["met"]
+
+
+def test_table_states_targets_and_the_gpu_section():
+    table = format_table(fake_result())
+    lines = table.splitlines()
+    assert lines[0] == "| target | measured | goal | met |"
+    assert "| 1. training, project / plain in-memory loop | 0.95x | >= 0.90x | yes |" in lines
+    assert "| 2. measurement of both networks, every test image | 20.0 s | <= 12.0 s | **no** |" in lines
+    assert "| 5. peak RSS, 17x17 measurement | 3.00 GB | <= 2.00 GB | **no** |" in lines
+    assert "| GPU | no GPU on this machine |" in lines and "QUICK" not in table
+    gpu = {"device": "NVIDIA H100", "project_images_per_s": 50000.0, "bare_images_per_s": 60000.0,
+           "ratio_to_bare": 50 / 60, "batches": 860, "epoch_seconds": 1.1, "both_networks_seconds": 2.5,
+           "both_networks_images": 10000}
+    table = format_table(fake_result(gpu=gpu))
+    assert "GPU (NVIDIA H100)" in table and "| GPU: 860 training batches (one epoch) | 1.10 s |" in table
+
+
+def test_bare_loop_trains_the_lab_net(mnist_root):
+    out = bare_training(str(mnist_root), 3, keep_net=True)
+    assert out["batches"] == 3 and out["images"] == 3 * 64 and positive(out["images_per_s"])
+    again = bare_training(str(mnist_root), 3, keep_net=True)  # seeded: the same weights
+    for (k, a), b in zip(out["net"].state_dict().items(), again["net"].state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_gpu_section_runs_on_any_device(mnist_root, tmp_path):
+    """The ``gpu`` section's code, on the CPU (``device="cpu"``), tiny: every key is a positive number."""
+    out = gpu_bench(str(mnist_root), "cpu", repeats=1, quick=True, workdir=tmp_path, n_batches=2, both_images=8,
+                    max_shift=1)
+    json.dumps(out)
+    assert out["device"] == "cpu" and out["batches"] == 2 and out["both_networks_images"] == 8
+    for key in ("project_images_per_s", "bare_images_per_s", "ratio_to_bare", "epoch_seconds", "both_networks_seconds"):
+        assert positive(out[key]), key
 
 
 def test_bench_script_help():
