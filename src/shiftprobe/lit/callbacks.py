@@ -422,11 +422,13 @@ class ShiftProbeCallback(L.Callback):
                 examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode)
             figures = save_all_figures(results, out, examples=examples)
         figures.update(save_family_figures(results, out))  # <family>.png for every other family
-        for logger in trainer.loggers:
-            writer = getattr(logger, "experiment", None)
-            if hasattr(writer, "add_figure"):
-                for name, fig in figures.items():
-                    writer.add_figure(f"shift_probe/{name}", fig, global_step=trainer.global_step, close=False)
-                writer.flush()
         for fig in figures.values():
             plt.close(fig)
+        for logger in trainer.loggers:
+            writer = getattr(logger, "experiment", None)
+            if hasattr(writer, "add_image"):
+                # the PNGs just written, not the figures drawn again (add_figure renders each anew)
+                for name in figures:
+                    pixels = plt.imread(out / f"{name}.png")[..., :3]
+                    writer.add_image(f"shift_probe/{name}", pixels, global_step=trainer.global_step, dataformats="HWC")
+                writer.flush()
