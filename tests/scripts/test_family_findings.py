@@ -69,3 +69,19 @@ def test_cli_writes_families_md(tmp_path):
     assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "families.md").read_text().startswith("# Transformation families")
     assert main([str(tmp_path / "missing")]) == 1
+
+
+def test_subpixel_methods_table_pairs_half_against_one_pixel_by_hand():
+    from subpixel_methods import methods_markdown
+
+    def figures(half, one):
+        return {(layer, metric, offset): (half if offset == 0.5 else one) + (0.0 if layer == "fc1" else 0.1)
+                for layer, metric in (("fc1", "invariance_score"), ("logits", "invariance_score"), ("logits", "consistency"))
+                for offset in (0.5, 1.0)}
+
+    per_seed = {s: {"bilinear": figures(0.9 + d, 0.8), "fourier": figures(0.7, 0.8 + d)}
+                for s, d in (("0", 0.00), ("1", 0.01), ("2", 0.02))}
+    text = methods_markdown(per_seed, "experiment=lab")
+    halfwidth = T_975_DF2 * 0.01 / math.sqrt(3)  # the differences 0.10, 0.11, 0.12 have sd 0.01
+    assert f"| bilinear | 0.5 − 1 px | **+0.110 ± {halfwidth:.3f}, higher**" in text
+    assert f"| fourier | 0.5 − 1 px | **-0.110 ± {halfwidth:.3f}, lower**" in text
