@@ -310,31 +310,53 @@ class Results(Mapping):
         return path
 
     def to_dataframe(self):
-        """A tidy pandas frame: one row per network x layer x shift x metric (plus the summary rows,
-        ``dy``/``dx`` empty, ``group="summary"``)."""
+        """A tidy pandas frame: one row per network x family x layer x transform x metric.
+
+        Translation rows have ``group="shift"`` with ``dy``, ``dx`` and ``radius``; every other family's
+        rows have ``group="param"`` with ``param`` (its parameter as results.json writes it: ``1``,
+        ``"horizontal"``, ``-45.0``, ``"x:0.5"`` for a sub-pixel offset along x, ``"0.5,-0.25"`` for a
+        2-D grid cell); each family's summary rows have ``group="summary"``.
+        """
         import pandas as pd
 
         rows = []
-        for network, res in (("trained", self.data), ("untrained", self.data.get("untrained"))):
-            if not res:
-                continue
-            family = res.get("family", "translation")
+
+        def add(network: str, family: str, res: Mapping) -> None:
             for entry in res.get("shifts", []):
                 for layer in res.get("layers", []):
                     for metric, value in (entry.get(layer) or {}).items():
                         rows.append(
                             {"network": network, "family": family, "group": "shift", "layer": layer,
                              "dy": entry["dy"], "dx": entry["dx"], "radius": max(abs(entry["dy"]), abs(entry["dx"])),
-                             "metric": metric, "value": value}
+                             "param": None, "metric": metric, "value": value}
+                        )
+            for entry in res.get("entries", []):
+                for layer in res.get("layers", []):
+                    for metric, value in (entry.get(layer) or {}).items():
+                        rows.append(
+                            {"network": network, "family": family, "group": "param", "layer": layer, "dy": None,
+                             "dx": None, "radius": None, "param": _param_label(entry.get("param")), "metric": metric,
+                             "value": value}
                         )
             for layer, block in (res.get("summary") or {}).items():
                 if isinstance(block, Mapping):
                     for metric, value in block.items():
                         rows.append(
                             {"network": network, "family": family, "group": "summary", "layer": layer,
-                             "dy": None, "dx": None, "radius": None, "metric": metric, "value": value}
+                             "dy": None, "dx": None, "radius": None, "param": None, "metric": metric, "value": value}
                         )
-        frame = pd.DataFrame(rows, columns=["network", "family", "group", "layer", "dy", "dx", "radius", "metric", "value"])
+
+        for network, res in (("trained", self.data), ("untrained", self.data.get("untrained"))):
+            if res and res.get("shifts") is not None:
+                add(network, res.get("family", "translation"), res)
+        for name, section in (self.data.get("families") or {}).items():
+            if name == "translation" or not isinstance(section, Mapping):
+                continue  # translation's rows are the top level's
+            add("trained", name, section)
+            if section.get("untrained"):
+                add("untrained", name, section["untrained"])
+        columns = ["network", "family", "group", "layer", "dy", "dx", "radius", "param", "metric", "value"]
+        frame = pd.DataFrame(rows, columns=columns)
         frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
         return frame
 
@@ -343,6 +365,16 @@ class Results(Mapping):
         from shiftprobe.reporting.markdown import results_markdown
 
         return results_markdown(self.data)
+
+
+def _param_label(param) -> str | int | float | None:
+    """A family parameter as one frame cell: numbers and names as they are, ``{"axis": "x", "offset":
+    0.5}`` as ``"x:0.5"``, a 2-D ``[oy, ox]`` as ``"oy,ox"``."""
+    if isinstance(param, Mapping):
+        return f"{param.get('axis')}:{param.get('offset')}"
+    if isinstance(param, (list, tuple)):
+        return ",".join(str(v) for v in param)
+    return param
 
 
 def load_results(path: str | Path) -> Results:
