@@ -37,7 +37,8 @@ def fit(tmp_path, n_batches=7, log_every=3, epochs=1):
                         enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.fit(module, DataLoader(data, batch_size=8))
     rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
-    header, rows = rows[0].split(","), [dict(zip(rows[0].split(","), r.split(","))) for r in rows[1:]]
+    header = rows[0].split(",")
+    rows = [dict(zip(header, r.split(","), strict=True)) for r in rows[1:]]
     return rec, rows, trainer
 
 
@@ -49,7 +50,7 @@ def test_loss_step_is_written_on_the_loggers_steps_with_that_steps_loss(tmp_path
         assert value == pytest.approx(rec.losses[step], rel=1e-6)
     epochs = [r for r in rows if r.get("train/loss")]
     assert [int(r["epoch"]) for r in epochs] == [0, 1]
-    for r, losses in zip(epochs, (rec.losses[:7], rec.losses[7:])):  # equal batches: the mean of the step losses
+    for r, losses in zip(epochs, (rec.losses[:7], rec.losses[7:]), strict=True):  # equal batches: the mean of the step losses
         assert float(r["train/loss"]) == pytest.approx(sum(losses) / len(losses), rel=1e-5)
 
 

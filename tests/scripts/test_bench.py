@@ -81,7 +81,7 @@ def test_bare_loop_trains_the_lab_net(mnist_root):
     out = bare_training(str(mnist_root), 3, keep_net=True)
     assert out["batches"] == 3 and out["images"] == 3 * 64 and positive(out["images_per_s"])
     again = bare_training(str(mnist_root), 3, keep_net=True)  # seeded: the same weights
-    for (k, a), b in zip(out["net"].state_dict().items(), again["net"].state_dict().values()):
+    for (k, a), b in zip(out["net"].state_dict().items(), again["net"].state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
 
