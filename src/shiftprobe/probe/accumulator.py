@@ -145,22 +145,24 @@ class PairMetricAccumulator(Metric):
         if pair_values is not None:
             self._add_pair_values(shift_ids, pair_values, no_overlap or {})
         if pairs is not None:
-            ids = shift_ids.reshape(-1).to(self.pair_count.device)
+            ids = shift_ids.reshape(-1).to(self.pair_count.device, non_blocking=True)
             ones = torch.ones(ids.shape, dtype=dtype, device=ids.device)
             self.pair_count.index_add_(0, ids, ones)
             for (layer, metric), values in pairs.items():
                 values = values.reshape(-1).to(self.pair_count.device, dtype)
                 if metric in MASKED:
+                    # branch-free (no boolean-mask indexing, which would wait for the device): an
+                    # undefined pair adds 0 to the sum and the count, and -inf to the running maximum
                     defined = ~torch.isnan(values)
-                    self._state((layer, f"{metric}_count")).index_add_(0, ids[defined], ones[defined])
-                    self._state((layer, metric)).index_add_(0, ids[defined], values[defined])
+                    self._state((layer, f"{metric}_count")).index_add_(0, ids, defined.to(dtype))
+                    self._state((layer, metric)).index_add_(0, ids, torch.where(defined, values, 0.0))
                     if metric in COUNTED:
                         flags = (no_overlap or {}).get((layer, metric))
                         if flags is not None:
-                            flags = flags.reshape(-1).to(ids.device)
-                            self._state((layer, f"{metric}_no_overlap")).index_add_(0, ids[flags], ones[flags])
+                            flags = flags.reshape(-1).to(ids.device, dtype)
+                            self._state((layer, f"{metric}_no_overlap")).index_add_(0, ids, flags)
                         worst = self._state((layer, f"{metric}_max"))
-                        worst.scatter_reduce_(0, ids[defined], values[defined], reduce="amax", include_self=True)
+                        worst.scatter_reduce_(0, ids, torch.where(defined, values, -torch.inf), reduce="amax", include_self=True)
                 else:
                     self._state((layer, metric)).index_add_(0, ids, values)
         if control is not None:
@@ -186,7 +188,7 @@ class PairMetricAccumulator(Metric):
         one ``index_add_`` of the ``K x P`` values (undefined as 0) and one of their defined-flags give
         every metric's sums and counts, one ``scatter_reduce_`` (undefined as -inf) every maximum."""
         dtype, device = self.pair_count.dtype, self.pair_count.device
-        ids = shift_ids.reshape(-1).to(device)
+        ids = shift_ids.reshape(-1).to(device, non_blocking=True)
         values = values.reshape(len(self.image_keys), -1).to(device, dtype)
         defined = ~torch.isnan(values)
         n_ids = self.n_shift_ids

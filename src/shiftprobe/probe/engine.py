@@ -6,7 +6,9 @@ A DDP rank passes its ``rank`` / ``world_size`` and processes the images ``rank,
 ...``; the accumulator's sums are then synchronised, so every rank gets the single-process figures.
 
 Speed: for each batch of images, the shifts are processed in chunks of about ``pairs_per_chunk``
-image-shift pairs (so the activations of the whole grid never exist at once). In crop mode, a model
+image-shift pairs (so the activations of the whole grid never exist at once; default per device,
+``default_pairs_per_chunk``: 256 on the CPU, where a chunk's maps stay in the cache, 4096 on an
+accelerator, where larger kernels keep it busy). In crop mode, a model
 that offers it (``supports_crop_windows``, e.g. the lab CNN) computes all the shifts of a chunk from
 one convolution of the zero-padded images; otherwise the shifted images are stacked into one batch.
 
@@ -20,12 +22,22 @@ every group of ``ShiftPlan.groups()`` (a shift, a radius, a parity class, the su
 values of the batch's chunks, side by side, times the ``shift x group`` membership matrix (one matmul
 per batch), divided by the image's pair counts. The accumulator keeps their sums, squares and
 products with the image's control value (``shiftprobe.probe.stats``).
+
+Host-device synchronisation (issue 12): the plan's shifts stay on the host (a CPU long tensor and
+Python tuples) and drive every Python decision (slicing, grouping, which windows, which shifts the
+stride divides); only what the tensor math needs goes to the device, built on the host and copied
+with ``non_blocking=True`` (or once per measurement). Per-pair values and sums stay on the device, and
+nothing in the per-batch work reads a device value back, so an accelerator's queue never drains mid
+measurement. The few intentional host reads pass through ``host_read`` (the sync-guard test allows
+exactly those); data-dependent skips that only speed up the CPU (``_Probe.certified_sorted``) are
+taken on the CPU only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +71,46 @@ log = logging.getLogger(__name__)
 
 #: a measurement estimated to take longer than this announces its estimate before going on
 ANNOUNCE_AFTER_S = 60.0
+#: default ``pairs_per_chunk`` by device type (``default_pairs_per_chunk``)
+PAIRS_PER_CHUNK = {"cpu": 256, "accelerator": 4096}
+
+
+def default_pairs_per_chunk(device: torch.device | str) -> int:
+    """``pairs_per_chunk`` when none is given: 256 on the CPU (a chunk's maps stay in the cache across the
+    metrics' passes), 4096 on an accelerator (CUDA, MPS: fewer, larger kernels)."""
+    kind = torch.device(device).type
+    return PAIRS_PER_CHUNK["cpu" if kind == "cpu" else "accelerator"]
+
+
+def on_accelerator(device: torch.device) -> bool:
+    """Whether ``device`` is an accelerator, where reading a device value on the host waits for its
+    queue: the per-batch work then takes its branch-free paths (the sync-guard test forces them on CPU
+    tensors by patching this function)."""
+    return device.type != "cpu"
+
+
+class _HostReads(threading.local):
+    depth = 0
+
+
+_host_reads = _HostReads()
+
+
+@contextlib.contextmanager
+def host_read():
+    """Marks an intentional read of a device value on the host (a host-device synchronisation on an
+    accelerator). The per-batch work has none on the accelerator path, except the one-off check of
+    ``_Probe.window_layers``; the sync-guard test (tests/probe/test_sync_guard.py) fails on any other."""
+    _host_reads.depth += 1
+    try:
+        yield
+    finally:
+        _host_reads.depth -= 1
+
+
+def host_reads_allowed() -> bool:
+    """True inside ``host_read`` (in this thread)."""
+    return _host_reads.depth > 0
 
 
 def control_offset(n_images: int, seed: int) -> int:
@@ -141,12 +193,21 @@ def exact_float32():
 class _Probe:
     """What every batch of one network's measurement shares: model, hooks, geometry, plan."""
 
-    def __init__(self, model, layers, geometry, classifier, plan: ShiftPlan, pairs_per_chunk: int, fast_path: bool):
+    def __init__(self, model, layers, geometry, classifier, plan: ShiftPlan, pairs_per_chunk: int, fast_path: bool,
+                 device: torch.device | None = None):
         self.model, self.layers, self.geometry = model, layers, geometry
         self.names = [layer.name for layer in layers]
         self.classifier = classifier
         self.plan = plan
         self.pairs_per_chunk = pairs_per_chunk
+        self.device = torch.device(device) if device is not None else model_device(model)
+        #: the branch-free paths (no data-dependent host reads); decided once, from the device type
+        self.accelerator = on_accelerator(self.device)
+        #: the uniform plan's shifts as Python tuples (host) and their shift ids on the device (built once)
+        self.shift_list: list[tuple[int, int]] = [tuple(map(int, v)) for v in plan.shifts] if plan.uniform else []
+        self._uniform_ids: torch.Tensor | None = None
+        #: on an accelerator, ``window_layers`` is decided on the first batch and kept
+        self._window_layers: set | None = None
         self.capture = LayerCapture(model, layers)
         self.spatial = [n for n in self.names if geometry[n].spatial]
         self.exact = [n for n in self.spatial if geometry[n].exact_test]
@@ -165,19 +226,22 @@ class _Probe:
     def close(self):
         self.capture.remove()
 
-    def shifted(self, x: torch.Tensor, shifts: torch.Tensor, basis) -> dict:
-        """The probe points of ``T(s) x`` for ``shifts`` (``B x S x 2``), as ``B x S x ...`` tensors."""
+    def shifted(self, x: torch.Tensor, shifts: torch.Tensor, basis, shift_list=None) -> dict:
+        """The probe points of ``T(s) x`` for ``shifts`` (``B x S x 2``, on the host), as ``B x S x ...``
+        tensors; ``shift_list``: the same shifts for every image, as Python tuples (uniform plans)."""
         b, s = shifts.shape[:2]
         if basis is not None:
-            return self.model.probe_crop_shifts(None, [tuple(v) for v in shifts[0].tolist()], basis=basis)
+            return self.model.probe_crop_shifts(None, shift_list, basis=basis)
         xs = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
-        xs = shift_images_per_sample(xs, shifts.reshape(b * s, 2), self.plan.mode)
+        xs = shift_images_per_sample(xs, shifts.reshape(b * s, 2), self.plan.mode)  # copied non-blocking
         feats = self.capture.run(xs)
         return {k: feats[k].view(b, s, *feats[k].shape[1:]) for k in self.names}
 
-    def aligned(self, name: str, base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor, windows: bool = False):
+    def aligned(self, name: str, base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor, windows: bool = False,
+                shift_list=None):
         """``aligned_rel``, ``nearest_aligned_rel``, ``sorted_rel_certified`` (``B x S``, NaN where
-        undefined) and the no-overlap flags of the first two.
+        undefined) and the no-overlap flags of the first two. ``shifts``: ``B x S x 2`` on the host;
+        ``shift_list``: the uniform plan's shifts of these columns as Python tuples.
 
         ``windows``: ``shifted`` and ``base`` are windows of the same maps (the crop fast path, see
         ``crop_window_maps``), so at a shift the stride divides, the certified positions of ``f(T x)`` hold
@@ -189,39 +253,47 @@ class _Probe:
         b = shifts.shape[0]
         nan = torch.full((b,), float("nan"), dtype=dtype, device=base.device)
         zero = torch.zeros((b,), dtype=dtype, device=base.device)
-        aligned, nearest, certified, has_offset = [], [], [], []
-        for j, (dy, dx) in enumerate(shifts[0].tolist()):  # same shifts for every image: one column each
+        no = torch.zeros((b,), dtype=torch.bool, device=base.device)
+        aligned, nearest, certified, aligned_out = [], [], [], []
+        # same shifts for every image: one column each; which shifts the stride divides (and which have
+        # certified positions) is known on the host from the shift and the geometry
+        for j, (dy, dx) in enumerate(shift_list):
             offset = aligned_offset(dy, dx, geo.stride)
-            has_offset.append(offset is not None)
             if offset is not None and windows:
                 value = nan if certified_slices(geo.interior, *offset) is None else zero
                 aligned.append(value), nearest.append(value), certified.append(value)
+                aligned_out.append(torch.isnan(value))
                 continue
             f_t = shifted[:, j]
             value, near = aligned_values(base, f_t, dy, dx, geo, mode)
             nearest.append(near.to(dtype))
             if value is None:
-                aligned.append(nan), certified.append(nan)
+                aligned.append(nan), certified.append(nan), aligned_out.append(no)
             else:
                 value = value.to(dtype)
-                aligned.append(value)
+                aligned.append(value), aligned_out.append(torch.isnan(value))
                 certified.append(self.certified_sorted(base, f_t, value, offset, geo))
-        aligned, nearest, certified = (torch.stack(v, dim=1) for v in (aligned, nearest, certified))
-        has_offset = torch.tensor(has_offset, device=base.device)
-        return aligned, nearest, certified, torch.isnan(aligned) & has_offset, torch.isnan(nearest)
+        aligned, nearest, certified, aligned_out = (
+            torch.stack(v, dim=1) for v in (aligned, nearest, certified, aligned_out)
+        )
+        return aligned, nearest, certified, aligned_out, torch.isnan(nearest)
 
     def _aligned_per_pair(self, name: str, base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor):
-        """``aligned`` for plans whose images have different shifts: the pairs of each shift together."""
+        """``aligned`` for plans whose images have different shifts: the pairs of each shift together.
+        The grouping is done on the host (``shifts`` is a CPU tensor); each group's pair indices go to the
+        device with one non-blocking copy."""
         geo, mode = self.geometry[name], self.plan.mode
         shape = shifts.shape[:2]
-        dtype = sum_dtype(base.device)
-        aligned = torch.full(shape, float("nan"), dtype=dtype, device=base.device)
+        device = base.device
+        dtype = sum_dtype(device)
+        aligned = torch.full(shape, float("nan"), dtype=dtype, device=device)
         nearest = aligned.clone()
         certified = aligned.clone()
-        aligned_out = torch.zeros(shape, dtype=torch.bool, device=base.device)
+        aligned_out = torch.zeros(shape, dtype=torch.bool, device=device)
         nearest_out = aligned_out.clone()
         for dy, dx in sorted(set(map(tuple, shifts.reshape(-1, 2).tolist()))):
-            where = torch.nonzero((shifts[..., 0] == dy) & (shifts[..., 1] == dx), as_tuple=True)
+            rows, cols = torch.nonzero((shifts[..., 0] == dy) & (shifts[..., 1] == dx), as_tuple=True)
+            where = (rows.to(device, non_blocking=True), cols.to(device, non_blocking=True))
             f_x = base[where[0]]
             f_t = shifted[where]
             value, near = aligned_values(f_x, f_t, dy, dx, geo, mode)
@@ -236,10 +308,21 @@ class _Probe:
 
     def certified_sorted(self, f_x, f_t, aligned: torch.Tensor, offset, geo) -> torch.Tensor:
         """``sorted_rel_certified`` of the pairs of one shift. Sorting is a contraction, so a pair whose
-        certified maps are identical (``aligned_rel == 0``) scores exactly 0 without being sorted."""
+        certified maps are identical (``aligned_rel == 0``) scores exactly 0 without being sorted.
+
+        Skipping those pairs is a CPU speed-up decided on the values (host reads). On an accelerator
+        every pair is sorted and the exact ones are set to 0 with ``torch.where`` (branch-free: the
+        same figures, no synchronisation)."""
+        todo = (aligned != 0) & ~torch.isnan(aligned)  # NaN (no overlap) stays NaN
+        if self.accelerator:
+            value = sorted_rel_certified_at(f_x, f_t, *offset, geo, self.plan.mode).to(aligned.dtype)
+            return torch.where(todo, value, aligned)
+        return self._certified_sorted_cpu(f_x, f_t, aligned, todo, offset, geo)
+
+    def _certified_sorted_cpu(self, f_x, f_t, aligned, todo, offset, geo) -> torch.Tensor:
+        """``certified_sorted`` on the CPU: only the pairs that are not exact are sorted."""
         if not bool(aligned.any()):  # every pair exact to the last bit (NaN counts as true)
             return aligned
-        todo = (aligned != 0) & ~torch.isnan(aligned)  # NaN (no overlap) stays NaN
         out = torch.where(todo, torch.zeros_like(aligned), aligned)
         if bool(todo.all()):
             return sorted_rel_certified_at(f_x, f_t, *offset, geo, self.plan.mode).to(out.dtype)
@@ -249,7 +332,10 @@ class _Probe:
 
     def batch_updates(self, x, y, x_control, shifts, two_shifts) -> list[dict]:
         """Every metric for one batch of images and its pairs, as a list of accumulator updates
-        (applied in order, so the sums are reproducible)."""
+        (applied in order, so the sums are reproducible).
+
+        ``shifts`` (``B x S x 2``) and ``two_shifts`` (two ``B x 2``) are host (CPU) tensors: they drive
+        the Python control flow; the images and everything computed from them stay on the device."""
         base = self.capture.run(x)
         ctrl = self.capture.run(x_control)
         flat = {k: base[k].flatten(1) for k in self.names}
@@ -275,17 +361,20 @@ class _Probe:
         updates = [first]
 
         b, s = shifts.shape[:2]
+        shift_list = self.shift_list  # uniform plans: the same shifts for every image (empty otherwise)
+        ids_all = self.shift_ids(shifts, x.device)  # B x S, on the device
         basis = self.model.crop_shift_basis(x, self.plan.max_shift) if self.fast else None
         windows = self.window_layers(base, basis)
         # every window's norm and dot product with f(x), for all shifts at once
-        products = {name: self.window_products(name, base[name], basis, shifts[0]) for name in windows}
+        products = {name: self.window_products(name, base[name], basis, shift_list) for name in windows}
         # small chunks keep a chunk's feature maps in the CPU cache across the several passes below
         chunk = max(1, min(s, self.pairs_per_chunk // max(1, b)))
         chunk_values, chunk_ids = [], []  # per chunk: K x B x s per-pair values, B x s shift ids
         chunk_no_overlap = []  # per chunk: {(layer, metric): B x s flags}
         for j0 in range(0, s, chunk):
             sh = shifts[:, j0 : j0 + chunk]
-            feats = self.shifted(x, sh, basis)
+            sl = shift_list[j0 : j0 + chunk]
+            feats = self.shifted(x, sh, basis, sl)
             pairs, no_overlap = {}, {}
             for name in self.names:
                 ft = feats[name]
@@ -298,7 +387,7 @@ class _Probe:
                 for metric in ("cos", "dist", "rel"):
                     pairs[name, metric] = m[metric]
                 if name in self.exact:
-                    a, n, c, a_out, n_out = self.aligned(name, base[name], ft, sh, windows=name in windows)
+                    a, n, c, a_out, n_out = self.aligned(name, base[name], ft, sh, windows=name in windows, shift_list=sl)
                     pairs[name, "aligned_rel"], pairs[name, "nearest_aligned_rel"] = a, n
                     pairs[name, "sorted_rel_certified"] = c
                     no_overlap[name, "aligned_rel"], no_overlap[name, "nearest_aligned_rel"] = a_out, n_out
@@ -313,7 +402,7 @@ class _Probe:
                     agree = pairs[cls, "consistency"]
                     pairs[cls, "shifted_correct"] = (feats[cls].argmax(-1) == y.unsqueeze(1)).to(agree.dtype)
                     pairs[cls, "consistency_correct"] = torch.where(correct.unsqueeze(1), agree, float("nan"))
-            ids = self.plan.shift_id(sh[..., 0], sh[..., 1])
+            ids = ids_all[:, j0 : j0 + chunk]
             if not self.image_keys:
                 updates.append({"shift_ids": ids, "pairs": pairs, "no_overlap": no_overlap})
                 continue
@@ -327,21 +416,34 @@ class _Probe:
             updates.append(self.image_update(values, ids, control))
         return updates
 
-    def window_products(self, name: str, f_x: torch.Tensor, basis: dict, shifts: torch.Tensor):
-        """``(||f(x)||^2, dot, ||f(T x)||^2, same)`` of a window layer for the batch's shifts ``S x 2`` (the same for
-        every image): ``B``, ``B x S``, ``B x S`` and ``S`` (the window is ``f(x)`` itself: the zero shift)."""
-        dtype = sum_dtype(f_x.device)
-        dot = torch.empty((len(f_x), len(shifts)), dtype=dtype, device=f_x.device)
+    def shift_ids(self, shifts: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The shift ids of ``shifts`` (``B x S x 2``, host) on ``device``: for a uniform plan built once per
+        measurement and expanded; otherwise computed on the host and copied without blocking."""
+        if self.plan.uniform:
+            if self._uniform_ids is None or self._uniform_ids.device != device:
+                ids = torch.tensor([self.plan.shift_id(dy, dx) for dy, dx in self.shift_list], dtype=torch.long)
+                self._uniform_ids = ids.to(device)
+            return self._uniform_ids.expand(len(shifts), -1)
+        return self.plan.shift_id(shifts[..., 0], shifts[..., 1]).to(device, non_blocking=True)
+
+    def window_products(self, name: str, f_x: torch.Tensor, basis: dict, shifts: list):
+        """``(||f(x)||^2, dot, ||f(T x)||^2, same)`` of a window layer for the batch's shifts (``S`` Python
+        tuples, the same for every image): ``B``, ``B x S``, ``B x S`` and ``S`` (the window is ``f(x)``
+        itself: the zero shift). Column indices and origins are built on the host and copied without
+        blocking."""
+        device = f_x.device
+        dtype = sum_dtype(device)
+        dot = torch.empty((len(f_x), len(shifts)), dtype=dtype, device=device)
         norm2 = torch.empty_like(dot)
         by_source = {}  # id of the source map -> (map, [(column, y0, x0), ...])
-        for j, (dy, dx) in enumerate(shifts.tolist()):
+        for j, (dy, dx) in enumerate(shifts):
             source, y0, x0 = self.model.crop_window_source(basis, name, dy, dx)
             by_source.setdefault(id(source), (source, []))[1].append((j, y0, x0))
         for source, items in by_source.values():
-            cols = torch.tensor([j for j, _, _ in items], device=f_x.device)
-            origins = torch.tensor([(y0, x0) for _, y0, x0 in items], device=f_x.device)
+            cols = torch.tensor([j for j, _, _ in items]).to(device, non_blocking=True)
+            origins = torch.tensor([(y0, x0) for _, y0, x0 in items]).to(device, non_blocking=True)
             dot[:, cols], norm2[:, cols] = window_products(source, f_x, origins)
-        same = ((shifts[:, 0] == 0) & (shifts[:, 1] == 0)).to(f_x.device)
+        same = torch.tensor([(dy, dx) == (0, 0) for dy, dx in shifts]).to(device, non_blocking=True)
         return working(f_x).to(dtype).flatten(1).square().sum(1), dot, norm2, same
 
     def window_layers(self, base: dict, basis: dict | None) -> set:
@@ -350,8 +452,16 @@ class _Probe:
         names = [n for n in self.exact if n in getattr(self.model, "crop_window_maps", ())]
         if basis is None or not names:
             return set()
+        if self.accelerator and self._window_layers is not None:
+            # on an accelerator the check (a host read) is made on the first batch only: whether the
+            # window of the padded pass reproduces f(x) bit for bit is a property of the kernels
+            return self._window_layers
         center = self.model.probe_crop_shifts(None, [(0, 0)], basis=basis)
-        return {n for n in names if torch.equal(center[n][:, 0], base[n])}
+        with host_read():
+            found = {n for n in names if torch.equal(center[n][:, 0], base[n])}
+        if self.accelerator:
+            self._window_layers = found
+        return found
 
     def image_update(self, values: torch.Tensor, ids: torch.Tensor, control: dict) -> dict:
         """Each image's mean over its pairs in every group (``K x B x G``, NaN where it has no defined
@@ -391,7 +501,7 @@ def measure_network(
     layers: Sequence[str] | None = None,
     control_seed: int = 0,
     batch_size: int = 64,
-    pairs_per_chunk: int = 256,
+    pairs_per_chunk: int | None = None,
     fast_path: bool = True,
     device: torch.device | str | None = None,
     rank: int = 0,
@@ -407,7 +517,8 @@ def measure_network(
     given, receives this process's raw sums (``"raw"``, before any DDP synchronisation when run outside
     Lightning) and what ``build_results`` needs to turn sums into results (``"plan"``, ``"layers"``,
     ``"geometry"``, ``"control_offset"``, ``"classifier"``): the parts of a split run can be combined
-    with ``shiftprobe.probe.accumulator.merge_sums``.
+    with ``shiftprobe.probe.accumulator.merge_sums``. ``pairs_per_chunk``: None = per device
+    (``default_pairs_per_chunk``: 256 on the CPU, 4096 on an accelerator).
     """
     with exact_float32():
         return _measure_network(
@@ -434,7 +545,9 @@ def _measure_network(model, images, labels, plan, *, layers, control_seed, batch
         if geo.spatial and geo.note and rank == 0:
             log.warning("layer %s: %s", name, geo.note)
     classifier = classifier_layer(resolved, geometry)
-    probe = _Probe(model, resolved, geometry, classifier, plan, pairs_per_chunk, fast_path)
+    if pairs_per_chunk is None:
+        pairs_per_chunk = default_pairs_per_chunk(device)
+    probe = _Probe(model, resolved, geometry, classifier, plan, pairs_per_chunk, fast_path, device)
     metrics = {name: layer_metrics(geometry[name], name == classifier, labels is not None) for name in probe.names}
     groups = plan.groups()
     n_classes = geometry[classifier].shape[0] if classifier is not None else 0
@@ -448,14 +561,16 @@ def _measure_network(model, images, labels, plan, *, layers, control_seed, batch
     batches = torch.split(torch.arange(rank, n, world_size), batch_size)
 
     def run(idx: torch.Tensor) -> list[dict]:
-        idx_dev = idx.to(device)
+        # image indices go to the device without blocking; the shifts stay on the host (batch_updates)
+        idx_dev = idx.to(device, non_blocking=True)
+        ctrl_dev = ((idx + k) % n).to(device, non_blocking=True)
         with torch.inference_mode():
             return probe.batch_updates(
                 to_pixels(images_dev[idx_dev], dtype),
                 labels_dev[idx_dev] if labels_dev is not None else None,
-                to_pixels(images_dev[(idx_dev + k) % n], dtype),
-                plan.shifts_of(idx).to(device),
-                (two[0][idx].to(device), two[1][idx].to(device)),
+                to_pixels(images_dev[ctrl_dev], dtype),
+                plan.shifts_of(idx),
+                (two[0][idx], two[1][idx]),
             )
 
     t_first = [None]
@@ -518,7 +633,7 @@ def measure(
     control_seed: int = 0,
     max_images: int | None = None,
     batch_size: int = 64,
-    pairs_per_chunk: int = 256,
+    pairs_per_chunk: int | None = None,
     fast_path: bool = True,
     device: torch.device | str | None = None,
     progress: bool = False,
@@ -551,6 +666,11 @@ def measure(
         ``max_images`` subset.
     max_images : int, optional
         Measure a seeded random subset of this many images.
+    batch_size : int
+        Test images per batch (every shift of a batch is evaluated together).
+    pairs_per_chunk : int, optional
+        Image-shift pairs whose activations exist at once. Default (None): per device, 256 on the
+        CPU, 4096 on an accelerator (``shiftprobe.probe.engine.default_pairs_per_chunk``).
     device : str or torch.device, optional
         Default: where the model's parameters are.
 

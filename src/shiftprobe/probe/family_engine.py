@@ -9,7 +9,10 @@ standard errors over images and score intervals come for free.
 Bookkeeping: a family's parameters play the part of the translation's shift ids (``params()[j]`` is
 id ``j``), and the groups are one per parameter plus the summary (every parameter): the membership
 matrix is ``[I | 1]``. For each batch of ``B`` images the parameters are taken in chunks of about
-``pairs_per_chunk / B``; the ``B x chunk`` transformed images run in one forward pass.
+``pairs_per_chunk / B`` (default per device: 256 pairs on the CPU, 4096 on an accelerator); the
+``B x chunk`` transformed images run in one forward pass. The parameters are host values (Python
+objects) that drive the per-chunk loop; the per-pair values and their sums stay on the device, and
+nothing in the loop reads a device value back (issue 12; the sync-guard test checks it).
 
 Per layer and parameter (section ``entries``): ``cos``, ``dist``, ``rel`` and the invariance score;
 for spatial layers of a pixel-permuting family (``Rotation90``, ``Flip``) the sorting test
@@ -35,6 +38,7 @@ from shiftprobe.probe.engine import (
     as_image_batch,
     classifier_layer,
     control_offset,
+    default_pairs_per_chunk,
     exact_float32,
     model_device,
     model_dtype,
@@ -263,7 +267,7 @@ def measure_family(
     layers: Sequence[str] | None = None,
     control_seed: int = 0,
     batch_size: int = 64,
-    pairs_per_chunk: int = 256,
+    pairs_per_chunk: int | None = None,
     device: torch.device | str | None = None,
     rank: int = 0,
     world_size: int = 1,
@@ -283,7 +287,8 @@ def measure_family(
     family : TransformFamily
         ``Rotation90()``, ``Flip()``, ``Rotation()``, ``SubpixelTranslation()``.
     layers, control_seed, batch_size, pairs_per_chunk, device, progress
-        As in :func:`shiftprobe.measure`.
+        As in :func:`shiftprobe.measure` (``pairs_per_chunk=None``: per device, 256 on the CPU, 4096 on
+        an accelerator).
     rank, world_size : int
         A DDP rank measures the images ``rank, rank + world_size, ...``; the sums are synchronised.
     workers : int, optional
@@ -336,6 +341,8 @@ def _measure_family(model, images, labels, family, *, layers, control_seed, batc
         name: family_layer_metrics(family, geometry[name], image_size, name == classifier, labels is not None)
         for name in names
     }
+    if pairs_per_chunk is None:
+        pairs_per_chunk = default_pairs_per_chunk(device)
     probe = _FamilyProbe(model, resolved, geometry, classifier, family, image_size, metrics, pairs_per_chunk)
     n_params = len(probe.params)
     n_classes = geometry[classifier].shape[0] if classifier is not None else 0
@@ -348,12 +355,13 @@ def _measure_family(model, images, labels, family, *, layers, control_seed, batc
     batches = torch.split(torch.arange(rank, n, world_size), batch_size)
 
     def run(idx: torch.Tensor) -> list[dict]:
-        idx_dev = idx.to(device)
+        idx_dev = idx.to(device, non_blocking=True)
+        ctrl_dev = ((idx + k) % n).to(device, non_blocking=True)
         with torch.inference_mode():
             return probe.batch_updates(
                 to_pixels(images_dev[idx_dev], dtype),
                 labels_dev[idx_dev] if labels_dev is not None else None,
-                to_pixels(images_dev[(idx_dev + k) % n], dtype),
+                to_pixels(images_dev[ctrl_dev], dtype),
             )
 
     threads = workers if workers is not None else (torch.get_num_threads() if device.type == "cpu" else 1)

@@ -73,7 +73,7 @@ def shift_images_per_sample(x: torch.Tensor, shifts: torch.Tensor, mode: str = "
     if x.dim() != 4:
         raise ValueError(f"expected a B x C x H x W batch, got shape {tuple(x.shape)}")
     b, _, h, w = x.shape
-    shifts = shifts.to(device=x.device, dtype=torch.long).view(b, 2)
+    shifts = shifts.to(device=x.device, dtype=torch.long, non_blocking=True).view(b, 2)  # host plans: no wait
     rows = torch.arange(h, device=x.device).view(1, h) - shifts[:, 0:1]  # source row for each output row
     cols = torch.arange(w, device=x.device).view(1, w) - shifts[:, 1:2]
     if mode == "roll":
