@@ -96,6 +96,24 @@ def test_resume_from_last_checkpoint(make_cfg, tmp_path):
         assert torch.equal(v, first_init[k])
 
 
+@pytest.mark.parametrize("first, second", [(["+trainer.gradient_clip_val=1e9"], []), ([], ["+trainer.gradient_clip_val=1e9"])])
+def test_resume_across_automatic_and_manual_optimization(make_cfg, tmp_path, first, second):
+    """The module steps its optimizer itself (manual optimization) unless gradients are clipped or
+    accumulated; a checkpoint of either mode resumes in the other with global_step counted on, and a
+    clip that never bites gives the very weights of the manual step."""
+    train(make_cfg(*first, out=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    steps = read_ckpt(last)["global_step"]
+    assert steps > 0
+    train(make_cfg(f"ckpt_path={last}", "trainer.max_epochs=2", *second, out=tmp_path / "second"))
+    resumed = read_ckpt(tmp_path / "second" / "checkpoints" / "last.ckpt")
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * steps
+    train(make_cfg("trainer.max_epochs=2", out=tmp_path / "straight"))
+    straight = read_ckpt(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    for k, v in straight["state_dict"].items():
+        assert torch.equal(v, resumed["state_dict"][k]), k
+
+
 def test_eval_uses_the_checkpoint_settings(make_cfg, tmp_path):
     trained = train(make_cfg("model=blurpool", "optimizer.lr=0.01", out=tmp_path / "run"))
     best = tmp_path / "run" / "checkpoints" / "best.ckpt"

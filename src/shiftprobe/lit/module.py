@@ -9,7 +9,11 @@ A training step does no more than the loop needs (issue 12): the training metric
 device and are logged once per epoch, the batch loss (``train/loss_step``) goes to the loggers only on
 the steps they write (``trainer.log_every_n_steps``) and to the progress bar only when it redraws
 (``StepLossProgressBar`` reads ``step_metrics``), and the divergence check reads the loss on the host
-only where that costs no device synchronisation (see ``diverged_loss``).
+only where that costs no device synchronisation (see ``diverged_loss``). The optimizer step is taken in
+``training_step`` itself (Lightning's manual optimization: zero_grad, backward, step, the same numbers as
+Lightning's automatic loop without its closure machinery) unless the trainer clips or accumulates
+gradients (``trainer.gradient_clip_val``, ``trainer.accumulate_grad_batches``), which Lightning only
+does in its automatic loop (see ``automatic_optimization``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ INITIAL_STATE_KEY = "initial_net_state"
 DIVERGED_LOSS = 1e3
 #: one process on an accelerator: the worst loss is kept on the device and read every this many steps
 DIVERGENCE_CHECK_EVERY = 25
+#: the checkpoint's loop-progress keys of Lightning's automatic and manual optimization
+_AUTO_PROGRESS = "epoch_loop.automatic_optimization.optim_progress"
+_MANUAL_PROGRESS = "epoch_loop.manual_optimization.optim_step_progress"
 
 
 class ShiftProbeModule(L.LightningModule):
@@ -67,6 +74,20 @@ class ShiftProbeModule(L.LightningModule):
         # count (an integer) on gloo. nan_strategy=nan keeps a NaN loss NaN instead of dropping it.
         self.val_loss = MeanMetric(nan_strategy=math.nan)
         self.test_loss = MeanMetric(nan_strategy=math.nan)
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """False (the step is taken in ``training_step``) unless the trainer clips or accumulates gradients:
+        Lightning does those only in its automatic loop. Lightning's closure, its wrappers and hooks cost
+        about a tenth of a CPU training step of the lab CNN; the numbers are the same either way."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        return bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:  # Lightning's __init__ sets the default
+        self._automatic_optimization = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities: the network's output, or its first element when it returns a tuple (the lab's)."""
@@ -128,6 +149,14 @@ class ShiftProbeModule(L.LightningModule):
                 f"(epoch {self.current_epoch}, batch {batch_idx}){lr_text}. Training "
                 f"stopped; no test results were written. Use a lower learning rate, e.g. optimizer.lr=1e-3."
             )
+        if not self.automatic_optimization:
+            # Lightning's automatic loop, without its closure: forward, zero_grad, backward, step; the
+            # Lightning optimizer counts the step (global_step) and runs the precision plugin and the
+            # on_before_optimizer_step hooks
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
         self.train_acc.update(preds, y)
         self.train_loss.update(loss.detach(), weight=len(y))
         self.step_metrics = {"train/loss_step": loss.detach()}
@@ -167,9 +196,36 @@ class ShiftProbeModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[INITIAL_STATE_KEY] = self.initial_net_state
+        _sync_step_progress(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        _sync_step_progress(checkpoint)
         state = checkpoint.get(INITIAL_STATE_KEY)
         if state is not None:
             self.initial_net_state = {k: v.detach().cpu().clone() for k, v in state.items()}
             self.initial_net_origin = "initial weights saved in the checkpoint"
+
+
+def _sync_step_progress(checkpoint: dict) -> None:
+    """Make the checkpoint's optimizer-step counts of Lightning's automatic and manual loops agree (the
+    larger of the two), so ``global_step`` resumes from the same count whichever loop wrote the checkpoint
+    and whichever resumes it (a checkpoint of automatic optimization resumed with manual, or the reverse:
+    Lightning reads ``global_step`` from the running loop's own count)."""
+    loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    auto, manual = loop.get(_AUTO_PROGRESS), loop.get(_MANUAL_PROGRESS)
+    if not isinstance(auto, dict) or not isinstance(manual, dict):
+        return
+    try:
+        auto_step = auto["optimizer"]["step"]
+        auto_done, manual_done = int(auto_step["total"]["completed"]), int(manual["total"]["completed"])
+    except (KeyError, TypeError, ValueError):
+        return
+    if manual_done > auto_done:
+        auto["optimizer"]["step"] = copy.deepcopy(manual)
+        zero_grad = auto["optimizer"].get("zero_grad")
+        if isinstance(zero_grad, dict):
+            for part in ("total", "current"):
+                n = int(manual[part]["completed"])
+                zero_grad[part] = {"ready": n, "started": n, "completed": n}
+    elif auto_done > manual_done:
+        loop[_MANUAL_PROGRESS] = copy.deepcopy(auto_step)
