@@ -26,7 +26,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from shiftprobe.errors import ShiftProbeError, TrainingDiverged
@@ -60,10 +60,13 @@ class ShiftProbeModule(L.LightningModule):
         #: where ``initial_net_state`` comes from, in words (results.json ``untrained_origin``)
         seed = (config or {}).get("seed")
         self.initial_net_origin = "the initial weights of this training run" + (f" (seed={seed})" if seed is not None else "")
-        # the training metrics skip their per-step input checks (each a host sync on a GPU): the
-        # predictions are argmax indices, and a NaN loss stops the run before it reaches train_loss
-        self.train_loss = MeanMetric(nan_strategy="disable")
-        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
+        # the training metrics: a step adds its loss x images and its correct predictions to running sums
+        # on the device (``_epoch_sums``), handed to these once per epoch; the figures are exactly those of
+        # torchmetrics' MeanMetric (image-weighted) and micro MulticlassAccuracy, without their per-step cost
+        self.train_loss = EpochRatio(integer=False)
+        self.train_acc = EpochRatio(integer=True)
+        self._epoch_sums: list | None = None  # [loss x images, correct predictions, images] this epoch
+        self._loss_dtype = self.train_loss.dtype
         #: the latest batch's figures, on the device, for the progress bar to read when it redraws
         self.step_metrics: dict[str, torch.Tensor] = {}
         self._worst: torch.Tensor | None = None  # [any NaN, worst loss] since the last check (accelerators)
@@ -157,8 +160,15 @@ class ShiftProbeModule(L.LightningModule):
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
-        self.train_acc.update(preds, y)
-        self.train_loss.update(loss.detach(), weight=len(y))
+        n = len(y)
+        # in the metric's dtype, as MeanMetric casts each value (a no-op in float32)
+        loss_images, correct = loss.detach().to(self._loss_dtype) * n, (preds == y).sum()
+        if self._epoch_sums is None:
+            self._epoch_sums = [loss_images, correct, n]
+        else:
+            self._epoch_sums[0] += loss_images
+            self._epoch_sums[1] += correct
+            self._epoch_sums[2] += n
         self.step_metrics = {"train/loss_step": loss.detach()}
         return loss
 
@@ -170,8 +180,17 @@ class ShiftProbeModule(L.LightningModule):
         if connector is None or connector.should_update_logs or self._trainer.fast_dev_run:
             self.log("train/loss_step", self.step_metrics["train/loss_step"], on_step=True, on_epoch=False)
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums = None
+        self._loss_dtype = self.train_loss.dtype
+
     def on_train_epoch_end(self) -> None:
         # per epoch: the mean over every training image of every rank (the metrics sum their states)
+        sums, self._epoch_sums = self._epoch_sums, None
+        if sums is not None:
+            loss_images, correct, n = sums
+            self.train_loss.update(loss_images, torch.tensor(float(n)))
+            self.train_acc.update(correct, torch.tensor(n))
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
 
@@ -204,6 +223,29 @@ class ShiftProbeModule(L.LightningModule):
         if state is not None:
             self.initial_net_state = {k: v.detach().cpu().clone() for k, v in state.items()}
             self.initial_net_origin = "initial weights saved in the checkpoint"
+
+
+class EpochRatio(Metric):
+    """``num / den`` summed over the updates and the ranks (states summed, as torchmetrics' own metrics
+    do). ``integer=False``: float sums in the default dtype, as ``MeanMetric`` (loss x images / images);
+    ``integer=True``: counts, divided as floats, as micro ``MulticlassAccuracy`` (correct / images)."""
+
+    full_state_update = False
+
+    def __init__(self, integer: bool):
+        super().__init__()
+        self.integer = bool(integer)
+        self.add_state("num", default=torch.tensor(0 if integer else 0.0), dist_reduce_fx="sum")
+        self.add_state("den", default=torch.tensor(0 if integer else 0.0), dist_reduce_fx="sum")
+
+    def update(self, num: torch.Tensor, den: torch.Tensor) -> None:
+        self.num += num.to(self.num.dtype)
+        self.den += den.to(self.den.device, self.den.dtype)
+
+    def compute(self) -> torch.Tensor:
+        if self.integer:
+            return self.num.float() / self.den.float()
+        return self.num / self.den
 
 
 def _sync_step_progress(checkpoint: dict) -> None:
