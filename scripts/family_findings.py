@@ -22,7 +22,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from shiftprobe.reporting.sweep_summary import Interval, find_jobs, paired_difference, t_interval, verdict
+from shiftprobe.reporting.sweep_summary import Interval, labelled_jobs, paired_difference, t_interval, verdict
 
 #: (layer, metric) pairs reported for every family
 FIGURES = (("fc1", "invariance_score"), ("logits", "invariance_score"), ("logits", "consistency"))
@@ -58,12 +58,10 @@ READERS = {"subpixel": subpixel_by_offset, "rotation": rotation_by_angle}
 
 def collect(sweep_dir) -> tuple[dict, dict]:
     """``values[family][config][(layer, metric, param)][seed]`` and each configuration's seeds."""
-    jobs = find_jobs(Path(sweep_dir))
-    common = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
+    jobs, _ = labelled_jobs(sweep_dir)
     values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     seeds: dict = defaultdict(set)
     for job in jobs:
-        job.common = tuple(sorted(common))
         if job.results is None:
             continue
         seeds[job.config].add(job.seed)

@@ -23,7 +23,7 @@ import torch
 
 import shiftprobe
 from shiftprobe.data.mnist import load_split
-from shiftprobe.reporting.sweep_summary import find_jobs, paired_difference, t_interval
+from shiftprobe.reporting.sweep_summary import labelled_jobs, paired_difference, t_interval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from family_findings import FIGURES, _cell, _verdict_cell, subpixel_by_offset  # noqa: E402
@@ -75,10 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-images", type=int, default=1000)
     parser.add_argument("--out", default=None, help="folder for subpixel_methods.md (default: the sweep folder)")
     args = parser.parse_args(argv)
-    jobs = find_jobs(Path(args.sweep_dir))
-    common = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
-    for job in jobs:
-        job.common = tuple(sorted(common))
+    jobs, _ = labelled_jobs(args.sweep_dir)
     chosen = [j for j in jobs if j.config == args.config and (j.path / "checkpoints" / "best.ckpt").is_file()]
     if not chosen:
         labels = sorted({j.config for j in jobs})

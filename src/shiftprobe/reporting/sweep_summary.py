@@ -363,13 +363,20 @@ def job_row(job: Job) -> tuple[dict, dict[str, tuple[float, float]]]:
     return row, within
 
 
-def summarize(sweep_dir, baseline: str | None = None) -> Summary:
-    """Read the sweep; ``baseline`` (a configuration label, default the first configuration) is what the
-    paired differences are taken against. Raises ``UnknownBaseline`` naming the labels there are."""
+def labelled_jobs(sweep_dir) -> tuple[list[Job], set[str]]:
+    """The sweep's jobs, each knowing the overrides every job shares (so ``job.config`` is its
+    configuration's label), and those shared overrides."""
     jobs = find_jobs(Path(sweep_dir))
     common = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
     for job in jobs:
         job.common = tuple(sorted(common))
+    return jobs, common
+
+
+def summarize(sweep_dir, baseline: str | None = None) -> Summary:
+    """Read the sweep; ``baseline`` (a configuration label, default the first configuration) is what the
+    paired differences are taken against. Raises ``UnknownBaseline`` naming the labels there are."""
+    jobs, common = labelled_jobs(sweep_dir)
     summary = Summary(jobs)
     for job in jobs:
         if job.results is not None:
