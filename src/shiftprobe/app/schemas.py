@@ -123,10 +123,10 @@ def check_section(cfg: DictConfig, path: str, schema: type) -> None:
         return
     values: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
     names = {f.name for f in fields(schema)}
+    typed = OmegaConf.structured(schema)  # merge returns a new config: one schema serves every key
     for key, value in values.items():
         if key not in names:
             continue
-        typed = OmegaConf.structured(schema)
         try:
             OmegaConf.merge(typed, {key: value})
         except OmegaConfBaseException:
