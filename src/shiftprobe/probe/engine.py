@@ -403,17 +403,14 @@ class _Probe:
                     pairs[cls, "shifted_correct"] = (feats[cls].argmax(-1) == y.unsqueeze(1)).to(agree.dtype)
                     pairs[cls, "consistency_correct"] = torch.where(correct.unsqueeze(1), agree, float("nan"))
             ids = ids_all[:, j0 : j0 + chunk]
-            if not self.image_keys:
-                updates.append({"shift_ids": ids, "pairs": pairs, "no_overlap": no_overlap})
-                continue
             chunk_values.append(torch.stack([pairs[key] for key in self.image_keys]))
             chunk_ids.append(ids)
             chunk_no_overlap.append(no_overlap)
-        if chunk_values:  # the whole batch's pairs in one update: every metric's sums at once
-            values, ids = torch.cat(chunk_values, dim=2), torch.cat(chunk_ids, dim=1)
-            no_overlap = {key: torch.cat([c[key] for c in chunk_no_overlap], dim=1) for key in chunk_no_overlap[0]}
-            updates.append({"shift_ids": ids, "pair_values": values, "no_overlap": no_overlap})
-            updates.append(self.image_update(values, ids, control))
+        # the whole batch's pairs in one update: every metric's sums at once
+        values, ids = torch.cat(chunk_values, dim=2), torch.cat(chunk_ids, dim=1)
+        no_overlap = {key: torch.cat([c[key] for c in chunk_no_overlap], dim=1) for key in chunk_no_overlap[0]}
+        updates.append({"shift_ids": ids, "pair_values": values, "no_overlap": no_overlap})
+        updates.append(self.image_update(values, ids, control))
         return updates
 
     def shift_ids(self, shifts: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -456,9 +453,13 @@ class _Probe:
             # on an accelerator the check (a host read) is made on the first batch only: whether the
             # window of the padded pass reproduces f(x) bit for bit is a property of the kernels
             return self._window_layers
-        center = self.model.probe_crop_shifts(None, [(0, 0)], basis=basis)
+        def center(name: str) -> torch.Tensor:  # the zero shift's window, cut as probe_crop_shifts cuts it
+            source, y0, x0 = self.model.crop_window_source(basis, name, 0, 0)
+            side = self.model.map_sizes[name]
+            return source[:, :, y0 : y0 + side, x0 : x0 + side]
+
         with host_read():
-            found = {n for n in names if torch.equal(center[n][:, 0], base[n])}
+            found = {n for n in names if torch.equal(center(n), base[n])}
         if self.accelerator:
             self._window_layers = found
         return found

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from shiftprobe.probe.metrics import sum_dtype
 from shiftprobe.probe.transforms import SHIFT_MODES, Translation, shift_images
 
 SUBPIXEL_METHODS = ("bilinear", "fourier")
@@ -63,15 +64,10 @@ def _steps(max_value: float, step: float) -> int:
     return int(math.floor(max_value / step + 1e-9))
 
 
-def _work_dtype(x: torch.Tensor) -> torch.dtype:
-    """Interpolation and FFTs run in float64 (float32 on Apple MPS, which has no float64)."""
-    return torch.float32 if x.device.type == "mps" else torch.float64
-
-
 def _as_work(x: torch.Tensor) -> torch.Tensor:
     if not x.is_floating_point():
         raise ValueError(f"transforms act on float images in [0, 1], got {x.dtype}")
-    return x.to(_work_dtype(x))
+    return x.to(sum_dtype(x.device))  # interpolation and FFTs in float64 (float32 on MPS, which lacks it)
 
 
 # -- geometry of a map: is its sampling grid symmetric about the image centre? --------------------

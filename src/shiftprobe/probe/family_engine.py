@@ -104,7 +104,7 @@ class _FamilyProbe:
     """What every batch of one family's measurement shares: model, hooks, geometry, parameters."""
 
     def __init__(self, model, layers, geometry, classifier, family, image_size, metrics, pairs_per_chunk):
-        self.model, self.geometry, self.classifier, self.family = model, geometry, classifier, family
+        self.geometry, self.classifier, self.family = geometry, classifier, family
         self.names = [layer.name for layer in layers]
         self.image_size = image_size
         self.params = family.params()

@@ -278,8 +278,8 @@ def lie_derivative(
                 entry[g] = None
                 notes.append(f"{g}: {_map_scale(geo, g)[1]}")
                 continue
-            rel, rel_se = _mean_se(torch.cat(v["rel"]))
-            ab, ab_se = _mean_se(torch.cat(v["abs"]))
+            rel, rel_se = _mean_se(torch.cat(v["rel"]).cpu())
+            ab, ab_se = _mean_se(torch.cat(v["abs"]).cpu())
             entry[g] = {"rel": rel, "rel_se": rel_se, "abs": ab, "abs_se": ab_se}
         out[layer.name] = entry
         geo_out[layer.name] = {
@@ -340,6 +340,6 @@ def _measure(model, images, resolved, geometry, generators, method, batch_size, 
                         if scale:
                             d = d - scale * generator_derivative(primal, g, method, fill="border")
                         rms = d.reshape(b, -1).to(acc).pow(2).sum(1).div(size).sqrt()
-                        values[name, g]["abs"].append(rms.cpu())
-                        values[name, g]["rel"].append(torch.where(act > 0, rms / act, float("nan")).cpu())
+                        values[name, g]["abs"].append(rms)  # on the device: one copy per layer at the end
+                        values[name, g]["rel"].append(torch.where(act > 0, rms / act, float("nan")))
     return values
