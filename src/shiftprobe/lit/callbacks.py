@@ -424,11 +424,10 @@ class ShiftProbeCallback(L.Callback):
         figures.update(save_family_figures(results, out))  # <family>.png for every other family
         for fig in figures.values():
             plt.close(fig)
-        for logger in trainer.loggers:
-            writer = getattr(logger, "experiment", None)
-            if hasattr(writer, "add_image"):
-                # the PNGs just written, not the figures drawn again (add_figure renders each anew)
-                for name in figures:
-                    pixels = plt.imread(out / f"{name}.png")[..., :3]
-                    writer.add_image(f"shift_probe/{name}", pixels, global_step=trainer.global_step, dataformats="HWC")
-                writer.flush()
+        writers = [w for w in (getattr(lg, "experiment", None) for lg in trainer.loggers) if hasattr(w, "add_image")]
+        # the PNGs just written, read once, not the figures drawn again (add_figure renders each anew)
+        pixels = {name: plt.imread(out / f"{name}.png")[..., :3] for name in figures} if writers else {}
+        for writer in writers:
+            for name, image in pixels.items():
+                writer.add_image(f"shift_probe/{name}", image, global_step=trainer.global_step, dataformats="HWC")
+            writer.flush()

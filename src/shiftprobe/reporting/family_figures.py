@@ -31,6 +31,7 @@ from shiftprobe.reporting.figures import (
     SCORE_CMAP,
     TRAINED_STYLE,
     UNTRAINED_STYLE,
+    _networks,
     _new_figure,
     _save,
 )
@@ -45,13 +46,6 @@ CURVE_ROWS = (
 )
 #: annotate heatmap cells when the grid is at most this many cells wide
 ANNOTATE_MAX_SIDE = 9
-
-
-def _networks(section: Mapping) -> list[tuple[str, Mapping]]:
-    nets = [("trained", section)]
-    if section.get("untrained"):
-        nets.append(("untrained", section["untrained"]))
-    return nets
 
 
 def _layer_colours(layers) -> dict[str, str]:
