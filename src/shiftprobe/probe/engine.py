@@ -465,24 +465,49 @@ class _Probe:
         return found
 
     def image_update(self, values: torch.Tensor, ids: torch.Tensor, control: dict) -> dict:
-        """Each image's mean over its pairs in every group (``K x B x G``, NaN where it has no defined
-        pair there) from the batch's per-pair values ``K x B x S`` (NaN = undefined) and shift ids
-        ``B x S``: sums and counts are the values times the rows of the membership matrix."""
-        defined = ~torch.isnan(values)
-        values = torch.where(defined, values, 0.0)
-        defined = defined.to(values.dtype)
-        if self.plan.uniform:  # the same shifts for every image: one (K B) x S x G matmul
-            rows = self.membership[ids[0]]
-            sums, counts = values @ rows, defined @ rows
-        else:
-            rows = self.membership[ids]  # B x S x G
-            sums, counts = torch.einsum("kbs,bsg->kbg", values, rows), torch.einsum("kbs,bsg->kbg", defined, rows)
-        zero = torch.zeros(values.shape[1], dtype=values.dtype, device=values.device)
-        image_control = torch.stack(
-            [control[layer, SCORE_CONTROL[metric]] if metric in SCORE_CONTROL else zero for layer, metric in self.image_keys]
-        )
-        # 0 / 0 = NaN: the image has no (defined) pair in the group
-        return {"image_means": sums / counts, "image_control": image_control}
+        """``image_update`` of the batch's per-pair values ``K x B x S`` and shift ids ``B x S``: the
+        membership rows of the shifts (one set for a uniform plan, one per image otherwise)."""
+        rows = self.membership[ids[0]] if self.plan.uniform else self.membership[ids]
+        return image_update(values, rows, self.image_keys, control)
+
+
+def image_update(values: torch.Tensor, rows: torch.Tensor, image_keys, control: dict) -> dict:
+    """Each image's mean over its pairs in every group (``K x B x G``, NaN where it has no defined pair
+    there) from per-pair values ``K x B x S`` (NaN = undefined) and the pairs' membership rows: ``S x G``
+    when every image has the same transforms (one (K B) x S x G matmul), ``B x S x G`` otherwise. The
+    accumulator update with the image's control values for the metrics of a score."""
+    defined = ~torch.isnan(values)
+    values = torch.where(defined, values, 0.0)
+    defined = defined.to(values.dtype)
+    rows = rows.to(values.dtype)
+    if rows.dim() == 2:
+        sums, counts = values @ rows, defined @ rows
+    else:
+        sums, counts = torch.einsum("kbs,bsg->kbg", values, rows), torch.einsum("kbs,bsg->kbg", defined, rows)
+    zero = torch.zeros(values.shape[1], dtype=values.dtype, device=values.device)
+    image_control = torch.stack(
+        [control[layer, SCORE_CONTROL[metric]] if metric in SCORE_CONTROL else zero for layer, metric in image_keys]
+    )
+    # 0 / 0 = NaN: the image has no (defined) pair in the group
+    return {"image_means": sums / counts, "image_control": image_control}
+
+
+def run_in_order(run, batches, threads: int, name: str = "shiftprobe-measure"):
+    """``run(batch)`` for every batch, yielded in batch order (so the float64 sums do not depend on the
+    timing); with ``threads > 1`` the batches run in a pool of threads named ``name``, torch at one
+    thread each. Close the generator (``contextlib.closing``) to restore torch's threads at once."""
+    threads = max(1, min(threads, len(batches)))
+    if threads == 1:
+        for idx in batches:
+            yield run(idx)
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name) as pool:
+            yield from pool.map(run, batches)
+    finally:
+        torch.set_num_threads(old)
 
 
 def classifier_layer(layers, geometry) -> str | None:
@@ -594,21 +619,13 @@ def _measure_network(model, images, labels, plan, *, layers, control_seed, batch
     # Python thread per core, each on its own batch, keeps both cores busy (PyTorch and NumPy release
     # the GIL). Updates are applied in batch order, so the float64 sums do not depend on the timing.
     threads = workers if workers is not None else (torch.get_num_threads() if device.type == "cpu" else 1)
-    threads = max(1, min(threads, len(batches)))
-    old_threads = torch.get_num_threads()
     bar = tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch", leave=False)
     loop_start[0] = time.perf_counter()
     try:
-        if threads == 1:
-            for idx in batches:
-                apply(run(idx))
-        else:
-            torch.set_num_threads(1)
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shiftprobe-measure") as pool:
-                for updates in pool.map(run, batches):
-                    apply(updates)
+        with contextlib.closing(run_in_order(run, batches, threads)) as ordered:
+            for updates in ordered:
+                apply(updates)
     finally:
-        torch.set_num_threads(old_threads)
         bar.close()
         probe.close()
         model.train(was_training)

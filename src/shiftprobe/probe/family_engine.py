@@ -24,15 +24,15 @@ shift), with its per-pair maximum; for the classifier consistency and shifted ac
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from shiftprobe.probe.accumulator import SCORE_CONTROL, new_accumulator
+from shiftprobe.probe.accumulator import new_accumulator
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
 from shiftprobe.probe.engine import (
     as_image_batch,
@@ -40,8 +40,10 @@ from shiftprobe.probe.engine import (
     control_offset,
     default_pairs_per_chunk,
     exact_float32,
+    image_update,
     model_device,
     model_dtype,
+    run_in_order,
     to_pixels,
 )
 from shiftprobe.probe.families import TransformFamily
@@ -189,20 +191,6 @@ class _FamilyProbe:
             updates.append({"shift_ids": ids, "pairs": pairs, "no_overlap": no_overlap})
         updates.append(image_update(torch.cat(chunk_values, dim=2), self.membership, self.image_keys, control))
         return updates
-
-
-def image_update(values: torch.Tensor, membership: torch.Tensor, image_keys, control: dict) -> dict:
-    """Each image's mean over its pairs in every group (``K x B x G``, NaN where none is defined) from
-    the per-pair values ``K x B x P`` (every image paired with every parameter, NaN = undefined)."""
-    defined = ~torch.isnan(values)
-    values = torch.where(defined, values, 0.0)
-    rows = membership.to(values.dtype)
-    sums, counts = values @ rows, defined.to(values.dtype) @ rows
-    zero = torch.zeros(values.shape[1], dtype=values.dtype, device=values.device)
-    image_control = torch.stack(
-        [control[layer, SCORE_CONTROL[metric]] if metric in SCORE_CONTROL else zero for layer, metric in image_keys]
-    )
-    return {"image_means": sums / counts, "image_control": image_control}
 
 
 # -- the section of results.json ------------------------------------------------------------------
@@ -367,10 +355,11 @@ def _measure_family(model, images, labels, family, *, layers, control_seed, batc
     threads = workers if workers is not None else (torch.get_num_threads() if device.type == "cpu" else 1)
     bar = tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch", leave=False)
     try:
-        for updates in run_in_order(run, batches, threads):
-            for update in updates:
-                acc.update(**update)
-            bar.update()
+        with contextlib.closing(run_in_order(run, batches, threads, "shiftprobe-family")) as ordered:
+            for updates in ordered:
+                for update in updates:
+                    acc.update(**update)
+                bar.update()
     finally:
         bar.close()
         probe.close()
@@ -382,23 +371,6 @@ def _measure_family(model, images, labels, family, *, layers, control_seed, batc
     section = build_family_section(raw, family, probe.names, geometry, k, classifier, metrics, image_size, dtype)
     section["seconds"] = time.perf_counter() - start
     return section
-
-
-def run_in_order(run, batches, threads: int):
-    """``run(batch)`` for every batch, yielded in batch order (so float64 sums do not depend on timing);
-    with ``threads > 1`` the batches run in a thread pool, each thread on one core."""
-    threads = max(1, min(threads, len(batches)))
-    if threads == 1:
-        for idx in batches:
-            yield run(idx)
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shiftprobe-family") as pool:
-            yield from pool.map(run, batches)
-    finally:
-        torch.set_num_threads(old)
 
 
 # -- several families in one call (``shiftprobe.measure``) ------------------------------------------
