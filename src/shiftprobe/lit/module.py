@@ -66,7 +66,6 @@ class ShiftProbeModule(L.LightningModule):
         self.train_loss = EpochRatio(integer=False)
         self.train_acc = EpochRatio(integer=True)
         self._epoch_sums: list | None = None  # [loss x images, correct predictions, images] this epoch
-        self._loss_dtype = self.train_loss.dtype
         #: the latest batch's figures, on the device, for the progress bar to read when it redraws
         self.step_metrics: dict[str, torch.Tensor] = {}
         self._worst: torch.Tensor | None = None  # [any NaN, worst loss] since the last check (accelerators)
@@ -162,7 +161,7 @@ class ShiftProbeModule(L.LightningModule):
             optimizer.step()
         n = len(y)
         # in the metric's dtype, as MeanMetric casts each value (a no-op in float32)
-        loss_images, correct = loss.detach().to(self._loss_dtype) * n, (preds == y).sum()
+        loss_images, correct = loss.detach().to(self.train_loss.dtype) * n, (preds == y).sum()
         if self._epoch_sums is None:
             self._epoch_sums = [loss_images, correct, n]
         else:
@@ -182,7 +181,6 @@ class ShiftProbeModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sums = None
-        self._loss_dtype = self.train_loss.dtype
 
     def on_train_epoch_end(self) -> None:
         # per epoch: the mean over every training image of every rank (the metrics sum their states)
