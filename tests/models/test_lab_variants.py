@@ -49,7 +49,7 @@ def uint8_set():
     "model,pool,padding,maps,fc1_in,crop_windows",
     [
         ("lab", "max", "valid", (24, 8), 320, True),
-        ("blurpool", "blur", "valid", (24, 8), 320, False),
+        ("blurpool", "blur", "valid", (24, 8), 320, True),
         ("circular", "max", "circular", (28, 14), 20 * 7 * 7, False),
     ],
 )
@@ -59,7 +59,7 @@ def test_variant_from_config(tmp_path, model, pool, padding, maps, fc1_in, crop_
     assert (net.pool, net.padding) == (pool, padding)
     geo = infer_geometry(net, resolve_layers(net, ["conv1", "conv2"]), (1, 28, 28))
     assert (geo["conv1"].stride, geo["conv2"].stride) == ((1, 1), (2, 2))  # inferred, not declared
-    assert net.supports_crop_windows is crop_windows  # the measurement's fast path only for the lab net
+    assert net.supports_crop_windows is crop_windows  # the measurement's fast path: valid convolutions only
     assert net.fc1.in_features == fc1_in
     p = net.probe(torch.rand(2, 1, 28, 28))
     assert p["conv1"].shape[-1] == maps[0] and p["conv2"].shape[-1] == maps[1]
@@ -125,23 +125,6 @@ def test_blurpool_exactness(blurpool, dy, dx):
         whole = LayerGeometry("conv2", "spatial", (20, 8, 8), stride=(2, 2), receptive_field=(0, 0, 0, 0),
                               interior=(0, 7, 0, 7))
         assert aligned_rel_at(base["conv2"], t["conv2"], dy // 2, dx // 2, whole, "crop").min() > 1e-3
-
-
-def test_blurpool_measurement_uses_the_generic_path(images):
-    """No crop-window fast path for blurpool: fast_path=True must give the plain path's figures."""
-    torch.manual_seed(0)
-    net = LabCNN(pool="blur")
-    x = (images[:, 0] * 255).to(torch.uint8)
-    y = torch.zeros(len(x), dtype=torch.long)
-    plan = ShiftPlan.build(2, mode="crop", n_images=len(x))
-    fast = measure_network(net, x, y, plan, fast_path=True, workers=1)
-    plain = measure_network(net, x, y, plan, fast_path=False, workers=1)
-    assert fast["fast_path"] is False and plain["fast_path"] is False
-    for a, b in zip(fast["shifts"], plain["shifts"], strict=True):
-        assert a["conv2"]["rel"] == pytest.approx(b["conv2"]["rel"], abs=1e-9)
-        assert a["fc1"]["rel"] == pytest.approx(b["fc1"]["rel"], abs=1e-9)
-        if (a["dy"] % 2, a["dx"] % 2) == (0, 0):  # exact on the certified region, end to end
-            assert a["conv2"]["aligned_rel_max"] < EXACT
 
 
 # -- circular padding measured with roll shifts: the exact setting -------------------------------------

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.common import PixelInputNet, check_positive_int
+from shiftprobe.models.crop_windows import CropWindowProbe
 
 # Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
 # pixel interval [r*i + a, r*i + b]. A layer with kernel k, stride s, padding p on a map with
@@ -37,7 +38,7 @@ RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
 }
 
 
-class AllConvCNN(PixelInputNet):
+class AllConvCNN(CropWindowProbe, PixelInputNet):
     """The lab CNN with stride-2 convolutions ``down1`` (10->10 k2 s2) and ``down2`` (20->20 k2 s2)
     instead of max pools.
 
@@ -49,6 +50,9 @@ class AllConvCNN(PixelInputNet):
     default_probe_layers: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2")
     #: display name -> module name
     layer_aliases: dict[str, str] = {"logits": "fc2"}
+    #: the probe points of the crop fast path (``CropWindowProbe``: conv1 once on the padded images,
+    #: down1 and conv2 once per phase of the stride-2 convolution, the head per shift)
+    crop_window_layers: tuple[str, ...] = ("conv1", "conv2", "fc1", "logits")
 
     def __init__(self, in_channels: int = 1, normalize: bool = False, image_size: int = 28):
         super().__init__(normalize)
@@ -69,3 +73,14 @@ class AllConvCNN(PixelInputNet):
         conv2 = self.conv2(h)
         fc1 = self.fc1(F.relu(self.down2(F.relu(conv2))).flatten(1))
         return F.log_softmax(self.fc2(F.relu(fc1)), dim=1), conv2, fc1
+
+    # -- the crop fast path (``CropWindowProbe``) ------------------------------------------------------
+    def crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.prepare(x))
+
+    def crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.down1(F.relu(conv1))))
+
+    def crop_head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
+        fc1 = self.fc1(F.relu(self.down2(F.relu(conv2))).flatten(1))
+        return {"fc1": fc1, "logits": self.fc2(F.relu(fc1))}

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
+from shiftprobe.models.crop_windows import CropWindowProbe
 from shiftprobe.models.lab import MaxPool2x2
 
 # Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
@@ -38,7 +39,7 @@ RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
 }
 
 
-class GapCNN(PixelInputNet):
+class GapCNN(CropWindowProbe, PixelInputNet):
     """The lab CNN's convolutions and max pools, a global-average-pooling probe point ``gap``
     (B x 20) and a linear head fc1 20->50, fc2 50->10.
 
@@ -50,6 +51,9 @@ class GapCNN(PixelInputNet):
     default_probe_layers: tuple[str, ...] = ("conv1", "conv2", "gap", "fc1", "fc2")
     #: display name -> module name
     layer_aliases: dict[str, str] = {"logits": "fc2"}
+    #: the probe points of the crop fast path (``CropWindowProbe``: conv1 once on the padded images,
+    #: pool1 and conv2 once per pooling phase, the head per shift)
+    crop_window_layers: tuple[str, ...] = ("conv1", "conv2", "gap", "fc1", "logits")
 
     def __init__(self, in_channels: int = 1, normalize: bool = False):
         super().__init__(normalize)
@@ -66,3 +70,15 @@ class GapCNN(PixelInputNet):
         conv2 = self.conv2(F.relu(self.pool1(self.conv1(self.prepare(x)))))
         fc1 = self.fc1(self.gap(F.relu(self.pool2(conv2))))
         return F.log_softmax(self.fc2(F.relu(fc1)), dim=1), conv2, fc1
+
+    # -- the crop fast path (``CropWindowProbe``) ------------------------------------------------------
+    def crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.prepare(x))
+
+    def crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.pool1(conv1)))
+
+    def crop_head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
+        gap = self.gap(F.relu(self.pool2(conv2)))
+        fc1 = self.fc1(gap)
+        return {"gap": gap, "fc1": fc1, "logits": self.fc2(F.relu(fc1))}

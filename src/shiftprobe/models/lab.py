@@ -16,13 +16,12 @@ Variants: ``pool="blur"`` (MaxPool(2, stride 1) then a binomial BlurPool, R. Zha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.blurpool import BlurPool2d
+from shiftprobe.models.crop_windows import CropWindowProbe
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 PROBE_LAYERS = ("conv1", "conv2", "fc1", "logits")
@@ -32,20 +31,34 @@ PADDINGS = ("valid", "circular")
 
 
 class MaxPool2x2(nn.Module):
-    """``max_pool2d(x, 2)``. Without autograd it runs as two element-wise maxima of strided views:
-    the same values, about ten times faster than PyTorch's CPU pooling kernel for these small maps.
-    With autograd it is ``F.max_pool2d`` itself, so training follows the lab exactly (ties included)."""
+    """``max_pool2d(x, 2, stride)`` for ``stride`` 2 (the lab's pool) or 1 (the blur-pool variant's first
+    step). Without autograd it runs as two element-wise maxima of shifted (stride 1) or strided (stride 2)
+    views: the same values (a maximum is exact, NaN propagates as in the pooling kernel), several times
+    faster than PyTorch's CPU pooling kernel for these small maps. With autograd it is ``F.max_pool2d``
+    itself, so training follows the lab exactly (ties included)."""
+
+    def __init__(self, stride: int = 2):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"MaxPool2x2 stride must be 1 or 2, got {stride!r}")
+        self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
-            return F.max_pool2d(x, 2)
+            return F.max_pool2d(x, 2, stride=self.stride)
+        if self.stride == 1:
+            rows = torch.maximum(x[..., :-1, :], x[..., 1:, :])
+            return torch.maximum(rows[..., :-1], rows[..., 1:])
         h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
         x = x[..., :h, :w]
         rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
         return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
+    def extra_repr(self) -> str:
+        return f"kernel_size=2, stride={self.stride}"
 
-class LabCNN(nn.Module):
+
+class LabCNN(CropWindowProbe, nn.Module):
     """The lab CNN. ``probe(x)`` returns every probe point by name; ``forward`` the lab's triple."""
 
     #: probe points measured by default (module names, or aliases below)
@@ -54,10 +67,6 @@ class LabCNN(nn.Module):
     layer_aliases = {"logits": "fc2"}
     #: the probe points ``probe_crop_shifts`` computes (the crop fast path's reach)
     crop_window_layers = ("conv1", "conv2", "fc1", "logits")
-    #: the probe points whose ``probe_crop_shifts`` maps are windows of one map of the basis that moves
-    #: by ``shift / stride`` (conv1: the padded image's conv1; conv2: one map per pooling phase, so at
-    #: even shifts): there a shifted map holds, at each position, the very number of the unshifted one
-    crop_window_maps = ("conv1", "conv2")
 
     def __init__(
         self,
@@ -77,8 +86,8 @@ class LabCNN(nn.Module):
         self.conv1 = nn.Conv2d(1, 10, kernel_size=5, **conv_kw)
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **conv_kw)
         if pool == "blur":
-            self.pool1 = nn.Sequential(nn.MaxPool2d(2, stride=1), BlurPool2d(10, blur_filter_size, stride=2))
-            self.pool2 = nn.Sequential(nn.MaxPool2d(2, stride=1), BlurPool2d(20, blur_filter_size, stride=2))
+            self.pool1 = nn.Sequential(MaxPool2x2(stride=1), BlurPool2d(10, blur_filter_size, stride=2))
+            self.pool2 = nn.Sequential(MaxPool2x2(stride=1), BlurPool2d(20, blur_filter_size, stride=2))
         else:
             self.pool1 = MaxPool2x2()
             self.pool2 = MaxPool2x2()
@@ -117,70 +126,33 @@ class LabCNN(nn.Module):
         p = self.probe(x)
         return F.log_softmax(p["logits"], dim=1), p["conv2"], p["fc1"]
 
-    # -- all crop-mode shifts of a batch at once -------------------------------------------------
+    # -- all crop-mode shifts of a batch at once (``CropWindowProbe``) ----------------------------
     @property
     def supports_crop_windows(self) -> bool:
-        """True when every layer up to conv2 is 'window-compatible' (valid convs, stride-2 max pool)."""
-        return self.pool == "max" and self.padding == "valid"
+        """True with valid convolutions: conv1 and the max pool (stride 2 in the lab net, stride 1 as the
+        blur-pool variant's first step) are window-compatible."""
+        return self.padding == "valid"
 
-    def crop_shift_basis(self, x: torch.Tensor, max_shift: int) -> dict:
-        """What every crop-mode shift up to ``max_shift`` of ``x`` shares: see ``probe_crop_shifts``."""
-        if not self.supports_crop_windows:
-            raise NotImplementedError("crop-window probing needs pool='max' and padding='valid'")
-        m = int(max_shift)
-        xp = F.pad(x, (m, m, m, m))  # zeros in pixel space: exactly what crop mode fills in
-        a = self.conv1(self.prepare(xp))  # B x 10 x (24+2m) x (24+2m)
-        phases = {}
-        for py in (0, 1):
-            for px in (0, 1):
-                phases[py, px] = self.conv2(F.relu(self.pool1(a[:, :, py:, px:])))
-        return {"max_shift": m, "conv1": a, "conv2_phases": phases}
+    @property
+    def uses_prewindow(self) -> bool:
+        """The blur-pool variant: only its stride-1 max pool is window-compatible, the blur (reflect
+        padding) runs per shift on the windows of the max-pooled padded conv1."""
+        return self.pool == "blur"
 
-    def probe_crop_shifts(
-        self, x: torch.Tensor | None, shifts: Sequence[tuple[int, int]], basis: dict | None = None
-    ) -> dict[str, torch.Tensor]:
-        """``probe(T(s) x)`` for every shift ``s`` (crop mode), as ``B x S x ...`` tensors.
+    def crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.prepare(x))
 
-        A crop-mode shift of ``x`` is a 28x28 window of ``x`` zero-padded by ``m = max |shift|``, and a
-        valid convolution of a window is the window of the convolution. So conv1 runs once on the
-        padded image, the stride-2 max pool once per phase (4 phases), conv2 once per phase, and each
-        shift's conv1/conv2 maps are windows of those (``crop_shift_basis``; pass it as ``basis`` to
-        reuse it across chunks of shifts). Only the small head (pool, fc1, fc2) runs per shift.
-        Mathematically identical to ``probe(shift_images(x, dy, dx))``; the tests check it to float
-        precision.
-        """
-        shifts = [(int(dy), int(dx)) for dy, dx in shifts]
-        need = max((max(abs(dy), abs(dx)) for dy, dx in shifts), default=0)
-        if basis is None or basis["max_shift"] < need:
-            basis = self.crop_shift_basis(x, need)
-        maps = {}
-        for name in CONV_LAYERS:
-            side = self.map_sizes[name]
-            windows = []
-            for dy, dx in shifts:
-                source, y0, x0 = self.crop_window_source(basis, name, dy, dx)
-                windows.append(source[:, :, y0 : y0 + side, x0 : x0 + side])
-            maps[name] = torch.stack(windows, dim=1)
-        conv1, conv2 = maps["conv1"], maps["conv2"]
-        b, s = conv2.shape[:2]
-        head = self.head(conv2.reshape(b * s, *conv2.shape[2:]))
-        return {
-            "conv1": conv1,
-            "conv2": conv2,
-            "fc1": head["fc1"].view(b, s, -1),
-            "logits": head["logits"].view(b, s, -1),
-        }
+    def crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.pool1(conv1)))
 
-    def crop_window_source(self, basis: dict, name: str, dy: int, dx: int) -> tuple[torch.Tensor, int, int]:
-        """``(map, y0, x0)``: probe point ``name`` (one of ``crop_window_maps``) of the crop-shifted image is
-        the ``map_sizes[name]``-sided window of ``map`` (a tensor of ``basis``) at origin ``(y0, x0)``."""
-        m = basis["max_shift"]
-        sy, sx = m - dy, m - dx  # window origin in the padded conv1 map
-        if name == "conv1":
-            return basis["conv1"], sy, sx
-        if name == "conv2":  # the pooling phase of the origin, then the origin in that phase's map
-            return basis["conv2_phases"][sy % 2, sx % 2], sy // 2, sx // 2
-        raise KeyError(f"{name!r} is not one of crop_window_maps {self.crop_window_maps}")
+    def crop_prewindow(self, conv1: torch.Tensor) -> torch.Tensor:
+        return self.pool1[0](conv1)
+
+    def crop_after_prewindow(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.pool1[1](windows)))
+
+    def crop_head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(conv2)
 
 
 # Hand-derived receptive fields of the lab CNN (pool='max', padding='valid'), checked against a

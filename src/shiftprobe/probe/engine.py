@@ -9,8 +9,9 @@ Speed: for each batch of images, the shifts are processed in chunks of about ``p
 image-shift pairs (so the activations of the whole grid never exist at once; default per device,
 ``default_pairs_per_chunk``: 256 on the CPU, where a chunk's maps stay in the cache, 4096 on an
 accelerator, where larger kernels keep it busy). In crop mode, a model
-that offers it (``supports_crop_windows``, e.g. the lab CNN) computes all the shifts of a chunk from
-one convolution of the zero-padded images; otherwise the shifted images are stacked into one batch.
+that offers it (``supports_crop_windows``: ``shiftprobe.models.crop_windows.CropWindowProbe``, e.g. the lab
+CNN) computes all the shifts of a chunk from one pass over the zero-padded images; otherwise the
+shifted images are stacked into one batch.
 
 Precision: the network runs in its own parameter dtype (e.g. bfloat16 after ``precision=bf16-true``);
 half-precision features are compared in float32, sums are float64 where the device has it. On CUDA,
@@ -453,13 +454,8 @@ class _Probe:
             # on an accelerator the check (a host read) is made on the first batch only: whether the
             # window of the padded pass reproduces f(x) bit for bit is a property of the kernels
             return self._window_layers
-        def center(name: str) -> torch.Tensor:  # the zero shift's window, cut as probe_crop_shifts cuts it
-            source, y0, x0 = self.model.crop_window_source(basis, name, 0, 0)
-            side = self.model.map_sizes[name]
-            return source[:, :, y0 : y0 + side, x0 : x0 + side]
-
-        with host_read():
-            found = {n for n in names if torch.equal(center(n), base[n])}
+        with host_read():  # the zero shift's window, cut as probe_crop_shifts cuts it
+            found = {n for n in names if torch.equal(self.model.crop_window(basis, n, 0, 0), base[n])}
         if self.accelerator:
             self._window_layers = found
         return found

@@ -1,0 +1,123 @@
+"""The crop fast path (``shiftprobe.models.crop_windows.CropWindowProbe``) of every network that has one.
+
+Two independent computations of the same numbers: every probe point of ``probe_crop_shifts`` (windows of
+one pass over the zero-padded images) against forward hooks on the network run on each crop-shifted
+image (``shift_images``); and the whole measurement with the fast path against the plain path (the
+shifted images stacked and run through the network).
+"""
+
+import math
+
+import pytest
+import torch
+
+from shiftprobe.models import AllConvCNN, GapCNN, LabCNN
+from shiftprobe.probe.capture import LayerCapture, resolve_layers
+from shiftprobe.probe.engine import measure_network
+from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.transforms import shift_images
+
+NETWORKS = {
+    "lab": lambda: LabCNN(),
+    "lab normalized": lambda: LabCNN(normalize=True),
+    "blurpool": lambda: LabCNN(pool="blur"),
+    "blurpool 5 taps": lambda: LabCNN(pool="blur", blur_filter_size=5),
+    "gap": lambda: GapCNN(),
+    "gap 3 channels": lambda: GapCNN(in_channels=3),
+    "allconv": lambda: AllConvCNN(),
+}
+
+
+def _images(channels: int, n: int = 5, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, 28, 28, generator=g)
+    x[..., :3, :] = 0  # a blank border, as in MNIST: windows of the padding and of the image meet
+    return x
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_every_probe_point_equals_the_network_on_the_shifted_images(name):
+    torch.manual_seed(0)
+    net = NETWORKS[name]().eval()
+    x = _images(getattr(net, "in_channels", 1))
+    layers = resolve_layers(net, None)
+    assert {layer.name for layer in layers} <= set(net.crop_window_layers)
+    shifts = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)]
+    capture = LayerCapture(net, layers)
+    try:
+        with torch.inference_mode():
+            fast = net.probe_crop_shifts(x, shifts)
+            for j, (dy, dx) in enumerate(shifts):
+                ref = capture.run(shift_images(x, dy, dx))
+                for layer in layers:
+                    expected = ref[layer.name]
+                    got = fast[layer.name][:, j]
+                    assert got.shape == expected.shape, (layer.name, dy, dx)
+                    tol = 1e-6 * max(1.0, float(expected.abs().max()))  # float32: a few ulps of the largest value
+                    assert (got - expected).abs().max() <= tol, (layer.name, dy, dx)
+    finally:
+        capture.remove()
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_window_maps_hold_the_very_numbers_of_the_unshifted_map(name):
+    """``crop_window_maps`` at the zero shift are f(x) bit for bit (what the engine's exact zeros rely on);
+    the blur pool's conv2 is not among them (its reflect padding depends on the window)."""
+    torch.manual_seed(0)
+    net = NETWORKS[name]().eval()
+    x = _images(getattr(net, "in_channels", 1))
+    assert ("conv2" in net.crop_window_maps) is (getattr(net, "pool", "max") == "max")
+    layers = resolve_layers(net, list(net.crop_window_maps))
+    capture = LayerCapture(net, layers)
+    try:
+        with torch.inference_mode():
+            basis = net.crop_shift_basis(x, 3)
+            base = capture.run(x)
+            for layer in layers:
+                assert torch.equal(net.crop_window(basis, layer.name, 0, 0), base[layer.name]), layer.name
+    finally:
+        capture.remove()
+
+
+def _assert_same_figures(a, b, path=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), (path, set(a) ^ set(b))
+        for key in a:
+            if key not in ("seconds", "fast_path"):
+                _assert_same_figures(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for u, v in zip(a, b, strict=True):
+            _assert_same_figures(u, v, path)
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), path
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-6), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("name", ["blurpool", "gap", "allconv"])
+def test_fast_path_measurement_equals_the_plain_path(name):
+    torch.manual_seed(0)
+    net = NETWORKS[name]()
+    x = (_images(1, n=12, seed=1)[:, 0] * 255).to(torch.uint8)
+    y = torch.arange(12) % 10
+    plan = ShiftPlan.build(2, mode="crop", n_images=len(x))
+    fast = measure_network(net, x, y, plan, fast_path=True, batch_size=5, workers=1)
+    plain = measure_network(net, x, y, plan, fast_path=False, batch_size=5, workers=1)
+    assert fast["fast_path"] is True and plain["fast_path"] is False
+    _assert_same_figures(plain, fast)
+
+
+def test_blurpool_conv2_is_exact_at_even_shifts_on_its_certified_region():
+    """The blur's reflect padding breaks conv2's window property, not its exactness where certified."""
+    torch.manual_seed(0)
+    net = LabCNN(pool="blur")
+    x = (_images(1, n=6, seed=2)[:, 0] * 255).to(torch.uint8)
+    res = measure_network(net, x, None, ShiftPlan.build(2, mode="crop", n_images=len(x)), workers=1)
+    assert res["fast_path"] is True
+    even = [s for s in res["shifts"] if (s["dy"] % 2, s["dx"] % 2) == (0, 0)]
+    assert even and all(s["conv2"]["aligned_rel_max"] < 1e-5 for s in even)
+    odd = [s for s in res["shifts"] if s["dx"] % 2]
+    assert odd and all(s["conv2"]["aligned_rel"] is None for s in odd)  # the stride does not divide the shift
