@@ -251,6 +251,53 @@ def both_networks_seconds(trained, images, labels, max_shift: int, device: str =
     return {"seconds": seconds, "images": len(images), "pairs": 2 * len(images) * plan.shifts_per_image}
 
 
+#: the networks of ``variant_speeds`` (``model=`` names; seed 0, untrained weights)
+VARIANTS = ("lab", "blurpool", "circular", "gap", "allconv", "resnet")
+
+
+def _variant(name: str):
+    from shiftprobe.models import AllConvCNN, GapCNN, LabCNN, SmallResNet
+
+    build = {
+        "lab": LabCNN,
+        "blurpool": lambda: LabCNN(pool="blur"),
+        "circular": lambda: LabCNN(padding="circular"),
+        "gap": GapCNN,
+        "allconv": AllConvCNN,
+        "resnet": SmallResNet,
+    }[name]
+    torch.manual_seed(0)
+    return build().eval()
+
+
+def variant_speeds(images, labels, max_shift: int, repeats: int, device: str = "cpu") -> dict:
+    """Seconds of the default measurement of one network (``measure_network``, shift=medium) for each of
+    ``VARIANTS`` over the same images, the variants alternating within each repeat; medians, each over
+    the lab's (``ratio_to_lab``) and whether the crop fast path served it."""
+    from shiftprobe.probe.engine import measure_network
+    from shiftprobe.probe.plan import ShiftPlan
+
+    plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
+    runs = {name: [] for name in VARIANTS}
+    fast = {}
+    for _ in range(repeats):
+        for name in VARIANTS:
+            net = _variant(name).to(device)
+            _sync(device)
+            start = time.perf_counter()
+            res = measure_network(net, images, labels, plan, device=device)
+            _sync(device)
+            runs[name].append(time.perf_counter() - start)
+            fast[name] = res["fast_path"]
+    lab = statistics.median(runs["lab"])
+    out = {"images": len(images), "max_shift": max_shift}
+    for name in VARIANTS:
+        seconds = statistics.median(runs[name])
+        out[name] = {"seconds": seconds, "ratio_to_lab": seconds / lab, "fast_path": fast[name], "runs": runs[name]}
+    out["blurpool_ratio"] = out["blurpool"]["ratio_to_lab"]
+    return out
+
+
 @torch.inference_mode()
 def forward_speed(images, max_shift: int, batch_images: int = 64, pairs_per_batch: int = 1024,
                   device: str = "cpu") -> dict:
@@ -368,6 +415,7 @@ def run_bench(
     log=print,
     both_images: int | None = None,
     gpu_device: str | None = None,
+    variant_images: int | None = None,
 ) -> dict:
     """Run every benchmark; ``quick``: tiny sizes for a smoke test (figures not meaningful).
 
@@ -378,6 +426,7 @@ def run_bench(
     measure_images = measure_images or (32 if quick else 2000)
     memory_images = memory_images or (32 if quick else 10000)
     both_images = both_images or (32 if quick else 10000)
+    variant_images = variant_images or (16 if quick else 500)
     if gpu_device is None and torch.cuda.is_available():
         gpu_device = "cuda"
     tmp = None
@@ -448,6 +497,10 @@ def run_bench(
             "both_networks_images": len(images),
             "both_networks_runs": [r["seconds"] for r in both],
         }
+        # the variants against the lab (target 3)
+        images, labels = _test_set(root, variant_images)
+        log(f"variants: {', '.join(VARIANTS)}, {len(images)} test images, {repeats} repeats")
+        result["variants"] = variant_speeds(images, labels, max_shift, repeats)
 
         # end to end, and the start-up share
         quick_args = (
@@ -532,6 +585,7 @@ TARGETS = (
     ("1", "training, project / plain in-memory loop", ("training", "ratio_to_bare"), ">=", 0.9, "x"),
     ("2", "measurement of both networks, every test image", ("measurement", "both_networks_seconds"), "<=", 12.0, "s"),
     ("2", "measurement / bare forward (pairs/s)", ("measurement", "ratio"), ">=", 3.0, "x"),
+    ("3", "blur-pool measurement / the lab's", ("variants", "blurpool_ratio"), "<=", 2.0, "x"),
     ("5", "peak RSS, 17x17 measurement", ("peak_memory", "peak_rss_bytes"), "<=", 2 * 2**30, "bytes"),
 )
 
@@ -587,6 +641,18 @@ def format_table(result: dict) -> str:
         f"| measurement of both networks, {m['both_networks_images']:,} images, shift max {m['max_shift']} | "
         f"{m['both_networks_seconds']:.1f} s |",
     ]
+    v = result.get("variants")
+    if v is not None:
+        lines += [
+            "",
+            f"| network (one, {v['images']:,} images, shift max {v['max_shift']}) | seconds | / lab | crop fast path |",
+            "|---|---:|---:|:---:|",
+            *(f"| {name} | {v[name]['seconds']:.2f} | {v[name]['ratio_to_lab']:.2f} | "
+              f"{'yes' if v[name]['fast_path'] else 'no'} |" for name in VARIANTS),
+            "",
+            "| figure | value |",
+            "|---|---:|",
+        ]
     g = result.get("gpu")
     if g is None:
         lines.append("| GPU | no GPU on this machine |")

@@ -9,7 +9,17 @@ import torch
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from benchlib import TARGETS, bare_training, format_table, gpu_bench, run_bench, targets  # noqa: E402
+from benchlib import (  # noqa: E402
+    TARGETS,
+    VARIANTS,
+    _test_set,
+    bare_training,
+    format_table,
+    gpu_bench,
+    run_bench,
+    targets,
+    variant_speeds,
+)
 
 
 def positive(x) -> bool:
@@ -28,6 +38,7 @@ def test_quick_bench_structure(mnist_root, tmp_path):
     for value in (m["measure_pairs_per_s"], m["forward_pairs_per_s"], m["ratio"]):
         assert positive(value)
     assert m["pairs"] == m["images"] * (2 * m["max_shift"] + 1) ** 2
+    assert result["variants"]["images"] == 16 and positive(result["variants"]["blurpool_ratio"])
     assert positive(e["wall_s"]) and 0 < e["first_step_s"] < e["wall_s"] and 0 < e["first_step_share"] < 1
     assert p["peak_rss_bytes"] > 50 * 2**20 and e["peak_rss_bytes"] > 50 * 2**20
     json.dumps(result)  # JSON-serialisable
@@ -36,7 +47,7 @@ def test_quick_bench_structure(mnist_root, tmp_path):
     assert "plain in-memory loop" in table and "| target | measured | goal | met |" in table
 
 
-def fake_result(gpu=None, ratio_to_bare=0.95, seconds=20.0) -> dict:
+def fake_result(gpu=None, ratio_to_bare=0.95, seconds=20.0, blurpool_ratio=1.8) -> dict:
     """A hand-built bench result: every key format_table and targets read."""
     return {
         "training": {"project_images_per_s": 19000.0, "lab_images_per_s": 14000.0, "ratio": 19 / 14,
@@ -46,6 +57,10 @@ def fake_result(gpu=None, ratio_to_bare=0.95, seconds=20.0) -> dict:
         "end_to_end": {"command": "python train.py trainer.max_epochs=1", "wall_s": 60.0, "first_step_s": 6.0,
                        "first_step_share": 0.1, "peak_rss_bytes": 2**30},
         "peak_memory": {"peak_rss_bytes": 3 * 2**30, "grid": "17x17", "n_images": 10000, "wall_s": 30.0},
+        "variants": {
+            "images": 500, "max_shift": 4, "blurpool_ratio": blurpool_ratio,
+            **{name: {"seconds": 1.0 + i, "ratio_to_lab": 1.0 + i, "fast_path": i < 2} for i, name in enumerate(VARIANTS)},
+        },
         "gpu": gpu,
         "machine": {"cpu_count": 2, "torch_threads": 2, "torch": "x", "lightning": "y"},
         "repeats": 3,
@@ -59,6 +74,8 @@ def test_targets_say_which_are_met():
     assert not goals["measurement.both_networks_seconds"]["met"]  # 20 s > 12 s
     assert goals["measurement.ratio"]["met"]  # 3.0 >= 3: the bound is met
     assert not goals["peak_memory.peak_rss_bytes"]["met"]  # 3 GB > 2 GB
+    assert goals["variants.blurpool_ratio"]["met"]  # 1.8 <= 2
+    assert not {g["key"]: g for g in targets(fake_result(blurpool_ratio=2.1))}["variants.blurpool_ratio"]["met"]
     assert not targets(fake_result(ratio_to_bare=0.89))[0]["met"]
 
 
@@ -69,12 +86,24 @@ def test_table_states_targets_and_the_gpu_section():
     assert "| 1. training, project / plain in-memory loop | 0.95x | >= 0.90x | yes |" in lines
     assert "| 2. measurement of both networks, every test image | 20.0 s | <= 12.0 s | **no** |" in lines
     assert "| 5. peak RSS, 17x17 measurement | 3.00 GB | <= 2.00 GB | **no** |" in lines
+    assert "| 3. blur-pool measurement / the lab's | 1.80x | <= 2.00x | yes |" in lines
+    assert "| blurpool | 2.00 | 2.00 | yes |" in lines and "| circular | 3.00 | 3.00 | no |" in lines
     assert "| GPU | no GPU on this machine |" in lines and "QUICK" not in table
     gpu = {"device": "NVIDIA H100", "project_images_per_s": 50000.0, "bare_images_per_s": 60000.0,
            "ratio_to_bare": 50 / 60, "batches": 860, "epoch_seconds": 1.1, "both_networks_seconds": 2.5,
            "both_networks_images": 10000}
     table = format_table(fake_result(gpu=gpu))
     assert "GPU (NVIDIA H100)" in table and "| GPU: 860 training batches (one epoch) | 1.10 s |" in table
+
+
+def test_variant_speeds_time_every_network_against_the_lab(mnist_root):
+    images, labels = _test_set(str(mnist_root), 6)
+    out = variant_speeds(images, labels, max_shift=1, repeats=1)
+    json.dumps(out)
+    assert out["lab"]["ratio_to_lab"] == 1.0 and out["blurpool_ratio"] == out["blurpool"]["ratio_to_lab"]
+    assert all(positive(out[name]["seconds"]) for name in VARIANTS)
+    # the crop fast path serves the networks with valid convolutions, not the circular or zero-padded ones
+    assert {name for name in VARIANTS if out[name]["fast_path"]} == {"lab", "blurpool", "gap", "allconv"}
 
 
 def test_bare_loop_trains_the_lab_net(mnist_root):
