@@ -190,6 +190,6 @@ def test_the_guard_catches_host_reads(guard):
 
 
 def test_pairs_per_chunk_per_device():
-    assert engine.default_pairs_per_chunk("cpu") == 256
+    assert engine.default_pairs_per_chunk("cpu") == 512
     assert engine.default_pairs_per_chunk(torch.device("cuda")) == 4096
     assert engine.default_pairs_per_chunk("mps") == 4096

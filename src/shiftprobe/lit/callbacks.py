@@ -140,7 +140,7 @@ class ShiftProbeCallback(L.Callback):
         seed: int = 0,
         layers: list[str] | None = None,
         batch_size: int = 64,
-        pairs_per_chunk: int | None = None,  # None: per device (256 on the CPU, 4096 on an accelerator)
+        pairs_per_chunk: int | None = None,  # None: per device (512 on the CPU, 4096 on an accelerator)
         fast_path: bool = True,
         untrained: bool = True,
         figures: bool = True,

@@ -7,7 +7,7 @@ A DDP rank passes its ``rank`` / ``world_size`` and processes the images ``rank,
 
 Speed: for each batch of images, the shifts are processed in chunks of about ``pairs_per_chunk``
 image-shift pairs (so the activations of the whole grid never exist at once; default per device,
-``default_pairs_per_chunk``: 256 on the CPU, where a chunk's maps stay in the cache, 4096 on an
+``default_pairs_per_chunk``: 512 on the CPU, where a chunk's maps stay in the cache, 4096 on an
 accelerator, where larger kernels keep it busy). In crop mode, a model
 that offers it (``supports_crop_windows``: ``shiftprobe.models.crop_windows.CropWindowProbe``, e.g. the lab
 CNN) computes all the shifts of a chunk from one pass over the zero-padded images; otherwise the
@@ -73,11 +73,11 @@ log = logging.getLogger(__name__)
 #: a measurement estimated to take longer than this announces its estimate before going on
 ANNOUNCE_AFTER_S = 60.0
 #: default ``pairs_per_chunk`` by device type (``default_pairs_per_chunk``)
-PAIRS_PER_CHUNK = {"cpu": 256, "accelerator": 4096}
+PAIRS_PER_CHUNK = {"cpu": 512, "accelerator": 4096}
 
 
 def default_pairs_per_chunk(device: torch.device | str) -> int:
-    """``pairs_per_chunk`` when none is given: 256 on the CPU (a chunk's maps stay in the cache across the
+    """``pairs_per_chunk`` when none is given: 512 on the CPU (a chunk's maps stay in the cache across the
     metrics' passes), 4096 on an accelerator (CUDA, MPS: fewer, larger kernels)."""
     kind = torch.device(device).type
     return PAIRS_PER_CHUNK["cpu" if kind == "cpu" else "accelerator"]
@@ -239,14 +239,15 @@ class _Probe:
         return {k: feats[k].view(b, s, *feats[k].shape[1:]) for k in self.names}
 
     def aligned(self, name: str, base: torch.Tensor, shifted: torch.Tensor, shifts: torch.Tensor, windows: bool = False,
-                shift_list=None):
+                shift_list=None, norms: dict | None = None):
         """``aligned_rel``, ``nearest_aligned_rel``, ``sorted_rel_certified`` (``B x S``, NaN where
         undefined) and the no-overlap flags of the first two. ``shifts``: ``B x S x 2`` on the host;
         ``shift_list``: the uniform plan's shifts of these columns as Python tuples.
 
         ``windows``: ``shifted`` and ``base`` are windows of the same maps (the crop fast path, see
         ``crop_window_maps``), so at a shift the stride divides, the certified positions of ``f(T x)`` hold
-        the very numbers of ``f(x)`` there: all three are exactly 0 (NaN without certified positions)."""
+        the very numbers of ``f(x)`` there: all three are exactly 0 (NaN without certified positions).
+        ``norms``: the batch's cache of ``||f(x)[Q - m]||`` by offset for this layer (uniform plans)."""
         if not self.plan.uniform:
             return self._aligned_per_pair(name, base, shifted, shifts)
         geo, mode = self.geometry[name], self.plan.mode
@@ -266,7 +267,7 @@ class _Probe:
                 aligned_out.append(torch.isnan(value))
                 continue
             f_t = shifted[:, j]
-            value, near = aligned_values(base, f_t, dy, dx, geo, mode)
+            value, near = aligned_values(base, f_t, dy, dx, geo, mode, norms)
             nearest.append(near.to(dtype))
             if value is None:
                 aligned.append(nan), certified.append(nan), aligned_out.append(no)
@@ -372,6 +373,7 @@ class _Probe:
         chunk = max(1, min(s, self.pairs_per_chunk // max(1, b)))
         chunk_values, chunk_ids = [], []  # per chunk: K x B x s per-pair values, B x s shift ids
         chunk_no_overlap = []  # per chunk: {(layer, metric): B x s flags}
+        expected_norms = {name: {} for name in self.exact}  # ||f(x)[Q - m]|| by offset, shared by the chunks
         for j0 in range(0, s, chunk):
             sh = shifts[:, j0 : j0 + chunk]
             sl = shift_list[j0 : j0 + chunk]
@@ -388,7 +390,9 @@ class _Probe:
                 for metric in ("cos", "dist", "rel"):
                     pairs[name, metric] = m[metric]
                 if name in self.exact:
-                    a, n, c, a_out, n_out = self.aligned(name, base[name], ft, sh, windows=name in windows, shift_list=sl)
+                    a, n, c, a_out, n_out = self.aligned(
+                        name, base[name], ft, sh, windows=name in windows, shift_list=sl, norms=expected_norms[name]
+                    )
                     pairs[name, "aligned_rel"], pairs[name, "nearest_aligned_rel"] = a, n
                     pairs[name, "sorted_rel_certified"] = c
                     no_overlap[name, "aligned_rel"], no_overlap[name, "nearest_aligned_rel"] = a_out, n_out
@@ -396,7 +400,7 @@ class _Probe:
                 if name in self.spatial:
                     # last use of ft's spatial layout: sort it in its own memory
                     st = sort_channels(ft.contiguous(), inplace=True)
-                    pairs[name, "sorted_rel"] = sorted_rel(sorted_base[name].unsqueeze(1), st)
+                    pairs[name, "sorted_rel"] = sorted_rel(sorted_base[name].unsqueeze(1), st, consume=True)
             if cls is not None:
                 pairs[cls, "consistency"] = prediction_agreement(base[cls].unsqueeze(1), feats[cls])
                 if y is not None:
@@ -540,7 +544,7 @@ def measure_network(
     Lightning) and what ``build_results`` needs to turn sums into results (``"plan"``, ``"layers"``,
     ``"geometry"``, ``"control_offset"``, ``"classifier"``): the parts of a split run can be combined
     with ``shiftprobe.probe.accumulator.merge_sums``. ``pairs_per_chunk``: None = per device
-    (``default_pairs_per_chunk``: 256 on the CPU, 4096 on an accelerator).
+    (``default_pairs_per_chunk``: 512 on the CPU, 4096 on an accelerator).
     """
     with exact_float32():
         return _measure_network(
@@ -683,7 +687,7 @@ def measure(
     batch_size : int
         Test images per batch (every shift of a batch is evaluated together).
     pairs_per_chunk : int, optional
-        Image-shift pairs whose activations exist at once. Default (None): per device, 256 on the
+        Image-shift pairs whose activations exist at once. Default (None): per device, 512 on the
         CPU, 4096 on an accelerator (``shiftprobe.probe.engine.default_pairs_per_chunk``).
     device : str or torch.device, optional
         Default: where the model's parameters are.

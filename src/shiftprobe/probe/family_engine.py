@@ -9,7 +9,7 @@ standard errors over images and score intervals come for free.
 Bookkeeping: a family's parameters play the part of the translation's shift ids (``params()[j]`` is
 id ``j``), and the groups are one per parameter plus the summary (every parameter): the membership
 matrix is ``[I | 1]``. For each batch of ``B`` images the parameters are taken in chunks of about
-``pairs_per_chunk / B`` (default per device: 256 pairs on the CPU, 4096 on an accelerator); the
+``pairs_per_chunk / B`` (default per device: 512 pairs on the CPU, 4096 on an accelerator); the
 ``B x chunk`` transformed images run in one forward pass. The parameters are host values (Python
 objects) that drive the per-chunk loop; the per-pair values and their sums stay on the device, and
 nothing in the loop reads a device value back (issue 12; the sync-guard test checks it).
@@ -275,7 +275,7 @@ def measure_family(
     family : TransformFamily
         ``Rotation90()``, ``Flip()``, ``Rotation()``, ``SubpixelTranslation()``.
     layers, control_seed, batch_size, pairs_per_chunk, device, progress
-        As in :func:`shiftprobe.measure` (``pairs_per_chunk=None``: per device, 256 on the CPU, 4096 on
+        As in :func:`shiftprobe.measure` (``pairs_per_chunk=None``: per device, 512 on the CPU, 4096 on
         an accelerator).
     rank, world_size : int
         A DDP rank measures the images ``rank, rank + world_size, ...``; the sums are synchronised.

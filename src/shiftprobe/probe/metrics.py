@@ -149,11 +149,14 @@ def sort_channels(f: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     return flat if inplace and flat.is_contiguous() else torch.from_numpy(arr)
 
 
-def sorted_rel(sorted_x: torch.Tensor, sorted_t: torch.Tensor) -> torch.Tensor:
-    """``||sort(f(Tx)) - sort(f(x))|| / ||sort(f(x))||`` from per-channel sorted maps ``(..., C, hw)``."""
+def sorted_rel(sorted_x: torch.Tensor, sorted_t: torch.Tensor, consume: bool = False) -> torch.Tensor:
+    """``||sort(f(Tx)) - sort(f(x))|| / ||sort(f(x))||`` from per-channel sorted maps ``(..., C, hw)``.
+
+    ``consume``: ``sorted_t`` is a temporary of the caller's; the difference is formed in its memory."""
     sx = sorted_x.flatten(-2)
     st = sorted_t.flatten(-2)
-    return _norm(st - sx) / _norm(sx).clamp_min(_EPS).expand(st.shape[:-1])
+    diff = st.sub_(sx) if consume and st.shape == torch.broadcast_shapes(st.shape, sx.shape) else st - sx
+    return _norm(diff) / _norm(sx).clamp_min(_EPS).expand(st.shape[:-1])
 
 
 def aligned_offset(dy: int, dx: int, stride: tuple[int, int]) -> tuple[int, int] | None:
@@ -165,10 +168,11 @@ def aligned_offset(dy: int, dx: int, stride: tuple[int, int]) -> tuple[int, int]
 
 
 def aligned_rel_at(
-    f_x: torch.Tensor, f_t: torch.Tensor, my: int, mx: int, geo: LayerGeometry, mode: str
+    f_x: torch.Tensor, f_t: torch.Tensor, my: int, mx: int, geo: LayerGeometry, mode: str, norms: dict | None = None
 ) -> torch.Tensor:
     """``aligned_rel`` for a given map offset, per pair (maps ``(..., C, h, w)`` of equal shape);
-    NaN where there is no certified position."""
+    NaN where there is no certified position. ``norms``: a cache of ``||f(x)[Q - m]||`` by offset, for
+    calls that share ``f_x`` (e.g. a batch's shifts against one ``f(x)`` broadcast over them)."""
     f_x, f_t = working(f_x), working(f_t)
     if mode == "roll" and geo.circular:
         expected = torch.roll(f_x, shifts=(my, mx), dims=(-2, -1))
@@ -181,7 +185,11 @@ def aligned_rel_at(
         actual = f_t[..., a0, a1]
         expected = f_x[..., b0, b1]
     num = _norm((actual - expected).flatten(-3))
-    return num / _norm(expected.flatten(-3)).clamp_min(_EPS)
+    if norms is None:
+        return num / _norm(expected.flatten(-3)).clamp_min(_EPS)
+    if (my, mx) not in norms:
+        norms[my, mx] = _norm(expected.flatten(-3)).clamp_min(_EPS)
+    return num / norms[my, mx]
 
 
 def sorted_rel_certified_at(
@@ -220,14 +228,17 @@ def nearest_offsets(dy: int, dx: int, stride: tuple[int, int]) -> list[tuple[int
 
 
 def aligned_values(
-    f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, geo: LayerGeometry, mode: str
+    f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, geo: LayerGeometry, mode: str, norms: dict | None = None
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """``(aligned_rel or None, nearest_aligned_rel)`` per pair for one shift; NaN = no overlap."""
+    """``(aligned_rel or None, nearest_aligned_rel)`` per pair for one shift; NaN = no overlap.
+    ``norms``: see ``aligned_rel_at``."""
     offset = aligned_offset(dy, dx, geo.stride)
     if offset is not None:
-        value = aligned_rel_at(f_x, f_t, *offset, geo, mode)
+        value = aligned_rel_at(f_x, f_t, *offset, geo, mode, norms)
         return value, value
-    errs = torch.stack([aligned_rel_at(f_x, f_t, my, mx, geo, mode) for my, mx in nearest_offsets(dy, dx, geo.stride)])
+    errs = torch.stack(
+        [aligned_rel_at(f_x, f_t, my, mx, geo, mode, norms) for my, mx in nearest_offsets(dy, dx, geo.stride)]
+    )
     # the best defined alignment; NaN only when no candidate has a certified position
     return None, torch.where(torch.isnan(errs), torch.inf, errs).amin(0).nan_to_num(nan=float("nan"), posinf=float("nan"))
 
