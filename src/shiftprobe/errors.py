@@ -13,6 +13,16 @@ class ShiftProbeError(Exception):
     same_on_every_rank = False
 
 
+def reject_setting(key: str, value, allowed: str) -> None:
+    """Raise the one-line error for a bad config value: ``key=value is not allowed: <allowed, with the fix>.``"""
+    raise ShiftProbeError(f"{key}={value!r} is not allowed: {allowed}.")
+
+
+def is_number(value) -> bool:
+    """An int or a float, not a bool (YAML's ``true`` must not pass as 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class TrainingDiverged(ShiftProbeError):
     """The training loss is not finite or too large; under DDP every rank raises it at the same step."""
 

@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from shiftprobe.app.schemas import LAB_MODEL_CLASSES, check_schemas
 from shiftprobe.app.transform_checks import check_transform
 from shiftprobe.errors import ShiftProbeError
+from shiftprobe.errors import is_number as _is_number
+from shiftprobe.errors import reject_setting as _fail
 from shiftprobe.probe.transforms import IMAGE_SIZE
 
 
@@ -25,14 +27,6 @@ def _get(cfg: DictConfig, key: str, default=None):
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _fail(key: str, value, allowed: str) -> None:
-    raise ShiftProbeError(f"{key}={value!r} is not allowed: {allowed}.")
 
 
 def _int_at_least(cfg, key: str, low: int, hint: str = "", required: bool = True) -> None:

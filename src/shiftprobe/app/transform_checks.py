@@ -11,7 +11,8 @@ import math
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from shiftprobe.errors import ShiftProbeError
+from shiftprobe.errors import ShiftProbeError, is_number
+from shiftprobe.errors import reject_setting as _fail
 from shiftprobe.probe.families import FLIP_AXES, SUBPIXEL_AXES, SUBPIXEL_METHODS
 from shiftprobe.probe.transforms import IMAGE_SIZE, SHIFT_MODES
 
@@ -28,12 +29,8 @@ MAX_ANGLE = 180.0
 EXAMPLE = "transform=[translation,rot90]"
 
 
-def _fail(key: str, value, allowed: str) -> None:
-    raise ShiftProbeError(f"{key}={value!r} is not allowed: {allowed}.")
-
-
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 def _positive(node: DictConfig, key: str, path: str, at_most: float, example: str) -> float:

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from shiftprobe.reporting.family_report import interval, param_label, title_of, tol_of, value
+from shiftprobe.reporting.family_report import interval, other_families, param_label, title_of, tol_of, value
 from shiftprobe.reporting.figures import (
     BAND_ALPHA,
     DPI,
@@ -292,8 +292,8 @@ def save_family_figures(results: Mapping, out_dir: str | Path, dpi: int = DPI) -
     heatmaps.png and radial.png); returns ``{family: Figure}``, not closed."""
     out_dir = Path(out_dir)
     figures = {}
-    for name, section in (results.get("families") or {}).items():
-        if name == "translation" or not isinstance(section, Mapping) or not section.get("entries"):
+    for name, section in other_families(results).items():
+        if not section["entries"]:
             continue
         out_dir.mkdir(parents=True, exist_ok=True)
         figures[name] = plot_family(name, section, path=out_dir / f"{name}.png", dpi=dpi)

@@ -479,12 +479,20 @@ def family_section_lines(name: str, section: Mapping) -> list[str]:
     return lines
 
 
+def other_families(results: Mapping) -> dict[str, Mapping]:
+    """The family sections of ``results["families"]`` besides translation's (which is the top-level
+    report), in measurement order."""
+    return {
+        name: section
+        for name, section in (results.get("families") or {}).items()
+        if name != "translation" and isinstance(section, Mapping) and "entries" in section
+    }
+
+
 def family_markdown_lines(results: Mapping) -> list[str]:
     """Every family section but translation's (which is the report above it); [] when there is none."""
     lines: list[str] = []
-    for name, section in (results.get("families") or {}).items():
-        if name == "translation" or not isinstance(section, Mapping) or "entries" not in section:
-            continue
+    for name, section in other_families(results).items():
         lines += [*family_section_lines(name, section), ""]
     return lines
 
@@ -501,7 +509,7 @@ def families_only_markdown(results: Mapping) -> str:
     total = _finite(results.get("seconds_total"))
     if total is not None:
         lines.append(f"- **Measurement time**: {total:.1f} s for every family, trained and untrained")
-    names = [n for n in (results.get("families") or {}) if n != "translation"]
+    names = list(other_families(results))
     lines.append(f"- **Families**: {', '.join(names)} (no translation measured: add it with transform=[translation,...])")
     lines += ["", *family_markdown_lines(results)]
     from shiftprobe.reporting.lie_table import lie_derivative_lines  # a local import, as markdown.py's
@@ -514,9 +522,7 @@ def family_summary_lines(results: Mapping) -> list[str]:
     """One console line per family (translation's are ``markdown.summary_lines``): its parameters,
     time, and each layer's invariance score over every parameter (trained, untrained)."""
     out = []
-    for name, section in (results.get("families") or {}).items():
-        if name == "translation" or not isinstance(section, Mapping) or "entries" not in section:
-            continue
+    for name, section in other_families(results).items():
         un = (section.get("untrained") or {}).get("summary")
         scores = []
         for layer in section.get("layers", []):

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import yaml
 
+from shiftprobe.reporting.family_report import other_families
+
 SEED_KEYS = ("seed",)
 LAYERS = ("conv1", "conv2", "fc1", "logits")
 SCORE_BY_LAYER = {"conv1": "equivariance_score", "conv2": "equivariance_score", "fc1": "invariance_score", "logits": "invariance_score"}
@@ -345,10 +347,9 @@ def _sources(r: dict):
     for ring in r.get("radial", []):
         yield f"head_input_invariance_r{ring['radius']}", ring.get(head) if head else None, "invariance_score"
     yield "classifier_invariance", _get(r, "summary", _resolve(r, CLASSIFIER)), "invariance_score"
-    for name, section in (r.get("families") or {}).items():  # transform=[...]: each other family's summary
-        if name != "translation" and isinstance(section, dict):
-            for label, layer in (("head_input", head_input_layer(section)), ("classifier", section.get("classifier"))):
-                yield f"family_{name}_{label}_invariance", _get(section, "summary", layer) if layer else None, "invariance_score"
+    for name, section in other_families(r).items():  # transform=[...]: each other family's summary
+        for label, layer in (("head_input", head_input_layer(section)), ("classifier", section.get("classifier"))):
+            yield f"family_{name}_{label}_invariance", _get(section, "summary", layer) if layer else None, "invariance_score"
 
 
 def job_row(job: Job) -> tuple[dict, dict[str, tuple[float, float]]]:
