@@ -40,6 +40,11 @@ BAD = [
     ("model.pool=avg", "model.pool='avg' is not allowed: use one of ['max', 'blur']."),
     ("model.padding=same", "model.padding='same' is not allowed: use one of ['valid', 'circular']."),
     ("data.normalize=maybe", "data.normalize='maybe' is not allowed: use true or false."),
+    # OmegaConf would read these as False / 3, but the job would receive the text ("no" is truthy)
+    ("data.normalize=no", "data.normalize='no' is not allowed: use true or false."),
+    ("data.train_flip=off", "data.train_flip='off' is not allowed: use true or false."),
+    ("model.normalize=no", "model.normalize='no' is not allowed: use true or false."),
+    ("data.val_size='3'", "data.val_size='3' is not allowed: use an integer, e.g. val_size=5000."),
     ("data.batch_size=true", "data.batch_size=True is not allowed: use an integer, e.g. batch_size=64."),
     ("data.eval_batch_size=big", "data.eval_batch_size='big' is not allowed: use an integer or null"),
 ]

@@ -76,9 +76,6 @@ def check_data(cfg: DictConfig) -> None:
             degrees,
             f"use a number of degrees from 0 (no rotation) to {MAX_TRAIN_ROTATE}, e.g. data.train_rotate=45",
         )
-    flip = _get(cfg, "data.train_flip", False)
-    if not isinstance(flip, bool):
-        _fail("data.train_flip", flip, "use true (random horizontal flips, p = 0.5) or false")
     root = _get(cfg, "data.root")
     if root is None or str(root).strip() == "":
         _fail("data.root", root, "set MNIST_ROOT or data.root to the folder that holds MNIST/raw/")

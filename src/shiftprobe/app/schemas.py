@@ -124,6 +124,7 @@ def check_section(cfg: DictConfig, path: str, schema: type) -> None:
     values: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
     names = {f.name for f in fields(schema)}
     typed = OmegaConf.structured(schema)  # merge returns a new config: one schema serves every key
+    hints = get_type_hints(schema)
     for key, value in values.items():
         if key not in names:
             continue
@@ -131,6 +132,21 @@ def check_section(cfg: DictConfig, path: str, schema: type) -> None:
             OmegaConf.merge(typed, {key: value})
         except OmegaConfBaseException:
             raise ShiftProbeError(f"{path}.{key}={value!r} is not allowed: {_allowed(schema, key)}.") from None
+        if value is not None and not _exact_type(hints[key], value):
+            # OmegaConf would read "no" as False and "3" as 3, but the job receives the text itself
+            # ("no" is truthy): booleans and integers must be written as such
+            raise ShiftProbeError(f"{path}.{key}={value!r} is not allowed: {_allowed(schema, key)}.")
+
+
+def _exact_type(kind, value) -> bool:
+    """False for a value OmegaConf would convert into a bool or int field (a text, or a bool for an int)."""
+    args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
+    kind = args[0] if getattr(kind, "__origin__", None) is not None and args else kind
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return True
 
 
 def check_schemas(cfg: DictConfig) -> None:
