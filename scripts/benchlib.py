@@ -23,7 +23,9 @@ Every figure is measured in one run on one machine; throughputs are the median o
   process to the first training step (``FirstStepMarker`` writes ``time.time()`` at batch 0); the
   latter is also taken, as a median, from short launches that stop after one training batch.
 * **peak memory**: the maximum resident set size of a child process that measures one network with
-  shift=large (17x17 grid) over the test images, read with ``os.wait4`` (stdlib).
+  shift=large (17x17 grid) over the test images, read with ``os.wait4`` (stdlib) by a small launcher
+  process (``_run_child``: a child forked from the benchmark itself would report at least the
+  benchmark's own resident set).
 * **gpu**: when CUDA is available, the plain loop, the project's loop (``trainer=gpu``, data resident
   on the GPU) over a full epoch, and the measurement of both networks on the GPU; ``null`` without one.
 
@@ -334,19 +336,34 @@ def _child_env() -> dict:
     return {**os.environ, "PROJECT_ROOT": str(PROJECT_ROOT), "PYTHONPATH": path}
 
 
+#: runs ``argv[2:]`` and writes its ``ru_maxrss`` to ``argv[1]`` (see ``_run_child``)
+_RSS_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "proc = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(proc.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def _run_child(cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Run ``cmd`` with output into ``log_path``; return its exit code, wall time and peak RSS (bytes)."""
+    """Run ``cmd`` with output into ``log_path``; return its exit code, wall time and peak RSS (bytes).
+
+    The peak RSS is read by a small launcher process that starts ``cmd`` itself: Linux keeps a process's
+    resident-set high-water mark across ``exec``, and a child forked from this (large) benchmark process
+    starts with this process's resident set, so its own ``ru_maxrss`` would report at least that."""
     start = time.time()
+    rss_path = log_path.with_suffix(".maxrss")
+    launcher = [sys.executable, "-c", _RSS_LAUNCHER, str(rss_path), *cmd]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.Popen(launcher, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        proc.wait()
     wall = time.time() - start
-    # ru_maxrss: kilobytes on Linux, bytes on macOS
-    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{' '.join(cmd[:3])} ... failed with exit code {proc.returncode}:\n{tail}")
+    # ru_maxrss: kilobytes on Linux, bytes on macOS
+    rss = int(rss_path.read_text()) * (1 if sys.platform == "darwin" else 1024)
     return {"start": start, "wall_s": wall, "peak_rss_bytes": rss}
 
 

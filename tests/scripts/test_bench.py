@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchlib import (  # noqa: E402
     TARGETS,
     VARIANTS,
+    _run_child,
     _test_set,
     bare_training,
     format_table,
@@ -104,6 +105,16 @@ def test_variant_speeds_time_every_network_against_the_lab(mnist_root):
     assert all(positive(out[name]["seconds"]) for name in VARIANTS)
     # the crop fast path serves the networks with valid convolutions, not the circular or zero-padded ones
     assert {name for name in VARIANTS if out[name]["fast_path"]} == {"lab", "blurpool", "gap", "allconv"}
+
+
+def test_child_peak_rss_is_the_childs_own(tmp_path):
+    """A child started by the benchmark reports its own peak, not the benchmark's resident set (Linux keeps
+    the high-water mark across fork and exec: without the launcher, the child would report >= 300 MB)."""
+    held = bytearray(300 * 2**20)  # this process: +300 MB resident
+    held[:: 4096] = b"x" * len(held[:: 4096])
+    out = _run_child([sys.executable, "-c", "x = bytearray(20 * 2**20)"], tmp_path / "child.log")
+    assert 20 * 2**20 < out["peak_rss_bytes"] < 250 * 2**20
+    del held
 
 
 def test_bare_loop_trains_the_lab_net(mnist_root):
