@@ -1,0 +1,15 @@
+"""scripts/sort_floor.py: the sorting test's CPU floor, on a small synthetic MNIST."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import sort_floor  # noqa: E402
+
+
+def test_sort_floor_counts_the_values_the_measurement_sorts(mnist_root, capsys):
+    assert sort_floor.main(["--root", str(mnist_root), "--images", "3"]) == 0
+    out = capsys.readouterr().out
+    # 81 shifts x (10 channels x 24 x 24 conv1 + 20 channels x 8 x 8 conv2) per image
+    assert out.startswith(f"{81 * (10 * 576 + 20 * 64):,} values per image")
+    assert "20,000 image-network measurements" in out
