@@ -36,4 +36,11 @@ def test_ci_starts_the_slurm_cluster_before_pytest_and_stops_it_at_exit():
     tests = [i for i, line in enumerate(lines) if "-m pytest" in line]
     assert start and tests and start[0] < tests[0], lines
     assert any("slurm_single_node.sh stop" in line for line in lines)
-    assert "trap stop_slurm EXIT" in lines
+    assert "trap cleanup EXIT" in lines and any("stop_slurm" in line for line in lines if "cleanup" not in line)
+
+
+def test_ci_removes_its_virtual_environment_at_exit():
+    """A local run of .ci/run must not leave a 6 GB virtual environment behind in /tmp."""
+    lines = commands((ROOT / ".ci" / "run").read_text())
+    assert 'venv_dir="$(mktemp -d)"' in lines and 'venv="$venv_dir/venv"' in lines
+    assert 'rm -rf "$venv_dir"' in lines and "trap cleanup EXIT" in lines

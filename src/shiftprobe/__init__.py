@@ -14,15 +14,45 @@ The public API (no Lightning or Hydra needed)::
 See docs/api.md. The training / measurement app is ``python train.py`` (Hydra), built on the same engine.
 """
 
-from shiftprobe.checkpoints import load_network
-from shiftprobe.models import AllConvCNN, FlipPooledCNN, GapCNN, LabCNN, RotPooledCNN, SmallResNet
-from shiftprobe.probe.engine import measure
-from shiftprobe.probe.export import export_pairs
-from shiftprobe.probe.families import Flip, Rotation, Rotation90, SubpixelTranslation, family_from_name
-from shiftprobe.probe.family_engine import measure_family
-from shiftprobe.probe.lie_derivative import lie_derivative
-from shiftprobe.probe.results import Results, load_results
-from shiftprobe.probe.transforms import Translation
+import importlib
+
+#: the public API: name -> the module that defines it. Imported on first use (PEP 562), so that
+#: ``import shiftprobe.app.config_checks`` (train.py's check of the settings) does not pull in the
+#: engine, torchmetrics and Lightning before it can report a bad value.
+_EXPORTS = {
+    "load_network": "shiftprobe.checkpoints",
+    "AllConvCNN": "shiftprobe.models",
+    "FlipPooledCNN": "shiftprobe.models",
+    "GapCNN": "shiftprobe.models",
+    "LabCNN": "shiftprobe.models",
+    "RotPooledCNN": "shiftprobe.models",
+    "SmallResNet": "shiftprobe.models",
+    "measure": "shiftprobe.probe.engine",
+    "export_pairs": "shiftprobe.probe.export",
+    "Flip": "shiftprobe.probe.families",
+    "Rotation": "shiftprobe.probe.families",
+    "Rotation90": "shiftprobe.probe.families",
+    "SubpixelTranslation": "shiftprobe.probe.families",
+    "family_from_name": "shiftprobe.probe.families",
+    "measure_family": "shiftprobe.probe.family_engine",
+    "lie_derivative": "shiftprobe.probe.lie_derivative",
+    "Results": "shiftprobe.probe.results",
+    "load_results": "shiftprobe.probe.results",
+    "Translation": "shiftprobe.probe.transforms",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'shiftprobe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.2.0"
 

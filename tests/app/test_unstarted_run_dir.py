@@ -7,7 +7,7 @@ import sys
 
 from conftest import ROOT
 
-from shiftprobe.app.train import _only_hydra_files
+from shiftprobe.app.run_dir import only_hydra_files as _only_hydra_files
 
 
 def train_py(tmp_path, *args):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
+from shiftprobe.app import run_dir
 from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.errors import ShiftProbeError
@@ -257,7 +257,7 @@ def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
     except (ShiftProbeError, MisconfigurationException) as err:
         # an error every rank raised at the same step (decided across ranks) is reported by rank 0 only
         report = _global_rank() == 0 or not getattr(err, "same_on_every_rank", False)
-        if _is_multirun():  # under DDP, the other ranks run the same sweep in step: they go on too
+        if run_dir.is_multirun():  # under DDP, the other ranks run the same sweep in step: they go on too
             if report:
                 log.error("error: %s", err)
             if cfg.get("optimized_metric"):
@@ -284,45 +284,9 @@ def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
     return None
 
 
-def _only_hydra_files(folder: Path) -> bool:
-    """Whether ``folder`` holds nothing but what Hydra writes (``.hydra/``, ``*.log``) and empty folders."""
-    for entry in folder.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            if entry.name != ".hydra" and any(p.is_file() or p.is_symlink() for p in entry.rglob("*")):
-                return False
-        elif not entry.name.endswith(".log"):
-            return False
-    return True
-
-
 def remove_unstarted_run_dir() -> Path | None:
-    """Remove this job's Hydra run folder if the run never started (it holds only Hydra's config and log),
-    and its date folder under ``runs/`` once empty; returns the removed folder. Nothing happens in a
-    multirun (the sweep summary lists a broken job by its folder), outside Hydra or on other ranks."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
-            return None
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-    except Exception:  # a config composed without Hydra's runtime section
-        return None
-    if _global_rank() != 0 or not run_dir.is_dir() or not _only_hydra_files(run_dir):
-        return None
-    for entry in list(run_dir.iterdir()):
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-    try:
-        run_dir.rmdir()
-        day = run_dir.parent
-        if day.parent.name == "runs" and not any(day.iterdir()):
-            day.rmdir()
-    except OSError:
-        pass
-    return run_dir
+    """``shiftprobe.app.run_dir.remove_unstarted_run_dir`` for this process's rank."""
+    return run_dir.remove_unstarted_run_dir(_global_rank())
 
 
 def _quiet_lightning_console() -> None:
@@ -336,13 +300,3 @@ def _global_rank() -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
     return int(getattr(rank_zero_only, "rank", 0) or 0)
-
-
-def _is_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False

@@ -4,11 +4,36 @@ Import the public API from ``shiftprobe`` itself (``shiftprobe.measure``, ``shif
 ``shiftprobe.load_results``); the modules here are its parts.
 """
 
-from shiftprobe.probe.engine import measure, measure_network
-from shiftprobe.probe.families import Flip, Rotation, Rotation90, SubpixelTranslation, family_from_name
-from shiftprobe.probe.family_engine import measure_family
-from shiftprobe.probe.results import Results, load_results
-from shiftprobe.probe.transforms import Translation
+import importlib
+
+#: name -> module, imported on first use (PEP 562): importing one part (e.g. ``transforms``) does not
+#: import the engine and torchmetrics
+_EXPORTS = {
+    "measure": "shiftprobe.probe.engine",
+    "measure_network": "shiftprobe.probe.engine",
+    "Flip": "shiftprobe.probe.families",
+    "Rotation": "shiftprobe.probe.families",
+    "Rotation90": "shiftprobe.probe.families",
+    "SubpixelTranslation": "shiftprobe.probe.families",
+    "family_from_name": "shiftprobe.probe.families",
+    "measure_family": "shiftprobe.probe.family_engine",
+    "Results": "shiftprobe.probe.results",
+    "load_results": "shiftprobe.probe.results",
+    "Translation": "shiftprobe.probe.transforms",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'shiftprobe.probe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "Flip",

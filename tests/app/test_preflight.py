@@ -1,0 +1,78 @@
+"""``python train.py`` checks the settings' values before Lightning is imported (shiftprobe.app.preflight),
+and ``import shiftprobe`` imports the API's modules only when they are used."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shiftprobe.app.preflight import RANK_VARIABLES, launch_rank
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_a_bad_value_is_reported_before_lightning_is_imported(tmp_path):
+    code = f"""
+import sys
+from hydra import compose, initialize_config_dir
+from shiftprobe.app.preflight import check_settings_first
+with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base="1.3"):
+    cfg = compose("train", overrides=["optimizer.lr=0", "paths.output_dir={tmp_path}", "data.root={tmp_path}"])
+try:
+    check_settings_first(cfg)
+except SystemExit as stop:
+    print("exit", stop.code, "lightning imported:", "lightning" in sys.modules, "torchmetrics imported:",
+          "torchmetrics" in sys.modules)
+"""
+    done = _python(code, tmp_path)
+    assert done.stdout.strip() == "exit 1 lightning imported: False torchmetrics imported: False", done.stderr
+    assert done.stderr.strip() == "error: optimizer.lr=0 is not allowed: use a positive number, e.g. optimizer.lr=1e-3."
+
+
+def test_good_settings_pass_without_output(tmp_path):
+    code = f"""
+from hydra import compose, initialize_config_dir
+from shiftprobe.app.preflight import check_settings_first
+with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base="1.3"):
+    cfg = compose("train", overrides=["paths.output_dir={tmp_path}", "data.root={tmp_path}"])
+check_settings_first(cfg)
+print("passed")
+"""
+    done = _python(code, tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "passed" and done.stderr == "", done.stderr
+
+
+def test_the_api_is_imported_on_first_use(tmp_path):
+    code = """
+import sys
+import shiftprobe
+print("lightning" in sys.modules, "torchmetrics" in sys.modules, "shiftprobe.probe.engine" in sys.modules)
+from shiftprobe import measure, Translation
+print(measure.__module__, Translation.__module__, "measure" in dir(shiftprobe))
+"""
+    done = _python(code, tmp_path)
+    assert done.stdout.split("\n")[:2] == [
+        "False False False",
+        "shiftprobe.probe.engine shiftprobe.probe.transforms True",
+    ], done.stderr
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    import shiftprobe
+
+    with pytest.raises(AttributeError, match="no attribute 'mesure'"):
+        shiftprobe.mesure  # noqa: B018
+
+
+@pytest.mark.parametrize("variable", RANK_VARIABLES)
+def test_launch_rank_reads_the_launchers_variable(monkeypatch, variable):
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert launch_rank() == 0
+    monkeypatch.setenv(variable, "3")
+    assert launch_rank() == 3
