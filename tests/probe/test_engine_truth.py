@@ -164,6 +164,14 @@ def test_geometry_is_inferred_inside_inference_mode(lab):
     assert res["summary"]["conv2"]["aligned_rel"] is not None
 
 
+def test_the_estimate_counts_the_batches_that_run_at_once():
+    from shiftprobe.probe.engine import estimated_seconds
+
+    assert estimated_seconds(0.5, 157, 1) == pytest.approx(78.5)
+    assert estimated_seconds(0.5, 157, 2) == pytest.approx(0.5 * 79)  # two batches per round
+    assert estimated_seconds(2.0, 3, 8) == pytest.approx(2.0)  # fewer batches than threads: one round
+
+
 def test_a_long_measurement_announces_its_estimated_time(lab, caplog, monkeypatch):
     """Item 2: a grid that will take long says so in one line, from the first batch's time."""
     import shiftprobe.probe.engine as engine

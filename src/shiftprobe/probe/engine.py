@@ -510,6 +510,13 @@ def run_in_order(run, batches, threads: int, name: str = "shiftprobe-measure"):
         torch.set_num_threads(old)
 
 
+def estimated_seconds(first_batch_s: float, n_batches: int, threads: int) -> float:
+    """The whole loop's time from the first batch's: ``threads`` batches run at once (``run_in_order``), so
+    the first result arrives after about one batch time, and ``ceil(n_batches / threads)`` such rounds follow."""
+    concurrent = max(1, min(threads, n_batches))
+    return first_batch_s * -(-n_batches // concurrent)
+
+
 def classifier_layer(layers, geometry) -> str | None:
     """The probe point whose arg-max is the prediction: ``logits`` or ``output``, if it is a vector."""
     for name in ("logits", OUTPUT):
@@ -608,7 +615,7 @@ def _measure_network(model, images, labels, plan, *, layers, control_seed, batch
         bar.update()
         if t_first[0] is None:
             t_first[0] = time.perf_counter() - loop_start[0]
-            estimate = t_first[0] * len(batches)
+            estimate = estimated_seconds(t_first[0], len(batches), threads)
             if estimate > ANNOUNCE_AFTER_S and rank == 0:
                 log.info(
                     "%s: %d images x %d shifts = %s pairs; about %.0f s (estimated from the first batch)",
