@@ -14,12 +14,14 @@ The public API (no Lightning or Hydra needed)::
 See docs/api.md. The training / measurement app is ``python train.py`` (Hydra), built on the same engine.
 """
 
-import importlib
+from shiftprobe._lazy import lazy_exports
+from shiftprobe.probe import _EXPORTS as PROBE_EXPORTS
 
 #: the public API: name -> the module that defines it. Imported on first use (PEP 562), so that
 #: ``import shiftprobe.app.config_checks`` (train.py's check of the settings) does not pull in the
 #: engine, torchmetrics and Lightning before it can report a bad value.
 _EXPORTS = {
+    **{name: module for name, module in PROBE_EXPORTS.items() if name != "measure_network"},
     "load_network": "shiftprobe.checkpoints",
     "AllConvCNN": "shiftprobe.models",
     "FlipPooledCNN": "shiftprobe.models",
@@ -27,32 +29,12 @@ _EXPORTS = {
     "LabCNN": "shiftprobe.models",
     "RotPooledCNN": "shiftprobe.models",
     "SmallResNet": "shiftprobe.models",
-    "measure": "shiftprobe.probe.engine",
     "export_pairs": "shiftprobe.probe.export",
-    "Flip": "shiftprobe.probe.families",
-    "Rotation": "shiftprobe.probe.families",
-    "Rotation90": "shiftprobe.probe.families",
-    "SubpixelTranslation": "shiftprobe.probe.families",
-    "family_from_name": "shiftprobe.probe.families",
-    "measure_family": "shiftprobe.probe.family_engine",
     "lie_derivative": "shiftprobe.probe.lie_derivative",
-    "Results": "shiftprobe.probe.results",
-    "load_results": "shiftprobe.probe.results",
-    "Translation": "shiftprobe.probe.transforms",
 }
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'shiftprobe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __version__ = "0.2.0"
 

@@ -76,3 +76,13 @@ def test_launch_rank_reads_the_launchers_variable(monkeypatch, variable):
     assert launch_rank() == 0
     monkeypatch.setenv(variable, "3")
     assert launch_rank() == 3
+
+
+def test_every_name_in_all_resolves():
+    import shiftprobe
+    import shiftprobe.probe
+
+    for package in (shiftprobe, shiftprobe.probe):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)
+        assert set(package.__all__) - {"__version__"} == set(package._EXPORTS), package.__name__

@@ -4,7 +4,7 @@ Import the public API from ``shiftprobe`` itself (``shiftprobe.measure``, ``shif
 ``shiftprobe.load_results``); the modules here are its parts.
 """
 
-import importlib
+from shiftprobe._lazy import lazy_exports
 
 #: name -> module, imported on first use (PEP 562): importing one part (e.g. ``transforms``) does not
 #: import the engine and torchmetrics
@@ -23,17 +23,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'shiftprobe.probe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "Flip",
