@@ -17,5 +17,5 @@ class StepLossProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer, pl_module) -> dict:
         items = super().get_metrics(trainer, pl_module)
         step = {k: v.item() for k, v in (getattr(pl_module, "step_metrics", None) or {}).items()}
-        standard = {k: items.pop(k) for k in list(items) if k == "v_num"}
-        return {**standard, **step, **items}
+        version = {"v_num": items.pop("v_num")} if "v_num" in items else {}
+        return {**version, **step, **items}

@@ -143,28 +143,11 @@ class PairMetricAccumulator(Metric):
     ) -> None:
         dtype = self.pair_count.dtype
         if pair_values is not None:
-            self._add_pair_values(shift_ids, pair_values, no_overlap or {})
+            self._add_pair_values(shift_ids, self.image_keys, pair_values, no_overlap or {})
         if pairs is not None:
-            ids = shift_ids.reshape(-1).to(self.pair_count.device, non_blocking=True)
-            ones = torch.ones(ids.shape, dtype=dtype, device=ids.device)
-            self.pair_count.index_add_(0, ids, ones)
-            for (layer, metric), values in pairs.items():
-                values = values.reshape(-1).to(self.pair_count.device, dtype)
-                if metric in MASKED:
-                    # branch-free (no boolean-mask indexing, which would wait for the device): an
-                    # undefined pair adds 0 to the sum and the count, and -inf to the running maximum
-                    defined = ~torch.isnan(values)
-                    self._state((layer, f"{metric}_count")).index_add_(0, ids, defined.to(dtype))
-                    self._state((layer, metric)).index_add_(0, ids, torch.where(defined, values, 0.0))
-                    if metric in COUNTED:
-                        flags = (no_overlap or {}).get((layer, metric))
-                        if flags is not None:
-                            flags = flags.reshape(-1).to(ids.device, dtype)
-                            self._state((layer, f"{metric}_no_overlap")).index_add_(0, ids, flags)
-                        worst = self._state((layer, f"{metric}_max"))
-                        worst.scatter_reduce_(0, ids, torch.where(defined, values, -torch.inf), reduce="amax", include_self=True)
-                else:
-                    self._state((layer, metric)).index_add_(0, ids, values)
+            keys = list(pairs)
+            values = torch.stack([pairs[key].reshape(-1) for key in keys]) if keys else torch.empty(0, shift_ids.numel())
+            self._add_pair_values(shift_ids, keys, values, no_overlap or {})
         if control is not None:
             for (layer, metric), values in control.items():
                 state = getattr(self, self._control_keys[layer, metric])
@@ -183,20 +166,24 @@ class PairMetricAccumulator(Metric):
         if two_shift_agree is not None:
             self.two_shift_agree += two_shift_agree.to(self.correct.device, dtype).sum()
 
-    def _add_pair_values(self, shift_ids: torch.Tensor, values: torch.Tensor, no_overlap: dict) -> None:
-        """Add the per-pair values ``(K, B, S)`` of ``image_keys`` (NaN: undefined) at ``shift_ids`` ``(B, S)``:
-        one ``index_add_`` of the ``K x P`` values (undefined as 0) and one of their defined-flags give
-        every metric's sums and counts, one ``scatter_reduce_`` (undefined as -inf) every maximum."""
+    def _add_pair_values(self, shift_ids: torch.Tensor, keys, values: torch.Tensor, no_overlap: dict) -> None:
+        """Add the per-pair values ``(K, ...)`` of the metrics ``keys`` (``K`` (layer, metric) pairs) at
+        ``shift_ids`` (the pairs' shape): one ``index_add_`` of the ``K x P`` values gives every sum, one of
+        the defined-flags every count of a masked metric (an undefined pair adds 0 there: NaN means
+        undefined only for ``MASKED`` metrics, elsewhere it stays in the sum), one ``scatter_reduce_``
+        (undefined as -inf) every maximum."""
         dtype, device = self.pair_count.dtype, self.pair_count.device
         ids = shift_ids.reshape(-1).to(device, non_blocking=True)
-        values = values.reshape(len(self.image_keys), -1).to(device, dtype)
+        values = values.reshape(len(keys), -1).to(device, dtype)
         defined = ~torch.isnan(values)
         n_ids = self.n_shift_ids
+        masked = [k for k, (_, metric) in enumerate(keys) if metric in MASKED]
+        counted = [k for k in masked if keys[k][1] in COUNTED]
+        is_masked = torch.zeros((len(keys), 1), dtype=torch.bool, device=device)
+        is_masked[masked] = True
         sums = torch.zeros(values.shape[0], n_ids, dtype=dtype, device=device)
-        sums.index_add_(1, ids, torch.where(defined, values, 0.0))
+        sums.index_add_(1, ids, torch.where(defined | ~is_masked, values, 0.0))
         self.pair_count.index_add_(0, ids, torch.ones(ids.shape, dtype=dtype, device=device))
-        masked = [k for k, (_, metric) in enumerate(self.image_keys) if metric in MASKED]
-        counted = [k for k in masked if self.image_keys[k][1] in COUNTED]
         if masked:
             counts = torch.zeros(len(masked), n_ids, dtype=dtype, device=device)
             counts.index_add_(1, ids, defined[masked].to(dtype))
@@ -204,7 +191,7 @@ class PairMetricAccumulator(Metric):
             worst = torch.full((len(counted), n_ids), -torch.inf, dtype=dtype, device=device)
             rows = values[counted]
             worst.scatter_reduce_(1, ids.expand(len(counted), -1), torch.where(defined[counted], rows, -torch.inf), "amax")
-        for k, (layer, metric) in enumerate(self.image_keys):
+        for k, (layer, metric) in enumerate(keys):
             self._state((layer, metric)).add_(sums[k])
             if metric in MASKED:
                 self._state((layer, f"{metric}_count")).add_(counts[masked.index(k)])

@@ -411,11 +411,9 @@ class _Probe:
             chunk_values.append(torch.stack([pairs[key] for key in self.image_keys]))
             chunk_ids.append(ids)
             chunk_no_overlap.append(no_overlap)
-        # the whole batch's pairs in one update: every metric's sums at once
-        values, ids = torch.cat(chunk_values, dim=2), torch.cat(chunk_ids, dim=1)
-        no_overlap = {key: torch.cat([c[key] for c in chunk_no_overlap], dim=1) for key in chunk_no_overlap[0]}
-        updates.append({"shift_ids": ids, "pair_values": values, "no_overlap": no_overlap})
-        updates.append(self.image_update(values, ids, control))
+        pair_update = batch_pair_update(chunk_values, chunk_ids, chunk_no_overlap)
+        updates.append(pair_update)
+        updates.append(self.image_update(pair_update["pair_values"], pair_update["shift_ids"], control))
         return updates
 
     def shift_ids(self, shifts: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -469,6 +467,15 @@ class _Probe:
         membership rows of the shifts (one set for a uniform plan, one per image otherwise)."""
         rows = self.membership[ids[0]] if self.plan.uniform else self.membership[ids]
         return image_update(values, rows, self.image_keys, control)
+
+
+def batch_pair_update(chunk_values: list, chunk_ids: list, chunk_no_overlap: list) -> dict:
+    """The accumulator update of a whole batch's pairs from its chunks (per chunk: ``K x B x s`` values of
+    ``image_keys``, ``B x s`` transform ids, ``{(layer, metric): B x s}`` no-overlap flags): every metric's
+    sums at once."""
+    no_overlap = {key: torch.cat([c[key] for c in chunk_no_overlap], dim=1) for key in chunk_no_overlap[0]}
+    return {"shift_ids": torch.cat(chunk_ids, dim=1), "pair_values": torch.cat(chunk_values, dim=2),
+            "no_overlap": no_overlap}
 
 
 def image_update(values: torch.Tensor, rows: torch.Tensor, image_keys, control: dict) -> dict:

@@ -36,6 +36,7 @@ from shiftprobe.probe.accumulator import new_accumulator
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
 from shiftprobe.probe.engine import (
     as_image_batch,
+    batch_pair_update,
     classifier_layer,
     control_offset,
     default_pairs_per_chunk,
@@ -164,7 +165,7 @@ class _FamilyProbe:
         updates = [first]
         b, n_params = len(x), len(self.params)
         chunk = max(1, min(n_params, self.pairs_per_chunk // max(1, b)))
-        chunk_values = []
+        chunk_values, chunk_ids, chunk_no_overlap = [], [], []
         for j0 in range(0, n_params, chunk):
             params = self.params[j0 : j0 + chunk]
             feats = self.transformed(x, params)
@@ -179,17 +180,21 @@ class _FamilyProbe:
                         name, base[name], ft, params
                     )
                 if name in self.sorted:
-                    pairs[name, "sorted_rel"] = sorted_rel(sorted_base[name].unsqueeze(1), sort_channels(ft))
+                    # last use of ft's spatial layout: sort it in its own memory
+                    st = sort_channels(ft.contiguous(), inplace=True)
+                    pairs[name, "sorted_rel"] = sorted_rel(sorted_base[name].unsqueeze(1), st, consume=True)
             if cls is not None:
                 agree = prediction_agreement(base[cls].unsqueeze(1), feats[cls])
                 pairs[cls, "consistency"] = agree
                 if y is not None:
                     pairs[cls, "shifted_correct"] = (feats[cls].argmax(-1) == y.unsqueeze(1)).to(agree.dtype)
                     pairs[cls, "consistency_correct"] = torch.where(correct.unsqueeze(1), agree, float("nan"))
-            ids = torch.arange(j0, j0 + len(params), device=x.device).expand(b, -1)
+            chunk_ids.append(torch.arange(j0, j0 + len(params), device=x.device).expand(b, -1))
             chunk_values.append(torch.stack([pairs[key] for key in self.image_keys]))
-            updates.append({"shift_ids": ids, "pairs": pairs, "no_overlap": no_overlap})
-        updates.append(image_update(torch.cat(chunk_values, dim=2), self.membership, self.image_keys, control))
+            chunk_no_overlap.append(no_overlap)
+        pair_update = batch_pair_update(chunk_values, chunk_ids, chunk_no_overlap)
+        updates.append(pair_update)
+        updates.append(image_update(pair_update["pair_values"], self.membership, self.image_keys, control))
         return updates
 
 
