@@ -6,7 +6,7 @@ The public API (no Lightning or Hydra needed)::
     res = shiftprobe.measure(model, images, labels, layers=[...], transform=shiftprobe.Translation(max_shift=4))
     res.summary["fc1"]["invariance_score"]; res.to_dataframe(); res.save("results.json"); res.markdown()
     shiftprobe.load_results("results.json")
-    net = shiftprobe.load_network("lab_net.pt")      # a train.py .ckpt, a state_dict or a whole saved module
+    net = shiftprobe.load_network("lab_net.pt")      # a train.py .ckpt or a state_dict (trusted=True: a whole module)
     shiftprobe.export_pairs(net, images, labels, ["conv2", "fc1"], n=100, seed=0, path="pairs")  # pairs.pt/.npz
     res = shiftprobe.measure(model, images, transform=[shiftprobe.Translation(), shiftprobe.Rotation90(),
                              shiftprobe.SubpixelTranslation(method="fourier")])   # res.families["rot90"], ...

@@ -8,11 +8,14 @@ Accepted, in this order of trust:
   without the ``net.`` prefix (also ``module.``, as ``DataParallel`` writes it), or a dict holding one
   under ``state_dict`` / ``model_state_dict`` (the PyTorch tutorial's training checkpoint);
 - a whole saved module, ``torch.save(model, path)``. Loading it unpickles the file, which **runs code
-  stored in it**: it is tried only after the safe ``weights_only=True`` load fails on a class it
-  does not know, and its class must be importable here.
+  stored in it**: only when the caller says it trusts the file (``load_network(path, trusted=True)``,
+  ``trust_checkpoint=true`` on the command line), after the safe ``weights_only=True`` load has
+  refused a class it does not know; its class must be importable here.
 
-Anything else is a :class:`~shiftprobe.errors.ShiftProbeError` with one line saying what the file is
-and what is accepted.
+Every other load is ``torch.load(..., weights_only=True)``: tensors and plain containers, no code. The
+model settings a ``.ckpt`` records are checked by :mod:`shiftprobe.stored_config` before a network is
+built from them (one of the project's model classes, plain values). Anything else is a
+:class:`~shiftprobe.errors.ShiftProbeError` with one line saying what the file is and what is accepted.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from shiftprobe.errors import ShiftProbeError
+from shiftprobe.stored_config import checked_model_config
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +102,24 @@ def _net_weights(lightning_state: Mapping[str, torch.Tensor]) -> dict[str, torch
     return {k[len("net."):]: v for k, v in lightning_state.items() if k.startswith("net.")}
 
 
-def _torch_load(path: Path, what: str):
-    """``torch.load`` with ``weights_only=True``; a whole pickled module only after that refuses a class."""
+#: the opt-in that lets the command line's files be unpickled (eval.py, train.py, initial_state)
+CLI_OPT_IN = "trust_checkpoint=true"
+
+
+def _refuse_pickle(path: Path, what: str, opt_in: str) -> ShiftProbeError:
+    return ShiftProbeError(
+        f"{what}={str(path)!r} holds pickled Python objects (a whole saved module?), and unpickling runs code "
+        f"stored in the file: it is loaded only if you trust the file and say so with {opt_in}; "
+        f"or save its weights instead, torch.save(model.state_dict(), path)"
+    )
+
+
+def load_torch_file(path: Path, what: str, *, trusted: bool = False, opt_in: str = CLI_OPT_IN):
+    """``torch.load(path, weights_only=True)``; a file of pickled objects is unpickled only when ``trusted``.
+
+    ``what`` names the setting the path came from and ``opt_in`` how the user says they trust the file
+    (``trust_checkpoint=true``, ``trusted=True``), both for the one-line ``ShiftProbeError``.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -111,9 +131,15 @@ def _torch_load(path: Path, what: str):
         raise ShiftProbeError(
             f"{what}={str(path)!r} is not a PyTorch checkpoint (torch.load: {err.__class__.__name__}); use {ACCEPTED}"
         ) from None
+    if not trusted:
+        raise _refuse_pickle(path, what, opt_in)
+    return _unpickle(path, what)
+
+
+def _unpickle(path: Path, what: str):
+    """``torch.load(path, weights_only=False)``: the one load that runs code from a file (the user trusts it)."""
     log.warning(
-        "%s=%s holds pickled Python objects (a whole saved module?): loading it with weights_only=False, "
-        "which runs code stored in the file; load only files you trust",
+        "%s=%s holds pickled Python objects: unpickling it (you trust it), which runs code stored in the file",
         what,
         path,
     )
@@ -130,15 +156,19 @@ def _torch_load(path: Path, what: str):
         ) from None
 
 
-def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> CheckpointFile:
+def read_checkpoint(
+    path: str | Path, what: str = "ckpt_path", *, trusted: bool = False, opt_in: str = CLI_OPT_IN
+) -> CheckpointFile:
     """Read ``path`` as one of the accepted formats (see the module docstring).
 
-    ``what`` names the setting the path came from, for the one-line error message.
+    ``what`` names the setting the path came from, for the one-line error message; ``trusted`` lets a
+    file of pickled objects (a whole saved module) be unpickled, and ``opt_in`` says how the user
+    gives that trust (see ``load_torch_file``).
     """
     path = Path(path)
     if not path.is_file():
         raise ShiftProbeError(f"{what}={str(path)!r}: no such file; use {ACCEPTED}")
-    obj = _torch_load(path, what)
+    obj = load_torch_file(path, what, trusted=trusted, opt_in=opt_in)
     if isinstance(obj, nn.Module):
         weights = {k: v.detach() for k, v in obj.state_dict().items()}
         return CheckpointFile(path, "module", weights, module=obj)
@@ -178,22 +208,27 @@ def fresh_copy(net: nn.Module, seed: int) -> nn.Module | None:
     return copy_
 
 
-def load_network(path: str | Path, model: nn.Module | None = None, *, initial: bool = False) -> nn.Module:
+def load_network(
+    path: str | Path, model: nn.Module | None = None, *, initial: bool = False, trusted: bool = False
+) -> nn.Module:
     """A network with the weights of the checkpoint at ``path``.
 
     Parameters
     ----------
     path : str or Path
         A ``.ckpt`` written by ``train.py``, a plain ``state_dict`` (with or without the ``net.``
-        prefix) or a whole module saved with ``torch.save(model, path)`` (unpickling it runs code
-        stored in the file: only for files you trust).
+        prefix) or, with ``trusted=True``, a whole module saved with ``torch.save(model, path)``.
     model : torch.nn.Module, optional
         The network to load the weights into (changed in place and returned). Default: the model the
-        ``.ckpt`` records, else the lab CNN (:class:`shiftprobe.LabCNN`); a whole saved module is used
-        as it is.
+        ``.ckpt`` records (one of the project's models, built from plain settings only), else the lab
+        CNN (:class:`shiftprobe.LabCNN`); a whole saved module is used as it is.
     initial : bool
         Return the network at the initial weights the checkpoint records (``train.py`` checkpoints
         keep them), e.g. as ``measure(..., untrained=...)``.
+    trusted : bool
+        You trust the file: a file of pickled Python objects (a whole saved module) may be unpickled,
+        which **runs code stored in it**. Default False: only tensors and plain containers are read,
+        and such a file is refused with a one-line error naming this option.
 
     Examples
     --------
@@ -203,7 +238,7 @@ def load_network(path: str | Path, model: nn.Module | None = None, *, initial: b
     >>> type(shiftprobe.load_network(path)).__name__
     'LabCNN'
     """
-    source = read_checkpoint(path, what="path")
+    source = read_checkpoint(path, what="path", trusted=trusted, opt_in="load_network(path, trusted=True)")
     weights = source.weights
     if initial:
         if source.initial is None:
@@ -224,14 +259,18 @@ def load_network(path: str | Path, model: nn.Module | None = None, *, initial: b
 
 
 def _recorded_model(source: CheckpointFile) -> nn.Module:
+    """The model the checkpoint's settings name, built only after ``checked_model_config``; else the lab CNN."""
     config = source.run_config or {}
     model_cfg = config.get("model") if isinstance(config, Mapping) else None
     if isinstance(model_cfg, Mapping) and "_target_" in model_cfg:
-        import hydra
-
-        from shiftprobe.app.checkpoint_compat import upgrade_targets
-
-        return hydra.utils.instantiate(upgrade_targets(dict(model_cfg)))
+        where = f"path={str(source.path)!r}"
+        cls, kwargs = checked_model_config(model_cfg, where)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise ShiftProbeError(
+                f"{where} records model settings {cls.__name__} does not take ({err}); pass the network as model="
+            ) from None
     from shiftprobe.models import LabCNN
 
     return LabCNN()

@@ -67,7 +67,8 @@ def test_eval_measures_a_lab_style_checkpoint(mnist_root, tmp_path, fmt):
     }[fmt]
     ckpt = tmp_path / "lab_net.pt"
     torch.save(saved, ckpt)
-    metrics, res, md = eval_run(mnist_root, tmp_path / "eval", ckpt)
+    trust = ["trust_checkpoint=true"] if fmt == "whole_module" else []  # unpickled only when trusted
+    metrics, res, md = eval_run(mnist_root, tmp_path / "eval", ckpt, *trust)
     assert metrics["test/acc"] == pytest.approx(accuracy(net), abs=1e-6)  # the file's weights were tested
     subset = subset_indices(N_TEST, 16, 0)
     assert res["accuracy"] == pytest.approx(accuracy(net, subset), abs=1e-6)  # ... and measured
@@ -118,7 +119,7 @@ def test_load_network_reads_every_format(tmp_path):
     torch.save({f"net.{k}": v for k, v in net.state_dict().items()}, tmp_path / "prefixed.pt")
     torch.save(net, tmp_path / "whole.pt")
     for name in ("plain.pt", "prefixed.pt", "whole.pt"):
-        loaded = shiftprobe.load_network(tmp_path / name)
+        loaded = shiftprobe.load_network(tmp_path / name, trusted=name == "whole.pt")
         assert isinstance(loaded, LabCNN)
         assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values(), strict=True))
     with pytest.raises(ShiftProbeError, match="does not fit GapCNN"):
@@ -156,7 +157,7 @@ def test_whole_module_of_a_class_defined_in_a_script(tmp_path):
     )
     subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, timeout=120)
     with pytest.raises(ShiftProbeError, match=r"whole saved module whose class cannot be imported here.*state_dict"):
-        read_checkpoint(tmp_path / "net.pt")
+        read_checkpoint(tmp_path / "net.pt", trusted=True)
 
 
 def test_eval_py_on_a_garbage_file_prints_one_error_line(tmp_path):

@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from shiftprobe.checkpoints import load_torch_file
 from shiftprobe.errors import ShiftProbeError
+from shiftprobe.stored_config import upgrade_targets
 
 log = logging.getLogger(__name__)
 
@@ -31,32 +33,16 @@ log = logging.getLogger(__name__)
 MAX_NAMED = 3
 
 
-def load_checkpoint(ckpt_path: str | Path) -> dict:
-    """The checkpoint as a dict (weights only, on the CPU); a file that is no checkpoint is a ShiftProbeError."""
-    try:
-        return torch.load(Path(ckpt_path), map_location="cpu", weights_only=True)
-    except Exception as err:
+def load_checkpoint(ckpt_path: str | Path, trusted: bool = False) -> dict:
+    """The checkpoint as a dict, on the CPU: ``torch.load(weights_only=True)``, or unpickled when the user
+    trusts the file (``trust_checkpoint=true``); a file that is no checkpoint is a ShiftProbeError."""
+    checkpoint = load_torch_file(Path(ckpt_path), "ckpt_path", trusted=trusted)
+    if not isinstance(checkpoint, dict):
         raise ShiftProbeError(
-            f"ckpt_path={str(ckpt_path)!r} cannot be read as a checkpoint ({err.__class__.__name__}); "
+            f"ckpt_path={str(ckpt_path)!r} holds a {type(checkpoint).__name__}, not a checkpoint; "
             f"use a .ckpt file written by train.py, e.g. <run>/checkpoints/best.ckpt"
-        ) from None
-
-
-#: ``_target_``s of checkpoints written before the package layout of version 0.2
-LEGACY_TARGETS = {
-    "shiftprobe.model.LabCNN": "shiftprobe.models.LabCNN",
-    "shiftprobe.callback.ShiftProbeCallback": "shiftprobe.lit.ShiftProbeCallback",
-    "shiftprobe.checkpointing.InterruptCheckpoint": "shiftprobe.lit.InterruptCheckpoint",
-}
-
-
-def upgrade_targets(config):
-    """The saved configuration with legacy ``_target_`` paths replaced by today's (checkpoints of 0.1 load)."""
-    if isinstance(config, dict):
-        return {k: (LEGACY_TARGETS.get(v, v) if k == "_target_" else upgrade_targets(v)) for k, v in config.items()}
-    if isinstance(config, list):
-        return [upgrade_targets(v) for v in config]
-    return config
+        )
+    return checkpoint
 
 
 def stored_model_config(checkpoint: dict) -> dict | None:

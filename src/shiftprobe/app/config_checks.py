@@ -134,6 +134,9 @@ def check_trainer(cfg: DictConfig) -> None:
 
 
 def check_ckpt(cfg: DictConfig, required: bool = False) -> None:
+    trust = _get(cfg, "trust_checkpoint")
+    if trust is not None and not isinstance(trust, bool):
+        _fail("trust_checkpoint", trust, "use true (you trust the files: they may be unpickled) or false (default)")
     ckpt = _get(cfg, "ckpt_path")
     if ckpt is None or str(ckpt) == "???":
         if required:

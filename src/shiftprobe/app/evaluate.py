@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint, upgrade_targets
+from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.app.train import (
     build_module,
@@ -37,9 +38,11 @@ from shiftprobe.app.train import (
     log_hparams,
     resolved_config,
     to_floats,
+    trusts_files,
 )
 from shiftprobe.checkpoints import CheckpointFile, fresh_copy, read_checkpoint
 from shiftprobe.lit.module import ShiftProbeModule
+from shiftprobe.stored_config import check_plain, checked_model_config, upgrade_targets
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +53,62 @@ PROBE_KEYS_FROM_RUN = ("max_shift", "mode", "pattern", "seed", "max_images", "un
 
 
 def saved_run_config(ckpt_path: str | Path, checkpoint: dict | None = None) -> dict | None:
-    """The training run's configuration: from the checkpoint, else from ``<run>/.hydra/config.yaml``."""
+    """The training run's configuration: from the checkpoint, else the settings eval.py takes from
+    ``<run>/.hydra/config.yaml`` (``taken_settings``, interpolations resolved in that file)."""
     ckpt_path = Path(ckpt_path)
     if checkpoint is None:
         checkpoint = load_checkpoint(ckpt_path)
     config = (checkpoint.get("hyper_parameters") or {}).get("config")
     if config:
-        return upgrade_targets(dict(config))
+        return dict(config)
     run_cfg = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
     if run_cfg.is_file():
         log.info("reading the run settings from %s", run_cfg)
-        return upgrade_targets(OmegaConf.to_container(OmegaConf.load(run_cfg), resolve=False))
+        return taken_settings(OmegaConf.load(run_cfg))
     return None
 
 
+def _container(value):
+    """A plain value of a stored config node (interpolations resolved where it is an OmegaConf node)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def taken_settings(saved: Mapping) -> dict:
+    """What eval.py takes from a training run's settings: ``model``, ``seed``, ``shift``, ``transform``,
+    ``data.<DATA_KEYS_FROM_RUN>`` and ``callbacks.shift_probe.<PROBE_KEYS_FROM_RUN>``; the rest is left."""
+    out = {k: _container(saved[k]) for k in ("model", "shift", "transform") if isinstance(saved.get(k), Mapping)}
+    if "seed" in saved:
+        out["seed"] = _container(saved["seed"])
+    data = saved.get("data")
+    if isinstance(data, Mapping):
+        out["data"] = {k: _container(data[k]) for k in DATA_KEYS_FROM_RUN if k in data}
+    callbacks = saved.get("callbacks")
+    probe = callbacks.get("shift_probe") if isinstance(callbacks, Mapping) else None
+    if isinstance(probe, Mapping):
+        out["callbacks"] = {"shift_probe": {k: _container(probe[k]) for k in PROBE_KEYS_FROM_RUN if k in probe}}
+    return out
+
+
+def checked_run_settings(saved: Mapping, where: str) -> dict:
+    """``taken_settings(saved)`` (legacy ``_target_``s upgraded) once every value is checked
+    (``shiftprobe.stored_config``): the model one of the project's, everything plain. A stored setting
+    that asks for anything else is a ShiftProbeError, raised before anything is built."""
+    taken = upgrade_targets(taken_settings(saved))
+    for key, value in taken.items():
+        if key == "model":
+            checked_model_config(value, where)
+        else:
+            check_plain(where, key, value)
+    return taken
+
 
 def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
-    """Overwrite ``cfg.model`` and the test-relevant ``cfg.data`` keys with the training run's."""
+    """Overwrite ``cfg.model`` and the test-relevant ``cfg.data`` keys with the training run's (after
+    ``checked_run_settings``)."""
     if not saved:
         log.warning("the checkpoint records no run settings: using the model/data settings given now")
         return
+    saved = checked_run_settings(saved, f"ckpt_path={str(cfg.get('ckpt_path'))!r}")
     with open_dict(cfg):
         if isinstance(saved.get("model"), dict):
             model = OmegaConf.create(saved["model"])
@@ -204,7 +243,7 @@ def _model_name(cfg: DictConfig) -> str:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` (the test-end measurement runs when its callback is configured)."""
     validate_config(cfg, require_ckpt=True)
-    source = read_checkpoint(cfg.ckpt_path)
+    source = read_checkpoint(cfg.ckpt_path, trusted=trusts_files(cfg))
     if source.kind == "lightning":
         apply_run_config(cfg, saved_run_config(cfg.ckpt_path, source.checkpoint))
     elif source.kind == "state_dict":

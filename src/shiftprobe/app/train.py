@@ -23,6 +23,7 @@ from shiftprobe.app import run_dir
 from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.errors import ShiftProbeError
+from shiftprobe.lit.checkpoint_loading import WeightsOnlyCheckpointIO
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.lit.quiet import quiet_lightning
 
@@ -153,12 +154,19 @@ def without_logger_callbacks(callbacks: list, loggers: list) -> list:
     return kept
 
 
+def trusts_files(cfg: DictConfig) -> bool:
+    """``trust_checkpoint=true``: the user lets this run unpickle the files it is given (runs code in them)."""
+    return cfg.get("trust_checkpoint") is True
+
+
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    """The trainer of ``cfg.trainer``; it loads checkpoints with ``weights_only=True`` unless ``trusts_files``."""
     callbacks = without_logger_callbacks(callbacks, loggers)
     if cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
+    plugins = [WeightsOnlyCheckpointIO(trusted=trusts_files(cfg))]
     try:
-        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, (MisconfigurationException, ValueError)):
@@ -210,7 +218,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ckpt_path"):  # another variant's checkpoint: one line naming what differs, before training
         action = "resume" if cfg.get("train", True) else "test"
         check_checkpoint_fits(
-            load_checkpoint(cfg.ckpt_path), cfg.ckpt_path, config.get("model"), module, action
+            load_checkpoint(cfg.ckpt_path, trusted=trusts_files(cfg)), cfg.ckpt_path, config.get("model"), module, action
         )
     callbacks = instantiate_callbacks(cfg)
     loggers = instantiate_loggers(cfg)

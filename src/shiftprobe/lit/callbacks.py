@@ -6,7 +6,8 @@ being tested and on the same network at its initial weights (the untrained contr
 figures to the loggers. Under DDP every rank measures its share of the test images; the
 ``torchmetrics`` states are summed across ranks and rank 0 writes the files.
 
-``initial_state=<path>`` (a state_dict or checkpoint) replaces the untrained control's weights;
+``initial_state=<path>`` (a state_dict or checkpoint) replaces the untrained control's weights (a
+whole saved module only with ``trust_initial_state=True``: Hydra's ``trust_checkpoint=true``);
 ``export_pairs=N`` also writes N seeded pairs with their activations (``pairs.pt``, ``pairs.npz``).
 ``untrained_inits=K`` measures K independent initialisations of the untrained network (the saved
 initial weights and K - 1 re-initialised copies) and reports their spread (``untrained_inits``).
@@ -148,6 +149,7 @@ class ShiftProbeCallback(L.Callback):
         progress: bool = True,
         max_images: int | None = None,
         initial_state: str | None = None,
+        trust_initial_state: bool = False,  # True: initial_state may be unpickled (runs code stored in it)
         export_pairs: int = 0,
         untrained_inits: int = 1,
         transforms=None,
@@ -183,6 +185,7 @@ class ShiftProbeCallback(L.Callback):
         self.output_dir = output_dir
         self.max_images = max_images
         self.initial_state = str(initial_state) if initial_state else None
+        self.trust_initial_state = trust_initial_state is True
         self.export_pairs = export_pairs
         self._initial_weights: dict | None = None
         self._untrained_net: torch.nn.Module | None = None
@@ -198,7 +201,7 @@ class ShiftProbeCallback(L.Callback):
         if self.initial_state is None or self._initial_weights is not None:
             return
         what = "callbacks.shift_probe.initial_state"
-        weights = read_checkpoint(self.initial_state, what=what).weights
+        weights = read_checkpoint(self.initial_state, what=what, trusted=self.trust_initial_state).weights
         problems = fit_problems(weights, pl_module.net.state_dict())
         if problems:
             raise ShiftProbeError(

@@ -1,0 +1,113 @@
+"""What a configuration stored in a file may ask for (Lightning- and Hydra-free).
+
+A ``.ckpt`` written by ``train.py`` records the run's settings (``hyper_parameters.config``), and
+``eval.py`` and ``shiftprobe.load_network`` build the network those settings describe. A file can be
+crafted, so the settings are checked before anything is built from them:
+
+- the model's ``_target_`` must be one of the project's model classes (``MODEL_TARGETS``: the classes
+  of ``shiftprobe.models``, under their public and their defining module's path; the paths of
+  checkpoints written before version 0.2 are first mapped by ``upgrade_targets``);
+- every other stored value must be plain: a number, a text without an interpolation (``${...}``),
+  true/false, null, or a list or mapping of those, with no Hydra key (``_target_``, ``_args_``,
+  ``_partial_``, ...) at any depth.
+
+Anything else raises :class:`~shiftprobe.errors.ShiftProbeError` with one line naming the stored key,
+and nothing is imported or built from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from shiftprobe.errors import ShiftProbeError
+
+#: ``_target_``s of checkpoints written before the package layout of version 0.2
+LEGACY_TARGETS = {
+    "shiftprobe.model.LabCNN": "shiftprobe.models.LabCNN",
+    "shiftprobe.callback.ShiftProbeCallback": "shiftprobe.lit.ShiftProbeCallback",
+    "shiftprobe.checkpointing.InterruptCheckpoint": "shiftprobe.lit.InterruptCheckpoint",
+}
+#: a Hydra key (``_target_``, ``_args_``, ``_partial_``, ``_recursive_``, ``_convert_``, ...)
+_SPECIAL_KEY = re.compile(r"^_.*_$")
+#: longest stored value quoted in a message
+_SHOWN = 60
+
+
+def upgrade_targets(config):
+    """The saved configuration with legacy ``_target_`` paths replaced by today's (checkpoints of 0.1 load)."""
+    if isinstance(config, dict):
+        return {k: (LEGACY_TARGETS.get(v, v) if k == "_target_" else upgrade_targets(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [upgrade_targets(v) for v in config]
+    return config
+
+
+def model_targets() -> dict[str, type]:
+    """Every ``_target_`` a stored model setting may name -> the class it builds: each class of
+    ``shiftprobe.models`` as ``shiftprobe.models.<Name>`` and as ``<its module>.<Name>``."""
+    import shiftprobe.models as models
+
+    out = {}
+    for name in models.__all__:
+        cls = getattr(models, name)
+        out[f"shiftprobe.models.{name}"] = cls
+        out[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return out
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _refuse(where: str, key: str, value, why: str) -> None:
+    raise ShiftProbeError(
+        f"{where} records {key}={_shown(value)}, {why}: nothing is built from a file's settings unless each "
+        f"is a number, a text, true/false, null or a list/mapping of those; use a checkpoint written by train.py"
+    )
+
+
+def check_plain(where: str, key: str, value) -> None:
+    """Raise ShiftProbeError unless the stored ``value`` (at ``key``) is plain (see the module docstring)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return
+    if isinstance(value, str):
+        if "${" in value:
+            _refuse(where, key, value, "an interpolation")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(where, f"{key}[{i}]", item)
+        return
+    if isinstance(value, Mapping):
+        for k, item in value.items():
+            if not isinstance(k, str) or _SPECIAL_KEY.match(k):
+                _refuse(where, f"{key}.{k}", item, f"a key {k!r} that asks for code to run")
+            check_plain(where, f"{key}.{k}", item)
+        return
+    _refuse(where, key, value, f"a {type(value).__name__}")
+
+
+def checked_model_config(model_cfg: Mapping, where: str) -> tuple[type, dict]:
+    """The model class a stored ``model`` setting names and its keyword arguments, after checking both.
+
+    ``where`` names the file, e.g. ``"ckpt_path='best.ckpt'"``, for the one-line error.
+    """
+    if not isinstance(model_cfg, Mapping):
+        _refuse(where, "model", model_cfg, "not a mapping of settings")
+    config = upgrade_targets(dict(model_cfg))
+    target = config.pop("_target_", None)
+    allowed = model_targets()
+    if not isinstance(target, str) or target not in allowed:
+        names = ", ".join(sorted(k for k in allowed if k.count(".") == 2))
+        raise ShiftProbeError(
+            f"{where} records model._target_={_shown(target)}, which is not one of the project's models "
+            f"({names}): nothing is built from it; measure your own network with "
+            f"shiftprobe.load_network(path, model=YourNet())"
+        )
+    for key, value in config.items():
+        if not isinstance(key, str) or _SPECIAL_KEY.match(key):
+            _refuse(where, f"model.{key}", value, f"a key {key!r} that asks for code to run")
+        check_plain(where, f"model.{key}", value)
+    return allowed[target], config
