@@ -200,15 +200,20 @@ def fourier_shift(x: torch.Tensor, t: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def fourier_derivative(x: torch.Tensor, offset: tuple[float, float]) -> torch.Tensor:
-    """``d/dt`` of the phase-ramp translation by ``t * offset`` (x, y) pixels, by forward-mode AD."""
-    t_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    zero = torch.zeros((), dtype=t_dtype, device=x.device)
-    out = torch.zeros_like(x)
+    """``d/dt`` of the phase-ramp translation by ``t * offset`` (x, y) pixels (:func:`fourier_shift`) at
+    ``t = 0``, in closed form: the real part of ``ifft(-2 pi i f fft(x))`` per axis (no autograd, so it
+    runs inside a forward-mode pass)."""
+    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    out = torch.zeros_like(work)
     for axis, b in ((-1, offset[0]), (-2, offset[1])):
         if b:
-            one = torch.full((), b, dtype=t_dtype, device=x.device)
-            out = out + torch.func.jvp(lambda t, a=axis: fourier_shift(x, t, a), (zero,), (one,))[1]
-    return out
+            n = x.shape[axis]
+            shape = [1] * x.dim()
+            shape[axis] = n
+            freq = torch.fft.fftfreq(n, device=x.device, dtype=work.dtype).view(shape)
+            spectrum = torch.fft.fft(work, dim=axis) * (-2j * torch.pi * b * freq)
+            out = out + torch.fft.ifft(spectrum, dim=axis).real
+    return out.to(x.dtype)
 
 
 def colour_derivative(x: torch.Tensor) -> torch.Tensor:
