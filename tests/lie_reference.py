@@ -36,7 +36,12 @@ def saturate(x: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def warp(
-    x: torch.Tensor, generator: str, t: float, method: str = "bilinear", padding: str = "zeros", stride: int = 1
+    x: torch.Tensor,
+    generator: str,
+    t: float,
+    method: str = "bilinear",
+    padding: str = "zeros",
+    stride: int = 1,
 ) -> torch.Tensor:
     """``T_t x`` (a map of ``stride`` r: the image's flow in map coordinates, ``b / r``, same ``M``)."""
     if generator == "saturate":
@@ -52,7 +57,9 @@ def warp(
         shape[axis] = size
         ramp = torch.polar(torch.ones_like(k), -2 * math.pi * k * shift / size).view(shape)
         return torch.fft.ifft(torch.fft.fft(x, dim=axis) * ramp, dim=axis).real
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     cx, cy = (w - 1) / 2, (h - 1) / 2
     u = torch.stack([xx - cx, yy - cy], dim=-1)  # h x w x 2, (u_x, u_y)
     src = u @ torch.linalg.matrix_exp(-t * m).T - t * b
@@ -71,8 +78,9 @@ def strokes(n: int, size: int = 28, seed: int = 0, width: float = 1.3, length: f
     """``(n, 1, size, size)`` float64 images of three smooth elongated Gaussian strokes each, at random
     orientations near the centre: smooth, anisotropic, and nearly 0 (below 1e-4) on the outer pixels."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij"
+    )
     out = torch.zeros(n, 1, size, size, dtype=torch.float64)
     for i in range(n):
         for _ in range(3):

@@ -41,10 +41,16 @@ def test_settings_reach_the_callback(overrides, generators, layerwise):
 
 
 BAD = [
-    ([f"{KEY}=[sheer]"], f"{KEY}=['sheer'] is not allowed: generator 'sheer' is not known (did you mean 'shear'?)"),
+    (
+        [f"{KEY}=[sheer]"],
+        f"{KEY}=['sheer'] is not allowed: generator 'sheer' is not known (did you mean 'shear'?)",
+    ),
     ([f"{KEY}=[rotate,rotate]"], "lists one twice"),
     ([f"{KEY}=[]"], f"{KEY}=[] is not allowed: use true, false or a list of generators"),
-    ([f"{KEY}=[translate_x,saturate]"], "'saturate' changes colour saturation and needs RGB images; MNIST is grey"),
+    (
+        [f"{KEY}=[translate_x,saturate]"],
+        "'saturate' changes colour saturation and needs RGB images; MNIST is grey",
+    ),
     ([f"{KEY}=maybe"], f"{KEY}='maybe' is not allowed"),
     ([f"{KEY}_layerwise=true"], f"{KEY}_layerwise=true needs the Lie derivative: set {KEY}=true"),
     ([f"{KEY}=true", f"{KEY}_layerwise=yes"], f"{KEY}_layerwise='yes' is not allowed: use true or false"),
@@ -68,4 +74,7 @@ def test_the_callback_checks_its_arguments_too():
         ShiftProbeCallback(lie_derivative=["scal"])
     with pytest.raises(ValueError, match="lie_derivative_layerwise=true needs"):
         ShiftProbeCallback(lie_derivative_layerwise=True)
-    assert ShiftProbeCallback(lie_derivative=True, lie_derivative_layerwise=True).lie_generators[0] == "translate_x"
+    assert (
+        ShiftProbeCallback(lie_derivative=True, lie_derivative_layerwise=True).lie_generators[0]
+        == "translate_x"
+    )

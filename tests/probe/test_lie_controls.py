@@ -55,7 +55,9 @@ class ScalarFieldCNN(nn.Module):
                 self.conv2.weight.copy_(radial_kernels(width, width, 5, gen))
             else:
                 self.conv1.weight.copy_(torch.randn(width, 1, 5, 5, generator=gen) / 5)
-                self.conv2.weight.copy_(torch.randn(width, width, 5, 5, generator=gen) / (5 * math.sqrt(width)))
+                self.conv2.weight.copy_(
+                    torch.randn(width, width, 5, 5, generator=gen) / (5 * math.sqrt(width))
+                )
 
     def forward(self, x):
         h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
@@ -63,7 +65,9 @@ class ScalarFieldCNN(nn.Module):
 
 
 def _rotation(net, x):
-    return shiftprobe.lie_derivative(net, x, layers=["output"], generators=["rotate"])["output"]["rotate"]["rel"]
+    return shiftprobe.lie_derivative(net, x, layers=["output"], generators=["rotate"])["output"]["rotate"][
+        "rel"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -90,5 +94,7 @@ def test_rot_pool_is_rot90_exact_but_not_rotation_invariant(images):
     section = shiftprobe.measure_family(net, images, None, Rotation90(), layers=["logits"])
     for entry in section["entries"]:
         assert entry["logits"]["rel"] < 1e-12, entry["param"]
-    pooled = shiftprobe.lie_derivative(net, images, layers=["logits"], generators=["rotate"])["logits"]["rotate"]["rel"]
+    pooled = shiftprobe.lie_derivative(net, images, layers=["logits"], generators=["rotate"])["logits"][
+        "rotate"
+    ]["rel"]
     assert pooled > 100 * _rotation(ScalarFieldCNN().double().eval(), images)

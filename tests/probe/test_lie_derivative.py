@@ -50,7 +50,9 @@ def test_reference_warp_conventions():
     # hyperbolic_rotate's flow is stretch's turned by 45 degrees
     turn = torch.tensor([[1.0, -1.0], [1.0, 1.0]], dtype=torch.float64) / math.sqrt(2)
     stretch = torch.tensor(FLOWS["stretch"][0], dtype=torch.float64)
-    assert torch.allclose(turn @ stretch @ turn.T, torch.tensor(FLOWS["hyperbolic_rotate"][0], dtype=torch.float64))
+    assert torch.allclose(
+        turn @ stretch @ turn.T, torch.tensor(FLOWS["hyperbolic_rotate"][0], dtype=torch.float64)
+    )
 
 
 def finite_difference(probe, x, layer, generator, method, stride, t):
@@ -76,13 +78,20 @@ def _check_against(out, probe, x, strides, generators, method, t, floor=1e-3):
                 got = out[layer][g]
                 assert got["abs"] == pytest.approx(float(ab.mean()), rel=1e-4), (layer, g)
                 assert got["rel"] == pytest.approx(float(rel.mean()), rel=1e-4), (layer, g)
-                assert got["rel_se"] == pytest.approx(float(rel.std() / math.sqrt(len(x))), rel=1e-3), (layer, g)
+                assert got["rel_se"] == pytest.approx(float(rel.std() / math.sqrt(len(x))), rel=1e-3), (
+                    layer,
+                    g,
+                )
                 assert got["rel"] > floor  # not trivially zero: the agreement means something
 
 
 @pytest.mark.parametrize(
     "method, generators, images",
-    [("bilinear", GEOMETRIC, "random"), ("bilinear", GEOMETRIC, "strokes"), ("fourier", GENERATORS[:2], "random")],
+    [
+        ("bilinear", GEOMETRIC, "random"),
+        ("bilinear", GEOMETRIC, "strokes"),
+        ("fourier", GENERATORS[:2], "random"),
+    ],
 )
 def test_agrees_with_finite_differences_on_the_lab_net(method, generators, images):
     """Every generator, on maps of stride 1 and 2 and on a vector, in float64: the exact warp's central
@@ -136,8 +145,12 @@ def test_saturate_agrees_with_finite_differences_and_torchvision():
         assert out[layer]["saturate"]["abs"] == pytest.approx(float(ab.mean()), rel=1e-6), layer
         with torch.no_grad():
             t = 1e-4
-            d = (net.probe(adjust_saturation(x, 1 + t))[layer] - net.probe(adjust_saturation(x, 1 - t))[layer]) / (2 * t)
-        assert out[layer]["saturate"]["abs"] == pytest.approx(float(rms_norms(d, d)[0].mean()), rel=1e-3), layer
+            d = (
+                net.probe(adjust_saturation(x, 1 + t))[layer] - net.probe(adjust_saturation(x, 1 - t))[layer]
+            ) / (2 * t)
+        assert out[layer]["saturate"]["abs"] == pytest.approx(float(rms_norms(d, d)[0].mean()), rel=1e-3), (
+            layer
+        )
     grey = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)  # R = G = B: saturation does nothing
     still = lie_derivative(net, grey, layers=["conv1", "fc"], generators=["saturate"])
     assert still["conv1"]["saturate"]["abs"] < 1e-12 and still["fc"]["saturate"]["abs"] < 1e-12
@@ -232,7 +245,12 @@ def test_circular_conv_is_equivariant_to_fourier_translations_at_stride_1_only()
     x = _images(2, 28, 28)
     one = lie_derivative(nn.Sequential(conv), x, layers=["0"], generators=GENERATORS[:2], method="fourier")
     two = lie_derivative(nn.Sequential(strided), x, layers=["0"], generators=GENERATORS[:2], method="fourier")
-    assert one["geometry"]["0"] == {"kind": "spatial", "measures": "equivariance", "stride": [1, 1], "note": None}
+    assert one["geometry"]["0"] == {
+        "kind": "spatial",
+        "measures": "equivariance",
+        "stride": [1, 1],
+        "note": None,
+    }
     assert two["geometry"]["0"]["stride"] == [2, 2]
     for g in GENERATORS[:2]:
         assert one["0"][g]["rel"] < TOL32, one["0"][g]
@@ -274,8 +292,9 @@ def SquareSum():  # noqa: N802 (a model class in all but name)
 def _framed(n=5, size=20, seed=4):
     """float64 images that are 0 on their outermost pixels."""
     x = torch.zeros(n, 2, size, size, dtype=torch.float64)
-    x[..., 1:-1, 1:-1] = torch.rand(n, 2, size - 2, size - 2, generator=torch.Generator().manual_seed(seed),
-                                    dtype=torch.float64)
+    x[..., 1:-1, 1:-1] = torch.rand(
+        n, 2, size - 2, size - 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     return x
 
 
@@ -321,9 +340,15 @@ def test_sum_of_squares_is_invariant_to_area_preserving_flows():
     assert out["output"]["stretch"]["rel"] == pytest.approx(float(((s_x - s_y).abs() / f).mean()), rel=1e-10)
     assert out["output"]["scale"]["rel"] == pytest.approx(float(((s_x + s_y) / f).mean()), rel=1e-10)
     # on smooth strokes, a discretisation error: twice as wide, about four times smaller (second order)
-    fine = lie_derivative(SquareSum(), strokes(4), layers=["output"], generators=["stretch", "scale"])["output"]
-    finer = lie_derivative(SquareSum(), strokes(4, size=40, width=2.6, length=5), layers=["output"],
-                           generators=["stretch", "scale"])["output"]
+    fine = lie_derivative(SquareSum(), strokes(4), layers=["output"], generators=["stretch", "scale"])[
+        "output"
+    ]
+    finer = lie_derivative(
+        SquareSum(),
+        strokes(4, size=40, width=2.6, length=5),
+        layers=["output"],
+        generators=["stretch", "scale"],
+    )["output"]
     assert fine["stretch"]["rel"] < 0.05 and finer["stretch"]["rel"] < fine["stretch"]["rel"] / 2.5
     assert abs(finer["scale"]["rel"] - 2) < abs(fine["scale"]["rel"] - 2) / 2.5 < 0.1  # d/dt e^(2t) f = 2 f
 
@@ -377,7 +402,9 @@ def test_any_model_uint8_tuple_output_training_mode_and_batches():
     torch.manual_seed(0)
     net = LabCNN().train()
     x = (torch.rand(5, 28, 28, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
-    out = lie_derivative(net, x, layers=["conv1", "output"], generators=["rotate", "translate_y"], batch_size=2)
+    out = lie_derivative(
+        net, x, layers=["conv1", "output"], generators=["rotate", "translate_y"], batch_size=2
+    )
     assert net.training and all(p.grad is None for p in net.parameters())
     assert out["layers"] == ["conv1", "output"] and out["generators"] == ["rotate", "translate_y"]
     assert out["units"] == {"rotate": "per radian", "translate_y": "per input pixel"}
@@ -394,8 +421,12 @@ def test_any_model_uint8_tuple_output_training_mode_and_batches():
 
 def test_a_map_without_a_stride_gets_none_with_a_note():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32, 3))
-    out = lie_derivative(net, _images(1, 16, 16, n=3), layers=["1", "3"], generators=["translate_x", "rotate"])
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32, 3)
+    )
+    out = lie_derivative(
+        net, _images(1, 16, 16, n=3), layers=["1", "3"], generators=["translate_x", "rotate"]
+    )
     assert out["1"] == {"translate_x": None, "rotate": None}
     assert "stride" in out["geometry"]["1"]["note"]
     assert out["3"]["rotate"]["rel"] > 0 and out["geometry"]["3"]["note"] is None

@@ -19,10 +19,20 @@ from shiftprobe.models import LabCNN
 
 def _sequential():
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.Tanh(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
+            nn.Conv2d(3, 4, 3),
+            nn.Tanh(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 3),
+        )
+        .double()
+        .eval()
+    )
 
 
 #: what each tensor of ``_sequential`` is: the image, a map of stride r, or nothing to transform (a max
@@ -89,21 +99,30 @@ def test_a_chain_of_every_leaf_adds_up_to_the_end_to_end_value(generator):
     for name in ("6", "7"):  # flatten and linear: vector to vector, nothing to transform
         assert out["layerwise"][name][generator]["contribution"]["abs"] == 0.0
     ranking = out["layerwise_ranking"][generator]
-    rels = [(out["layerwise"].get(n) or out["layerwise_between"][n])[generator]["contribution"]["rel"] for n in ranking]
+    rels = [
+        (out["layerwise"].get(n) or out["layerwise_between"][n])[generator]["contribution"]["rel"]
+        for n in ranking
+    ]
     assert rels == sorted(rels, reverse=True) and rels[0] > 1e-3
 
 
 def test_functional_operations_show_between_modules_and_the_sum_stays_exact():
-    """The lab CNN calls F.relu and flatten in its forward: the gaps pool1 → conv2 (a ReLU) and pool2 → fc1
-    (a ReLU and the map-to-vector flatten) carry them; where a module's output is the next one's input the
-    gap is exactly 0; vectors on both sides leave no gap at all."""
+    """The lab CNN calls F.relu and flatten in its forward: the gaps pool1 → conv2 (a ReLU) and
+    pool2 → fc1 (a ReLU and the map-to-vector flatten) carry them; where a module's output is the next
+    one's input the gap is exactly 0; vectors on both sides leave no gap at all."""
     torch.manual_seed(0)
     net = LabCNN().double().eval()
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     out = lie_derivative(net, x, layers=["output"], generators=["translate_x", "rotate"], layerwise=True)
     assert list(out["layerwise"]) == ["conv1", "pool1", "conv2", "pool2", "fc1", "fc2"]
     between = out["layerwise_between"]
-    assert list(between) == ["input → conv1", "conv1 → pool1", "pool1 → conv2", "conv2 → pool2", "pool2 → fc1"]
+    assert list(between) == [
+        "input → conv1",
+        "conv1 → pool1",
+        "pool1 → conv2",
+        "conv2 → pool2",
+        "pool2 → fc1",
+    ]
     for g in ("translate_x", "rotate"):
         for label in ("input → conv1", "conv1 → pool1", "conv2 → pool2"):
             assert between[label][g]["contribution"]["abs"] == 0.0, (label, g)
@@ -130,13 +149,22 @@ def test_exactly_equivariant_modules_contribute_zero():
     global mean of a shifted map does not change: their contributions are 0 (round-off); the ReLU,
     which does not commute with a band-limited shift, carries the whole end-to-end value."""
     torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1, padding_mode="circular"), nn.ReLU(),
-        nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular"), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2),
-    ).double().eval()
+    net = (
+        nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1, padding_mode="circular"),
+            nn.ReLU(),
+            nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular"),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(3, 2),
+        )
+        .double()
+        .eval()
+    )
     x = _images(size=12)
-    out = lie_derivative(net, x, layers=["output"], generators=["translate_x", "translate_y"], method="fourier",
-                         layerwise=True)
+    out = lie_derivative(
+        net, x, layers=["output"], generators=["translate_x", "translate_y"], method="fourier", layerwise=True
+    )
     for g in ("translate_x", "translate_y"):
         end = out["layerwise_total"][g]["end_to_end"]["rel"]
         for name in ("0", "2", "3"):
@@ -148,7 +176,9 @@ def test_exactly_equivariant_modules_contribute_zero():
 
 def test_saturate_acts_on_the_input_image_only():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)
+    )
     net = net.double().eval()
     x = torch.rand(3, 3, 10, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     out = lie_derivative(net, x, layers=["output"], generators=["saturate"], layerwise=True)
@@ -182,14 +212,18 @@ def test_module_choice_is_checked_and_a_shared_module_is_left_out():
     assert list(out["layerwise"]) == ["head"] and "conv: left out" in out["layerwise_notes"][0]
     total = out["layerwise_total"]["rotate"]
     assert total["end_to_end"]["rel"] > 1e-3
-    assert total["between"]["rel"] == pytest.approx(total["end_to_end"]["rel"], rel=1e-12)  # the gap before head
+    assert total["between"]["rel"] == pytest.approx(
+        total["end_to_end"]["rel"], rel=1e-12
+    )  # the gap before head
     assert total["unexplained"]["rel"] < 1e-12 * total["end_to_end"]["rel"]
     net = _sequential()
     with pytest.raises(ValueError, match="'nope' is not a module"):
         lie_derivative(net, _images(), layerwise_modules=["nope"])
     with pytest.raises(ValueError, match="nested"):
         lie_derivative(nn.Sequential(net), _images(), layerwise_modules=["0", "0.1"])
-    chosen = lie_derivative(net, _images(), layers=["output"], generators=["rotate"], layerwise_modules=["0", "3"])
+    chosen = lie_derivative(
+        net, _images(), layers=["output"], generators=["rotate"], layerwise_modules=["0", "3"]
+    )
     assert list(chosen["layerwise"]) == ["0", "3"]
     assert list(chosen["layerwise_between"]) == ["input → 0", "0 → 3", "3 → output"]
     total = chosen["layerwise_total"]["rotate"]

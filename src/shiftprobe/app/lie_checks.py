@@ -30,7 +30,11 @@ def _generators(value) -> list[str]:
         raise ShiftProbeError(f"{KEY}={names!r} is not allowed: {err}.") from None
     colour = [n for n in names if GENERATORS[n].colour]
     if colour:  # the app measures MNIST: grey images (model.in_channels must be 1)
-        _fail(KEY, names, f"{colour[0]!r} changes colour saturation and needs RGB images; MNIST is grey: drop it")
+        _fail(
+            KEY,
+            names,
+            f"{colour[0]!r} changes colour saturation and needs RGB images; MNIST is grey: drop it",
+        )
     return names
 
 
@@ -45,7 +49,9 @@ def check_lie_derivative(cfg: DictConfig) -> None:
     if not isinstance(layerwise, bool):
         _fail(f"{KEY}_layerwise", layerwise, "use true or false")
     if layerwise and not on:
-        raise ShiftProbeError(f"{KEY}_layerwise=true needs the Lie derivative: set {KEY}=true or e.g. {EXAMPLE}.")
+        raise ShiftProbeError(
+            f"{KEY}_layerwise=true needs the Lie derivative: set {KEY}=true or e.g. {EXAMPLE}."
+        )
     images = node.get("lie_derivative_images", 500)
     if not isinstance(images, int) or isinstance(images, bool) or images < 2:
         _fail(f"{KEY}_images", images, f"use a number of images >= 2, e.g. {KEY}_images=500")

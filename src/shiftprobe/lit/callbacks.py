@@ -138,7 +138,9 @@ def lie_generators_setting(value, layerwise=False) -> tuple[str, ...] | None:
         value = OmegaConf.to_container(value, resolve=True)
     if value is None or value is False:
         if layerwise:
-            raise ValueError(f"{key}_layerwise=true needs {key}=true or a list of generators, e.g. {key}=[translate_x,rotate]")
+            raise ValueError(
+                f"{key}_layerwise=true needs {key}=true or a list of generators, e.g. {key}=[translate_x,rotate]"
+            )
         return None
     if value is True:
         return DEFAULT_GENERATORS
@@ -147,7 +149,9 @@ def lie_generators_setting(value, layerwise=False) -> tuple[str, ...] | None:
             return check_generators(value)
         except ValueError as err:
             raise ValueError(f"{key}={list(value)}: {err}") from None
-    raise ValueError(f"{key}={value!r}: use true, false or a list of generators, e.g. {key}=[translate_x,rotate,scale]")
+    raise ValueError(
+        f"{key}={value!r}: use true, false or a list of generators, e.g. {key}=[translate_x,rotate,scale]"
+    )
 
 
 def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
@@ -200,8 +204,8 @@ class ShiftProbeCallback(L.Callback):
                 f"callbacks.shift_probe.lie_derivative_images={lie_derivative_images!r}: use a number of images >= 2"
             )
         self.lie_generators = lie_generators_setting(lie_derivative, lie_derivative_layerwise)
-        self.lie_derivative, self.lie_derivative_images = self.lie_generators is not None, lie_derivative_images
-        self.lie_derivative_layerwise = bool(lie_derivative_layerwise)
+        self.lie_derivative = self.lie_generators is not None
+        self.lie_derivative_images, self.lie_derivative_layerwise = lie_derivative_images, lie_derivative_layerwise
         # the families to measure (conf/transform/): translation (the settings above) and any others
         self.transforms = family_settings(transforms)
         if not self.transforms:
@@ -353,8 +357,10 @@ class ShiftProbeCallback(L.Callback):
         subset = subset_indices(len(images), self.lie_derivative_images, self.seed)
         if subset is not None:
             images = images[subset.to(images.device)]
-        kwargs = dict(layers=self.layers, generators=self.lie_generators, layerwise=self.lie_derivative_layerwise,
-                      batch_size=self.batch_size, device=pl_module.device, progress=self.progress and trainer.is_global_zero)
+        kwargs = dict(
+            layers=self.layers, generators=self.lie_generators, layerwise=self.lie_derivative_layerwise,
+            batch_size=self.batch_size, device=pl_module.device, progress=self.progress and trainer.is_global_zero,
+        )
         results["lie_derivative"] = lie_derivative(pl_module.net, images, **kwargs)
         if self._untrained_net is not None and "untrained" in results:
             results["untrained"]["lie_derivative"] = lie_derivative(self._untrained_net, images, **kwargs)

@@ -89,10 +89,19 @@ GENERATORS: dict[str, Generator] = {
         Generator("rotate", "(u_y, -u_x)", "per radian", "per rad", ((0.0, 1.0), (-1.0, 0.0))),
         Generator("scale", "(u_x, u_y)", "per unit of log-scale", "per log-scale", ((1.0, 0.0), (0.0, 1.0))),
         Generator("shear", "(u_y, 0)", "per unit of shear", "per shear", ((0.0, 1.0), (0.0, 0.0))),
-        Generator("stretch", "(u_x, -u_y)", "per unit of log-stretch", "per log-stretch", ((1.0, 0.0), (0.0, -1.0))),
-        Generator("hyperbolic_rotate", "(u_y, u_x)", "per unit of hyperbolic angle", "per hyp. angle",
-                  ((0.0, 1.0), (1.0, 0.0))),
-        Generator("saturate", "gray + (1 + t)(x - gray)", "per unit of saturation", "per saturation", colour=True),
+        Generator(
+            "stretch", "(u_x, -u_y)", "per unit of log-stretch", "per log-stretch", ((1.0, 0.0), (0.0, -1.0))
+        ),
+        Generator(
+            "hyperbolic_rotate",
+            "(u_y, u_x)",
+            "per unit of hyperbolic angle",
+            "per hyp. angle",
+            ((0.0, 1.0), (1.0, 0.0)),
+        ),
+        Generator(
+            "saturate", "gray + (1 + t)(x - gray)", "per unit of saturation", "per saturation", colour=True
+        ),
     )
 }
 
@@ -120,7 +129,8 @@ def check_generators(generators: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def check_method(method: str, generators: Sequence[str]) -> str:
-    """A ValueError for an unknown method, or for a non-translation with ``"fourier"`` (saying what to use)."""
+    """A ValueError for an unknown method, or for a non-translation with ``"fourier"`` (saying what to
+    use)."""
     if method not in METHODS:
         raise ValueError(_unknown(method, "method", METHODS))
     if method == "fourier":
@@ -167,7 +177,9 @@ def central_difference(x: torch.Tensor, axis: int, fill: str) -> torch.Tensor:
     return (padded.narrow(axis, 2, n) - padded.narrow(axis, 0, n)) / 2
 
 
-def _field(coefficients: tuple[float, float], offset: float, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+def _field(
+    coefficients: tuple[float, float], offset: float, h: int, w: int, like: torch.Tensor
+) -> torch.Tensor:
     """``a u_x + b u_y + offset`` on the ``h x w`` grid about its centre, in ``like``'s dtype."""
     ux = torch.arange(w, dtype=torch.float64, device=like.device) - (w - 1) / 2
     uy = torch.arange(h, dtype=torch.float64, device=like.device) - (h - 1) / 2
@@ -175,7 +187,9 @@ def _field(coefficients: tuple[float, float], offset: float, h: int, w: int, lik
     return field.to(like.dtype)
 
 
-def flow_derivative(x: torch.Tensor, matrix: Matrix, offset: tuple[float, float], fill: str = "zeros") -> torch.Tensor:
+def flow_derivative(
+    x: torch.Tensor, matrix: Matrix, offset: tuple[float, float], fill: str = "zeros"
+) -> torch.Tensor:
     """``-v(u) . grad x`` for ``v(u) = matrix @ u + offset`` (bilinear's symmetric derivative), for a batch
     of images or maps ``x`` (``... x h x w``)."""
     h, w = x.shape[-2:]

@@ -148,18 +148,27 @@ class LayerwisePlan:
         every gap between consecutive points."""
         before = [None, *self.steps]
         after = [*self.steps, None]
-        return [(f"{p.name if p else INPUT} → {q.name if q else OUTPUT}", p, q) for p, q in zip(before, after, strict=True)]
+        return [
+            (f"{p.name if p else INPUT} → {q.name if q else OUTPUT}", p, q)
+            for p, q in zip(before, after, strict=True)
+        ]
 
 
 def _candidates(model: nn.Module, modules: Sequence[str] | None) -> tuple[dict[str, nn.Module], bool]:
     """The modules asked for (checked) or, by default, every leaf module but dropout and identity."""
     named = dict(model.named_modules())
     if modules is None:
-        leaves = {n: m for n, m in named.items() if n and not list(m.children()) and not isinstance(m, SKIPPED_MODULES)}
+        leaves = {
+            n: m
+            for n, m in named.items()
+            if n and not list(m.children()) and not isinstance(m, SKIPPED_MODULES)
+        }
         return leaves, False
     chosen = list(modules)
     if not chosen:
-        raise ValueError("layerwise_modules=[] decomposes nothing: name modules, or leave it None (every leaf)")
+        raise ValueError(
+            "layerwise_modules=[] decomposes nothing: name modules, or leave it None (every leaf)"
+        )
     for name in chosen:
         if name not in named or name == "":
             raise ValueError(
@@ -171,11 +180,16 @@ def _candidates(model: nn.Module, modules: Sequence[str] | None) -> tuple[dict[s
     for a in chosen:
         for b in chosen:
             if b.startswith(a + "."):
-                raise ValueError(f"layerwise modules {a!r} and {b!r} are nested; choose modules that do not contain each other")
+                raise ValueError(
+                    f"layerwise modules {a!r} and {b!r} are nested; choose modules that do not contain "
+                    "each other"
+                )
     return {n: named[n] for n in chosen}, True
 
 
-def _record(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]) -> tuple[dict, torch.Tensor | None]:
+def _record(
+    model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]
+) -> tuple[dict, torch.Tensor | None]:
     """One forward pass of ``x``: per module, its calls (order, input, output); and the output (None if
     the pass failed, e.g. a canvas a fixed-size layer cannot take)."""
     seen: dict[str, dict] = {name: {"calls": 0} for name in modules}
@@ -210,7 +224,8 @@ def _record(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]) ->
 
 
 def _point(t: torch.Tensor | None, grown: torch.Tensor | None, is_image: bool) -> tuple[Point, str | None]:
-    """The Point of a tensor (from its shapes on the image and on the canvas), and a note if a map has no stride."""
+    """The Point of a tensor (from its shapes on the image and on the canvas), and a note if a map has
+    no stride."""
     if is_image:
         return Point("image", (1, 1)), None
     if t is None or t.dim() != 4 or t.shape[-2] * t.shape[-1] <= 1:
@@ -223,7 +238,9 @@ def _point(t: torch.Tensor | None, grown: torch.Tensor | None, is_image: bool) -
     return Point("map", stride), None
 
 
-def plan_layerwise(model: nn.Module, sample: torch.Tensor, modules: Sequence[str] | None = None) -> LayerwisePlan:
+def plan_layerwise(
+    model: nn.Module, sample: torch.Tensor, modules: Sequence[str] | None = None
+) -> LayerwisePlan:
     """Which modules the decomposition uses (``modules``, or every leaf but dropout and identity), in the
     order they run on ``sample`` (a few images in the model's dtype and device), and what each one's
     input and output are (the input image, a map of known stride, or neither). A default module that
@@ -232,8 +249,13 @@ def plan_layerwise(model: nn.Module, sample: torch.Tensor, modules: Sequence[str
     chosen, explicit = _candidates(model, modules)
     seen, y = _record(model, sample, chosen)
     pad = CANVAS_PAD
-    canvas = torch.zeros(*sample.shape[:-2], sample.shape[-2] + 2 * pad, sample.shape[-1] + 2 * pad,
-                         dtype=sample.dtype, device=sample.device)
+    canvas = torch.zeros(
+        *sample.shape[:-2],
+        sample.shape[-2] + 2 * pad,
+        sample.shape[-1] + 2 * pad,
+        dtype=sample.dtype,
+        device=sample.device,
+    )
     grown, y_grown = _record(model, canvas, chosen)
     steps, notes = [], []
     for name in sorted(chosen, key=lambda n: seen[n].get("order", -1)):
@@ -250,10 +272,16 @@ def plan_layerwise(model: nn.Module, sample: torch.Tensor, modules: Sequence[str
             continue
         a, a_note = _point(rec["input"], grown[name].get("input"), rec["is_image"])
         b, b_note = _point(rec["output"], grown[name].get("output"), False)
-        notes += [f"{name} {side}: {note}, not transformed" for side, note in (("input", a_note), ("output", b_note)) if note]
+        notes += [
+            f"{name} {side}: {note}, not transformed"
+            for side, note in (("input", a_note), ("output", b_note))
+            if note
+        ]
         steps.append(Step(name, chosen[name], a, b))
     if not steps:
-        raise ValueError(f"no module of {type(model).__name__} can be decomposed: {'; '.join(notes) or 'none ran'}")
+        raise ValueError(
+            f"no module of {type(model).__name__} can be decomposed: {'; '.join(notes) or 'none ran'}"
+        )
     out_point, note = _point(y, y_grown, False)
     if note:
         notes.append(f"output: {note}, not transformed")
@@ -275,11 +303,14 @@ def _output_tangent(
     output: Point | None = None,
 ) -> torch.Tensor:
     """The output's tangent after one forward-mode pass of ``x`` (tangent ``x_tangent``, or none), with
-    ``hooks`` (``(module, "pre" or "post", hook)``) injecting tangents; ``- D(y)`` when ``output`` is given."""
+    ``hooks`` (``(module, "pre" or "post", hook)``) injecting tangents; ``- D(y)`` when ``output`` is
+    given."""
     handles = []
     try:
         for module, kind, fn in hooks:
-            handles.append(module.register_forward_pre_hook(fn) if kind == "pre" else module.register_forward_hook(fn))
+            handles.append(
+                module.register_forward_pre_hook(fn) if kind == "pre" else module.register_forward_hook(fn)
+            )
         with torch.no_grad(), fwad.dual_level():
             inp = x if x_tangent is None else fwad.make_dual(x, x_tangent)
             primal, tangent = _primal_tangent(first_tensor(model(inp)))
@@ -310,7 +341,9 @@ def _gap_hooks(p: Step | None, q: Step | None, generator: str, method: str) -> l
     if q is not None and q.input.acts(generator):
 
         def pre(module, args):
-            return (_with_tangent(args[0], -q.input.tangent(fwad.unpack_dual(args[0]).primal, generator, method)),)
+            return (
+                _with_tangent(args[0], -q.input.tangent(fwad.unpack_dual(args[0]).primal, generator, method)),
+            )
 
         hooks.append((q.module, "pre", pre))
     return hooks
@@ -365,11 +398,16 @@ def layerwise_values(
     with torch.no_grad():
         y = first_tensor(model(x)).clone()
     n = len(x)
-    zero: Norms = {"abs": torch.zeros(n, dtype=acc, device=x.device), "rel": torch.zeros(n, dtype=acc, device=x.device)}
+    zero: Norms = {
+        "abs": torch.zeros(n, dtype=acc, device=x.device),
+        "rel": torch.zeros(n, dtype=acc, device=x.device),
+    }
     gaps = [gap for gap in plan.gaps() if any(_gap_acts(gap, plan, g) for g in generators)]
     out: dict[tuple[str, str, str, str], Norms] = {}
     for g in generators:
-        end = _output_tangent(model, x, g, method, x_tangent=image_derivative(x, g, method), output=plan.output)
+        end = _output_tangent(
+            model, x, g, method, x_tangent=image_derivative(x, g, method), output=plan.output
+        )
         total = {"modules": torch.zeros_like(y), "between": torch.zeros_like(y)}
         for step in plan.steps:
             if not (step.input.acts(g) or step.output.acts(g)):
@@ -386,14 +424,23 @@ def layerwise_values(
                 out["between", label, g, "contribution"] = zero
                 continue
             x_tangent = image_derivative(x, g, method) if p is None else None
-            c = _output_tangent(model, x, g, method, x_tangent=x_tangent, hooks=_gap_hooks(p, q, g, method),
-                                output=plan.output if q is None else None)
+            c = _output_tangent(
+                model,
+                x,
+                g,
+                method,
+                x_tangent=x_tangent,
+                hooks=_gap_hooks(p, q, g, method),
+                output=plan.output if q is None else None,
+            )
             total["between"] += c
             out["between", label, g, "contribution"] = per_image_norms(c, y, acc)
         out["total", "end_to_end", g, "value"] = per_image_norms(end, y, acc)
         for part, value in total.items():
             out["total", part, g, "value"] = per_image_norms(value, y, acc)
-        out["total", "unexplained", g, "value"] = per_image_norms(end - total["modules"] - total["between"], y, acc)
+        out["total", "unexplained", g, "value"] = per_image_norms(
+            end - total["modules"] - total["between"], y, acc
+        )
     return out
 
 

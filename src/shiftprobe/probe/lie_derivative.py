@@ -69,7 +69,16 @@ NORM = (
 LAYERWISE_KEYS = ("layerwise", "layerwise_between", "layerwise_total", "layerwise_ranking", "layerwise_notes")
 #: top-level keys of the result (a layer may not be named like one)
 RESERVED_KEYS = (
-    "n_images", "norm", "units", "flows", "method", "generators", "layers", "geometry", "seconds", *LAYERWISE_KEYS,
+    "n_images",
+    "norm",
+    "units",
+    "flows",
+    "method",
+    "generators",
+    "layers",
+    "geometry",
+    "seconds",
+    *LAYERWISE_KEYS,
 )
 
 
@@ -88,7 +97,9 @@ def layer_actions(
                 actions[name, g] = None
             elif geo.stride is None:
                 why = geo.note or "not inferred"
-                notes[name].append(f"{g}: the map's stride is unknown ({why}): no equivariance Lie derivative")
+                notes[name].append(
+                    f"{g}: the map's stride is unknown ({why}): no equivariance Lie derivative"
+                )
             else:
                 actions[name, g] = geo.stride
     return actions, notes
@@ -111,7 +122,9 @@ def summarise(batches: list[Norms]) -> dict:
     return {"rel": rel, "rel_se": rel_se, "abs": ab, "abs_se": ab_se}
 
 
-def _check_args(generators, method, batch_size, images, layerwise) -> tuple[tuple[str, ...], str, torch.Tensor]:
+def _check_args(
+    generators, method, batch_size, images, layerwise
+) -> tuple[tuple[str, ...], str, torch.Tensor]:
     generators = check_generators(generators)
     method = check_method(method, generators)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -122,7 +135,9 @@ def _check_args(generators, method, batch_size, images, layerwise) -> tuple[tupl
     if len(images) < 1:
         raise ValueError("images is empty: give at least one image")
     if min(images.shape[-2:]) < 2:
-        raise ValueError(f"images of {tuple(images.shape[-2:])} pixels cannot be transformed: use at least 2x2")
+        raise ValueError(
+            f"images of {tuple(images.shape[-2:])} pixels cannot be transformed: use at least 2x2"
+        )
     check_channels(generators, images.shape[1])
     return generators, method, images
 
@@ -193,7 +208,9 @@ def lie_derivative(
     resolved = resolve_layers(model, layers)
     for layer in resolved:
         if layer.name in RESERVED_KEYS:
-            raise ValueError(f"a layer named {layer.name!r} would clash with the result's key; use a module alias")
+            raise ValueError(
+                f"a layer named {layer.name!r} would clash with the result's key; use a module alias"
+            )
     start = time.perf_counter()
     device = torch.device(device) if device is not None else model_device(model)
     dtype = model_dtype(model)
@@ -268,21 +285,34 @@ def _layerwise_results(plan, generators, parts: dict) -> dict:
         step.name: {
             g: {
                 "contribution": summarise(parts["module", step.name, g, "contribution"]),
-                "own": summarise(parts["module", step.name, g, "own"]) if ("module", step.name, g, "own") in parts else None,
+                "own": summarise(parts["module", step.name, g, "own"])
+                if ("module", step.name, g, "own") in parts
+                else None,
             }
             for g in generators
         }
         for step in plan.steps
     }
     labels = list(dict.fromkeys(label for section, label, _, _ in parts if section == "between"))
-    between = {label: {g: {"contribution": summarise(parts["between", label, g, "contribution"])} for g in generators}
-               for label in labels}
-    total = {g: {part: summarise(parts["total", part, g, "value"])
-                 for part in ("end_to_end", "modules", "between", "unexplained")} for g in generators}
+    between = {
+        label: {
+            g: {"contribution": summarise(parts["between", label, g, "contribution"])} for g in generators
+        }
+        for label in labels
+    }
+    total = {
+        g: {
+            part: summarise(parts["total", part, g, "value"])
+            for part in ("end_to_end", "modules", "between", "unexplained")
+        }
+        for g in generators
+    }
     ranking = {}
     for g in generators:
         scored = [(name, entry[g]["contribution"]["rel"]) for name, entry in {**modules, **between}.items()]
-        ranking[g] = [name for name, rel in sorted(scored, key=lambda s: -(s[1] if s[1] is not None else -1.0))]
+        ranking[g] = [
+            name for name, rel in sorted(scored, key=lambda s: -(s[1] if s[1] is not None else -1.0))
+        ]
     return {
         "layerwise": modules,
         "layerwise_between": between,

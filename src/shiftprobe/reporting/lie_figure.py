@@ -31,7 +31,11 @@ def _bars(results: Mapping) -> list[str]:
     """The modules, then the gaps with anything in them (the table's rows)."""
     block = results["lie_derivative"]
     generators = list(block.get("generators") or [])
-    gaps = [label for label, entry in (block.get("layerwise_between") or {}).items() if _nonzero(entry, generators)]
+    gaps = [
+        label
+        for label, entry in (block.get("layerwise_between") or {}).items()
+        if _nonzero(entry, generators)
+    ]
     return list(block.get("layerwise") or {}) + gaps
 
 
@@ -60,9 +64,20 @@ def plot_lie_layerwise(results: Mapping, path: str | Path | None = None, dpi: in
             rel = np.array([v[0] for v in values])
             hw = np.array([v[1] for v in values])
             low = np.minimum(hw, rel * (1 - 1e-3))  # a log axis cannot draw an interval below 0
-            ax.bar(slots + (k - (len(nets) - 1) / 2) * BAR, rel, BAR, yerr=[low, hw], capsize=2, color=f"C{k}",
-                   hatch="//" if label == "untrained" else None, alpha=0.9, label=label)
-            total = _finite(((net.get("layerwise_total") or {}).get(g) or {}).get("end_to_end", {}).get("rel"))
+            ax.bar(
+                slots + (k - (len(nets) - 1) / 2) * BAR,
+                rel,
+                BAR,
+                yerr=[low, hw],
+                capsize=2,
+                color=f"C{k}",
+                hatch="//" if label == "untrained" else None,
+                alpha=0.9,
+                label=label,
+            )
+            total = _finite(
+                ((net.get("layerwise_total") or {}).get(g) or {}).get("end_to_end", {}).get("rel")
+            )
             if total and total > 0:
                 ax.axhline(total, color=f"C{k}", linestyle="--", linewidth=1, label=f"end-to-end ({label})")
         if np.isfinite([_contribution(n, name, g)[0] for _, n in nets for name in names]).any():

@@ -44,7 +44,9 @@ def _measures(block: Mapping, layer: str) -> str:
 
 def _header(first: list[str], block: Mapping) -> list[str]:
     units = block.get("units") or {}
-    return first + [f"{g} ({UNIT_SHORT.get(units.get(g), units.get(g) or '?')})" for g in block.get("generators") or []]
+    return first + [
+        f"{g} ({UNIT_SHORT.get(units.get(g), units.get(g) or '?')})" for g in block.get("generators") or []
+    ]
 
 
 def _networks(results: Mapping) -> list[tuple[str, Mapping]]:
@@ -76,7 +78,9 @@ def lie_derivative_lines(results: Mapping) -> list[str]:
     for layer in block.get("layers") or []:
         for name, net in _networks(results):
             if layer in net:
-                rows.append([layer, name, _measures(net, layer), *[_cell(net[layer].get(g)) for g in generators]])
+                rows.append(
+                    [layer, name, _measures(net, layer), *[_cell(net[layer].get(g)) for g in generators]]
+                )
         note = ((block.get("geometry") or {}).get(layer) or {}).get("note")
         if note:
             notes.append(f"- {layer}: {note}")
@@ -87,7 +91,9 @@ def lie_derivative_lines(results: Mapping) -> list[str]:
 
 
 def _nonzero(entries: Mapping, generators: list[str]) -> bool:
-    return any((_finite(((entries.get(g) or {}).get("contribution") or {}).get("rel")) or 0) > 0 for g in generators)
+    return any(
+        (_finite(((entries.get(g) or {}).get("contribution") or {}).get("rel")) or 0) > 0 for g in generators
+    )
 
 
 def _layerwise_rows(results: Mapping, generators: list[str]) -> list[list[str]]:
@@ -96,12 +102,18 @@ def _layerwise_rows(results: Mapping, generators: list[str]) -> list[list[str]]:
     for module in block.get("layerwise") or {}:
         for name, net in _networks(results):
             entry = (net.get("layerwise") or {}).get(module) or {}
-            rows.append([module, name, *[_cell((entry.get(g) or {}).get("contribution")) for g in generators]])
+            rows.append(
+                [module, name, *[_cell((entry.get(g) or {}).get("contribution")) for g in generators]]
+            )
     for label in block.get("layerwise_between") or {}:
-        nets = [(name, (net.get("layerwise_between") or {}).get(label) or {}) for name, net in _networks(results)]
+        nets = [
+            (name, (net.get("layerwise_between") or {}).get(label) or {}) for name, net in _networks(results)
+        ]
         if any(_nonzero(entry, generators) for _, entry in nets):  # a gap with nothing in it is exactly 0
-            rows += [[label, name, *[_cell((entry.get(g) or {}).get("contribution")) for g in generators]]
-                     for name, entry in nets]
+            rows += [
+                [label, name, *[_cell((entry.get(g) or {}).get("contribution")) for g in generators]]
+                for name, entry in nets
+            ]
     for key, label in TOTAL_ROWS:
         for name, net in _networks(results):
             total = net.get("layerwise_total") or {}
