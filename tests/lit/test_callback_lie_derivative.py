@@ -71,3 +71,22 @@ def test_lie_derivative_is_off_by_default_and_checks_its_image_count():
     assert ShiftProbeCallback().lie_derivative is False
     with pytest.raises(ValueError, match="lie_derivative_images"):
         ShiftProbeCallback(lie_derivative=True, lie_derivative_images=1)
+
+
+def test_generators_and_the_layerwise_decomposition_reach_results_and_figures(tmp_path):
+    cb = ShiftProbeCallback(max_shift=1, batch_size=16, output_dir=str(tmp_path / "run"), progress=False,
+                            figures=True, lie_derivative=["translate_x", "scale"], lie_derivative_images=3,
+                            lie_derivative_layerwise=True, layers=["conv1", "logits"])
+    trainer = L.Trainer(default_root_dir=tmp_path, logger=CSVLogger(tmp_path), callbacks=[cb], enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.test(TinyModule(), datamodule=TinyData())
+    run = tmp_path / "run"
+    res = json.loads((run / "results.json").read_text())
+    for block in (res["lie_derivative"], res["untrained"]["lie_derivative"]):
+        assert block["generators"] == ["translate_x", "scale"]
+        assert list(block["layerwise"]) == ["conv1", "pool1", "conv2", "pool2", "fc1", "fc2"]
+        assert block["layerwise"]["pool1"]["scale"]["contribution"]["rel"] > 0
+        total = block["layerwise_total"]["scale"]
+        assert total["unexplained"]["rel"] < 1e-5 * total["end_to_end"]["rel"]
+    assert "### Layer-wise decomposition" in (run / "results.md").read_text()
+    assert (run / "lie_layerwise.png").stat().st_size > 1000

@@ -7,7 +7,7 @@ from results_factory import make_fake_results
 
 import shiftprobe
 from shiftprobe.reporting.lie_table import lie_derivative_lines
-from shiftprobe.reporting.markdown import results_markdown
+from shiftprobe.reporting.markdown import fmt_pm, results_markdown
 
 
 def _block(rel_conv1=0.1):
@@ -77,3 +77,58 @@ def test_a_run_without_translation_gets_the_table_too():
     text = results_markdown({"families": {"rot90": rot90()}, "lie_derivative": _block()})
     assert "Rotations by 90" in text or "rot90" in text
     assert "Lie derivative" in text and "| conv1 |" in text
+
+
+# -- the layer-wise decomposition -------------------------------------------------------------------
+def _layerwise_results():
+    torch.manual_seed(0)
+    net = shiftprobe.LabCNN()
+    x = torch.rand(3, 28, 28, generator=torch.Generator().manual_seed(0))
+    trained = shiftprobe.lie_derivative(net, x, layers=["conv1", "output"], generators=["translate_x", "scale"],
+                                        layerwise=True)
+    torch.manual_seed(1)
+    untrained = shiftprobe.lie_derivative(shiftprobe.LabCNN(), x, layers=["conv1", "output"],
+                                          generators=["translate_x", "scale"], layerwise=True)
+    return {"lie_derivative": trained, "untrained": {"lie_derivative": untrained}}
+
+
+def test_layerwise_table_rows_totals_and_ranking():
+    res = _layerwise_results()
+    lines = lie_derivative_lines(res)
+    text = "\n".join(lines)
+    assert "### Layer-wise decomposition (lie_layerwise.png)" in text
+    header = [line for line in lines if line.startswith("| module")]
+    assert header == ["| module | network | translate_x (per px) | scale (per log-scale) |"]
+    rows = _rows(lines)
+    for module in ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2"):
+        assert (module, "trained") in rows and (module, "untrained") in rows
+    # gaps with something in them (F.relu, flatten) are shown, identity gaps (exactly 0) are not
+    assert ("pool2 → fc1", "trained") in rows and ("conv1 → pool1", "trained") not in rows
+    for label in ("*sum of the modules*", "*sum between modules*", "*end-to-end (the output's)*"):
+        assert (label, "trained") in rows and (label, "untrained") in rows
+    top = res["lie_derivative"]["layerwise_ranking"]["scale"][:3]
+    assert f"- largest for scale (trained): {', '.join(top)}" in lines
+    # the cell is the contribution's rel ± 1.96 se
+    conv1 = res["lie_derivative"]["layerwise"]["conv1"]["translate_x"]["contribution"]
+    assert rows["conv1", "trained"].split("|")[3].strip() == fmt_pm(conv1["rel"], 1.96 * conv1["rel_se"])
+
+
+def test_no_layerwise_section_without_it():
+    lines = lie_derivative_lines({"lie_derivative": _block()})
+    assert not any("Layer-wise" in line for line in lines)
+
+
+def test_the_layerwise_figure_is_written_in_place(tmp_path):
+    from shiftprobe.reporting.lie_figure import save_lie_figures
+
+    res = _layerwise_results()
+    figures = save_lie_figures(res, tmp_path)
+    assert list(figures) == ["lie_layerwise"]
+    assert (tmp_path / "lie_layerwise.png").stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lie_layerwise.png"]  # no temporary file left
+    axes = figures["lie_layerwise"].axes
+    assert len(axes) == 2 and axes[0].get_yscale() == "log"
+    labels = [t.get_text() for t in axes[0].get_xticklabels()]
+    assert labels[:6] == ["conv1", "pool1", "conv2", "pool2", "fc1", "fc2"] and "pool2 → fc1" in labels
+    assert save_lie_figures({"lie_derivative": _block()}, tmp_path / "none") == {}
+    assert not (tmp_path / "none").exists()

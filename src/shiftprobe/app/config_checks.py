@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from shiftprobe.app.lie_checks import check_lie_derivative
 from shiftprobe.app.schemas import LAB_MODEL_CLASSES, check_schemas
 from shiftprobe.app.transform_checks import check_transform
 from shiftprobe.errors import ShiftProbeError
@@ -215,5 +216,6 @@ def validate_config(cfg: DictConfig, require_ckpt: bool = False, known_keys: boo
     check_model(cfg)
     check_shift(cfg)
     check_transform(cfg)  # the transform group (shiftprobe.app.transform_checks)
+    check_lie_derivative(cfg)  # callbacks.shift_probe.lie_derivative* (shiftprobe.app.lie_checks)
     check_trainer(cfg)
     check_ckpt(cfg, required=require_ckpt)

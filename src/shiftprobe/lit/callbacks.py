@@ -15,8 +15,10 @@ initial weights and K - 1 re-initialised copies) and reports their spread (``unt
 ``results["families"][name]`` for each (``shiftprobe.measure_family``, trained and untrained), a table
 per family in results.md and ``<family>.png``; ``families.translation`` is the translation results.
 Translation alone (the default) writes exactly what it wrote before.
-``lie_derivative=true`` adds ``shiftprobe.lie_derivative`` of both networks on a seeded subset of
-``lie_derivative_images`` of the measured images (``lie_derivative``, ``untrained.lie_derivative``).
+``lie_derivative=true`` (or a list of generators, e.g. ``[translate_x,rotate,scale]``) adds
+``shiftprobe.lie_derivative`` of both networks on a seeded subset of ``lie_derivative_images`` of the
+measured images (``lie_derivative``, ``untrained.lie_derivative``); ``lie_derivative_layerwise=true`` adds
+its layer-wise decomposition (a table in results.md and ``lie_layerwise.png``).
 """
 
 from __future__ import annotations
@@ -122,6 +124,37 @@ def build_family(name: str, settings):
         raise ValueError(f"transform.{name}: {err}") from None
 
 
+def lie_generators_setting(value, layerwise=False) -> tuple[str, ...] | None:
+    """``callbacks.shift_probe.lie_derivative`` as the generators to measure: None (off: false or null),
+    the default three (true) or the names listed; a ValueError naming the key for anything else, or for
+    ``lie_derivative_layerwise`` without it."""
+    from omegaconf import OmegaConf
+
+    from shiftprobe.probe.generators import DEFAULT_GENERATORS, check_generators
+
+    key = "callbacks.shift_probe.lie_derivative"
+    if not isinstance(layerwise, bool):
+        raise ValueError(f"{key}_layerwise={layerwise!r}: use true or false")
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None or value is False:
+        if layerwise:
+            raise ValueError(
+                f"{key}_layerwise=true needs {key}=true or a list of generators, e.g. {key}=[translate_x,rotate]"
+            )
+        return None
+    if value is True:
+        return DEFAULT_GENERATORS
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        try:
+            return check_generators(value)
+        except ValueError as err:
+            raise ValueError(f"{key}={list(value)}: {err}") from None
+    raise ValueError(
+        f"{key}={value!r}: use true, false or a list of generators, e.g. {key}=[translate_x,rotate,scale]"
+    )
+
+
 def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
     """One odd and one even diagonal shift within ``max_shift`` (e.g. (1, 1) and (2, 2))."""
     out = []
@@ -153,8 +186,9 @@ class ShiftProbeCallback(L.Callback):
         export_pairs: int = 0,
         untrained_inits: int = 1,
         transforms=None,
-        lie_derivative: bool = False,
+        lie_derivative: bool | list[str] = False,
         lie_derivative_images: int = 500,
+        lie_derivative_layerwise: bool = False,
     ):
         # validate early: a bad value fails when the callback is built, before training
         ShiftPlan.build(max_shift, mode, pattern, seed, 1 if pattern != "random" else 0)
@@ -171,7 +205,9 @@ class ShiftProbeCallback(L.Callback):
             raise ValueError(
                 f"callbacks.shift_probe.lie_derivative_images={lie_derivative_images!r}: use a number of images >= 2"
             )
-        self.lie_derivative, self.lie_derivative_images = bool(lie_derivative), lie_derivative_images
+        self.lie_generators = lie_generators_setting(lie_derivative, lie_derivative_layerwise)
+        self.lie_derivative = self.lie_generators is not None
+        self.lie_derivative_images, self.lie_derivative_layerwise = lie_derivative_images, lie_derivative_layerwise
         # the families to measure (conf/transform/): translation (the settings above) and any others
         self.transforms = family_settings(transforms)
         if not self.transforms:
@@ -324,8 +360,10 @@ class ShiftProbeCallback(L.Callback):
         subset = subset_indices(len(images), self.lie_derivative_images, self.seed)
         if subset is not None:
             images = images[subset.to(images.device)]
-        kwargs = dict(layers=self.layers, batch_size=self.batch_size, device=pl_module.device,
-                      progress=self.progress and trainer.is_global_zero)
+        kwargs = dict(
+            layers=self.layers, generators=self.lie_generators, layerwise=self.lie_derivative_layerwise,
+            batch_size=self.batch_size, device=pl_module.device, progress=self.progress and trainer.is_global_zero,
+        )
         results["lie_derivative"] = lie_derivative(pl_module.net, images, **kwargs)
         if self._untrained_net is not None and "untrained" in results:
             results["untrained"]["lie_derivative"] = lie_derivative(self._untrained_net, images, **kwargs)
@@ -415,6 +453,7 @@ class ShiftProbeCallback(L.Callback):
         from shiftprobe.probe.examples import example_pairs
         from shiftprobe.reporting.family_figures import save_family_figures
         from shiftprobe.reporting.figures import save_all_figures
+        from shiftprobe.reporting.lie_figure import save_lie_figures
 
         figures = {}
         if self.measures_translation:
@@ -425,6 +464,7 @@ class ShiftProbeCallback(L.Callback):
                 examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode)
             figures = save_all_figures(results, out, examples=examples)
         figures.update(save_family_figures(results, out))  # <family>.png for every other family
+        figures.update(save_lie_figures(results, out))  # lie_layerwise.png with the layer-wise decomposition
         for fig in figures.values():
             plt.close(fig)
         writers = [w for w in (getattr(lg, "experiment", None) for lg in trainer.loggers) if hasattr(w, "add_image")]

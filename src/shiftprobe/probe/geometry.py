@@ -198,20 +198,26 @@ def _infer_geometry(model, layers, image_shape, device, canvas_pad, seed) -> dic
     return out
 
 
+def growth_stride(base: Sequence[int], grown: Sequence[int], pad: int) -> tuple[int, int] | str:
+    """The stride ``(r_y, r_x)`` of a map of ``base`` positions ``(h, w)`` that has ``grown`` positions
+    when the input has ``pad`` more pixels on every side; else why not (a sentence)."""
+    strides = []
+    for b, g in zip(base, grown, strict=True):
+        extra = g - b
+        if extra <= 0 or (2 * pad) % extra:
+            return f"the map does not grow in step with the input ({b} -> {g} positions for {2 * pad} more pixels)"
+        strides.append(2 * pad // extra)
+    return strides[0], strides[1]
+
+
 def _infer_one(geo: LayerGeometry, feat: torch.Tensor, canvas: torch.Tensor, pad: int, size, gen) -> None:
     _, h, w = geo.shape
     h2, w2 = feat.shape[-2:]
-    strides = []
-    for grown, base in ((h2, h), (w2, w)):
-        extra = grown - base
-        if extra <= 0 or (2 * pad) % extra:
-            geo.note = (
-                f"the map does not grow in step with the input ({base} -> {grown} positions for "
-                f"{2 * pad} more pixels): no stride, so no exact test"
-            )
-            return
-        strides.append(2 * pad // extra)
-    ry, rx = strides
+    stride = growth_stride((h, w), (h2, w2), pad)
+    if isinstance(stride, str):
+        geo.note = f"{stride}: no stride, so no exact test"
+        return
+    ry, rx = stride
     geo.stride = (ry, rx)
     if pad % ry or pad % rx:
         geo.note = f"stride {ry}x{rx} does not divide the canvas margin {pad}: no exact test"

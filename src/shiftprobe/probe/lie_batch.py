@@ -1,0 +1,452 @@
+"""The Lie derivative of one batch: pure functions of (the network, a batch of images, the generators).
+
+Each returns per-image values (B-vectors), so a loop, or the engine's accumulator, can sum them:
+
+* :func:`layer_values`: per probe point and generator, ``abs`` and ``rel`` of its Lie derivative
+  (:mod:`shiftprobe.probe.lie_derivative` defines them);
+* :func:`layerwise_values`: the layer-wise decomposition of the output's Lie derivative (below).
+
+The layer-wise decomposition
+----------------------------
+Every tensor ``p`` of the forward pass that the decomposition transforms gets a tangent ``D(p)``, the
+derivative of the transformation acting on it (:mod:`shiftprobe.probe.generators`): the input image
+(zero fill; ``saturate`` acts here only), a map of known stride (the image's flow in map coordinates,
+edge fill), and ``0`` on a vector or a map of unknown stride (nothing to transform). For a module ``m``
+that runs once per forward, input ``a``, output ``b = m(a)``:
+
+* its **own** Lie derivative ``L_m = J_m(a) D(a) - D(b)``: its input transformed, its output
+  transformed back (0 for an exactly equivariant or invariant module);
+* its **contribution** ``C_m = J_{y <- b} L_m``: ``L_m`` carried to the network's output ``y`` by the
+  derivative of the rest of the network (forward mode: ``L_m`` enters as the tangent of ``b``, through
+  a forward hook).
+
+What the chosen modules do not cover (functional calls in ``forward``: ``F.relu``, ``flatten``, a
+residual sum ...) is measured **between** consecutive modules (execution order): with ``P(p)`` the
+output's tangent when ``D(p)`` enters at ``p`` (at a module's input: into that module only), the gap
+from ``b_{k-1}`` (or the input image ``x``) to ``a_k`` (or the output ``y``) contributes
+``P(b_{k-1}) - P(a_k)``, one pass with ``+D(b_{k-1})`` and ``-D(a_k)`` entering. Since
+``C_k = P(a_k) - P(b_k)``, the sum telescopes, exactly, for any network::
+
+    sum_m C_m + sum_gaps G = P(x) - P(y) = J_F(x) D(x) - D(y) = the output's Lie derivative
+
+(``unexplained``, the difference, is round-off). In a chain of modules (``nn.Sequential``, or modules
+joined by element-wise functions) a gap is what happens between its two modules (0 when nothing
+does); where a module's output also feeds another branch, the gap is still well defined and the sum
+still exact, but it holds that branch's share too.
+
+Cost: per generator, one pass for the output, one per module and one per gap with a transformed side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.autograd.forward_ad as fwad
+from torch import nn
+
+from shiftprobe.probe.capture import LayerCapture, first_tensor
+from shiftprobe.probe.generators import GENERATORS, image_derivative, map_derivative
+from shiftprobe.probe.geometry import CANVAS_PAD, growth_stride
+
+#: module types left out of the default layer-wise modules (the identity in eval mode)
+SKIPPED_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+INPUT, OUTPUT = "input", "output"
+Norms = dict[str, torch.Tensor]
+
+
+def per_image_norms(d: torch.Tensor, ref: torch.Tensor, acc: torch.dtype = torch.float64) -> Norms:
+    """``abs``: per image, the RMS of ``d`` over its elements; ``rel``: ``abs`` over the RMS of ``ref``
+    (NaN where that is 0). Both ``(B,)`` in ``acc``."""
+    b = len(ref)
+    rms = d.reshape(b, -1).to(acc).pow(2).mean(1).sqrt()
+    act = ref.reshape(b, -1).to(acc).pow(2).mean(1).sqrt()
+    return {"abs": rms, "rel": torch.where(act > 0, rms / act, float("nan"))}
+
+
+def _primal_tangent(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    primal, tangent = fwad.unpack_dual(t)
+    return primal, (torch.zeros_like(primal) if tangent is None else tangent)
+
+
+# -- per probe point --------------------------------------------------------------------------------
+def layer_values(
+    cap: LayerCapture,
+    x: torch.Tensor,
+    actions: dict[tuple[str, str], tuple[int, int] | None],
+    generators: Sequence[str],
+    method: str,
+    acc: torch.dtype = torch.float64,
+) -> dict[tuple[str, str], Norms]:
+    """Per (probe point, generator) in ``actions``: the per-image ``abs`` and ``rel`` of its Lie derivative
+    for the batch ``x`` (pixels in the model's dtype). ``actions[layer, g]``: the map's stride (scored for
+    equivariance: the map is moved back) or None (scored for invariance). One forward-mode pass carries
+    the batch once per generator."""
+    b, k = len(x), len(generators)
+    tangent = torch.cat([image_derivative(x, g, method) for g in generators])
+    names = sorted({name for name, _ in actions})
+    with torch.no_grad(), fwad.dual_level():
+        feats = cap.run(fwad.make_dual(x.repeat(k, 1, 1, 1), tangent))
+        unpacked = {}
+        for name in names:
+            primal, dual = _primal_tangent(feats[name])
+            unpacked[name] = (primal[:b].clone(), dual.clone())
+    out = {}
+    with torch.no_grad():
+        for (name, g), stride in actions.items():
+            primal, dual = unpacked[name]
+            j = generators.index(g)
+            d = dual[j * b : (j + 1) * b]
+            if stride is not None:
+                d = d - map_derivative(primal, g, method, stride)
+            out[name, g] = per_image_norms(d, primal, acc)
+    return out
+
+
+# -- the layer-wise plan ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Point:
+    """A tensor the decomposition may transform: ``kind`` ``"image"`` (the network's input), ``"map"``
+    (with its ``stride``) or ``"none"`` (a vector, or a map of unknown stride: no action)."""
+
+    kind: str
+    stride: tuple[int, int] | None = None
+
+    def tangent(self, t: torch.Tensor, generator: str, method: str) -> torch.Tensor | None:
+        """``D(t)``, or None where the transformation does not act on this tensor."""
+        if self.kind == "image":
+            return image_derivative(t, generator, method)
+        if self.kind == "map" and not GENERATORS[generator].colour:
+            return map_derivative(t, generator, method, self.stride)
+        return None
+
+    def acts(self, generator: str) -> bool:
+        return self.kind == "image" or (self.kind == "map" and not GENERATORS[generator].colour)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A module of the decomposition, with its input and output."""
+
+    name: str
+    module: nn.Module
+    input: Point
+    output: Point
+
+
+@dataclass
+class LayerwisePlan:
+    """The modules in the order they run, the network's output, and notes on modules left out."""
+
+    steps: list[Step]
+    output: Point
+    notes: list[str] = field(default_factory=list)
+
+    def gaps(self) -> list[tuple[str, Step | None, Step | None]]:
+        """``(label, module before or None for the input, module after or None for the output)`` for
+        every gap between consecutive points."""
+        before = [None, *self.steps]
+        after = [*self.steps, None]
+        return [
+            (f"{p.name if p else INPUT} → {q.name if q else OUTPUT}", p, q)
+            for p, q in zip(before, after, strict=True)
+        ]
+
+
+def _candidates(model: nn.Module, modules: Sequence[str] | None) -> tuple[dict[str, nn.Module], bool]:
+    """The modules asked for (checked) or, by default, every leaf module but dropout and identity."""
+    named = dict(model.named_modules())
+    if modules is None:
+        leaves = {
+            n: m
+            for n, m in named.items()
+            if n and not list(m.children()) and not isinstance(m, SKIPPED_MODULES)
+        }
+        return leaves, False
+    chosen = list(modules)
+    if not chosen:
+        raise ValueError(
+            "layerwise_modules=[] decomposes nothing: name modules, or leave it None (every leaf)"
+        )
+    for name in chosen:
+        if name not in named or name == "":
+            raise ValueError(
+                f"layerwise module {name!r} is not a module of {type(model).__name__}; use names from "
+                f"model.named_modules(), e.g. {[n for n in named if n][:12]}"
+            )
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"layerwise_modules={chosen} lists a module twice; list each once")
+    for a in chosen:
+        for b in chosen:
+            if b.startswith(a + "."):
+                raise ValueError(
+                    f"layerwise modules {a!r} and {b!r} are nested; choose modules that do not contain "
+                    "each other"
+                )
+    return {n: named[n] for n in chosen}, True
+
+
+def _record(
+    model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]
+) -> tuple[dict, torch.Tensor | None]:
+    """One forward pass of ``x``: per module, its calls (order, input, output); and the output (None if
+    the pass failed, e.g. a canvas a fixed-size layer cannot take)."""
+    seen: dict[str, dict] = {name: {"calls": 0} for name in modules}
+    order = [0]
+    handles = []
+    for name, module in modules.items():
+
+        def pre(mod, args, kwargs, name=name):
+            rec = seen[name]
+            rec["calls"] += 1
+            rec["order"] = order[0]
+            order[0] += 1
+            single = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
+            rec["input"] = args[0] if single else None
+            rec["is_image"] = single and args[0] is x
+
+        def post(mod, args, kwargs, out, name=name):
+            seen[name]["output"] = out if isinstance(out, torch.Tensor) else None
+
+        handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(module.register_forward_hook(post, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            try:
+                y = first_tensor(model(x))
+            except Exception:  # a canvas the network cannot take: what ran before is recorded
+                y = None
+    finally:
+        for h in handles:
+            h.remove()
+    return seen, y
+
+
+def _point(t: torch.Tensor | None, grown: torch.Tensor | None, is_image: bool) -> tuple[Point, str | None]:
+    """The Point of a tensor (from its shapes on the image and on the canvas), and a note if a map has
+    no stride."""
+    if is_image:
+        return Point("image", (1, 1)), None
+    if t is None or t.dim() != 4 or t.shape[-2] * t.shape[-1] <= 1:
+        return Point("none"), None
+    if grown is None or grown.dim() != 4:
+        return Point("none"), "a map of unknown stride (the network does not run on a larger canvas)"
+    stride = growth_stride(tuple(t.shape[-2:]), tuple(grown.shape[-2:]), CANVAS_PAD)
+    if isinstance(stride, str):
+        return Point("none"), stride
+    return Point("map", stride), None
+
+
+def plan_layerwise(
+    model: nn.Module, sample: torch.Tensor, modules: Sequence[str] | None = None
+) -> LayerwisePlan:
+    """Which modules the decomposition uses (``modules``, or every leaf but dropout and identity), in the
+    order they run on ``sample`` (a few images in the model's dtype and device), and what each one's
+    input and output are (the input image, a map of known stride, or neither). A default module that
+    runs more or less than once, or takes or returns anything but one tensor, is left out with a note;
+    a module named in ``modules`` is refused (ValueError)."""
+    chosen, explicit = _candidates(model, modules)
+    seen, y = _record(model, sample, chosen)
+    pad = CANVAS_PAD
+    canvas = torch.zeros(
+        *sample.shape[:-2],
+        sample.shape[-2] + 2 * pad,
+        sample.shape[-1] + 2 * pad,
+        dtype=sample.dtype,
+        device=sample.device,
+    )
+    grown, y_grown = _record(model, canvas, chosen)
+    steps, notes = [], []
+    for name in sorted(chosen, key=lambda n: seen[n].get("order", -1)):
+        rec = seen[name]
+        problem = None
+        if rec["calls"] != 1:
+            problem = f"runs {rec['calls']} times in one forward pass (the decomposition needs once)"
+        elif rec.get("input") is None or rec.get("output") is None:
+            problem = "takes or returns something other than one tensor"
+        if problem:
+            if explicit:
+                raise ValueError(f"layerwise module {name!r} {problem}; choose other modules")
+            notes.append(f"{name}: left out, it {problem}")
+            continue
+        a, a_note = _point(rec["input"], grown[name].get("input"), rec["is_image"])
+        b, b_note = _point(rec["output"], grown[name].get("output"), False)
+        notes += [
+            f"{name} {side}: {note}, not transformed"
+            for side, note in (("input", a_note), ("output", b_note))
+            if note
+        ]
+        steps.append(Step(name, chosen[name], a, b))
+    if not steps:
+        raise ValueError(
+            f"no module of {type(model).__name__} can be decomposed: {'; '.join(notes) or 'none ran'}"
+        )
+    out_point, note = _point(y, y_grown, False)
+    if note:
+        notes.append(f"output: {note}, not transformed")
+    return LayerwisePlan(steps, out_point, notes)
+
+
+# -- the layer-wise passes --------------------------------------------------------------------------
+Hook = tuple[nn.Module, str, Callable]
+
+
+def _output_tangent(
+    model: nn.Module,
+    x: torch.Tensor,
+    generator: str,
+    method: str,
+    *,
+    x_tangent: torch.Tensor | None = None,
+    hooks: Sequence[Hook] = (),
+    output: Point | None = None,
+) -> torch.Tensor:
+    """The output's tangent after one forward-mode pass of ``x`` (tangent ``x_tangent``, or none), with
+    ``hooks`` (``(module, "pre" or "post", hook)``) injecting tangents; ``- D(y)`` when ``output`` is
+    given."""
+    handles = []
+    try:
+        for module, kind, fn in hooks:
+            handles.append(
+                module.register_forward_pre_hook(fn) if kind == "pre" else module.register_forward_hook(fn)
+            )
+        with torch.no_grad(), fwad.dual_level():
+            inp = x if x_tangent is None else fwad.make_dual(x, x_tangent)
+            primal, tangent = _primal_tangent(first_tensor(model(inp)))
+            tangent = tangent.clone()
+            d = output.tangent(primal, generator, method) if output is not None else None
+            if d is not None:
+                tangent = tangent - d
+    finally:
+        for handle in handles:
+            handle.remove()
+    return tangent
+
+
+def _with_tangent(t: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+    primal, tangent = fwad.unpack_dual(t)
+    return fwad.make_dual(primal, add if tangent is None else tangent + add)
+
+
+def _gap_hooks(p: Step | None, q: Step | None, generator: str, method: str) -> list[Hook]:
+    """``+D(b)`` at the output of ``p`` and ``-D(a)`` at the input of ``q`` (into ``q`` only)."""
+    hooks: list[Hook] = []
+    if p is not None and p.output.acts(generator):
+
+        def post(module, args, out):
+            return _with_tangent(out, p.output.tangent(fwad.unpack_dual(out).primal, generator, method))
+
+        hooks.append((p.module, "post", post))
+    if q is not None and q.input.acts(generator):
+
+        def pre(module, args):
+            return (
+                _with_tangent(args[0], -q.input.tangent(fwad.unpack_dual(args[0]).primal, generator, method)),
+            )
+
+        hooks.append((q.module, "pre", pre))
+    return hooks
+
+
+def _own_hooks(step: Step, generator: str, method: str, record: dict) -> list[Hook]:
+    """Inject the module's own Lie derivative ``L = J_m(a) D(a) - D(b)`` at its output; ``record`` gets
+    ``L`` and ``b``. ``J_m(a) D(a)``: the module run again on its (saved) input, in forward mode."""
+    state: dict = {"busy": False}
+
+    def pre(module, args):
+        if not state["busy"]:
+            state["a"] = fwad.unpack_dual(args[0]).primal.clone()  # before an in-place module changes it
+
+    def post(module, args, out):
+        if state["busy"]:
+            return None
+        a, b = state["a"], fwad.unpack_dual(out).primal
+        own = torch.zeros_like(b)
+        da = step.input.tangent(a, generator, method)
+        if da is not None:
+            state["busy"] = True
+            try:
+                own = own + _primal_tangent(module(fwad.make_dual(a, da)))[1]
+            finally:
+                state["busy"] = False
+        db = step.output.tangent(b, generator, method)
+        if db is not None:
+            own = own - db
+        record["own"], record["b"] = own.clone(), b.clone()
+        return _with_tangent(out, own)
+
+    return [(step.module, "pre", pre), (step.module, "post", post)]
+
+
+def layerwise_values(
+    model: nn.Module,
+    x: torch.Tensor,
+    plan: LayerwisePlan,
+    generators: Sequence[str],
+    method: str,
+    acc: torch.dtype = torch.float64,
+) -> dict[tuple[str, str, str, str], Norms]:
+    """The layer-wise decomposition of the output's Lie derivative for the batch ``x`` (module docstring).
+
+    Returns per-image ``{"abs", "rel"}`` (relative to the RMS of the network's output; ``own``: of the
+    module's output) under the keys ``("module", name, generator, "contribution" or "own")`` (``own``
+    only where the module's output has the batch's size), ``("between", label, generator,
+    "contribution")`` for gaps where a side is transformed, and ``("total", part, generator, "value")``
+    for ``part`` in ``end_to_end``, ``modules`` (their sum), ``between`` (the gaps' sum) and
+    ``unexplained`` (the end-to-end value minus both sums: round-off)."""
+    with torch.no_grad():
+        y = first_tensor(model(x)).clone()
+    n = len(x)
+    zero: Norms = {
+        "abs": torch.zeros(n, dtype=acc, device=x.device),
+        "rel": torch.zeros(n, dtype=acc, device=x.device),
+    }
+    gaps = [gap for gap in plan.gaps() if any(_gap_acts(gap, plan, g) for g in generators)]
+    out: dict[tuple[str, str, str, str], Norms] = {}
+    for g in generators:
+        end = _output_tangent(
+            model, x, g, method, x_tangent=image_derivative(x, g, method), output=plan.output
+        )
+        total = {"modules": torch.zeros_like(y), "between": torch.zeros_like(y)}
+        for step in plan.steps:
+            if not (step.input.acts(g) or step.output.acts(g)):
+                out["module", step.name, g, "contribution"] = out["module", step.name, g, "own"] = zero
+                continue
+            record: dict = {}
+            c = _output_tangent(model, x, g, method, hooks=_own_hooks(step, g, method, record))
+            total["modules"] += c
+            out["module", step.name, g, "contribution"] = per_image_norms(c, y, acc)
+            if len(record["b"]) == n:
+                out["module", step.name, g, "own"] = per_image_norms(record["own"], record["b"], acc)
+        for label, p, q in gaps:
+            if not _gap_acts((label, p, q), plan, g):
+                out["between", label, g, "contribution"] = zero
+                continue
+            x_tangent = image_derivative(x, g, method) if p is None else None
+            c = _output_tangent(
+                model,
+                x,
+                g,
+                method,
+                x_tangent=x_tangent,
+                hooks=_gap_hooks(p, q, g, method),
+                output=plan.output if q is None else None,
+            )
+            total["between"] += c
+            out["between", label, g, "contribution"] = per_image_norms(c, y, acc)
+        out["total", "end_to_end", g, "value"] = per_image_norms(end, y, acc)
+        for part, value in total.items():
+            out["total", part, g, "value"] = per_image_norms(value, y, acc)
+        out["total", "unexplained", g, "value"] = per_image_norms(
+            end - total["modules"] - total["between"], y, acc
+        )
+    return out
+
+
+def _gap_acts(gap: tuple[str, Step | None, Step | None], plan: LayerwisePlan, generator: str) -> bool:
+    """Whether the transformation acts on either side of a gap (else the gap contributes exactly 0)."""
+    _, p, q = gap
+    before = True if p is None else p.output.acts(generator)  # the input image: every generator acts
+    after = plan.output.acts(generator) if q is None else q.input.acts(generator)
+    return before or after
