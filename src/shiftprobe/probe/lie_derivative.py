@@ -63,8 +63,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
-from shiftprobe.probe.engine import as_image_batch, exact_float32, model_device, model_dtype, to_pixels
+from shiftprobe.probe.engine import exact_float32, model_device, model_dtype
 from shiftprobe.probe.geometry import LayerGeometry, infer_geometry
+from shiftprobe.probe.inputs import check_forward, check_inputs, eval_mode, nonfinite_message, to_pixels
 from shiftprobe.probe.metrics import sum_dtype
 
 GENERATORS = ("translate_x", "translate_y", "rotate")
@@ -203,6 +204,8 @@ def lie_derivative(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress: bool = False,
+    normalization=None,
+    output_key: str | int | None = None,
 ) -> dict:
     """The Lie derivative of each probe point of ``model``, per generator (see the module docstring).
 
@@ -210,9 +213,10 @@ def lie_derivative(
     ----------
     model : torch.nn.Module
         Any network whose forward takes ``(N, C, H, W)`` (it may return a tuple). It runs in eval mode
-        (its training mode is restored afterwards) in its own parameter dtype.
+        (a model in train mode is announced once; its mode is restored afterwards) in its own parameter dtype.
     images : torch.Tensor
-        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1].
+        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1] (or normalised, with ``normalization``:
+        the generators then act on the pixels, and the model is given ``(pixels - mean) / std``).
     layers : list of str, optional
         Probe points, named as in :func:`shiftprobe.measure` (module names, aliases, ``"output"``).
     generators : sequence of str
@@ -224,6 +228,8 @@ def lie_derivative(
         Images per forward pass (each pass carries ``batch_size x len(generators)`` inputs).
     device : str or torch.device, optional
         Where the images go; default: where the model's parameters are.
+    normalization, output_key
+        As in :func:`shiftprobe.measure`.
 
     Returns
     -------
@@ -245,7 +251,7 @@ def lie_derivative(
     method = check_method(method, generators)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: use a number of images >= 1")
-    images = as_image_batch(images)
+    images, _, feed = check_inputs(model, images, normalization=normalization, output_key=output_key)
     n = len(images)
     if n < 1:
         raise ValueError("images is empty: give at least one image")
@@ -258,14 +264,10 @@ def lie_derivative(
     start = time.perf_counter()
     device = torch.device(device) if device is not None else model_device(model)
     dtype = model_dtype(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with exact_float32(), torch.inference_mode(False):
-            geometry = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device)
-            values = _measure(model, images, resolved, geometry, generators, method, batch_size, device, dtype, progress)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), exact_float32(), torch.inference_mode(False):
+        check_forward(model, resolved, images, feed, device, dtype)
+        geometry = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device, feed=feed)
+        values = _measure(model, images, resolved, geometry, generators, method, batch_size, device, dtype, progress, feed)
     out: dict = {}
     geo_out = {}
     for layer in resolved:
@@ -278,8 +280,11 @@ def lie_derivative(
                 entry[g] = None
                 notes.append(f"{g}: {_map_scale(geo, g)[1]}")
                 continue
+            abs_values = torch.cat(v["abs"]).cpu()
+            if not bool(torch.isfinite(abs_values).all()):  # a NaN here would be dropped from the mean
+                raise ValueError(nonfinite_message([layer.name], f" under {g}"))
             rel, rel_se = _mean_se(torch.cat(v["rel"]).cpu())
-            ab, ab_se = _mean_se(torch.cat(v["abs"]).cpu())
+            ab, ab_se = _mean_se(abs_values)
             entry[g] = {"rel": rel, "rel_se": rel_se, "abs": ab, "abs_se": ab_se}
         out[layer.name] = entry
         geo_out[layer.name] = {
@@ -301,7 +306,7 @@ def lie_derivative(
     return out
 
 
-def _measure(model, images, resolved, geometry, generators, method, batch_size, device, dtype, progress) -> dict:
+def _measure(model, images, resolved, geometry, generators, method, batch_size, device, dtype, progress, feed) -> dict:
     """Per (layer, generator): the per-image ``rel`` and ``abs`` values, batch by batch."""
     names = [layer.name for layer in resolved]
     # per (layer, generator): how far the map moves per unit t (0.0: a vector, scored for invariance;
@@ -314,7 +319,7 @@ def _measure(model, images, resolved, geometry, generators, method, batch_size, 
     acc = sum_dtype(device)
     n, k = len(images), len(generators)
     batches = torch.split(torch.arange(n), batch_size)
-    with LayerCapture(model, resolved) as cap:
+    with LayerCapture(model, resolved, feed=feed) as cap:
         for idx in tqdm(batches, desc="Lie derivative", disable=not progress, unit="batch", leave=False):
             x = to_pixels(images[idx].to(device), dtype).clone()
             b = len(x)
