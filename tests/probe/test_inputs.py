@@ -22,6 +22,7 @@ from reference import reference_measure
 from torch import nn
 
 import shiftprobe
+from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD, LabCNN
 from shiftprobe.probe.capture import first_tensor
 from shiftprobe.probe.engine import measure_network
 from shiftprobe.probe.export import export_pairs
@@ -167,6 +168,22 @@ def test_normalised_images_measure_as_the_normalisation_inside_the_model():
                            normalization=(MEAN, STD))
     _close(a.to_dict(), b.to_dict())
     assert a.summary["conv"]["aligned_rel_max"] < 1e-12  # crop fills black pixels in both
+
+
+def test_lab_cnn_normalising_itself_equals_declared_normalization():
+    """The app's data.normalize (the network normalises pixels itself, crop fast path) against the
+    same weights fed normalised images with normalization= (plain path), in float32."""
+    torch.manual_seed(0)
+    inside = LabCNN(normalize=True).eval()
+    outside = LabCNN().eval()
+    outside.load_state_dict(inside.state_dict())
+    g = torch.Generator().manual_seed(1)
+    pixels = torch.rand(4, 1, 28, 28, generator=g)
+    kw = dict(layers=["conv1", "conv2", "fc1", "logits"], transform=Translation(max_shift=1))
+    a = shiftprobe.measure(inside, pixels, **kw)
+    b = shiftprobe.measure(outside, (pixels - MNIST_MEAN) / MNIST_STD, normalization=(MNIST_MEAN, MNIST_STD), **kw)
+    assert a["fast_path"] and not b["fast_path"]
+    _close(a.to_dict(), b.to_dict(), rel=1e-4)
 
 
 def test_lie_derivative_and_export_take_the_normalisation():

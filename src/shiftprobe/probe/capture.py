@@ -197,7 +197,8 @@ class Feed:
             return pixels
         key = (pixels.device, pixels.dtype)
         if key not in self._cache:  # one copy per device and dtype (no host-device copy per batch)
-            self._cache[key] = (self.mean.to(pixels.device, pixels.dtype), self.std.to(pixels.device, pixels.dtype))
+            with torch.inference_mode(False):  # usable by autograd later (geometry inference, the Lie derivative)
+                self._cache[key] = (self.mean.to(pixels.device, pixels.dtype), self.std.to(pixels.device, pixels.dtype))
         mean, std = self._cache[key]
         return (pixels - mean) / std
 
