@@ -52,8 +52,10 @@ from shiftprobe.probe.capture import OUTPUT, LayerCapture, resolve_layers
 from shiftprobe.probe.geometry import certified_slices, infer_geometry
 from shiftprobe.probe.inputs import (
     as_image_batch,
+    check_finite,
     check_forward,
     check_inputs,
+    check_labels,
     check_model,
     eval_mode,
     to_pixels,
@@ -738,10 +740,12 @@ def measure(
     for family in transforms:
         if not isinstance(family, Translation):
             family.check_image_size(*images.shape[-2:])
-    # checked here so that a refusal names the indices the caller gave; each measurement checks its subset
-    _, labels, _ = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
-    if untrained is not None:
-        check_model(untrained)
+    # here so that a refusal names the indices the caller gave (each measurement checks the rest first)
+    check_finite(images)
+    labels = check_labels(labels, len(images))
+    for net in (model, untrained):
+        if net is not None:
+            check_model(net)
     n_total = len(images)
     subset = subset_indices(n_total, max_images, control_seed)
     if subset is not None:
