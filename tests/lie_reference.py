@@ -76,7 +76,8 @@ def rms_norms(d: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def strokes(n: int, size: int = 28, seed: int = 0, width: float = 1.3, length: float = 2.5) -> torch.Tensor:
     """``(n, 1, size, size)`` float64 images of three smooth elongated Gaussian strokes each, at random
-    orientations near the centre: smooth, anisotropic, and nearly 0 (below 1e-4) on the outer pixels."""
+    orientations near the centre: smooth, anisotropic, and nearly 0 (below 1e-4) on the outer pixels.
+    Each stroke peaks at 1/3, so the pixels stay in [0, 1]."""
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(
         torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij"
@@ -88,5 +89,5 @@ def strokes(n: int, size: int = 28, seed: int = 0, width: float = 1.3, length: f
             th = float(torch.rand(1, generator=g) * math.pi)
             a = (xx - cx) * math.cos(th) + (yy - cy) * math.sin(th)
             b = -(xx - cx) * math.sin(th) + (yy - cy) * math.cos(th)
-            out[i, 0] += torch.exp(-(a**2) / (2 * length**2) - b**2 / (2 * width**2))
+            out[i, 0] += torch.exp(-(a**2) / (2 * length**2) - b**2 / (2 * width**2)) / 3
     return out

@@ -50,6 +50,16 @@ from tqdm.auto import tqdm
 from shiftprobe.probe.accumulator import SCORE_CONTROL, layer_metrics, new_accumulator
 from shiftprobe.probe.capture import OUTPUT, LayerCapture, resolve_layers
 from shiftprobe.probe.geometry import certified_slices, infer_geometry
+from shiftprobe.probe.inputs import (
+    as_image_batch,
+    check_finite,
+    check_forward,
+    check_inputs,
+    check_labels,
+    check_model,
+    eval_mode,
+    to_pixels,
+)
 from shiftprobe.probe.metrics import (
     aligned_offset,
     aligned_values,
@@ -142,25 +152,6 @@ def subset_info(n_measured: int, n_total: int, seed: int) -> dict:
     return {"n_images": n_measured, "of": n_total, "seed": int(seed), "how": "seeded random subset"}
 
 
-def as_image_batch(images: torch.Tensor) -> torch.Tensor:
-    """``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1] -> ``(N, C, H, W)`` (dtype kept)."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    if images.dim() != 4:
-        raise ValueError(f"images must be (N, H, W) or (N, C, H, W), got shape {tuple(images.shape)}")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise ValueError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
-    return images
-
-
-def to_pixels(batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if batch.dtype == torch.uint8:
-        return batch.to(torch.float32).div_(255).to(dtype)
-    return batch.to(dtype)
-
-
 def model_dtype(model: nn.Module) -> torch.dtype:
     for p in model.parameters():
         if p.is_floating_point():
@@ -195,7 +186,7 @@ class _Probe:
     """What every batch of one network's measurement shares: model, hooks, geometry, plan."""
 
     def __init__(self, model, layers, geometry, classifier, plan: ShiftPlan, pairs_per_chunk: int, fast_path: bool,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, feed=None):
         self.model, self.layers, self.geometry = model, layers, geometry
         self.names = [layer.name for layer in layers]
         self.classifier = classifier
@@ -209,7 +200,7 @@ class _Probe:
         self._uniform_ids: torch.Tensor | None = None
         #: on an accelerator, ``window_layers`` is decided on the first batch and kept
         self._window_layers: set | None = None
-        self.capture = LayerCapture(model, layers)
+        self.capture = LayerCapture(model, layers, feed=feed)
         self.spatial = [n for n in self.names if geometry[n].spatial]
         self.exact = [n for n in self.spatial if geometry[n].exact_test]
         #: pair metrics with per-image group statistics (the accumulator's order) and the
@@ -550,9 +541,14 @@ def measure_network(
     desc: str = "measuring",
     workers: int | None = None,
     sums: dict | None = None,
+    normalization=None,
+    output_key: str | int | None = None,
 ) -> dict:
     """One network over every pair of ``plan``; returns the results dict (see ``build_results``).
 
+    The inputs are checked first (``shiftprobe.probe.inputs``: images, ``normalization``, labels,
+    ``output_key``, the model tried on the first images); the model runs in eval mode (a model in train
+    mode is announced once) and its mode is restored afterwards.
     TF32 is off for the whole call (geometry inference included) and restored afterwards. ``sums``, if
     given, receives this process's raw sums (``"raw"``, before any DDP synchronisation when run outside
     Lightning) and what ``build_results`` needs to turn sums into results (``"plan"``, ``"layers"``,
@@ -560,34 +556,35 @@ def measure_network(
     with ``shiftprobe.probe.accumulator.merge_sums``. ``pairs_per_chunk``: None = per device
     (``default_pairs_per_chunk``: 512 on the CPU, 4096 on an accelerator).
     """
-    with exact_float32():
+    start = time.perf_counter()
+    images, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
+    with exact_float32(), eval_mode(model):
         return _measure_network(
             model, images, labels, plan, layers=layers, control_seed=control_seed, batch_size=batch_size,
             pairs_per_chunk=pairs_per_chunk, fast_path=fast_path, device=device, rank=rank,
-            world_size=world_size, progress=progress, desc=desc, workers=workers, sums=sums,
+            world_size=world_size, progress=progress, desc=desc, workers=workers, sums=sums, feed=feed, start=start,
         )
 
 
 def _measure_network(model, images, labels, plan, *, layers, control_seed, batch_size, pairs_per_chunk,
-                     fast_path, device, rank, world_size, progress, desc, workers, sums) -> dict:
-    start = time.perf_counter()
-    images = as_image_batch(images)
+                     fast_path, device, rank, world_size, progress, desc, workers, sums, feed, start) -> dict:
     device = torch.device(device) if device is not None else model_device(model)
     dtype = model_dtype(model)
     n = len(images)
     if plan.n_images and plan.n_images != n:
         raise ValueError(f"the plan was built for {plan.n_images} images, got {n}")
     resolved = resolve_layers(model, layers)
-    was_training = model.training
-    model.eval()
-    geometry = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device, seed=control_seed)
+    check_forward(model, resolved, images, feed, device, dtype)
+    geometry = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device, seed=control_seed, feed=feed)
     for name, geo in geometry.items():
         if geo.spatial and geo.note and rank == 0:
             log.warning("layer %s: %s", name, geo.note)
     classifier = classifier_layer(resolved, geometry)
     if pairs_per_chunk is None:
         pairs_per_chunk = default_pairs_per_chunk(device)
-    probe = _Probe(model, resolved, geometry, classifier, plan, pairs_per_chunk, fast_path, device)
+    # the crop fast path pads the images inside the model, so it is for models fed pixels as they are
+    probe = _Probe(model, resolved, geometry, classifier, plan, pairs_per_chunk, fast_path and not feed.normalizes,
+                   device, feed)
     metrics = {name: layer_metrics(geometry[name], name == classifier, labels is not None) for name in probe.names}
     groups = plan.groups()
     n_classes = geometry[classifier].shape[0] if classifier is not None else 0
@@ -642,7 +639,6 @@ def _measure_network(model, images, labels, plan, *, layers, control_seed, batch
     finally:
         bar.close()
         probe.close()
-        model.train(was_training)
     raw = acc.compute()
     if sums is not None:
         sums.update(raw=raw, plan=plan, layers=list(probe.names), geometry=geometry, control_offset=k, classifier=classifier)
@@ -669,21 +665,29 @@ def measure(
     fast_path: bool = True,
     device: torch.device | str | None = None,
     progress: bool = False,
+    normalization=None,
+    output_key: str | int | None = None,
 ) -> Results:
     """Measure how invariant / equivariant each probe point of ``model`` is to ``transform``.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Any network. Probe points are captured with forward hooks.
+        Any network (not a TorchScript module). Probe points are captured with forward hooks. It is
+        measured in eval mode; a model in train mode is announced once (a warning) and put back in
+        train mode afterwards.
     images : torch.Tensor
-        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1]. Transforms act in pixel space.
-    labels : torch.Tensor, optional
+        ``(N, H, W)`` or ``(N, C, H, W)``: pixels, uint8 or float in [0, 1], or normalised with
+        ``normalization``. Transforms act in pixel space. Images with NaN or infinite pixels, and float
+        images outside [0, 1] without ``normalization``, are refused.
+    labels : torch.Tensor, list or numpy array, optional
         ``(N,)`` class indices; adds accuracy on unshifted and shifted images.
     layers : list of str, optional
         Names from ``model.named_modules()``, an alias the model declares (the lab CNN's ``logits``)
-        or ``"output"`` (the model's output; its first element when it returns a tuple). Default:
-        ``model.default_probe_layers``, else the top-level children and ``"output"``.
+        or ``"output"`` (the model's output, see ``output_key``). A module that runs several times per
+        forward pass is probed one call at a time: ``"conv#1"``, ``"conv#2"``, ... (a plain ``"conv"``
+        is then refused). Default: ``model.default_probe_layers``, else the top-level children and
+        ``"output"``.
     transform : Translation, a family, or a list of them, optional
         The transformation family (default ``Translation(max_shift=4)``: every shift of a 9x9 grid):
         ``Translation``, ``Rotation90``, ``Flip``, ``Rotation``, ``SubpixelTranslation``
@@ -705,6 +709,14 @@ def measure(
         CPU, 4096 on an accelerator (``shiftprobe.probe.engine.default_pairs_per_chunk``).
     device : str or torch.device, optional
         Default: where the model's parameters are.
+    normalization : (mean, std), optional
+        The images are normalised, ``(pixels - mean) / std`` with pixels in [0, 1] (floats, or one
+        value per channel: e.g. ImageNet's ``((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))``). They are
+        un-normalised first, transformed as pixels (crop fills black) and normalised again for the model.
+    output_key : str or int, optional
+        Which entry of the model's output is ``"output"`` (and the classifier): a key of a dict or named
+        tuple (needed when it holds several tensors; ``None`` entries are skipped), or a position in a
+        tuple (default: its first tensor).
 
     Returns
     -------
@@ -724,20 +736,38 @@ def measure(
     from shiftprobe.probe import family_engine  # here: family_engine builds on this module
 
     transforms = family_engine.as_transforms(transform if transform is not None else Translation())
-    translation = next((t for t in transforms if isinstance(t, Translation)), None)
     images = as_image_batch(images)
     for family in transforms:
         if not isinstance(family, Translation):
             family.check_image_size(*images.shape[-2:])
-    if labels is not None and len(labels) != len(images):
-        raise ValueError(f"{len(labels)} labels for {len(images)} images: give one label per image, or labels=None")
+    # here so that a refusal names the indices the caller gave (each measurement checks the rest first)
+    check_finite(images)
+    labels = check_labels(labels, len(images))
+    for net in (model, untrained):
+        if net is not None:
+            check_model(net)
     n_total = len(images)
     subset = subset_indices(n_total, max_images, control_seed)
     if subset is not None:
         images = images[subset]
         labels = labels[subset] if labels is not None else None
     kwargs = dict(layers=layers, control_seed=control_seed, batch_size=batch_size, pairs_per_chunk=pairs_per_chunk,
-                  device=device, progress=progress)
+                  device=device, progress=progress, normalization=normalization, output_key=output_key)
+    # eval mode for the whole call: a model in train mode is announced once, not once per family
+    with eval_mode(model), eval_mode(untrained) if untrained is not None else contextlib.nullcontext():
+        data = _measure_transforms(model, untrained, images, labels, transforms, fast_path, kwargs,
+                                   subset_info(len(images), n_total, control_seed),
+                                   single=transform is None or isinstance(transform, Translation))
+    return Results(data)
+
+
+def _measure_transforms(model, untrained, images, labels, transforms, fast_path, kwargs, subset, single) -> dict:
+    """``measure``'s figures for every family of ``transforms``: the translation's at the top level,
+    and with ``single=False`` every family's section under ``"families"``; ``subset``: how the images
+    were chosen."""
+    from shiftprobe.probe import family_engine  # here: family_engine builds on this module
+
+    translation = next((t for t in transforms if isinstance(t, Translation)), None)
     start = time.perf_counter()
     data = {}
     if translation is not None:
@@ -747,10 +777,10 @@ def measure(
             data["untrained"] = measure_network(
                 untrained, images, labels, plan, desc="measuring untrained", fast_path=fast_path, **kwargs
             )
-    data["subset"] = subset_info(len(images), n_total, control_seed)
+    data["subset"] = subset
     data["seconds_total"] = time.perf_counter() - start
-    if isinstance(transform, Translation) or transform is None:
-        return Results(data)
+    if single:
+        return data
     families = {}
     for family in transforms:
         if family is translation:
@@ -764,4 +794,4 @@ def measure(
         families[family.name] = section
     data["families"] = families
     data["seconds_total"] = time.perf_counter() - start
-    return Results(data)
+    return data

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
-from shiftprobe.probe.engine import as_image_batch, model_device, model_dtype, to_pixels
+from shiftprobe.probe.engine import model_device, model_dtype
 from shiftprobe.probe.geometry import LayerGeometry, certified_slices, infer_geometry
+from shiftprobe.probe.inputs import as_image_batch, to_pixels
 from shiftprobe.probe.metrics import aligned_offset
 from shiftprobe.probe.transforms import shift_images
 

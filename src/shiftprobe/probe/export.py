@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from shiftprobe.probe.capture import LayerCapture, resolve_layers
-from shiftprobe.probe.engine import as_image_batch, exact_float32, model_device, model_dtype, to_pixels
+from shiftprobe.probe.capture import Feed, LayerCapture, resolve_layers
+from shiftprobe.probe.engine import exact_float32, model_device, model_dtype
+from shiftprobe.probe.inputs import check_forward, check_inputs, check_model, eval_mode, to_pixels
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.transforms import Translation, shift_images_per_sample
 
@@ -45,23 +46,22 @@ def draw_pairs(plan: ShiftPlan, n: int, seed: int) -> tuple[torch.Tensor, torch.
 
 
 def _activations(model: nn.Module, layers: Sequence[str] | None, x: torch.Tensor, tx: torch.Tensor,
-                 batch_size: int, device: torch.device | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``{layer: (f(x), f(Tx))}`` on the CPU in float32, through LayerCapture (model left as it was)."""
+                 batch_size: int, device: torch.device | None, feed: Feed) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{layer: (f(x), f(Tx))}`` on the CPU in float32, through LayerCapture (model left as it was);
+    ``x``, ``tx``: pixels, given to the model through ``feed``."""
+    check_model(model)  # the untrained control too
     device = torch.device(device) if device is not None else model_device(model)
     dtype = model_dtype(model)
     resolved = resolve_layers(model, layers)
     out: dict[str, tuple[list, list]] = {layer.name: ([], []) for layer in resolved}
-    was_training = model.training
-    model.eval()
-    try:
-        with exact_float32(), torch.inference_mode(), LayerCapture(model, resolved) as capture:
+    with eval_mode(model), exact_float32():
+        check_forward(model, resolved, x, feed, device, dtype)
+        with torch.inference_mode(), LayerCapture(model, resolved, feed=feed) as capture:
             for start in range(0, len(x), batch_size):
                 for side, batch in enumerate((x[start:start + batch_size], tx[start:start + batch_size])):
                     feats = capture.run(to_pixels(batch.to(device), dtype))
                     for name in out:
                         out[name][side].append(feats[name].detach().float().cpu())
-    finally:
-        model.train(was_training)
     return {name: (torch.cat(a), torch.cat(b)) for name, (a, b) in out.items()}
 
 
@@ -91,6 +91,8 @@ def export_pairs(
     *,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    normalization=None,
+    output_key: str | int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Record ``n`` seeded shifted pairs and their activations at every probe layer.
 
@@ -99,7 +101,8 @@ def export_pairs(
     model : torch.nn.Module
         The (trained) network.
     images, labels : torch.Tensor
-        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1]; ``(N,)`` class indices or None.
+        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1] (or normalised, with ``normalization``);
+        ``(N,)`` class indices (a tensor, list or NumPy array) or None.
     layers : list of str, optional
         Probe points, as in :func:`shiftprobe.measure` (default: the model's ``default_probe_layers``).
     transform : Translation, optional
@@ -114,6 +117,8 @@ def export_pairs(
     path : str or Path, optional
         A folder (``pairs.pt`` and ``pairs.npz`` are written into it) or a file name ending in
         ``.pt`` / ``.npz`` (both files are written with that stem).
+    normalization, output_key
+        As in :func:`shiftprobe.measure`; ``x`` and ``tx`` are pixels either way.
 
     Returns
     -------
@@ -134,9 +139,7 @@ def export_pairs(
     transform = transform if transform is not None else Translation()
     if not isinstance(transform, Translation):
         raise TypeError(f"transform={transform!r}: use shiftprobe.Translation(...)")
-    images = as_image_batch(images)
-    if labels is not None and len(labels) != len(images):
-        raise ValueError(f"{len(labels)} labels for {len(images)} images: give one label per image, or labels=None")
+    images, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
     plan = ShiftPlan.from_transform(transform, len(images), image_size=min(images.shape[-2:]))
     idx, shifts = draw_pairs(plan, n, seed)
     x = to_pixels(images[idx.to(images.device)].cpu(), torch.float32)
@@ -146,7 +149,7 @@ def export_pairs(
     for network, net in (("trained", model), ("untrained", untrained)):
         if net is None:
             continue
-        for name, (fx, ftx) in _activations(net, layers, x, tx, batch_size, device).items():
+        for name, (fx, ftx) in _activations(net, layers, x, tx, batch_size, device, feed).items():
             pairs[f"{network}/{name}/x"] = fx
             pairs[f"{network}/{name}/tx"] = ftx
     if path is not None:

@@ -35,7 +35,6 @@ from tqdm.auto import tqdm
 from shiftprobe.probe.accumulator import new_accumulator
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
 from shiftprobe.probe.engine import (
-    as_image_batch,
     batch_pair_update,
     classifier_layer,
     control_offset,
@@ -45,10 +44,10 @@ from shiftprobe.probe.engine import (
     model_device,
     model_dtype,
     run_in_order,
-    to_pixels,
 )
 from shiftprobe.probe.families import TransformFamily
 from shiftprobe.probe.geometry import infer_geometry
+from shiftprobe.probe.inputs import check_forward, check_inputs, eval_mode, to_pixels
 from shiftprobe.probe.metrics import (
     pair_metrics,
     prediction_agreement,
@@ -57,7 +56,7 @@ from shiftprobe.probe.metrics import (
     sum_dtype,
     working,
 )
-from shiftprobe.probe.results import control_block, group_metrics, predictions_block
+from shiftprobe.probe.results import check_finite_sums, control_block, group_metrics, predictions_block
 from shiftprobe.probe.stats import mean_se
 from shiftprobe.probe.thresholds import exact_tolerance
 from shiftprobe.probe.transforms import Translation
@@ -106,13 +105,13 @@ def region_rel(actual: torch.Tensor, expected: torch.Tensor, region) -> tuple[to
 class _FamilyProbe:
     """What every batch of one family's measurement shares: model, hooks, geometry, parameters."""
 
-    def __init__(self, model, layers, geometry, classifier, family, image_size, metrics, pairs_per_chunk):
+    def __init__(self, model, layers, geometry, classifier, family, image_size, metrics, pairs_per_chunk, feed=None):
         self.geometry, self.classifier, self.family = geometry, classifier, family
         self.names = [layer.name for layer in layers]
         self.image_size = image_size
         self.params = family.params()
         self.pairs_per_chunk = pairs_per_chunk
-        self.capture = LayerCapture(model, layers)
+        self.capture = LayerCapture(model, layers, feed=feed)
         self.sorted = [n for n in self.names if "sorted_rel" in metrics[n][0]]
         self.aligned = [n for n in self.names if "aligned_rel" in metrics[n][0]]
         self.image_keys: tuple = ()
@@ -203,8 +202,10 @@ def build_family_section(
     raw: dict, family: TransformFamily, layers, geometry, control_offset_k: int, classifier, metrics: dict,
     image_size: tuple[int, int], dtype: torch.dtype,
 ) -> dict:
-    """The family's section of results.json (docs/measurement.md, "Transformation families")."""
+    """The family's section of results.json (docs/measurement.md, "Transformation families"); refuses
+    non-finite activations (``check_finite_sums``)."""
     layers = tuple(layers)
+    check_finite_sums(raw, layers)
     params = family.params()
     sorted_layers = tuple(n for n in layers if "sorted_rel" in metrics[n][0])
     control = control_block(raw, layers)
@@ -268,6 +269,8 @@ def measure_family(
     desc: str = "measuring",
     workers: int | None = None,
     sums: dict | None = None,
+    normalization=None,
+    output_key: str | int | None = None,
 ) -> dict:
     """One network under every parameter of ``family``; returns the family's results section.
 
@@ -276,7 +279,8 @@ def measure_family(
     model : torch.nn.Module
         Any network; probe points are captured with forward hooks.
     images, labels : torch.Tensor
-        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1]; labels ``(N,)`` or None.
+        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1] (or normalised, with
+        ``normalization``); labels ``(N,)`` (a tensor, list or NumPy array) or None.
     family : TransformFamily
         ``Rotation90()``, ``Flip()``, ``Rotation()``, ``SubpixelTranslation()``.
     layers, control_seed, batch_size, pairs_per_chunk, device, progress
@@ -289,6 +293,9 @@ def measure_family(
     sums : dict, optional
         Receives this process's raw sums (``"raw"``) and what ``build_family_section`` needs, so the
         parts of a split run can be combined (``shiftprobe.probe.accumulator.merge_sums``).
+    normalization, output_key
+        As in :func:`shiftprobe.measure`: the images' ``(mean, std)`` when they are normalised, and
+        which entry of a dict, named tuple or tuple output is measured.
 
     Returns
     -------
@@ -307,27 +314,25 @@ def measure_family(
     """
     if not isinstance(family, TransformFamily):
         raise TypeError(f"family={family!r}: use Rotation90(), Flip(), Rotation() or SubpixelTranslation()")
-    with exact_float32():
+    start = time.perf_counter()
+    images, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
+    family.check_image_size(*images.shape[-2:])
+    with exact_float32(), eval_mode(model):
         return _measure_family(model, images, labels, family, layers=layers, control_seed=control_seed,
                                batch_size=batch_size, pairs_per_chunk=pairs_per_chunk, device=device, rank=rank,
-                               world_size=world_size, progress=progress, desc=desc, workers=workers, sums=sums)
+                               world_size=world_size, progress=progress, desc=desc, workers=workers, sums=sums,
+                               feed=feed, start=start)
 
 
 def _measure_family(model, images, labels, family, *, layers, control_seed, batch_size, pairs_per_chunk, device,
-                    rank, world_size, progress, desc, workers, sums) -> dict:
-    start = time.perf_counter()
-    images = as_image_batch(images)
+                    rank, world_size, progress, desc, workers, sums, feed, start) -> dict:
     image_size = tuple(images.shape[-2:])
-    family.check_image_size(*image_size)
-    if labels is not None and len(labels) != len(images):
-        raise ValueError(f"{len(labels)} labels for {len(images)} images: give one label per image, or labels=None")
     device = torch.device(device) if device is not None else model_device(model)
     dtype = model_dtype(model)
     n = len(images)
     resolved = resolve_layers(model, layers)
-    was_training = model.training
-    model.eval()
-    geometry = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device, seed=control_seed)
+    check_forward(model, resolved, images, feed, device, dtype)
+    geometry = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device, seed=control_seed, feed=feed)
     classifier = classifier_layer(resolved, geometry)
     names = [layer.name for layer in resolved]
     metrics = {
@@ -336,7 +341,7 @@ def _measure_family(model, images, labels, family, *, layers, control_seed, batc
     }
     if pairs_per_chunk is None:
         pairs_per_chunk = default_pairs_per_chunk(device)
-    probe = _FamilyProbe(model, resolved, geometry, classifier, family, image_size, metrics, pairs_per_chunk)
+    probe = _FamilyProbe(model, resolved, geometry, classifier, family, image_size, metrics, pairs_per_chunk, feed)
     n_params = len(probe.params)
     n_classes = geometry[classifier].shape[0] if classifier is not None else 0
     acc = new_accumulator(n_params, metrics, device, n_groups=n_params + 1, n_classes=n_classes)
@@ -368,7 +373,6 @@ def _measure_family(model, images, labels, family, *, layers, control_seed, batc
     finally:
         bar.close()
         probe.close()
-        model.train(was_training)
     raw = acc.compute()
     if sums is not None:
         sums.update(raw=raw, layers=list(probe.names), geometry=geometry, control_offset=k, classifier=classifier,

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from shiftprobe.probe.capture import Layer, LayerCapture
+from shiftprobe.probe.capture import Feed, Layer, LayerCapture
 
 #: pixels added on each side of the image to infer strides and receptive fields
 CANVAS_PAD = 32
@@ -144,30 +144,31 @@ def infer_geometry(
     device: torch.device | str = "cpu",
     canvas_pad: int = CANVAS_PAD,
     seed: int = 0,
+    feed: Feed | None = None,
 ) -> dict[str, LayerGeometry]:
     """Stride, receptive field, interior and circularity of each probe point (see the module docstring).
 
     Runs on a float32 copy of the model in eval mode; the model itself is not changed. Works inside
     ``torch.inference_mode()`` / ``no_grad()`` (e.g. Lightning's test loop): autograd is re-enabled here.
+    ``feed``: how the measurement feeds the model (its input normalisation, which output is measured).
+    A probe point ``conv#k`` (the ``k``-th call of a module) gets the geometry of that call.
     """
     with torch.inference_mode(False), torch.enable_grad():
-        return _infer_geometry(model, layers, image_shape, device, canvas_pad, seed)
+        return _infer_geometry(model, layers, image_shape, device, canvas_pad, seed, feed)
 
 
-def _infer_geometry(model, layers, image_shape, device, canvas_pad, seed) -> dict[str, LayerGeometry]:
+def _infer_geometry(model, layers, image_shape, device, canvas_pad, seed, feed) -> dict[str, LayerGeometry]:
     c, h_img, w_img = image_shape
     net = copy.deepcopy(model).float().eval().to(device)
     for p in net.parameters():
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, LayerGeometry] = {}
-    with torch.no_grad(), LayerCapture(net, layers) as cap:
+    with torch.no_grad(), LayerCapture(net, layers, feed=feed) as cap:
         shapes = {k: tuple(v.shape[1:]) for k, v in cap.run(torch.rand(1, c, h_img, w_img, generator=gen).to(device)).items()}
     spatial = []
     for layer in layers:
-        shape = shapes.get(layer.name)
-        if shape is None:
-            raise ValueError(f"layer {layer.name!r} ({layer.module}) did not run in the model's forward pass")
+        shape = shapes[layer.name]  # LayerCapture.run refuses a probe point that did not run
         if len(shape) == 3 and shape[1] * shape[2] > 1:
             out[layer.name] = LayerGeometry(layer.name, "spatial", shape)
             spatial.append(layer)
@@ -180,7 +181,7 @@ def _infer_geometry(model, layers, image_shape, device, canvas_pad, seed) -> dic
     canvas = torch.randn(CANVAS_SAMPLES, c, h_img + 2 * pad, w_img + 2 * pad, generator=gen).to(device)
     canvas.requires_grad_(True)
     try:
-        with torch.enable_grad(), LayerCapture(net, spatial, stop_early=True) as cap:
+        with torch.enable_grad(), LayerCapture(net, spatial, stop_early=True, feed=feed) as cap:
             feats = cap.run(canvas)
             for layer in spatial:
                 geo = out[layer.name]

@@ -187,8 +187,15 @@ def _candidates(model: nn.Module, modules: Sequence[str] | None) -> tuple[dict[s
     return {n: named[n] for n in chosen}, True
 
 
+def _forward(model: nn.Module, x: torch.Tensor, feed=None) -> torch.Tensor:
+    """The model's output tensor for pixels ``x``, through ``feed`` (normalisation, output key) if given."""
+    if feed is None:
+        return first_tensor(model(x))
+    return feed.model_output(model(feed.model_input(x)))
+
+
 def _record(
-    model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]
+    model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module], feed=None
 ) -> tuple[dict, torch.Tensor | None]:
     """One forward pass of ``x``: per module, its calls (order, input, output); and the output (None if
     the pass failed, e.g. a canvas a fixed-size layer cannot take)."""
@@ -214,7 +221,7 @@ def _record(
     try:
         with torch.no_grad():
             try:
-                y = first_tensor(model(x))
+                y = _forward(model, x, feed)
             except Exception:  # a canvas the network cannot take: what ran before is recorded
                 y = None
     finally:
@@ -239,7 +246,7 @@ def _point(t: torch.Tensor | None, grown: torch.Tensor | None, is_image: bool) -
 
 
 def plan_layerwise(
-    model: nn.Module, sample: torch.Tensor, modules: Sequence[str] | None = None
+    model: nn.Module, sample: torch.Tensor, modules: Sequence[str] | None = None, feed=None
 ) -> LayerwisePlan:
     """Which modules the decomposition uses (``modules``, or every leaf but dropout and identity), in the
     order they run on ``sample`` (a few images in the model's dtype and device), and what each one's
@@ -247,7 +254,7 @@ def plan_layerwise(
     runs more or less than once, or takes or returns anything but one tensor, is left out with a note;
     a module named in ``modules`` is refused (ValueError)."""
     chosen, explicit = _candidates(model, modules)
-    seen, y = _record(model, sample, chosen)
+    seen, y = _record(model, sample, chosen, feed)
     pad = CANVAS_PAD
     canvas = torch.zeros(
         *sample.shape[:-2],
@@ -256,7 +263,7 @@ def plan_layerwise(
         dtype=sample.dtype,
         device=sample.device,
     )
-    grown, y_grown = _record(model, canvas, chosen)
+    grown, y_grown = _record(model, canvas, chosen, feed)
     steps, notes = [], []
     for name in sorted(chosen, key=lambda n: seen[n].get("order", -1)):
         rec = seen[name]
@@ -301,6 +308,7 @@ def _output_tangent(
     x_tangent: torch.Tensor | None = None,
     hooks: Sequence[Hook] = (),
     output: Point | None = None,
+    feed=None,
 ) -> torch.Tensor:
     """The output's tangent after one forward-mode pass of ``x`` (tangent ``x_tangent``, or none), with
     ``hooks`` (``(module, "pre" or "post", hook)``) injecting tangents; ``- D(y)`` when ``output`` is
@@ -313,7 +321,7 @@ def _output_tangent(
             )
         with torch.no_grad(), fwad.dual_level():
             inp = x if x_tangent is None else fwad.make_dual(x, x_tangent)
-            primal, tangent = _primal_tangent(first_tensor(model(inp)))
+            primal, tangent = _primal_tangent(_forward(model, inp, feed))
             tangent = tangent.clone()
             d = output.tangent(primal, generator, method) if output is not None else None
             if d is not None:
@@ -386,6 +394,7 @@ def layerwise_values(
     generators: Sequence[str],
     method: str,
     acc: torch.dtype = torch.float64,
+    feed=None,
 ) -> dict[tuple[str, str, str, str], Norms]:
     """The layer-wise decomposition of the output's Lie derivative for the batch ``x`` (module docstring).
 
@@ -396,7 +405,7 @@ def layerwise_values(
     for ``part`` in ``end_to_end``, ``modules`` (their sum), ``between`` (the gaps' sum) and
     ``unexplained`` (the end-to-end value minus both sums: round-off)."""
     with torch.no_grad():
-        y = first_tensor(model(x)).clone()
+        y = _forward(model, x, feed).clone()
     n = len(x)
     zero: Norms = {
         "abs": torch.zeros(n, dtype=acc, device=x.device),
@@ -406,7 +415,7 @@ def layerwise_values(
     out: dict[tuple[str, str, str, str], Norms] = {}
     for g in generators:
         end = _output_tangent(
-            model, x, g, method, x_tangent=image_derivative(x, g, method), output=plan.output
+            model, x, g, method, x_tangent=image_derivative(x, g, method), output=plan.output, feed=feed
         )
         total = {"modules": torch.zeros_like(y), "between": torch.zeros_like(y)}
         for step in plan.steps:
@@ -414,7 +423,7 @@ def layerwise_values(
                 out["module", step.name, g, "contribution"] = out["module", step.name, g, "own"] = zero
                 continue
             record: dict = {}
-            c = _output_tangent(model, x, g, method, hooks=_own_hooks(step, g, method, record))
+            c = _output_tangent(model, x, g, method, hooks=_own_hooks(step, g, method, record), feed=feed)
             total["modules"] += c
             out["module", step.name, g, "contribution"] = per_image_norms(c, y, acc)
             if len(record["b"]) == n:
@@ -432,6 +441,7 @@ def layerwise_values(
                 x_tangent=x_tangent,
                 hooks=_gap_hooks(p, q, g, method),
                 output=plan.output if q is None else None,
+                feed=feed,
             )
             total["between"] += c
             out["between", label, g, "contribution"] = per_image_norms(c, y, acc)

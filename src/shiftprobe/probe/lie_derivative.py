@@ -47,7 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
-from shiftprobe.probe.engine import as_image_batch, exact_float32, model_device, model_dtype, to_pixels
+from shiftprobe.probe.engine import exact_float32, model_device, model_dtype
 from shiftprobe.probe.generators import (
     DEFAULT_GENERATORS,
     GENERATORS,
@@ -57,6 +57,7 @@ from shiftprobe.probe.generators import (
     check_method,
 )
 from shiftprobe.probe.geometry import LayerGeometry, infer_geometry
+from shiftprobe.probe.inputs import check_forward, check_inputs, eval_mode, nonfinite_message, to_pixels
 from shiftprobe.probe.lie_batch import Norms, layer_values, layerwise_values, plan_layerwise
 from shiftprobe.probe.metrics import sum_dtype
 
@@ -122,16 +123,17 @@ def summarise(batches: list[Norms]) -> dict:
     return {"rel": rel, "rel_se": rel_se, "abs": ab, "abs_se": ab_se}
 
 
-def _check_args(
-    generators, method, batch_size, images, layerwise
-) -> tuple[tuple[str, ...], str, torch.Tensor]:
+def _check_args(generators, method, batch_size, layerwise) -> tuple[tuple[str, ...], str]:
     generators = check_generators(generators)
     method = check_method(method, generators)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: use a number of images >= 1")
     if not isinstance(layerwise, bool):
         raise TypeError(f"layerwise={layerwise!r}: use True or False")
-    images = as_image_batch(images)
+    return generators, method
+
+
+def _check_images(images: torch.Tensor, generators) -> None:
     if len(images) < 1:
         raise ValueError("images is empty: give at least one image")
     if min(images.shape[-2:]) < 2:
@@ -139,7 +141,6 @@ def _check_args(
             f"images of {tuple(images.shape[-2:])} pixels cannot be transformed: use at least 2x2"
         )
     check_channels(generators, images.shape[1])
-    return generators, method, images
 
 
 def lie_derivative(
@@ -154,6 +155,8 @@ def lie_derivative(
     progress: bool = False,
     layerwise: bool = False,
     layerwise_modules: Sequence[str] | None = None,
+    normalization=None,
+    output_key: str | int | None = None,
 ) -> dict:
     """The Lie derivative of each probe point of ``model``, per generator (see the module docstring).
 
@@ -161,9 +164,10 @@ def lie_derivative(
     ----------
     model : torch.nn.Module
         Any network whose forward takes ``(N, C, H, W)`` (it may return a tuple). It runs in eval mode
-        (its training mode is restored afterwards) in its own parameter dtype.
+        (a model in train mode is announced once; its mode is restored afterwards) in its own parameter dtype.
     images : torch.Tensor
-        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1].
+        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1] (or normalised, with ``normalization``:
+        the generators then act on the pixels, and the model is given ``(pixels - mean) / std``).
     layers : list of str, optional
         Probe points, named as in :func:`shiftprobe.measure` (module names, aliases, ``"output"``).
     generators : sequence of str
@@ -183,6 +187,8 @@ def lie_derivative(
     layerwise_modules : list of str, optional
         The modules of the decomposition (names from ``model.named_modules()``, none inside another);
         default every leaf module but dropout and identity that runs once per forward.
+    normalization, output_key
+        As in :func:`shiftprobe.measure`.
 
     Returns
     -------
@@ -204,7 +210,9 @@ def lie_derivative(
     >>> out["0"]["translate_x"]["rel"] < 1e-5  # a stride-1 circular convolution is equivariant
     True
     """
-    generators, method, images = _check_args(generators, method, batch_size, images, layerwise)
+    generators, method = _check_args(generators, method, batch_size, layerwise)
+    images, _, feed = check_inputs(model, images, normalization=normalization, output_key=output_key)
+    _check_images(images, generators)
     resolved = resolve_layers(model, layers)
     for layer in resolved:
         if layer.name in RESERVED_KEYS:
@@ -214,19 +222,15 @@ def lie_derivative(
     start = time.perf_counter()
     device = torch.device(device) if device is not None else model_device(model)
     dtype = model_dtype(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with exact_float32(), torch.inference_mode(False):
-            geometry = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device)
-            actions, notes = layer_actions(geometry, generators)
-            plan = None
-            if layerwise or layerwise_modules is not None:
-                plan = plan_layerwise(model, to_pixels(images[:2].to(device), dtype), layerwise_modules)
-            run = (images, generators, method, batch_size, device, dtype, progress)
-            values, parts = _measure(model, resolved, actions, plan, *run)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), exact_float32(), torch.inference_mode(False):
+        check_forward(model, resolved, images, feed, device, dtype)
+        geometry = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device, feed=feed)
+        actions, notes = layer_actions(geometry, generators)
+        plan = None
+        if layerwise or layerwise_modules is not None:
+            plan = plan_layerwise(model, to_pixels(images[:2].to(device), dtype), layerwise_modules, feed)
+        run = (images, generators, method, batch_size, device, dtype, progress)
+        values, parts = _measure(model, resolved, actions, plan, feed, *run)
     out = _layer_results(resolved, geometry, generators, values, notes)
     if plan is not None:
         out.update(_layerwise_results(plan, generators, parts))
@@ -243,20 +247,20 @@ def lie_derivative(
     return out
 
 
-def _measure(model, resolved, actions, plan, images, generators, method, batch_size, device, dtype, progress):
+def _measure(model, resolved, actions, plan, feed, images, generators, method, batch_size, device, dtype, progress):
     """The per-image values of every batch: ``{(layer, generator): [Norms, ...]}`` and the layer-wise
     parts (``{key: [Norms, ...]}``, empty without a plan)."""
     values: dict = defaultdict(list)
     parts: dict = defaultdict(list)
     acc = sum_dtype(device)
     batches = torch.split(torch.arange(len(images)), batch_size)
-    with LayerCapture(model, resolved) as cap:
+    with LayerCapture(model, resolved, feed=feed) as cap:
         for idx in tqdm(batches, desc="Lie derivative", disable=not progress, unit="batch", leave=False):
             x = to_pixels(images[idx].to(device), dtype).clone()
             for key, v in layer_values(cap, x, actions, generators, method, acc).items():
                 values[key].append(v)
             if plan is not None:
-                for key, v in layerwise_values(model, x, plan, generators, method, acc).items():
+                for key, v in layerwise_values(model, x, plan, generators, method, acc, feed).items():
                     parts[key].append(v)
     return values, parts
 
@@ -266,6 +270,10 @@ def _layer_results(resolved, geometry, generators, values, notes) -> dict:
     geo_out = {}
     for layer in resolved:
         geo = geometry[layer.name]
+        for g in generators:
+            batches = values.get((layer.name, g), [])
+            if not all(bool(torch.isfinite(b["abs"]).all()) for b in batches):  # NaN would vanish from the mean
+                raise ValueError(nonfinite_message([layer.name], f" under {g}"))
         out[layer.name] = {
             g: summarise(values[layer.name, g]) if (layer.name, g) in values else None for g in generators
         }

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from shiftprobe.probe.accumulator import MASKED, SCORE_CONTROL
+from shiftprobe.probe.inputs import nonfinite_message
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.stats import mean_se, ratio_se, score_interval
 from shiftprobe.probe.thresholds import NEAR_CONSTANT_ENTROPY_FRACTION, NEAR_CONSTANT_TOP_SHARE
@@ -165,9 +166,23 @@ def score(value, control_value):
     return 1.0 - value / control_value
 
 
+def check_finite_sums(raw: dict, layers) -> None:
+    """A ValueError naming the layers whose activations were NaN or infinite on some pair or control
+    image: their ``dist`` sums are then not finite. (Without this check a NaN ``aligned_rel`` would be
+    counted as a pair without a certified overlap, and every figure there shown as n/a.)"""
+    bad = [
+        name for name in layers
+        if any(key in raw and not bool(torch.isfinite(raw[key]).all()) for key in (("pair", name, "dist"), ("control", name, "dist")))
+    ]
+    if bad:
+        raise ValueError(nonfinite_message(bad, " while measuring"))
+
+
 def build_results(raw: dict, plan: ShiftPlan, layers, geometry: Mapping, control_offset: int, classifier: str | None) -> dict:
-    """The nested results dict (docs/measurement.md, "The results file")."""
+    """The nested results dict (docs/measurement.md, "The results file"); refuses non-finite activations
+    (``check_finite_sums``)."""
     layers = tuple(layers)
+    check_finite_sums(raw, layers)
     spatial = tuple(name for name in layers if geometry[name].spatial)
     strides = {
         name: (geometry[name].stride[0] if geometry[name].stride[0] == geometry[name].stride[1] else list(geometry[name].stride))
