@@ -7,7 +7,9 @@ module writes through.
 from __future__ import annotations
 
 import errno
+import io
 import json
+import logging
 
 import disk_faults
 import numpy as np
@@ -111,3 +113,28 @@ def test_all_or_none_removes_what_the_block_wrote(tmp_path):
     with all_or_none() as written:
         write_text(tmp_path / "a", "1")
     assert written == [tmp_path / "a"] and (tmp_path / "a").read_text() == "1"
+
+
+def test_a_log_file_on_a_full_disk_drops_lines_quietly(tmp_path, capsys):
+    """Hydra's train.log on a full disk printed a ``--- Logging error ---`` traceback per line."""
+
+    class FullStream(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    logger = logging.getLogger("shiftprobe.tests.full_disk_log")
+    logger.propagate = False
+    handler = logging.FileHandler(tmp_path / "train.log", delay=True)
+    handler.stream = FullStream()
+    logger.addHandler(handler)
+    try:
+        logger.warning("before")  # the control: Python's own report
+        assert "--- Logging error ---" in capsys.readouterr().err
+        atomic.quiet_full_log_files(logger)
+        logger.warning("after")
+        assert capsys.readouterr().err == ""
+        handler.stream = io.StringIO()
+        logger.warning("%d", "not a number")  # another logging error is still reported
+        assert "--- Logging error ---" in capsys.readouterr().err
+    finally:
+        logger.removeHandler(handler)

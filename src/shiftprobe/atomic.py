@@ -19,7 +19,9 @@ import contextlib
 import contextvars
 import errno
 import io
+import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,12 +52,13 @@ def write_error(err: OSError, path: str | os.PathLike | None = None, *, folder: 
     if err.errno not in DISK_FULL + NOT_WRITABLE:
         return None
     target = Path(path if path is not None else (err.filename or "."))
-    subject = f"the folder {target}" if folder else f"{target.name} in {target.parent}"
+    where = target if folder else target.parent
+    subject = f"in {target}" if folder else f"to write {target.name} in {where}"
     reason = err.strerror or os.strerror(err.errno)
     if err.errno in DISK_FULL:
-        text = f"no space left to write {subject} ({reason}): free space on that disk {ELSEWHERE}"
+        text = f"no space left {subject} ({reason}): free space on that disk {ELSEWHERE}"
     elif writing or err.errno == errno.EROFS:
-        text = f"cannot write {subject} ({reason}): make {target.parent} writable {ELSEWHERE}"
+        text = f"cannot write {subject.removeprefix('to write ')} ({reason}): make {where} writable {ELSEWHERE}"
     else:
         text = f"{target} ({reason}): give this user access to it {ELSEWHERE}"
     return WriteError(text, err.errno)
@@ -188,3 +191,27 @@ def all_or_none() -> Iterator[list[Path]]:
         _group.reset(token)
     if outer is not None:  # a group inside a group: the outer one removes these files too
         outer.extend(written)
+
+
+def _silent_on_disk_errors(handler: logging.Handler):
+    """``handler.handleError`` that drops a record its file could not take (full or read-only disk)."""
+    report = handler.handleError
+
+    def handle_error(record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError) and err.errno in DISK_FULL + NOT_WRITABLE:
+            return
+        report(record)
+
+    return handle_error
+
+
+def quiet_full_log_files(logger: logging.Logger | None = None) -> None:
+    """Log files (the ``FileHandler`` s of ``logger``, default the root: Hydra's ``train.log``) drop the
+    lines a full or read-only disk refuses, instead of printing a ``--- Logging error ---`` traceback
+    for each: the run's own one-line error names the disk problem. Other logging errors are reported
+    as before."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if isinstance(handler, logging.FileHandler) and not getattr(handler, "_shiftprobe_quiet", False):
+            handler.handleError = _silent_on_disk_errors(handler)
+            handler._shiftprobe_quiet = True

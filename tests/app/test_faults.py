@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import math
 import os
@@ -106,6 +107,25 @@ def test_full_disk_at_the_figures_leaves_no_partial_results(mnist_root, tmp_path
     assert len(error_lines(capsys.readouterr().err)) == 1
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".json", ".md", ".png")) == []
     assert temporaries(tmp_path) == []
+
+
+def test_a_loggers_full_disk_is_one_line_naming_the_run_folder(mnist_root, tmp_path, capsys, monkeypatch):
+    """An OSError the project did not raise itself (Lightning's CSV logger) becomes the one line too."""
+    from lightning.fabric.loggers.csv_logs import _ExperimentWriter
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # no file name: the run folder is named
+
+    monkeypatch.setattr(_ExperimentWriter, "save", full)
+    cfg = faults_cfg(mnist_root, tmp_path, "[model_checkpoint]", "+trainer.limit_train_batches=2",
+                     "+trainer.limit_val_batches=1", "test=false")
+    with pytest.raises(SystemExit) as stop:
+        run(cfg, train)
+    assert stop.value.code == 1
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: no space left in {tmp_path} (No space left on device): free space on that disk or write "
+        f"elsewhere (train.py / eval.py: hydra.run.dir=<another folder>)"
+    ]
 
 
 # -- SIGTERM ----------------------------------------------------------------------------------------

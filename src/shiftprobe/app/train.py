@@ -23,7 +23,7 @@ from shiftprobe.app import run_dir
 from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.app.interrupts import Stop, signals_as_interrupts
-from shiftprobe.atomic import write_error
+from shiftprobe.atomic import quiet_full_log_files, write_error
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.lit.quiet import quiet_lightning
@@ -310,6 +310,7 @@ def _run_folder(cfg: DictConfig) -> str:
 def _run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
     _quiet_lightning_console()
     quiet_lightning()  # also for eval.py's task
+    quiet_full_log_files()  # a full disk: one error line, not a logging traceback per train.log line
     try:
         metrics = with_disk_errors_as_lines(task, cfg)
     except (ShiftProbeError, MisconfigurationException) as err:
