@@ -274,8 +274,9 @@ def test_train_py_into_a_locked_folder_writes_nothing_there(tmp_path):
     try:
         env = {k: v for k, v in os.environ.items() if k not in (*RANK_VARIABLES, "NODE_RANK")}
         env.update(PROJECT_ROOT=str(ROOT))
-        done = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={folder}"], env=env,
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        # optimizer.lr=-1: were the folder not refused, the settings check would end the run at once
+        done = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={folder}", "optimizer.lr=-1"],
+                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     finally:
         let_go(other)
     assert done.returncode == 1
@@ -318,7 +319,7 @@ def test_train_py_into_a_read_only_folder_is_one_line(tmp_path):
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        done = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={folder}"],
+        done = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={folder}", "optimizer.lr=-1"],
                               env={**os.environ, "PROJECT_ROOT": str(ROOT)}, capture_output=True, text=True,
                               timeout=300, cwd=tmp_path)
     finally:

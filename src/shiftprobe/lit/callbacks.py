@@ -224,8 +224,8 @@ class ShiftProbeCallback(L.Callback):
         if images is None:
             return
         networks = 2 if self.untrained else 1
-        per_pair = pair_bytes(pl_module.net, self.layers, tuple(as_image_batch(images[:1]).shape[1:]), networks)
-        try:
+        try:  # a layer name the network does not have is named here too, before training
+            per_pair = pair_bytes(pl_module.net, self.layers, tuple(as_image_batch(images[:1]).shape[1:]), networks)
             check_export_memory(self.export_pairs, per_pair, key="callbacks.shift_probe.export_pairs")
         except ValueError as err:
             raise ShiftProbeError(str(err)) from None
