@@ -49,6 +49,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from shiftprobe.atomic import write_text
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent
 
@@ -69,8 +71,7 @@ class FirstStepMarker(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if not self.done and trainer.is_global_zero:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(repr(time.time()))
+            write_text(self.path, repr(time.time()))
         self.done = True
 
 
@@ -94,7 +95,7 @@ class TrainTimer(L.Callback):
         if batch_idx == self.n_batches - 1:
             _sync(pl_module.device)
             seconds = time.perf_counter() - self.start
-            self.path.write_text(json.dumps({"seconds": seconds, "images": self.images, "batches": self.n_batches}))
+            write_text(self.path, json.dumps({"seconds": seconds, "images": self.images, "batches": self.n_batches}))
 
 
 # -- training -----------------------------------------------------------------------------------------
@@ -341,7 +342,8 @@ _RSS_LAUNCHER = (
     "import os, subprocess, sys\n"
     "proc = subprocess.Popen(sys.argv[2:])\n"
     "_, status, usage = os.wait4(proc.pid, 0)\n"
-    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "open(sys.argv[1] + '.tmp', 'w').write(str(usage.ru_maxrss))\n"
+    "os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
     "sys.exit(os.waitstatus_to_exitcode(status))\n"
 )
 
@@ -717,7 +719,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     result["bench_seconds"] = time.perf_counter() - start
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_text(args.out, json.dumps(result, indent=2) + "\n")  # atomically: never a half-written bench.json
     print(format_table(result))
     print(f"\nwrote {args.out} ({result['bench_seconds']:.0f} s)")
     return 0

@@ -22,6 +22,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from shiftprobe.atomic import write_text
 from shiftprobe.reporting.sweep_summary import Interval, labelled_jobs, paired_difference, t_interval, verdict
 
 #: (layer, metric) pairs reported for every family
@@ -164,8 +165,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     out = Path(args.out or args.sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "families.md").write_text(text, encoding="utf-8")
+    write_text(out / "families.md", text)
     print(f"wrote {out / 'families.md'}")
     return 0
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import shiftprobe
+from shiftprobe.atomic import write_text
 from shiftprobe.data.mnist import load_split
 from shiftprobe.reporting.sweep_summary import labelled_jobs, paired_difference, t_interval
 
@@ -88,8 +89,7 @@ def main(argv=None) -> int:
         per_seed[job.seed] = measure_job(job.path / "checkpoints" / "best.ckpt", images, labels, args.max_images,
                                          int(job.seed) if job.seed.isdigit() else 0)
     out = Path(args.out or args.sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "subpixel_methods.md").write_text(methods_markdown(per_seed, args.config), encoding="utf-8")
+    write_text(out / "subpixel_methods.md", methods_markdown(per_seed, args.config))
     print(f"wrote {out / 'subpixel_methods.md'}")
     return 0
 

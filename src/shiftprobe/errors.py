@@ -27,3 +27,18 @@ class TrainingDiverged(ShiftProbeError):
     """The training loss is not finite or too large; under DDP every rank raises it at the same step."""
 
     same_on_every_rank = True
+
+
+class WriteError(ShiftProbeError, OSError):
+    """A file could not be written: the disk is full, or the folder is read-only or not writable.
+
+    Raised by ``shiftprobe.atomic`` with one line naming the folder and the fix; still an ``OSError``
+    (``errno`` is the original one), so ``except OSError`` in user code keeps working.
+    """
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])

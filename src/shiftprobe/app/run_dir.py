@@ -21,13 +21,18 @@ def is_multirun() -> bool:
         return False
 
 
+#: the run folder's lock file (``shiftprobe.app.run_lock``): one run per folder
+LOCK_NAME = ".lock"
+
+
 def only_hydra_files(folder: Path) -> bool:
-    """Whether ``folder`` holds nothing but what Hydra writes (``.hydra/``, ``*.log``) and empty folders."""
+    """Whether ``folder`` holds nothing but what Hydra writes (``.hydra/``, ``*.log``), the run's lock
+    file and empty folders."""
     for entry in folder.iterdir():
         if entry.is_dir() and not entry.is_symlink():
             if entry.name != ".hydra" and any(p.is_file() or p.is_symlink() for p in entry.rglob("*")):
                 return False
-        elif not entry.name.endswith(".log"):
+        elif not entry.name.endswith(".log") and entry.name != LOCK_NAME:
             return False
     return True
 

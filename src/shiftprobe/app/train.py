@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from shiftprobe.app import run_dir
 from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint
 from shiftprobe.app.config_checks import validate_config
+from shiftprobe.app.interrupts import Stop, signals_as_interrupts
+from shiftprobe.atomic import quiet_full_log_files, write_error
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.lit.checkpoint_loading import WeightsOnlyCheckpointIO
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.lit.quiet import quiet_lightning
 
@@ -159,14 +160,31 @@ def trusts_files(cfg: DictConfig) -> bool:
     return cfg.get("trust_checkpoint") is True
 
 
+def trainer_plugins(cfg: DictConfig) -> list:
+    """``trainer.plugins`` (when set) and the project's ``CheckpointIO``, unless one of the given plugins
+    already is one: ``AtomicCheckpointIO``, which saves atomically (renamed into place, never truncated)
+    and loads with ``weights_only=True`` unless ``trust_checkpoint=true``."""
+    from lightning.fabric.plugins import CheckpointIO
+
+    from shiftprobe.lit.checkpointing import AtomicCheckpointIO
+
+    given = cfg.trainer.get("plugins")
+    given = list(given) if OmegaConf.is_list(given) else [given] if given else []
+    plugins = [hydra.utils.instantiate(p) for p in given]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO(trusted=trusts_files(cfg)))
+    return plugins
+
+
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     """The trainer of ``cfg.trainer``; it loads checkpoints with ``weights_only=True`` unless ``trusts_files``."""
     callbacks = without_logger_callbacks(callbacks, loggers)
     if cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
-    plugins = [WeightsOnlyCheckpointIO(trusted=trusts_files(cfg))]
     try:
-        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+        return hydra.utils.instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=trainer_plugins(cfg)
+        )
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, (MisconfigurationException, ValueError)):
@@ -256,12 +274,52 @@ def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
     """Run ``task`` under Hydra: user-fixable problems end with ``error: ...`` and exit status 1.
 
     In a multirun the failing job is reported and the sweep goes on (the summary lists it as broken).
-    Returns ``optimized_metric`` when the config names one (for sweepers).
+    Returns ``optimized_metric`` when the config names one (for sweepers). A full disk or a read-only
+    folder is one ``error:`` line too. SIGTERM stops the run as Ctrl-C does, wherever it is (training,
+    testing, measuring), with exit status 143 (Ctrl-C: 130; ``shiftprobe.app.interrupts``).
     """
+    with signals_as_interrupts(enabled=_global_rank() == 0) as stop:  # DDP: the launcher stops the others
+        try:
+            return _run(cfg, task)
+        except (KeyboardInterrupt, SystemExit) as err:
+            stopped(stop, err)
+
+
+def stopped(stop: Stop, err: BaseException) -> None:
+    """End a run stopped by a signal: one line, the unstarted run folder removed, exit status 128 +
+    the signal's number. A ``SystemExit`` that no signal caused (an ``error:`` line) goes on as it is."""
+    if isinstance(err, SystemExit) and stop.signum is None:
+        raise err
+    print(f"stopped by {stop.name} (exit status {stop.exit_status})", file=sys.stderr, flush=True)
+    remove_unstarted_run_dir()
+    sys.exit(stop.exit_status)
+
+
+def with_disk_errors_as_lines(task: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
+    """``task(cfg)``, with a disk problem the code did not write itself (a logger's file on a full disk or
+    in a read-only folder) raised as a one-line ``WriteError`` naming the path."""
+    try:
+        return task(cfg)
+    except OSError as err:
+        converted = write_error(err, err.filename or _run_folder(cfg), folder=not err.filename, writing=False)
+        if converted is None or converted is err:
+            raise
+        raise converted from None
+
+
+def _run_folder(cfg: DictConfig) -> str:
+    try:
+        return str(OmegaConf.select(cfg, "paths.output_dir", default=None) or Path.cwd())
+    except Exception:  # an interpolation that needs Hydra's runtime (a config composed without it)
+        return str(Path.cwd())
+
+
+def _run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
     _quiet_lightning_console()
     quiet_lightning()  # also for eval.py's task
+    quiet_full_log_files()  # a full disk: one error line, not a logging traceback per train.log line
     try:
-        metrics = task(cfg)
+        metrics = with_disk_errors_as_lines(task, cfg)
     except (ShiftProbeError, MisconfigurationException) as err:
         # an error every rank raised at the same step (decided across ranks) is reported by rank 0 only
         report = _global_rank() == 0 or not getattr(err, "same_on_every_rank", False)

@@ -40,8 +40,9 @@ import torch
 import torchvision
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
+from shiftprobe.atomic import atomic_write
 from shiftprobe.data.augment import flip_per_sample, rotate_per_sample
-from shiftprobe.errors import ShiftProbeError
+from shiftprobe.errors import ShiftProbeError, WriteError
 from shiftprobe.probe.transforms import IMAGE_SIZE, shift_images_per_sample
 
 log = logging.getLogger(__name__)
@@ -134,10 +135,11 @@ def check_mnist_file(path: Path, magic: int) -> int:
 
 def _extract_gz(gz: Path, target: Path) -> None:
     try:
-        with gzip.open(gz, "rb") as src, target.open("wb") as dst:
+        with gzip.open(gz, "rb") as src, atomic_write(target) as dst:  # no half-extracted file is left
             shutil.copyfileobj(src, dst)
+    except WriteError:  # the disk, not the archive: its own one line
+        raise
     except (OSError, EOFError) as err:
-        target.unlink(missing_ok=True)
         raise ShiftProbeError(_bad_file_message(gz, f"it cannot be decompressed ({err})")) from None
 
 

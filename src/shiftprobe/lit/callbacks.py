@@ -31,6 +31,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from shiftprobe.atomic import all_or_none, make_folder
 from shiftprobe.checkpoints import fit_problems, read_checkpoint
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.probe.engine import measure_network, subset_indices, subset_info
@@ -234,6 +235,7 @@ class ShiftProbeCallback(L.Callback):
             raise ShiftProbeError(
                 f"callbacks.shift_probe.export_pairs={n!r} is not allowed: use a number of pairs >= 0 (0 = off), e.g. 100."
             )
+        self._check_export_memory(trainer, pl_module)
         if self.initial_state is None or self._initial_weights is not None:
             return
         what = "callbacks.shift_probe.initial_state"
@@ -245,6 +247,27 @@ class ShiftProbeCallback(L.Callback):
                 f"Give the initial weights of this same architecture."
             )
         self._initial_weights = weights
+
+    def _check_export_memory(self, trainer, pl_module) -> None:
+        """Refuse ``export_pairs`` pairs that would not fit in memory, before training (one line with the
+        largest count that fits; ``shiftprobe.probe.export.check_export_memory``). The image size comes
+        from the data module's loaded images; without them the export checks itself before it starts."""
+        if not self.export_pairs or trainer is None:
+            return
+        from shiftprobe.probe.engine import as_image_batch
+        from shiftprobe.probe.export import check_export_memory, pair_bytes
+
+        dm = getattr(trainer, "datamodule", None)
+        loaded = [getattr(dm, name, None) for name in ("test_images", "train_images")]
+        images = next((x for x in loaded if isinstance(x, torch.Tensor) and len(x)), None)
+        if images is None:
+            return
+        networks = 2 if self.untrained else 1
+        try:  # a layer name the network does not have is named here too, before training
+            per_pair = pair_bytes(pl_module.net, self.layers, tuple(as_image_batch(images[:1]).shape[1:]), networks)
+            check_export_memory(self.export_pairs, per_pair, key="callbacks.shift_probe.export_pairs")
+        except ValueError as err:
+            raise ShiftProbeError(str(err)) from None
 
     def untrained_network(self, pl_module) -> tuple[torch.nn.Module | None, str | None]:
         """The untrained control and where its weights come from, in words (None, None if unknown)."""
@@ -258,9 +281,7 @@ class ShiftProbeCallback(L.Callback):
         return net, (getattr(pl_module, "initial_net_origin", None) if net is not None else None)
 
     def _output_dir(self, trainer) -> Path:
-        path = Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return make_folder(Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir))
 
     def test_images(self, trainer) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """The measured test images and labels (a seeded random subset with ``max_images``)."""
@@ -378,13 +399,16 @@ class ShiftProbeCallback(L.Callback):
         from shiftprobe.reporting.family_report import family_summary_lines
         from shiftprobe.reporting.markdown import summary_lines, write_results_markdown
 
-        Results(results).save(out / "results.json")
-        write_results_markdown(results, out / "results.md")
+        # every file atomically, and all or none: a stop half-way (Ctrl-C, SIGTERM, a full disk) removes
+        # the files already written, so no results.json is left without its results.md, figures and pairs
+        with all_or_none():
+            Results(results).save(out / "results.json")
+            write_results_markdown(results, out / "results.md")
+            if self.figures:
+                self._figures(trainer, pl_module, results, out)
+            if self.export_pairs:
+                self._export_pairs(trainer, pl_module, out)
         self._log_scalars(trainer, results)
-        if self.figures:
-            self._figures(trainer, pl_module, results, out)
-        if self.export_pairs:
-            self._export_pairs(trainer, pl_module, out)
         for line in (summary_lines(results) if self.measures_translation else []) + family_summary_lines(results):
             log.info(line)
         log.info("shift probe: wrote %s and %s", out / "results.json", out / "results.md")

@@ -13,6 +13,11 @@ It does what Lightning's ``OnExceptionCheckpoint`` does, but is a plain ``Callba
 ``fit(ckpt_path=None)`` then means ``"last"``, so a run started in a directory that already holds a
 ``last.ckpt`` would silently resume from it (and every run warned twice about ``ckpt_path``), and
 ``test(ckpt_path="best")`` warned about several checkpoint callbacks. Here only ``ckpt_path=`` resumes.
+
+``AtomicCheckpointIO`` writes every checkpoint to a temporary file in its own folder and renames it
+into place: a full disk or a stop during a save leaves the previous checkpoint whole (Lightning's own
+"atomic" save stages the file in the system's temporary folder and copies it over the old one, so a
+full disk left ``best.ckpt`` truncated and ``last.ckpt`` empty).
 """
 
 from __future__ import annotations
@@ -20,13 +25,33 @@ from __future__ import annotations
 import logging
 import os
 
+import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from shiftprobe.errors import ShiftProbeError
+from shiftprobe.atomic import atomic_write
+from shiftprobe.errors import ShiftProbeError, WriteError
+from shiftprobe.lit.checkpoint_loading import WeightsOnlyCheckpointIO
 
 log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(WeightsOnlyCheckpointIO):
+    """``TorchCheckpointIO`` whose saves are atomic (``shiftprobe.atomic.atomic_write``): the checkpoint is
+    written to ``.<name>.tmp-<pid>-<thread>`` next to it, flushed to the disk and renamed over the old file.
+    A disk problem (full, read-only) raises a one-line ``WriteError`` naming the folder, and the previous
+    checkpoint stays loadable. Loading is ``WeightsOnlyCheckpointIO``'s (``weights_only=True`` unless the
+    run trusts its files, ``trusted=True``); remote (``scheme://``) paths are saved
+    by it too. The trainer built by ``train.py`` / ``eval.py`` uses it (``plugins``), with or without DDP
+    (rank 0 writes)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        with atomic_write(path) as fh:
+            torch.save(checkpoint, fh)
 
 
 class InterruptCheckpoint(Callback):
@@ -58,7 +83,11 @@ class InterruptCheckpoint(Callback):
             return
         if trainer.state.fn != TrainerFn.FITTING or trainer.global_step == 0:
             return
-        trainer.save_checkpoint(self.ckpt_path)
+        try:
+            trainer.save_checkpoint(self.ckpt_path)
+        except WriteError as err:  # the disk: the run's own error goes on, the last good last.ckpt stays
+            log.warning("run stopped (%s), but its state could not be saved: %s", type(exception).__name__, err)
+            return
         log.info(
             "run stopped (%s): saved %s; resume with ckpt_path=%s",
             type(exception).__name__,

@@ -36,7 +36,9 @@ taken on the CPU only.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -84,6 +86,9 @@ log = logging.getLogger(__name__)
 ANNOUNCE_AFTER_S = 60.0
 #: default ``pairs_per_chunk`` by device type (``default_pairs_per_chunk``)
 PAIRS_PER_CHUNK = {"cpu": 512, "accelerator": 4096}
+#: batches queued or running per worker thread ahead of the caller (``run_in_order``): enough to keep every
+#: worker busy, few enough that a stopped measurement cancels the rest at once
+QUEUED_PER_THREAD = 2
 
 
 def default_pairs_per_chunk(device: torch.device | str) -> int:
@@ -493,7 +498,12 @@ def image_update(values: torch.Tensor, rows: torch.Tensor, image_keys, control: 
 def run_in_order(run, batches, threads: int, name: str = "shiftprobe-measure"):
     """``run(batch)`` for every batch, yielded in batch order (so the float64 sums do not depend on the
     timing); with ``threads > 1`` the batches run in a pool of threads named ``name``, torch at one
-    thread each. Close the generator (``contextlib.closing``) to restore torch's threads at once."""
+    thread each. Close the generator (``contextlib.closing``) to restore torch's threads at once.
+
+    At most ``QUEUED_PER_THREAD * threads`` batches are queued or running ahead of the caller. When the
+    caller stops (an error, Ctrl-C or SIGTERM in the main thread, the generator closed), the queued
+    batches are cancelled and only the running ones finish: the loop stops within about one batch time.
+    """
     threads = max(1, min(threads, len(batches)))
     if threads == 1:
         for idx in batches:
@@ -503,7 +513,18 @@ def run_in_order(run, batches, threads: int, name: str = "shiftprobe-measure"):
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name) as pool:
-            yield from pool.map(run, batches)
+            todo = iter(batches)
+            ahead = QUEUED_PER_THREAD * threads
+            queued = collections.deque(pool.submit(run, idx) for idx in itertools.islice(todo, ahead))
+            try:
+                while queued:
+                    done = queued.popleft()
+                    for idx in itertools.islice(todo, 1):  # keep the workers busy while the caller applies
+                        queued.append(pool.submit(run, idx))
+                    yield done.result()
+            finally:
+                for future in queued:
+                    future.cancel()
     finally:
         torch.set_num_threads(old)
 

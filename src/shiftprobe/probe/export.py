@@ -9,6 +9,8 @@ of the untrained control. Activations are captured with the engine's forward hoo
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,14 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from shiftprobe.atomic import all_or_none, atomic_write
 from shiftprobe.probe.capture import Feed, LayerCapture, resolve_layers
 from shiftprobe.probe.engine import exact_float32, model_device, model_dtype
-from shiftprobe.probe.inputs import check_forward, check_inputs, check_model, eval_mode, to_pixels
+from shiftprobe.probe.inputs import check_forward, check_inputs, check_model, eval_mode, run_first, to_pixels
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.transforms import Translation, shift_images_per_sample
 
 #: file names written into a folder given as ``path``
 PT_NAME, NPZ_NAME = "pairs.pt", "pairs.npz"
+#: the share of the available memory the exported arrays may take (the rest: the run itself, the system)
+MEMORY_SHARE = 0.5
 
 
 def draw_pairs(plan: ShiftPlan, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,36 +50,100 @@ def draw_pairs(plan: ShiftPlan, n: int, seed: int) -> tuple[torch.Tensor, torch.
     return idx, torch.tensor(choices, dtype=torch.long)[pick].view(n, 2)
 
 
+def feature_shapes(model: nn.Module, layers: Sequence[str] | None, image_shape: Sequence[int],
+                   device: torch.device | str | None = None, feed: Feed | None = None) -> dict[str, tuple[int, ...]]:
+    """``{layer: shape of one image's activation}`` at every probe layer, from one blank image
+    (``image_shape`` = ``(C, H, W)``) through the engine's forward hooks (model left as it was)."""
+    device = torch.device(device) if device is not None else model_device(model)
+    blank = torch.zeros((1, *image_shape), dtype=model_dtype(model), device=device)
+    resolved = resolve_layers(model, layers)
+    with eval_mode(model, announce=False), exact_float32(), torch.inference_mode():
+        with LayerCapture(model, resolved, feed=feed) as capture:
+            feats = run_first(capture, model, blank)
+    return {layer.name: tuple(feats[layer.name].shape[1:]) for layer in resolved}
+
+
+def pair_bytes(model: nn.Module, layers: Sequence[str] | None, image_shape: Sequence[int], networks: int = 1,
+               device: torch.device | str | None = None, feed: Feed | None = None) -> int:
+    """Host memory one exported pair takes: ``x`` and ``Tx`` (float32), its shift, label and index
+    (int64), and ``f(x)``, ``f(Tx)`` at every probe layer (float32) of each of ``networks`` networks
+    of this architecture."""
+    shapes = feature_shapes(model, layers, image_shape, device, feed)
+    features = sum(math.prod(shape) for shape in shapes.values())
+    return 4 * 2 * math.prod(image_shape) + 8 * 4 + networks * 4 * 2 * features
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give without swapping: ``MemAvailable`` of ``/proc/meminfo``
+    (Linux), else the free physical pages (``os.sysconf``); None where neither is known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def check_export_memory(n: int, bytes_per_pair: int, available: int | None = None, key: str = "n") -> None:
+    """Refuse ``n`` pairs whose arrays would take more than ``MEMORY_SHARE`` of the available memory
+    (a ValueError naming ``key``, the need and the largest count that fits); nothing when the available
+    memory is unknown. ``available`` defaults to :func:`available_memory`."""
+    available = available_memory() if available is None else available
+    if available is None or n * bytes_per_pair <= MEMORY_SHARE * available:
+        return
+    largest = int(MEMORY_SHARE * available // bytes_per_pair)
+    fix = f"use {key}={largest} or fewer" if largest >= 1 else "free memory (not even one pair fits)"
+    raise ValueError(
+        f"{key}={n} needs about {_gb(n * bytes_per_pair)} of memory ({bytes_per_pair:,} bytes per pair), more "
+        f"than {MEMORY_SHARE:.0%} of the {_gb(available)} available: {fix}, or measure fewer layers"
+    )
+
+
 def _activations(model: nn.Module, layers: Sequence[str] | None, x: torch.Tensor, tx: torch.Tensor,
                  batch_size: int, device: torch.device | None, feed: Feed) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{layer: (f(x), f(Tx))}`` on the CPU in float32, through LayerCapture (model left as it was);
-    ``x``, ``tx``: pixels, given to the model through ``feed``."""
+    ``x``, ``tx``: pixels, given to the model through ``feed``. The outputs are allocated once, at their
+    final size, and filled batch by batch."""
     check_model(model)  # the untrained control too
     device = torch.device(device) if device is not None else model_device(model)
     dtype = model_dtype(model)
     resolved = resolve_layers(model, layers)
-    out: dict[str, tuple[list, list]] = {layer.name: ([], []) for layer in resolved}
+    shapes = feature_shapes(model, layers, tuple(x.shape[1:]), device, feed)
+    out = {name: (torch.empty((len(x), *shape)), torch.empty((len(x), *shape))) for name, shape in shapes.items()}
     with eval_mode(model), exact_float32():
         check_forward(model, resolved, x, feed, device, dtype)
         with torch.inference_mode(), LayerCapture(model, resolved, feed=feed) as capture:
             for start in range(0, len(x), batch_size):
-                for side, batch in enumerate((x[start:start + batch_size], tx[start:start + batch_size])):
-                    feats = capture.run(to_pixels(batch.to(device), dtype))
+                rows = slice(start, start + batch_size)
+                for side, images in enumerate((x, tx)):
+                    feats = capture.run(to_pixels(images[rows].to(device), dtype))
                     for name in out:
-                        out[name][side].append(feats[name].detach().float().cpu())
-    return {name: (torch.cat(a), torch.cat(b)) for name, (a, b) in out.items()}
+                        out[name][side][rows] = feats[name].detach().float().cpu()
+    return out
 
 
 def _write(pairs: dict[str, torch.Tensor], path: str | Path) -> tuple[Path, Path]:
-    """``pairs.pt`` and ``pairs.npz`` into the folder ``path``, or ``<stem>.pt`` / ``<stem>.npz`` for a file name."""
+    """``pairs.pt`` and ``pairs.npz`` into the folder ``path``, or ``<stem>.pt`` / ``<stem>.npz`` for a file
+    name; each written atomically, and both or neither (a failed ``.npz`` removes the new ``.pt``)."""
     path = Path(path)
     if path.suffix in (".pt", ".npz"):
         pt, npz = path.with_suffix(".pt"), path.with_suffix(".npz")
     else:
         pt, npz = path / PT_NAME, path / NPZ_NAME
-    pt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(pairs, pt)
-    np.savez(npz, **{key: value.numpy() for key, value in pairs.items()})
+    with all_or_none():
+        with atomic_write(pt) as fh:
+            torch.save(pairs, fh)
+        with atomic_write(npz) as fh:
+            np.savez(fh, **{key: value.numpy() for key, value in pairs.items()})
     return pt, npz
 
 
@@ -127,6 +196,15 @@ def export_pairs(
         (``n``; -1 without labels), ``index`` (the image's index in ``images``) and, per probe layer,
         ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/<layer>/...``), float32.
 
+    Raises
+    ------
+    ValueError
+        ``n`` pairs would take more than half of the available memory (:func:`check_export_memory`,
+        before any work): the message gives the largest ``n`` that fits.
+    WriteError
+        ``path``'s disk is full or not writable (``shiftprobe.errors.WriteError``, an ``OSError``); the
+        files are written atomically, both or neither.
+
     Examples
     --------
     >>> import torch, shiftprobe
@@ -140,6 +218,8 @@ def export_pairs(
     if not isinstance(transform, Translation):
         raise TypeError(f"transform={transform!r}: use shiftprobe.Translation(...)")
     images, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
+    networks = 1 if untrained is None else 2
+    check_export_memory(n, pair_bytes(model, layers, tuple(images.shape[1:]), networks, device, feed))
     plan = ShiftPlan.from_transform(transform, len(images), image_size=min(images.shape[-2:]))
     idx, shifts = draw_pairs(plan, n, seed)
     x = to_pixels(images[idx.to(images.device)].cpu(), torch.float32)

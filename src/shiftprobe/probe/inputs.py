@@ -175,12 +175,12 @@ def check_inputs(model, images, labels=None, *, normalization=None, output_key=N
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module, announce: bool = True):
     """The model in eval mode inside, its own mode restored on exit (also after an error). A model in
-    train mode is announced once (a ``UserWarning``): dropout and batch statistics would make the
-    figures depend on the batch and on chance."""
+    train mode is announced (a ``UserWarning``, unless ``announce`` is False: a look at shapes before the
+    announced pass): dropout and batch statistics would make the figures depend on the batch and on chance."""
     was_training = model.training
-    if was_training:
+    if was_training and announce:
         warnings.warn(
             f"{type(model).__name__} is in train mode: shiftprobe measures it in eval mode (dropout off, batch "
             "norm with its running statistics) and restores train mode afterwards",
@@ -194,6 +194,17 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def run_first(capture: LayerCapture, model: nn.Module, x: torch.Tensor) -> dict:
+    """``capture.run(x)``, a channel mismatch turned into one line naming the channels the model takes."""
+    try:
+        return capture.run(x)
+    except RuntimeError as err:
+        hint = _channel_hint(model, x.shape[1]) if "channels" in str(err) else None
+        if hint is None:
+            raise
+        raise ValueError(hint) from err
+
+
 def check_forward(model: nn.Module, layers: Sequence[Layer], pixels: torch.Tensor, feed: Feed,
                   device: torch.device, dtype: torch.dtype) -> None:
     """The model tried on the first ``FIRST_IMAGES`` images before anything is measured: one line for
@@ -201,13 +212,7 @@ def check_forward(model: nn.Module, layers: Sequence[Layer], pixels: torch.Tenso
     (``LayerCapture.run``), an ambiguous output (``select_output``), or non-finite activations."""
     x = to_pixels(pixels[:FIRST_IMAGES].to(device), dtype)
     with torch.inference_mode(), LayerCapture(model, layers, feed=feed) as capture:
-        try:
-            feats = capture.run(x)
-        except RuntimeError as err:
-            hint = _channel_hint(model, pixels.shape[1]) if "channels" in str(err) else None
-            if hint is None:
-                raise
-            raise ValueError(hint) from err
+        feats = run_first(capture, model, x)
     bad = {}
     for layer in layers:
         value = feats[layer.name]

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from shiftprobe.atomic import write_text
 from shiftprobe.probe.accumulator import MASKED, SCORE_CONTROL
 from shiftprobe.probe.inputs import nonfinite_message
 from shiftprobe.probe.plan import ShiftPlan
@@ -318,11 +319,10 @@ class Results(Mapping):
         return to_jsonable(self.data)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``results.json`` (NaN and infinities become ``null``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        return path
+        """Write ``results.json`` (NaN and infinities become ``null``) atomically: a temporary file in the
+        same folder renamed into place (``shiftprobe.atomic``); a full disk or a read-only folder raises a
+        one-line ``WriteError`` (an ``OSError``)."""
+        return write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def to_dataframe(self):
         """A tidy pandas frame: one row per network x family x layer x transform x metric.

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
+from shiftprobe.atomic import save_figure
 from shiftprobe.reporting.markdown import (
     classifier,
     exact_tol,
@@ -82,10 +83,9 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: str | Path | None, dpi: int = DPI) -> None:
+    """Write ``fig`` to ``path`` atomically (``shiftprobe.atomic.save_figure``); nothing for None."""
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
+        save_figure(fig, path, dpi=dpi)
 
 
 def _label(metric: str) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from shiftprobe.atomic import write_text
 from shiftprobe.probe.thresholds import EXACT_TOL, NEAR_INVARIANT, PARTLY_INVARIANT, SAME_SCORE  # noqa: E402
 
 #: values smaller than this (in magnitude, non-zero) are printed in scientific notation
@@ -88,12 +89,9 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_results_json(results: Mapping, path: str | Path) -> Path:
-    """Write ``results`` as indented JSON (NaN and infinities become ``null``); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``results`` as indented JSON (NaN and infinities become ``null``), atomically; returns the path."""
     text = json.dumps(to_jsonable(results), indent=2, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
-    return path
+    return write_text(path, text + "\n")
 
 
 def load_results(path: str | Path) -> dict:
@@ -1108,10 +1106,8 @@ def results_markdown(results: Mapping) -> str:
 
 
 def write_results_markdown(results: Mapping, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(results_markdown(results), encoding="utf-8")
-    return path
+    """Write ``results.md`` (:func:`results_markdown`) atomically; returns the path."""
+    return write_text(path, results_markdown(results))
 
 
 def summary_lines(results: Mapping) -> list[str]:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from shiftprobe.atomic import atomic_write, save_figure, write_text
 from shiftprobe.reporting.family_report import other_families
 
 SEED_KEYS = ("seed",)
@@ -603,7 +604,7 @@ def write_csv(summary: Summary, path: Path) -> None:
     if not keys:
         keys = ["config", "seed", "path"]
     keys.append("problem")
-    with open(path, "w", newline="") as fh:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         for row in rows:
@@ -677,7 +678,7 @@ def plot_comparison(summary: Summary, path: Path):
         "mean over seeds; band: 95 % Student-t interval over seeds (1 seed: within-run interval where recorded)",
         fontsize=9,
     )
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     return fig
 
 
@@ -687,9 +688,8 @@ def summarize_sweep(sweep_dir, out_dir=None, baseline: str | None = None) -> Sum
     ``baseline``: the configuration the others are compared with (default: the first one)."""
     summary = summarize(sweep_dir, baseline)
     out = Path(out_dir) if out_dir else Path(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
     write_csv(summary, out / "summary.csv")
-    (out / "summary.md").write_text(summary_markdown(summary))
+    write_text(out / "summary.md", summary_markdown(summary))
     if summary.rows:
         plot_comparison(summary, out / "summary_radial.png")
     return summary
