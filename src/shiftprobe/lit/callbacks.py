@@ -236,6 +236,12 @@ class ShiftProbeCallback(L.Callback):
 
     def measure(self, trainer, pl_module) -> dict:
         """Measure the network (and its untrained copy) under every family; every rank must call this."""
+        if getattr(pl_module, "input_normalization", None) is not None:
+            # TODO(lead, issue 18 item 4): pass normalization=pl_module.input_normalization to the engine
+            raise ShiftProbeError(
+                "data.normalize=true: the network is trained on normalised inputs, and this version's measurement "
+                "cannot yet apply the normalisation after each shift; measure with data.normalize=false."
+            )
         images, labels, subset = self.test_images(trainer)
         kwargs = dict(
             layers=self.layers,

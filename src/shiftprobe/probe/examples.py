@@ -37,6 +37,13 @@ def aligned_difference(f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, g
     return out
 
 
+def display_image(x: torch.Tensor) -> torch.Tensor:
+    """One ``C x H x W`` image as the figure draws it (float, on the CPU): ``H x W`` for one channel
+    (drawn in grey), ``H x W x C`` for colour (drawn as RGB)."""
+    x = x.float().cpu()
+    return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0).contiguous()
+
+
 def example_pairs(
     model: nn.Module,
     images: torch.Tensor,
@@ -45,8 +52,9 @@ def example_pairs(
     mode: str = "crop",
     n_channels: int = 3,
 ) -> dict:
-    """Everything ``plot_example_pairs`` draws: pixels of ``x`` and ``T(s) x``, the ``n_channels`` most
-    active channels of ``layer`` (mean |f(x)|) for both, and their aligned difference per pair."""
+    """Everything ``plot_example_pairs`` draws: pixels of ``x`` and ``T(s) x`` (``display_image``: grey
+    ``H x W`` or colour ``H x W x C``), the ``n_channels`` most active channels of ``layer`` (mean |f(x)|)
+    for both, and their aligned difference per pair."""
     images = as_image_batch(images)
     device, dtype = model_device(model), model_dtype(model)
     resolved = resolve_layers(model, [layer])
@@ -72,8 +80,8 @@ def example_pairs(
                 {
                     "image": i,
                     "shift": s,
-                    "x": x[i, 0].float().cpu(),
-                    "tx": shifted[s][i, 0].float().cpu(),
+                    "x": display_image(x[i]),
+                    "tx": display_image(shifted[s][i]),
                     "f_x": f_x[i, channels],
                     "f_t": f_t[s][i, channels],
                     "aligned_diff": diff,
