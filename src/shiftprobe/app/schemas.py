@@ -78,7 +78,7 @@ class DataConfig:
     """``data``: the data module (``conf/data/*.yaml``; the dataset's own checks: ``check_data_settings``)."""
 
     dataset: str = "mnist"
-    root: str = "data"
+    root: Optional[str] = "data"  # noqa: UP045 (null: not set, refused by check_dataset naming the fix)
     download: bool = True
     channels: int = 1
     image_size: int = 28

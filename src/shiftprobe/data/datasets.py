@@ -220,8 +220,9 @@ def ensure_dataset(spec: DatasetSpec, root: str | Path, download: bool) -> None:
         )
     missing = missing_files(spec, root)
     if missing and (not download or spec.reader == "folder"):
-        off = "" if spec.reader == "folder" else "data.download=false; "
-        raise ShiftProbeError(missing_message(spec, root, off + "missing: " + ", ".join(missing)))
+        which = [] if len(missing) == len(expected_files(spec)) else ["missing: " + ", ".join(missing)]
+        off = [] if spec.reader == "folder" else ["data.download=false"]
+        raise ShiftProbeError(missing_message(spec, root, "; ".join(off + which)))
     if missing:
         _download(spec, root)
         still = missing_files(spec, root)
