@@ -263,3 +263,16 @@ def test_channel_stats_equal_numpy(tmp_path):
     np.testing.assert_allclose(std, pixels.std(axis=(0, 2, 3)), rtol=1e-9)
     grey_mean, grey_std = channel_stats(images[:, 0])
     np.testing.assert_allclose(grey_mean + grey_std, [pixels[:, 0].mean(), pixels[:, 0].std()], rtol=1e-9)
+
+
+def test_the_data_doc_example_runs(tmp_path, capsys):
+    """docs/data.md's example, on a synthetic image folder in place of /path/to/images."""
+    import re
+
+    from conftest import ROOT
+
+    block = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "data.md").read_text(encoding="utf-8"), re.S)[0]
+    write_image_folder(tmp_path, classes=("a", "b", "c", "d", "e"), n_train=1, n_test=2)
+    exec(block.replace("/path/to/images", str(tmp_path)), {})
+    mean, std = eval(capsys.readouterr().out)
+    assert len(mean) == len(std) == 3 and all(0 < m < 1 for m in mean)
