@@ -276,3 +276,11 @@ def test_the_data_doc_example_runs(tmp_path, capsys):
     exec(block.replace("/path/to/images", str(tmp_path)), {})
     mean, std = eval(capsys.readouterr().out)
     assert len(mean) == len(std) == 3 and all(0 < m < 1 for m in mean)
+
+
+def test_every_name_of_the_data_package_resolves():
+    import shiftprobe.data
+
+    for name in shiftprobe.data.__all__:
+        assert getattr(shiftprobe.data, name) is not None, name
+    assert shiftprobe.data.MNISTDataModule.__mro__[1] is ImageDataModule
