@@ -121,10 +121,23 @@ def test_trainer_accelerator_override(tmp_path):
     assert compose_with(tmp_path, "trainer=ddp_cpu").trainer.strategy == "ddp"
 
 
-def test_model_normalize_follows_data(tmp_path):
-    cfg = compose_with(tmp_path, "data.normalize=true", "model=blurpool")
-    assert cfg.model.normalize is True and cfg.model.pool == "blur"
-    assert hydra.utils.instantiate(cfg.model).normalize is True
+def test_data_normalize_normalises_in_the_module_not_in_the_net(tmp_path, mnist_root):
+    """data.normalize=true: the network stays a pixel-space network (model.normalize false) and the
+    training module applies the dataset's (mean, std) to its input, the same numbers as the network's
+    own MNIST normalisation (model.normalize=true, checkpoints from before data=<name>)."""
+    from shiftprobe.app.train import build_module
+
+    cfg = compose_with(tmp_path, "data.normalize=true", "model=blurpool", f"data.root={mnist_root}")
+    assert cfg.model.normalize is False and cfg.model.pool == "blur"
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = build_module(cfg, {}, datamodule=datamodule)
+    assert module.net.normalize is False and module.input_normalization == ((0.1307,), (0.3081,))
+    inside = hydra.utils.instantiate(cfg.model, normalize=True)
+    inside.load_state_dict(module.net.state_dict())
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(module(x), inside(x)[0])
+    old_style = build_module(cfg, {}, datamodule=datamodule, net=inside)  # the net normalises: not twice
+    assert old_style.input_normalization is None and torch.equal(old_style(x), inside(x)[0])
 
 
 def test_callbacks_default_and_none(tmp_path):

@@ -1,4 +1,4 @@
-"""MNISTDataModule on synthetic idx files read by torchvision's own MNIST loader."""
+"""MNISTDataModule on synthetic idx files (compared with what torchvision's own MNIST loader reads)."""
 
 import gzip
 import shutil
@@ -83,6 +83,7 @@ def test_missing_files_offline_message(tmp_path):
     for name in FILES:
         assert name in msg
     assert "MNIST/raw" in msg and "MNIST_ROOT" in msg and "data.root" in msg
+    assert "data.download=true" in msg and len(msg.splitlines()) == 1
 
 
 def test_download_failure_gives_one_clear_message(tmp_path, monkeypatch):
@@ -134,14 +135,17 @@ def test_label_count_mismatch(mnist_copy):
         ensure_mnist(mnist_copy, download=False)
 
 
-def test_gz_files_are_extracted(mnist_copy):
+def test_gz_files_are_read_without_extracting(mnist_copy):
     raw = mnist_copy / "MNIST" / "raw"
+    plain = make_dm(mnist_copy)
     for name in FILES:
         with (raw / name).open("rb") as src, gzip.open(raw / f"{name}.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)
         (raw / name).unlink()
     dm = make_dm(mnist_copy)
     assert dm.test_images.shape == (N_TEST, 28, 28)
+    assert torch.equal(dm.test_images, plain.test_images) and torch.equal(dm.train_images, plain.train_images)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f"{name}.gz" for name in FILES)
 
 
 def test_root_that_is_a_file(tmp_path):

@@ -205,7 +205,6 @@ def test_lie_derivative_and_export_take_the_normalisation():
         (lambda p: _normalised(p), {}, r"span \[-2.*normalization=\(mean, std\)"),
         (lambda p: p * 255, {}, "divide 0..255 floats by 255"),
         (lambda p: (p - 0.406) / 0.1, {"normalization": (MEAN, STD)}, "un-normalised with normalization"),
-        (lambda p: (p * 255).to(torch.uint8), {"normalization": (MEAN, STD)}, "uint8 images are pixels"),
         (lambda p: _normalised(p), {"normalization": ((0.5, 0.5), STD)}, "mean has 2 values for 3-channel"),
         (lambda p: _normalised(p), {"normalization": (MEAN, (0.2, 0.0, 0.2))}, "std.*finite and positive"),
     ],
@@ -214,6 +213,16 @@ def test_images_outside_the_pixel_range_are_refused(images, kwargs, match):
     with pytest.raises(ValueError, match=match):
         shiftprobe.measure(_small(3), images(_pixels(4, channels=3)), layers=["conv"],
                            transform=Translation(max_shift=1), **kwargs)
+
+
+def test_uint8_images_with_normalization_are_pixels_fed_normalised():
+    """The app's case: uint8 test images and a model that expects normalised input."""
+    pixels = (_pixels(4, channels=3) * 255).round().to(torch.uint8)
+    inside, outside = _small(3, normalize=True), _small(3)
+    kw = dict(layers=["conv", "output"], transform=Translation(max_shift=1))
+    a = shiftprobe.measure(inside, pixels, **kw)
+    b = shiftprobe.measure(outside, pixels, normalization=(MEAN, STD), **kw)
+    _close(a.to_dict(), b.to_dict())
 
 
 def test_uint8_images_stay_pixels():

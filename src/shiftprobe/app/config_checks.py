@@ -15,11 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from shiftprobe.app.lie_checks import check_lie_derivative
 from shiftprobe.app.schemas import LAB_MODEL_CLASSES, check_schemas
-from shiftprobe.app.transform_checks import check_transform
+from shiftprobe.app.transform_checks import check_transform, data_image_size
+from shiftprobe.data.datasets import check_data_settings
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.errors import is_number as _is_number
 from shiftprobe.errors import reject_setting as _fail
-from shiftprobe.probe.transforms import IMAGE_SIZE
 
 
 def _get(cfg: DictConfig, key: str, default=None):
@@ -56,6 +56,26 @@ def check_optimizer(cfg: DictConfig) -> None:
 MAX_TRAIN_ROTATE = 180
 
 
+def check_dataset(cfg: DictConfig) -> None:
+    """The dataset and what its images are (``shiftprobe.data.datasets.check_data_settings``), its root."""
+    dataset = _get(cfg, "data.dataset", "mnist")
+    spec = check_data_settings(
+        dataset,
+        _get(cfg, "data.channels", 1),
+        _get(cfg, "data.image_size", 28),
+        _get(cfg, "data.num_classes", 10),
+        _get(cfg, "data.mean", [0.1307]),
+        _get(cfg, "data.std", [0.3081]),
+    )
+    env = f"set {spec.root_env} or data.root" if spec.root_env else "set data.root"
+    holds = f"{spec.folder}/" if spec.folder else "train/<class>/ and test/<class>/"
+    root = _get(cfg, "data.root")
+    if root is None or str(root).strip() in ("", "???"):
+        _fail("data.root", root, f"{env} to the folder that holds {holds}, e.g. data.root=/path/to/folder")
+    if Path(str(root)).exists() and not Path(str(root)).is_dir():
+        _fail("data.root", str(root), f"it is a file; {env} to the folder that holds {holds}")
+
+
 def check_data(cfg: DictConfig) -> None:
     _int_at_least(cfg, "data.batch_size", 1, ", e.g. data.batch_size=64")
     _int_at_least(cfg, "data.eval_batch_size", 1, ", e.g. data.eval_batch_size=1000", required=False)
@@ -67,9 +87,10 @@ def check_data(cfg: DictConfig) -> None:
     data_seed = _get(cfg, "data.seed")
     if data_seed is not None and not _is_int(data_seed):
         _fail("data.seed", data_seed, "use an integer (by default the run seed: data.seed=${seed})")
+    size = data_image_size(cfg)
     k = _get(cfg, "data.train_shift", 0)
-    if not _is_int(k) or not 0 <= k < IMAGE_SIZE:
-        _fail("data.train_shift", k, f"use an integer from 0 (no augmentation) to {IMAGE_SIZE - 1}, e.g. 2")
+    if not _is_int(k) or not 0 <= k < size:
+        _fail("data.train_shift", k, f"use an integer from 0 (no augmentation) to {size - 1}, e.g. 2")
     degrees = _get(cfg, "data.train_rotate", 0)
     if not _is_number(degrees) or not math.isfinite(degrees) or not 0 <= degrees <= MAX_TRAIN_ROTATE:
         _fail(
@@ -77,15 +98,7 @@ def check_data(cfg: DictConfig) -> None:
             degrees,
             f"use a number of degrees from 0 (no rotation) to {MAX_TRAIN_ROTATE}, e.g. data.train_rotate=45",
         )
-    root = _get(cfg, "data.root")
-    if root is None or str(root).strip() == "":
-        _fail("data.root", root, "set MNIST_ROOT or data.root to the folder that holds MNIST/raw/")
-    if Path(str(root)).exists() and not Path(str(root)).is_dir():
-        _fail(
-            "data.root",
-            str(root),
-            "it is a file; point MNIST_ROOT (or data.root) at the folder that holds MNIST/raw/",
-        )
+    check_dataset(cfg)
 
 
 def _model_class(cfg: DictConfig) -> str:
@@ -96,9 +109,16 @@ def _model_class(cfg: DictConfig) -> str:
 def check_model(cfg: DictConfig) -> None:
     if _get(cfg, "model") is None:
         return
-    channels = _get(cfg, "model.in_channels")
-    if channels is not None and (not _is_int(channels) or channels != 1):
-        _fail("model.in_channels", channels, "use 1: MNIST images are grey (others are for the Python API)")
+    channels, data_channels = _get(cfg, "model.in_channels"), _get(cfg, "data.channels", 1)
+    if channels is not None and (not _is_int(channels) or channels != data_channels):
+        _fail("model.in_channels", channels, f"use {data_channels}, the channels of the data (data.channels)")
+    if _get(cfg, "model.normalize") is True and _get(cfg, "data.dataset", "mnist") != "mnist":
+        _fail(
+            "model.normalize",
+            True,
+            "it normalises with MNIST's constants inside the network (checkpoints from before data=<name>); "
+            "use data.normalize=true, which normalises with the dataset's own data.mean and data.std",
+        )
     name = _model_class(cfg)
     if name == "SmallResNet":
         _int_at_least(cfg, "model.width", 1, ", e.g. model.width=16")
@@ -112,12 +132,12 @@ def check_model(cfg: DictConfig) -> None:
 def check_shift(cfg: DictConfig) -> None:
     if _get(cfg, "shift") is None:
         return
-    m = _get(cfg, "shift.max_shift")
-    if not _is_int(m) or not 0 <= m < IMAGE_SIZE:
+    m, size = _get(cfg, "shift.max_shift"), data_image_size(cfg)
+    if not _is_int(m) or not 0 <= m < size:
         _fail(
             "shift.max_shift",
             m,
-            f"use an integer from 0 to {IMAGE_SIZE - 1} (presets: shift=small|medium|large)",
+            f"use an integer from 0 to {size - 1} (presets: shift=small|medium|large)",
         )
     if _get(cfg, "shift.pattern") == "random" and m == 0:  # mode, pattern and seed: the schema
         _fail("shift.max_shift", m, "the random pattern needs max_shift >= 1")

@@ -41,13 +41,17 @@ from shiftprobe.app.train import (
     trusts_files,
 )
 from shiftprobe.checkpoints import CheckpointFile, fresh_copy, read_checkpoint
+from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.stored_config import check_plain, checked_model_config, upgrade_targets
 
 log = logging.getLogger(__name__)
 
 #: data settings that change what the test sees, taken from the training run
-DATA_KEYS_FROM_RUN = ("val_size", "split_seed", "normalize", "train_shift", "train_rotate", "train_flip")
+DATA_KEYS_FROM_RUN = (
+    "val_size", "split_seed", "normalize", "train_shift", "train_rotate", "train_flip",
+    "channels", "image_size", "num_classes", "mean", "std",
+)
 #: measurement settings that change the figures, taken from the training run unless given now
 PROBE_KEYS_FROM_RUN = ("max_shift", "mode", "pattern", "seed", "max_images", "untrained", "layers")
 
@@ -118,11 +122,24 @@ def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
                 )
             cfg.model = model
         data = saved.get("data") or {}
+        check_same_dataset(cfg, data)
         for key in DATA_KEYS_FROM_RUN:
             if key in data:
                 cfg.data[key] = data[key]
     restore_measurement_settings(cfg, saved)
     restore_transforms(cfg, saved)
+
+
+def check_same_dataset(cfg: DictConfig, run_data: dict) -> None:
+    """The test uses the dataset the run was trained on (runs from before ``data=<name>`` used MNIST);
+    else one line naming it: the dataset group also sets the data root, so it is not switched silently."""
+    trained_on = run_data.get("dataset", "mnist")
+    now = cfg.data.get("dataset", "mnist")
+    if trained_on != now:
+        raise ShiftProbeError(
+            f"the checkpoint was trained on data={trained_on}, this command tests on data={now}: add "
+            f"data={trained_on} (and its data.root) to the eval.py command."
+        )
 
 
 def command_line_keys() -> list[str]:
@@ -255,10 +272,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     config = resolved_config(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    if source.module is not None:
-        module = ShiftProbeModule(net=source.module, config=config)
-    else:
-        module = build_module(cfg, config, with_optimizer=False)
+    module = build_module(cfg, config, with_optimizer=False, datamodule=datamodule, net=source.module)
     ckpt = load_weights(source, cfg, config, module)
     callbacks = instantiate_callbacks(cfg)
     loggers = instantiate_loggers(cfg)

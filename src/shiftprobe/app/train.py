@@ -136,10 +136,53 @@ def log_hparams(loggers: list, hparams: dict) -> None:
             logger.log_hyperparams(hparams)
 
 
-def build_module(cfg: DictConfig, config: dict, with_optimizer: bool = True) -> ShiftProbeModule:
-    net = hydra.utils.instantiate(cfg.model)
+def build_module(
+    cfg: DictConfig, config: dict, with_optimizer: bool = True, datamodule=None, net: torch.nn.Module | None = None
+) -> ShiftProbeModule:
+    """The training module around ``net`` (default: built from ``cfg.model``). With ``datamodule``, it
+    takes the data's normalisation and number of classes, and is checked to take the data's images."""
+    net = hydra.utils.instantiate(cfg.model) if net is None else net
     optimizer = hydra.utils.instantiate(cfg.optimizer) if with_optimizer and cfg.get("optimizer") else None
-    return ShiftProbeModule(net=net, optimizer=optimizer, config=config)
+    if datamodule is None:
+        return ShiftProbeModule(net=net, optimizer=optimizer, config=config)
+    module = ShiftProbeModule(
+        net=net,
+        optimizer=optimizer,
+        config=config,
+        normalization=datamodule.normalization,
+        num_classes=datamodule.num_classes,
+    )
+    check_network_fits_data(module, datamodule)
+    return module
+
+
+def check_network_fits_data(module: ShiftProbeModule, datamodule) -> None:
+    """One forward of two blank images of the data's shape (eval mode, no gradient, on the module's
+    device): a network built for other images (channels, side) or for another number of classes ends in
+    one line before training, instead of a shape error inside the first step."""
+    hp = datamodule.hparams
+    shape = (hp.channels, hp.image_size, hp.image_size)
+    what = f"data={hp.dataset} ({'x'.join(map(str, shape))} images, {hp.num_classes} classes)"
+    param = next(module.net.parameters(), None)
+    x = torch.zeros(2, *shape, device=param.device if param is not None else "cpu")
+    was_training = module.net.training
+    module.net.eval()
+    try:
+        with torch.no_grad():
+            out = module(x.to(param.dtype) if param is not None and param.is_floating_point() else x)
+    except RuntimeError as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ShiftProbeError(
+            f"the network ({type(module.net).__name__}) does not take the images of {what}: {first}. "
+            f"Choose a model built for them (model.in_channels=<channels>, model.image_size=<side>, or another model=)."
+        ) from None
+    finally:
+        module.net.train(was_training)
+    if out.dim() != 2 or out.shape[1] != hp.num_classes:
+        raise ShiftProbeError(
+            f"the network ({type(module.net).__name__}) gives outputs of shape {tuple(out.shape[1:])} per image, but "
+            f"{what} needs {hp.num_classes} class scores: choose a model with {hp.num_classes} outputs."
+        )
 
 
 def without_logger_callbacks(callbacks: list, loggers: list) -> list:
@@ -232,7 +275,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     config = resolved_config(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    module = build_module(cfg, config)
+    module = build_module(cfg, config, datamodule=datamodule)
     if cfg.get("ckpt_path"):  # another variant's checkpoint: one line naming what differs, before training
         action = "resume" if cfg.get("train", True) else "test"
         check_checkpoint_fits(

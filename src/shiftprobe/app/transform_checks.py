@@ -73,8 +73,14 @@ def check_rotation(node: DictConfig, path: str = "transform.rotation") -> None:
     _step(node, path, "max_angle", largest, "5")
 
 
-def check_subpixel(node: DictConfig, path: str = "transform.subpixel") -> None:
-    largest = _positive(node, "max_offset", path, IMAGE_SIZE - 1, "1")
+def data_image_size(cfg: DictConfig) -> int:
+    """The side of the run's images (``data.image_size``; MNIST's 28 when the config names none)."""
+    size = OmegaConf.select(cfg, "data.image_size", default=None, throw_on_missing=False)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else IMAGE_SIZE
+
+
+def check_subpixel(node: DictConfig, path: str = "transform.subpixel", image_size: int = IMAGE_SIZE) -> None:
+    largest = _positive(node, "max_offset", path, image_size - 1, "1")
     _step(node, path, "max_offset", largest, "0.125")
     _one_of(node, "axes", path, SUBPIXEL_AXES)
     _one_of(node, "method", path, SUBPIXEL_METHODS)
@@ -128,5 +134,7 @@ def check_transform(cfg: DictConfig) -> None:
                 f"{path}.{key} is not a setting of {path}: nothing would read it; {fix}. "
                 f"Remove the override (e.g. drop +{path}.{key}=...)."
             )
-        if name in CHECKS:
+        if name == "subpixel":
+            check_subpixel(node, path, data_image_size(cfg))
+        elif name in CHECKS:
             CHECKS[name](node, path)

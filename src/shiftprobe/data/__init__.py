@@ -1,39 +1,34 @@
-"""Data: MNIST held in memory as uint8 tensors (the DataModule, with its training augmentations) and the
-paired-translation test set."""
+"""Data: every dataset of ``data=<name>`` through one DataModule (``ImageDataModule``; ``MNISTDataModule``
+is its MNIST configuration), the readers of the on-disk formats (``idx``, ``cifar``, ``folder``), the
+training augmentations and the paired-translation test set.
 
-from shiftprobe.data.augment import flip_per_sample, rotate_per_sample
-from shiftprobe.data.mnist import (
-    AUGMENT_STREAM,
-    FLIP_STREAM,
-    MNIST_FILES,
-    ROTATE_STREAM,
-    EpochSampler,
-    InMemoryDataset,
-    MNISTDataModule,
-    ShardSampler,
-    check_mnist_file,
-    ensure_mnist,
-    load_split,
-    raw_folder,
-    stream_seed,
-)
-from shiftprobe.data.paired import PairedShiftDataset
+The names are imported on first use (PEP 562), so that ``shiftprobe.data.datasets`` (the settings
+check of ``train.py``) can be imported without Lightning.
+"""
 
-__all__ = [
-    "AUGMENT_STREAM",
-    "FLIP_STREAM",
-    "MNIST_FILES",
-    "EpochSampler",
-    "InMemoryDataset",
-    "MNISTDataModule",
-    "PairedShiftDataset",
-    "ROTATE_STREAM",
-    "ShardSampler",
-    "check_mnist_file",
-    "ensure_mnist",
-    "flip_per_sample",
-    "load_split",
-    "raw_folder",
-    "rotate_per_sample",
-    "stream_seed",
-]
+from shiftprobe._lazy import lazy_exports
+
+_SAMPLING = "shiftprobe.data.sampling"
+_EXPORTS = {
+    "AUGMENT_STREAM": _SAMPLING,
+    "FLIP_STREAM": _SAMPLING,
+    "ROTATE_STREAM": _SAMPLING,
+    "EpochSampler": _SAMPLING,
+    "InMemoryDataset": _SAMPLING,
+    "ShardSampler": _SAMPLING,
+    "stream_seed": _SAMPLING,
+    "DATASETS": "shiftprobe.data.datasets",
+    "ImageDataModule": "shiftprobe.data.datamodule",
+    "MNISTDataModule": "shiftprobe.data.datamodule",
+    "FolderDataset": "shiftprobe.data.folder",
+    "PairedShiftDataset": "shiftprobe.data.paired",
+    "ensure_mnist": "shiftprobe.data.mnist",
+    "load_split": "shiftprobe.data.mnist",
+    "raw_folder": "shiftprobe.data.mnist",
+    "flip_per_sample": "shiftprobe.data.augment",
+    "rotate_per_sample": "shiftprobe.data.augment",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+__all__ = sorted(_EXPORTS)

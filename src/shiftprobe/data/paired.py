@@ -15,15 +15,18 @@ from shiftprobe.probe.transforms import shift_images
 
 
 class PairedShiftDataset(Dataset):
-    """Items ``(x, T(s) x, y, s)``: float pixel images ``1 x 28 x 28`` in [0, 1], label, shift ``(dy, dx)``.
+    """Items ``(x, T(s) x, y, s)``: float pixel images ``C x H x W`` in [0, 1], label, shift ``(dy, dx)``.
 
-    Built from the test split held as one uint8 tensor; shifts are applied in pixel space, before
-    any normalisation (the network normalises internally when configured to).
+    Built from the test split held as one uint8 tensor, ``N x H x W`` (grey: ``C = 1``) or
+    ``N x C x H x W``; shifts are applied in pixel space, to every channel alike, before any
+    normalisation (which the training module applies to the network's input).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, plan: ShiftPlan):
-        if images.dim() != 3 or images.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 images N x H x W, got {images.dtype} {tuple(images.shape)}")
+        if images.dim() not in (3, 4) or images.dtype != torch.uint8:
+            raise ValueError(
+                f"expected uint8 images N x H x W or N x C x H x W, got {images.dtype} {tuple(images.shape)}"
+            )
         if plan.n_images and plan.n_images != len(images):
             raise ValueError(f"the plan was built for {plan.n_images} images, the set has {len(images)}")
         self.images, self.labels, self.plan = images, labels, plan
@@ -35,6 +38,7 @@ class PairedShiftDataset(Dataset):
         s_per = self.plan.shifts_per_image
         i, j = divmod(int(index), s_per)
         shift = self.plan.shifts_of(torch.tensor([i]))[0, j]
-        x = self.images[i].unsqueeze(0).float().div_(255)
+        image = self.images[i]
+        x = (image.unsqueeze(0) if image.dim() == 2 else image).float().div_(255)
         tx = shift_images(x, int(shift[0]), int(shift[1]), self.plan.mode)
         return x, tx, self.labels[i], shift.clone()

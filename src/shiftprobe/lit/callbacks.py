@@ -156,6 +156,13 @@ def lie_generators_setting(value, layerwise=False) -> tuple[str, ...] | None:
     )
 
 
+def input_normalization(pl_module) -> tuple | None:
+    """The ``(mean, std)`` the training module applies to the network's input (``data.normalize=true``),
+    declared to the engine so that every transform acts on pixels; None when the network takes pixels."""
+    norm = getattr(pl_module, "input_normalization", None)
+    return None if norm is None else tuple(torch.as_tensor(t).flatten().tolist() for t in norm)
+
+
 def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
     """One odd and one even diagonal shift within ``max_shift`` (e.g. (1, 1) and (2, 2))."""
     out = []
@@ -298,6 +305,7 @@ class ShiftProbeCallback(L.Callback):
         """Measure the network (and its untrained copy) under every family; every rank must call this."""
         images, labels, subset = self.test_images(trainer)
         kwargs = dict(
+            normalization=input_normalization(pl_module),
             layers=self.layers,
             control_seed=self.seed,
             batch_size=self.batch_size,
@@ -383,6 +391,7 @@ class ShiftProbeCallback(L.Callback):
             images = images[subset.to(images.device)]
         kwargs = dict(
             layers=self.layers, generators=self.lie_generators, layerwise=self.lie_derivative_layerwise,
+            normalization=input_normalization(pl_module),
             batch_size=self.batch_size, device=pl_module.device, progress=self.progress and trainer.is_global_zero,
         )
         results["lie_derivative"] = lie_derivative(pl_module.net, images, **kwargs)
@@ -423,6 +432,7 @@ class ShiftProbeCallback(L.Callback):
         export_pairs(
             pl_module.net, images, labels, self.layers, transform, self.export_pairs, self.seed,
             untrained=self._untrained_net, path=out, device=pl_module.device,
+            normalization=input_normalization(pl_module),
         )
         log.info("shift probe: wrote %d pairs to %s and %s", self.export_pairs, out / "pairs.pt", out / "pairs.npz")
 
@@ -485,7 +495,8 @@ class ShiftProbeCallback(L.Callback):
             layer = self._example_layer(results)
             if layer is not None:
                 images = trainer.datamodule.test_images[:3]
-                examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode)
+                examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode,
+                                         normalization=input_normalization(pl_module))
             figures = save_all_figures(results, out, examples=examples)
         figures.update(save_family_figures(results, out))  # <family>.png for every other family
         figures.update(save_lie_figures(results, out))  # lie_layerwise.png with the layer-wise decomposition

@@ -14,6 +14,10 @@ only where that costs no device synchronisation (see ``diverged_loss``). The opt
 Lightning's automatic loop without its closure machinery) unless the trainer clips or accumulates
 gradients (``trainer.gradient_clip_val``, ``trainer.accumulate_grad_batches``), which Lightning only
 does in its automatic loop (see ``automatic_optimization``).
+
+The data stay pixels in [0, 1]; with ``data.normalize=true`` the module applies the dataset's
+per-channel ``(mean, std)`` to every input before the network (``normalize_input``), so the network
+itself sees normalised images while the measurement shifts and fills pixels.
 """
 
 from __future__ import annotations
@@ -47,9 +51,14 @@ class ShiftProbeModule(L.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         config: dict | None = None,
+        normalization: tuple | None = None,
+        num_classes: int = 10,
     ):
-        """``net``: the LabCNN. ``optimizer``: ``params -> Optimizer`` (Hydra ``_partial_: true``).
-        ``config``: the run's resolved configuration (plain dict), kept in hparams and checkpoints."""
+        """``net``: the network (e.g. the LabCNN). ``optimizer``: ``params -> Optimizer`` (Hydra
+        ``_partial_: true``). ``config``: the run's resolved configuration (plain dict), kept in hparams and
+        checkpoints. ``normalization``: ``(mean, std)``, one value per channel (the data module's
+        ``normalization``), applied to every input before ``net`` (see ``input_normalization``).
+        ``num_classes``: the classes of the data (the accuracy metrics)."""
         super().__init__()
         # the net is a module (saved in the state dict) and the optimizer a callable: neither is a
         # hyper-parameter, and leaving them out keeps checkpoints loadable with weights_only=True
@@ -69,8 +78,9 @@ class ShiftProbeModule(L.LightningModule):
         #: the latest batch's figures, on the device, for the progress bar to read when it redraws
         self.step_metrics: dict[str, torch.Tensor] = {}
         self._worst: torch.Tensor | None = None  # [any NaN, worst loss] since the last check (accelerators)
-        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=int(num_classes), average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=int(num_classes), average="micro")
+        self._set_normalization(normalization)
         # image-weighted mean losses whose sums are synchronised across ranks: under DDP a rank may hold
         # one image more than another, and Lightning's sync_dist mean then truncates the averaged image
         # count (an integer) on gloo. nan_strategy=nan keeps a NaN loss NaN instead of dropping it.
@@ -91,9 +101,29 @@ class ShiftProbeModule(L.LightningModule):
     def automatic_optimization(self, value: bool) -> None:  # Lightning's __init__ sets the default
         self._automatic_optimization = value
 
+    def _set_normalization(self, normalization: tuple | None) -> None:
+        if normalization is not None and getattr(self.net, "normalize", False) is True:
+            normalization = None  # the network normalises its input itself (model.normalize=true)
+        #: ``(mean, std)`` the module applies to the network's input, or None; what the measurement must
+        #: apply after each transform of the pixel-space test images (shifts and fills in pixel space)
+        self.input_normalization = None
+        if normalization is not None:
+            mean, std = (tuple(float(v) for v in values) for values in normalization)
+            self.input_normalization = (mean, std)
+            self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] -> the network's input: ``(x - mean) / std`` per channel, in ``x``'s dtype
+        (``x`` itself without a normalisation)."""
+        if self.input_normalization is None:
+            return x
+        return (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities: the network's output, or its first element when it returns a tuple (the lab's)."""
-        out = self.net(x)
+        """Log-probabilities: the network's output for the pixels ``x`` (normalised first when the data
+        declare a normalisation), or its first element when it returns a tuple (the lab's)."""
+        out = self.net(self.normalize_input(x))
         return out if isinstance(out, torch.Tensor) else out[0]
 
     def _step(self, batch):

@@ -14,7 +14,7 @@ from torch import nn
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
 from shiftprobe.probe.engine import model_device, model_dtype
 from shiftprobe.probe.geometry import LayerGeometry, certified_slices, infer_geometry
-from shiftprobe.probe.inputs import as_image_batch, to_pixels
+from shiftprobe.probe.inputs import check_inputs, to_pixels
 from shiftprobe.probe.metrics import aligned_offset
 from shiftprobe.probe.transforms import shift_images
 
@@ -38,6 +38,13 @@ def aligned_difference(f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, g
     return out
 
 
+def display_image(x: torch.Tensor) -> torch.Tensor:
+    """One ``C x H x W`` image as the figure draws it (float, on the CPU): ``H x W`` for one channel
+    (drawn in grey), ``H x W x C`` for colour (drawn as RGB)."""
+    x = x.float().cpu()
+    return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0).contiguous()
+
+
 def example_pairs(
     model: nn.Module,
     images: torch.Tensor,
@@ -45,18 +52,20 @@ def example_pairs(
     layer: str,
     mode: str = "crop",
     n_channels: int = 3,
+    normalization=None,
 ) -> dict:
-    """Everything ``plot_example_pairs`` draws: pixels of ``x`` and ``T(s) x``, the ``n_channels`` most
-    active channels of ``layer`` (mean |f(x)|) for both, and their aligned difference per pair."""
-    images = as_image_batch(images)
+    """Everything ``plot_example_pairs`` draws: pixels of ``x`` and ``T(s) x`` (``display_image``: grey
+    ``H x W`` or colour ``H x W x C``), the ``n_channels`` most active channels of ``layer`` (mean |f(x)|)
+    for both, and their aligned difference per pair."""
+    images, _, feed = check_inputs(model, images, normalization=normalization)
     device, dtype = model_device(model), model_dtype(model)
     resolved = resolve_layers(model, [layer])
-    geo = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device)[resolved[0].name]
+    geo = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device, feed=feed)[resolved[0].name]
     was_training = model.training
     model.eval()
     shifts = [(int(dy), int(dx)) for dy, dx in shifts]
     try:
-        with torch.inference_mode(), LayerCapture(model, resolved) as cap:
+        with torch.inference_mode(), LayerCapture(model, resolved, feed=feed) as cap:
             x = to_pixels(images.to(device), dtype)
             f_x = cap.run(x)[resolved[0].name].float().cpu()
             shifted = {s: shift_images(x, s[0], s[1], mode) for s in shifts}
@@ -73,8 +82,8 @@ def example_pairs(
                 {
                     "image": i,
                     "shift": s,
-                    "x": x[i, 0].float().cpu(),
-                    "tx": shifted[s][i, 0].float().cpu(),
+                    "x": display_image(x[i]),
+                    "tx": display_image(shifted[s][i]),
                     "f_x": f_x[i, channels],
                     "f_t": f_t[s][i, channels],
                     "aligned_diff": diff,

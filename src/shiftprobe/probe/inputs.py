@@ -7,7 +7,8 @@ figure is computed. Every refusal is one line that names the value and the fix.
 
 Images are pixels: uint8 (0..255) or floats in [0, 1]. Images normalised with a per-channel mean and
 standard deviation (as torchvision pipelines produce) are given with ``normalization=(mean, std)``:
-they are un-normalised first (``pixels = images * std + mean``), every transformation acts on the
+float images are un-normalised first (``pixels = images * std + mean``; uint8 images are pixels as
+they are: the app hands its test images so), every transformation acts on the
 pixels (the vacated pixels of a crop shift are black, 0), and the model gets ``(pixels - mean) / std``
 (``capture.Feed``). Without it, float images outside [0, 1] (beyond ``PIXEL_TOLERANCE``) are refused.
 """
@@ -129,12 +130,9 @@ def check_finite(images: torch.Tensor) -> None:
 
 
 def to_pixel_range(images: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """The images as pixels (uint8 kept; floats un-normalised with ``norm``), refused outside [0, 1]."""
+    """The images as pixels (uint8 kept, also with ``norm``: they cannot be normalised values; floats
+    un-normalised with ``norm``), refused outside [0, 1]."""
     if images.dtype == torch.uint8:
-        if norm is not None:
-            raise ValueError(
-                "normalization= is for float images given normalised; uint8 images are pixels 0..255: drop normalization"
-            )
         return images
     if norm is not None:
         dtype = torch.promote_types(images.dtype, torch.float32)

@@ -553,8 +553,8 @@ def plot_example_pairs(examples: Mapping, path: str | Path | None = None, dpi: i
     for row, pair in enumerate(pairs):
         dy, dx = pair["shift"]
         ax_row = axes[row]
-        ax_row[0].imshow(pair["x"].numpy(), cmap="gray", vmin=0, vmax=1)
-        ax_row[1].imshow(pair["tx"].numpy(), cmap="gray", vmin=0, vmax=1)
+        for ax, pixels in ((ax_row[0], pair["x"]), (ax_row[1], pair["tx"])):  # grey H x W, or colour H x W x C
+            ax.imshow(pixels.numpy().clip(0, 1), cmap="gray", vmin=0, vmax=1)
         ax_row[0].set_ylabel(f"image {pair['image']}\nshift ({dy}, {dx})", fontsize=8)
         headers = ["x", "T(s) x"]
         image = None

@@ -1,0 +1,359 @@
+"""``ImageDataModule``: every dataset of ``data=<name>`` (MNIST, Fashion-MNIST, KMNIST, CIFAR-10/100, any
+image folder), as uint8 tensors batched by indexing, converted to [0, 1] floats on the device.
+
+A dataset that fits is held in memory, each split ONE uint8 tensor (``N x H x W`` for the grey IDX
+datasets, ``N x 3 x 32 x 32`` for CIFAR: 50,000 training images are 150 MB), and a batch is
+``images[idx]`` for a whole index batch (``InMemoryDataset.__getitems__``), with no per-image pipeline.
+When the trainer runs on a GPU (any non-CPU device) and ``num_workers`` is 0, ``setup`` moves the splits
+onto that device once, so batches are cut there and never copied from the CPU. ``data=imagefolder``
+reads its training and validation images from disk, batch by batch, in ``num_workers`` worker
+processes (``FolderDataset``); its test images are read once into memory (``test_images``, N x 3 x S x S
+bytes), which is what the measurement reads.
+
+``on_after_batch_transfer`` turns the uint8 batch into ``B x C x H x W`` floats in [0, 1] (exactly
+``ToTensor``: ``x / 255``) on the device and, for training batches only, applies the optional
+augmentations, in this order: a random shift (``data.train_shift``), a random rotation
+(``data.train_rotate``) and a random horizontal flip (``data.train_flip``), each a whole-batch tensor
+operation with one random parameter per image (see ``ImageDataModule.augment``), for any number of
+channels.
+
+Randomness of the data has its own seeds, derived from the run seed (``data.seed``, i.e. ``${seed}``)
+alone and never drawn from the global generator: the training order (one permutation per epoch) and
+each augmentation's draws (shifts, angles, flips: one generator each, per epoch and rank, so switching
+one augmentation on does not change another's draws). So two model variants trained with the same
+seed see the same images in the same order with the same augmentation, whatever their initialisation
+draws. All are saved in checkpoints, so a run resumed mid-epoch continues with the same images and draws.
+
+Normalisation is not done here: the data stay pixels in [0, 1], so every shift of the measurement acts
+in pixel space. ``normalization`` declares the dataset's per-channel ``(mean, std)`` when
+``data.normalize`` is on (None otherwise); the training module applies it to the network's input.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from shiftprobe.data.augment import flip_per_sample, rotate_per_sample
+from shiftprobe.data.datasets import check_data_settings, ensure_dataset, load_split
+from shiftprobe.data.sampling import (
+    AUGMENT_STREAM,
+    FLIP_STREAM,
+    ORDER_STREAM,
+    ROTATE_STREAM,
+    AugmentStream,
+    EpochBatchSampler,
+    EpochSampler,
+    InMemoryDataset,
+    ShardSampler,
+    identity_collate,
+    stream_seed,
+)
+from shiftprobe.errors import ShiftProbeError
+from shiftprobe.probe.transforms import shift_images_per_sample
+
+#: MNIST's settings: the defaults of ``ImageDataModule``
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``B x H x W`` (grey) or ``B x C x H x W`` -> float ``B x C x H x W`` in [0, 1] (``x / 255``)."""
+    x = images.unsqueeze(1) if images.dim() == 3 else images
+    return x.float().div_(255)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """One dataset (``dataset``: see ``shiftprobe.data.datasets.DATASETS``): train / val (``val_size``
+    images of the official training set, a split seeded by ``split_seed``) / test (the official test set).
+
+    ``root`` holds the dataset's files (``download``: fetch them when missing). ``channels``,
+    ``image_size`` and ``num_classes`` describe the images (fixed by the files, except for
+    ``imagefolder``, which converts to ``channels`` and resizes to ``image_size``); ``mean`` / ``std``
+    (one per channel) are the normalisation ``normalization`` declares when ``normalize`` is on.
+
+    ``seed`` (the run seed, ``data.seed: ${seed}``) alone decides the training order and the
+    augmentation draws; training augmentation, on the device, per batch, training batches only:
+
+    - ``train_shift=K`` (int, 0 = off): each image shifted by a random ``(dy, dx)`` in ``[-K, K]^2``
+      (crop: zero fill), uniform over the integers;
+    - ``train_rotate=D`` (degrees, 0 = off): each image rotated about its centre by an angle uniform in
+      ``[-D, D]``, bilinear, zero fill (as torchvision's ``RandomAffine(degrees=D)``);
+    - ``train_flip=True``: each image mirrored left-right with probability 0.5 (as torchvision's
+      ``RandomHorizontalFlip``; a mirrored digit is not always the same digit: for MNIST this is the
+      control for the ``Flip`` family, not a label-preserving augmentation).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "mnist",
+        root: str = "data",
+        download: bool = True,
+        channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        mean=MNIST_MEAN,
+        std=MNIST_STD,
+        normalize: bool = False,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        train_shift: int = 0,
+        train_rotate: float = 0.0,
+        train_flip: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.spec = check_data_settings(dataset, channels, image_size, num_classes, mean, std)
+        mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)  # plain values in checkpoints
+        self.save_hyperparameters(logger=False)
+        self.root = str(root)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: InMemoryDataset | None = None
+        #: the class folders of ``imagefolder`` (label i is ``classes[i]``); None for the other datasets
+        self.classes: list[str] | None = None
+        # the training order: a seed derived from the run seed, then one permutation per epoch
+        # (EpochSampler); saved in checkpoints with the position, so a run interrupted mid-epoch resumes
+        # exactly (a checkpoint's seed wins over this one)
+        self._shuffle_seed: int = stream_seed(seed, ORDER_STREAM)
+        self._resume: tuple[int, int] | None = None
+        # the augmentation draws: one CPU generator each, seeded per epoch (and rank); see ``augment``
+        self._streams = {
+            "shift": AugmentStream(AUGMENT_STREAM),
+            "rotate": AugmentStream(ROTATE_STREAM),
+            "flip": AugmentStream(FLIP_STREAM),
+        }
+
+    # -- what the rest of the app reads ------------------------------------------------------------
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """``(mean, std)``, one value per channel, when ``normalize`` is on; None when it is off."""
+        if not self.hparams.normalize:
+            return None
+        return tuple(self.hparams.mean), tuple(self.hparams.std)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.hparams.num_classes)
+
+    def _split_tensor(self, name: str, part: str) -> torch.Tensor | None:
+        dataset = getattr(self, f"{name}_set")
+        return None if dataset is None else getattr(dataset, part, None)
+
+    train_images = property(lambda self: self._split_tensor("train", "images"), doc="uint8, in memory (else None)")
+    train_labels = property(lambda self: self._split_tensor("train", "labels"))
+    val_images = property(lambda self: self._split_tensor("val", "images"), doc="uint8, in memory (else None)")
+    val_labels = property(lambda self: self._split_tensor("val", "labels"))
+    test_images = property(
+        lambda self: self._split_tensor("test", "images"), doc="uint8 test images, always in memory (the measurement's)"
+    )
+    test_labels = property(lambda self: self._split_tensor("test", "labels"))
+
+    # -- reading -----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        ensure_dataset(self.spec, self.root, self.hparams.download)
+        self._checked = True
+
+    def _ensure(self) -> None:
+        if not getattr(self, "_checked", False):
+            ensure_dataset(self.spec, self.root, download=False)
+            self._checked = True
+
+    def _read(self, split: str) -> Dataset:
+        """One official split: in memory (``InMemoryDataset``) or, for ``imagefolder``, on disk."""
+        if self.spec.reader != "folder":
+            return InMemoryDataset(*load_split(self.spec, self.root, split, self.num_classes))
+        from pathlib import Path
+
+        from shiftprobe.data.folder import FolderDataset, class_names, scan_split
+
+        root = Path(self.root)
+        self.classes = class_names(root / "train")
+        if len(self.classes) != self.num_classes:
+            raise ShiftProbeError(
+                f"data.num_classes={self.num_classes} does not fit {root / 'train'}: it has {len(self.classes)} class "
+                f"folders ({', '.join(self.classes[:5])}{'...' if len(self.classes) > 5 else ''}); use "
+                f"data.num_classes={len(self.classes)}"
+            )
+        paths, labels = scan_split(root, split, self.classes)
+        return FolderDataset(paths, labels, self.hparams.image_size, self.hparams.channels)
+
+    def _split_train(self, full: Dataset) -> tuple[Dataset, Dataset]:
+        """``(train, val)``: ``val_size`` images of the official training set, seeded by ``split_seed``."""
+        n, n_val = len(full), int(self.hparams.val_size)
+        if not 1 <= n_val < n:
+            raise ShiftProbeError(
+                f"data.val_size={n_val} does not fit the {n} training images; "
+                f"use a value from 1 to {n - 1} (default 5000)."
+            )
+        g = torch.Generator().manual_seed(int(self.hparams.split_seed))
+        perm = torch.randperm(n, generator=g)
+        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        return full.subset(train_idx), full.subset(val_idx)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            self._ensure()
+            self.train_set, self.val_set = self._split_train(self._read("train"))
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self._ensure()
+            test = self._read("test")
+            if not isinstance(test, InMemoryDataset):  # the measurement reads the test images as one tensor
+                test = InMemoryDataset(*test.read_all(self.hparams.eval_batch_size, self.hparams.num_workers))
+            self.test_set = test
+        device = self.resident_device()
+        if device is not None:
+            self.to_device(device)
+
+    def resident_device(self) -> torch.device | None:
+        """The trainer's device when the splits should live there (not the CPU, no worker processes)."""
+        strategy = getattr(getattr(self, "trainer", None), "strategy", None)
+        if strategy is None or self.hparams.num_workers > 0:
+            return None
+        device = torch.device(strategy.root_device)
+        return None if device.type == "cpu" else device
+
+    def to_device(self, device: torch.device | str) -> None:
+        """Move every split held in memory onto ``device`` (once; a no-op for splits already there)."""
+        for dataset in (self.train_set, self.val_set, self.test_set):
+            if dataset is not None:
+                dataset.to(device)
+
+    # -- loaders -----------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = None
+        if shuffle:
+            sampler = EpochSampler(len(dataset), self._shuffle_seed)
+            if self._resume is not None:
+                sampler.resume_at(self._resume[0], self._resume[1] * batch_size)
+                self._resume = None
+        elif getattr(getattr(self, "trainer", None), "world_size", 1) > 1:  # val / test under DDP
+            sampler = ShardSampler(len(dataset), self.trainer.world_size, self.trainer.global_rank)
+        batching: dict = {"batch_size": batch_size, "sampler": sampler}
+        if shuffle:  # training: each batch one slice of the epoch's order
+            batching = {"batch_sampler": EpochBatchSampler(sampler, batch_size, drop_last=False)}
+        return DataLoader(
+            dataset,
+            **batching,
+            collate_fn=identity_collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.hparams.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def paired_test_set(self, max_shift: int, mode: str = "crop", pattern: str = "grid", seed: int = 0):
+        """The paired-translation test set: items ``(x, T(s) x, y, s)`` over the official test images."""
+        from shiftprobe.data.paired import PairedShiftDataset, ShiftPlan
+
+        if self.test_set is None:
+            self.setup("test")
+        plan = ShiftPlan.build(max_shift, mode, pattern, seed, len(self.test_images))
+        return PairedShiftDataset(self.test_images, self.test_labels, plan)
+
+    # -- checkpoints: resume mid-epoch with the same order of images and the same shifts -------------
+    #: checkpoint keys of each augmentation stream: ``<prefix>_epoch``, ``<prefix>_state`` (the shifts'
+    #: keep the names of checkpoints written before rotations and flips existed)
+    STATE_PREFIXES = {"shift": "augment", "rotate": "rotate", "flip": "flip"}
+
+    def state_dict(self) -> dict:
+        """The training order's seed, how far the current epoch got (batches completed) and each
+        augmentation generator that has drawn (its epoch and state before the first batch not yet
+        completed)."""
+        state: dict = {"shuffle_seed": self._shuffle_seed}
+        trainer = getattr(self, "trainer", None)
+        done = None
+        if trainer is not None and hasattr(trainer, "fit_loop"):
+            done = int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+            state |= {"epoch": int(trainer.current_epoch), "batches_done": done}
+        for name, prefix in self.STATE_PREFIXES.items():
+            saved = self._streams[name].state(done)
+            if saved is not None:
+                state |= {f"{prefix}_epoch": saved[0], f"{prefix}_state": saved[1]}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if "shuffle_seed" not in state:
+            return
+        self._shuffle_seed = int(state["shuffle_seed"])
+        trainer = getattr(self, "trainer", None)
+        if getattr(trainer, "world_size", 1) != 1:
+            # under DDP each rank has its own augmentation stream and only rank 0's was saved: every
+            # rank starts its next epoch from its own seed (a stopped epoch's remaining shifts differ)
+            return
+        for name, prefix in self.STATE_PREFIXES.items():
+            if f"{prefix}_state" in state:
+                self._streams[name].restore(
+                    state[f"{prefix}_epoch"], state[f"{prefix}_state"], state.get("batches_done", 0)
+                )
+        if trainer is not None and "epoch" in state:
+            # the rest of the epoch is the same images in the same order, so Lightning's generic warning
+            # about non-resumable loaders does not apply; under DDP Lightning's distributed sampler
+            # reorders the images, so there the epoch's remaining batches are drawn afresh (and it warns)
+            self._resume = (int(state["epoch"]), int(state["batches_done"]))
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+
+    # -- augmentation --------------------------------------------------------------------------------
+    def _generator(self, name: str) -> torch.Generator:
+        """The generator of augmentation ``name`` for the next batch: seeded at the start of every epoch
+        from ``(seed, stream, epoch, rank)`` alone, or continuing the state restored from a checkpoint of
+        that epoch; never the global generator, so the model's own random draws cannot change it."""
+        trainer = getattr(self, "trainer", None)
+        epoch = int(getattr(trainer, "current_epoch", 0))
+        rank = int(getattr(trainer, "global_rank", 0))
+        return self._streams[name].next_batch(self.hparams.seed, epoch, rank)
+
+    def augment_shifts(self, n: int, k: int) -> torch.Tensor:
+        """``n`` training shifts ``(dy, dx)`` in ``[-k, k]^2`` (long, on the CPU) for the next batch."""
+        return torch.randint(-k, k + 1, (n, 2), generator=self._generator("shift"))
+
+    def augment_angles(self, n: int, degrees: float) -> torch.Tensor:
+        """``n`` training angles uniform in ``[-degrees, degrees]`` (float64 degrees, on the CPU) for the
+        next batch."""
+        u = torch.rand(n, generator=self._generator("rotate"), dtype=torch.float64)
+        return (2.0 * u - 1.0) * float(degrees)
+
+    def augment_flips(self, n: int) -> torch.Tensor:
+        """``n`` training flip flags (bool, on the CPU), each true with probability 0.5, for the next batch."""
+        return torch.rand(n, generator=self._generator("flip")) < 0.5
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch (``B x C x H x W`` floats, on the device) augmented: shift, then rotate, then
+        flip, each only when switched on (so an unused augmentation neither draws nor changes a pixel);
+        every channel of an image moves together."""
+        k = int(self.hparams.train_shift)
+        if k > 0:
+            x = shift_images_per_sample(x, self.augment_shifts(x.shape[0], k).to(x.device), "crop")
+        degrees = float(self.hparams.train_rotate)
+        if degrees > 0:
+            x = rotate_per_sample(x, self.augment_angles(x.shape[0], degrees).to(x.device))
+        if self.hparams.train_flip:
+            x = flip_per_sample(x, self.augment_flips(x.shape[0]).to(x.device))
+        return x
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        images, labels = batch
+        x = to_pixels(images)  # B x C x H x W in [0, 1], as ToTensor
+        if self.trainer is not None and self.trainer.training:
+            x = self.augment(x)
+        return x, labels
+
+
+class MNISTDataModule(ImageDataModule):
+    """``ImageDataModule`` with MNIST's defaults (``data=mnist``): the same class under the name that
+    checkpoints of MNIST runs store their data state (order, augmentation draws) under, so they resume."""

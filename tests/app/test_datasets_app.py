@@ -1,0 +1,85 @@
+"""``python train.py data=<name>`` end to end on synthetic files: colour images through training, the
+measurement and the figures; a network that does not take the data's images is one line before training;
+``eval.py`` tests on the dataset the run was trained on."""
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from synthetic import write_cifar  # noqa: E402
+
+import shiftprobe.app.train as train_module  # noqa: E402
+from shiftprobe.app.evaluate import check_same_dataset  # noqa: E402
+from shiftprobe.errors import ShiftProbeError  # noqa: E402
+
+CIFAR = ("data=cifar10", "data.val_size=8", "data.batch_size=8", "data.eval_batch_size=16")
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar(root, "cifar10", n_per_batch=8, n_test=12)
+    return root
+
+
+def test_cifar10_trains_and_is_measured_in_colour(make_cfg, cifar_root, tmp_path):
+    out = tmp_path / "run"
+    cfg = make_cfg(
+        *CIFAR, f"data.root={cifar_root}", "model=gap", "shift=small",
+        "callbacks=[shift_probe]", "callbacks.shift_probe.progress=false", "callbacks.shift_probe.figures=false",
+        "callbacks.shift_probe.untrained=false", "callbacks.shift_probe.max_images=6",
+        "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", out=out,
+    )
+    assert cfg.model.in_channels == 3  # model.in_channels: ${data.channels}
+    metrics = train_module.train(cfg)
+    assert "test/acc" in metrics
+    results = json.loads((out / "results.json").read_text())
+    assert results["n_images"] == 6 and "conv2" in results["summary"]
+
+
+def test_example_pairs_keep_the_colours(cifar_root):
+    from shiftprobe.data.datasets import DATASETS, load_split
+    from shiftprobe.models import GapCNN
+    from shiftprobe.probe.examples import example_pairs
+
+    images, _ = load_split(DATASETS["cifar10"], cifar_root, "test", 10)
+    examples = example_pairs(GapCNN(in_channels=3), images[:2], [(1, 2)], "conv2")
+    pair = examples["pairs"][1]
+    assert pair["x"].shape == (32, 32, 3) and torch.equal(pair["x"], images[1].permute(1, 2, 0).float() / 255)
+    grey = example_pairs(GapCNN(), images[:2, 0], [(1, 2)], "conv2")["pairs"][0]
+    assert grey["x"].shape == (32, 32)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("model=lab",), "does not take the images of data=cifar10 (3x32x32 images, 10 classes)"),
+        (("model=gap", "data=cifar100"), "needs 100 class scores: choose a model with 100 outputs"),
+    ],
+)
+def test_a_network_for_other_images_is_one_line_before_training(make_cfg, cifar_root, overrides, message):
+    cfg = make_cfg(*CIFAR, f"data.root={cifar_root}", *overrides)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    with pytest.raises(ShiftProbeError) as err:
+        train_module.build_module(cfg, {}, datamodule=datamodule)
+    assert message in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_model_normalize_is_mnist_only(make_cfg, cifar_root):
+    from shiftprobe.app.config_checks import validate_config
+
+    with pytest.raises(ShiftProbeError, match="model.normalize=True is not allowed: it normalises with MNIST's"):
+        validate_config(make_cfg(*CIFAR, f"data.root={cifar_root}", "model=gap", "model.normalize=true"))
+
+
+def test_eval_tests_on_the_dataset_of_the_run(make_cfg):
+    cfg = make_cfg()
+    check_same_dataset(cfg, {"dataset": "mnist"})
+    check_same_dataset(cfg, {})  # runs from before data=<name>: MNIST
+    with pytest.raises(ShiftProbeError, match="trained on data=cifar10, this command tests on data=mnist: add data=cifar10"):
+        check_same_dataset(cfg, {"dataset": "cifar10"})
