@@ -141,13 +141,23 @@ def _extract_gz(gz: Path, target: Path) -> None:
         raise ShiftProbeError(_bad_file_message(gz, f"it cannot be decompressed ({err})")) from None
 
 
+def check_root(root: str | Path) -> None:
+    """Refuse an empty root (it would read and download MNIST in the current folder) in one line."""
+    if not str(root).strip():
+        raise ShiftProbeError(
+            f"the MNIST root is empty (data.root={str(root)!r}): give the folder that holds MNIST/raw/, "
+            f"e.g. data.root=data (with internet MNIST is downloaded there)."
+        )
+
+
 def ensure_mnist(root: str | Path, download: bool) -> None:
     """Make sure ``<root>/MNIST/raw`` holds four sound files: extract .gz files, download, then check."""
+    check_root(root)
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ShiftProbeError(
             f"data.root={str(root)!r} is a file, not a folder. Point MNIST_ROOT (or data.root) at the folder "
-            f"that holds MNIST/raw/ (e.g. MNIST_ROOT=$(realpath ../shared/data))."
+            f"that holds MNIST/raw/ (e.g. MNIST_ROOT=/path/to/folder)."
         )
     raw = raw_folder(root)
     for name in MNIST_FILES:
@@ -188,13 +198,30 @@ def ensure_mnist(root: str | Path, download: bool) -> None:
             )
 
 
+#: MNIST's classes are the digits 0 .. 9
+NUM_CLASSES = 10
+
+
 def load_split(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split through torchvision's loader: ``(uint8 N x 28 x 28, long N)``."""
+    """One split through torchvision's loader: ``(uint8 N x 28 x 28, long N)``; a label outside 0 .. 9
+    is refused in one line naming the file, the label and its position."""
+    check_root(root)
     try:
         ds = torchvision.datasets.MNIST(str(root), train=train, download=False)
     except RuntimeError as err:
         raise ShiftProbeError(missing_files_message(root, str(err))) from None
-    return ds.data.contiguous(), ds.targets.long().contiguous()
+    labels = ds.targets.long().contiguous()
+    bad = ((labels < 0) | (labels >= NUM_CLASSES)).nonzero()
+    if len(bad):
+        index = int(bad[0])
+        path = raw_folder(root) / ("train-labels-idx1-ubyte" if train else "t10k-labels-idx1-ubyte")
+        raise ShiftProbeError(
+            _bad_file_message(
+                path, f"label {int(labels[index])} at position {index} is not a digit 0..{NUM_CLASSES - 1} "
+                f"({len(bad)} such labels)"
+            )
+        )
+    return ds.data.contiguous(), labels
 
 
 def _identity_collate(batch):
