@@ -36,10 +36,15 @@ def unknown_key(path: str, allowed: Iterable[str], given: str | None = None) -> 
     names = sorted(str(a) for a in allowed)
     prefix = f"{section}." if section else ""
     close = difflib.get_close_matches(key, names, n=1)
-    fix = f"Did you mean {prefix}{close[0]}?" if close else f"Remove {given or path}=... from the command line."
+    if close:
+        fix = f"Did you mean {prefix}{close[0]}?"
+    else:
+        fix = f"Remove {given or path}=... from the command line."
     where = f"a setting of {section}" if section else "a top-level setting"
     lead = f"{given}: " if given and given != path else ""
-    return ShiftProbeError(f"{lead}{path} is not {where}: nothing would read it. {fix} Allowed keys: {', '.join(names)}.")
+    return ShiftProbeError(
+        f"{lead}{path} is not {where}: nothing would read it. {fix} Allowed keys: {', '.join(names)}."
+    )
 
 
 def is_number(value) -> bool:

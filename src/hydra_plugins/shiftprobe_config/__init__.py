@@ -4,9 +4,9 @@ Hydra imports every module of the ``hydra_plugins`` namespace package when it st
 as it does for the launchers' configs), before it composes a configuration: so ``conf/`` can use these
 nodes wherever Hydra composes it (``train.py``, ``eval.py``, the compose API of the tests and scripts).
 
-``shiftprobe/open``: an empty node whose struct flag is off. Hydra closes the composed configuration
+``shiftprobe_open``: an empty node whose struct flag is off. Hydra closes the composed configuration
 (struct mode): a key not in it can be set on the command line only with ``+``. A section that starts
-from this node (``defaults: [/shiftprobe/open@_here_, _self_]``) keeps its own flag, so any key may be
+from this node (``defaults: [/shiftprobe_open@_here_, _self_]``) keeps its own flag, so any key may be
 set without ``+``: ``conf/trainer/default.yaml`` uses it, so that every argument of Lightning's
 ``Trainer`` can be set as ``trainer.<argument>=...``. The run still refuses a key that is not one
 (``shiftprobe.app.config_checks.check_known_keys``, naming the closest argument).
@@ -15,9 +15,12 @@ set without ``+``: ``conf/trainer/default.yaml`` uses it, so that every argument
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-#: the group and name of the open node in the ConfigStore (``/shiftprobe/open`` in a defaults list)
-OPEN_NODE = ("shiftprobe", "open")
+#: the open node's name in the ConfigStore (``/shiftprobe_open`` in a defaults list); in no group, so that
+#: ``python train.py --help`` does not list it as a choice
+OPEN_NODE = "shiftprobe_open"
 
 ConfigStore.instance().store(
-    group=OPEN_NODE[0], name=OPEN_NODE[1], node=OmegaConf.create({}, flags={"struct": False}), provider="shiftprobe"
+    name=OPEN_NODE,
+    node=OmegaConf.create({}, flags={"struct": False}),
+    provider="shiftprobe",
 )

@@ -35,8 +35,11 @@ from shiftprobe.errors import unknown_key
 
 #: environment variables naming folders: empty counts as not set
 FOLDER_VARIABLES = ("MNIST_ROOT", "PROJECT_ROOT")
-#: Hydra's flags that answer without composing a job's configuration (Hydra handles them itself)
-HYDRA_ANSWERS = ("help", "hydra_help", "info", "shell_completion", "experimental_rerun", "config_dir", "config_path")
+#: Hydra's flags after which Hydra answers itself (help, info, ...), or whose config search path this check
+#: does not reproduce (``--config-dir``, ``--config-path``): left to Hydra
+HYDRA_ANSWERS = (
+    "help", "hydra_help", "info", "shell_completion", "experimental_rerun", "config_dir", "config_path",
+)
 
 
 def prepare_environment(project_root: Path) -> None:
@@ -67,7 +70,8 @@ def command_line_problem(config_dir: Path, config_name: str, argv: list[str]) ->
     overrides, problem = _one_job(args.overrides)
     if problem:
         return problem
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):  # restores Hydra's state at its end
+    # the context restores Hydra's global state when it ends (Hydra's main then starts afresh)
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         try:
             compose(args.config_name or config_name, overrides=overrides, return_hydra_config=True)
         except HydraException as err:
@@ -133,7 +137,8 @@ def _unknown_group_option(lines: list[str]) -> str | None:
 
 
 def _not_an_option(group: str, option: str, options: list[str]) -> str:
-    return f"{group}={option} is not an option of {group}: use one of {', '.join(options)} (conf/{group}/)."
+    choices = ", ".join(options)
+    return f"{group}={option} is not an option of {group}: use one of {choices} (conf/{group}/)."
 
 
 def explain_composition_error(err: HydraException) -> str:
@@ -141,7 +146,8 @@ def explain_composition_error(err: HydraException) -> str:
     an unknown group option the options; anything else is Hydra's message on one line. Call inside
     Hydra's initialised context."""
     cause = err.__cause__
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig):
+    unknown = isinstance(cause, (ConfigAttributeError, ConfigKeyError))
+    if unknown and isinstance(cause.parent_node, DictConfig):
         missing = str(cause.full_key or cause.key)
         allowed = [str(k) for k in cause.parent_node.keys() if not str(k).startswith("_")]
         return str(unknown_key(missing, allowed, given=_overridden_key(str(err))))

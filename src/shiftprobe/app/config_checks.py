@@ -81,7 +81,8 @@ def check_data(cfg: DictConfig) -> None:
         _fail(
             "data.root",
             root,
-            "give the folder that holds MNIST/raw/ (or leave MNIST_ROOT unset or empty for data/ in the project)",
+            "give the folder that holds MNIST/raw/ "
+            "(or leave MNIST_ROOT unset or empty for data/ in the project)",
         )
     if Path(str(root)).exists() and not Path(str(root)).is_dir():
         _fail(

@@ -115,7 +115,11 @@ class ShiftProbeConfig:
 
 
 #: the schema of each section, keyed by the section's path; the model's depends on its class
-SECTION_SCHEMAS: dict[str, type] = {"shift": ShiftConfig, "data": DataConfig, "callbacks.shift_probe": ShiftProbeConfig}
+SECTION_SCHEMAS: dict[str, type] = {
+    "shift": ShiftConfig,
+    "data": DataConfig,
+    "callbacks.shift_probe": ShiftProbeConfig,
+}
 #: model classes (``model._target_``'s last part) whose settings follow ``LabModelConfig``
 LAB_MODEL_CLASSES = ("LabCNN", "RotPooledCNN", "FlipPooledCNN")
 
@@ -145,13 +149,14 @@ def check_section(cfg: DictConfig, path: str, schema: type) -> None:
     node = OmegaConf.select(cfg, path, default=None)
     if not isinstance(node, DictConfig):
         return
-    values: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
     names = {f.name for f in fields(schema)}
+    # only the schema's keys are resolved (another key may interpolate a section checked later, e.g.
+    # callbacks.shift_probe.transforms: ${transform}, which transform=[] removes)
+    raw: dict[str, Any] = OmegaConf.to_container(node, resolve=False)  # type: ignore[assignment]
+    values = {key: OmegaConf.select(node, key) for key in raw if key in names}
     typed = OmegaConf.structured(schema)  # merge returns a new config: one schema serves every key
     hints = get_type_hints(schema)
     for key, value in values.items():
-        if key not in names:
-            continue
         try:
             OmegaConf.merge(typed, {key: value})
         except OmegaConfBaseException:

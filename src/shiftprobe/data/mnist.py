@@ -218,7 +218,7 @@ def load_split(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
         raise ShiftProbeError(
             _bad_file_message(
                 path, f"label {int(labels[index])} at position {index} is not a digit 0..{NUM_CLASSES - 1} "
-                f"({len(bad)} such labels)"
+                f"(labels outside 0..{NUM_CLASSES - 1}: {len(bad)} of {len(labels)})"
             )
         )
     return ds.data.contiguous(), labels

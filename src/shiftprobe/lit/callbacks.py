@@ -180,7 +180,10 @@ class ShiftProbeCallback(L.Callback):
         self.max_shift, self.mode, self.pattern, self.seed = max_shift, mode, pattern, seed
         if isinstance(layers, str) or (layers is not None and len(layers) == 0):
             # as the API's resolve_layers: [] measures nothing (None: the model's default layers)
-            raise ValueError(f"layers={layers!r}: give a list of module names, e.g. ['conv2', 'fc1'], or None for the model's defaults")
+            raise ValueError(
+                f"layers={layers!r}: give a list of module names, e.g. ['conv2', 'fc1'], or None for the "
+                f"model's defaults"
+            )
         self.layers = list(layers) if layers is not None else None
         self.batch_size, self.pairs_per_chunk, self.fast_path = batch_size, pairs_per_chunk, fast_path
         self.untrained, self.figures, self.progress = untrained, figures, progress
