@@ -4,6 +4,7 @@ the options; every argument of Lightning's ``Trainer`` without ``+``."""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import re
@@ -153,6 +154,17 @@ def test_eval_command_line_is_checked_with_its_own_config():
     problem = command_line_problem(CONF_DIR, "eval", ["ckpt_path=x.ckpt", "optimizer.lr=1"])
     assert problem.startswith("optimizer.lr: optimizer is not a top-level setting: nothing would read it. Remove "
                               "optimizer.lr=... from the command line. Allowed keys: callbacks, ckpt_path, ")
+
+
+def test_an_option_a_chosen_config_asks_for_is_hydras_message_on_one_line():
+    """``hparams_search=optuna`` without the Optuna sweeper plugin: the missing option is not the user's."""
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        pytest.skip("the Optuna sweeper plugin is installed")
+    problem = command_line_problem(CONF_DIR, "train", ["hparams_search=optuna"])
+    assert "Could not find 'hydra/sweeper/optuna'" in problem and "\n" not in problem
+    problem = command_line_problem(CONF_DIR, "train", ["hydra/launcher=jobib"])
+    assert problem.startswith("hydra/launcher=jobib is not an option of hydra/launcher: use one of basic, ")
+    assert problem.endswith("(Hydra's plugins add options: pip install -e \".[sweep]\").")
 
 
 def test_what_is_no_composition_error_is_left_to_hydra():

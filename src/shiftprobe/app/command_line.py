@@ -1,8 +1,9 @@
 """What ``train.py`` and ``eval.py`` do before Hydra starts: the environment, then the command line.
 
 ``prepare_environment`` reads an empty ``MNIST_ROOT`` (or ``PROJECT_ROOT``) as not set, so the README's
-``MNIST_ROOT=$(realpath -q ../shared/data) python train.py`` works where that folder does not exist
-(MNIST is then downloaded into ``data/`` of the project) as well as where it does (read from there).
+``MNIST_ROOT=$([ -d ../shared/data ] && realpath ../shared/data) python train.py`` works where that
+folder does not exist (MNIST is then downloaded into ``data/`` of the project) as well as where it does
+(read from there, offline).
 
 ``check_command_line`` composes the command line's configuration as Hydra is about to (Hydra's compose
 API, about 0.2 s) and turns a composition error into one ``error:`` line with exit status 1. Hydra's
@@ -75,7 +76,7 @@ def command_line_problem(config_dir: Path, config_name: str, argv: list[str]) ->
         try:
             compose(args.config_name or config_name, overrides=overrides, return_hydra_config=True)
         except HydraException as err:
-            return explain_composition_error(err)
+            return explain_composition_error(err, overrides)
         except Exception:  # not a composition error (e.g. experiment=null, a ValueError): Hydra reports it
             return None
         return _unknown_group_option(overrides)
@@ -138,13 +139,16 @@ def _unknown_group_option(lines: list[str]) -> str | None:
 
 def _not_an_option(group: str, option: str, options: list[str]) -> str:
     choices = ", ".join(options)
-    return f"{group}={option} is not an option of {group}: use one of {choices} (conf/{group}/)."
+    plugins = "Hydra's plugins add options: pip install -e \".[sweep]\""
+    where = plugins if group.startswith("hydra/") else f"conf/{group}/"
+    return f"{group}={option} is not an option of {group}: use one of {choices} ({where})."
 
 
-def explain_composition_error(err: HydraException) -> str:
+def explain_composition_error(err: HydraException, overrides: list[str]) -> str:
     """Hydra's composition error in one line: an unknown key names the closest key and the allowed ones,
-    an unknown group option the options; anything else is Hydra's message on one line. Call inside
-    Hydra's initialised context."""
+    an unknown option given on the command line (``overrides``) the options; anything else is Hydra's
+    message on one line (e.g. an option a chosen config asks for: ``hparams_search=optuna`` without its
+    plugin). Call inside Hydra's initialised context."""
     cause = err.__cause__
     unknown = isinstance(cause, (ConfigAttributeError, ConfigKeyError))
     if unknown and isinstance(cause.parent_node, DictConfig):
@@ -154,7 +158,8 @@ def explain_composition_error(err: HydraException) -> str:
     if isinstance(err, MissingConfigException) and err.missing_cfg_file:
         group, _, option = str(err.missing_cfg_file).rpartition("/")
         options = list(err.options or GlobalHydra.instance().config_loader().get_group_options(group))
-        if group and options:
+        given = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
+        if group in given and options:
             return _not_an_option(group, option, options)
     text = str(err).split("Config search path:")[0]
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
@@ -164,4 +169,3 @@ def _overridden_key(message: str) -> str | None:
     """The key of Hydra's ``Could not override '<key>'``, if that is the message."""
     found = re.search(r"Could not override '([^']+)'", message)
     return found.group(1) if found else None
-
