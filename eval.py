@@ -3,13 +3,15 @@
 python eval.py ckpt_path=outputs/runs/<date>/<time>/checkpoints/best.ckpt
 """
 
-import os
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+from shiftprobe.app.command_line import check_command_line, prepare_environment
+
+ROOT = Path(__file__).resolve().parent
+prepare_environment(ROOT)  # PROJECT_ROOT; an empty MNIST_ROOT counts as not set
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -21,4 +23,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_command_line(ROOT / "conf", "eval")  # a key or option Hydra cannot compose: one error line
     main()

@@ -4,6 +4,11 @@ The entry points (``train.py``, ``eval.py``) catch it and print ``error: <messag
 without a traceback: the message itself names the bad value and the fix.
 """
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class ShiftProbeError(Exception):
     """A problem the user can fix; the message says what is wrong and what to do."""
@@ -13,9 +18,33 @@ class ShiftProbeError(Exception):
     same_on_every_rank = False
 
 
+def setting_error(key: str, value, allowed: str) -> ShiftProbeError:
+    """The one-line error for a bad config value: ``key=value is not allowed: <allowed, with the fix>.``"""
+    return ShiftProbeError(f"{key}={value!r} is not allowed: {allowed}.")
+
+
 def reject_setting(key: str, value, allowed: str) -> None:
-    """Raise the one-line error for a bad config value: ``key=value is not allowed: <allowed, with the fix>.``"""
-    raise ShiftProbeError(f"{key}={value!r} is not allowed: {allowed}.")
+    """Raise :func:`setting_error`."""
+    raise setting_error(key, value, allowed)
+
+
+def unknown_key(path: str, allowed: Iterable[str], given: str | None = None) -> ShiftProbeError:
+    """The one-line error for a key that no code reads: ``path`` (``section.key``, or a top-level key), the
+    closest allowed key when one is close (``difflib``), and every allowed key. ``given``: the key the
+    command line set, when ``path`` is a missing section above it (``optimizer`` for ``optimizer.lr``)."""
+    section, _, key = path.rpartition(".")
+    names = sorted(str(a) for a in allowed)
+    prefix = f"{section}." if section else ""
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        fix = f"Did you mean {prefix}{close[0]}?"
+    else:
+        fix = f"Remove {given or path}=... from the command line."
+    where = f"a setting of {section}" if section else "a top-level setting"
+    lead = f"{given}: " if given and given != path else ""
+    return ShiftProbeError(
+        f"{lead}{path} is not {where}: nothing would read it. {fix} Allowed keys: {', '.join(names)}."
+    )
 
 
 def is_number(value) -> bool:

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.app.train import instantiate_callbacks, resolved_config
+from shiftprobe.errors import ShiftProbeError
 
 GROUPS = ("data", "model", "optimizer", "trainer", "logger", "callbacks", "shift", "paths", "experiment", "debug")
 
@@ -184,3 +185,73 @@ def test_unknown_option_lists_the_allowed_ones(tmp_path):
     with pytest.raises(MissingConfigException) as err:
         compose_with(tmp_path, "optimizer=foo")
     assert "adam" in str(err.value) and "sgd" in str(err.value)
+
+
+# -- issue 18, item 5: settings that gave tracebacks or were silently wrong, one line before training ----
+ONE_LINE = [
+    ("seed=-1", "seed=-1 is not allowed: use an integer from 0 to 4294967295, e.g. seed=0."),
+    ("seed=4294967296", "seed=4294967296 is not allowed: use an integer from 0 to 4294967295"),
+    ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0 is not allowed: use an integer >= 1."),
+    ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0 is not allowed: use an integer >= 1."),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 is not allowed: it trains nothing, so the network measured as "
+                             "trained would be its initial weights; use at least 1, or measure the untrained "
+                             "network with experiment=untrained (train=false)."),
+    ("trainer.max_steps=0", "trainer.max_steps=0 is not allowed: it trains nothing"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0 is not allowed: it trains nothing"),
+    ("callbacks.shift_probe.max_images=0", "callbacks.shift_probe.max_images=0 is not allowed: use an integer >= 2"),
+    ("callbacks.shift_probe.max_images=1", "callbacks.shift_probe.max_images=1 is not allowed: use an integer >= 2"),
+    ("callbacks.shift_probe.batch_size=0", "callbacks.shift_probe.batch_size=0 is not allowed: use an integer >= 1"),
+    ("callbacks.shift_probe.untrained_inits=0", "callbacks.shift_probe.untrained_inits=0 is not allowed: use an integer >= 1"),
+    ("callbacks.shift_probe.lie_derivative_images=0",
+     "callbacks.shift_probe.lie_derivative_images=0 is not allowed: use an integer >= 2"),
+    ("callbacks.shift_probe.export_pairs=-1", "callbacks.shift_probe.export_pairs=-1 is not allowed: use an integer >= 0"),
+    ("callbacks.shift_probe.pairs_per_chunk=0", "callbacks.shift_probe.pairs_per_chunk=0 is not allowed"),
+    ("callbacks.shift_probe.untrained=maybe", "callbacks.shift_probe.untrained='maybe' is not allowed: use true or false."),
+    ("callbacks.shift_probe.layers=[]", "callbacks.shift_probe.layers=[] measures nothing: name at least one module"),
+    ("callbacks.shift_probe.layers=conv2", "callbacks.shift_probe.layers='conv2' is not allowed: use a list of module"),
+    ("callbacks.shift_probe.layers=[0,3]", "callbacks.shift_probe.layers=[0, 3] is not allowed: use a list of module"),
+    ("+sead=5", "sead is not a top-level setting: nothing would read it. Did you mean seed? Allowed keys: "),
+]
+
+
+@pytest.mark.parametrize("override,start", ONE_LINE)
+def test_bad_setting_is_one_line_before_lightning(tmp_path, override, start):
+    """``validate_config(known_keys=False)`` is the preflight's check (before Lightning is imported)."""
+    cfg = compose_with(tmp_path, "data.root=" + str(tmp_path), override)
+    with pytest.raises(ShiftProbeError) as err:
+        validate_config(cfg, known_keys=False)
+    assert str(err.value).startswith(start) and "\n" not in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["seed=0"], ["seed=4294967295"], ["train=false", "trainer.max_epochs=0"], ["experiment=untrained", "trainer.max_epochs=0"],
+        ["trainer.fast_dev_run=true", "trainer.max_steps=0"], ["callbacks.shift_probe.max_images=2"],
+        ["callbacks.shift_probe.layers=[conv1,output]"], ["callbacks.shift_probe.layers=null"],
+        ["trainer.check_val_every_n_epoch=null", "trainer.accumulate_grad_batches=2"],
+    ],
+)
+def test_good_settings_pass(tmp_path, overrides):
+    validate_config(compose_with(tmp_path, "data.root=" + str(tmp_path), *overrides))
+
+
+def test_eval_does_not_refuse_zero_epochs(tmp_path):
+    """eval.py trains nothing anyway: trainer.max_epochs=0 there changes nothing and is not refused."""
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"")
+    cfg = compose_with(tmp_path, "data.root=" + str(tmp_path), f"ckpt_path={ckpt}", "trainer.max_epochs=0",
+                       config_name="eval")
+    validate_config(cfg, require_ckpt=True)
+
+
+def test_empty_layers_mean_the_same_in_the_cli_and_the_api(tmp_path):
+    """``layers=[]``: refused by both, with the same fix (null / None: the model's default layers)."""
+    import shiftprobe
+    from shiftprobe.models.lab import LabCNN
+
+    with pytest.raises(ValueError, match=r"layers=\[\] measures nothing"):
+        shiftprobe.measure(LabCNN(), torch.rand(2, 28, 28), layers=[])
+    cfg = compose_with(tmp_path, "data.root=" + str(tmp_path), "callbacks.shift_probe.layers=[]")
+    with pytest.raises(ShiftProbeError, match=r"layers=\[\] measures nothing.*null"):
+        validate_config(cfg, known_keys=False)

@@ -105,3 +105,19 @@ def test_without_hydra_config_every_run_setting_is_restored(mnist_root, tmp_path
         1,
         8,
     )
+
+
+def test_a_run_that_said_layers_empty_is_measured_with_the_default_layers(mnist_root, tmp_path):
+    """``layers=[]`` meant the model's default layers until it was refused (issue 18): eval.py of such a run
+    restores null, the same layers, instead of refusing the run's own setting."""
+    from omegaconf import OmegaConf
+
+    from shiftprobe.app.config_checks import validate_config
+
+    ckpt = tmp_path / "x.ckpt"
+    ckpt.write_bytes(b"")  # validation only checks that the file exists
+    cfg = compose_config("eval", [*base(mnist_root, tmp_path), "callbacks=[shift_probe]", f"ckpt_path={ckpt}"])
+    cfg.callbacks.shift_probe.layers = ["conv1"]
+    apply_run_config(cfg, {"callbacks": {"shift_probe": {"layers": []}}})
+    assert OmegaConf.select(cfg, "callbacks.shift_probe.layers") is None
+    validate_config(cfg)

@@ -30,10 +30,26 @@ def test_unknown_key_is_refused(override, key):
     assert "Allowed keys:" in str(err.value)
 
 
-@pytest.mark.parametrize("group", ["model", "optimizer", "experiment", "debug"])
+@pytest.mark.parametrize(
+    "override, closest",
+    [
+        ("+callbacks.shift_probe.max_imags=10", "callbacks.shift_probe.max_images"),
+        ("+data.batch_sise=3", "data.batch_size"),
+        ("+sead=5", "seed"),
+        ("trainer.max_epoch=3", "trainer.max_epochs"),
+    ],
+)
+def test_unknown_key_names_the_closest_one(override, closest):
+    with pytest.raises(ShiftProbeError) as err:
+        check_known_keys(compose_config("train", [override]))
+    assert f"Did you mean {closest}? Allowed keys: " in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("group", ["model", "optimizer", "experiment", "debug", "trainer", "logger", "callbacks", "shift"])
 def test_every_shipped_option_passes(group):
     for path in sorted((CONF_DIR / group).glob("*.yaml")):
         check_known_keys(compose_config("train", [f"{group}={path.stem}"]))
+    check_known_keys(compose_config("eval", ["ckpt_path=x.ckpt"]))
 
 
 def test_train_py_ends_in_one_error_line(tmp_path):

@@ -54,7 +54,7 @@ BAD = [
     ([f"{KEY}=maybe"], f"{KEY}='maybe' is not allowed"),
     ([f"{KEY}_layerwise=true"], f"{KEY}_layerwise=true needs the Lie derivative: set {KEY}=true"),
     ([f"{KEY}=true", f"{KEY}_layerwise=yes"], f"{KEY}_layerwise='yes' is not allowed: use true or false"),
-    ([f"{KEY}=true", f"{KEY}_images=1"], f"{KEY}_images=1 is not allowed: use a number of images >= 2"),
+    ([f"{KEY}=true", f"{KEY}_images=1"], f"{KEY}_images=1 is not allowed: use an integer >= 2"),
 ]
 
 

@@ -16,13 +16,27 @@ def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-def test_a_bad_value_is_reported_before_lightning_is_imported(tmp_path):
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=0", "error: optimizer.lr=0 is not allowed: use a positive number, e.g. optimizer.lr=1e-3."),
+        # issue 18: these were refused only by the callback, after Lightning had loaded, in Hydra's block
+        ("callbacks.shift_probe.max_images=1",
+         "error: callbacks.shift_probe.max_images=1 is not allowed: use an integer >= 2 (or null for all the test images)."),
+        # the probe points, against the network built from cfg.model (a traceback at test end before)
+        ("callbacks.shift_probe.layers=[conv9]",
+         "error: callbacks.shift_probe.layers=['conv9'] is not allowed: layer 'conv9' is not a module of LabCNN; "
+         "use names from model.named_modules(), e.g. ['conv1', 'conv2', 'pool1', 'pool2', 'fc1', 'fc2'], "
+         "an alias ['logits'], or 'output'."),
+    ],
+)
+def test_a_bad_value_is_reported_before_lightning_is_imported(tmp_path, override, message):
     code = f"""
 import sys
 from hydra import compose, initialize_config_dir
 from shiftprobe.app.preflight import check_settings_first
 with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base="1.3"):
-    cfg = compose("train", overrides=["optimizer.lr=0", "paths.output_dir={tmp_path}", "data.root={tmp_path}"])
+    cfg = compose("train", overrides=[{override!r}, "paths.output_dir={tmp_path}", "data.root={tmp_path}"])
 try:
     check_settings_first(cfg)
 except SystemExit as stop:
@@ -31,7 +45,7 @@ except SystemExit as stop:
 """
     done = _python(code, tmp_path)
     assert done.stdout.strip() == "exit 1 lightning imported: False torchmetrics imported: False", done.stderr
-    assert done.stderr.strip() == "error: optimizer.lr=0 is not allowed: use a positive number, e.g. optimizer.lr=1e-3."
+    assert done.stderr.strip() == message
 
 
 def test_good_settings_pass_without_output(tmp_path):

@@ -1,7 +1,10 @@
 """The typed schemas of the config sections: enums in step with the code, one-line errors."""
 
+from dataclasses import fields
+
 import pytest
 from conftest import compose_config
+from omegaconf import OmegaConf
 
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.app.schemas import (
@@ -12,6 +15,7 @@ from shiftprobe.app.schemas import (
     ShiftConfig,
     ShiftMode,
     ShiftPattern,
+    ShiftProbeConfig,
 )
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.models.lab import PADDINGS, POOLS
@@ -31,6 +35,10 @@ def test_schema_defaults_are_the_shipped_defaults(tmp_path):
     assert cfg.shift.pattern == ShiftConfig.pattern.value
     assert cfg.model.pool == LabModelConfig.pool.value and cfg.model.padding == LabModelConfig.padding.value
     assert cfg.data.batch_size == DataConfig.batch_size and cfg.data.val_size == DataConfig.val_size
+    probe = OmegaConf.to_container(cfg.callbacks.shift_probe, resolve=True)
+    for field in fields(ShiftProbeConfig):
+        default = getattr(ShiftProbeConfig, field.name)
+        assert probe[field.name] == getattr(default, "value", default), field.name
 
 
 BAD = [
@@ -47,6 +55,10 @@ BAD = [
     ("data.val_size='3'", "data.val_size='3' is not allowed: use an integer, e.g. val_size=5000."),
     ("data.batch_size=true", "data.batch_size=True is not allowed: use an integer, e.g. batch_size=64."),
     ("data.eval_batch_size=big", "data.eval_batch_size='big' is not allowed: use an integer or null"),
+    ("callbacks.shift_probe.figures=no", "callbacks.shift_probe.figures='no' is not allowed: use true or false."),
+    ("callbacks.shift_probe.max_images=few",
+     "callbacks.shift_probe.max_images='few' is not allowed: use an integer or null, e.g. max_images=null."),
+    ("callbacks.shift_probe.mode=wrap", "callbacks.shift_probe.mode='wrap' is not allowed: use one of ['crop', 'roll']."),
 ]
 
 

@@ -51,7 +51,8 @@ def test_same_seed_same_metrics(make_cfg, tmp_path):
 
 
 def test_train_shift_and_fast_dev_run(make_cfg):
-    metrics = train(make_cfg("data.train_shift=3", "+trainer.fast_dev_run=true", "callbacks=none"))
+    # a Trainer argument without "+" (issue 18): the trainer section takes every argument of Trainer
+    metrics = train(make_cfg("data.train_shift=3", "trainer.fast_dev_run=true", "callbacks=none"))
     assert "test/acc" in metrics
 
 
@@ -231,7 +232,7 @@ def test_cli_train_then_eval(mnist_root, tmp_path):
     [
         (["optimizer.lr=0"], "error: optimizer.lr=0 is not allowed: use a positive number"),
         (["data.root=/dev/null"], "is a file"),
-        (["optimizer=foo"], "Available options in 'optimizer'"),
+        (["optimizer=foo"], "error: optimizer=foo is not an option of optimizer: use one of adam, adamw, sgd"),
         (["model=foo"], "blurpool"),
         (["trainer=gpu"] if not torch.cuda.is_available() else ["trainer.accelerator=tpu"], "error: trainer"),
     ],
@@ -240,8 +241,8 @@ def test_cli_bad_input_is_short(tmp_path, args, expected):
     done = cli("train.py", *args, f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 1
     assert expected in done.stderr
-    # Hydra's own message for an unknown group option lists every option, one per line
-    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 20
+    # one line (Hydra's own message for an unknown group option listed every option, one per line)
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
 
 
 def test_cli_offline_missing_files(tmp_path):

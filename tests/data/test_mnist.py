@@ -13,6 +13,7 @@ from conftest import FILES, N_TEST, N_TRAIN, VAL_SIZE
 
 import shiftprobe.app.train as train_module
 from shiftprobe.data import AUGMENT_STREAM, MNISTDataModule, ensure_mnist, stream_seed
+from shiftprobe.data.mnist import load_split
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.probe.transforms import shift_images_per_sample
 
@@ -153,6 +154,36 @@ def test_root_that_is_a_file(tmp_path):
     f.write_text("x")
     with pytest.raises(ShiftProbeError, match="is a file"):
         ensure_mnist(f, download=False)
+
+
+def test_label_out_of_range_is_one_line_naming_the_file(mnist_copy):
+    """A label outside 0..9 made the loss fail mid-training with a traceback; now the data load stops."""
+    path = mnist_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    data = bytearray(path.read_bytes())
+    data[8 + 7] = 12  # the 8th label (after the 8-byte header)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShiftProbeError) as err:
+        make_dm(mnist_copy)
+    msg = str(err.value)
+    assert msg.startswith(f"MNIST file {path} is broken: label 12 at item 7 is outside 0..9")
+    assert "\n" not in msg
+    with pytest.raises(ShiftProbeError, match="label 12 at item 7"):
+        load_split(mnist_copy, train=False)
+
+
+@pytest.mark.parametrize("root", ["", "  "])
+def test_empty_root_is_one_line(root, monkeypatch):
+    """An empty root would read (and download) MNIST in the current folder."""
+
+    def no_download(self):
+        raise AssertionError("nothing may be downloaded for an empty root")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_download)
+    dm = MNISTDataModule(root=root, download=True)
+    with pytest.raises(ShiftProbeError, match=r"the MNIST root is empty \(data.root=.*\): give the folder"):
+        dm.prepare_data()
+    with pytest.raises(ShiftProbeError, match="the MNIST root is empty"):
+        load_split(root, train=False)
 
 
 def test_val_size_too_large(mnist_root):

@@ -101,3 +101,24 @@ def test_callback_refuses_bad_shift_before_running():
         ShiftProbeCallback(max_shift=30)
     with pytest.raises(ValueError, match="pattern"):
         ShiftProbeCallback(pattern="spiral")
+
+
+@pytest.mark.parametrize("layers", [[], "conv2"])
+def test_callback_refuses_empty_layers_as_the_api_does(layers):
+    """``layers=[]`` measured the default layers; the API refuses it: so does the callback (None: defaults)."""
+    with pytest.raises(ValueError, match="give a list of module names"):
+        ShiftProbeCallback(layers=layers)
+    assert ShiftProbeCallback(layers=None).layers is None
+
+
+def test_callback_checks_its_layers_against_the_network_when_the_run_starts():
+    from shiftprobe.errors import ShiftProbeError
+
+    module = TinyModule()
+    ShiftProbeCallback(layers=["conv2", "logits", "output"]).setup(None, module, "fit")
+    with pytest.raises(ShiftProbeError) as err:
+        ShiftProbeCallback(layers=["conv9"]).setup(None, module, "fit")
+    assert str(err.value).startswith(
+        "callbacks.shift_probe.layers=['conv9'] is not allowed: layer 'conv9' is not a module of LabCNN"
+    )
+    assert err.value.same_on_every_rank  # under DDP every rank finds it: reported once

@@ -11,13 +11,13 @@ import inspect
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from shiftprobe.app.lie_checks import check_lie_derivative
 from shiftprobe.app.schemas import LAB_MODEL_CLASSES, check_schemas
 from shiftprobe.app.transform_checks import check_transform, data_image_size
 from shiftprobe.data.datasets import check_data_settings
-from shiftprobe.errors import ShiftProbeError
+from shiftprobe.errors import ShiftProbeError, unknown_key
 from shiftprobe.errors import is_number as _is_number
 from shiftprobe.errors import reject_setting as _fail
 
@@ -143,6 +143,12 @@ def check_shift(cfg: DictConfig) -> None:
         _fail("shift.max_shift", m, "the random pattern needs max_shift >= 1")
 
 
+#: integer ``Trainer`` arguments and their least value (Lightning takes 0, then divides by it mid-run)
+TRAINER_MINIMA = {"accumulate_grad_batches": 1, "check_val_every_n_epoch": 1}
+#: ``Trainer`` arguments whose 0 means "train nothing"
+TRAINER_NO_TRAINING = ("max_epochs", "max_steps", "limit_train_batches")
+
+
 def check_trainer(cfg: DictConfig) -> None:
     epochs = _get(cfg, "trainer.max_epochs")
     if epochs is not None and (not _is_int(epochs) or epochs < 0):
@@ -152,6 +158,63 @@ def check_trainer(cfg: DictConfig) -> None:
         _fail("trainer.min_epochs", min_epochs, "use an integer >= 0")
     if _is_int(epochs) and _is_int(min_epochs) and min_epochs > epochs:
         _fail("trainer.min_epochs", min_epochs, f"it must not exceed trainer.max_epochs={epochs}")
+    for key, low in TRAINER_MINIMA.items():
+        _int_at_least(cfg, f"trainer.{key}", low, required=False)
+    check_trains_something(cfg)
+
+
+def check_trains_something(cfg: DictConfig) -> None:
+    """With ``train=true``, refuse trainer settings that train nothing (``trainer.max_epochs=0``): the
+    network tested and measured as "trained" would be its initial weights."""
+    if _get(cfg, "train") is not True or _get(cfg, "trainer.fast_dev_run"):
+        return
+    for key in TRAINER_NO_TRAINING:
+        value = _get(cfg, f"trainer.{key}")
+        if _is_number(value) and value == 0:
+            _fail(
+                f"trainer.{key}",
+                value,
+                "it trains nothing, so the network measured as trained would be its initial weights; "
+                "use at least 1, or measure the untrained network with experiment=untrained (train=false)",
+            )
+
+
+#: the measurement callback's settings (``conf/callbacks/shift_probe.yaml``)
+PROBE = "callbacks.shift_probe"
+#: its integer settings: least value and the fix's hint (their types: ``schemas.ShiftProbeConfig``)
+PROBE_MINIMA = {
+    "batch_size": (1, f", e.g. {PROBE}.batch_size=64"),
+    "max_images": (2, " (or null for all the test images)"),
+    "untrained_inits": (1, " (default 1)"),
+    "lie_derivative_images": (2, f", e.g. {PROBE}.lie_derivative_images=500"),
+    "export_pairs": (0, " (0 = off)"),
+    "pairs_per_chunk": (1, " (or null: chosen per device)"),
+}
+LAYERS_FIX = "or null for the model's default layers"
+
+
+def check_probe(cfg: DictConfig) -> None:
+    """The measurement callback's numbers and ``layers`` (their names are checked against the network
+    by ``shiftprobe.app.preflight.check_probe_layers`` and by the callback itself)."""
+    if not isinstance(_get(cfg, PROBE), DictConfig):
+        return
+    for key, (low, hint) in PROBE_MINIMA.items():
+        _int_at_least(cfg, f"{PROBE}.{key}", low, hint, required=False)
+    layers = _get(cfg, f"{PROBE}.layers")
+    if layers is None:
+        return
+    if not isinstance(layers, ListConfig) or not all(isinstance(name, str) for name in layers):
+        shown = OmegaConf.to_container(layers) if isinstance(layers, ListConfig) else layers
+        _fail(
+            f"{PROBE}.layers",
+            shown,
+            f"use a list of module names, e.g. [conv2,fc1] (quote numeric names: ['0','3']), {LAYERS_FIX}",
+        )
+    if len(layers) == 0:
+        raise ShiftProbeError(
+            f"{PROBE}.layers=[] measures nothing: name at least one module, e.g. {PROBE}.layers=[conv2,fc1], "
+            f"{LAYERS_FIX} ({PROBE}.layers=null)."
+        )
 
 
 def check_ckpt(cfg: DictConfig, required: bool = False) -> None:
@@ -176,7 +239,14 @@ def check_ckpt(cfg: DictConfig, required: bool = False) -> None:
 #: keys of sections without a ``_target_`` whose code reads a fixed set of keys
 FIXED_KEYS = {"shift": ("max_shift", "mode", "pattern", "seed")}
 #: sections whose keys are the parameters of their ``_target_``
-TARGET_SECTIONS = ("model", "data", "optimizer", "callbacks.shift_probe")
+TARGET_SECTIONS = ("model", "data", "optimizer", "trainer", "callbacks.shift_probe")
+#: parameters of a section's ``_target_`` that the code passes itself (a setting would be ignored)
+PASSED_BY_THE_CODE = {"optimizer": ("params",), "trainer": ("callbacks", "logger")}
+#: the top-level keys of train.yaml and eval.yaml (the groups' sections, plain keys, Hydra's own)
+TOP_LEVEL_KEYS = (
+    "task_name", "seed", "train", "test", "ckpt_path", "trust_checkpoint", "optimized_metric",
+    "data", "model", "optimizer", "callbacks", "logger", "trainer", "shift", "transform", "paths", "hydra",
+)
 _HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
@@ -197,14 +267,19 @@ def _target_parameters(target: str) -> list[str] | None:
 def _refuse_unknown(section: str, keys, allowed) -> None:
     for key in keys:
         if key not in allowed and key not in _HYDRA_KEYS:
-            raise ShiftProbeError(
-                f"{section}.{key} is not a setting of {section}: nothing would read it. "
-                f"Allowed keys: {', '.join(sorted(allowed))}. Remove the override (e.g. drop +{section}.{key}=...)."
-            )
+            raise unknown_key(f"{section}.{key}" if section else str(key), allowed)
+
+
+def check_top_level_keys(cfg: DictConfig) -> None:
+    """Refuse a top-level key no code reads (``+sead=5``); no imports, so the preflight runs it."""
+    _refuse_unknown("", list(cfg.keys()), TOP_LEVEL_KEYS)
 
 
 def check_known_keys(cfg: DictConfig) -> None:
-    """Refuse keys that no code reads (e.g. ``+shift.rotation=15``) under the user-facing sections."""
+    """Refuse keys that no code reads (e.g. ``+shift.rotation=15``, ``trainer.max_epoch=3``) at the top
+    level and under the user-facing sections (a ``_target_``'s keys: its signature's parameters, which
+    imports it: Lightning's ``Trainer`` for ``trainer``)."""
+    check_top_level_keys(cfg)
     for section, allowed in FIXED_KEYS.items():
         node = _get(cfg, section)
         if isinstance(node, DictConfig):
@@ -216,21 +291,28 @@ def check_known_keys(cfg: DictConfig) -> None:
         allowed = _target_parameters(str(node["_target_"]))
         if allowed is None:
             continue
-        if section == "optimizer":  # the module passes the parameters
-            allowed = [a for a in allowed if a != "params"]
-        _refuse_unknown(section, list(node.keys()), allowed)
+        passed = PASSED_BY_THE_CODE.get(section, ())
+        _refuse_unknown(section, list(node.keys()), [a for a in allowed if a not in passed])
+
+
+#: the largest run seed (Lightning's ``seed_everything`` seeds NumPy, which takes 0 .. 2**32 - 1)
+MAX_SEED = 2**32 - 1
 
 
 def validate_config(cfg: DictConfig, require_ckpt: bool = False, known_keys: bool = True) -> None:
     """Check every setting a user may change; raise ``ShiftProbeError`` on the first bad one.
 
-    ``known_keys=False`` leaves out the check of the keys against the ``_target_`` signatures, which
-    imports the data module and the callbacks (and so Lightning): ``shiftprobe.app.preflight``."""
+    ``known_keys=False`` leaves out the check of the sections' keys against the ``_target_`` signatures,
+    which imports the data module and the callbacks (and so Lightning): ``shiftprobe.app.preflight``.
+    The top-level keys are always checked."""
     if known_keys:
         check_known_keys(cfg)
+    else:
+        check_top_level_keys(cfg)
     check_schemas(cfg)
-    if not _is_int(_get(cfg, "seed")):
-        _fail("seed", _get(cfg, "seed"), "use an integer, e.g. seed=0")
+    seed = _get(cfg, "seed")
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        _fail("seed", seed, f"use an integer from 0 to {MAX_SEED}, e.g. seed=0")
     check_optimizer(cfg)
     check_data(cfg)
     check_model(cfg)
@@ -238,4 +320,5 @@ def validate_config(cfg: DictConfig, require_ckpt: bool = False, known_keys: boo
     check_transform(cfg)  # the transform group (shiftprobe.app.transform_checks)
     check_lie_derivative(cfg)  # callbacks.shift_probe.lie_derivative* (shiftprobe.app.lie_checks)
     check_trainer(cfg)
+    check_probe(cfg)
     check_ckpt(cfg, required=require_ckpt)

@@ -193,6 +193,8 @@ def restore_measurement_settings(cfg: DictConfig, saved: dict) -> None:
     shift_keys = set(cfg.shift) if OmegaConf.is_dict(cfg.get("shift")) else set()
     wanted += [(f"shift.{k}", v) for k, v in (saved.get("shift") or {}).items() if k in shift_keys]
     probe = ((saved.get("callbacks") or {}).get("shift_probe")) or {}
+    if probe.get("layers") == []:  # a run that said layers=[] measured the default layers (now written null)
+        probe = {**probe, "layers": None}
     if OmegaConf.select(cfg, "callbacks.shift_probe") is not None:
         known = set(cfg.callbacks.shift_probe)
         wanted += [

@@ -3,7 +3,7 @@ anything is built.
 
 ``lie_derivative`` is ``true``, ``false`` or a list of generators (``[translate_x,rotate,scale]``);
 ``lie_derivative_layerwise`` is ``true`` or ``false`` and needs ``lie_derivative`` on;
-``lie_derivative_images`` is a number of images >= 2. Every problem is one line naming the key, the
+(``lie_derivative_images`` is checked with the other numbers, ``config_checks.check_probe``). Every problem is one line naming the key, the
 value and the fix (``ShiftProbeError``).
 """
 
@@ -52,9 +52,6 @@ def check_lie_derivative(cfg: DictConfig) -> None:
         raise ShiftProbeError(
             f"{KEY}_layerwise=true needs the Lie derivative: set {KEY}=true or e.g. {EXAMPLE}."
         )
-    images = node.get("lie_derivative_images", 500)
-    if not isinstance(images, int) or isinstance(images, bool) or images < 2:
-        _fail(f"{KEY}_images", images, f"use a number of images >= 2, e.g. {KEY}_images=500")
 
 
 def _generators_of(value) -> list[str]:

@@ -95,8 +95,36 @@ class DataConfig:
     seed: Optional[int] = 0  # noqa: UP045
 
 
+@dataclass
+class ShiftProbeConfig:
+    """``callbacks.shift_probe``: the measurement callback (``conf/callbacks/shift_probe.yaml``); its
+    ``layers`` and ``transforms`` are checked by ``config_checks.check_probe`` and ``transform_checks``."""
+
+    max_shift: int = 4
+    mode: ShiftMode = ShiftMode.crop
+    pattern: ShiftPattern = ShiftPattern.grid
+    seed: int = 0
+    batch_size: int = 64
+    pairs_per_chunk: Optional[int] = None  # noqa: UP045
+    fast_path: bool = True
+    untrained: bool = True
+    untrained_inits: int = 1
+    figures: bool = True
+    max_images: Optional[int] = None  # noqa: UP045
+    progress: bool = True
+    initial_state: Optional[str] = None  # noqa: UP045
+    export_pairs: int = 0
+    lie_derivative: Any = False  # true, false or a list of generators (shiftprobe.app.lie_checks)
+    lie_derivative_layerwise: bool = False
+    lie_derivative_images: int = 500
+
+
 #: the schema of each section, keyed by the section's path; the model's depends on its class
-SECTION_SCHEMAS: dict[str, type] = {"shift": ShiftConfig, "data": DataConfig}
+SECTION_SCHEMAS: dict[str, type] = {
+    "shift": ShiftConfig,
+    "data": DataConfig,
+    "callbacks.shift_probe": ShiftProbeConfig,
+}
 #: model classes (``model._target_``'s last part) whose settings follow ``LabModelConfig``
 LAB_MODEL_CLASSES = ("LabCNN", "RotPooledCNN", "FlipPooledCNN")
 
@@ -112,7 +140,8 @@ def _allowed(schema: type, key: str) -> str:
     default = next((f.default for f in fields(schema) if f.name == key), None)
     if isinstance(kind, type) and issubclass(kind, Enum):
         return f"use one of {[m.value for m in kind]}"
-    example = f", e.g. {key}={str(default).lower() if isinstance(default, bool) else default}"
+    shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else default
+    example = f", e.g. {key}={shown}"
     text = {bool: "use true or false", int: "use an integer", float: "use a number", str: "use a text value"}.get(
         kind, f"use a value of type {getattr(kind, '__name__', kind)}"
     )
@@ -125,13 +154,14 @@ def check_section(cfg: DictConfig, path: str, schema: type) -> None:
     node = OmegaConf.select(cfg, path, default=None)
     if not isinstance(node, DictConfig):
         return
-    values: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
     names = {f.name for f in fields(schema)}
+    # only the schema's keys are resolved (another key may interpolate a section checked later, e.g.
+    # callbacks.shift_probe.transforms: ${transform}, which transform=[] removes)
+    raw: dict[str, Any] = OmegaConf.to_container(node, resolve=False)  # type: ignore[assignment]
+    values = {key: OmegaConf.select(node, key) for key in raw if key in names}
     typed = OmegaConf.structured(schema)  # merge returns a new config: one schema serves every key
     hints = get_type_hints(schema)
     for key, value in values.items():
-        if key not in names:
-            continue
         try:
             OmegaConf.merge(typed, {key: value})
         except OmegaConfBaseException:

@@ -209,9 +209,19 @@ def _download(spec: DatasetSpec, root: Path) -> None:
         socket.setdefaulttimeout(old_timeout)
 
 
+def check_root(spec: DatasetSpec, root: str | Path) -> None:
+    """One line for an empty root: ``Path("")`` is the current folder, which would be read (and filled)."""
+    if not str(root).strip():
+        raise ShiftProbeError(
+            f"the {spec.title} root is empty (data.root={str(root)!r}): "
+            f"give the folder that holds {spec.folder or 'train/ and test/'}, e.g. data.root=/path/to/folder"
+        )
+
+
 def ensure_dataset(spec: DatasetSpec, root: str | Path, download: bool) -> None:
     """Make sure ``root`` holds the dataset's files: download the missing ones when ``download`` (not
     possible for ``imagefolder``), else one line naming the folder and ``data.download=true``."""
+    check_root(spec, root)
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ShiftProbeError(
@@ -233,6 +243,7 @@ def ensure_dataset(spec: DatasetSpec, root: str | Path, download: bool) -> None:
 def load_split(spec: DatasetSpec, root: str | Path, split: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One split of an in-memory dataset (``idx`` or ``cifar``): ``(uint8 images, long labels)``, grey
     images ``N x H x W``, colour ``N x 3 x H x W``; a broken file ends with one line naming it."""
+    check_root(spec, root)
     root = Path(root)
     try:
         if spec.reader == "idx":

@@ -33,7 +33,8 @@ import torch
 
 from shiftprobe.atomic import all_or_none, make_folder
 from shiftprobe.checkpoints import fit_problems, read_checkpoint
-from shiftprobe.errors import ShiftProbeError
+from shiftprobe.errors import ShiftProbeError, setting_error
+from shiftprobe.probe.capture import resolve_layers
 from shiftprobe.probe.engine import measure_network, subset_indices, subset_info
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.results import inits_summary
@@ -223,7 +224,13 @@ class ShiftProbeCallback(L.Callback):
         self.families = [(name, build_family(name, settings)) for name, settings in self.transforms if name != "translation"]
         self.measures_translation = any(name == "translation" for name, _ in self.transforms)
         self.max_shift, self.mode, self.pattern, self.seed = max_shift, mode, pattern, seed
-        self.layers = list(layers) if layers else None
+        if isinstance(layers, str) or (layers is not None and len(layers) == 0):
+            # as the API's resolve_layers: [] measures nothing (None: the model's default layers)
+            raise ValueError(
+                f"layers={layers!r}: give a list of module names, e.g. ['conv2', 'fc1'], or None for the "
+                f"model's defaults"
+            )
+        self.layers = list(layers) if layers is not None else None
         self.batch_size, self.pairs_per_chunk, self.fast_path = batch_size, pairs_per_chunk, fast_path
         self.untrained, self.figures, self.progress = untrained, figures, progress
         self.output_dir = output_dir
@@ -236,13 +243,20 @@ class ShiftProbeCallback(L.Callback):
         self.results: dict | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        """Check ``export_pairs`` and read ``initial_state`` before training or testing starts."""
+        """Check ``export_pairs`` and ``layers`` (against the network) and read ``initial_state`` before
+        training or testing starts."""
         n = self.export_pairs
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ShiftProbeError(
                 f"callbacks.shift_probe.export_pairs={n!r} is not allowed: use a number of pairs >= 0 (0 = off), e.g. 100."
             )
         self._check_export_memory(trainer, pl_module)
+        try:
+            resolve_layers(pl_module.net, self.layers)
+        except ValueError as err:  # every rank finds it at the same point: reported once
+            problem = setting_error("callbacks.shift_probe.layers", self.layers, str(err))
+            problem.same_on_every_rank = True
+            raise problem from None
         if self.initial_state is None or self._initial_weights is not None:
             return
         what = "callbacks.shift_probe.initial_state"
