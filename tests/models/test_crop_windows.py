@@ -16,6 +16,7 @@ from shiftprobe.probe.capture import LayerCapture, resolve_layers
 from shiftprobe.probe.engine import measure_network
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.transforms import shift_images
+from tolerances import approx, tol
 
 NETWORKS = {
     "lab": lambda: LabCNN(),
@@ -33,6 +34,12 @@ def _images(channels: int, n: int = 5, seed: int = 0) -> torch.Tensor:
     x = torch.rand(n, channels, 28, 28, generator=g)
     x[..., :3, :] = 0  # a blank border, as in MNIST: windows of the padding and of the image meet
     return x
+
+
+def _map_tolerance(expected: torch.Tensor) -> float:
+    """float32 to the scale of the map: its two computations (the padded pass, the network on the shifted
+    image) may take other kernels and round apart, by a few ulps of the largest value."""
+    return tol(torch.float32, unit=True)["atol"] * max(1.0, float(expected.abs().max()))
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
@@ -53,15 +60,15 @@ def test_every_probe_point_equals_the_network_on_the_shifted_images(name):
                     expected = ref[layer.name]
                     got = fast[layer.name][:, j]
                     assert got.shape == expected.shape, (layer.name, dy, dx)
-                    tol = 1e-6 * max(1.0, float(expected.abs().max()))  # float32: a few ulps of the largest value
-                    assert (got - expected).abs().max() <= tol, (layer.name, dy, dx)
+                    assert (got - expected).abs().max() <= _map_tolerance(expected), (layer.name, dy, dx)
     finally:
         capture.remove()
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_window_maps_hold_the_very_numbers_of_the_unshifted_map(name):
-    """``crop_window_maps`` at the zero shift are f(x) bit for bit (what the engine's exact zeros rely on);
+def test_window_maps_hold_the_numbers_of_the_unshifted_map(name):
+    """``crop_window_maps`` at the zero shift are f(x) (to float32: the padded pass may take another kernel;
+    where it is bit for bit, the engine's exact zeros use it, tests/probe/test_bit_identity_fallbacks.py);
     the blur pool's conv2 is not among them (its reflect padding depends on the window)."""
     torch.manual_seed(0)
     net = NETWORKS[name]().eval()
@@ -74,7 +81,8 @@ def test_window_maps_hold_the_very_numbers_of_the_unshifted_map(name):
             basis = net.crop_shift_basis(x, 3)
             base = capture.run(x)
             for layer in layers:
-                assert torch.equal(net.crop_window(basis, layer.name, 0, 0), base[layer.name]), layer.name
+                window, expected = net.crop_window(basis, layer.name, 0, 0), base[layer.name]
+                assert (window - expected).abs().max() <= _map_tolerance(expected), layer.name
     finally:
         capture.remove()
 
@@ -92,7 +100,7 @@ def _assert_same_figures(a, b, path=""):
     elif isinstance(a, float) and math.isnan(a):
         assert isinstance(b, float) and math.isnan(b), path
     elif isinstance(a, float):
-        assert b == pytest.approx(a, rel=1e-5, abs=1e-6), path
+        assert b == approx(a, torch.float32, unit="dist" not in path.rsplit("/", 1)[-1]), path
     else:
         assert a == b, path
 

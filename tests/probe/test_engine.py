@@ -22,6 +22,7 @@ from shiftprobe.probe.metrics import pair_metrics, sort_channels, sorted_rel
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.results import Results, build_results
 from shiftprobe.probe.transforms import Translation, shift_images
+from tolerances import approx
 
 N = 16
 LAYERS = ("conv1", "conv2", "fc1", "logits")
@@ -52,19 +53,23 @@ def _pixels(images):
     return images.unsqueeze(1).float() / 255
 
 
-def _compare(a, b, path="", skip=("seconds", "fast_path"), rel=1e-5, abs_=1e-6):
-    """Every figure of two results dicts equal to float precision (ints, strings, None exactly)."""
+def _compare(a, b, path="", skip=("seconds", "fast_path")):
+    """Every figure of two float32 measurements equal to float32 precision (ints, strings, None exactly).
+
+    The two computations differ in batch composition or kernel, so they agree to the dtype, not bit for
+    bit: a figure whose scale is 1 (cosine, score, relative error, accuracy) within 1e-5 absolute, a
+    distance within 1e-5 relative or 1e-6 absolute (tests/tolerances.py)."""
     if isinstance(a, dict):
         assert set(a) == set(b), (path, set(a) ^ set(b))
         for key in a:
             if key not in skip:
-                _compare(a[key], b[key], f"{path}/{key}", skip, rel, abs_)
+                _compare(a[key], b[key], f"{path}/{key}", skip)
     elif isinstance(a, list):
         assert len(a) == len(b), path
         for u, v in zip(a, b, strict=True):
-            _compare(u, v, path, skip, rel, abs_)
+            _compare(u, v, path, skip)
     elif isinstance(a, float):
-        assert b == pytest.approx(a, rel=rel, abs=abs_), path
+        assert b == approx(a, torch.float32, unit="dist" not in path.rsplit("/", 1)[-1]), path
     else:
         assert a == b, path
 
@@ -103,7 +108,7 @@ def test_counts_pooling_scores_and_exactness(net, data, mode, fast):
     assert list(got) == list(plan.shifts) and all(e["count"] == N for e in got.values())
     for j, s in enumerate(plan.shifts):
         expected = (fc1_t[j] - base["fc1"]).double().norm(dim=1).mean().item()
-        assert got[s]["fc1"]["dist"] == pytest.approx(expected, rel=1e-5, abs=1e-6), s
+        assert got[s]["fc1"]["dist"] == approx(expected, torch.float32), s
         for layer in LAYERS:
             ctrl_block = res["control"][layer]
             assert got[s][layer]["invariance_score"] == pytest.approx(1 - got[s][layer]["dist"] / ctrl_block["dist"], abs=1e-12)
@@ -125,16 +130,18 @@ def test_counts_pooling_scores_and_exactness(net, data, mode, fast):
         assert entry["conv1"]["aligned_rel_max"] < 1e-5
         assert "aligned_rel_no_overlap" not in conv2  # every shift up to 2 leaves certified positions
 
-    # shift (0, 0): cos 1, rel 0, scores 1, aligned_rel 0, predictions unchanged
+    # shift (0, 0): cos 1, rel 0, scores 1, aligned_rel 0, predictions unchanged. To float32 precision,
+    # not bit for bit: the shifted batch (B S images, or the padded pass of the fast path) may take
+    # other kernels than the unshifted one and round differently (a score of 0.9999988 on some CPUs)
     zero = got[0, 0]
     for layer in LAYERS:
-        assert zero[layer]["cos"] == pytest.approx(1, abs=1e-6)
-        assert zero[layer]["rel"] == pytest.approx(0, abs=1e-6)
-        assert zero[layer]["invariance_score"] == pytest.approx(1, abs=1e-6)
+        assert zero[layer]["cos"] == approx(1, torch.float32, unit=True)
+        assert zero[layer]["rel"] == approx(0, torch.float32, unit=True)
+        assert zero[layer]["invariance_score"] == approx(1, torch.float32, unit=True)
     for layer in SPATIAL:
-        assert zero[layer]["equivariance_score"] == pytest.approx(1, abs=1e-6)
-        assert zero[layer]["aligned_rel"] == pytest.approx(0, abs=1e-6)
-    assert zero["logits"]["consistency"] == 1.0
+        assert zero[layer]["equivariance_score"] == approx(1, torch.float32, unit=True)
+        assert zero[layer]["aligned_rel"] == approx(0, torch.float32, unit=True)
+    assert zero["logits"]["consistency"] == 1.0  # an arg-max: unchanged unless two logits tie to 1e-7
 
     def pooled(members, layer, metric):
         return sum(got[s][layer][metric] for s in members) / len(members)  # equal counts: plain means
