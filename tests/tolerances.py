@@ -17,6 +17,8 @@ is then the relative one (a score of exactly 1 is 1 within 1e-5 in float32).
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -48,3 +50,37 @@ def assert_close_dtype(actual: torch.Tensor, expected: torch.Tensor, dtype: torc
     """``torch.testing.assert_close`` with the tolerance of ``dtype`` (default: ``actual``'s)."""
     t = tol(dtype or actual.dtype, unit, scale)
     torch.testing.assert_close(actual, expected, rtol=t["rtol"], atol=t["atol"], msg=msg)
+
+
+def assert_same_figures(a, b, dtype: torch.dtype = torch.float32, skip=("seconds", "seconds_total", "fast_path"),
+                        path: str = "", scales: dict | None = None) -> None:
+    """Two results dicts (or family sections) hold the same figures, to the tolerance of the dtype the
+    networks ran in: ints, strings, booleans and None exactly, NaN where the other is NaN, floats with
+    ``approx(..., unit=True)`` (cosines, scores, relative errors, accuracies, their standard errors);
+    a distance (a key with ``dist``) to the layer's scale, its control distance (``control[layer]
+    ["dist"]`` of the enclosing results): a distance of 0 is rounding noise of the size of the maps.
+    ``skip``: keys left out (timings, which path ran)."""
+    if isinstance(a, dict) and isinstance(a.get("control"), dict):
+        scales = {k: v["dist"] for k, v in a["control"].items() if isinstance(v, dict) and "dist" in v}
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) - set(skip) == set(b) - set(skip), (path, set(a) ^ set(b))
+        for key in set(a) - set(skip):
+            assert_same_figures(a[key], b[key], dtype, skip, f"{path}/{key}", scales)
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            assert_same_figures(u, v, dtype, skip, f"{path}[{i}]", scales)
+    elif isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        assert (math.isnan(a) and math.isnan(b)) or b == _figure_approx(a, dtype, path, scales), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+def _figure_approx(expected: float, dtype: torch.dtype, path: str, scales: dict | None):
+    """``approx`` of one figure at ``path`` (``.../<layer>/<metric>``): see ``assert_same_figures``."""
+    parts = path.split("/")
+    layer, metric = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", parts[-1])
+    if "dist" in metric and scales and layer in scales:
+        rtol = TOLERANCES[dtype][0]
+        return pytest.approx(expected, rel=rtol, abs=rtol * abs(scales[layer]))
+    return approx(expected, dtype, unit=True)

@@ -6,17 +6,15 @@ image (``shift_images``); and the whole measurement with the fast path against t
 shifted images stacked and run through the network).
 """
 
-import math
-
 import pytest
 import torch
+from tolerances import assert_same_figures, tol
 
 from shiftprobe.models import AllConvCNN, GapCNN, LabCNN
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
 from shiftprobe.probe.engine import measure_network
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.transforms import shift_images
-from tolerances import approx, tol
 
 NETWORKS = {
     "lab": lambda: LabCNN(),
@@ -87,24 +85,6 @@ def test_window_maps_hold_the_numbers_of_the_unshifted_map(name):
         capture.remove()
 
 
-def _assert_same_figures(a, b, path=""):
-    if isinstance(a, dict):
-        assert set(a) == set(b), (path, set(a) ^ set(b))
-        for key in a:
-            if key not in ("seconds", "fast_path"):
-                _assert_same_figures(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for u, v in zip(a, b, strict=True):
-            _assert_same_figures(u, v, path)
-    elif isinstance(a, float) and math.isnan(a):
-        assert isinstance(b, float) and math.isnan(b), path
-    elif isinstance(a, float):
-        assert b == approx(a, torch.float32, unit="dist" not in path.rsplit("/", 1)[-1]), path
-    else:
-        assert a == b, path
-
-
 @pytest.mark.parametrize("name", ["blurpool", "gap", "allconv"])
 def test_fast_path_measurement_equals_the_plain_path(name):
     torch.manual_seed(0)
@@ -115,7 +95,7 @@ def test_fast_path_measurement_equals_the_plain_path(name):
     fast = measure_network(net, x, y, plan, fast_path=True, batch_size=5, workers=1)
     plain = measure_network(net, x, y, plan, fast_path=False, batch_size=5, workers=1)
     assert fast["fast_path"] is True and plain["fast_path"] is False
-    _assert_same_figures(plain, fast)
+    assert_same_figures(plain, fast, torch.float32, skip=("seconds", "fast_path"))
 
 
 def test_blurpool_conv2_is_exact_at_even_shifts_on_its_certified_region():

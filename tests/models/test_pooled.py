@@ -6,13 +6,13 @@ import hydra
 import pytest
 import torch
 from conftest import compose_config
+from tolerances import assert_close_dtype
 
 import shiftprobe
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.models import FlipPooledCNN, LabCNN, RotPooledCNN
 from shiftprobe.models.pooled import RECEPTIVE_FIELDS
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
-from tolerances import assert_close_dtype
 
 INVARIANT_TOL = 1e-5  # float32: the copies are permuted, only the order of the float sum changes
 NOT_EQUIVARIANT = 1e-2
