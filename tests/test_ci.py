@@ -44,3 +44,25 @@ def test_ci_removes_its_virtual_environment_at_exit():
     lines = commands((ROOT / ".ci" / "run").read_text())
     assert 'venv_dir="$(mktemp -d)"' in lines and 'venv="$venv_dir/venv"' in lines
     assert 'rm -rf "$venv_dir"' in lines and "trap cleanup EXIT" in lines
+
+
+def test_ci_runs_the_numerics_tests_again_on_the_scalar_kernels_under_the_kernel_jitter():
+    """After the whole suite, the tests marked numerics run again with ATEN_CPU_CAPABILITY=default and
+    SHIFTPROBE_KERNEL_JITTER=1 (tests/kernel_jitter.py): an assumption of bit-identical floats shows up in CI."""
+    lines = commands((ROOT / ".ci" / "run").read_text())
+    whole = [i for i, line in enumerate(lines) if line.startswith("run_pytest ||")]
+    again = [i for i, line in enumerate(lines) if "run_pytest -m numerics" in line]
+    assert whole and again and whole[0] < again[0], lines
+    assert "ATEN_CPU_CAPABILITY=default" in lines[again[0]] and "SHIFTPROBE_KERNEL_JITTER=1" in lines[again[0]]
+    assert lines[-1] == 'exit "$status"' and "|| status=$?" in lines[again[0]]  # a failure of either fails CI
+
+
+def test_the_numerics_marker_selects_the_probe_and_models_tests():
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "numerics",
+         "tests/probe/test_plan.py", "tests/models/test_lab.py", "tests/data/test_augment.py"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    selected = [line.split("::")[0] for line in done.stdout.splitlines() if "::" in line]
+    assert done.returncode == 0 and selected, done.stdout[-2000:] + done.stderr[-2000:]
+    assert set(selected) == {"tests/probe/test_plan.py", "tests/models/test_lab.py"}

@@ -8,7 +8,7 @@ would make the host wait for the device when one of its tensor arguments is such
 ``bool()`` / ``int()`` / ``float()`` / ``.item()`` / ``.tolist()`` / ``.cpu()``, ``nonzero`` and the
 other data-dependent output shapes, ``torch.equal``, and indexing with a boolean mask. The plan's
 shifts are host tensors and may drive Python control flow; reads marked with ``engine.host_read()``
-are allowed (the one-off check of ``window_layers``).
+are allowed (the check of ``window_layers``, once per batch shape).
 
 The guard is active inside ``batch_updates`` (translation and family engines) and the accumulator's
 ``update``; everything else of the measurement (geometry inference, ``compute``) may read the device.
