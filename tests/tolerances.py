@@ -31,6 +31,14 @@ TOLERANCES = {
 }
 
 
+#: figures derived from a variance (standard errors, intervals, spreads over inits), by key suffix
+SPREADS = ("_se", "_ci", "_std")
+#: their absolute precision at unit scale: a variance from float64 sums of squares, E[x^2] - E[x]^2,
+#: keeps about half of float64's digits, so its square root is good to ~sqrt(eps64) = 1.5e-8 (a standard
+#: error of 0 may come out as 6e-9 when the per-pair values round differently); float32 is coarser anyway
+SPREAD_ATOL = 1e-7
+
+
 def tol(dtype: torch.dtype = torch.float32, unit: bool = False, scale: float = 1.0) -> dict[str, float]:
     """``{"rtol": ..., "atol": ...}`` for a result computed in ``dtype`` (``torch.testing.assert_close``'s
     keywords); ``unit``: the quantity's scale is 1 (absolute = relative); ``scale`` multiplies both (a
@@ -56,9 +64,10 @@ def assert_same_figures(a, b, dtype: torch.dtype = torch.float32, skip=("seconds
                         path: str = "", scales: dict | None = None) -> None:
     """Two results dicts (or family sections) hold the same figures, to the tolerance of the dtype the
     networks ran in: ints, strings, booleans and None exactly, NaN where the other is NaN, floats with
-    ``approx(..., unit=True)`` (cosines, scores, relative errors, accuracies, their standard errors);
-    a distance (a key with ``dist``) to the layer's scale, its control distance (``control[layer]
-    ["dist"]`` of the enclosing results): a distance of 0 is rounding noise of the size of the maps.
+    ``approx(..., unit=True)`` (cosines, scores, relative errors, accuracies), figures derived from a
+    variance (``SPREADS``) to at least ``SPREAD_ATOL``; a distance (a key with ``dist``) to the layer's
+    scale, its control distance (``control[layer]["dist"]`` of the enclosing results): a distance of 0 is
+    rounding noise of the size of the maps.
     ``skip``: keys left out (timings, which path ran)."""
     if isinstance(a, dict) and isinstance(a.get("control"), dict):
         scales = {k: v["dist"] for k, v in a["control"].items() if isinstance(v, dict) and "dist" in v}
@@ -80,7 +89,10 @@ def _figure_approx(expected: float, dtype: torch.dtype, path: str, scales: dict 
     """``approx`` of one figure at ``path`` (``.../<layer>/<metric>``): see ``assert_same_figures``."""
     parts = path.split("/")
     layer, metric = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", parts[-1])
+    rtol = TOLERANCES[dtype][0]
+    atol = rtol
+    if metric.split("[")[0].endswith(SPREADS):
+        atol = max(atol, SPREAD_ATOL)
     if "dist" in metric and scales and layer in scales:
-        rtol = TOLERANCES[dtype][0]
-        return pytest.approx(expected, rel=rtol, abs=rtol * abs(scales[layer]))
-    return approx(expected, dtype, unit=True)
+        atol *= abs(scales[layer])
+    return pytest.approx(expected, rel=rtol, abs=atol)
