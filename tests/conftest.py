@@ -17,9 +17,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from kernel_jitter import ENV as KERNEL_JITTER_ENV
+from kernel_jitter import kernel_jitter
 from omegaconf import DictConfig, open_dict, read_write
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+#: test folders marked ``numerics`` (float results of networks: run again by .ci/run on the scalar kernels)
+NUMERICS_DIRS = ("probe", "models")
 CONF_DIR = ROOT / "conf"
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
@@ -123,3 +128,22 @@ def make_cfg(mnist_root, tmp_path):
         return compose_config(config_name, test_overrides(mnist_root, out_dir) + list(overrides), out_dir)
 
     return _make
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under ``NUMERICS_DIRS`` is marked ``numerics`` (others may carry the marker themselves)."""
+    for item in items:
+        parts = Path(str(item.path)).resolve().relative_to(TESTS).parts
+        if len(parts) > 1 and parts[0] in NUMERICS_DIRS:
+            item.add_marker(pytest.mark.numerics)
+
+
+@pytest.fixture(autouse=True)
+def _kernel_jitter_when_asked(request):
+    """With ``SHIFTPROBE_KERNEL_JITTER=1``, a ``numerics`` test runs under ``kernel_jitter`` (a CPU whose
+    kernels round differently by shape; tests/kernel_jitter.py)."""
+    if os.environ.get(KERNEL_JITTER_ENV) == "1" and request.node.get_closest_marker("numerics"):
+        with kernel_jitter():
+            yield
+    else:
+        yield

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TESTS, pytest_collection_modifyitems
 
 
 def commands(script: str) -> list[str]:
@@ -44,3 +44,28 @@ def test_ci_removes_its_virtual_environment_at_exit():
     lines = commands((ROOT / ".ci" / "run").read_text())
     assert 'venv_dir="$(mktemp -d)"' in lines and 'venv="$venv_dir/venv"' in lines
     assert 'rm -rf "$venv_dir"' in lines and "trap cleanup EXIT" in lines
+
+
+def test_ci_runs_the_numerics_tests_again_on_the_scalar_kernels_under_the_kernel_jitter():
+    """After the whole suite, the tests marked numerics run again with ATEN_CPU_CAPABILITY=default and
+    SHIFTPROBE_KERNEL_JITTER=1 (tests/kernel_jitter.py): an assumption of bit-identical floats shows up in CI."""
+    lines = commands((ROOT / ".ci" / "run").read_text())
+    whole = [i for i, line in enumerate(lines) if line.startswith("run_pytest ||")]
+    again = [i for i, line in enumerate(lines) if "run_pytest -m numerics" in line]
+    assert whole and again and whole[0] < again[0], lines
+    assert "ATEN_CPU_CAPABILITY=default" in lines[again[0]] and "SHIFTPROBE_KERNEL_JITTER=1" in lines[again[0]]
+    assert lines[-1] == 'exit "$status"' and "|| status=$?" in lines[again[0]]  # a failure of either fails CI
+
+
+def test_the_numerics_marker_is_on_the_probe_and_models_tests():
+    class Item:
+        def __init__(self, path):
+            self.path, self.markers = path, []
+
+        def add_marker(self, marker):
+            self.markers.append(marker.name)
+
+    items = [Item(TESTS / "probe" / "test_plan.py"), Item(TESTS / "models" / "test_lab.py"),
+             Item(TESTS / "data" / "test_augment.py"), Item(TESTS / "test_ci.py")]
+    pytest_collection_modifyitems(None, items)
+    assert [item.markers for item in items] == [["numerics"], ["numerics"], [], []]

@@ -6,10 +6,9 @@ image (``shift_images``); and the whole measurement with the fast path against t
 shifted images stacked and run through the network).
 """
 
-import math
-
 import pytest
 import torch
+from tolerances import assert_same_figures, tol
 
 from shiftprobe.models import AllConvCNN, GapCNN, LabCNN
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
@@ -35,6 +34,12 @@ def _images(channels: int, n: int = 5, seed: int = 0) -> torch.Tensor:
     return x
 
 
+def _map_tolerance(expected: torch.Tensor) -> float:
+    """float32 to the scale of the map: its two computations (the padded pass, the network on the shifted
+    image) may take other kernels and round apart, by a few ulps of the largest value."""
+    return tol(torch.float32, unit=True)["atol"] * max(1.0, float(expected.abs().max()))
+
+
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_every_probe_point_equals_the_network_on_the_shifted_images(name):
     torch.manual_seed(0)
@@ -53,15 +58,15 @@ def test_every_probe_point_equals_the_network_on_the_shifted_images(name):
                     expected = ref[layer.name]
                     got = fast[layer.name][:, j]
                     assert got.shape == expected.shape, (layer.name, dy, dx)
-                    tol = 1e-6 * max(1.0, float(expected.abs().max()))  # float32: a few ulps of the largest value
-                    assert (got - expected).abs().max() <= tol, (layer.name, dy, dx)
+                    assert (got - expected).abs().max() <= _map_tolerance(expected), (layer.name, dy, dx)
     finally:
         capture.remove()
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_window_maps_hold_the_very_numbers_of_the_unshifted_map(name):
-    """``crop_window_maps`` at the zero shift are f(x) bit for bit (what the engine's exact zeros rely on);
+def test_window_maps_hold_the_numbers_of_the_unshifted_map(name):
+    """``crop_window_maps`` at the zero shift are f(x) (to float32: the padded pass may take another kernel;
+    where it is bit for bit, the engine's exact zeros use it, tests/probe/test_bit_identity_fallbacks.py);
     the blur pool's conv2 is not among them (its reflect padding depends on the window)."""
     torch.manual_seed(0)
     net = NETWORKS[name]().eval()
@@ -74,27 +79,10 @@ def test_window_maps_hold_the_very_numbers_of_the_unshifted_map(name):
             basis = net.crop_shift_basis(x, 3)
             base = capture.run(x)
             for layer in layers:
-                assert torch.equal(net.crop_window(basis, layer.name, 0, 0), base[layer.name]), layer.name
+                window, expected = net.crop_window(basis, layer.name, 0, 0), base[layer.name]
+                assert (window - expected).abs().max() <= _map_tolerance(expected), layer.name
     finally:
         capture.remove()
-
-
-def _assert_same_figures(a, b, path=""):
-    if isinstance(a, dict):
-        assert set(a) == set(b), (path, set(a) ^ set(b))
-        for key in a:
-            if key not in ("seconds", "fast_path"):
-                _assert_same_figures(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for u, v in zip(a, b, strict=True):
-            _assert_same_figures(u, v, path)
-    elif isinstance(a, float) and math.isnan(a):
-        assert isinstance(b, float) and math.isnan(b), path
-    elif isinstance(a, float):
-        assert b == pytest.approx(a, rel=1e-5, abs=1e-6), path
-    else:
-        assert a == b, path
 
 
 @pytest.mark.parametrize("name", ["blurpool", "gap", "allconv"])
@@ -107,7 +95,7 @@ def test_fast_path_measurement_equals_the_plain_path(name):
     fast = measure_network(net, x, y, plan, fast_path=True, batch_size=5, workers=1)
     plain = measure_network(net, x, y, plan, fast_path=False, batch_size=5, workers=1)
     assert fast["fast_path"] is True and plain["fast_path"] is False
-    _assert_same_figures(plain, fast)
+    assert_same_figures(plain, fast, torch.float32, skip=("seconds", "fast_path"))
 
 
 def test_blurpool_conv2_is_exact_at_even_shifts_on_its_certified_region():

@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from tolerances import approx, assert_same_figures, tol
 
 import shiftprobe.probe.engine as engine
 from shiftprobe.models.lab import LabCNN
@@ -52,21 +53,10 @@ def _pixels(images):
     return images.unsqueeze(1).float() / 255
 
 
-def _compare(a, b, path="", skip=("seconds", "fast_path"), rel=1e-5, abs_=1e-6):
-    """Every figure of two results dicts equal to float precision (ints, strings, None exactly)."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), (path, set(a) ^ set(b))
-        for key in a:
-            if key not in skip:
-                _compare(a[key], b[key], f"{path}/{key}", skip, rel, abs_)
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for u, v in zip(a, b, strict=True):
-            _compare(u, v, path, skip, rel, abs_)
-    elif isinstance(a, float):
-        assert b == pytest.approx(a, rel=rel, abs=abs_), path
-    else:
-        assert a == b, path
+def _compare(a, b):
+    """Every figure of two float32 measurements, to float32 precision (tests/tolerances.py): the two
+    computations differ in batch composition or kernel, so they agree to the dtype, not bit for bit."""
+    assert_same_figures(a, b, torch.float32, skip=("seconds", "fast_path"))
 
 
 @pytest.mark.parametrize("mode,fast", [("crop", True), ("crop", False), ("roll", False)])
@@ -103,7 +93,7 @@ def test_counts_pooling_scores_and_exactness(net, data, mode, fast):
     assert list(got) == list(plan.shifts) and all(e["count"] == N for e in got.values())
     for j, s in enumerate(plan.shifts):
         expected = (fc1_t[j] - base["fc1"]).double().norm(dim=1).mean().item()
-        assert got[s]["fc1"]["dist"] == pytest.approx(expected, rel=1e-5, abs=1e-6), s
+        assert got[s]["fc1"]["dist"] == approx(expected, torch.float32), s
         for layer in LAYERS:
             ctrl_block = res["control"][layer]
             assert got[s][layer]["invariance_score"] == pytest.approx(1 - got[s][layer]["dist"] / ctrl_block["dist"], abs=1e-12)
@@ -125,16 +115,18 @@ def test_counts_pooling_scores_and_exactness(net, data, mode, fast):
         assert entry["conv1"]["aligned_rel_max"] < 1e-5
         assert "aligned_rel_no_overlap" not in conv2  # every shift up to 2 leaves certified positions
 
-    # shift (0, 0): cos 1, rel 0, scores 1, aligned_rel 0, predictions unchanged
+    # shift (0, 0): cos 1, rel 0, scores 1, aligned_rel 0, predictions unchanged. To float32 precision,
+    # not bit for bit: the shifted batch (B S images, or the padded pass of the fast path) may take
+    # other kernels than the unshifted one and round differently (a score of 0.9999988 on some CPUs)
     zero = got[0, 0]
     for layer in LAYERS:
-        assert zero[layer]["cos"] == pytest.approx(1, abs=1e-6)
-        assert zero[layer]["rel"] == pytest.approx(0, abs=1e-6)
-        assert zero[layer]["invariance_score"] == pytest.approx(1, abs=1e-6)
+        assert zero[layer]["cos"] == approx(1, torch.float32, unit=True)
+        assert zero[layer]["rel"] == approx(0, torch.float32, unit=True)
+        assert zero[layer]["invariance_score"] == approx(1, torch.float32, unit=True)
     for layer in SPATIAL:
-        assert zero[layer]["equivariance_score"] == pytest.approx(1, abs=1e-6)
-        assert zero[layer]["aligned_rel"] == pytest.approx(0, abs=1e-6)
-    assert zero["logits"]["consistency"] == 1.0
+        assert zero[layer]["equivariance_score"] == approx(1, torch.float32, unit=True)
+        assert zero[layer]["aligned_rel"] == approx(0, torch.float32, unit=True)
+    assert zero["logits"]["consistency"] == 1.0  # an arg-max: unchanged unless two logits tie to 1e-7
 
     def pooled(members, layer, metric):
         return sum(got[s][layer][metric] for s in members) / len(members)  # equal counts: plain means
@@ -246,8 +238,8 @@ def test_rank_split_sums_to_single_process(net, data, monkeypatch):
     by_hand = _merge_raw([acc.compute() for acc, _, _ in created[1:]])
     assert set(by_hand) == set(raw_whole)
     for key, value in raw_whole.items():
-        # float32 features: batch-dependent rounding
-        assert torch.allclose(by_hand[key], value, rtol=1e-6, atol=1e-5), key
+        # float32 features: batch-dependent rounding (sums of unit-scale values and of distances)
+        assert torch.allclose(by_hand[key], value, **tol(torch.float32, unit=True)), key
     _, args, kwargs = created[1]
     reduced = real(*args, **kwargs)  # a fresh accumulator: merge_state applies each state's dist_reduce_fx
     for acc, _, _ in created[1:]:
@@ -256,7 +248,7 @@ def test_rank_split_sums_to_single_process(net, data, monkeypatch):
         warnings.simplefilter("ignore", UserWarning)
         reduced = reduced.compute()
     for key, value in by_hand.items():
-        assert torch.equal(reduced[key], value), key
+        assert torch.equal(reduced[key], value), key  # the same two float64 states added (or maximised)
     geometry = infer_geometry(net, resolve_layers(net, None), (1, 28, 28))
     rebuilt = build_results(reduced, plan, LAYERS, geometry, whole["control"]["offset"], whole["classifier"])
     _compare({k: whole[k] for k in rebuilt}, rebuilt)

@@ -115,8 +115,8 @@ _host_reads = _HostReads()
 @contextlib.contextmanager
 def host_read():
     """Marks an intentional read of a device value on the host (a host-device synchronisation on an
-    accelerator). The per-batch work has none on the accelerator path, except the one-off check of
-    ``_Probe.window_layers``; the sync-guard test (tests/probe/test_sync_guard.py) fails on any other."""
+    accelerator). The per-batch work has none on the accelerator path, except the check of
+    ``_Probe.window_layers`` (once per batch shape); the sync-guard test (tests/probe/test_sync_guard.py) fails on any other."""
     _host_reads.depth += 1
     try:
         yield
@@ -203,8 +203,8 @@ class _Probe:
         #: the uniform plan's shifts as Python tuples (host) and their shift ids on the device (built once)
         self.shift_list: list[tuple[int, int]] = [tuple(map(int, v)) for v in plan.shifts] if plan.uniform else []
         self._uniform_ids: torch.Tensor | None = None
-        #: on an accelerator, ``window_layers`` is decided on the first batch and kept
-        self._window_layers: set | None = None
+        #: on an accelerator, ``window_layers`` is decided on the first batch of each shape and kept
+        self._window_layers: dict[tuple, set] = {}
         self.capture = LayerCapture(model, layers, feed=feed)
         self.spatial = [n for n in self.names if geometry[n].spatial]
         self.exact = [n for n in self.spatial if geometry[n].exact_test]
@@ -241,8 +241,9 @@ class _Probe:
         ``shift_list``: the uniform plan's shifts of these columns as Python tuples.
 
         ``windows``: ``shifted`` and ``base`` are windows of the same maps (the crop fast path, see
-        ``crop_window_maps``), so at a shift the stride divides, the certified positions of ``f(T x)`` hold
-        the very numbers of ``f(x)`` there: all three are exactly 0 (NaN without certified positions).
+        ``crop_window_maps``; ``window_layers`` checked the zero shift's window against ``f(x)`` bit for
+        bit), so at a shift the stride divides, the certified positions of ``f(T x)`` hold the very numbers
+        of ``f(x)`` there: all three are exactly 0 (NaN without certified positions).
         ``norms``: the batch's cache of ``||f(x)[Q - m]||`` by offset for this layer (uniform plans)."""
         if not self.plan.uniform:
             return self._aligned_per_pair(name, base, shifted, shifts)
@@ -306,7 +307,9 @@ class _Probe:
 
     def certified_sorted(self, f_x, f_t, aligned: torch.Tensor, offset, geo) -> torch.Tensor:
         """``sorted_rel_certified`` of the pairs of one shift. Sorting is a contraction, so a pair whose
-        certified maps are identical (``aligned_rel == 0``) scores exactly 0 without being sorted.
+        certified maps are identical (``aligned_rel == 0``) scores exactly 0 without being sorted; a pair
+        whose maps differ, if only by the rounding of another kernel, is sorted (its value is then at most
+        its ``aligned_rel``, about 1e-7 in float32).
 
         Skipping those pairs is a CPU speed-up decided on the values (host reads). On an accelerator
         every pair is sorted and the exact ones are set to 0 with ``torch.where`` (branch-free: the
@@ -444,18 +447,27 @@ class _Probe:
 
     def window_layers(self, base: dict, basis: dict | None) -> set:
         """The exact-test layers whose shifted maps, in the crop fast path, are windows of the same maps
-        as ``f(x)`` itself (the model's ``crop_window_maps``, checked bit for bit against ``f(x)``)."""
+        as ``f(x)`` itself (the model's ``crop_window_maps``, checked bit for bit against ``f(x)``).
+
+        Only for these does the batch claim exact figures without computing them: ``aligned_rel``,
+        ``nearest_aligned_rel`` and ``sorted_rel_certified`` 0 at the shifts the stride divides (``aligned``
+        with ``windows``), ``dist`` 0 at the zero shift (``window_pair_metrics``' ``same``). The check fails
+        where the padded pass takes another kernel than the unpadded one and rounds apart (or the model's
+        windows are not ``f(x)``): that layer's figures are then computed from its shifted maps, as on the
+        plain path (``pair_metrics``, ``aligned_values``, ``certified_sorted``), so they carry the rounding
+        (about 1e-7 in float32, below ``exact_tolerance``) and nothing is claimed exact that is not.
+        The kernels are chosen by shape: on an accelerator the check (a host read) is made on the first
+        batch of each shape and kept for the batches of that shape."""
         names = [n for n in self.exact if n in getattr(self.model, "crop_window_maps", ())]
         if basis is None or not names:
             return set()
-        if self.accelerator and self._window_layers is not None:
-            # on an accelerator the check (a host read) is made on the first batch only: whether the
-            # window of the padded pass reproduces f(x) bit for bit is a property of the kernels
-            return self._window_layers
+        shape = tuple(base[names[0]].shape)
+        if self.accelerator and shape in self._window_layers:
+            return self._window_layers[shape]
         with host_read():  # the zero shift's window, cut as probe_crop_shifts cuts it
             found = {n for n in names if torch.equal(self.model.crop_window(basis, n, 0, 0), base[n])}
         if self.accelerator:
-            self._window_layers = found
+            self._window_layers[shape] = found
         return found
 
     def image_update(self, values: torch.Tensor, ids: torch.Tensor, control: dict) -> dict:
