@@ -9,6 +9,7 @@ the invariance by ``torch.roll`` and a direct comparison of the outputs."""
 import copy
 import functools
 import io
+import json
 import pickle
 
 import hydra
@@ -376,3 +377,29 @@ def test_the_variants_load_the_plain_networks_weights():
         net = SmallResNet(pool=pool, padding="circular")
         net.load_state_dict(state)
         assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", ["aps", "max"])
+def test_train_py_reports_the_positive_control(pool, mnist_root, tmp_path):
+    """``python train.py model=gap model.pool=aps model.padding=circular shift.mode=roll``: results.json
+    holds logits consistency 1 and invariance score 1 for the trained and the untrained network; with
+    max-pool down-sampling the invariance score is clearly below 1 and results.md does not call it exact."""
+    from shiftprobe.app.train import train
+
+    callbacks = "callbacks=[model_checkpoint,shift_probe]"
+    overrides = [o if not o.startswith("callbacks=") else callbacks for o in test_overrides(mnist_root, tmp_path)]
+    settings = ["model=gap", f"model.pool={pool}", "model.padding=circular", "shift.mode=roll", "shift=small",
+                "+trainer.limit_train_batches=5", "callbacks.shift_probe.max_images=8",
+                "callbacks.shift_probe.figures=false", "callbacks.shift_probe.progress=false"]
+    train(compose_config("train", [*overrides, *settings], tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    for network in (results, results["untrained"]):
+        logits = [network["summary"]["logits"]] + [s["logits"] for s in network["shifts"]]
+        scores = [b["invariance_score"] for b in logits]
+        if pool == "aps":
+            assert all(b["consistency"] == 1.0 for b in logits) and all(abs(s - 1.0) < 1e-4 for s in scores)
+        else:
+            assert network["summary"]["logits"]["invariance_score"] < 1.0 - 1e-3
+    exact = "**logits** is exactly invariant" in (tmp_path / "results.md").read_text()
+    assert exact is (pool == "aps")

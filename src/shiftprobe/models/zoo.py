@@ -155,11 +155,8 @@ def probe_layers(model: nn.Module, small_input: bool = False) -> tuple[list[str]
     if is_resnet(model):
         stem = "maxpool" if not small_input else ("relu" if "relu" in modules else "act1")
         return [stem, "layer1", "layer2", "layer3", "layer4", "fc"], {"logits": "fc"}
-    features, classifier = getattr(model, "features", None), getattr(model, "classifier", None)
-    if isinstance(features, nn.Sequential) and isinstance(classifier, nn.Sequential) and any(
-        isinstance(m, nn.MaxPool2d) for m in features
-    ):  # a VGG
-        pools = [f"features.{n}" for n, m in features.named_children() if isinstance(m, nn.MaxPool2d)]
+    if type(model).__name__ == "VGG":  # torchvision's: features (convolutions and max pools), classifier
+        pools = [f"features.{n}" for n, m in model.features.named_children() if isinstance(m, nn.MaxPool2d)]
         return [*pools, "classifier"], {"logits": "classifier"}
     info = getattr(model, "feature_info", None)
     head = model.get_classifier() if callable(getattr(model, "get_classifier", None)) else None
