@@ -229,9 +229,9 @@ def _recorded_model(source: CheckpointFile) -> nn.Module:
     if isinstance(model_cfg, Mapping) and "_target_" in model_cfg:
         import hydra
 
-        from shiftprobe.app.checkpoint_compat import upgrade_targets
+        from shiftprobe.app.checkpoint_compat import upgrade_targets, without_weight_source
 
-        return hydra.utils.instantiate(upgrade_targets(dict(model_cfg)))
+        return hydra.utils.instantiate(without_weight_source(upgrade_targets(dict(model_cfg))))
     from shiftprobe.models import LabCNN
 
     return LabCNN()

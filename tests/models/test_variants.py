@@ -21,6 +21,7 @@ from reference import one_thread
 from torch import nn
 
 import shiftprobe
+from shiftprobe.errors import ShiftProbeError
 from shiftprobe.models import AllConvCNN, GapCNN, LabCNN, SmallResNet, apply_variants
 from shiftprobe.models.aps import APSDownsample2d, PolyphaseChoice
 from shiftprobe.models.blurpool import BlurPool2d
@@ -403,3 +404,19 @@ def test_train_py_reports_the_positive_control(pool, mnist_root, tmp_path):
             assert network["summary"]["logits"]["invariance_score"] < 1.0 - 1e-3
     exact = "**logits** is exactly invariant" in (tmp_path / "results.md").read_text()
     assert exact is (pool == "aps")
+
+
+def test_a_checkpoint_written_before_the_variant_keys_still_fits():
+    """A GapCNN checkpoint whose recorded settings have no pool / padding / blur_filter_size (written
+    before they existed) was built at their defaults: resuming it with the defaults is no difference,
+    with another pool it is one line naming the key."""
+    from shiftprobe.app.checkpoint_compat import check_checkpoint_fits
+    from shiftprobe.lit.module import ShiftProbeModule
+
+    module = ShiftProbeModule(net=GapCNN())
+    old = {"_target_": "shiftprobe.models.GapCNN", "in_channels": 1, "normalize": False}
+    checkpoint = {"hyper_parameters": {"config": {"model": old}}, "state_dict": module.state_dict()}
+    run = {**old, "pool": "max", "padding": "valid", "blur_filter_size": 3}
+    check_checkpoint_fits(checkpoint, "old.ckpt", run, module, "resume")
+    with pytest.raises(ShiftProbeError, match="model.pool is 'max' in the checkpoint but 'aps' in this run"):
+        check_checkpoint_fits(checkpoint, "old.ckpt", {**run, "pool": "aps"}, module, "resume")

@@ -199,6 +199,8 @@ def test_timm_probe_points_from_feature_info_and_unknown_names():
     assert net.layer_aliases == {"logits": "head.fc"}
     with pytest.raises(ValueError, match=r"model.name='resnet1888' is not a timm model; close matches: resnet18"):
         timm_model("resnet1888")
+    with pytest.raises(ValueError, match=r"model.pool=aps model.padding=zeros: .* not for model=timm"):
+        timm_model("resnet18", pool="aps")
 
 
 # -- the configs ---------------------------------------------------------------------------------------------
@@ -249,3 +251,23 @@ def test_what_only_the_build_can_tell_is_one_line_too(overrides, expected, mnist
     with pytest.raises(ShiftProbeError) as err:
         build_network(cfg)
     assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+
+
+def test_a_checkpoint_of_a_run_that_started_from_a_weights_file_loads_without_it(tmp_path):
+    """The recorded ``model.weights`` file is where training started; the checkpoint holds the weights, so
+    rebuilding its network (``shiftprobe.load_network``, eval.py) does not read that file again."""
+    import shiftprobe
+
+    torch.manual_seed(0)
+    net = torchvision_model("shufflenet_v2_x0_5")
+    settings = {"_target_": "shiftprobe.models.torchvision_model", "name": "shufflenet_v2_x0_5", "in_channels": 1,
+                "num_classes": 10, "small_input": False, "pool": "max", "padding": "zeros", "blur_filter_size": 3,
+                "weights": str(tmp_path / "gone.pt"), "normalize": False, "image_size": 28}
+    checkpoint = {"pytorch-lightning_version": "2.6.0", "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                  "hyper_parameters": {"config": {"model": settings}}}
+    torch.save(checkpoint, tmp_path / "run.ckpt")
+    loaded = shiftprobe.load_network(tmp_path / "run.ckpt")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in net.state_dict().items())
+    from shiftprobe.app.checkpoint_compat import model_differences
+
+    assert model_differences(settings, {**settings, "weights": None}) == []

@@ -24,7 +24,12 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint, upgrade_targets
+from shiftprobe.app.checkpoint_compat import (
+    check_checkpoint_fits,
+    load_checkpoint,
+    upgrade_targets,
+    without_weight_source,
+)
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.app.train import (
     build_module,
@@ -72,7 +77,7 @@ def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
         return
     with open_dict(cfg):
         if isinstance(saved.get("model"), dict):
-            model = OmegaConf.create(saved["model"])
+            model = OmegaConf.create(without_weight_source(saved["model"]))  # the checkpoint holds the weights
             if OmegaConf.to_container(cfg.model, resolve=True) != OmegaConf.to_container(model, resolve=True):
                 log.info(
                     "model settings from the checkpoint: %s", OmegaConf.to_container(model, resolve=True)

@@ -286,13 +286,21 @@ def timm_model(
     in_channels: int = 1,
     num_classes: int = 10,
     small_input: bool = False,
+    pool: str = "max",
+    padding: str = "zeros",
     weights: str | None = None,
     normalize: bool = False,
     image_size: int | None = None,
 ) -> nn.Module:
     """A timm classification network, untrained (``timm.create_model(name, pretrained=False, ...)``),
     built for the data; the keys as ``torchvision_model``'s. The ``pool`` / ``padding`` variants are
-    not offered for timm models. Needs the optional extra ``shiftprobe[timm]``."""
+    not offered for timm models (only ``pool="max"``, ``padding="zeros"``: the network as built).
+    Needs the optional extra ``shiftprobe[timm]``."""
+    if (pool, padding) != ("max", "zeros"):
+        raise ValueError(
+            f"model.pool={pool} model.padding={padding}: the variants are offered for {VARIANT_FAMILIES} "
+            f"and the built-in CNNs, not for model=timm; use model.pool=max model.padding=zeros"
+        )
     try:
         import timm
     except ImportError:
