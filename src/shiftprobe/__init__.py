@@ -29,6 +29,9 @@ _EXPORTS = {
     "LabCNN": "shiftprobe.models",
     "RotPooledCNN": "shiftprobe.models",
     "SmallResNet": "shiftprobe.models",
+    "apply_variants": "shiftprobe.models",
+    "timm_model": "shiftprobe.models",
+    "torchvision_model": "shiftprobe.models",
     "export_pairs": "shiftprobe.probe.export",
     "lie_derivative": "shiftprobe.probe.lie_derivative",
 }
@@ -52,6 +55,7 @@ __all__ = [
     "SubpixelTranslation",
     "Translation",
     "__version__",
+    "apply_variants",
     "export_pairs",
     "family_from_name",
     "lie_derivative",
@@ -59,4 +63,6 @@ __all__ = [
     "load_results",
     "measure",
     "measure_family",
+    "timm_model",
+    "torchvision_model",
 ]

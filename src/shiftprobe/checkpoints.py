@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.stored_config import checked_model_config
+from shiftprobe.stored_config import checked_model_config, without_weight_source
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _recorded_model(source: CheckpointFile) -> nn.Module:
     model_cfg = config.get("model") if isinstance(config, Mapping) else None
     if isinstance(model_cfg, Mapping) and "_target_" in model_cfg:
         where = f"path={str(source.path)!r}"
-        cls, kwargs = checked_model_config(model_cfg, where)
+        cls, kwargs = checked_model_config(without_weight_source(model_cfg), where)
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as err:

@@ -43,13 +43,24 @@ def upgrade_targets(config):
     return config
 
 
+#: model keys that say where a run's starting weights came from, not what the network is: not compared
+#: with the run's, and not read again when the network is rebuilt from a checkpoint (it holds the weights)
+WEIGHT_SOURCE_KEYS = ("weights",)
+
+
+def without_weight_source(model: dict) -> dict:
+    """A recorded model config to rebuild the network from a checkpoint: ``weights`` (``model=torchvision``'s
+    starting weights) set to None, so the file is not read again (the checkpoint's weights are loaded)."""
+    return {k: (None if k in WEIGHT_SOURCE_KEYS else v) for k, v in model.items()}
+
+
 def model_targets() -> dict[str, type]:
     """Every ``_target_`` a stored model setting may name -> the class it builds: each class of
     ``shiftprobe.models`` as ``shiftprobe.models.<Name>`` and as ``<its module>.<Name>``."""
     import shiftprobe.models as models
 
     out = {}
-    for name in models.__all__:
+    for name in models.BUILDERS:
         cls = getattr(models, name)
         out[f"shiftprobe.models.{name}"] = cls
         out[f"{cls.__module__}.{cls.__qualname__}"] = cls

@@ -45,7 +45,7 @@ BAD = [
     ("shift.mode=sideways", "shift.mode='sideways' is not allowed: use one of ['crop', 'roll']."),
     ("shift.pattern=spiral", "shift.pattern='spiral' is not allowed: use one of ['grid', 'axis', 'random']."),
     ("shift.max_shift=1.5", "shift.max_shift=1.5 is not allowed: use an integer, e.g. max_shift=4."),
-    ("model.pool=avg", "model.pool='avg' is not allowed: use one of ['max', 'blur']."),
+    ("model.pool=avg", "model.pool='avg' is not allowed: use one of ['max', 'blur', 'aps']."),
     ("model.padding=same", "model.padding='same' is not allowed: use one of ['valid', 'circular']."),
     ("data.normalize=maybe", "data.normalize='maybe' is not allowed: use true or false."),
     # OmegaConf would read these as False / 3, but the job would receive the text ("no" is truthy)

@@ -224,12 +224,28 @@ def test_config_checks_name_key_and_fix(overrides, key, mnist_root, tmp_path):
 
 
 def test_lab_keys_are_not_checked_for_other_models(mnist_root, tmp_path):
-    """The lab CNN's keys (pool, padding, blur_filter_size) are not required of other models, and a lab
-    key given to another model is refused as a key that model does not read (not as a bad lab value)."""
-    cfg = compose_config("train", [*test_overrides(mnist_root, tmp_path), "model=allconv"], tmp_path)
+    """The lab CNN's keys are not required of other models, and a lab key given to a model without it
+    (GapCNN takes any image size) is refused as a key that model does not read (not as a bad lab value)."""
+    cfg = compose_config("train", [*test_overrides(mnist_root, tmp_path), "model=gap"], tmp_path)
     validate_config(cfg)
     cfg = compose_config(
-        "train", [*test_overrides(mnist_root, tmp_path), "model=allconv", "+model.pool=avg"], tmp_path
+        "train", [*test_overrides(mnist_root, tmp_path), "model=gap", "+model.image_size=32"], tmp_path
     )
-    with pytest.raises(ShiftProbeError, match=r"model.pool is not a setting of model"):
+    with pytest.raises(ShiftProbeError, match=r"model.image_size is not a setting of model"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "option,override,message",
+    [
+        ("allconv", "model.pool=avg", "model.pool='avg' is not allowed: use one of ['max', 'blur', 'aps']."),
+        ("gap", "model.padding=zeros", "model.padding='zeros' is not allowed: use one of ['valid', 'circular']."),
+        ("resnet", "model.padding=valid", "model.padding='valid' is not allowed: use one of ['zeros', 'circular']."),
+        ("resnet", "model.blur_filter_size=0", "model.blur_filter_size=0 is not allowed: use an integer from 1 to 7"),
+    ],
+)
+def test_the_variant_keys_of_the_other_models_are_checked(option, override, message, mnist_root, tmp_path):
+    cfg = compose_config("train", [*test_overrides(mnist_root, tmp_path), f"model={option}", override], tmp_path)
+    with pytest.raises(ShiftProbeError) as err:
+        validate_config(cfg)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

@@ -16,6 +16,7 @@ up only inside a Hydra app; elsewhere the overrides alone).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from omegaconf import OmegaConf
 
 from shiftprobe.checkpoints import load_torch_file
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.stored_config import upgrade_targets
+from shiftprobe.stored_config import WEIGHT_SOURCE_KEYS, upgrade_targets
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,32 @@ def stored_model_config(checkpoint: dict) -> dict | None:
     return dict(model) if isinstance(model, dict) else None
 
 
+def with_added_defaults(stored: dict, run: dict) -> dict:
+    """``stored`` completed, for the keys ``run`` sets and the checkpoint does not record, with the default
+    of the stored ``_target_``'s parameter of that name: a setting added to a model after the checkpoint
+    was written (``pool``, ``padding``, ``blur_filter_size`` of GapCNN, AllConvCNN, SmallResNet) built the
+    network at that default."""
+    try:
+        from hydra.utils import get_object
+
+        params = inspect.signature(get_object(str(stored["_target_"]))).parameters
+    except Exception:  # no target, or one that cannot be imported: compare the keys as they are
+        return stored
+    added = {
+        k: params[k].default
+        for k in run
+        if k not in stored and k in params and params[k].default is not inspect.Parameter.empty
+    }
+    return {**stored, **added}
+
+
 #: stands for a key one side does not have
 ABSENT = object()
 
 
 def model_differences(stored: dict, run: dict) -> list[tuple[str, object, object]]:
     """``(key, checkpoint value, run value)`` for every model key whose values differ (``ABSENT``: no such key)."""
-    keys = list(stored) + [k for k in run if k not in stored]
+    keys = [k for k in list(stored) + [k for k in run if k not in stored] if k not in WEIGHT_SOURCE_KEYS]
     pairs = [(str(k), stored.get(k, ABSENT), run.get(k, ABSENT)) for k in keys]
     return [(k, a, b) for k, a, b in pairs if a is ABSENT or b is ABSENT or a != b]
 
@@ -153,6 +173,7 @@ def check_checkpoint_fits(
     where = f"ckpt_path={str(ckpt_path)!r}"
     stored = stored_model_config(checkpoint)
     if stored is not None and isinstance(run_model, dict):
+        stored = with_added_defaults(stored, run_model)
         diffs = model_differences(stored, run_model)
         if diffs:
             named = "; ".join(

@@ -106,6 +106,47 @@ def _model_class(cfg: DictConfig) -> str:
     return str(_get(cfg, "model._target_", "") or "").rpartition(".")[2]
 
 
+def _variant_paddings() -> dict[str, tuple[str, ...]]:
+    """``model._target_``'s last part -> the paddings it offers, for the models whose ``pool`` and
+    ``padding`` are not in a schema (the lab's are: ``LabModelConfig``)."""
+    from shiftprobe.models import allconv, gap, resnet, zoo
+
+    return {
+        "GapCNN": gap.PADDINGS,
+        "AllConvCNN": allconv.PADDINGS,
+        "SmallResNet": resnet.PADDINGS,
+        "torchvision_model": zoo.PADDINGS,
+    }
+
+
+def check_model_variant(cfg: DictConfig, name: str) -> None:
+    """``model.pool`` and ``model.padding`` of the built-in CNNs and torchvision networks."""
+    from shiftprobe.models.variants import POOLS
+
+    paddings = _variant_paddings().get(name)
+    if paddings is None:
+        return
+    pool, padding = _get(cfg, "model.pool", "max"), _get(cfg, "model.padding", paddings[0])
+    if pool not in POOLS:
+        _fail("model.pool", pool, f"use one of {list(POOLS)}")
+    if padding not in paddings:
+        _fail("model.padding", padding, f"use one of {list(paddings)}")
+
+
+def check_zoo_model(cfg: DictConfig) -> None:
+    """``model.name``, ``model.small_input`` and ``model.weights`` of ``model=torchvision|timm`` (the name
+    itself is checked when the network is built, before training)."""
+    name = _get(cfg, "model.name")
+    if not isinstance(name, str) or not name:
+        _fail("model.name", name, "use an architecture's name, e.g. model.name=resnet18")
+    small = _get(cfg, "model.small_input", False)
+    if not isinstance(small, bool):
+        _fail("model.small_input", small, "use true or false")
+    weights = _get(cfg, "model.weights")
+    if weights is not None and not Path(str(weights)).is_file():
+        _fail("model.weights", str(weights), "no such file; save one with torch.save(model.state_dict(), path)")
+
+
 def check_model(cfg: DictConfig) -> None:
     if _get(cfg, "model") is None:
         return
@@ -122,8 +163,11 @@ def check_model(cfg: DictConfig) -> None:
     name = _model_class(cfg)
     if name == "SmallResNet":
         _int_at_least(cfg, "model.width", 1, ", e.g. model.width=16")
-    if name not in (*LAB_MODEL_CLASSES, ""):
-        return  # the keys below belong to the lab CNN (model=lab|blurpool|circular|rot_pool|flip_pool); pool and padding: schemas
+    if name in ("torchvision_model", "timm_model"):
+        check_zoo_model(cfg)
+    check_model_variant(cfg, name)
+    if name not in (*LAB_MODEL_CLASSES, *_variant_paddings(), ""):
+        return  # blur_filter_size belongs to the models with the pool variants; the lab's pool and padding: schemas
     size = _get(cfg, "model.blur_filter_size", 3)
     if not _is_int(size) or not 1 <= size <= 7:
         _fail("model.blur_filter_size", size, "use an integer from 1 to 7 (default 3)")

@@ -43,7 +43,7 @@ from shiftprobe.app.train import (
 from shiftprobe.checkpoints import CheckpointFile, fresh_copy, read_checkpoint
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit.module import ShiftProbeModule
-from shiftprobe.stored_config import check_plain, checked_model_config, upgrade_targets
+from shiftprobe.stored_config import check_plain, checked_model_config, upgrade_targets, without_weight_source
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
     saved = checked_run_settings(saved, f"ckpt_path={str(cfg.get('ckpt_path'))!r}")
     with open_dict(cfg):
         if isinstance(saved.get("model"), dict):
-            model = OmegaConf.create(saved["model"])
+            model = OmegaConf.create(without_weight_source(saved["model"]))  # the checkpoint holds the weights
             if OmegaConf.to_container(cfg.model, resolve=True) != OmegaConf.to_container(model, resolve=True):
                 log.info(
                     "model settings from the checkpoint: %s", OmegaConf.to_container(model, resolve=True)

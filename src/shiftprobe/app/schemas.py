@@ -45,6 +45,7 @@ class ShiftPattern(Choice):
 class Pool(Choice):
     max = "max"
     blur = "blur"  # MaxPool stride 1 + binomial BlurPool (R. Zhang 2019)
+    aps = "aps"  # MaxPool stride 1 + adaptive polyphase sampling (Chaman & Dokmanic 2021)
 
 
 class Padding(Choice):

@@ -136,12 +136,23 @@ def log_hparams(loggers: list, hparams: dict) -> None:
             logger.log_hyperparams(hparams)
 
 
+def build_network(cfg: DictConfig) -> torch.nn.Module:
+    """The network of ``cfg.model``; a setting it refuses (an unknown architecture, images it cannot
+    take, weights that do not fit: ``ValueError`` / ``ShiftProbeError`` from the builder) is one line."""
+    try:
+        return hydra.utils.instantiate(cfg.model)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, (ValueError, ShiftProbeError)):
+            raise ShiftProbeError(str(err.__cause__)) from None
+        raise
+
+
 def build_module(
     cfg: DictConfig, config: dict, with_optimizer: bool = True, datamodule=None, net: torch.nn.Module | None = None
 ) -> ShiftProbeModule:
     """The training module around ``net`` (default: built from ``cfg.model``). With ``datamodule``, it
     takes the data's normalisation and number of classes, and is checked to take the data's images."""
-    net = hydra.utils.instantiate(cfg.model) if net is None else net
+    net = build_network(cfg) if net is None else net
     optimizer = hydra.utils.instantiate(cfg.optimizer) if with_optimizer and cfg.get("optimizer") else None
     if datamodule is None:
         return ShiftProbeModule(net=net, optimizer=optimizer, config=config)

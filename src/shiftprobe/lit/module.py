@@ -65,7 +65,10 @@ class ShiftProbeModule(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.net = net
         self.optimizer_factory = optimizer
-        self.initial_net_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+        # a network built with loaded weights (model.weights) carries its random initial weights: those are
+        # the untrained control, not the loaded ones
+        initial = net.__dict__.pop("untrained_state", None) or net.state_dict()
+        self.initial_net_state = copy.deepcopy({k: v.detach().cpu() for k, v in initial.items()})
         #: where ``initial_net_state`` comes from, in words (results.json ``untrained_origin``)
         seed = (config or {}).get("seed")
         self.initial_net_origin = "the initial weights of this training run" + (f" (seed={seed})" if seed is not None else "")
@@ -122,9 +125,11 @@ class ShiftProbeModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities: the network's output for the pixels ``x`` (normalised first when the data
-        declare a normalisation), or its first element when it returns a tuple (the lab's)."""
+        declare a normalisation), or its first element when it returns a tuple (the lab's); ``log_softmax``
+        of it when the network returns logits (``net.outputs_logits``: torchvision, timm)."""
         out = self.net(self.normalize_input(x))
-        return out if isinstance(out, torch.Tensor) else out[0]
+        out = out if isinstance(out, torch.Tensor) else out[0]
+        return F.log_softmax(out, dim=1) if getattr(self.net, "outputs_logits", False) else out
 
     def _step(self, batch):
         x, y = batch

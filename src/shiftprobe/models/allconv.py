@@ -11,6 +11,10 @@ Maps 24 -> 12 and 8 -> 4 (28x28 input), so fc1 keeps the lab's 320 inputs. A max
 non-linearity; its linear replacement gets a ReLU in front (as in the all-convolutional net, every
 learned layer is followed by a ReLU), so conv1 and down1 do not collapse into one linear layer.
 The input size is fixed by fc1 (``image_size``, default 28; at least 16).
+
+Variants (``shiftprobe.models.variants``): ``pool="blur"`` or ``"aps"`` (down1 and down2 run at stride 1,
+then a blur or APS down-sampling) and ``padding="circular"`` (conv1 and conv2 keep their map size with
+circular padding; so do down1 and down2 at stride 1: maps 28, 14, 14, 7).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from torch import nn
 
 from shiftprobe.models.common import PixelInputNet, check_positive_int
 from shiftprobe.models.crop_windows import CropWindowProbe
+from shiftprobe.models.variants import apply_variants, check_variant, circular_same
+
+#: ``padding``: the network's own unpadded convolutions, or circular padding
+PADDINGS = ("valid", "circular")
 
 # Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
 # pixel interval [r*i + a, r*i + b]. A layer with kernel k, stride s, padding p on a map with
@@ -54,19 +62,46 @@ class AllConvCNN(CropWindowProbe, PixelInputNet):
     #: down1 and conv2 once per phase of the stride-2 convolution, the head per shift)
     crop_window_layers: tuple[str, ...] = ("conv1", "conv2", "fc1", "logits")
 
-    def __init__(self, in_channels: int = 1, normalize: bool = False, image_size: int = 28):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        normalize: bool = False,
+        image_size: int = 28,
+        pool: str = "max",
+        padding: str = "valid",
+        blur_filter_size: int = 3,
+    ):
         super().__init__(normalize)
         self.in_channels = check_positive_int("model.in_channels", in_channels)
-        side = (((check_positive_int("model.image_size", image_size) - 4) // 2) - 4) // 2
-        if side < 1:
+        check_variant(pool, padding, PADDINGS)
+        self.pool, self.padding = pool, padding
+        side = self._last_side(check_positive_int("model.image_size", image_size))
+        if side < 1 or image_size < 16:
             raise ValueError(f"model.image_size={image_size!r} is not allowed: use an integer >= 16")
         self.image_size = image_size
-        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
+        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5, **circular_same(padding, 5))
         self.down1 = nn.Conv2d(10, 10, kernel_size=2, stride=2)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **circular_same(padding, 5))
         self.down2 = nn.Conv2d(20, 20, kernel_size=2, stride=2)
         self.fc1 = nn.Linear(20 * side * side, 50)
         self.fc2 = nn.Linear(50, 10)
+        apply_variants(self, pool, padding, blur_filter_size)
+
+    def _last_side(self, image_size: int) -> int:
+        """The side of the down2 map: each 5x5 convolution takes 4 (valid) or nothing (circular); each
+        down-sampling halves, rounding up when a circularly padded stride-1 convolution precedes it."""
+        shrink = 0 if self.padding == "circular" else 4
+        ceil = self.padding == "circular" and self.pool != "max"
+        side = image_size
+        for _ in range(2):
+            side -= shrink
+            side = -(-side // 2) if ceil else side // 2
+        return side
+
+    @property
+    def supports_crop_windows(self) -> bool:
+        """The crop fast path needs the network as built: valid convolutions and stride-2 down1, down2."""
+        return (self.pool, self.padding) == ("max", "valid")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = F.relu(self.down1(F.relu(self.conv1(self.prepare(x)))))

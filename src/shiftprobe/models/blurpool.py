@@ -23,20 +23,31 @@ def binomial_filter(size: int) -> torch.Tensor:
 
 
 class BlurPool2d(nn.Module):
-    """Per-channel binomial blur with reflect padding, then subsampling by ``stride``."""
+    """Per-channel binomial blur with reflect padding, then subsampling by ``stride``.
 
-    def __init__(self, channels: int, filter_size: int = 3, stride: int = 2):
+    ``channels``: the number of channels, kept with the filter in the state_dict (the lab network's
+    ``pool=blur``, whose checkpoints hold ``pool1.1.kernel``); None: any number of channels, the filter
+    is not part of the state_dict (the variants of ``shiftprobe.models.variants``, so a network's
+    weights load into its anti-aliased variant).
+    """
+
+    def __init__(self, channels: int | None, filter_size: int = 3, stride=2):
         super().__init__()
         self.channels, self.filter_size, self.stride = channels, filter_size, stride
         before = (filter_size - 1) // 2
         self.padding = (before, filter_size - 1 - before, before, filter_size - 1 - before)
         kernel = binomial_filter(filter_size)
-        self.register_buffer("kernel", kernel.expand(channels, 1, filter_size, filter_size).clone())
+        if channels is None:
+            self.register_buffer("kernel", kernel.view(1, 1, filter_size, filter_size), persistent=False)
+        else:
+            self.register_buffer("kernel", kernel.expand(channels, 1, filter_size, filter_size).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.filter_size > 1:
             x = F.pad(x, self.padding, mode="reflect")
-        return F.conv2d(x, self.kernel.to(x.dtype), stride=self.stride, groups=self.channels)
+        channels = x.shape[1] if self.channels is None else self.channels
+        kernel = self.kernel.to(x.dtype).expand(channels, 1, self.filter_size, self.filter_size)
+        return F.conv2d(x, kernel, stride=self.stride, groups=channels)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, filter_size={self.filter_size}, stride={self.stride}"

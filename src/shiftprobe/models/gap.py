@@ -10,6 +10,12 @@ The question it answers: does averaging the last map over all positions make the
 A translation that moves the pool2 map without changing its values leaves ``gap`` unchanged; crop
 shifts lose content at the border and the pools alias, so it is not exact in general.
 Any input of at least 16x16 pixels (28x28 gives maps 24, 12, 8, 4).
+
+Variants (``shiftprobe.models.variants``): ``pool="blur"`` or ``"aps"`` (each max pool becomes a
+stride-1 max pool then a blur or APS down-sampling) and ``padding="circular"`` (both convolutions keep
+their map size with circular padding, the stride-1 max pools pad circularly). With
+``pool="aps", padding="circular"`` the network is exactly invariant to circular shifts of images
+whose side is a multiple of 4 (the positive control, docs/measurement.md).
 """
 
 from __future__ import annotations
@@ -20,7 +26,11 @@ from torch import nn
 
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
 from shiftprobe.models.crop_windows import CropWindowProbe
-from shiftprobe.models.lab import MaxPool2x2
+from shiftprobe.models.maxpool import MaxPool2x2
+from shiftprobe.models.variants import apply_variants, check_variant, circular_same
+
+#: ``padding``: the network's own unpadded convolutions, or circular padding
+PADDINGS = ("valid", "circular")
 
 # Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
 # pixel interval [r*i + a, r*i + b]. Composition: a layer with kernel k and stride s (padding p) on a
@@ -55,16 +65,31 @@ class GapCNN(CropWindowProbe, PixelInputNet):
     #: pool1 and conv2 once per pooling phase, the head per shift)
     crop_window_layers: tuple[str, ...] = ("conv1", "conv2", "gap", "fc1", "logits")
 
-    def __init__(self, in_channels: int = 1, normalize: bool = False):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        normalize: bool = False,
+        pool: str = "max",
+        padding: str = "valid",
+        blur_filter_size: int = 3,
+    ):
         super().__init__(normalize)
         self.in_channels = check_positive_int("model.in_channels", in_channels)
-        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
+        check_variant(pool, padding, PADDINGS)
+        self.pool, self.padding = pool, padding
+        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5, **circular_same(padding, 5))
         self.pool1 = MaxPool2x2()
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **circular_same(padding, 5))
         self.pool2 = MaxPool2x2()
         self.gap = GlobalAvgPool()
         self.fc1 = nn.Linear(20, 50)
         self.fc2 = nn.Linear(50, 10)
+        apply_variants(self, pool, padding, blur_filter_size)
+
+    @property
+    def supports_crop_windows(self) -> bool:
+        """The crop fast path needs the network as built: valid convolutions and 2x2 stride-2 max pools."""
+        return (self.pool, self.padding) == ("max", "valid")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         conv2 = self.conv2(F.relu(self.pool1(self.conv1(self.prepare(x)))))

@@ -10,8 +10,11 @@ Lab network (``pool="max"``, ``padding="valid"``)::
 The input is always pixels in [0, 1]; when ``normalize`` is on, (x - 0.1307) / 0.3081 is the
 network's first (fixed, pointwise) step, so every shift is applied in pixel space before it.
 
-Variants: ``pool="blur"`` (MaxPool(2, stride 1) then a binomial BlurPool, R. Zhang 2019) and
-``padding="circular"`` (both convolutions keep their map size with circular padding).
+Variants: ``pool="blur"`` (MaxPool(2, stride 1) then a binomial BlurPool, R. Zhang 2019),
+``pool="aps"`` (MaxPool(2, stride 1) then adaptive polyphase sampling, Chaman & Dokmanić 2021, made by
+``shiftprobe.models.variants.apply_variants``; with circular padding the stride-1 max pool pads
+circularly too) and ``padding="circular"`` (both convolutions keep their map size with circular
+padding).
 """
 
 from __future__ import annotations
@@ -22,40 +25,14 @@ from torch import nn
 
 from shiftprobe.models.blurpool import BlurPool2d
 from shiftprobe.models.crop_windows import CropWindowProbe
+from shiftprobe.models.maxpool import MaxPool2x2
+from shiftprobe.models.variants import POOLS as POOLS  # the pools the lab CNN offers (re-exported)
+from shiftprobe.models.variants import apply_variants, check_variant, circular_same
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 PROBE_LAYERS = ("conv1", "conv2", "fc1", "logits")
 CONV_LAYERS = ("conv1", "conv2")
-POOLS = ("max", "blur")
 PADDINGS = ("valid", "circular")
-
-
-class MaxPool2x2(nn.Module):
-    """``max_pool2d(x, 2, stride)`` for ``stride`` 2 (the lab's pool) or 1 (the blur-pool variant's first
-    step). Without autograd it runs as two element-wise maxima of shifted (stride 1) or strided (stride 2)
-    views: the same values (a maximum is exact, NaN propagates as in the pooling kernel), several times
-    faster than PyTorch's CPU pooling kernel for these small maps. With autograd it is ``F.max_pool2d``
-    itself, so training follows the lab exactly (ties included)."""
-
-    def __init__(self, stride: int = 2):
-        super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"MaxPool2x2 stride must be 1 or 2, got {stride!r}")
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            return F.max_pool2d(x, 2, stride=self.stride)
-        if self.stride == 1:
-            rows = torch.maximum(x[..., :-1, :], x[..., 1:, :])
-            return torch.maximum(rows[..., :-1], rows[..., 1:])
-        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-        x = x[..., :h, :w]
-        rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
-        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
-
-    def extra_repr(self) -> str:
-        return f"kernel_size=2, stride={self.stride}"
 
 
 class LabCNN(CropWindowProbe, nn.Module):
@@ -77,12 +54,9 @@ class LabCNN(CropWindowProbe, nn.Module):
         image_size: int = 28,
     ):
         super().__init__()
-        if pool not in POOLS:
-            raise ValueError(f"model.pool={pool!r} is not known; use one of {list(POOLS)}")
-        if padding not in PADDINGS:
-            raise ValueError(f"model.padding={padding!r} is not known; use one of {list(PADDINGS)}")
+        check_variant(pool, padding, PADDINGS)
         self.pool, self.padding, self.normalize = pool, padding, bool(normalize)
-        conv_kw = {"padding": 2, "padding_mode": "circular"} if padding == "circular" else {}
+        conv_kw = circular_same(padding, 5)
         self.conv1 = nn.Conv2d(1, 10, kernel_size=5, **conv_kw)
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **conv_kw)
         if pool == "blur":
@@ -97,13 +71,21 @@ class LabCNN(CropWindowProbe, nn.Module):
         self.fc2 = nn.Linear(50, 10)
         self.register_buffer("mean", torch.tensor(MNIST_MEAN), persistent=False)
         self.register_buffer("std", torch.tensor(MNIST_STD), persistent=False)
+        if pool == "aps":  # the max pools become MaxPool2x2(1) + APSDownsample2d (no random draws)
+            apply_variants(self, pool, padding)
 
     def _map_sizes(self, image_size: int) -> dict[str, int]:
         shrink = 0 if self.padding == "circular" else 4
+        # a circularly padded stride-1 max pool keeps the size, then APS halves it rounding up
+        ceil = (self.pool, self.padding) == ("aps", "circular")
+
+        def halve(n: int) -> int:
+            return -(-n // 2) if ceil else n // 2
+
         c1 = image_size - shrink
-        p1 = c1 // 2
+        p1 = halve(c1)
         c2 = p1 - shrink
-        return {"conv1": c1, "pool1": p1, "conv2": c2, "pool2": c2 // 2}
+        return {"conv1": c1, "pool1": p1, "conv2": c2, "pool2": halve(c2)}
 
     # -- the computation -------------------------------------------------------------------------
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,9 +111,10 @@ class LabCNN(CropWindowProbe, nn.Module):
     # -- all crop-mode shifts of a batch at once (``CropWindowProbe``) ----------------------------
     @property
     def supports_crop_windows(self) -> bool:
-        """True with valid convolutions: conv1 and the max pool (stride 2 in the lab net, stride 1 as the
-        blur-pool variant's first step) are window-compatible."""
-        return self.padding == "valid"
+        """True with valid convolutions and max or blur pools: conv1 and the max pool (stride 2 in the lab
+        net, stride 1 as the blur-pool variant's first step) are window-compatible. The APS variant's
+        choice depends on the whole map: no fast path."""
+        return self.padding == "valid" and self.pool != "aps"
 
     @property
     def uses_prewindow(self) -> bool:

@@ -13,6 +13,12 @@ connections (He et al. 2016, CIFAR-style stem without max pool).
 BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + skip(x))``, conv1 3x3 with the block's stride,
 conv2 3x3 stride 1, both zero-padded by 1. ``w = width`` (default 16). Any input size (global pool).
 Zero padding is not moved by a shift, so equivariance holds only away from the map borders.
+
+Variants (``shiftprobe.models.variants``): ``pool="blur"`` or ``"aps"`` (each stride-2 convolution runs
+at stride 1, then a blur or APS down-sampling; in layer2 and layer3 the main and skip paths keep the
+same polyphase component) and ``padding="circular"`` (every 3x3 convolution pads circularly). With
+``pool="aps", padding="circular"`` the network is exactly invariant to circular shifts of images whose
+side is a multiple of 4.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
+from shiftprobe.models.variants import apply_variants, check_variant
+
+#: ``padding``: the network's own zero padding, or circular padding
+PADDINGS = ("zeros", "circular")
 
 # Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
 # pixel interval [r*i + a, r*i + b]. A layer with kernel k, stride s, zero padding p on a map with
@@ -78,10 +88,20 @@ class SmallResNet(PixelInputNet):
     #: display name -> module name
     layer_aliases: dict[str, str] = {"logits": "fc"}
 
-    def __init__(self, in_channels: int = 1, width: int = 16, normalize: bool = False):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 16,
+        normalize: bool = False,
+        pool: str = "max",
+        padding: str = "zeros",
+        blur_filter_size: int = 3,
+    ):
         super().__init__(normalize)
         self.in_channels = check_positive_int("model.in_channels", in_channels)
         self.width = w = check_positive_int("model.width", width)
+        check_variant(pool, padding, PADDINGS)
+        self.pool, self.padding = pool, padding
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()
         )
@@ -90,6 +110,7 @@ class SmallResNet(PixelInputNet):
         self.layer3 = BasicBlock(2 * w, 4 * w, stride=2)
         self.gap = GlobalAvgPool()
         self.fc = nn.Linear(4 * w, 10)
+        apply_variants(self, pool, padding, blur_filter_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         layer3 = self.layer3(self.layer2(self.layer1(self.stem(self.prepare(x)))))

@@ -113,6 +113,8 @@ def pads_circularly(model: nn.Module) -> bool:
         elif isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)):
             if _pads(module.padding):
                 return False
+        elif isinstance(module, nn.modules.padding._CircularPadNd):
+            continue  # nn.CircularPad2d (the circular variants' padded pools): wraps around
         elif isinstance(
             module,
             (nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd, nn.modules.padding._ConstantPadNd),

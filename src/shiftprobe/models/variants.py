@@ -1,0 +1,229 @@
+"""Architecture variants made by editing a built network: ``pool`` (how it down-samples) and ``padding``.
+
+``apply_variants(model, pool, padding)`` rewrites, in place:
+
+- ``pool="blur"`` (R. Zhang 2019, antialiased-cnns) and ``pool="aps"`` (adaptive polyphase sampling,
+  Chaman & Dokmanić 2021): every strided max pool, average pool and convolution becomes the same layer
+  at stride 1 followed by a down-sampling layer (``BlurPool2d``: a binomial blur with reflect padding,
+  then subsampling; ``APSDownsample2d``: the polyphase component of largest norm). A strided
+  convolution becomes a ``DownsampledConv2d``, which holds the same parameters under the same names,
+  so the state_dict is the original network's and its weights load into every variant. In a residual
+  block (a module with a ``downsample`` or ``shortcut`` child) whose main path and skip path each
+  down-sample once, the two APS layers keep the same polyphase component (``PolyphaseChoice``).
+  ``pool="max"`` changes nothing.
+- ``padding="circular"``: every padded convolution pads circularly (``padding_mode="circular"``), a
+  padded max or average pool pads circularly first; the stride-1 layers made by ``pool`` pad
+  circularly to keep the map size ("same" padding). Any other value (``"zeros"``, ``"valid"``) leaves
+  the padding as built.
+
+Only ``torch.nn.Conv2d``, ``MaxPool2d``, ``AvgPool2d`` and the lab's ``MaxPool2x2`` are rewritten: a
+network with another strided or padded layer type (or one that pools with ``torch.nn.functional``
+inside its ``forward``, which no editing can see) is refused for the variant, not half converted.
+That is why the variants are offered for the built-in CNNs and torchvision's ResNets and VGGs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shiftprobe.models.aps import APSDownsample2d, PolyphaseChoice
+from shiftprobe.models.blurpool import BlurPool2d
+from shiftprobe.models.maxpool import MaxPool2x2
+
+POOLS = ("max", "blur", "aps")
+#: names of the skip-path child of a residual block (torchvision, timm: downsample; SmallResNet: shortcut)
+SKIP_NAMES = ("downsample", "shortcut")
+#: the layer types ``apply_variants`` rewrites (exact types: a subclass may pad or stride in its own way)
+_CONV, _POOLS = (nn.Conv2d,), (nn.MaxPool2d, nn.AvgPool2d)
+
+
+class DownsampledConv2d(nn.Conv2d):
+    """A convolution at stride 1, then ``down`` (a ``BlurPool2d`` or ``APSDownsample2d``): a strided
+    convolution's variant, with the same parameters under the same state_dict keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(super().forward(x))
+
+
+def _pairs(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def is_strided(module: nn.Module) -> bool:
+    """True for a convolution or pool that down-samples (a stride above 1 on either axis)."""
+    if isinstance(module, MaxPool2x2):
+        return module.stride > 1
+    if isinstance(module, (*_CONV, *_POOLS)) and not isinstance(module, DownsampledConv2d):
+        stride = module.stride if module.stride is not None else module.kernel_size
+        return max(_pairs(stride)) > 1
+    return False
+
+
+def same_padding(kernel_size, dilation=1) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` that keeps the map size at stride 1 (more after than before when
+    the kernel is even, as ``padding="same"``)."""
+    (ky, kx), (dy, dx) = _pairs(kernel_size), _pairs(dilation)
+    ty, tx = dy * (ky - 1), dx * (kx - 1)
+    return tx // 2, tx - tx // 2, ty // 2, ty - ty // 2
+
+
+def downsampler(pool: str, stride, blur_filter_size: int = 3, choice: PolyphaseChoice | None = None) -> nn.Module:
+    """The down-sampling layer of ``pool`` (``"blur"`` or ``"aps"``) by ``stride``."""
+    if pool == "blur":
+        return BlurPool2d(None, blur_filter_size, _pairs(stride))
+    if pool == "aps":
+        return APSDownsample2d(stride, choice)
+    raise ValueError(f"model.pool={pool!r} has no down-sampling layer; use one of {list(POOLS[1:])}")
+
+
+def _stride_one_conv(conv: nn.Conv2d, down: nn.Module, circular: bool) -> DownsampledConv2d:
+    """``conv`` at stride 1 (its own parameters, no new random draws) followed by ``down``."""
+    new = torch.nn.utils.skip_init(
+        DownsampledConv2d,
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=1,
+        padding="same" if circular else conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        padding_mode="circular" if circular else conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    new.weight = conv.weight
+    new.bias = conv.bias
+    new.down = down
+    return new
+
+
+def _stride_one_pool(pool: nn.Module, down: nn.Module, circular: bool) -> nn.Sequential:
+    """``pool`` at stride 1 followed by ``down`` (circular: a circular "same" padding first)."""
+    if isinstance(pool, MaxPool2x2):
+        layers = [MaxPool2x2(1), down]
+        return nn.Sequential(nn.CircularPad2d(same_padding(2)), *layers) if circular else nn.Sequential(*layers)
+    dilation = getattr(pool, "dilation", 1)
+    kwargs = {"ceil_mode": False}
+    if isinstance(pool, nn.MaxPool2d):
+        kwargs["dilation"] = dilation
+        cls = nn.MaxPool2d
+    else:
+        kwargs.update(count_include_pad=pool.count_include_pad, divisor_override=pool.divisor_override)
+        cls = nn.AvgPool2d
+    if not circular:
+        return nn.Sequential(cls(pool.kernel_size, stride=1, padding=pool.padding, **kwargs), down)
+    padded = cls(pool.kernel_size, stride=1, padding=0, **kwargs)
+    return nn.Sequential(nn.CircularPad2d(same_padding(pool.kernel_size, dilation)), padded, down)
+
+
+
+
+def shared_choices(model: nn.Module) -> dict[int, PolyphaseChoice]:
+    """``id(layer) -> PolyphaseChoice`` for the two strided layers of every residual block whose main
+    path and skip path (a child named in ``SKIP_NAMES``) each down-sample once; the block resets the
+    choice at each call (a forward pre-hook)."""
+    out: dict[int, PolyphaseChoice] = {}
+    for block in model.modules():
+        children = dict(block.named_children())
+        skips = [child for name, child in children.items() if name in SKIP_NAMES]
+        if len(skips) != 1:
+            continue
+        skip = [m for m in skips[0].modules() if is_strided(m)]
+        main = [m for name, c in children.items() if name not in SKIP_NAMES for m in c.modules() if is_strided(m)]
+        if len(skip) == 1 and len(main) == 1:
+            choice = PolyphaseChoice()
+            block.register_forward_pre_hook(choice.reset)
+            out[id(skip[0])] = out[id(main[0])] = choice
+    return out
+
+
+def check_editable(model: nn.Module, pool: str, padding: str) -> None:
+    """Refuse a network with a strided or padded layer ``apply_variants`` would not rewrite."""
+    for name, module in model.named_modules():
+        kind = type(module)
+        known = kind in (*_CONV, *_POOLS, DownsampledConv2d, MaxPool2x2)
+        if isinstance(module, (*_CONV, *_POOLS)) and not known:
+            setting = f"model.pool={pool}" if pool != "max" else f"model.padding={padding}"
+            raise ValueError(
+                f"{setting} cannot rewrite {name!r} ({kind.__name__}): only torch.nn.Conv2d, MaxPool2d and "
+                f"AvgPool2d layers are; use the built-in CNNs or torchvision's ResNets and VGGs"
+            )
+
+
+def _replace(model: nn.Module, edit) -> None:
+    """Put ``edit(module)`` in place of every module of ``model`` (the same object everywhere it is used)."""
+    done: dict[int, nn.Module] = {}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) not in done:
+                done[id(child)] = edit(child)
+            if done[id(child)] is not child:
+                setattr(parent, name, done[id(child)])
+
+
+def apply_variants(model: nn.Module, pool: str = "max", padding: str = "zeros", blur_filter_size: int = 3) -> nn.Module:
+    """Rewrite ``model`` in place for ``pool`` and ``padding`` (see the module docstring); return it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A built network (its weights are kept; no random numbers are drawn).
+    pool : {"max", "blur", "aps"}
+        How strided layers down-sample: as built, blur then subsample, or adaptive polyphase sampling.
+    padding : str
+        ``"circular"``: every padding wraps around; anything else: as built.
+    blur_filter_size : int
+        Taps of the binomial filter of ``pool="blur"`` (1 to 7).
+    """
+    if pool not in POOLS:
+        raise ValueError(f"model.pool={pool!r} is not known; use one of {list(POOLS)}")
+    circular = padding == "circular"
+    if pool == "max" and not circular:
+        return model
+    check_editable(model, pool, padding)
+    if pool != "max":
+        choices = shared_choices(model) if pool == "aps" else {}
+
+        def strided(module: nn.Module) -> nn.Module:
+            if not is_strided(module):
+                return module
+            stride = module.stride if module.stride is not None else module.kernel_size
+            down = downsampler(pool, stride, blur_filter_size, choices.get(id(module)))
+            if isinstance(module, nn.Conv2d):
+                return _stride_one_conv(module, down, circular)
+            return _stride_one_pool(module, down, circular)
+
+        _replace(model, strided)
+    if circular:
+        _replace(model, _circular_padding)
+    return model
+
+
+def _circular_padding(module: nn.Module) -> nn.Module:
+    """``module`` padding circularly: a padded convolution in place; a padded pool as a ``CircularPad2d``
+    followed by the pool without padding."""
+    if isinstance(module, nn.Conv2d):
+        if module.padding == "same" or (module.padding != "valid" and any(_pairs(module.padding))):
+            module.padding_mode = "circular"
+        return module
+    if type(module) not in _POOLS or not any(_pairs(module.padding)):
+        return module
+    py, px = _pairs(module.padding)
+    module.padding = 0
+    return nn.Sequential(nn.CircularPad2d((px, px, py, py)), module)
+
+
+def check_variant(pool: str, padding: str, paddings: tuple[str, ...]) -> None:
+    """Refuse a ``pool`` or ``padding`` a network does not offer (``paddings``: its own list), in one line."""
+    if pool not in POOLS:
+        raise ValueError(f"model.pool={pool!r} is not known; use one of {list(POOLS)}")
+    if padding not in paddings:
+        raise ValueError(f"model.padding={padding!r} is not known; use one of {list(paddings)}")
+
+
+def circular_same(padding: str, kernel_size: int) -> dict:
+    """The ``nn.Conv2d`` keywords of a network built with unpadded convolutions: with
+    ``padding="circular"``, circular padding that keeps the map size (odd ``kernel_size``); else none."""
+    return {"padding": kernel_size // 2, "padding_mode": "circular"} if padding == "circular" else {}
