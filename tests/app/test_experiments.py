@@ -21,10 +21,21 @@ def test_experiments_exist():
 def test_every_experiment_composes_and_builds(name, mnist_root, tmp_path):
     cfg = compose_config("train", [*test_overrides(mnist_root, tmp_path), f"experiment={name}"], tmp_path)
     assert cfg.task_name == name
-    net = hydra.utils.instantiate(cfg.model)
-    log_probs, conv2, fc1 = net(torch.rand(2, 1, 28, 28))
+    net = hydra.utils.instantiate(cfg.model).eval()
+    out = net(torch.rand(2, 1, 28, 28))
+    if isinstance(out, torch.Tensor):  # torchvision / timm networks: logits
+        assert out.shape == (2, 10)
+        expected = {
+            "resnet18": lambda: cfg.model.small_input and cfg.model.pool == "max",
+            "resnet18_blur": lambda: cfg.model.small_input and cfg.model.pool == "blur",
+            "resnet18_aps": lambda: cfg.model.small_input and cfg.model.pool == "aps",
+        }
+        assert expected[name]()
+        return
+    log_probs, conv2, fc1 = out
     assert log_probs.shape == (2, 10) and fc1.shape == (2, 4 * cfg.model.width if name == "resnet" else 50)
     expected = {
+        "positive_control": lambda: net.pool == "aps" and net.padding == "circular" and cfg.shift.mode == "roll",
         "augmented": lambda: cfg.data.train_shift == 4 and net.pool == "max",
         "blurpool": lambda: net.pool == "blur" and net.fc1.in_features == 320,
         "circular": lambda: net.padding == "circular" and cfg.shift.mode == "roll" and conv2.shape[-1] == 14,
