@@ -210,7 +210,8 @@ def test_torchvision_config_composes_validates_and_builds(mnist_root, tmp_path):
     validate_config(cfg)
     assert (cfg.model.in_channels, cfg.model.num_classes, cfg.model.image_size) == (1, 10, 28)
     net = build_network(cfg)
-    assert net.fc.out_features == 10 and len(net._forward_pre_hooks) == 1
+    # data.normalize=true: the training module normalises with the dataset's mean/std, not the network
+    assert net.fc.out_features == 10 and len(net._forward_pre_hooks) == 0
 
 
 def test_timm_config_builds(mnist_root, tmp_path):
