@@ -25,7 +25,7 @@ def test_family_scores_are_columns_with_intervals_over_seeds(tmp_path):
         res = make_fake_results(max_shift=1, seed=seed)
         rot = fs.rot90(untrained=False)
         rot["summary"]["fc1"]["invariance_score"] = value
-        res["families"] = {"translation": {}, "rot90": rot}
+        res["families"]["rot90"] = rot
         _job(sweep, seed, ["transform=[translation,rot90]", f"seed={seed}"], res)
     summarize_sweep(sweep)
     rows = list(csv.DictReader(open(sweep / "summary.csv")))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from results_factory import make_fake_results
+from results_factory import make_fake_results, translation
 
 from shiftprobe.reporting.sweep_summary import summarize_sweep
 
@@ -31,7 +31,7 @@ def sweep(tmp_path):
     for exp, slope in (("lab", 0.12), ("augmented", 0.05)):
         for seed in (0, 1):
             res = make_fake_results(max_shift=2, slope=slope, seed=seed)
-            res["accuracy"] = 0.98 + 0.001 * seed
+            translation(res)["accuracy"] = 0.98 + 0.001 * seed
             _job(s, num, [f"experiment={exp}", f"seed={seed}"], res)
             num += 1
     _job(s, num, ["experiment=blurpool", "seed=0"], "{not json")

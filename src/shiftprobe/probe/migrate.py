@@ -9,7 +9,9 @@ at the top level (``lie_derivative``, and ``untrained.lie_derivative``).
 
 ``migrate(data)`` returns a new dict; a schema-3 file is returned as it is. Only what 0.2 stored is
 carried over, plus ``exact`` for translation, derived from the stored per-shift maxima by the rule the
-other families use (:func:`exact_summary`). Pure Python: no torch.
+other families use (:func:`exact_summary`). Files from before 0.2 (no ``geometry``, no ``classifier``)
+get each layer's kind and stride from their ``strides`` and the classifier ``logits`` when they have a
+layer of that name, as the reports of that version read them. Pure Python: no torch.
 """
 
 from __future__ import annotations
@@ -63,11 +65,27 @@ def _translation_section(old: Mapping, seed=None) -> dict:
         **{k: old[k] for k in _KEPT if k in old},
         "groups": groups,
     }
+    if "geometry" not in old:  # before 0.2: the conv layers' strides only
+        section["geometry"] = _geometry_from_strides(old)
+    if "classifier" not in old and "logits" in old.get("layers", []):  # before 0.2: the classifier was `logits`
+        section["classifier"] = "logits"
     tol = (old.get("precision") or {}).get("exact_tol", 1e-5)
     section["exact"] = exact_summary(groups["param"], old.get("layers", []), tol)
     if isinstance(old.get("untrained"), Mapping):
         section["untrained"] = _translation_section(old["untrained"], seed)
     return section
+
+
+def _geometry_from_strides(old: Mapping) -> dict:
+    """Each layer's kind and stride from a file written before the geometry was inferred (``strides``:
+    the conv layers', ``2`` or ``[sy, sx]``)."""
+    strides = old.get("strides") or {}
+    out = {}
+    for layer in old.get("layers", []):
+        s = strides.get(layer)
+        stride = None if s is None else ([int(s), int(s)] if isinstance(s, (int, float)) else [int(v) for v in s])
+        out[layer] = {"name": layer, "kind": "spatial" if stride else "vector", "stride": stride}
+    return out
 
 
 def _family_section(old: Mapping) -> dict:
