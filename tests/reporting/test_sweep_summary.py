@@ -9,20 +9,11 @@ from pathlib import Path
 
 import pytest
 from results_factory import make_fake_results, translation
+from sweep_jobs import write_job
 
 from shiftprobe.reporting.sweep_summary import summarize_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _job(sweep: Path, num: int, overrides: list[str], results: dict | str | None):
-    job = sweep / str(num)
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    if isinstance(results, dict):
-        (job / "results.json").write_text(json.dumps(results))
-    elif isinstance(results, str):
-        (job / "results.json").write_text(results)
 
 
 @pytest.fixture
@@ -33,10 +24,10 @@ def sweep(tmp_path):
         for seed in (0, 1):
             res = make_fake_results(max_shift=2, slope=slope, seed=seed)
             translation(res)["accuracy"] = 0.98 + 0.001 * seed
-            _job(s, num, [f"experiment={exp}", f"seed={seed}"], res)
+            write_job(s, num, [f"experiment={exp}", f"seed={seed}"], res)
             num += 1
-    _job(s, num, ["experiment=blurpool", "seed=0"], "{not json")
-    _job(s, num + 1, ["experiment=blurpool", "seed=1"], None)
+    write_job(s, num, ["experiment=blurpool", "seed=0"], "{not json")
+    write_job(s, num + 1, ["experiment=blurpool", "seed=1"], None)
     return s
 
 
@@ -85,7 +76,7 @@ def test_old_files_are_read_and_columns_are_named_by_each_networks_layers(tmp_pa
     sweep = tmp_path / "multirun"
     old = _old_file("foreign")
     for seed in (0, 1):
-        _job(sweep, seed, ["experiment=foreign", f"seed={seed}"], old)
+        write_job(sweep, seed, ["experiment=foreign", f"seed={seed}"], old)
     summary = summarize_sweep(sweep)
     row = summary.rows[0]
     assert row["accuracy"] == old["accuracy"]
@@ -96,7 +87,7 @@ def test_old_files_are_read_and_columns_are_named_by_each_networks_layers(tmp_pa
     assert "| 5 inv. r=1 |" in md and "| 3 aligned_rel even |" in md
     assert not any(name in md for name in ("conv1", "conv2", "fc1", "logits"))
     # with the lab net beside it, the heads differ: what enters each head, and each classifier
-    _job(sweep, 2, ["experiment=lab", "seed=0"], _old_file("lab_grid"))
+    write_job(sweep, 2, ["experiment=lab", "seed=0"], _old_file("lab_grid"))
     summarize_sweep(sweep)
     md = (sweep / "summary.md").read_text()
     assert "head input inv. r=1" in md and "(5, fc1 here)" in md and "classifier inv." in md

@@ -7,7 +7,6 @@ an identical one shows `no detectable difference`, and seeds only one configurat
 
 import csv
 import importlib.util
-import json
 import math
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from results_factory import block, make_fake_results, translation
+from sweep_jobs import write_job
 
 from shiftprobe.reporting.sweep_summary import (
     NEEDS_SEEDS,
@@ -38,16 +38,6 @@ T975_DF2 = 0.95 * math.sqrt(2 / (1 - 0.95**2))  # closed form for 2 degrees of f
 # the baseline's seeds differ a lot (0.05) from one another; the effects below are far smaller
 BASE_ACC = {0: 0.90, 1: 0.95, 2: 0.93}
 NOISE = {0: 1e-4, 1: -2e-4, 2: 1e-4}
-
-
-def _job(sweep: Path, num: int, overrides: list[str], results: dict | str | None):
-    job = sweep / str(num)
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    if isinstance(results, dict):
-        (job / "results.json").write_text(json.dumps(results))
-    elif isinstance(results, str):
-        (job / "results.json").write_text(results)
 
 
 def _results(seed: int, accuracy: float, fc1_shift: float = 0.0) -> dict:
@@ -80,9 +70,9 @@ def sweep(tmp_path):
     block(translation(single), "radius", 1)["fc1"]["invariance_score_ci"] = [0.80, 0.84]
     jobs.append((["experiment=single", "seed=0"], single))
     for num, (overrides, res) in enumerate(jobs):
-        _job(s, num, overrides, res)
-    _job(s, len(jobs), ["experiment=broken", "seed=0"], "{not json")
-    _job(s, len(jobs) + 1, ["experiment=broken", "seed=1"], None)
+        write_job(s, num, overrides, res)
+    write_job(s, len(jobs), ["experiment=broken", "seed=0"], "{not json")
+    write_job(s, len(jobs) + 1, ["experiment=broken", "seed=1"], None)
     return s
 
 
