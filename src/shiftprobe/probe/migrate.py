@@ -67,7 +67,7 @@ def _translation_section(old: Mapping, seed=None) -> dict:
     }
     if "geometry" not in old:  # before 0.2: the conv layers' strides only
         section["geometry"] = _geometry_from_strides(old)
-    if "classifier" not in old and "logits" in old.get("layers", []):  # before 0.2: the classifier was `logits`
+    if "classifier" not in old and "logits" in old.get("layers", []):  # before 0.2: the classifier, `logits`
         section["classifier"] = "logits"
     tol = (old.get("precision") or {}).get("exact_tol", 1e-5)
     section["exact"] = exact_summary(groups["param"], old.get("layers", []), tol)
@@ -83,7 +83,7 @@ def _geometry_from_strides(old: Mapping) -> dict:
     out = {}
     for layer in old.get("layers", []):
         s = strides.get(layer)
-        stride = None if s is None else ([int(s), int(s)] if isinstance(s, (int, float)) else [int(v) for v in s])
+        stride = [int(x) for x in s] if isinstance(s, (list, tuple)) else None if s is None else [int(s)] * 2
         out[layer] = {"name": layer, "kind": "spatial" if stride else "vector", "stride": stride}
     return out
 

@@ -279,8 +279,8 @@ class Results(Mapping):
 
     Examples
     --------
-    >>> res = Results({"schema_version": 3, "primary": "rot90",
-    ...                "families": {"rot90": {"layers": ["fc1"], "summary": {"fc1": {"invariance_score": 0.5}}}}})
+    >>> rot90 = {"layers": ["fc1"], "summary": {"fc1": {"invariance_score": 0.5}}}
+    >>> res = Results({"schema_version": 3, "primary": "rot90", "families": {"rot90": rot90}})
     >>> res.summary["fc1"]["invariance_score"], res["layers"]
     (0.5, ['fc1'])
     """
@@ -323,7 +323,7 @@ class Results(Mapping):
     @property
     def untrained(self) -> Results | None:
         """The untrained network's section of the primary family, None when none was measured."""
-        un = self.data.get("untrained") if "untrained" in self.data else (self._primary() or {}).get("untrained")
+        un = self.data["untrained"] if "untrained" in self.data else (self._primary() or {}).get("untrained")
         return Results(un) if un else None
 
     def to_dict(self) -> dict:
@@ -386,8 +386,8 @@ def _param_label(param) -> str | int | float | None:
 def _frame_rows(results: Mapping):
     """``(network, family, group, layer, dy, dx, radius, param, metric, value)`` for every figure."""
     for family, section in (results.get("families") or {}).items():
-        nets = [("trained", section)] + ([("untrained", section["untrained"])] if section.get("untrained") else [])
-        for network, net in nets:
+        nets = [("trained", section), ("untrained", section.get("untrained"))]
+        for network, net in (pair for pair in nets if pair[1]):
             for group, blocks in (net.get("groups") or {}).items():
                 for block in blocks:
                     where = _frame_where(family, group, block.get("param"))

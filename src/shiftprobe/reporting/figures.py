@@ -69,6 +69,8 @@ CURVE_ROWS = (
     (("aligned_rel",), "aligned_rel (log)", True),
     (("consistency", "shifted_acc"), "share of images", False),
 )
+X_LABELS = {"k": "rotation (k x 90°)", "angle_deg": "rotation angle (degrees)",
+            "offset_px": "offset (pixels)", "flip": "flip"}
 #: one bar's width in the Lie derivative's bar chart, as a share of a slot (two networks side by side)
 BAR = 0.38
 
@@ -110,6 +112,14 @@ def _unit_lines(ax) -> None:
     ax.axhline(0.0, color="grey", linewidth=0.6, linestyle=":")
 
 
+def _style(network: str) -> dict:
+    return TRAINED_STYLE if network == "trained" else UNTRAINED_STYLE
+
+
+def _setup(t: Mapping) -> str:
+    return f"{v.config(t, 'mode')} shifts, {v.config(t, 'pattern')}"
+
+
 def _widest(widths) -> float | None:
     widths = [w for w in widths if w is not None]
     return max(widths) if widths else None
@@ -128,7 +138,7 @@ def _shift_axes(t: Mapping) -> tuple[list[int], list[int]]:
     return full, full
 
 
-def sensitivity_grid(net: Mapping, layer: str, metric: str, dys: Sequence[int], dxs: Sequence[int]) -> np.ndarray:
+def sensitivity_grid(net: Mapping, layer: str, metric: str, dys: Sequence[int], dxs: Sequence[int]):
     """``len(dys) x len(dxs)`` array of a metric of one network's translation section over the shift
     grid; NaN where not measured."""
     grid = np.full((len(dys), len(dxs)), np.nan)
@@ -157,7 +167,7 @@ def _norm_for(metric: str, arrays: Sequence[np.ndarray]):
     return Normalize(lo, hi if hi != lo else lo + 1.0)
 
 
-def exact_test_grid(net: Mapping, layer: str, dys: Sequence[int], dxs: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def exact_test_grid(net: Mapping, layer: str, dys: Sequence[int], dxs: Sequence[int]):
     """The exact test over the shift grid: ``aligned_rel`` where the stride divides the shift, the best
     integer alignment (``nearest_aligned_rel``) elsewhere. Returns ``(values, nearest)``, ``nearest``
     True where the value is a best alignment rather than the exact test; NaN where neither exists."""
@@ -183,6 +193,10 @@ def _grid_axes(ax, dxs, dys, one_row: bool) -> None:
     ax.tick_params(labelsize=7)
     ax.set_xlabel("dx (right)", fontsize=8)
     ax.set_ylabel("dy (down)", fontsize=8)
+
+
+def _heatmap(ax, grid, cmap, norm, extent):
+    return ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
 
 
 def _annotate(ax, grid, dys, dxs, norm, cmap, fontsize, approx=None) -> None:
@@ -224,7 +238,7 @@ def _draw_exact_rows(fig, exact_axes, t, nets, conv_cols, dys, dxs, one_row, ann
             ax.set_title(f"{layer} · {name}\nexact test, log (≈: best alignment)", fontsize=9)
             extent = (dxs[0] - 0.5, dxs[-1] + 0.5, dys[-1] + 0.5, dys[0] - 0.5)
             shown = np.where(np.isfinite(grid), np.maximum(grid, norm.vmin), np.nan)
-            image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
+            image = _heatmap(ax, shown, cmap, norm, extent)
             if annotate:
                 _annotate(ax, grid, dys, dxs, norm, cmap, fontsize=6 if len(dxs) > 5 else 7, approx=nearest)
             elif nearest.any():
@@ -241,12 +255,11 @@ def _exact_note(ax, tol: float) -> None:
     ax.axis("off")
     ax.text(
         0.0, 0.95,
-        "Exact test (spatial layers), top rows:\naligned_rel = |f(Tx) - f(x) moved by s/stride|\n"
-        f"on the certified region, relative.\nDark (< {fmt(tol)}): exact. Where the stride\n"
-        "does not divide the shift no exact alignment\nexists: the best integer alignment is shown\n"
-        "(≈). A stride-2 layer is exact only at even\nshifts: a checkerboard.\n\n"
-        "Bottom rows: the key score per layer\n(for conv layers the lab's sorting hint,\n"
-        "lowered by the frame's border in crop mode).",
+        "Exact test (spatial layers), top rows:\naligned_rel = |f(Tx) - f(x) moved by s/stride|\non the "
+        f"certified region, relative.\nDark (< {fmt(tol)}): exact. Where the stride\ndoes not divide the "
+        "shift no exact alignment\nexists: the best integer alignment is shown\n(≈). A stride-2 layer is "
+        "exact only at even\nshifts: a checkerboard.\n\nBottom rows: the key score per layer\n(for conv "
+        "layers the lab's sorting hint,\nlowered by the frame's border in crop mode).",
         transform=ax.transAxes, va="top", ha="left", fontsize=8,
     )
 
@@ -273,7 +286,7 @@ def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, anno
             _axes_text(ax, f"{metric}\nnot measured\nfor {layer}", fontsize=8, color="dimgray")
             continue
         shown = np.where(grid <= norm.vmin, norm.vmin, grid) if isinstance(norm, LogNorm) else grid
-        image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
+        image = _heatmap(ax, shown, cmap, norm, extent)
         if annotate:
             _annotate(ax, grid, dys, dxs, norm, cmap, fontsize=6 if len(dxs) > 5 else 7)
     if image is not None:
@@ -282,7 +295,8 @@ def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, anno
 
 
 def plot_sensitivity_heatmaps(results: Mapping, metric_by_layer: Mapping[str, str] | str | None = None,
-                              path: str | Path | None = None, dpi: int = DPI, exact_test: bool | None = None) -> Figure:
+                              path: str | Path | None = None, dpi: int = DPI,
+                              exact_test: bool | None = None) -> Figure:
     """Translation-sensitivity maps (Kauderer-Abrams 2017): one heatmap per layer over (dy, dx).
 
     Columns are layers, rows trained / untrained. Each layer shows ``metric_by_layer[layer]`` (a dict,
@@ -315,11 +329,12 @@ def plot_sensitivity_heatmaps(results: Mapping, metric_by_layer: Mapping[str, st
             metric = metric_by_layer
         else:
             metric = (metric_by_layer or {}).get(layer) or v.key_metric(t, layer)
-        any_interval |= _draw_score_column(fig, score_axes[:, j], nets, layer, metric, dys, dxs, one_row, annotate)
+        any_interval |= _draw_score_column(fig, score_axes[:, j], nets, layer, metric, dys, dxs, one_row,
+                                           annotate)
     sure = ("each score panel states its widest 95 % interval over test images" if any_interval
             else "no intervals in these results (older results.json)")
-    fig.suptitle(f"Translation-sensitivity maps ({v.config(t, 'mode')} shifts, {v.config(t, 'pattern')} pattern; "
-                 f"blank = not measured / n/a); {sure}", fontsize=10)
+    fig.suptitle(f"Translation-sensitivity maps ({_setup(t)} pattern; blank = not measured / n/a); {sure}",
+                 fontsize=10)
     return _save(fig, path, dpi)
 
 
@@ -366,7 +381,7 @@ def _draw_profiles(ax, nets, layer, metrics, colours, log_axis: bool) -> tuple[b
                 values = np.maximum(values, LOG_FLOOR)
             any_point = any_point or bool(np.isfinite(values).any())
             label = f"{SHORT_LABELS.get(metric, _label(metric))} · {name}" if len(shown) > 1 else name
-            ax.plot(r, values, color=colour, label=label, **(TRAINED_STYLE if name == "trained" else UNTRAINED_STYLE))
+            ax.plot(r, values, color=colour, label=label, **_style(name))
             band = None if log_axis else radial_band(net, layer, metric)
             if band is not None:
                 br, lo, hi = band
@@ -403,7 +418,8 @@ def _vector_panels(top, bottom, nets, layer: str, is_classifier: bool) -> list[f
     _unit_lines(top)
     below = ["consistency", "consistency_correct", "shifted_acc"] if is_classifier else ["rel"]
     shown = [m for m in below if _has_series(nets, layer, m)]
-    _, _, w_bottom = _draw_profiles(bottom, nets, layer, shown, ("tab:orange", "tab:brown", "tab:green"), False)
+    colours = ("tab:orange", "tab:brown", "tab:green")
+    _, _, w_bottom = _draw_profiles(bottom, nets, layer, shown, colours, False)
     title = " / ".join(_label(m) if len(shown) < 3 else SHORT_LABELS.get(m, _label(m)) for m in shown)
     bottom.set_title(f"{layer}: {title or 'n/a'}", fontsize=9 if len(shown) < 3 else 8)
     bottom.set_ylabel(title if len(shown) == 1 else "share of images", fontsize=8)
@@ -444,8 +460,8 @@ def plot_radial_profiles(results: Mapping, path: str | Path | None = None, dpi: 
         else f"shaded: 95 % intervals over test images (widest ±{fmt(widest, 2)}"
         + ("; narrower than the lines where no shading shows)" if widest < 0.01 else ")")
     )
-    fig.suptitle(f"Radial profiles ({v.config(t, 'mode')} shifts, {v.config(t, 'pattern')} pattern): trained solid, "
-                 f"untrained dashed; {sure}", fontsize=10)
+    fig.suptitle(f"Radial profiles ({_setup(t)} pattern): trained solid, untrained dashed; {sure}",
+                 fontsize=10)
     return _save(fig, path, dpi)
 
 
@@ -462,7 +478,8 @@ def _no_alignment(ax, shape, stride, stride_txt: str) -> None:
 
 def _aligned_panel(ax, diff: np.ndarray, lim: float) -> None:
     """The aligned difference (NaN, grey: positions outside the certified region); says so where it is 0."""
-    ax.imshow(np.ma.masked_invalid(diff), cmap=_cmap_with_blank(MAP_CMAP), vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.imshow(np.ma.masked_invalid(diff), cmap=_cmap_with_blank(MAP_CMAP), vmin=-lim, vmax=lim,
+              interpolation="nearest")
     ax.set_facecolor("#e0e0e0")
     max_abs = float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else math.nan
     ax.set_xlabel(f"max|Δ| {fmt(max_abs, 2)}", fontsize=6.5, labelpad=1)
@@ -509,7 +526,7 @@ def plot_example_pairs(examples: Mapping, path: str | Path | None = None, dpi: i
     n_cols = 2 + 3 * len(channels)
     fig = _new_figure(1.3 * n_cols + 0.9, 1.45 * len(pairs) + 1.1)
     axes = fig.subplots(len(pairs), n_cols, squeeze=False)
-    stride_txt = "?" if stride is None else (str(stride[0]) if stride[0] == stride[1] else f"{stride[0]}x{stride[1]}")
+    stride_txt = "?" if stride is None else "x".join(map(str, dict.fromkeys(stride)))
     for row, pair in enumerate(pairs):
         headers = _example_row(fig, axes[row], pair, channels, stride, stride_txt)
         for col, ax in enumerate(axes[row]):
@@ -522,9 +539,10 @@ def plot_example_pairs(examples: Mapping, path: str | Path | None = None, dpi: i
         else "on the certified region (grey = positions whose receptive field leaves the image)"
     )
     fig.suptitle(
-        f"{layer} feature maps of x and T(s)x ({mode} shifts); aligned Δ = f(Tx) − f(x) moved by s/{stride_txt} {where}\n"
-        f"channels shown: {', '.join(map(str, channels))}, the {len(channels)} most active (largest mean |f(x)|) over "
-        "these images; each channel's three panels share one symmetric colour scale",
+        f"{layer} feature maps of x and T(s)x ({mode} shifts); aligned Δ = f(Tx) − f(x) moved by "
+        f"s/{stride_txt} {where}\nchannels shown: {', '.join(map(str, channels))}, the {len(channels)} most "
+        "active (largest mean |f(x)|) over these images; each channel's three panels share one symmetric "
+        "colour scale",
         fontsize=8.5,
     )
     return _save(fig, path, dpi)
@@ -556,7 +574,8 @@ def curve_series(section: Mapping) -> list[tuple[str, list[tuple[float, str, int
 
 def _categorical(section: Mapping) -> bool:
     """Whether the parameter has no order (flips): points with error bars, no lines between them."""
-    return any(_number(b.get("param")) is None and not isinstance(b.get("param"), Mapping) for b in v.blocks(section))
+    params = [b.get("param") for b in v.blocks(section)]
+    return any(_number(p) is None and not isinstance(p, Mapping) for p in params)
 
 
 def _draw_curve(ax, xs, rows, layer, metric, log, colour, style, categorical) -> float | None:
@@ -592,8 +611,8 @@ def _draw_curves(ax, section, points, metrics, log, colours, layers) -> float | 
             for k, metric in enumerate(metrics):
                 if not any(get(r, layer, metric) is not None for r in rows if r):
                     continue
-                label = (layer if len(metrics) == 1 else metric.replace("_", " ")) if name == "trained" else None
-                style = {**(TRAINED_STYLE if name == "trained" else UNTRAINED_STYLE), "label": label}
+                label = layer if len(metrics) == 1 else metric.replace("_", " ")
+                style = {**_style(name), "label": label if name == "trained" else None}
                 if len(metrics) > 1:
                     style["marker"] = ("o", "^")[k % 2]
                 x = xs
@@ -601,7 +620,8 @@ def _draw_curves(ax, section, points, metrics, log, colours, layers) -> float | 
                     slot = 2 * n_layer + (name != "trained")
                     x = xs + 0.6 * ((slot + 0.5) / (2 * max(1, len(layers))) - 0.5)
                     style["linestyle"] = "none"
-                widths.append(_draw_curve(ax, x, rows, layer, metric, log, colours[layer], style, categorical))
+                widths.append(_draw_curve(ax, x, rows, layer, metric, log, colours[layer], style,
+                                          categorical))
     return _widest(widths)
 
 
@@ -616,9 +636,8 @@ def _curve_axes(ax, section, points, label: str, log: bool, tol: float) -> None:
     if _categorical(section):
         ax.set_xlim(-0.5, len(points) - 0.5)
     ax.set_xticklabels([t for _, t, _ in points], fontsize=6, rotation=45 if len(points) > 8 else 0)
-    x_label = {"k": "rotation (k x 90°)", "angle_deg": "rotation angle (degrees)", "offset_px": "offset (pixels)",
-               "flip": "flip"}.get(section.get("parameter"), str(section.get("parameter") or "parameter"))
-    ax.set_xlabel(x_label, fontsize=8)
+    parameter = section.get("parameter")
+    ax.set_xlabel(X_LABELS.get(parameter, str(parameter or "parameter")), fontsize=8)
     ax.set_ylabel(label, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(True, alpha=0.3)
@@ -631,8 +650,9 @@ def plot_family_curves(name: str, section: Mapping, path: str | Path | None = No
     measured; the classifier's consistency and accuracy), columns = curves (x and y for sub-pixel
     shifts); a line per layer, trained solid and untrained dashed, the 95 % intervals as bands."""
     series = curve_series(section)
-    rows = [row for row in CURVE_ROWS if any(v.has_value(section, layer, m) for layer in section.get("layers", [])
-                                             for m in row[0])]
+    layers = section.get("layers", [])
+    rows = [row for row in CURVE_ROWS
+            if any(v.has_value(section, layer, m) for layer in layers for m in row[0])]
     colours = {layer: f"C{i % 10}" for i, layer in enumerate(section.get("layers", []))}
     fig = _new_figure(max(6.5, 4.6 * len(series) + 0.6), 2.6 * max(1, len(rows)) + 0.8)
     axes = fig.subplots(max(1, len(rows)), max(1, len(series)), squeeze=False)
@@ -641,15 +661,17 @@ def plot_family_curves(name: str, section: Mapping, path: str | Path | None = No
         for i, (metrics, label, log) in enumerate(rows):
             ax = axes[i, j]
             if metrics[0] == "consistency":
-                widths.append(_draw_curves(ax, section, points, metrics, log, {clf: colours.get(clf, "C0")}, [clf]))
+                drawn = {clf: colours.get(clf, "C0")}
+                widths.append(_draw_curves(ax, section, points, metrics, log, drawn, [clf]))
                 ax.set_title(f"{clf}: consistency (o) and accuracy on transformed (^)", fontsize=8)
             else:
-                widths.append(_draw_curves(ax, section, points, metrics, log, colours, section.get("layers", [])))
+                widths.append(_draw_curves(ax, section, points, metrics, log, colours, layers))
                 ax.set_title(f"{label}" + (f" · {curve}" if curve else ""), fontsize=9)
             _curve_axes(ax, section, points, label, log, v.exact_tol(section))
     widest = _widest(widths)
+    shown = "bars" if _categorical(section) else "bands"
     sure = ("no intervals in these results" if widest is None
-            else f"{'bars' if _categorical(section) else 'bands'}: 95 % intervals over test images (widest ±{fmt(widest, 2)})")
+            else f"{shown}: 95 % intervals over test images (widest ±{fmt(widest, 2)})")
     styles = "trained solid, untrained dashed" if section.get("untrained") else "trained network"
     fig.suptitle(f"{title_of(name, section).replace('`', '')}\n{styles}; {sure}", fontsize=10)
     return _save(fig, path, dpi)
@@ -680,12 +702,13 @@ def family_grid(net: Mapping, layer: str, metric: str, oys, oxs) -> np.ndarray:
 def _grid_norm(grids, metric: str, tol: float):
     if metric == "aligned_rel":
         finite_values = np.concatenate([g[np.isfinite(g)] for g in grids] + [np.array([tol])])
-        return LogNorm(vmin=max(LOG_FLOOR, float(finite_values.min())), vmax=max(float(finite_values.max()), tol * 10))
+        return LogNorm(vmin=max(LOG_FLOOR, float(finite_values.min())),
+                       vmax=max(float(finite_values.max()), tol * 10))
     finite_values = np.concatenate([g[np.isfinite(g)] for g in grids] + [np.array([0.0, 1.0])])
     return Normalize(vmin=float(finite_values.min()), vmax=max(1.0, float(finite_values.max())))
 
 
-def plot_family_heatmaps(name: str, section: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
+def plot_family_heatmaps(name: str, section: Mapping, path: str | Path | None = None, dpi: int = DPI):
     """A 2-D family: a heatmap per layer over (oy, ox) of the invariance score (trained, untrained),
     then of aligned_rel where measured."""
     layers = list(section.get("layers", []))
@@ -706,8 +729,8 @@ def plot_family_heatmaps(name: str, section: Mapping, path: str | Path | None = 
                 _axes_text(ax, "not measured", fontsize=8)
             else:
                 shown = np.maximum(grid, LOG_FLOOR) if metric == "aligned_rel" else grid
-                image = ax.imshow(np.ma.masked_invalid(shown), cmap=EXACT_CMAP if metric == "aligned_rel" else SCORE_CMAP,
-                                  norm=norm, origin="upper")
+                cmap = EXACT_CMAP if metric == "aligned_rel" else SCORE_CMAP
+                image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, origin="upper")
                 for (r, c), value in np.ndenumerate(grid) if annotate else ():
                     if np.isfinite(value):
                         ax.text(c, r, fmt(value, 2), ha="center", va="center", fontsize=5, color="white")
@@ -715,7 +738,7 @@ def plot_family_heatmaps(name: str, section: Mapping, path: str | Path | None = 
             ax.set_xticklabels([f"{x:g}" for x in oxs], fontsize=6, rotation=90)
             ax.set_yticks(range(len(oys)))
             ax.set_yticklabels([f"{y:g}" for y in oys], fontsize=6)
-            ax.set_title(f"{layer} · {net}" + (": aligned_rel" if metric == "aligned_rel" else ""), fontsize=8)
+            ax.set_title(f"{layer} · {net}{': aligned_rel' if metric == 'aligned_rel' else ''}", fontsize=8)
             if i == len(rows) - 1:
                 ax.set_xlabel("ox (px)", fontsize=7)
             if j == 0:
@@ -762,8 +785,8 @@ def plot_lie_layerwise(section: Mapping, path: str | Path | None = None, dpi: in
             values = [_contribution(net, name, g) for name in names]
             rel, hw = np.array([x[0] for x in values]), np.array([x[1] for x in values])
             low = np.minimum(hw, rel * (1 - 1e-3))  # a log axis cannot draw an interval below 0
-            ax.bar(slots + (k - (len(nets) - 1) / 2) * BAR, rel, BAR, yerr=[low, hw], capsize=2, color=f"C{k}",
-                   hatch="//" if label == "untrained" else None, alpha=0.9, label=label)
+            ax.bar(slots + (k - (len(nets) - 1) / 2) * BAR, rel, BAR, yerr=[low, hw], capsize=2,
+                   color=f"C{k}", hatch="//" if label == "untrained" else None, alpha=0.9, label=label)
             total = finite((v.layerwise(net, "layerwise_total", g).get("end_to_end") or {}).get("rel"))
             if total and total > 0:
                 ax.axhline(total, color=f"C{k}", linestyle="--", linewidth=1, label=f"end-to-end ({label})")

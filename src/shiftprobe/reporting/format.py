@@ -118,7 +118,8 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 #: a family's title by its kind
-FAMILY_TITLES = {"rot90": "Rotations by 90°", "flip": "Flips", "rotation": "Rotations", "subpixel": "Sub-pixel shifts"}
+FAMILY_TITLES = {"rot90": "Rotations by 90°", "flip": "Flips", "rotation": "Rotations",
+                 "subpixel": "Sub-pixel shifts"}
 
 
 def kind_of(section: Mapping) -> str:

@@ -51,7 +51,8 @@ CLASSIFIER_ROWS = (
     ("shifted_acc", "accuracy on shifted"),
 )
 SUMMARY_KEYS = (
-    ("cos", "cos"), ("rel", "rel"), ("invariance_score", "invariance"), ("aligned_rel", "aligned_rel (exact test)"),
+    ("cos", "cos"), ("rel", "rel"), ("invariance_score", "invariance"),
+    ("aligned_rel", "aligned_rel (exact test)"),
     ("equivariance_score", "sorting hint"), ("equivariance_score_certified", "sorting hint (certified)"),
     ("consistency", "consistency"), ("consistency_correct", "consistency (correct)"),
     ("consistency_two_shifts", "consistency (2 shifts)"), ("shifted_acc", "shifted acc"),
@@ -127,7 +128,8 @@ def _predictions_phrase(pred: Mapping) -> str:
 
 
 def _predictions_line(t: Mapping) -> list[str]:
-    parts = [f"{name}: {'**near-constant**: ' if v.near_constant(net) else ''}{_predictions_phrase(net['predictions'])}"
+    parts = [f"{name}: {'**near-constant**: ' if v.near_constant(net) else ''}"
+             f"{_predictions_phrase(net['predictions'])}"
              for name, net in v.networks(t) if net.get("predictions")]
     return ["- **Predicted classes** (unshifted): " + "; ".join(parts)] if parts else []
 
@@ -144,7 +146,8 @@ def _header_lines(results: Mapping, t: Mapping) -> list[str]:
         timing += f" for the trained network, {total:.1f} s with the untrained one"
     subset = results.get("subset") or {}
     if subset.get("how") == "seeded random subset":
-        acc_label = f"**Accuracy on the measured subset** (unshifted, {subset['n_images']} of {subset['of']} test images)"
+        acc_label = ("**Accuracy on the measured subset** (unshifted, "
+                     f"{subset['n_images']} of {subset['of']} test images)")
         images = (f"{t.get('n_images')}, a seeded random subset (seed {subset.get('seed')}) of the "
                   f"{subset['of']} test images")
     else:
@@ -160,17 +163,17 @@ def _header_lines(results: Mapping, t: Mapping) -> list[str]:
         f"(offset {(t.get('control') or {}).get('offset', 'n/a')})",
         *([f"- **Untrained control's weights**: {origin}"] if un and origin else []),
         f"- **Measurement time**: {timing}",
-        f"- **Precision**: the network ran in {(t.get('precision') or {}).get('dtype', 'float32')}; exact means a "
-        f"relative error below {fmt(v.exact_tol(t))}",
+        f"- **Precision**: the network ran in {(t.get('precision') or {}).get('dtype', 'float32')}; exact "
+        f"means a relative error below {fmt(v.exact_tol(t))}",
         *_predictions_line(t),
         "",
-        "How to read it: for conv layers the **exact test** is the headline: aligned_rel = relative difference "
-        "between f(Tx) and f(x) moved by shift/stride on the certified region (map positions whose receptive "
-        "field lies inside the image in both; see the geometry table) "
-        f"(< {fmt(v.exact_tol(t))} = exact; n/a where the stride does not divide the shift). "
-        "Invariance score = 1 - dist / control dist (1 = unchanged, 0 = as different as unrelated images). "
-        "The lab's sorting hint = 1 - sorted_rel / control sorted_rel, each channel's values sorted: in crop mode "
-        "content entering and leaving the frame lowers it even for an exact layer, so it is not on the scale of an "
+        "How to read it: for conv layers the **exact test** is the headline: aligned_rel = relative "
+        "difference between f(Tx) and f(x) moved by shift/stride on the certified region (map positions "
+        "whose receptive field lies inside the image in both; see the geometry table) (< "
+        f"{fmt(v.exact_tol(t))} = exact; n/a where the stride does not divide the shift). Invariance score = "
+        "1 - dist / control dist (1 = unchanged, 0 = as different as unrelated images). The lab's sorting "
+        "hint = 1 - sorted_rel / control sorted_rel, each channel's values sorted: in crop mode content "
+        "entering and leaving the frame lowers it even for an exact layer, so it is not on the scale of an "
         "invariance score; 'certified' = the same on the certified region, where an exact layer scores 1. "
         + ("± = half-width of the 95 % interval over test images. " if v.has_intervals(t)
            else "No ± : this results.json has no intervals (older version). ")
@@ -225,15 +228,16 @@ def _parity_table(t: Mapping) -> list[str]:
         return []
     certified = v.has_metric(t, "equivariance_score_certified")
     text = (
-        "aligned_rel over non-zero shifts; even = both dy and dx even. "
-        f"'exact' means every pair's aligned_rel is below {fmt(v.exact_tol(t))}; 'n/a' means no exact alignment "
-        "exists (the stride does not divide the shift); 'best alignment' is nearest_aligned_rel, the error of the "
-        "best integer map offset (defined at every shift). The lab's sorting hint (sorted equivariance score) is "
-        "shown for comparison"
-        + (", on the whole map and on the certified region (where an exact layer scores 1)." if certified else ".")
+        "aligned_rel over non-zero shifts; even = both dy and dx even. 'exact' means every pair's "
+        f"aligned_rel is below {fmt(v.exact_tol(t))}; 'n/a' means no exact alignment exists (the stride does "
+        "not divide the shift); 'best alignment' is nearest_aligned_rel, the error of the best integer map "
+        "offset (defined at every shift). The lab's sorting hint (sorted equivariance score) is shown for "
+        "comparison"
+        + (", on the whole map and on the certified region (where an exact layer scores 1)." if certified
+           else ".")
     )
     rows = [_parity_row(t, net, layer, name, certified) for layer in convs for name, net in v.networks(t)]
-    hints = [h for g in ("even", "odd") for h in [f"sorting hint ({g})"] + ([f"certified ({g})"] if certified else [])]
+    hints = [h for g in ("even", "odd") for h in [f"sorting hint ({g})"] + [f"certified ({g})"] * certified]
     header = ["layer", "stride", "network", "even: aligned_rel", "even", "odd: aligned_rel", "odd",
               "odd: best alignment", *hints]
     return ["", "## What holds exactly: even vs odd shifts (conv layers)", "", text, "", *table(header, rows)]
@@ -261,7 +265,8 @@ def _geometry_table(t: Mapping) -> list[str]:
         "[r q + a, r q + b] that map position q depends on (found by autograd on a larger canvas); "
         "interior: the positions whose receptive field lies inside the image (no padding involved).",
         "",
-        *table(["layer", "kind", "shape", "stride", "receptive field (a, b)", "interior", "circular", "note"], rows),
+        *table(["layer", "kind", "shape", "stride", "receptive field (a, b)", "interior", "circular", "note"],
+               rows),
     ]
 
 
@@ -274,18 +279,19 @@ def _summary_table(t: Mapping) -> list[str]:
     if v.has_intervals(t) or k_inits > 1:
         note = "± = half-width of the 95 % interval over test images." if v.has_intervals(t) else ""
         if k_inits > 1 and un:
-            note += f" 'untrained, {k_inits} inits' = mean (sd) over {k_inits} independent untrained initialisations."
+            note += (f" 'untrained, {k_inits} inits' = mean (sd) over {k_inits} independent untrained "
+                     "initialisations.")
         lines += [note.strip(), ""]
     rows = []
     for layer in t.get("layers", []):
         for name, net in v.networks(t):
             summary = net.get("summary")
             entry = (summary or {}).get(layer) or {}
-            rows.append([layer, name, *[val(summary, layer, key) if key in entry else "–" for key, _ in keys]])
+            rows.append([layer, name, *[val(summary, layer, k) if k in entry else "–" for k, _ in keys]])
             if name == "untrained" and k_inits > 1:
                 stats = (inits.get("summary") or {}).get(layer) or {}
-                cells = [f"{fmt(st.get('mean'))} (sd {fmt(st.get('std'), 2)})" if finite(st.get("mean")) is not None
-                         else "–" for st in (stats.get(key) or {} for key, _ in keys)]
+                cells = [f"{fmt(st['mean'])} (sd {fmt(st.get('std'), 2)})" if finite(st.get("mean"))
+                         is not None else "–" for st in (stats.get(k) or {} for k, _ in keys)]
                 rows.append([layer, f"untrained, {k_inits} inits", *cells])
     return lines + table(["layer", "network", *[label for _, label in keys]], rows)
 
@@ -300,7 +306,8 @@ def _translation_lines(results: Mapping, t: Mapping) -> list[str]:
 def conclusions(results: Mapping) -> list[str]:
     """The 'What this shows' paragraphs of results (any schema) with translation measured: any
     near-constant-prediction warning, one per layer (the exact test first for conv layers, invariance for
-    the others, each with its untrained comparison), the architecture sentence and how sure the figures are."""
+    the others, each with its untrained comparison), the architecture sentence and how sure the figures
+    are."""
     return _conclusions(v.translation(migrate(results)))
 
 
@@ -357,16 +364,16 @@ def _sorting_hint(t: Mapping, layer: str, ex: Mapping) -> str:
     )
     if certified is None:
         return text + (
-            f". In {mode} mode {border}, so the hint stays below 1 even for an exactly "
-            "equivariant layer: read it as a hint, not on the scale of an invariance score (this results.json "
-            "has no certified-region version of it)."
+            f". In {mode} mode {border}, so the hint stays below 1 even for an exactly equivariant layer: "
+            "read it as a hint, not on the scale of an invariance score (this results.json has no "
+            "certified-region version of it)."
         )
-    text += f"; on the region the exact test certifies it is {val(summary, layer, 'equivariance_score_certified')}"
+    text += "; on the region the exact test certifies it is " + val(summary, layer, CONV_KEYS[2][0])
     if certified >= CERTIFIED_ONE:
         return text + (
             (", as an exact layer must" if ex["kind"] in ("every", "stride") else "")
-            + f": the gap is the frame's border, not the layer ({border}). The hint is not on the scale of an "
-            "invariance score."
+            + f": the gap is the frame's border, not the layer ({border}). The hint is not on the scale "
+            "of an invariance score."
         )
     return text + (
         ": below 1 even where the border plays no part, so the layer's own values change under the shift "
@@ -379,7 +386,8 @@ def _stride_sentence(t: Mapping, layer: str, ex: Mapping, head: str) -> str:
     even, odd = v.block(t, "parity", "even"), v.block(t, "parity", "odd")
     detail = ""
     if stride == 2 and v.blocks(t, "parity"):
-        detail = f" (even: {fmt(get(even, layer, 'aligned_rel'))}, odd: n/a because stride 2 does not divide odd shifts)"
+        detail = (f" (even: {fmt(get(even, layer, 'aligned_rel'))}, odd: n/a because stride 2 does not "
+                  "divide odd shifts)")
     best = (
         f": the best integer alignment still differs by {val(odd, layer, 'nearest_aligned_rel')} "
         "(nearest_aligned_rel): not exact"
@@ -404,25 +412,27 @@ def _exact_test_sentence(t: Mapping, layer: str, ex: Mapping) -> str:
         head += f" [{ex['no_overlap']} pairs without a certified overlap left out]"
     if kind == "every":
         return (
-            f"{head} is exactly equivariant at every measured shift: its map moves with the input "
-            f"(exact test: largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, "
+            f"{head} is exactly equivariant at every measured shift: its map moves with the input (exact "
+            f"test: largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, "
             f"below {fmt(ex['tol'])}: exact)."
         )
     if kind == "stride":
         return _stride_sentence(t, layer, ex, head)
     if kind in ("partial", "none"):
-        where = "at any alignable shift" if kind == "none" else f"at only {ex['n_exact']} of {ex['n_alignable']} alignable shifts"
+        where = ("at any alignable shift" if kind == "none"
+                 else f"at only {ex['n_exact']} of {ex['n_alignable']} alignable shifts")
         return (
-            f"{head} is **not** exactly equivariant {where}: per-pair aligned_rel reaches {fmt(ex['max_aligned'])} "
-            f"(at shift {ex['worst_shift']}, threshold {fmt(ex['tol'])}: not exact)."
+            f"{head} is **not** exactly equivariant {where}: per-pair aligned_rel reaches "
+            f"{fmt(ex['max_aligned'])} (at shift {ex['worst_shift']}, threshold {fmt(ex['tol'])}: not exact)."
         )
     if ex["no_overlap"]:
         return (
-            f"{head}: exact equivariance could not be tested: at every measured shift that is a multiple of its "
-            f"stride, no map position whose receptive field lies inside the image in both maps remains (its "
-            f"receptive field is too wide for this image)."
+            f"{head}: exact equivariance could not be tested: at every measured shift that is a multiple of "
+            "its stride, no map position whose receptive field lies inside the image in both maps remains "
+            "(its receptive field is too wide for this image)."
         )
-    return f"{head}: no measured shift is a multiple of its stride, so exact equivariance could not be tested."
+    return (f"{head}: no measured shift is a multiple of its stride, so exact equivariance could not be "
+           "tested.")
 
 
 def _trend(t: Mapping, layer: str, metric: str, name: str) -> str:
@@ -438,7 +448,8 @@ def _trend(t: Mapping, layer: str, metric: str, name: str) -> str:
     if abs(v1 - v0) <= 1e-3:
         return f"{name} stays at about {val(first, layer, metric)} from radius {r0} to {r1}"
     verb = "falls" if v1 < v0 else "rises"
-    return f"{name} {verb} from {val(first, layer, metric)} at radius {r0} to {val(last, layer, metric)} at radius {r1}"
+    return (f"{name} {verb} from {val(first, layer, metric)} at radius {r0} to {val(last, layer, metric)} at "
+            f"radius {r1}")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -465,8 +476,8 @@ def _inits_phrase(t: Mapping, layer: str, metric: str) -> str:
     if not k or int(k) < 2 or finite(stats.get("mean")) is None:
         return ""
     return (
-        f"; over {int(k)} untrained initialisations: mean {fmt(stats.get('mean'))}, sd {fmt(stats.get('std'))}, "
-        f"range {fmt(stats.get('min'))} to {fmt(stats.get('max'))}"
+        f"; over {int(k)} untrained initialisations: mean {fmt(stats.get('mean'))}, sd "
+        f"{fmt(stats.get('std'))}, range {fmt(stats.get('min'))} to {fmt(stats.get('max'))}"
     )
 
 
@@ -476,18 +487,19 @@ def _disagreement_sentence(t: Mapping, layer: str, dis: Mapping) -> str:
     verb = "raised" if dis["direction"] > 0 else "lowered"
     text = (
         f"Training {verb} its invariance score ({val(summary, layer, 'invariance_score')} vs "
-        f"{val(usummary, layer, 'invariance_score')} **untrained**{_inits_phrase(t, layer, 'invariance_score')}) "
-        f"but also {verb} its relative change under shifts (rel {val(summary, layer, 'rel')} vs "
-        f"{val(usummary, layer, 'rel')}"
+        f"{val(usummary, layer, 'invariance_score')} "
+        f"**untrained**{_inits_phrase(t, layer, 'invariance_score')}) but also {verb} its relative change "
+        f"under shifts (rel {val(summary, layer, 'rel')} vs {val(usummary, layer, 'rel')}"
     )
     if dis["radii"]:
         r = dis["radii"][-1]
         a, b = v.block(t, "radius", r), v.block(un, "radius", r)
         text += (
-            f"; at radius {r}: score {val(a, layer, 'invariance_score')} vs {val(b, layer, 'invariance_score')}, "
-            f"rel {val(a, layer, 'rel')} vs {val(b, layer, 'rel')}"
+            f"; at radius {r}: score {val(a, layer, 'invariance_score')} vs "
+            f"{val(b, layer, 'invariance_score')}, rel {val(a, layer, 'rel')} vs {val(b, layer, 'rel')}"
         )
-    text += "): **the two disagree, and both are true**. The score divides by the distance between unrelated images"
+    text += ("): **the two disagree, and both are true**. The score divides by the distance between "
+             "unrelated images")
     control = _ratio(get(t.get("control"), layer, "dist"), get(un.get("control"), layer, "dist"))
     pair = _ratio(get(summary, layer, "dist"), get(usummary, layer, "dist"))
     if control is not None and pair is not None:
@@ -499,13 +511,13 @@ def _disagreement_sentence(t: Mapping, layer: str, dis: Mapping) -> str:
     where = _radii_phrase(dis["radii"])
     if dis["direction"] > 0:
         return text + (
-            f": trained {layer} tells different digits apart far better, yet a shift moves its vector by a larger "
-            f"fraction of the vector's length{where}. Read the score as \"a shift vs a different digit\", not as "
-            "\"less sensitive to shifts\"."
+            f": trained {layer} tells different digits apart far better, yet a shift moves its vector by a "
+            f"larger fraction of the vector's length{where}. Read the score as \"a shift vs a different "
+            "digit\", not as \"less sensitive to shifts\"."
         )
     return text + (
-        f": unrelated digits came closer still in trained {layer}, so its score fell although a shift moves its "
-        f"vector by a smaller fraction of the vector's length{where}."
+        f": unrelated digits came closer still in trained {layer}, so its score fell although a shift moves "
+        f"its vector by a smaller fraction of the vector's length{where}."
     )
 
 
@@ -527,9 +539,9 @@ def _training_effect(t: Mapping, layer: str) -> str:
     if get(summary, layer, "rel") is not None and get(usummary, layer, "rel") is not None:
         rel = f"; rel {val(summary, layer, 'rel')} vs {val(usummary, layer, 'rel')} agrees"
     return (
-        f" Over all non-zero shifts its invariance score is {val(summary, layer, 'invariance_score')} trained vs "
-        f"{val(usummary, layer, 'invariance_score')} **untrained** ({effect}{rel}"
-        f"{_inits_phrase(t, layer, 'invariance_score')})."
+        f" Over all non-zero shifts its invariance score is {val(summary, layer, 'invariance_score')} "
+        f"trained vs {val(usummary, layer, 'invariance_score')} **untrained** "
+        f"({effect}{rel}{_inits_phrase(t, layer, 'invariance_score')})."
     )
 
 
@@ -586,22 +598,24 @@ def prediction_warnings(t: Mapping) -> list[str]:
         summary = net.get("summary")
         text = (
             f"**Warning: the {name} network's predictions are near-constant**: it predicts "
-            f"{_predictions_phrase(net['predictions'])}, at accuracy {fmt(net.get('accuracy'))}. Its consistency "
-            f"({val(summary, layer, 'consistency')}) is therefore meaningless: a network that predicts one class "
-            "for every image is perfectly consistent whatever the shift."
+            f"{_predictions_phrase(net['predictions'])}, at accuracy {fmt(net.get('accuracy'))}. Its "
+            f"consistency ({val(summary, layer, 'consistency')}) is therefore meaningless: a network that "
+            "predicts one class for every image is perfectly consistent whatever the shift."
         )
         if get(summary, layer, "consistency_correct") is not None:
             text += (
-                " Consistency among correctly classified images, which compares networks of different accuracy "
-                "fairly: "
-                + "; ".join(f"{n} {val(r.get('summary'), layer, 'consistency_correct')}" for n, r in v.networks(t))
-                + f". Even this says little for the {name} network: its correctly classified images are mostly of "
-                "the class it predicts anyway. Compare it by its layer scores (invariance score, rel) instead."
+                " Consistency among correctly classified images, which compares networks of different "
+                "accuracy fairly: "
+                + "; ".join(f"{n} {val(r.get('summary'), layer, 'consistency_correct')}"
+                            for n, r in v.networks(t))
+                + f". Even this says little for the {name} network: its correctly classified images are "
+                "mostly of the class it predicts anyway. Compare it by its layer scores (invariance score, "
+                "rel) instead."
             )
         else:
             text += (
-                " (Consistency among correctly classified images is not in this results.json.) Compare it by its "
-                "layer scores (invariance score, rel) instead."
+                " (Consistency among correctly classified images is not in this results.json.) Compare it "
+                "by its layer scores (invariance score, rel) instead."
             )
         out.append(text)
     return out
@@ -616,7 +630,7 @@ def _consistency_comparison(t: Mapping, layer: str) -> str:
         f" Consistency over all non-zero shifts: {val(summary, layer, 'consistency')} trained vs "
         f"{val(usummary, layer, 'consistency')} untrained"
     )
-    if get(summary, layer, "consistency_correct") is not None and get(usummary, layer, "consistency_correct") is not None:
+    if None not in (get(summary, layer, "consistency_correct"), get(usummary, layer, "consistency_correct")):
         text += (
             f"; among correctly classified images {val(summary, layer, 'consistency_correct')} vs "
             f"{val(usummary, layer, 'consistency_correct')}"
@@ -652,31 +666,33 @@ def _metric_words(metric: str) -> str:
 def _intervals_sentence(t: Mapping) -> str:
     if not v.has_intervals(t):
         return (
-            "**How sure**: this results.json carries no standard errors or intervals (it was written by an older "
-            "version), so no figure here has a ± and no difference can be called real; measure again to get them."
+            "**How sure**: this results.json carries no standard errors or intervals (it was written by an "
+            "older version), so no figure here has a ± and no difference can be called real; measure again "
+            "to get them."
         )
     text = (
-        f"**How sure**: every ± is the half-width of a 95 % interval over the {t.get('n_images')} test images "
-        "(scores: the interval of a ratio of two means over the same images; other means: 1.96 standard errors)."
+        f"**How sure**: every ± is the half-width of a 95 % interval over the {t.get('n_images')} test "
+        "images (scores: the interval of a ratio of two means over the same images; other means: 1.96 "
+        "standard errors)."
     )
     widest = v.largest_halfwidth(t)
     if widest is not None:
         text += (
-            f" radial.png draws them as bands around each profile (the widest on a key score: ±{fmt(widest[0], 2)}, "
-            f"{widest[1]}'s {_metric_words(widest[2])} at radius {widest[3]}); heatmaps.png states each panel's "
-            "widest."
+            " radial.png draws them as bands around each profile (the widest on a key score: "
+            f"±{fmt(widest[0], 2)}, {widest[1]}'s {_metric_words(widest[2])} at radius {widest[3]}); "
+            "heatmaps.png states each panel's widest."
         )
     if t.get("untrained"):
         k = int((t.get("untrained_inits") or {}).get("k") or 1)
         if k > 1:
             text += (
-                f" The untrained network was measured at {k} initialisations; their spread (sd) shows how much an "
-                "untrained figure depends on the seed."
+                f" The untrained network was measured at {k} initialisations; their spread (sd) shows how "
+                "much an untrained figure depends on the seed."
             )
         else:
             text += (
-                " The untrained network is one initialisation, one sample: its ± covers the images, not the seed "
-                "(`callbacks.shift_probe.untrained_inits=K` measures K)."
+                " The untrained network is one initialisation, one sample: its ± covers the images, not the "
+                "seed (`callbacks.shift_probe.untrained_inits=K` measures K)."
             )
     return text
 
@@ -695,7 +711,8 @@ def all_phrase(section: Mapping) -> str:
     if kind == "flip":
         return "both flips" if len(params) == 2 else f"the {params[0]} flip" if params else "no flip"
     if kind == "rotation":
-        return f"every rotation measured (0° < |angle| ≤ {max((abs(finite(p) or 0) for p in params), default=0):g}°)"
+        largest = max((abs(finite(p) or 0) for p in params), default=0)
+        return f"every rotation measured (0° < |angle| ≤ {largest:g}°)"
     if kind == "subpixel":
         return "every sub-pixel shift measured"
     return f"every {section.get('parameter', 'parameter')} measured"
@@ -712,7 +729,8 @@ def columns(section: Mapping) -> list[tuple[str, str, str]]:
             if v.has_value(section, layer, "aligned_rel"):
                 out.append((layer, "aligned_rel", f"{layer} aligned_rel"))
         if layer == section.get("classifier"):
-            out += [(layer, m, f"{layer} {label}") for m, label in CLASSIFIER_COLUMNS if v.has_value(section, layer, m)]
+            out += [(layer, m, f"{layer} {label}") for m, label in CLASSIFIER_COLUMNS
+                    if v.has_value(section, layer, m)]
     return out
 
 
@@ -724,7 +742,7 @@ def _parameter_header(section: Mapping) -> str:
 
 
 def family_table(section: Mapping) -> list[str]:
-    """One row per parameter, then ``all`` (the summary over every parameter): trained [interval] / untrained."""
+    """One row per parameter, then ``all`` (the summary): ``trained [interval] / untrained``."""
     un = section.get("untrained") or None
     un_blocks = {repr(b.get("param")): b for b in v.blocks(un)}
     cols = columns(section)
@@ -733,8 +751,10 @@ def family_table(section: Mapping) -> list[str]:
         return score_text(b, layer, metric) + (f" / {fmt(get(other, layer, metric))}" if un else "")
 
     rows = [[param_label(section, b.get("param"))]
-            + [cell(b, un_blocks.get(repr(b.get("param"))), layer, m) for layer, m, _ in cols] for b in v.blocks(section)]
-    rows.append(["**all**"] + [cell(section.get("summary") or {}, (un or {}).get("summary"), layer, m) for layer, m, _ in cols])
+            + [cell(b, un_blocks.get(repr(b.get("param"))), layer, m) for layer, m, _ in cols]
+            for b in v.blocks(section)]
+    summary, un_summary = section.get("summary") or {}, (un or {}).get("summary")
+    rows.append(["**all**"] + [cell(summary, un_summary, layer, m) for layer, m, _ in cols])
     return table([_parameter_header(section), *[header for _, _, header in cols]], rows)
 
 
@@ -754,8 +774,8 @@ def invariance_sentences(section: Mapping) -> list[str]:
             )
         elif below:
             out.append(
-                f"{layer} is invariant at {_labels(section, below)} only (rel below {fmt(tol)}); at the other "
-                f"parameters its mean relative change reaches {fmt(largest)}."
+                f"{layer} is invariant at {_labels(section, below)} only (rel below {fmt(tol)}); at the "
+                f"other parameters its mean relative change reaches {fmt(largest)}."
             )
     return out
 
@@ -777,8 +797,9 @@ def exact_sentences(section: Mapping) -> list[str]:
         elif hits:
             misses = [(p, w) for p, w in worst if p not in hits]
             out.append(
-                f"{layer} is exactly equivariant at {_labels(section, hits)} only (aligned_rel below {fmt(tol)}); "
-                f"not at {_labels(section, [p for p, _ in misses])} (aligned_rel up to {fmt(max(w for _, w in misses))})."
+                f"{layer} is exactly equivariant at {_labels(section, hits)} only (aligned_rel below "
+                f"{fmt(tol)}); not at {_labels(section, [p for p, _ in misses])} (aligned_rel up to "
+                f"{fmt(max(w for _, w in misses))})."
             )
         else:
             out.append(
@@ -798,8 +819,10 @@ def _compare_phrase(layer: str, a_label: str, a: Mapping, b_label: str, b: Mappi
     if d is None:
         return f"the invariance score of {layer} is {ta} at {a_label} and {tb} at {b_label} ({why})"
     if d == 0:
-        return f"the invariance score of {layer} stays about the same from {a_label} ({ta}) to {b_label} ({tb}): {why}"
-    return f"the invariance score of {layer} {'rises' if d > 0 else 'falls'} from {ta} at {a_label} to {tb} at {b_label}"
+        return f"the invariance score of {layer} stays about the same from {a_label} ({ta}) to {b_label} " \
+               f"({tb}): {why}"
+    verb = "rises" if d > 0 else "falls"
+    return f"the invariance score of {layer} {verb} from {ta} at {a_label} to {tb} at {b_label}"
 
 
 def numeric_series(section: Mapping) -> dict[str, list[tuple[float, Mapping]]]:
@@ -824,7 +847,8 @@ def trend_sentences(section: Mapping) -> list[str]:
     out, series = [], numeric_series(section)
     for layer in v.vector_layers(section) if series else []:
         if "" in series:  # rotations: one side (positive angles if any)
-            pts = sorted([(p, b) for p, b in series[""] if p > 0] or [(-p, b) for p, b in series[""] if p < 0],
+            pts = sorted([(p, b) for p, b in series[""] if p > 0]
+                         or [(-p, b) for p, b in series[""] if p < 0],
                          key=lambda pb: pb[0])
             text = _compare_phrase(layer, param_label(section, pts[0][0]), pts[0][1],
                                    param_label(section, pts[-1][0]), pts[-1][1]) if len(pts) >= 2 else None
@@ -858,7 +882,7 @@ def _half_one_sentence(layer: str, half_one: Mapping[str, tuple[Mapping, Mapping
         verdict, why = next(iter(verdicts.values())), next(iter(whys.values()))
         text = words[verdict] + (f" ({why})" if why else "")
         return text[0].upper() + text[1:] + ": invariance score " + "; ".join(numbers.values()) + "."
-    text = "; ".join(f"along {axis}, {words[d]}" + (f" ({whys[axis]})" if whys[axis] else "") + f": {numbers[axis]}"
+    text = "; ".join(f"along {axis}, {words[d]}{f' ({whys[axis]})' if whys[axis] else ''}: {numbers[axis]}"
                      for axis, d in verdicts.items())
     return text[0].upper() + text[1:] + "."
 
@@ -874,8 +898,8 @@ def grid_sentences(section: Mapping) -> list[str]:
         low, high = min(scored, key=lambda sb: sb[0])[1], max(scored, key=lambda sb: sb[0])[1]
         out.append(
             f"The invariance score of {layer} is lowest at {param_label(section, low['param'])} "
-            f"({score_text(low, layer, 'invariance_score')}) and highest at {param_label(section, high['param'])} "
-            f"({score_text(high, layer, 'invariance_score')})."
+            f"({score_text(low, layer, 'invariance_score')}) and highest at "
+            f"{param_label(section, high['param'])} ({score_text(high, layer, 'invariance_score')})."
         )
     return out
 
@@ -886,18 +910,20 @@ def classifier_sentences(section: Mapping) -> list[str]:
     c = get(summary, clf, "consistency") if clf else None
     if c is None:
         return []
-    scored = [(get(b, clf, "consistency"), b) for b in v.blocks(section) if get(b, clf, "consistency") is not None]
+    scored = [(got, b) for b in v.blocks(section) if (got := get(b, clf, "consistency")) is not None]
     worst = min(scored, key=lambda sb: sb[0])
     text = (
-        f"{clf}: the predicted class stays the same for {fmt_pm(c, halfwidth(summary, clf, 'consistency'), pct=True)} "
-        f"of the transformed images on average over {all_phrase(section)}, lowest at "
-        f"{param_label(section, worst[1]['param'])} ({fmt_pct(worst[0])})"
+        f"{clf}: the predicted class stays the same for "
+        f"{fmt_pm(c, halfwidth(summary, clf, 'consistency'), pct=True)} of the transformed images on average "
+        f"over {all_phrase(section)}, lowest at {param_label(section, worst[1]['param'])} "
+        f"({fmt_pct(worst[0])})"
     )
     acc = get(summary, clf, "shifted_acc")
     if acc is not None:
         text += (
-            f"; accuracy on transformed images {fmt_pm(acc, halfwidth(summary, clf, 'shifted_acc'), pct=True)} "
-            f"against {fmt_pct(section.get('accuracy'))} untransformed"
+            "; accuracy on transformed images "
+            f"{fmt_pm(acc, halfwidth(summary, clf, 'shifted_acc'), pct=True)} against "
+            f"{fmt_pct(section.get('accuracy'))} untransformed"
         )
     return [text + "."] + [
         f"The {name} network's predictions are near-constant (mostly one class): its consistency says "
@@ -916,13 +942,16 @@ def training_sentences(section: Mapping) -> list[str]:
         if get(a, layer, "invariance_score") is None or get(b, layer, "invariance_score") is None:
             continue
         d, why = v.interval_compare(a, b, layer)
-        numbers = f"{score_text(a, layer, 'invariance_score')} vs {score_text(b, layer, 'invariance_score')} untrained"
+        numbers = (f"{score_text(a, layer, 'invariance_score')} vs "
+                   f"{score_text(b, layer, 'invariance_score')} untrained")
         if d is None:
             out.append(f"The invariance score of {layer} over every parameter: {numbers} ({why}).")
         elif d == 0:
-            out.append(f"Training left the invariance of {layer} to {family} about the same ({why}): {numbers}.")
+            out.append(f"Training left the invariance of {layer} to {family} about the same ({why}): "
+                       f"{numbers}.")
         else:
-            out.append(f"Training made {layer} {'more' if d > 0 else 'less'} invariant to {family}: {numbers}.")
+            more = "more" if d > 0 else "less"
+            out.append(f"Training made {layer} {more} invariant to {family}: {numbers}.")
     return out
 
 
@@ -932,7 +961,8 @@ def family_sentences(section: Mapping) -> list[str]:
 
 
 def _timing(section: Mapping) -> str:
-    parts = [f"{s:.1f} s ({name})" for name, net in v.networks(section) if (s := finite(net.get("seconds"))) is not None]
+    parts = [f"{s:.1f} s ({name})" for name, net in v.networks(section)
+             if (s := finite(net.get("seconds"))) is not None]
     return ", ".join(parts) or "n/a"
 
 
@@ -951,15 +981,16 @@ def family_section_lines(name: str, section: Mapping) -> list[str]:
         f"- **Measurement time**: {_timing(section)}",
         "",
         "Each cell: trained score [95 % interval]" + (" / untrained" if section.get("untrained") else "")
-        + ". Invariance score = 1 - dist / control dist (1 = unchanged, 0 = as different as unrelated images); "
-        "sorted equivariance = the sorting test (the family permutes pixels); aligned_rel = relative difference "
-        "between f(Tx) and f(x) transformed on the map"
-        + (f" (exact below {fmt(v.exact_tol(section))})" if (section.get("exact") or {}) else " (a measure, not an exact test)")
-        + ".",
+        + ". Invariance score = 1 - dist / control dist (1 = unchanged, 0 = as different as unrelated "
+        "images); sorted equivariance = the sorting test (the family permutes pixels); aligned_rel = "
+        "relative difference between f(Tx) and f(x) transformed on the map"
+        + (f" (exact below {fmt(v.exact_tol(section))})." if section.get("exact")
+           else " (a measure, not an exact test)."),
         "",
         *family_table(section),
     ]
-    notes = [f"{layer}: no map action ({ma['note']})" for layer, ma in (section.get("map_action") or {}).items()
+    actions = (section.get("map_action") or {}).items()
+    notes = [f"{layer}: no map action ({ma['note']})" for layer, ma in actions
              if not ma.get("defined") and ma.get("note")]
     if notes:
         lines += ["", "aligned_rel is undefined for " + "; ".join(notes) + "."]
@@ -969,7 +1000,8 @@ def family_section_lines(name: str, section: Mapping) -> list[str]:
 
 def family_markdown_lines(results: Mapping) -> list[str]:
     """A section per family but translation and the Lie derivative; [] when there is none."""
-    return [line for name, s in v.transform_families(results).items() for line in [*family_section_lines(name, s), ""]]
+    return [line for name, s in v.transform_families(results).items()
+            for line in [*family_section_lines(name, s), ""]]
 
 
 def _families_only(results: Mapping) -> str:
@@ -977,15 +1009,16 @@ def _families_only(results: Mapping) -> str:
     subset = results.get("subset") or {}
     lines = ["# shiftprobe: how invariant / equivariant is each layer?", ""]
     if subset.get("how") == "seeded random subset":
-        lines.append(f"- **Images**: a seeded random subset (seed {subset.get('seed')}) of {subset.get('n_images')} "
-                     f"of the {subset.get('of')} test images")
+        lines.append(f"- **Images**: a seeded random subset (seed {subset.get('seed')}) of "
+                     f"{subset.get('n_images')} of the {subset.get('of')} test images")
     if results.get("untrained_origin"):
         lines.append(f"- **Untrained control's weights**: {results['untrained_origin']}")
     total = finite(results.get("seconds_total"))
     if total is not None:
         lines.append(f"- **Measurement time**: {total:.1f} s for every family, trained and untrained")
     names = list(v.transform_families(results))
-    lines.append(f"- **Families**: {', '.join(names)} (no translation measured: add it with transform=[translation,...])")
+    lines.append(f"- **Families**: {', '.join(names)} (no translation measured: add it with "
+                 "transform=[translation,...])")
     lines += ["", *family_markdown_lines(results)]
     return "\n".join(lines + lie_derivative_lines(v.lie_section(results)))
 
@@ -1026,7 +1059,8 @@ def lie_derivative_lines(section: Mapping | None) -> list[str]:
     lines.append("")
     rows, notes = [], []
     for layer in section.get("layers") or []:
-        rows += [[layer, name, _measures(net, layer), *[_lie_cell((v.block(net, "param", g) or {}).get(layer)) for g in generators]]
+        rows += [[layer, name, _measures(net, layer),
+                  *[_lie_cell((v.block(net, "param", g) or {}).get(layer)) for g in generators]]
                  for name, net in v.networks(section) if layer in net.get("layers", [])]
         note = ((section.get("geometry") or {}).get(layer) or {}).get("note")
         notes += [f"- {layer}: {note}"] if note else []
@@ -1036,8 +1070,8 @@ def lie_derivative_lines(section: Mapping | None) -> list[str]:
 
 def _layerwise_rows(section: Mapping, generators: list[str]) -> list[list[str]]:
     nets = v.networks(section)
-    rows = [[module, name, *[_lie_cell((v.layerwise(net, "layerwise", module).get(g) or {}).get("contribution"))
-                             for g in generators]]
+    rows = [[module, name, *[_lie_cell((v.layerwise(net, "layerwise", module).get(g) or {})
+                                       .get("contribution")) for g in generators]]
             for module in v.layerwise(section, "layerwise") for name, net in nets]
     for label in v.layerwise(section, "layerwise_between"):
         entries = [(name, v.layerwise(net, "layerwise_between", label)) for name, net in nets]
@@ -1045,8 +1079,8 @@ def _layerwise_rows(section: Mapping, generators: list[str]) -> list[list[str]]:
             rows += [[label, name, *[_lie_cell((entry.get(g) or {}).get("contribution")) for g in generators]]
                      for name, entry in entries]
     for key, label in TOTAL_ROWS:
-        rows += [[f"*{label}*", name, *[_lie_cell((v.layerwise(net, "layerwise_total", g)).get(key)) for g in generators]]
-                 for name, net in nets]
+        rows += [[f"*{label}*", name, *[_lie_cell(v.layerwise(net, "layerwise_total", g).get(key))
+                                         for g in generators]] for name, net in nets]
     return rows
 
 
@@ -1063,9 +1097,11 @@ def _layerwise_lines(section: Mapping, generators: list[str]) -> list[str]:
         "shown where not exactly 0). The contributions add up, as vectors, to the end-to-end value "
         "(the last row is the round-off); their rel values do not add."
     )
-    lines += ["", *table(_lie_header(["module", "network"], section), _layerwise_rows(section, generators)), ""]
+    rows = _layerwise_rows(section, generators)
+    lines += ["", *table(_lie_header(["module", "network"], section), rows), ""]
     ranking = v.layerwise(section, "layerwise_ranking")
-    lines += [f"- largest for {g} (trained): {', '.join(list(ranking.get(g, []))[:TOP]) or 'n/a'}" for g in generators]
+    lines += [f"- largest for {g} (trained): {', '.join(list(ranking.get(g, []))[:TOP]) or 'n/a'}"
+              for g in generators]
     return lines + [f"- {note}" for note in (section.get("layerwise") or {}).get("layerwise_notes") or []]
 
 
@@ -1073,33 +1109,37 @@ def _layerwise_lines(section: Mapping, generators: list[str]) -> list[str]:
 def _translation_console(t: Mapping) -> list[str]:
     un = t.get("untrained") or {}
     summary, usummary = t.get("summary"), un.get("summary")
+    def pair(layer: str, metric: str) -> str:
+        return val(summary, layer, metric) + (f" (untrained {val(usummary, layer, metric)})" if un else "")
+
     acc = f"accuracy {fmt(t.get('accuracy'))}" + (f" (untrained {fmt(un.get('accuracy'))})" if un else "")
     seconds = finite(t.get("seconds"))
     out = [f"{acc}; {v.config(t, 'mode')} shifts, {v.config(t, 'pattern')} pattern, |shift| <= "
-           f"{v.config(t, 'max_shift')}, {t.get('n_images')} images" + ("" if seconds is None else f", {seconds:.1f} s")]
+           f"{v.config(t, 'max_shift')}, {t.get('n_images')} images"
+           + ("" if seconds is None else f", {seconds:.1f} s")]
     width = max((len(layer) for layer in t.get("layers", [])), default=0)
     for layer in t.get("layers", []):
-        metric, conv = v.key_metric(t, layer), v.is_conv(t, layer)
-        if conv:  # the exact test first, the sorted score only as the lab's hint
+        if v.is_conv(t, layer):  # the exact test first, the sorted score only as the lab's hint
             ex = v.conv_exactness(t, layer)
-            text = f"{layer:<{width}}  {exactness_phrase(ex)} (max aligned_rel {fmt(ex['max_aligned'])}); sorting hint"
-        else:
-            text = f"{layer:<{width}}  invariance"
-        text += f" {val(summary, layer, metric)}" + (f" (untrained {val(usummary, layer, metric)})" if un else "")
-        if not conv and get(summary, layer, "rel") is not None:  # the score beside rel, as results.md words it
-            text += f", rel {val(summary, layer, 'rel')}" + (f" (untrained {val(usummary, layer, 'rel')})" if un else "")
-        if layer == v.classifier(t) and not conv:
+            out.append(f"{layer:<{width}}  {exactness_phrase(ex)} (max aligned_rel "
+                       f"{fmt(ex['max_aligned'])}); sorting hint {pair(layer, 'equivariance_score')}")
+            continue
+        text = f"{layer:<{width}}  invariance {pair(layer, 'invariance_score')}"
+        if get(summary, layer, "rel") is not None:  # beside the score, as results.md words it (issue 19)
+            text += f", rel {pair(layer, 'rel')}"
+        if layer == v.classifier(t):
             text += f"; consistency {val(summary, layer, 'consistency')}"
             if get(summary, layer, "consistency_correct") is not None:
                 text += f" ({val(summary, layer, 'consistency_correct')} among correct)"
             text += f", shifted acc {val(summary, layer, 'shifted_acc')}"
-            text += "".join(f"; {name} predictions near-constant" for name, net in v.networks(t) if v.near_constant(net))
+            text += "".join(f"; {name} predictions near-constant" for name, net in v.networks(t)
+                            if v.near_constant(net))
         out.append(text)
     return out
 
 
 def _family_console(name: str, section: Mapping) -> str:
-    """``rot90: 3 parameters, 2.5 s (trained); invariance score (untrained), rel (untrained): <layer> ...``."""
+    """``rot90: 3 parameters, 2.5 s (trained); invariance score (untrained), rel (untrained): ...``."""
     un = (section.get("untrained") or {}).get("summary")
     summary = section.get("summary")
 

@@ -194,7 +194,8 @@ class Job:
     def config(self) -> str:
         """The job's configuration: its overrides without the seed and without those every job of the
         sweep shares (``default`` when nothing is left)."""
-        rest = [o for o in self.overrides if o.partition("=")[0].lstrip("+~") not in SEED_KEYS and o not in self.common]
+        rest = [o for o in self.overrides
+                if o.partition("=")[0].lstrip("+~") not in SEED_KEYS and o not in self.common]
         return " ".join(sorted(rest)) or "default"
 
 
@@ -264,7 +265,8 @@ def _read_job(path: Path) -> Job:
 def find_jobs(sweep_dir: Path) -> list[Job]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist; pass outputs/multirun/<date>/<time>")
+        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist; pass "
+                                "outputs/multirun/<date>/<time>")
     dirs = {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
     dirs |= {p.parent for p in sweep_dir.rglob("results.json")}
     return [_read_job(path) for path in sorted(dirs, key=_job_sort_key)]
@@ -321,8 +323,9 @@ def _sources(r: dict):
     t = v.translation(r) or {}
     yield "accuracy", _primary(r), "accuracy"
     if (conv := stride2_layer(t)) is not None:
-        yield f"{conv}_aligned_even", (v.block(t, "parity", "even") or {}).get(conv), "aligned_rel"
-        yield f"{conv}_nearest_aligned_odd", (v.block(t, "parity", "odd") or {}).get(conv), "nearest_aligned_rel"
+        even, odd = v.block(t, "parity", "even") or {}, v.block(t, "parity", "odd") or {}
+        yield f"{conv}_aligned_even", even.get(conv), "aligned_rel"
+        yield f"{conv}_nearest_aligned_odd", odd.get(conv), "nearest_aligned_rel"
     clf = (t.get("summary") or {}).get(t.get("classifier"))
     yield "consistency", clf, "consistency"
     yield "consistency_two_shifts", clf, "consistency_two_shifts"
@@ -336,8 +339,9 @@ def _sources(r: dict):
             yield f"{prefix}_invariance_r{ring['param']}", ring.get(head), "invariance_score"
     yield "classifier_invariance", (t.get("summary") or {}).get(t.get("classifier")), "invariance_score"
     for name, section in v.transform_families(r).items():  # transform=[...]: each other family's summary
-        for label, layer in (("head_input", head_input_layer(section)), ("classifier", section.get("classifier"))):
-            yield f"family_{name}_{label}_invariance", (section.get("summary") or {}).get(layer), "invariance_score"
+        summary, head = section.get("summary") or {}, head_input_layer(section)
+        for label, layer in ("head_input", head), ("classifier", section.get("classifier")):
+            yield f"family_{name}_{label}_invariance", summary.get(layer), "invariance_score"
 
 
 def job_row(job: Job) -> tuple[dict, dict[str, tuple[float, float]]]:
@@ -385,12 +389,14 @@ def _pick_baseline(summary: Summary, baseline: str | None, common: set[str]) -> 
     if wanted in summary.configs:
         return wanted
     known = ", ".join(f'"{c}"' for c in summary.configs) or "none (no finished job)"
-    raise UnknownBaseline(f'--baseline "{baseline}" is no configuration of this sweep; the configurations are: {known}')
+    raise UnknownBaseline(f'--baseline "{baseline}" is no configuration of this sweep; the configurations '
+                          f"are: {known}")
 
 
 def radii(summary: Summary, prefix: str = "head_input") -> list[int]:
     """The non-zero radii of the ``<prefix>_invariance_r<k>`` columns."""
-    found = {int(k.rsplit("_r", 1)[1]) for row in summary.rows for k in row if k.startswith(f"{prefix}_invariance_r")}
+    start = f"{prefix}_invariance_r"
+    found = {int(k.rsplit("_r", 1)[1]) for row in summary.rows for k in row if k.startswith(start)}
     return sorted(r for r in found if r > 0)
 
 
@@ -427,7 +433,8 @@ def _metrics(summary: Summary) -> list[tuple[str, str, int]]:
     else:  # architectures differ: compare what enters each head, and the classifiers
         out += [(f"head_input_invariance_r{k}", f"head input inv. r={k}", 3) for k in radii(summary)]
         out.append(("classifier_invariance", f"{clf} inv.", 3))
-    for conv in dict.fromkeys(stride2_layer(v.translation(j.results)) for js in summary.configs.values() for j in js):
+    jobs = [j for js in summary.configs.values() for j in js]
+    for conv in dict.fromkeys(stride2_layer(v.translation(j.results)) for j in jobs):
         if conv is not None:
             out += [(f"{conv}_aligned_even", f"{conv} aligned_rel even", 3),
                     (f"{conv}_nearest_aligned_odd", f"{conv} nearest aligned odd", 3)]
@@ -439,7 +446,7 @@ def _metrics(summary: Summary) -> list[tuple[str, str, int]]:
 
 
 def _family_label(key: str, clf: str) -> str:
-    """``family_rot90_head_input_invariance`` -> ``rot90: head input inv.`` (``..._classifier_...``: ``clf``)."""
+    """``family_rot90_head_input_invariance`` -> ``rot90: head input inv.`` (the classifier's: ``clf``)."""
     body = key[len("family_"):-len("_invariance")]
     if body.endswith("_head_input"):
         return f"{body[:-len('_head_input')]}: head input inv."
@@ -461,20 +468,23 @@ def _legend(summary: Summary, metrics) -> str:
     """What the table's columns are, named by the layers of this sweep's results."""
     keys = [k for k, _, _ in metrics]
     clf = summary.common_name(lambda r: _resolve(r, CLASSIFIER)) or CLASSIFIER
-    heads = sorted({h for js in summary.configs.values() for j in js if (h := _resolve(j.results, HEAD_INPUT))})
+    jobs = [j for js in summary.configs.values() for j in js]
+    heads = sorted({h for j in jobs if (h := _resolve(j.results, HEAD_INPUT))})
     if any(k.startswith("head_input_") for k in keys):
-        text = (f"head input inv. r=k: the invariance score of the first vector probe point, what the head classifies "
-                f"({', '.join(heads)} here); {clf} inv.: the classifier's, over all non-zero shifts;")
+        text = ("head input inv. r=k: the invariance score of the first vector probe point, what the head "
+                f"classifies ({', '.join(heads)} here); {clf} inv.: the classifier's, over all non-zero "
+                "shifts;")
     else:
         text = f"{heads[0] if heads else 'head input'} inv. r=k: {heads[0] if heads else 'the head input'}"
     text += (" invariance score (1 = invariant, 0 = as different as unrelated images) over the shifts with "
              "max(|dy|, |dx|) = k.")
     for conv in (k[: -len("_aligned_even")] for k in keys if k.endswith("_aligned_even")):
-        text += (f" {conv} aligned_rel even: exact-equivariance error at even shifts (< {fmt(EXACT_TOL)} = exact); odd: "
-                 "the best integer alignment's error at odd shifts (stride 2 cannot follow them).")
+        text += (f" {conv} aligned_rel even: exact-equivariance error at even shifts (< {fmt(EXACT_TOL)} = "
+                 "exact); odd: the best integer alignment's error at odd shifts (stride 2 cannot follow "
+                 "them).")
     if any(k.startswith("family_") for k in keys):
-        text += (f" <family>: head input / {clf} inv.: that family's invariance score over all its parameters "
-                 "(transform=[...]).")
+        text += (f" <family>: head input / {clf} inv.: that family's invariance score over all its "
+                 "parameters (transform=[...]).")
     return text
 
 
@@ -507,8 +517,8 @@ def summary_markdown(summary: Summary) -> str:
         lines += [
             "",
             "Configurations with one seed (" + ", ".join(f"`{c}`" for c in single) + f"): {ONE_SEED}. Their "
-            "figures are that run's; the interval beside a figure, where results.json has one, is within the run "
-            "(over its test images) and does not include the variation between trainings.",
+            "figures are that run's; the interval beside a figure, where results.json has one, is within "
+            "the run (over its test images) and does not include the variation between trainings.",
         ]
     lines += _paired_markdown(summary, metrics)
     if summary.broken:
@@ -562,7 +572,8 @@ def csv_rows(summary: Summary) -> list[dict]:
         agg = {"n_seeds": len(summary.seeds(config)), "baseline": summary.baseline}
         for key in metric_keys:
             iv = summary.stats(config, key)
-            agg |= {f"{key}_mean": iv.mean, f"{key}_ci_low": iv.low, f"{key}_ci_high": iv.high, f"{key}_n": iv.n}
+            agg |= {f"{key}_mean": iv.mean, f"{key}_ci_low": iv.low, f"{key}_ci_high": iv.high,
+                    f"{key}_n": iv.n}
         for key in metric_keys:
             if config == summary.baseline:
                 continue
@@ -599,7 +610,8 @@ def write_csv(summary: Summary, path: Path) -> None:
         for row in rows:
             writer.writerow(row)
         for job in summary.broken:
-            writer.writerow({"config": job.config, "seed": job.seed, "path": str(job.path), "problem": job.problem})
+            writer.writerow({"config": job.config, "seed": job.seed, "path": str(job.path),
+                             "problem": job.problem})
 
 
 def radial_band(summary: Summary, config: str, layer: str, metric: str):
@@ -653,16 +665,16 @@ def plot_comparison(summary: Summary, path: Path):
             (line,) = ax.plot(xs, means, marker="o", label=config + (f" (n={n})" if n > 1 else " (1 seed)"))
             banded = [i for i, lo in enumerate(lows) if lo is not None]
             if banded:
-                ax.fill_between([xs[i] for i in banded], [lows[i] for i in banded], [highs[i] for i in banded],
-                                color=line.get_color(), alpha=0.2, linewidth=0)
+                ax.fill_between([xs[i] for i in banded], [lows[i] for i in banded],
+                                [highs[i] for i in banded], color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(f"{layer}: {metric.replace('_', ' ')}")
         ax.set_xlabel("shift radius max(|dy|, |dx|) [px]")
         ax.set_ylim(top=1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (1 = unchanged, 0 = control)")
     axes[-1].legend(fontsize=8, loc="best")
-    fig.suptitle("mean over seeds; band: 95 % Student-t interval over seeds (1 seed: within-run interval where "
-                 "recorded)", fontsize=9)
+    fig.suptitle("mean over seeds; band: 95 % Student-t interval over seeds (1 seed: within-run interval "
+                 "where recorded)", fontsize=9)
     save_figure(fig, path, dpi=120)
     return fig
 

@@ -189,7 +189,8 @@ def conv_exactness(section: Mapping, layer: str) -> dict:
         kind = "partial" if exact else "none"
     return {
         "layer": layer, "stride": stride_of(section, layer), "kind": kind, "n_shifts": len(shifts),
-        "n_alignable": len(alignable), "n_exact": len(exact), "max_aligned": top[1] if top else None, "tol": tol,
+        "n_alignable": len(alignable), "n_exact": len(exact), "max_aligned": top[1] if top else None,
+        "tol": tol,
         "no_overlap": sum(int((s.get(layer) or {}).get("aligned_rel_no_overlap") or 0) for s in shifts),
         "worst_shift": shift_of(top[0]) if top else None,
         "eq_alignable": _weighted_mean([s for s, _ in alignable], layer, "equivariance_score"),
@@ -214,7 +215,8 @@ def radius_points(section: Mapping, layer: str, metric: str) -> list[Mapping]:
 
 def invariance_profile(section: Mapping, layer: str) -> dict:
     """Invariance score over the non-zero radii, the lowest one, and the verdict (named thresholds)."""
-    points = [(int(b["param"]), get(b, layer, "invariance_score")) for b in radius_points(section, layer, "invariance_score")]
+    points = [(int(b["param"]), get(b, layer, "invariance_score"))
+              for b in radius_points(section, layer, "invariance_score")]
     rels = [v for v in (get(s, layer, "rel") for s in nonzero_shifts(section)) if v is not None]
     lowest = min((v for _, v in points), default=None)
     if rels and max(rels) < exact_tol(section):
@@ -308,4 +310,5 @@ def layerwise(section: Mapping | None, key: str, name: str | None = None) -> Map
 
 def has_contribution(entry: Mapping, generators: list[str]) -> bool:
     """Whether a module's (or a gap's) contribution is non-zero for some generator."""
-    return any((finite(((entry.get(g) or {}).get("contribution") or {}).get("rel")) or 0) > 0 for g in generators)
+    return any((finite(((entry.get(g) or {}).get("contribution") or {}).get("rel")) or 0) > 0
+               for g in generators)
