@@ -1,6 +1,6 @@
 """results.json written by shiftprobe 0.2 (no ``schema_version``) -> schema 3, every number unchanged.
 
-Schema 3 stores every family once, in one shape (docs/results.md): ``families[name]`` is a section with
+Schema 3 stores every family once, in one shape (docs/measurement.md, "Results files"): ``families[name]`` is a section with
 ``groups`` (``"param"``: a block per parameter; translation also ``"radius"`` and ``"parity"``) and a
 ``summary``; ``primary`` names the family ``Results.summary`` reads. A 0.2 file kept translation at the
 top level (``shifts``, ``radial``, ``parity``; a copy under ``families.translation`` when other families
@@ -10,8 +10,8 @@ at the top level (``lie_derivative``, and ``untrained.lie_derivative``).
 ``migrate(data)`` returns a new dict; a schema-3 file is returned as it is. Only what 0.2 stored is
 carried over, plus ``exact`` for translation, derived from the stored per-shift maxima by the rule the
 other families use (:func:`exact_summary`). Files from before 0.2 (no ``geometry``, no ``classifier``)
-get each layer's kind and stride from their ``strides`` and the classifier ``logits`` when they have a
-layer of that name, as the reports of that version read them. Pure Python: no torch.
+get each layer's kind and stride from their ``strides``, and as classifier their last probe point (that
+version probed the lab net's classifier last). Pure Python: no torch.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def _translation_section(old: Mapping, seed=None) -> dict:
     }
     if "geometry" not in old:  # before 0.2: the conv layers' strides only
         section["geometry"] = _geometry_from_strides(old)
-    if "classifier" not in old and "logits" in old.get("layers", []):  # before 0.2: the classifier, `logits`
-        section["classifier"] = "logits"
+    if "classifier" not in old and old.get("layers") and "strides" in old:  # before 0.2: the last probe point
+        section["classifier"] = old["layers"][-1]
     tol = (old.get("precision") or {}).get("exact_tol", 1e-5)
     section["exact"] = exact_summary(groups["param"], old.get("layers", []), tol)
     if isinstance(old.get("untrained"), Mapping):
