@@ -2,10 +2,11 @@
 
 Schema 3 stores every family once, in one shape (docs/measurement.md, "Results files"):
 ``families[name]`` is a section with ``groups`` (``"param"``: a block per parameter; translation also
-``"radius"`` and ``"parity"``) and a ``summary``; ``primary`` names the family ``Results.summary`` reads. A 0.2 file kept translation at the
-top level (``shifts``, ``radial``, ``parity``; a copy under ``families.translation`` when other families
-were measured), the other families with ``entries``, and the Lie derivative as a dict of its own shape
-at the top level (``lie_derivative``, and ``untrained.lie_derivative``).
+``"radius"`` and ``"parity"``) and a ``summary``; ``primary`` names the family ``Results.summary`` reads.
+A 0.2 file kept translation at the top level (``shifts``, ``radial``, ``parity``; a copy under
+``families.translation`` when other families were measured), the other families with ``entries``, and
+the Lie derivative as a dict of its own shape at the top level (``lie_derivative``, and
+``untrained.lie_derivative``).
 
 ``migrate(data)`` returns a new dict; a schema-3 file is returned as it is. Only what 0.2 stored is
 carried over, plus ``exact`` for translation, derived from the stored per-shift maxima by the rule the
