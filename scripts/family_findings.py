@@ -37,7 +37,7 @@ def _mean(values) -> float | None:
 def subpixel_by_offset(section: dict, layer: str, metric: str) -> dict[float, float]:
     """``{offset: value}``: the mean over the axes (x, y) of ``layer.metric`` at each offset."""
     per_offset: dict[float, list] = defaultdict(list)
-    for entry in section.get("entries", []):
+    for entry in (section.get("groups") or {}).get("param", []):  # schema 3 (labelled_jobs migrates)
         param = entry.get("param")
         if isinstance(param, dict) and "offset" in param:
             per_offset[float(param["offset"])].append((entry.get(layer) or {}).get(metric))
@@ -47,7 +47,7 @@ def subpixel_by_offset(section: dict, layer: str, metric: str) -> dict[float, fl
 def rotation_by_angle(section: dict, layer: str, metric: str) -> dict[float, float]:
     """``{|angle|: value}``: the mean of ``layer.metric`` at +angle and -angle."""
     per_angle: dict[float, list] = defaultdict(list)
-    for entry in section.get("entries", []):
+    for entry in (section.get("groups") or {}).get("param", []):  # schema 3 (labelled_jobs migrates)
         param = entry.get("param")
         if isinstance(param, (int, float)):
             per_angle[abs(float(param))].append((entry.get(layer) or {}).get(metric))

@@ -1,12 +1,13 @@
-"""A fake but structurally valid results dict (the schema of results.json), for report/plot tests.
+"""A fake but structurally valid results dict (schema 3 of results.json: ``families.translation``, see
+``shiftprobe.probe.migrate``), for report and figure tests.
 
 Numbers are plausible and deterministic: scores fall linearly with the Chebyshev radius, conv1 is
 aligned to ``conv1_aligned`` at every shift, conv2 to ``conv2_aligned`` at even shifts and ``None``
-at odd ones (stride 2). Groups (radial, parity, summary) are count-weighted means of the shifts.
+at odd ones (stride 2). Groups (radius, parity, summary) are count-weighted means of the shifts.
 
-With ``engine_keys=True`` the dict also carries what the engine writes beside the figures:
-``classifier``, ``precision`` (for ``dtype``) and ``geometry`` (the lab CNN's inferred geometry).
-Off by default, so tests of older results files keep their shape.
+With ``engine_keys=True`` the section also carries what the engine writes beside the figures:
+``precision`` (for ``dtype``) and the lab CNN's inferred ``geometry``; without, the section is what a
+file from before 0.2 migrates to (each layer's kind and stride only).
 """
 
 from __future__ import annotations
@@ -30,8 +31,30 @@ GEOMETRY = {
     "logits": {"name": "logits", "kind": "vector", "shape": [10], "stride": None, "receptive_field": None,
                "interior": None, "circular": False, "note": None},
 }
+#: what a file without the inferred geometry migrates to: each layer's kind and stride
+OLD_GEOMETRY = {layer: {"name": layer, "kind": "spatial" if layer in STRIDES else "vector",
+                        "stride": [STRIDES[layer]] * 2 if layer in STRIDES else None} for layer in LAYERS}
 
 
+# -- reading the dict in tests --------------------------------------------------------------------
+def translation(res: dict) -> dict:
+    return res["families"]["translation"]
+
+
+def group(section: dict, name: str = "param") -> list[dict]:
+    return section["groups"][name]
+
+
+def block(section: dict, name: str, param) -> dict:
+    """The block of group ``name`` whose parameter is ``param`` (``[dy, dx]``, a radius, ``"even"``)."""
+    return next(b for b in section["groups"][name] if b["param"] == param)
+
+
+def shift(section: dict, dy: int, dx: int) -> dict:
+    return block(section, "param", [dy, dx])
+
+
+# -- building it ----------------------------------------------------------------------------------
 def _shift_list(max_shift: int, pattern: str, seed: int, n_random: int) -> list[tuple[int, int]]:
     r = range(-max_shift, max_shift + 1)
     if pattern == "grid":
@@ -52,7 +75,7 @@ def _shift_entry(dy, dx, count, slope, conv1_aligned, conv2_aligned, jitter) -> 
     def score(base):
         return max(-0.2, 1.0 - base * radius * (1.3 if odd else 1.0) + (jitter if radius else 0.0))
 
-    def block(s, conv=False, stride=1):
+    def layer_block(s, conv=False, stride=1):
         rel = (1.0 - s) * 0.8
         b = {"cos": 1.0 - 0.5 * rel, "dist": rel * 3.0, "rel": rel, "invariance_score": s}
         if conv:
@@ -67,57 +90,45 @@ def _shift_entry(dy, dx, count, slope, conv1_aligned, conv2_aligned, jitter) -> 
                 b["aligned_rel"] = conv1_aligned if stride == 1 else conv2_aligned
         return b
 
-    logits = block(score(slope * 0.7))
+    logits = layer_block(score(slope * 0.7))
     logits["consistency"] = 1.0 - (1.0 - logits["invariance_score"]) * 0.6
     logits["shifted_acc"] = 0.99 * logits["consistency"]
     return {
-        "dy": dy,
-        "dx": dx,
+        "param": [dy, dx],
         "count": count,
-        "conv1": block(score(slope * 1.5), True, 1),
-        "conv2": block(score(slope * 1.2), True, 2),
-        "fc1": block(score(slope)),
+        "conv1": layer_block(score(slope * 1.5), True, 1),
+        "conv2": layer_block(score(slope * 1.2), True, 2),
+        "fc1": layer_block(score(slope)),
         "logits": logits,
     }
 
 
-def _group(entries: list[dict]) -> dict:
-    out = {"count": sum(e["count"] for e in entries)}
+def _group(param, entries: list[dict]) -> dict:
+    out = {"param": param, "count": sum(e["count"] for e in entries)}
     for layer in LAYERS:
-        keys = entries[0][layer].keys()
-        block = {}
-        for key in keys:
+        layer_block = {}
+        for key in entries[0][layer]:
             vals = [(e[layer][key], e["count"]) for e in entries if e[layer][key] is not None]
             w = sum(c for _, c in vals)
-            block[key] = sum(v * c for v, c in vals) / w if w else None
-        out[layer] = block
+            layer_block[key] = sum(v * c for v, c in vals) / w if w else None
+        out[layer] = layer_block
     return out
 
 
-def _one_network(
-    max_shift, pattern, mode, n_images, seed, slope, accuracy, conv1_aligned, conv2_aligned, n_random
-):
+def _one_network(max_shift, pattern, mode, n_images, seed, slope, accuracy, conv1_aligned, conv2_aligned, n_random):
     shifts = _shift_list(max_shift, pattern, seed, n_random)
     rng = random.Random(seed + 1)
     count = n_images if pattern != "random" else max(1, n_images // max(1, len(shifts)))
-    entries = [
-        _shift_entry(dy, dx, count, slope, conv1_aligned, conv2_aligned, rng.uniform(-0.01, 0.01))
-        for dy, dx in shifts
-    ]
-    radial = []
-    for r in range(max_shift + 1):
-        group = [e for e in entries if max(abs(e["dy"]), abs(e["dx"])) == r]
-        if group:
-            radial.append({"radius": r, **_group(group)})
-    nonzero = [e for e in entries if (e["dy"], e["dx"]) != (0, 0)]
-    parity = {}
-    even = [e for e in nonzero if e["dy"] % 2 == 0 and e["dx"] % 2 == 0]
-    odd = [e for e in nonzero if e["dy"] % 2 or e["dx"] % 2]
-    if even:
-        parity["even"] = _group(even)
-    if odd:
-        parity["odd"] = _group(odd)
-    summary = _group(nonzero)
+    entries = [_shift_entry(dy, dx, count, slope, conv1_aligned, conv2_aligned, rng.uniform(-0.01, 0.01))
+               for dy, dx in shifts]
+    radius = [_group(r, members) for r in range(max_shift + 1)
+              if (members := [e for e in entries if max(abs(e["param"][0]), abs(e["param"][1])) == r])]
+    nonzero = [e for e in entries if e["param"] != [0, 0]]
+    even = [e for e in nonzero if e["param"][0] % 2 == 0 and e["param"][1] % 2 == 0]
+    odd = [e for e in nonzero if e["param"][0] % 2 or e["param"][1] % 2]
+    parity = [_group(name, members) for name, members in (("even", even), ("odd", odd)) if members]
+    summary = _group(None, nonzero)
+    del summary["param"]
     summary["logits"]["consistency_two_shifts"] = summary["logits"]["consistency"] - 0.02
     control = {"offset": 1234}
     for layer in LAYERS:
@@ -126,18 +137,12 @@ def _one_network(
             control[layer]["sorted_rel"] = 0.5
     control["logits"]["consistency"] = 0.11
     return {
-        "accuracy": accuracy,
-        "shift_mode": mode,
-        "shift_pattern": pattern,
-        "max_shift": max_shift,
-        "n_images": n_images,
-        "layers": list(LAYERS),
-        "strides": dict(STRIDES),
-        "control": control,
-        "shifts": entries,
-        "radial": radial,
-        "parity": parity,
-        "summary": summary,
+        "family": "translation", "kind": "transform",
+        "config": {"max_shift": max_shift, "mode": mode, "pattern": pattern, "seed": seed},
+        "parameter": "shift", "dims": 2, "accuracy": accuracy, "n_images": n_images, "layers": list(LAYERS),
+        "classifier": "logits",
+        "geometry": {layer: dict(OLD_GEOMETRY[layer]) for layer in LAYERS}, "control": control,
+        "groups": {"param": entries, "radius": radius, "parity": parity}, "summary": summary,
     }
 
 
@@ -155,17 +160,16 @@ def make_fake_results(
     engine_keys: bool = False,
     dtype: str = "float32",
 ) -> dict:
-    """A trained network's results (plus an ``untrained`` block unless ``untrained=False``)."""
+    """Results of a trained network (plus its ``untrained`` section unless ``untrained=False``)."""
     nets = [_one_network(max_shift, pattern, mode, n_images, seed, slope, 0.989, conv1_aligned, conv2_aligned, n_random)]
     if untrained:
         nets.append(_one_network(max_shift, pattern, mode, n_images, seed, slope * 0.6, 0.101, 4e-7, 1e-7, n_random))
-    if engine_keys:
-        for net in nets:
-            net["classifier"] = "logits"
+    for net in nets:
+        if engine_keys:
             net["precision"] = {"dtype": dtype, "exact_tol": EXACT_TOL[dtype]}
             net["geometry"] = {layer: dict(GEOMETRY[layer]) for layer in LAYERS}
-    res = nets[0]
+    section = nets[0]
     if untrained:
-        res["untrained"] = nets[1]
-    res["seconds"] = 41.2
-    return res
+        section["untrained"] = nets[1]
+    section["seconds"] = 41.2
+    return {"schema_version": 3, "primary": "translation", "families": {"translation": section}}

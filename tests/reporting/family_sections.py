@@ -1,6 +1,6 @@
-"""Hand-built family sections of results.json (``families.<name>``, docs/measurement.md), for the report
-and figure tests: structurally what ``shiftprobe.probe.family_engine.measure_family`` writes, with
-numbers chosen so the expected sentences are known.
+"""Hand-built family sections of results.json (schema 3: ``families.<name>``, docs/measurement.md), for
+the report and figure tests: structurally what the engine writes for a family, with numbers chosen so
+the expected sentences are known. ``results(*sections)`` wraps them in a results dict.
 
 ``score_of(layer, param)`` gives each layer's invariance score; the interval is ``score ± hw`` (``hw``
 per section). Spatial layers get the sorting test (``permutes``) and ``aligned_rel`` where ``aligned``
@@ -75,16 +75,26 @@ def section(family, parameter, config, params, score_of, *, dims=1, permutes=Fal
         for layer in LAYERS if GEOMETRY[layer]["kind"] == "spatial"
     }
     out = {
-        "family": family, "config": {"kind": family, **config, "name": family}, "dims": dims,
+        "family": family, "kind": "transform", "config": {"kind": family, **config, "name": family}, "dims": dims,
         "parameter": parameter, "n_images": 100, "layers": list(LAYERS), "classifier": "logits",
         "accuracy": 0.97, "accuracy_se": 0.017, "geometry": copy.deepcopy({k: GEOMETRY[k] for k in LAYERS}),
         "control": {layer: {"dist": 3.0, "sorted_rel": 0.4, "cos": 0.5, "rel": 1.0} for layer in LAYERS} | {"offset": 1},
-        "entries": entries, "summary": summary, "exact": exact, "map_action": map_action,
+        "groups": {"param": entries}, "summary": summary, "exact": exact, "map_action": map_action,
         "precision": {"dtype": "float32", "exact_tol": TOL}, "seconds": seconds,
     }
     if untrained is not None:
         out["untrained"] = section(family, parameter, config, params, **untrained)
     return out
+
+
+def results(*sections: dict, **top) -> dict:
+    """A schema-3 results dict of ``sections`` (each under its family's name; the first is primary)."""
+    families = {s["family"]: s for s in sections}
+    return {"schema_version": 3, "primary": next(iter(families), None), "families": families, **top}
+
+
+def param_blocks(section: dict) -> list[dict]:
+    return section["groups"]["param"]
 
 
 # -- the families ----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Every half-width is known: a score's ``_ci`` is ``value ± SCORE_HW``, every oth
 
 from __future__ import annotations
 
-from results_factory import make_fake_results
+from results_factory import make_fake_results, translation
 
 SCORE_HW = 0.02
 MEAN_SE = 0.005
@@ -15,9 +15,8 @@ SCORES = ("invariance_score", "equivariance_score", "equivariance_score_certifie
 CONVS = ("conv1", "conv2")
 
 
-def _blocks(res: dict) -> list[dict]:
-    parity = res.get("parity") or {}
-    return [*res["shifts"], *res["radial"], *parity.values(), res["summary"]]
+def _blocks(section: dict) -> list[dict]:
+    return [b for blocks in section["groups"].values() for b in blocks] + [section["summary"]]
 
 
 def _add_to_block(block: dict, certified: float | None) -> None:
@@ -47,21 +46,22 @@ def with_new_keys(
     near_constant_untrained: bool = True,
     k_inits: int = 3,
 ) -> dict:
-    """``res`` (default: a fresh fake, max_shift 2) with every newer key; returns it (changed in place)."""
+    """``res`` (default: a fresh fake, max_shift 2) with every newer key in its translation section;
+    returns it (changed in place)."""
     res = res if res is not None else make_fake_results(max_shift=2)
-    nets = [res] + ([res["untrained"]] if res.get("untrained") else [])
-    for net in nets:
+    t = translation(res)
+    for net in [t] + ([t["untrained"]] if t.get("untrained") else []):
         for block in _blocks(net):
             _add_to_block(block, certified)
-    res["predictions"] = {
+    t["predictions"] = {
         "histogram": [10] * 10,
         "entropy_bits": 3.32,
         "max_entropy_bits": 3.32,
         "top_class_share": 0.1,
         "near_constant": False,
     }
-    if res.get("untrained"):
-        res["untrained"]["predictions"] = {
+    if t.get("untrained"):
+        t["untrained"]["predictions"] = {
             "histogram": [1, 1, 1, 91, 1, 1, 1, 1, 1, 1],
             "entropy_bits": 0.7,
             "max_entropy_bits": 3.32,
@@ -74,8 +74,8 @@ def with_new_keys(
                 for metric, value in block.items()
                 if isinstance(value, float) and not metric.endswith(("_se", "_max"))
             }
-            for layer, block in res["untrained"]["summary"].items()
+            for layer, block in t["untrained"]["summary"].items()
             if isinstance(block, dict)
         }
-        res["untrained_inits"] = {"k": k_inits, "summary": summary}
+        t["untrained_inits"] = {"k": k_inits, "summary": summary}
     return res

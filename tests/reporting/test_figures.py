@@ -1,16 +1,19 @@
 """reporting/figures.py: every figure renders to a valid, non-empty PNG for the grid, axis and random
-patterns; the example-pairs figure draws what ``shiftprobe.probe.examples.example_pairs`` computed."""
+patterns; the example-pairs figure draws the examples stored in the results (never running a network)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
-from results_factory import make_fake_results
+from results_factory import make_fake_results, shift, translation
 
 from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.examples import example_pairs
+from shiftprobe.probe.results import to_jsonable
 from shiftprobe.reporting import figures
 from shiftprobe.reporting.figures import (
     plot_example_pairs,
@@ -35,15 +38,17 @@ def _images(n=2, seed=0):
     return x
 
 
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
 @pytest.mark.parametrize("pattern", ["grid", "axis", "random"])
 def test_heatmaps_and_radial_png(tmp_path, pattern):
     # the untrained panels once (they do not depend on the pattern): rendering is what costs here
     res = make_fake_results(max_shift=2, pattern=pattern, untrained=pattern == "grid")
-    fig = plot_sensitivity_heatmaps(res, path=tmp_path / "h.png", dpi=60)
-    assert isinstance(fig, Figure)
+    assert isinstance(plot_sensitivity_heatmaps(res, path=tmp_path / "h.png", dpi=60), Figure)
     _assert_png(tmp_path / "h.png")
-    fig = plot_radial_profiles(res, path=tmp_path / "r.png", dpi=60)
-    assert isinstance(fig, Figure)
+    assert isinstance(plot_radial_profiles(res, path=tmp_path / "r.png", dpi=60), Figure)
     _assert_png(tmp_path / "r.png")
 
 
@@ -60,28 +65,27 @@ def test_heatmap_layout_and_chosen_metric(tmp_path):
 
 
 def test_sensitivity_grid_blank_cells():
-    res = make_fake_results(max_shift=2, pattern="random", n_random=5)
     axis = list(range(-2, 3))
-    grid = sensitivity_grid(res, "fc1", "invariance_score", axis, axis)
-    assert grid.shape == (5, 5)
-    assert int(np.isfinite(grid).sum()) == 5
-    odd = sensitivity_grid(make_fake_results(max_shift=2), "conv2", "aligned_rel", axis, axis)
+    grid = sensitivity_grid(translation(make_fake_results(max_shift=2, pattern="random", n_random=5)), "fc1",
+                            "invariance_score", axis, axis)
+    assert grid.shape == (5, 5) and int(np.isfinite(grid).sum()) == 5
+    t = translation(make_fake_results(max_shift=2))
+    odd = sensitivity_grid(t, "conv2", "aligned_rel", axis, axis)
     assert np.isnan(odd[axis.index(1), axis.index(0)]) and np.isfinite(odd[axis.index(2), axis.index(0)])
     # dy indexes rows (downwards), dx columns (rightwards)
-    res = make_fake_results(max_shift=2)
-    entry = next(s for s in res["shifts"] if (s["dy"], s["dx"]) == (-2, 1))
-    g = sensitivity_grid(res, "fc1", "invariance_score", axis, axis)
-    assert g[0, 3] == pytest.approx(entry["fc1"]["invariance_score"])
+    g = sensitivity_grid(t, "fc1", "invariance_score", axis, axis)
+    assert g[0, 3] == pytest.approx(shift(t, -2, 1)["fc1"]["invariance_score"])
 
 
 @pytest.mark.parametrize("mode", ["crop", "roll"])
-def test_example_pairs_with_random_net(tmp_path, mode):
+def test_example_pairs_as_results_json_stores_them(tmp_path, mode):
+    """The engine computes the examples; results.json holds them as nested lists (NaN as null)."""
     torch.manual_seed(0)
     net = LabCNN().train()
     examples = example_pairs(net, _images(), [(1, 1), (2, 0)], "conv2", mode=mode, n_channels=2)
     assert net.training  # mode restored
     assert examples["layer"] == "conv2" and examples["stride"] == (2, 2) and len(examples["pairs"]) == 4
-    assert len(examples["channels"]) == 2
+    stored = json.loads(json.dumps(to_jsonable(examples)))
     for pair in examples["pairs"]:
         assert pair["f_x"].shape == pair["f_t"].shape == (2, 8, 8)
         if pair["shift"] == (1, 1):
@@ -91,27 +95,50 @@ def test_example_pairs_with_random_net(tmp_path, mode):
             assert torch.isnan(diff[:, 0]).all() and torch.isfinite(diff[:, 1:]).all()
             # valid convs + stride-2 max pool: exact at even shifts on the certified region, crop and roll
             assert diff[:, 1:].abs().max() < 1e-5
-    fig = plot_example_pairs(examples, path=tmp_path / "e.png", dpi=60)
-    assert isinstance(fig, Figure)
+    fig = plot_example_pairs(stored, path=tmp_path / "e.png", dpi=60)
     _assert_png(tmp_path / "e.png")
-    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert any("no exact" in t and "does not divide" in t for t in texts)
+    assert any("no exact" in t and "does not divide" in t for t in _texts(fig))
     labels = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel().startswith("max|Δ|")]
-    assert labels  # even shifts get an aligned difference
-    assert all(label == "max|Δ| 0" or "e-" in label for label in labels)
+    assert labels and all(label == "max|Δ| 0" or "e-" in label for label in labels)
+    # an exact match draws a blank panel: it says "0 everywhere" (issue 19 item 11), only there
+    zero = sum(label == "max|Δ| 0" for label in labels)
+    assert sum(t == "0 everywhere" for t in _texts(fig)) == zero
+
+
+def _example(channels: int, zero: bool) -> dict:
+    rng = np.random.default_rng(0)
+    f_x = rng.normal(size=(1, 4, 4))
+    diff = np.zeros((1, 4, 4)) if zero else rng.normal(size=(1, 4, 4)) * 1e-3
+    diff[0, 0] = np.nan
+    pixels = rng.uniform(size=(6, 6, channels)) if channels == 3 else rng.uniform(size=(6, 6))
+    pair = {"image": 0, "shift": [2, 0], "x": pixels.tolist(), "tx": pixels.tolist(), "f_x": f_x.tolist(),
+            "f_t": f_x.tolist(), "aligned_diff": [[[None if np.isnan(v) else v for v in row] for row in ch] for ch in diff]}
+    return {"layer": "conv", "mode": "crop", "stride": [2, 2], "circular": False, "channels": [5], "pairs": [pair]}
+
+
+def test_example_panel_says_zero_everywhere_only_when_it_is():
+    assert "0 everywhere" in _texts(plot_example_pairs(_example(1, zero=True)))
+    assert "0 everywhere" not in _texts(plot_example_pairs(_example(1, zero=False)))
+
+
+def test_colour_examples_are_drawn_in_colour():
+    ex = _example(3, zero=False)
+    fig = plot_example_pairs(ex)
+    image = fig.axes[0].get_images()[0].get_array()
+    assert image.shape == (6, 6, 3)  # RGB, not a grey colour map of one channel
+    assert np.allclose(np.asarray(image), np.asarray(ex["pairs"][0]["x"]))
 
 
 def test_save_all_figures(tmp_path, monkeypatch):
     res = make_fake_results(max_shift=1, untrained=False)  # small: rendering is what costs here
-    torch.manual_seed(0)
-    examples = example_pairs(LabCNN(), _images(1), [(1, 1), (2, 2)], "conv2", n_channels=1)
-    figs = save_all_figures(res, tmp_path / "figs", examples=examples, dpi=60)
+    translation(res)["examples"] = _example(1, zero=True)
+    figs = save_all_figures(res, tmp_path / "figs", dpi=60)
     assert set(figs) == {"heatmaps", "radial", "examples"}
     for name in figs:
         _assert_png(tmp_path / "figs" / f"{name}.png")
     # without examples: no examples.png (the other two, drawn above, are stubbed: drawing is what costs)
+    del translation(res)["examples"]
     for name in ("plot_sensitivity_heatmaps", "plot_radial_profiles"):
         monkeypatch.setattr(figures, name, lambda results, path=None, dpi=None: Figure())
-    figs = save_all_figures(res, tmp_path / "nofig", dpi=60)
-    assert set(figs) == {"heatmaps", "radial"}
+    assert set(save_all_figures(res, tmp_path / "nofig", dpi=60)) == {"heatmaps", "radial"}
     assert not (tmp_path / "nofig" / "examples.png").exists()

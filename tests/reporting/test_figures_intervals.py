@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
-from results_factory import make_fake_results
+from results_factory import make_fake_results, translation
 from results_with_intervals import SCORE_HW, with_new_keys
 
 from shiftprobe.reporting.figures import (
@@ -29,12 +29,12 @@ def _bands(fig) -> int:
 
 
 def test_exact_test_grid_is_the_checkerboard():
-    res = with_new_keys(make_fake_results(max_shift=2, conv2_aligned=0.0))
-    values, nearest = exact_test_grid(res, "conv2", AXIS, AXIS)
+    t = translation(with_new_keys(make_fake_results(max_shift=2, conv2_aligned=0.0)))
+    values, nearest = exact_test_grid(t, "conv2", AXIS, AXIS)
     even = np.array([[dy % 2 == 0 and dx % 2 == 0 for dx in AXIS] for dy in AXIS])
     assert (nearest == ~even).all()  # best alignment exactly where stride 2 does not divide
     assert (values[even] == 0).all() and np.allclose(values[~even], 0.3)
-    values, nearest = exact_test_grid(res, "conv1", AXIS, AXIS)
+    values, nearest = exact_test_grid(t, "conv1", AXIS, AXIS)
     assert not nearest.any() and np.isfinite(values).all()
 
 
@@ -62,11 +62,11 @@ def test_heatmaps_without_exact_rows_or_intervals():
 
 
 def test_radial_band_prefers_the_interval():
-    res = with_new_keys()
-    r, lo, hi = radial_band(res, "fc1", "invariance_score")
-    values = [row["fc1"]["invariance_score"] for row in res["radial"]]
+    t = translation(with_new_keys())
+    r, lo, hi = radial_band(t, "fc1", "invariance_score")
+    values = [row["fc1"]["invariance_score"] for row in t["groups"]["radius"]]
     assert np.allclose(hi - lo, 2 * SCORE_HW) and np.allclose((lo + hi) / 2, values)
-    assert radial_band(make_fake_results(max_shift=2), "fc1", "invariance_score") is None
+    assert radial_band(translation(make_fake_results(max_shift=2)), "fc1", "invariance_score") is None
 
 
 def test_radial_bands_drawn_when_intervals_exist():

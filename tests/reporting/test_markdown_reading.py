@@ -8,19 +8,12 @@ import copy
 import re
 
 import pytest
-from results_factory import make_fake_results
+from results_factory import OLD_GEOMETRY, make_fake_results, translation
 from results_with_intervals import MEAN_SE, SCORE_HW, with_new_keys
 
-from shiftprobe.reporting.markdown import (
-    Z95,
-    conclusions,
-    fmt,
-    fmt_pm,
-    halfwidth,
-    invariance_disagreement,
-    results_markdown,
-    summary_lines,
-)
+from shiftprobe.reporting.format import Z95, fmt
+from shiftprobe.reporting.markdown import conclusions, results_markdown, summary_lines
+from shiftprobe.reporting.verdicts import invariance_disagreement
 
 SCORE_PM = f"± {fmt(SCORE_HW, 2)}"  # ± 0.02
 MEAN_PM = f"± {fmt(Z95 * MEAN_SE, 2)}"  # ± 0.0098
@@ -39,26 +32,16 @@ def _paragraph(md: str, layer: str) -> str:
 def _disagreeing(res: dict) -> dict:
     """fc1's untrained network changes less under shifts (lower rel) yet scores lower: the issue's case."""
     res = copy.deepcopy(res)
-    un = res["untrained"]
-    for block in [un["summary"], *un["radial"]]:
-        if block.get("radius") == 0:
+    t = translation(res)
+    un = t["untrained"]
+    for block in [un["summary"], *un["groups"]["radius"]]:
+        if block.get("param") == 0:
             continue
         block["fc1"]["rel"] *= 0.3
         block["fc1"]["invariance_score"] -= 0.3
-    res["control"]["fc1"]["dist"] = 40.0
+    t["control"]["fc1"]["dist"] = 40.0
     un["control"]["fc1"]["dist"] = 0.2
     return res
-
-
-def test_halfwidth_prefers_the_interval_then_the_standard_error():
-    block = {"fc1": {"invariance_score": 0.5, "invariance_score_ci": [0.4, 0.7], "rel": 0.3, "rel_se": 0.01}}
-    assert halfwidth(block, "fc1", "invariance_score") == pytest.approx(0.15)
-    assert halfwidth(block, "fc1", "rel") == pytest.approx(Z95 * 0.01)
-    assert halfwidth(block, "fc1", "cos") is None
-    assert halfwidth({"fc1": {"rel_ci": [None, 1.0]}}, "fc1", "rel") is None
-    assert fmt_pm(0.436, 0.00331) == "0.436 ± 0.0033"
-    assert fmt_pm(1.0, 6e-10) == "1" and fmt_pm(0.5, None) == "0.5"  # round-off: no ±
-    assert fmt_pm(0.958, 0.0024, pct=True) == "95.8% ± 0.2%"
 
 
 def test_plus_minus_beside_every_headline_figure():
@@ -117,17 +100,17 @@ def test_sorting_hint_without_certified_version_still_explains_the_border():
 
 def test_sorting_hint_is_exact_with_circular_shifts_and_padding():
     res = make_fake_results(max_shift=2, mode="roll")
-    res["geometry"] = {"conv1": {"circular": True}}
+    translation(res)["geometry"] = {**OLD_GEOMETRY, "conv1": {**OLD_GEOMETRY["conv1"], "circular": True}}
     assert "itself an exact test" in _paragraph(results_markdown(res), "conv1")
 
 
 def test_disagreement_sentence_only_when_score_and_rel_disagree():
     agree = with_new_keys()
-    assert invariance_disagreement(agree, "fc1") is None
+    assert invariance_disagreement(translation(agree), "fc1") is None
     assert "disagree" not in _paragraph(results_markdown(agree), "fc1")
 
     disagree = _disagreeing(agree)
-    found = invariance_disagreement(disagree, "fc1")
+    found = invariance_disagreement(translation(disagree), "fc1")
     assert found is not None and found["direction"] == 1 and found["radii"]
     text = _paragraph(results_markdown(disagree), "fc1")
     assert "**the two disagree, and both are true**" in text
@@ -139,15 +122,16 @@ def test_disagreement_sentence_only_when_score_and_rel_disagree():
 
 def test_disagreement_needs_an_untrained_network():
     res = _disagreeing(with_new_keys())
-    del res["untrained"]
-    assert invariance_disagreement(res, "fc1") is None
+    del translation(res)["untrained"]
+    assert invariance_disagreement(translation(res), "fc1") is None
 
 
 @pytest.mark.parametrize("flag", [True, False, None])
 def test_near_constant_warning_only_when_flagged(flag):
     res = with_new_keys(near_constant_untrained=bool(flag))
+    t = translation(res)
     if flag is None:
-        for net in (res, res["untrained"]):
+        for net in (t, t["untrained"]):
             del net["predictions"]
     md = results_markdown(res)
     warning = "**Warning: the untrained network's predictions are near-constant**"

@@ -2,20 +2,12 @@
 summary.md and summary.csv, with their interval over seeds."""
 
 import csv
-import json
-from pathlib import Path
 
 import family_sections as fs
 from results_factory import make_fake_results
+from sweep_jobs import write_job
 
 from shiftprobe.reporting.sweep_summary import summarize_sweep
-
-
-def _job(sweep: Path, num: int, overrides: list[str], results: dict) -> None:
-    job = sweep / str(num)
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (job / "results.json").write_text(json.dumps(results))
 
 
 def test_family_scores_are_columns_with_intervals_over_seeds(tmp_path):
@@ -25,8 +17,8 @@ def test_family_scores_are_columns_with_intervals_over_seeds(tmp_path):
         res = make_fake_results(max_shift=1, seed=seed)
         rot = fs.rot90(untrained=False)
         rot["summary"]["fc1"]["invariance_score"] = value
-        res["families"] = {"translation": {}, "rot90": rot}
-        _job(sweep, seed, ["transform=[translation,rot90]", f"seed={seed}"], res)
+        res["families"]["rot90"] = rot
+        write_job(sweep, seed, ["transform=[translation,rot90]", f"seed={seed}"], res)
     summarize_sweep(sweep)
     rows = list(csv.DictReader(open(sweep / "summary.csv")))
     assert [float(r["family_rot90_head_input_invariance"]) for r in rows] == [0.5, 0.6, 0.7]
@@ -40,7 +32,7 @@ def test_family_scores_are_columns_with_intervals_over_seeds(tmp_path):
 def test_runs_without_families_have_no_family_columns(tmp_path):
     sweep = tmp_path / "multirun"
     for seed in (0, 1):
-        _job(sweep, seed, [f"seed={seed}"], make_fake_results(max_shift=1, seed=seed))
+        write_job(sweep, seed, [f"seed={seed}"], make_fake_results(max_shift=1, seed=seed))
     summarize_sweep(sweep)
     assert "family_" not in (sweep / "summary.csv").read_text().splitlines()[0]
     assert "inv.: that family's" not in (sweep / "summary.md").read_text()

@@ -1,27 +1,19 @@
 """scripts/summarize.py on a fake sweep folder, including a broken and a missing job."""
 
 import csv
+import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from results_factory import make_fake_results
+from results_factory import make_fake_results, translation
+from sweep_jobs import write_job
 
 from shiftprobe.reporting.sweep_summary import summarize_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _job(sweep: Path, num: int, overrides: list[str], results: dict | str | None):
-    job = sweep / str(num)
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    if isinstance(results, dict):
-        (job / "results.json").write_text(json.dumps(results))
-    elif isinstance(results, str):
-        (job / "results.json").write_text(results)
 
 
 @pytest.fixture
@@ -31,11 +23,11 @@ def sweep(tmp_path):
     for exp, slope in (("lab", 0.12), ("augmented", 0.05)):
         for seed in (0, 1):
             res = make_fake_results(max_shift=2, slope=slope, seed=seed)
-            res["accuracy"] = 0.98 + 0.001 * seed
-            _job(s, num, [f"experiment={exp}", f"seed={seed}"], res)
+            translation(res)["accuracy"] = 0.98 + 0.001 * seed
+            write_job(s, num, [f"experiment={exp}", f"seed={seed}"], res)
             num += 1
-    _job(s, num, ["experiment=blurpool", "seed=0"], "{not json")
-    _job(s, num + 1, ["experiment=blurpool", "seed=1"], None)
+    write_job(s, num, ["experiment=blurpool", "seed=0"], "{not json")
+    write_job(s, num + 1, ["experiment=blurpool", "seed=1"], None)
     return s
 
 
@@ -71,3 +63,31 @@ def test_script_missing_folder_is_a_clear_error(tmp_path):
         [sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _old_file(name: str) -> dict:
+    """A results.json of shiftprobe 0.2 (tests/reporting/data)."""
+    return json.loads(gzip.decompress((ROOT / "tests" / "reporting" / "data" / f"{name}.json.gz").read_bytes()))
+
+
+def test_old_files_are_read_and_columns_are_named_by_each_networks_layers(tmp_path):
+    """0.2 results.json files summarise (migrated on reading); the figures are named by the layers each
+    job's results declare: the foreign CNN's head input is `5`, its deepest stride-2 map `3`."""
+    sweep = tmp_path / "multirun"
+    old = _old_file("foreign")
+    for seed in (0, 1):
+        write_job(sweep, seed, ["experiment=foreign", f"seed={seed}"], old)
+    summary = summarize_sweep(sweep)
+    row = summary.rows[0]
+    assert row["accuracy"] == old["accuracy"]
+    assert row["3_aligned_even"] == old["parity"]["even"]["3"]["aligned_rel"]
+    assert row["5_invariance_r1"] == next(r for r in old["radial"] if r["radius"] == 1)["5"]["invariance_score"]
+    assert row["consistency"] == old["summary"]["output"]["consistency"]
+    md = (sweep / "summary.md").read_text()
+    assert "| 5 inv. r=1 |" in md and "| 3 aligned_rel even |" in md
+    assert not any(name in md for name in ("conv1", "conv2", "fc1", "logits"))
+    # with the lab net beside it, the heads differ: what enters each head, and each classifier
+    write_job(sweep, 2, ["experiment=lab", "seed=0"], _old_file("lab_grid"))
+    summarize_sweep(sweep)
+    md = (sweep / "summary.md").read_text()
+    assert "head input inv. r=1" in md and "(5, fc1 here)" in md and "classifier inv." in md

@@ -7,7 +7,6 @@ an identical one shows `no detectable difference`, and seeds only one configurat
 
 import csv
 import importlib.util
-import json
 import math
 import subprocess
 import sys
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from results_factory import make_fake_results
+from results_factory import block, make_fake_results, translation
+from sweep_jobs import write_job
 
 from shiftprobe.reporting.sweep_summary import (
     NEEDS_SEEDS,
@@ -40,20 +40,11 @@ BASE_ACC = {0: 0.90, 1: 0.95, 2: 0.93}
 NOISE = {0: 1e-4, 1: -2e-4, 2: 1e-4}
 
 
-def _job(sweep: Path, num: int, overrides: list[str], results: dict | str | None):
-    job = sweep / str(num)
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    if isinstance(results, dict):
-        (job / "results.json").write_text(json.dumps(results))
-    elif isinstance(results, str):
-        (job / "results.json").write_text(results)
-
-
 def _results(seed: int, accuracy: float, fc1_shift: float = 0.0) -> dict:
     res = make_fake_results(max_shift=2, seed=seed)
-    res["accuracy"] = accuracy
-    for ring in res["radial"]:
+    t = translation(res)
+    t["accuracy"] = accuracy
+    for ring in t["groups"]["radius"]:
         ring["fc1"]["invariance_score"] += fc1_shift
     return res
 
@@ -75,13 +66,13 @@ def sweep(tmp_path):
     jobs.append((["experiment=other_seeds", "seed=5"], _results(5, 0.99)))
     jobs.append((["experiment=other_seeds", "seed=6"], _results(6, 0.98)))
     single = _results(0, 0.97)
-    single["accuracy_se"] = 0.002
-    single["radial"][1]["fc1"]["invariance_score_ci"] = [0.80, 0.84]
+    translation(single)["accuracy_se"] = 0.002
+    block(translation(single), "radius", 1)["fc1"]["invariance_score_ci"] = [0.80, 0.84]
     jobs.append((["experiment=single", "seed=0"], single))
     for num, (overrides, res) in enumerate(jobs):
-        _job(s, num, overrides, res)
-    _job(s, len(jobs), ["experiment=broken", "seed=0"], "{not json")
-    _job(s, len(jobs) + 1, ["experiment=broken", "seed=1"], None)
+        write_job(s, num, overrides, res)
+    write_job(s, len(jobs), ["experiment=broken", "seed=0"], "{not json")
+    write_job(s, len(jobs) + 1, ["experiment=broken", "seed=1"], None)
     return s
 
 
@@ -236,10 +227,8 @@ def test_plot_has_interval_bands(sweep):
     summary = summarize(sweep)
     xs, means, lows, highs = radial_band(summary, "experiment=lab", "fc1", "invariance_score")
     assert xs == [0, 1, 2]
-    values = [
-        next(r["fc1"]["invariance_score"] for r in job.results["radial"] if r["radius"] == 2)
-        for job in summary.configs["experiment=lab"]
-    ]
+    values = [block(translation(job.results), "radius", 2)["fc1"]["invariance_score"]
+              for job in summary.configs["experiment=lab"]]
     iv = t_interval(values)
     assert (means[2], lows[2], highs[2]) == pytest.approx((iv.mean, iv.low, iv.high), abs=1e-12)
     # one seed: the band is the run's own interval where results.json has one, none elsewhere

@@ -419,7 +419,6 @@ class ShiftProbeCallback(L.Callback):
             return
         out = self._output_dir(trainer)
         from shiftprobe.probe.results import Results
-        from shiftprobe.reporting.family_report import family_summary_lines
         from shiftprobe.reporting.markdown import summary_lines, write_results_markdown
 
         # every file atomically, and all or none: a stop half-way (Ctrl-C, SIGTERM, a full disk) removes
@@ -432,7 +431,7 @@ class ShiftProbeCallback(L.Callback):
             if self.export_pairs:
                 self._export_pairs(trainer, pl_module, out)
         self._log_scalars(trainer, results)
-        for line in (summary_lines(results) if self.measures_translation else []) + family_summary_lines(results):
+        for line in summary_lines(results):
             log.info(line)
         log.info("shift probe: wrote %s and %s", out / "results.json", out / "results.md")
 
@@ -499,21 +498,15 @@ class ShiftProbeCallback(L.Callback):
         import matplotlib.pyplot as plt
 
         from shiftprobe.probe.examples import example_pairs
-        from shiftprobe.reporting.family_figures import save_family_figures
         from shiftprobe.reporting.figures import save_all_figures
-        from shiftprobe.reporting.lie_figure import save_lie_figures
 
-        figures = {}
-        if self.measures_translation:
-            examples = None
-            layer = self._example_layer(results)
-            if layer is not None:
-                images = trainer.datamodule.test_images[:3]
-                examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode,
-                                         normalization=input_normalization(pl_module))
-            figures = save_all_figures(results, out, examples=examples)
-        figures.update(save_family_figures(results, out))  # <family>.png for every other family
-        figures.update(save_lie_figures(results, out))  # lie_layerwise.png with the layer-wise decomposition
+        examples = None
+        layer = self._example_layer(results) if self.measures_translation else None
+        if layer is not None:
+            images = trainer.datamodule.test_images[:3]
+            examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode,
+                                     normalization=input_normalization(pl_module))
+        figures = save_all_figures(results, out, examples=examples)  # every family's figures
         for fig in figures.values():
             plt.close(fig)
         writers = [w for w in (getattr(lg, "experiment", None) for lg in trainer.loggers) if hasattr(w, "add_image")]

@@ -1,15 +1,18 @@
 """results.json written by shiftprobe 0.2 (no ``schema_version``) -> schema 3, every number unchanged.
 
-Schema 3 stores every family once, in one shape (docs/results.md): ``families[name]`` is a section with
-``groups`` (``"param"``: a block per parameter; translation also ``"radius"`` and ``"parity"``) and a
-``summary``; ``primary`` names the family ``Results.summary`` reads. A 0.2 file kept translation at the
-top level (``shifts``, ``radial``, ``parity``; a copy under ``families.translation`` when other families
-were measured), the other families with ``entries``, and the Lie derivative as a dict of its own shape
-at the top level (``lie_derivative``, and ``untrained.lie_derivative``).
+Schema 3 stores every family once, in one shape (docs/measurement.md, "Results files"):
+``families[name]`` is a section with ``groups`` (``"param"``: a block per parameter; translation also
+``"radius"`` and ``"parity"``) and a ``summary``; ``primary`` names the family ``Results.summary`` reads.
+A 0.2 file kept translation at the top level (``shifts``, ``radial``, ``parity``; a copy under
+``families.translation`` when other families were measured), the other families with ``entries``, and
+the Lie derivative as a dict of its own shape at the top level (``lie_derivative``, and
+``untrained.lie_derivative``).
 
 ``migrate(data)`` returns a new dict; a schema-3 file is returned as it is. Only what 0.2 stored is
 carried over, plus ``exact`` for translation, derived from the stored per-shift maxima by the rule the
-other families use (:func:`exact_summary`). Pure Python: no torch.
+other families use (:func:`exact_summary`). Files from before 0.2 (no ``geometry``, no ``classifier``)
+get each layer's kind and stride from their ``strides``, and as classifier their last probe point (that
+version probed the lab net's classifier last). Pure Python: no torch.
 """
 
 from __future__ import annotations
@@ -63,11 +66,27 @@ def _translation_section(old: Mapping, seed=None) -> dict:
         **{k: old[k] for k in _KEPT if k in old},
         "groups": groups,
     }
+    if "geometry" not in old:  # before 0.2: the conv layers' strides only
+        section["geometry"] = _geometry_from_strides(old)
+    if "classifier" not in old and old.get("layers") and "strides" in old:  # before 0.2: the last probe point
+        section["classifier"] = old["layers"][-1]
     tol = (old.get("precision") or {}).get("exact_tol", 1e-5)
     section["exact"] = exact_summary(groups["param"], old.get("layers", []), tol)
     if isinstance(old.get("untrained"), Mapping):
         section["untrained"] = _translation_section(old["untrained"], seed)
     return section
+
+
+def _geometry_from_strides(old: Mapping) -> dict:
+    """Each layer's kind and stride from a file written before the geometry was inferred (``strides``:
+    the conv layers', ``2`` or ``[sy, sx]``)."""
+    strides = old.get("strides") or {}
+    out = {}
+    for layer in old.get("layers", []):
+        s = strides.get(layer)
+        stride = [int(x) for x in s] if isinstance(s, (list, tuple)) else None if s is None else [int(s)] * 2
+        out[layer] = {"name": layer, "kind": "spatial" if stride else "vector", "stride": stride}
+    return out
 
 
 def _family_section(old: Mapping) -> dict:

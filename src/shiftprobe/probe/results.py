@@ -28,6 +28,7 @@ import torch
 from shiftprobe.atomic import write_text
 from shiftprobe.probe.accumulator import MASKED, SCORE_CONTROL
 from shiftprobe.probe.inputs import nonfinite_message
+from shiftprobe.probe.migrate import SCHEMA_VERSION, migrate
 from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.stats import mean_se, ratio_se, score_interval
 from shiftprobe.probe.thresholds import NEAR_CONSTANT_ENTROPY_FRACTION, NEAR_CONSTANT_TOP_SHARE
@@ -267,22 +268,37 @@ def to_jsonable(obj: Any) -> Any:
 
 
 class Results(Mapping):
-    """The measurement of one network (and, under ``"untrained"``, of its untrained control).
+    """The measurement as ``results.json`` holds it: a read-only mapping, with helpers.
 
-    A read-only mapping over exactly what ``results.json`` holds, with helpers:
+    Schema 3 (``shiftprobe.probe.migrate``, docs/measurement.md) stores every measured family once
+    under ``families``, in one shape; ``primary`` names the first family measured. ``summary`` is the
+    primary family's summary; ``families[name]`` is a ``Results`` of that family's section;
+    ``untrained`` the primary section's untrained network; ``res[key]`` falls back to the primary
+    section for a key not at the top level (``res["geometry"]``, ``res["layers"]``). A ``Results`` of one
+    section (``res.families["rot90"]``) reads that section the same way.
 
     Examples
     --------
-    >>> res = Results({"summary": {"fc1": {"invariance_score": 0.5}}, "layers": ["fc1"]})
-    >>> res.summary["fc1"]["invariance_score"]
-    0.5
+    >>> rot90 = {"layers": ["fc1"], "summary": {"fc1": {"invariance_score": 0.5}}}
+    >>> res = Results({"schema_version": 3, "primary": "rot90", "families": {"rot90": rot90}})
+    >>> res.summary["fc1"]["invariance_score"], res["layers"]
+    (0.5, ['fc1'])
     """
 
     def __init__(self, data: Mapping):
         self.data = dict(data)
 
+    def _primary(self) -> Mapping | None:
+        families = self.data.get("families") or {}
+        return families.get(self.data.get("primary")) or next(iter(families.values()), None)
+
     def __getitem__(self, key):
-        return self.data[key]
+        if key in self.data:
+            return self.data[key]
+        primary = self._primary()
+        if isinstance(primary, Mapping) and key in primary:
+            return primary[key]
+        raise KeyError(key)
 
     def __iter__(self):
         return iter(self.data)
@@ -291,28 +307,24 @@ class Results(Mapping):
         return len(self.data)
 
     def __repr__(self) -> str:
-        layers = ", ".join(self.data.get("layers", []))
-        return f"Results(layers=[{layers}], n_images={self.data.get('n_images')}, untrained={'untrained' in self.data})"
+        return (f"Results(layers=[{', '.join(self.get('layers') or [])}], n_images={self.get('n_images')}, "
+                f"untrained={self.untrained is not None})")
 
     @property
     def summary(self) -> dict:
-        """The translation's summary; without one (no translation measured), the single family's."""
-        if "summary" in self.data:
-            return self.data["summary"]
-        families = self.data.get("families") or {}
-        if len(families) == 1:
-            return next(iter(families.values())).get("summary", {})
-        return {}
+        """The primary family's summary (of this section, for a section's ``Results``)."""
+        return self.data["summary"] if "summary" in self.data else (self._primary() or {}).get("summary", {})
 
     @property
     def families(self) -> dict[str, Results]:
-        """Each measured family's section by name (``transform=[...]``); empty for a single Translation."""
+        """Each measured family's section by name, in measurement order."""
         return {name: Results(section) for name, section in (self.data.get("families") or {}).items()}
 
     @property
     def untrained(self) -> Results | None:
-        un = self.data.get("untrained")
-        return Results(un) if un is not None else None
+        """The untrained network's section of the primary family, None when none was measured."""
+        un = self.data["untrained"] if "untrained" in self.data else (self._primary() or {}).get("untrained")
+        return Results(un) if un else None
 
     def to_dict(self) -> dict:
         """Exactly what ``results.json`` holds (JSON types only)."""
@@ -325,52 +337,21 @@ class Results(Mapping):
         return write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def to_dataframe(self):
-        """A tidy pandas frame: one row per network x family x layer x transform x metric.
+        """A tidy pandas frame: one row per network x family x group x parameter x layer x metric.
 
-        Translation rows have ``group="shift"`` with ``dy``, ``dx`` and ``radius``; every other family's
-        rows have ``group="param"`` with ``param`` (its parameter as results.json writes it: ``1``,
-        ``"horizontal"``, ``-45.0``, ``"x:0.5"`` for a sub-pixel offset along x, ``"0.5,-0.25"`` for a
-        2-D grid cell); each family's summary rows have ``group="summary"``.
+        Columns ``network`` (trained, untrained), ``family``, ``group``, ``layer``, ``dy``, ``dx``,
+        ``radius``, ``param``, ``metric``, ``value``. Translation's rows per shift have ``group="shift"``
+        with ``dy``, ``dx`` and ``radius``; its ``group="radius"`` rows have ``radius``, its
+        ``group="parity"`` rows ``param`` ``"even"`` / ``"odd"``. Every other family's rows have
+        ``group="param"`` with ``param`` as results.json writes it (``1``, ``"horizontal"``, ``-45.0``,
+        ``"x:0.5"`` for a sub-pixel offset along x, ``"0.5,-0.25"`` for a 2-D grid cell; the Lie
+        derivative's generator, ``"rotate"``). Each section's summary rows have ``group="summary"``.
+        Values that are not numbers (intervals) are NaN.
         """
         import pandas as pd
 
-        rows = []
-
-        def add(network: str, family: str, res: Mapping) -> None:
-            for entry in res.get("shifts", []):
-                for layer in res.get("layers", []):
-                    for metric, value in (entry.get(layer) or {}).items():
-                        rows.append(
-                            {"network": network, "family": family, "group": "shift", "layer": layer,
-                             "dy": entry["dy"], "dx": entry["dx"], "radius": max(abs(entry["dy"]), abs(entry["dx"])),
-                             "param": None, "metric": metric, "value": value}
-                        )
-            for entry in res.get("entries", []):
-                for layer in res.get("layers", []):
-                    for metric, value in (entry.get(layer) or {}).items():
-                        rows.append(
-                            {"network": network, "family": family, "group": "param", "layer": layer, "dy": None,
-                             "dx": None, "radius": None, "param": _param_label(entry.get("param")), "metric": metric,
-                             "value": value}
-                        )
-            for layer, block in (res.get("summary") or {}).items():
-                if isinstance(block, Mapping):
-                    for metric, value in block.items():
-                        rows.append(
-                            {"network": network, "family": family, "group": "summary", "layer": layer,
-                             "dy": None, "dx": None, "radius": None, "param": None, "metric": metric, "value": value}
-                        )
-
-        for network, res in (("trained", self.data), ("untrained", self.data.get("untrained"))):
-            if res and res.get("shifts") is not None:
-                add(network, res.get("family", "translation"), res)
-        for name, section in (self.data.get("families") or {}).items():
-            if name == "translation" or not isinstance(section, Mapping):
-                continue  # translation's rows are the top level's
-            add("trained", name, section)
-            if section.get("untrained"):
-                add("untrained", name, section["untrained"])
         columns = ["network", "family", "group", "layer", "dy", "dx", "radius", "param", "metric", "value"]
+        rows = [dict(zip(columns, row, strict=True)) for row in _frame_rows(_whole(self.data))]
         frame = pd.DataFrame(rows, columns=columns)
         frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
         return frame
@@ -379,7 +360,17 @@ class Results(Mapping):
         """``results.md``: tables and plain-language conclusions."""
         from shiftprobe.reporting.markdown import results_markdown
 
-        return results_markdown(self.data)
+        return results_markdown(_whole(self.data))
+
+
+def _whole(data: Mapping) -> dict:
+    """A results dict of schema 3 from whole results of any schema, or from one section."""
+    if "groups" in data and "families" not in data:  # a schema-3 section
+        name = data.get("family") or "section"
+        return {"schema_version": SCHEMA_VERSION, "primary": name, "families": {name: data}}
+    if "entries" in data and "families" not in data:  # a 0.2 family section
+        return migrate({"families": {data.get("family") or "section": data}})
+    return migrate(data)
 
 
 def _param_label(param) -> str | int | float | None:
@@ -392,6 +383,33 @@ def _param_label(param) -> str | int | float | None:
     return param
 
 
+def _frame_rows(results: Mapping):
+    """``(network, family, group, layer, dy, dx, radius, param, metric, value)`` for every figure."""
+    for family, section in (results.get("families") or {}).items():
+        nets = [("trained", section), ("untrained", section.get("untrained"))]
+        for network, net in (pair for pair in nets if pair[1]):
+            for group, blocks in (net.get("groups") or {}).items():
+                for block in blocks:
+                    where = _frame_where(family, group, block.get("param"))
+                    for layer in net.get("layers", []):
+                        for metric, value in (block.get(layer) or {}).items():
+                            yield (network, family, where[0], layer, *where[1:], metric, value)
+            for layer, block in (net.get("summary") or {}).items():
+                for metric, value in (block.items() if isinstance(block, Mapping) else ()):
+                    yield network, family, "summary", layer, None, None, None, None, metric, value
+
+
+def _frame_where(family: str, group: str, param) -> tuple:
+    """``(group, dy, dx, radius, param)`` of a block's rows."""
+    if family == "translation" and group == "param":
+        dy, dx = param
+        return "shift", dy, dx, max(abs(dy), abs(dx)), None
+    if family == "translation" and group == "radius":
+        return "radius", None, None, param, None
+    return group, None, None, None, _param_label(param)
+
+
 def load_results(path: str | Path) -> Results:
-    """Read a ``results.json`` written by :meth:`Results.save` (or by a run)."""
-    return Results(json.loads(Path(path).read_text(encoding="utf-8")))
+    """Read a ``results.json`` written by :meth:`Results.save` or by a run, of any schema: older files
+    are migrated to schema 3 (``shiftprobe.probe.migrate``), every number unchanged."""
+    return Results(migrate(json.loads(Path(path).read_text(encoding="utf-8"))))

@@ -38,6 +38,10 @@ def z_value(level: float = LEVEL) -> float:
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 
+#: the z of a two-sided 95 % normal interval, the one constant the engine and the reports use
+Z95 = z_value(LEVEL)
+
+
 def _sample_var(n: float, total: float, total_sq: float) -> float:
     return max(0.0, (total_sq - total * total / n) / (n - 1))
 

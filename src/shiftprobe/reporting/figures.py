@@ -1,9 +1,9 @@
-"""Figures of a results dict: translation-sensitivity heatmaps, radial profiles, example pairs.
-
-Figures are built as plain :class:`matplotlib.figure.Figure` objects on an Agg canvas, never through
-``pyplot``: nothing is displayed, no global figure registry fills up, and the figures are safe to
-build in a training process or a worker. Every function returns its Figure and, given ``path``,
-saves a PNG. ``SummaryWriter.add_figure(tag, fig)`` accepts these figures directly.
+"""Every figure, drawn from a results dict alone (the network is never run; the example pairs come
+from the measurement): ``heatmaps.png`` and ``radial.png`` for translation, ``examples.png`` from its
+``examples``, ``<family>.png`` per other family and ``lie_layerwise.png`` for the Lie derivative's
+decomposition. Figures are plain :class:`matplotlib.figure.Figure` objects on an Agg canvas, never
+``pyplot``: nothing is displayed and no global registry fills up; ``writer.add_figure(tag, fig)``
+takes them as they are. Given ``path``, each is saved atomically as a PNG.
 """
 
 from __future__ import annotations
@@ -12,35 +12,30 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from shiftprobe.atomic import save_figure
-from shiftprobe.reporting.markdown import (
-    classifier,
-    exact_tol,
-    fmt,
-    halfwidth,
-    is_conv,
-    key_metric,
-)
+from shiftprobe.probe.migrate import migrate
+from shiftprobe.reporting import verdicts as v
+from shiftprobe.reporting.format import Z95, finite, fmt, get, halfwidth, interval, param_label, title_of
 
 DPI = 120
-#: aligned_rel values of exactly 0 are drawn at this floor on log axes
+#: values of exactly 0 are drawn at this floor on log axes
 LOG_FLOOR = 1e-10
 #: annotate heatmap cells with their value when a panel is at most this many cells wide
 ANNOTATE_MAX_SIDE = 9
 SCORE_CMAP = "viridis"
 #: the exact-test heatmap: dark = exact, bright = far from any alignment
 EXACT_CMAP = "magma"
-#: shading of a 95 % interval band around a radial profile
+#: shading of a 95 % interval band around a profile
 BAND_ALPHA = 0.2
 MAP_CMAP = "RdBu_r"
 TRAINED_STYLE = {"linestyle": "-", "marker": "o"}
 UNTRAINED_STYLE = {"linestyle": "--", "marker": "s", "alpha": 0.8}
-
 METRIC_LABELS = {
     "invariance_score": "invariance score",
     "equivariance_score": "sorting hint (sorted equivariance)",
@@ -64,16 +59,20 @@ SHORT_LABELS = {
     "consistency_correct": "consistency (correct)",
     "shifted_acc": "shifted acc",
 }
-#: metrics whose natural range is [.., 1] (1 = unchanged): colour scale tops out at 1
-BOUNDED_METRICS = {
-    "invariance_score",
-    "equivariance_score",
-    "equivariance_score_certified",
-    "consistency",
-    "consistency_correct",
-    "shifted_acc",
-    "cos",
-}
+#: metrics whose natural range is [.., 1] (1 = unchanged): the colour scale tops out at 1
+BOUNDED_METRICS = {"invariance_score", "equivariance_score", "equivariance_score_certified", "consistency",
+                   "consistency_correct", "shifted_acc", "cos"}
+#: the rows of a family's curves: (metric(s), y label, log axis)
+CURVE_ROWS = (
+    (("invariance_score",), "invariance score", False),
+    (("equivariance_score",), "sorted equivariance score", False),
+    (("aligned_rel",), "aligned_rel (log)", True),
+    (("consistency", "shifted_acc"), "share of images", False),
+)
+X_LABELS = {"k": "rotation (k x 90°)", "angle_deg": "rotation angle (degrees)",
+            "offset_px": "offset (pixels)", "flip": "flip"}
+#: one bar's width in the Lie derivative's bar chart, as a share of a slot (two networks side by side)
+BAR = 0.38
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -82,65 +81,72 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | Path | None, dpi: int = DPI) -> None:
-    """Write ``fig`` to ``path`` atomically (``shiftprobe.atomic.save_figure``); nothing for None."""
+def _save(fig: Figure, path: str | Path | None, dpi: int = DPI) -> Figure:
+    """Write ``fig`` to ``path`` atomically (its folder made if needed); nothing for None."""
     if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         save_figure(fig, path, dpi=dpi)
+    return fig
 
 
 def _label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def _value(block: Mapping | None, layer: str, metric: str) -> float:
+def _nan(block: Mapping | None, layer: str, metric: str) -> float:
     """The metric as a float, NaN where missing or null."""
-    v = ((block or {}).get(layer) or {}).get(metric)
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return v if math.isfinite(v) else math.nan
+    value = get(block, layer, metric)
+    return math.nan if value is None else value
 
 
-def _networks(results: Mapping) -> list[tuple[str, Mapping]]:
-    nets = [("trained", results)]
-    if results.get("untrained"):
-        nets.append(("untrained", results["untrained"]))
-    return nets
+def _cmap_with_blank(name: str):
+    return matplotlib.colormaps[name].with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
 
 
-def _metric_for(results: Mapping, layer: str, metric_by_layer) -> str:
-    if isinstance(metric_by_layer, str):
-        return metric_by_layer
-    if metric_by_layer and layer in metric_by_layer:
-        return metric_by_layer[layer]
-    return key_metric(results, layer)
+def _axes_text(ax, text: str, **kw) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", **kw)
 
 
-# -- heatmaps -------------------------------------------------------------------------------------
-def _shift_axes(results: Mapping) -> tuple[list[int], list[int]]:
+def _unit_lines(ax) -> None:
+    ax.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
+    ax.axhline(0.0, color="grey", linewidth=0.6, linestyle=":")
+
+
+def _style(network: str) -> dict:
+    return TRAINED_STYLE if network == "trained" else UNTRAINED_STYLE
+
+
+def _setup(t: Mapping) -> str:
+    return f"{v.config(t, 'mode')} shifts, {v.config(t, 'pattern')}"
+
+
+def _widest(widths) -> float | None:
+    widths = [w for w in widths if w is not None]
+    return max(widths) if widths else None
+
+
+# -- translation: heatmaps ------------------------------------------------------------------------
+def _shift_axes(t: Mapping) -> tuple[list[int], list[int]]:
     """The dy and dx values of the heatmap grid (one dy row for the axis pattern)."""
-    shifts = [(int(s["dy"]), int(s["dx"])) for _, res in _networks(results) for s in res.get("shifts", [])]
-    m = results.get("max_shift")
+    shifts = [v.shift_of(b) for _, net in v.networks(t) for b in v.blocks(net)]
+    m = v.config(t, "max_shift")
     if m is None:
         m = max((max(abs(dy), abs(dx)) for dy, dx in shifts), default=0)
     full = list(range(-int(m), int(m) + 1))
-    if results.get("shift_pattern") == "axis" or (shifts and all(dy == 0 for dy, _ in shifts)):
+    if v.config(t, "pattern") == "axis" or (shifts and all(dy == 0 for dy, _ in shifts)):
         return [0], full
     return full, full
 
 
-def sensitivity_grid(
-    res: Mapping, layer: str, metric: str, dys: Sequence[int], dxs: Sequence[int]
-) -> np.ndarray:
-    """``len(dys) x len(dxs)`` array of a metric over the shift grid; NaN where not measured."""
+def sensitivity_grid(net: Mapping, layer: str, metric: str, dys: Sequence[int], dxs: Sequence[int]):
+    """``len(dys) x len(dxs)`` array of a metric of one network's translation section over the shift
+    grid; NaN where not measured."""
     grid = np.full((len(dys), len(dxs)), np.nan)
-    row = {dy: i for i, dy in enumerate(dys)}
-    col = {dx: j for j, dx in enumerate(dxs)}
-    for s in res.get("shifts", []):
-        dy, dx = int(s["dy"]), int(s["dx"])
+    row, col = {dy: i for i, dy in enumerate(dys)}, {dx: j for j, dx in enumerate(dxs)}
+    for b in v.blocks(net):
+        dy, dx = v.shift_of(b)
         if dy in row and dx in col:
-            grid[row[dy], col[dx]] = _value(s, layer, metric)
+            grid[row[dy], col[dx]] = _nan(b, layer, metric)
     return grid
 
 
@@ -158,19 +164,15 @@ def _norm_for(metric: str, arrays: Sequence[np.ndarray]):
         return LogNorm(min(1e-8, float(positive.min())), max(1.0, float(positive.max())))
     if metric.endswith("rel") and positive.size and positive.max() / positive.min() > 100:
         return LogNorm(max(float(positive.min()), LOG_FLOOR), float(positive.max()))
-    if hi == lo:
-        hi = lo + 1.0
-    return Normalize(lo, hi)
+    return Normalize(lo, hi if hi != lo else lo + 1.0)
 
 
-def exact_test_grid(
-    res: Mapping, layer: str, dys: Sequence[int], dxs: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
+def exact_test_grid(net: Mapping, layer: str, dys: Sequence[int], dxs: Sequence[int]):
     """The exact test over the shift grid: ``aligned_rel`` where the stride divides the shift, the best
     integer alignment (``nearest_aligned_rel``) elsewhere. Returns ``(values, nearest)``, ``nearest``
     True where the value is a best alignment rather than the exact test; NaN where neither exists."""
-    exact = sensitivity_grid(res, layer, "aligned_rel", dys, dxs)
-    nearest = sensitivity_grid(res, layer, "nearest_aligned_rel", dys, dxs)
+    exact = sensitivity_grid(net, layer, "aligned_rel", dys, dxs)
+    nearest = sensitivity_grid(net, layer, "nearest_aligned_rel", dys, dxs)
     use_nearest = ~np.isfinite(exact) & np.isfinite(nearest)
     return np.where(use_nearest, nearest, exact), use_nearest
 
@@ -184,13 +186,6 @@ def _exact_norm(grids: Sequence[np.ndarray], tol: float) -> LogNorm:
     return LogNorm(max(lo, LOG_FLOOR), hi)
 
 
-def _widest_on_grid(res: Mapping, layer: str, metric: str) -> float | None:
-    """The widest 95 % half-width of a metric over the shifts of one network (None without intervals)."""
-    widths = [halfwidth(s, layer, metric) for s in res.get("shifts", []) if (s["dy"], s["dx"]) != (0, 0)]
-    widths = [w for w in widths if w is not None]
-    return max(widths) if widths else None
-
-
 def _grid_axes(ax, dxs, dys, one_row: bool) -> None:
     step = 1 if len(dxs) <= 9 else 2
     ax.set_xticks(dxs[::step])
@@ -200,13 +195,40 @@ def _grid_axes(ax, dxs, dys, one_row: bool) -> None:
     ax.set_ylabel("dy (down)", fontsize=8)
 
 
-def _draw_exact_rows(fig, exact_axes, results, nets, conv_cols, dys, dxs, one_row, annotate) -> None:
+def _heatmap(ax, grid, cmap, norm, extent):
+    return ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
+
+
+def _annotate(ax, grid, dys, dxs, norm, cmap, fontsize, approx=None) -> None:
+    for i, dy in enumerate(dys):
+        for j, dx in enumerate(dxs):
+            value = grid[i, j]
+            if not np.isfinite(value):
+                continue
+            r, g, b, _ = cmap(norm(max(value, norm.vmin) if isinstance(norm, LogNorm) else value))
+            colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+            text = "0" if value == 0 else (f"{value:.2f}" if abs(value) >= 1e-2 else fmt(value, 1))
+            if approx is not None and approx[i, j]:
+                text = "≈" + text
+            ax.text(dx, dy, text, ha="center", va="center", fontsize=fontsize, color=colour)
+
+
+def _colour_bar(fig, image, axes, one_row: bool):
+    if one_row:
+        bar = fig.colorbar(image, ax=axes, location="bottom", shrink=0.8, aspect=30)
+    else:
+        bar = fig.colorbar(image, ax=axes, shrink=0.9, aspect=25)
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def _draw_exact_rows(fig, exact_axes, t, nets, conv_cols, dys, dxs, one_row, annotate) -> None:
     """The exact-test rows (one per network): a log heatmap per spatial layer; other panels hidden."""
-    tol = exact_tol(results)
+    tol = v.exact_tol(t)
     for ax in exact_axes.ravel():
         ax.set_visible(False)
     for col, layer in conv_cols:
-        grids = [exact_test_grid(res, layer, dys, dxs) for _, res in nets]
+        grids = [exact_test_grid(net, layer, dys, dxs) for _, net in nets]
         norm = _exact_norm([g for g, _ in grids], tol)
         cmap = _cmap_with_blank(EXACT_CMAP)
         image = None
@@ -216,213 +238,130 @@ def _draw_exact_rows(fig, exact_axes, results, nets, conv_cols, dys, dxs, one_ro
             ax.set_title(f"{layer} · {name}\nexact test, log (≈: best alignment)", fontsize=9)
             extent = (dxs[0] - 0.5, dxs[-1] + 0.5, dys[-1] + 0.5, dys[0] - 0.5)
             shown = np.where(np.isfinite(grid), np.maximum(grid, norm.vmin), np.nan)
-            image = ax.imshow(
-                np.ma.masked_invalid(shown), cmap=cmap, norm=norm, extent=extent, interpolation="nearest"
-            )
+            image = _heatmap(ax, shown, cmap, norm, extent)
             if annotate:
                 _annotate(ax, grid, dys, dxs, norm, cmap, fontsize=6 if len(dxs) > 5 else 7, approx=nearest)
             elif nearest.any():
                 yy, xx = np.nonzero(nearest)
                 ax.scatter(np.asarray(dxs)[xx], np.asarray(dys)[yy], s=4, c="white", marker=".", linewidths=0)
         if image is not None:
-            axes_col = list(exact_axes[:, col])
-            if one_row:
-                cbar = fig.colorbar(image, ax=axes_col, location="bottom", shrink=0.8, aspect=30)
-                cbar.ax.axvline(tol, color="cyan", linewidth=1.2)
-            else:
-                cbar = fig.colorbar(image, ax=axes_col, shrink=0.9, aspect=25)
-                cbar.ax.axhline(tol, color="cyan", linewidth=1.2)
-            cbar.ax.tick_params(labelsize=7)
-            cbar.set_label(f"aligned_rel (cyan: exact below {fmt(tol)})", fontsize=7)
+            bar = _colour_bar(fig, image, list(exact_axes[:, col]), one_row)
+            (bar.ax.axvline if one_row else bar.ax.axhline)(tol, color="cyan", linewidth=1.2)
+            bar.set_label(f"aligned_rel (cyan: exact below {fmt(tol)})", fontsize=7)
 
 
-def plot_sensitivity_heatmaps(
-    results: Mapping,
-    metric_by_layer: Mapping[str, str] | str | None = None,
-    path: str | Path | None = None,
-    dpi: int = DPI,
-    exact_test: bool | None = None,
-) -> Figure:
+def _exact_note(ax, tol: float) -> None:
+    ax.set_visible(True)
+    ax.axis("off")
+    ax.text(
+        0.0, 0.95,
+        "Exact test (spatial layers), top rows:\naligned_rel = |f(Tx) - f(x) moved by s/stride|\non the "
+        f"certified region, relative.\nDark (< {fmt(tol)}): exact. Where the stride\ndoes not divide the "
+        "shift no exact alignment\nexists: the best integer alignment is shown\n(≈). A stride-2 layer is "
+        "exact only at even\nshifts: a checkerboard.\n\nBottom rows: the key score per layer\n(for conv "
+        "layers the lab's sorting hint,\nlowered by the frame's border in crop mode).",
+        transform=ax.transAxes, va="top", ha="left", fontsize=8,
+    )
+
+
+def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, annotate) -> bool:
+    """One layer's score heatmaps (one per network); returns whether any panel states an interval."""
+    grids = [sensitivity_grid(net, layer, metric, dys, dxs) for _, net in nets]
+    norm = _norm_for(metric, grids)
+    cmap = _cmap_with_blank(SCORE_CMAP)
+    image, any_interval = None, False
+    extent = (dxs[0] - 0.5, dxs[-1] + 0.5, dys[-1] + 0.5, dys[0] - 0.5)
+    for ax, (name, net), grid in zip(column, nets, grids, strict=True):
+        _grid_axes(ax, dxs, dys, one_row)
+        title = f"{layer} · {name}\n{_label(metric)}"
+        widest = _widest(halfwidth(b, layer, metric) for b in v.nonzero_shifts(net))
+        if widest is not None:
+            any_interval = True
+            title += f"\n95 % interval: ± ≤ {fmt(widest, 2)}"
+        ax.set_title(title, fontsize=9)
+        if norm is None:  # the metric does not exist for this layer (e.g. aligned_rel of a vector layer)
+            ax.set_xlim(extent[0], extent[1])
+            ax.set_ylim(extent[2], extent[3])
+            ax.set_aspect("equal")
+            _axes_text(ax, f"{metric}\nnot measured\nfor {layer}", fontsize=8, color="dimgray")
+            continue
+        shown = np.where(grid <= norm.vmin, norm.vmin, grid) if isinstance(norm, LogNorm) else grid
+        image = _heatmap(ax, shown, cmap, norm, extent)
+        if annotate:
+            _annotate(ax, grid, dys, dxs, norm, cmap, fontsize=6 if len(dxs) > 5 else 7)
+    if image is not None:
+        _colour_bar(fig, image, list(column), one_row)
+    return any_interval
+
+
+def plot_sensitivity_heatmaps(results: Mapping, metric_by_layer: Mapping[str, str] | str | None = None,
+                              path: str | Path | None = None, dpi: int = DPI,
+                              exact_test: bool | None = None) -> Figure:
     """Translation-sensitivity maps (Kauderer-Abrams 2017): one heatmap per layer over (dy, dx).
 
     Columns are layers, rows trained / untrained. Each layer shows ``metric_by_layer[layer]`` (a dict,
-    or one metric name for all), defaulting to the lab's sorting hint for conv layers and the
-    invariance score otherwise. dx grows to the right, dy downwards (the shift convention); cells not
-    measured (random pattern) or undefined (aligned_rel where the stride does not divide) are blank.
-
-    With ``exact_test`` (default: when no ``metric_by_layer`` is given, i.e. the default figure) two more
-    rows come first for the spatial layers: the exact test, ``aligned_rel`` where the stride divides the
-    shift and the best integer alignment (marked ``≈``) elsewhere, on a log scale. An exact cell is dark,
-    so a stride-2 layer shows the even/odd checkerboard. Each score panel states its widest 95 %
-    interval where the results carry intervals.
+    or one metric name for all), by default the sorting hint for conv layers and the invariance score
+    otherwise; dx grows to the right, dy downwards; blank cells were not measured or are undefined.
+    With ``exact_test`` (default: when no ``metric_by_layer`` is given) two rows come first for the conv
+    layers: ``aligned_rel`` where the stride divides the shift and the best integer alignment (``≈``)
+    elsewhere, on a log scale, so a stride-2 layer shows the even/odd checkerboard. Each score panel
+    states its widest 95 % interval.
     """
-    layers = list(results.get("layers", []))
-    nets = _networks(results)
-    dys, dxs = _shift_axes(results)
+    t = v.translation(migrate(results))
+    layers, nets, (dys, dxs) = list(t.get("layers", [])), v.networks(t), _shift_axes(t)
     one_row = len(dys) == 1
-    if exact_test is None:
-        exact_test = metric_by_layer is None
-    conv_cols = [(j, layer) for j, layer in enumerate(layers) if is_conv(results, layer)] if exact_test else []
+    exact_test = metric_by_layer is None if exact_test is None else exact_test
+    conv_cols = [(j, layer) for j, layer in enumerate(layers) if v.is_conv(t, layer)] if exact_test else []
     row_blocks = 2 if conv_cols else 1
-    n_rows = len(nets) * row_blocks
-    width = 3.7 * len(layers) + 0.4  # fixed panel size: cells shrink as the grid grows
-    if one_row:
-        height = (1.3 * len(nets) + 1.3) * row_blocks  # room for the colour bar below
-    else:
-        height = (3.6 * len(nets)) * row_blocks + 0.6
-    fig = _new_figure(width, height)
-    axes = fig.subplots(n_rows, len(layers), squeeze=False)
-    score_axes = axes[len(nets):] if conv_cols else axes
+    height = (1.3 * len(nets) + 1.3) * row_blocks if one_row else 3.6 * len(nets) * row_blocks + 0.6
+    fig = _new_figure(3.7 * len(layers) + 0.4, height)  # fixed panel size: cells shrink as the grid grows
+    axes = fig.subplots(len(nets) * row_blocks, len(layers), squeeze=False)
     annotate = len(dxs) <= ANNOTATE_MAX_SIDE
     if conv_cols:
-        exact_axes = axes[: len(nets)]
-        _draw_exact_rows(fig, exact_axes, results, nets, conv_cols, dys, dxs, one_row, annotate)
+        _draw_exact_rows(fig, axes[: len(nets)], t, nets, conv_cols, dys, dxs, one_row, annotate)
         free = [j for j in range(len(layers)) if j not in dict(conv_cols)]
         if free:
-            note_ax = exact_axes[0, free[0]]
-            note_ax.set_visible(True)
-            note_ax.axis("off")
-            tol = exact_tol(results)
-            note_ax.text(
-                0.0,
-                0.95,
-                "Exact test (spatial layers), top rows:\n"
-                "aligned_rel = |f(Tx) - f(x) moved by s/stride|\n"
-                "on the certified region, relative.\n"
-                f"Dark (< {fmt(tol)}): exact. Where the stride\n"
-                "does not divide the shift no exact alignment\n"
-                "exists: the best integer alignment is shown\n"
-                "(≈). A stride-2 layer is exact only at even\n"
-                "shifts: a checkerboard.\n\n"
-                "Bottom rows: the key score per layer\n"
-                "(for conv layers the lab's sorting hint,\n"
-                "lowered by the frame's border in crop mode).",
-                transform=note_ax.transAxes,
-                va="top",
-                ha="left",
-                fontsize=8,
-            )
-    no_intervals = True
+            _exact_note(axes[0, free[0]], v.exact_tol(t))
+    score_axes = axes[len(nets):] if conv_cols else axes
+    any_interval = False
     for j, layer in enumerate(layers):
-        metric = _metric_for(results, layer, metric_by_layer)
-        grids = [sensitivity_grid(res, layer, metric, dys, dxs) for _, res in nets]
-        norm = _norm_for(metric, grids)
-        cmap = _cmap_with_blank(SCORE_CMAP)
-        image = None
-        for i, ((name, res), grid) in enumerate(zip(nets, grids, strict=True)):
-            ax = score_axes[i, j]
-            _grid_axes(ax, dxs, dys, one_row)
-            title = f"{layer} · {name}\n{_label(metric)}"
-            widest = _widest_on_grid(res, layer, metric)
-            if widest is not None:
-                no_intervals = False
-                title += f"\n95 % interval: ± ≤ {fmt(widest, 2)}"
-            ax.set_title(title, fontsize=9)
-            extent = (dxs[0] - 0.5, dxs[-1] + 0.5, dys[-1] + 0.5, dys[0] - 0.5)
-            if norm is None:  # the metric does not exist for this layer (e.g. aligned_rel of fc1)
-                ax.set_xlim(extent[0], extent[1])
-                ax.set_ylim(extent[2], extent[3])
-                ax.set_aspect("equal")
-                ax.text(
-                    0.5,
-                    0.5,
-                    f"{metric}\nnot measured\nfor {layer}",
-                    transform=ax.transAxes,
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="dimgray",
-                )
-                continue
-            shown = grid
-            if isinstance(norm, LogNorm):  # zeros (the identity shift) sit at the bottom of a log scale
-                shown = np.where(grid <= norm.vmin, norm.vmin, grid)
-            image = ax.imshow(
-                np.ma.masked_invalid(shown), cmap=cmap, norm=norm, extent=extent, interpolation="nearest"
-            )
-            if annotate:
-                _annotate(ax, grid, dys, dxs, norm, cmap, fontsize=6 if len(dxs) > 5 else 7)
-        if image is not None:
-            column = list(score_axes[:, j])
-            if one_row:
-                cbar = fig.colorbar(image, ax=column, location="bottom", shrink=0.8, aspect=30)
-            else:
-                cbar = fig.colorbar(image, ax=column, shrink=0.9, aspect=25)
-            cbar.ax.tick_params(labelsize=7)
-    mode, pattern = results.get("shift_mode"), results.get("shift_pattern")
-    sure = (
-        "no intervals in these results (older results.json)"
-        if no_intervals
-        else "each score panel states its widest 95 % interval over test images"
-    )
-    fig.suptitle(
-        f"Translation-sensitivity maps ({mode} shifts, {pattern} pattern; blank = not measured / n/a); {sure}",
-        fontsize=10,
-    )
-    _save(fig, path, dpi)
-    return fig
-
-
-def _cmap_with_blank(name: str):
-    import matplotlib
-
-    return matplotlib.colormaps[name].with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
-
-
-def _annotate(ax, grid, dys, dxs, norm, cmap, fontsize, approx=None) -> None:
-    for i, dy in enumerate(dys):
-        for j, dx in enumerate(dxs):
-            v = grid[i, j]
-            if not np.isfinite(v):
-                continue
-            r, g, b, _ = cmap(norm(max(v, norm.vmin) if isinstance(norm, LogNorm) else v))
-            colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-            text = "0" if v == 0 else (f"{v:.2f}" if abs(v) >= 1e-2 else fmt(v, 1))
-            if approx is not None and approx[i, j]:
-                text = "≈" + text
-            ax.text(dx, dy, text, ha="center", va="center", fontsize=fontsize, color=colour)
-
-
-# -- radial profiles ------------------------------------------------------------------------------
-def _radial_series(res: Mapping, layer: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    radii = np.array([int(row["radius"]) for row in res.get("radial", [])], dtype=float)
-    values = np.array([_value(row, layer, metric) for row in res.get("radial", [])], dtype=float)
-    return radii, values
-
-
-def radial_band(res: Mapping, layer: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(radii, lo, hi)`` of the 95 % interval of a metric per radial row: ``<metric>_ci`` where given,
-    else ``value ± 1.96 * <metric>_se``; None where the results carry no interval for it."""
-    radii, lo, hi = [], [], []
-    for row in res.get("radial", []):
-        v = _value(row, layer, metric)
-        hw = halfwidth(row, layer, metric)
-        if not math.isfinite(v) or hw is None:
-            continue
-        ci = ((row.get(layer) or {}).get(f"{metric}_ci")) or None
-        if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
-            a, b = float(ci[0]), float(ci[1])
+        if isinstance(metric_by_layer, str):
+            metric = metric_by_layer
         else:
-            a, b = v - hw, v + hw
-        radii.append(int(row["radius"]))
-        lo.append(a)
-        hi.append(b)
-    if not radii:
-        return None
-    return np.array(radii, dtype=float), np.array(lo), np.array(hi)
+            metric = (metric_by_layer or {}).get(layer) or v.key_metric(t, layer)
+        any_interval |= _draw_score_column(fig, score_axes[:, j], nets, layer, metric, dys, dxs, one_row,
+                                           annotate)
+    sure = ("each score panel states its widest 95 % interval over test images" if any_interval
+            else "no intervals in these results (older results.json)")
+    fig.suptitle(f"Translation-sensitivity maps ({_setup(t)} pattern; blank = not measured / n/a); {sure}",
+                 fontsize=10)
+    return _save(fig, path, dpi)
 
 
-def _panel_metrics(results: Mapping, layer: str) -> tuple[list[str], list[str]]:
-    """(top, bottom) metrics of a layer's two radial panels; the exact test leads for conv layers."""
-    if is_conv(results, layer):
-        return ["aligned_rel", "nearest_aligned_rel"], ["equivariance_score", "equivariance_score_certified"]
-    if layer == classifier(results):
-        return ["invariance_score"], ["consistency", "consistency_correct", "shifted_acc"]
-    return ["invariance_score"], ["rel"]
+# -- translation: radial profiles -----------------------------------------------------------------
+def _radial_series(net: Mapping, layer: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = v.blocks(net, "radius")
+    return (np.array([int(b["param"]) for b in rows], dtype=float),
+            np.array([_nan(b, layer, metric) for b in rows], dtype=float))
+
+
+def radial_band(net: Mapping, layer: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(radii, lo, hi)`` of the 95 % interval of a metric per radius block of one network's translation
+    section: ``<metric>_ci`` where given, else ``value ± Z95 * <metric>_se``; None without intervals."""
+    radii, lo, hi = [], [], []
+    for b in v.blocks(net, "radius"):
+        value, hw = get(b, layer, metric), halfwidth(b, layer, metric)
+        if value is None or hw is None:
+            continue
+        ci = interval(b, layer, metric) or (value - hw, value + hw)
+        radii.append(int(b["param"]))
+        lo.append(ci[0])
+        hi.append(ci[1])
+    return (np.array(radii, dtype=float), np.array(lo), np.array(hi)) if radii else None
 
 
 def _has_series(nets, layer: str, metric: str) -> bool:
-    return any(np.isfinite(_radial_series(res, layer, metric)[1]).any() for _, res in nets)
+    return any(np.isfinite(_radial_series(net, layer, metric)[1]).any() for _, net in nets)
 
 
 def _draw_profiles(ax, nets, layer, metrics, colours, log_axis: bool) -> tuple[bool, bool, float | None]:
@@ -433,18 +372,17 @@ def _draw_profiles(ax, nets, layer, metrics, colours, log_axis: bool) -> tuple[b
     shown = [m for m in metrics if _has_series(nets, layer, m)]
     for k, metric in enumerate(shown):
         colour = colours[k % len(colours)]
-        for name, res in nets:
-            style = TRAINED_STYLE if name == "trained" else UNTRAINED_STYLE
-            r, v = _radial_series(res, layer, metric)
+        for name, net in nets:
+            r, values = _radial_series(net, layer, metric)
             if log_axis:
-                keep = np.isfinite(v) & (r > 0)  # radius 0 is the identity: the error is 0 there
-                r, v = r[keep], v[keep]
-                clipped = clipped or bool((v < LOG_FLOOR).any())
-                v = np.maximum(v, LOG_FLOOR)
-            any_point = any_point or bool(np.isfinite(v).any())
+                keep = np.isfinite(values) & (r > 0)  # radius 0 is the identity: the error is 0 there
+                r, values = r[keep], values[keep]
+                clipped = clipped or bool((values < LOG_FLOOR).any())
+                values = np.maximum(values, LOG_FLOOR)
+            any_point = any_point or bool(np.isfinite(values).any())
             label = f"{SHORT_LABELS.get(metric, _label(metric))} · {name}" if len(shown) > 1 else name
-            ax.plot(r, v, color=colour, label=label, **style)
-            band = None if log_axis else radial_band(res, layer, metric)
+            ax.plot(r, values, color=colour, label=label, **_style(name))
+            band = None if log_axis else radial_band(net, layer, metric)
             if band is not None:
                 br, lo, hi = band
                 ax.fill_between(br, lo, hi, color=colour, alpha=BAND_ALPHA, linewidth=0)
@@ -453,62 +391,61 @@ def _draw_profiles(ax, nets, layer, metrics, colours, log_axis: bool) -> tuple[b
     return any_point, clipped, widest
 
 
+def _conv_panels(top, bottom, nets, layer: str, tol: float) -> list[float | None]:
+    """A conv layer: the exact test on top (log axis), the sorting hint below."""
+    any_point, clipped, _ = _draw_profiles(top, nets, layer, ["aligned_rel", "nearest_aligned_rel"],
+                                           ("tab:red", "tab:purple"), True)
+    top.set_yscale("log")
+    top.axhline(tol, color="black", linewidth=0.8, linestyle=":", label=f"exact below {fmt(tol)}")
+    top.axhspan(LOG_FLOOR / 3, tol, color="tab:green", alpha=0.07, linewidth=0)
+    top.set_title(f"{layer}: exact test (log)", fontsize=9)
+    top.set_ylabel(f"aligned_rel{f' (0 drawn at {fmt(LOG_FLOOR)})' if clipped else ''}", fontsize=8)
+    if not any_point:
+        top.text(0.5, 0.5, "no alignable shift", transform=top.transAxes, ha="center", fontsize=8)
+    _, _, w = _draw_profiles(bottom, nets, layer, ["equivariance_score", "equivariance_score_certified"],
+                             ("tab:blue", "tab:green"), False)
+    bottom.set_title(f"{layer}: the lab's sorting hint", fontsize=9)
+    bottom.set_ylabel("sorted equivariance score", fontsize=8)
+    _unit_lines(bottom)
+    return [w]
+
+
+def _vector_panels(top, bottom, nets, layer: str, is_classifier: bool) -> list[float | None]:
+    """Any other layer: the invariance score on top; rel (the classifier: consistency, accuracy) below."""
+    _, _, w_top = _draw_profiles(top, nets, layer, ["invariance_score"], ("tab:blue",), False)
+    top.set_title(f"{layer}: {_label('invariance_score')}", fontsize=9)
+    top.set_ylabel(_label("invariance_score"), fontsize=8)
+    _unit_lines(top)
+    below = ["consistency", "consistency_correct", "shifted_acc"] if is_classifier else ["rel"]
+    shown = [m for m in below if _has_series(nets, layer, m)]
+    colours = ("tab:orange", "tab:brown", "tab:green")
+    _, _, w_bottom = _draw_profiles(bottom, nets, layer, shown, colours, False)
+    title = " / ".join(_label(m) if len(shown) < 3 else SHORT_LABELS.get(m, _label(m)) for m in shown)
+    bottom.set_title(f"{layer}: {title or 'n/a'}", fontsize=9 if len(shown) < 3 else 8)
+    bottom.set_ylabel(title if len(shown) == 1 else "share of images", fontsize=8)
+    return [w_top, w_bottom]
+
+
 def plot_radial_profiles(results: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
     """Per layer, two panels over the radius max(|dy|, |dx|); trained solid, untrained dashed.
 
-    conv layers: the exact test on top (aligned_rel and the best integer alignment, log axis, with the
-    exactness threshold; zeros drawn at ``LOG_FLOOR``), the lab's sorting hint below (on the whole map
-    and, where recorded, on the certified region). Other layers: the invariance score on top; below,
-    the relative change (rel) or, for the classifier, consistency and accuracy on shifted images.
-    Shaded bands are the 95 % intervals of the radial rows (``_ci`` / ``_se``); the title states the
-    widest, or that the results carry none.
+    Conv layers: the exact test on top (aligned_rel and the best integer alignment, log axis, with the
+    threshold; zeros drawn at ``LOG_FLOOR``), the sorting hint below (whole map and certified region).
+    Other layers: the invariance score on top; below, rel or, for the classifier, consistency and
+    accuracy on shifted images. Shaded bands are the 95 % intervals; the title states the widest.
     """
-    layers = list(results.get("layers", []))
-    nets = _networks(results)
+    t = v.translation(migrate(results))
+    layers, nets = list(t.get("layers", [])), v.networks(t)
     fig = _new_figure(3.3 * len(layers) + 0.4, 6.3)
     axes = fig.subplots(2, len(layers), squeeze=False)
-    all_radii = sorted({int(row["radius"]) for _, res in nets for row in res.get("radial", [])})
-    tol = exact_tol(results)
-    widest_all = None
+    all_radii = v.radii(*[net for _, net in nets])
+    widths = []
     for j, layer in enumerate(layers):
-        top_metrics, bottom_metrics = _panel_metrics(results, layer)
         top, bottom = axes[0, j], axes[1, j]
-        conv = is_conv(results, layer)
-        if conv:
-            any_point, clipped, _ = _draw_profiles(top, nets, layer, top_metrics, ("tab:red", "tab:purple"), True)
-            top.set_yscale("log")
-            top.axhline(tol, color="black", linewidth=0.8, linestyle=":", label=f"exact below {fmt(tol)}")
-            top.axhspan(LOG_FLOOR / 3, tol, color="tab:green", alpha=0.07, linewidth=0)
-            top.set_title(f"{layer}: exact test (log)", fontsize=9)
-            floor_note = f" (0 drawn at {fmt(LOG_FLOOR)})" if clipped else ""
-            top.set_ylabel(f"aligned_rel{floor_note}", fontsize=8)
-            if not any_point:
-                top.text(0.5, 0.5, "no alignable shift", transform=top.transAxes, ha="center", fontsize=8)
-            _, _, w = _draw_profiles(bottom, nets, layer, bottom_metrics, ("tab:blue", "tab:green"), False)
-            bottom.set_title(f"{layer}: the lab's sorting hint", fontsize=9)
-            bottom.set_ylabel("sorted equivariance score", fontsize=8)
-            for ax in (bottom,):
-                ax.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
-                ax.axhline(0.0, color="grey", linewidth=0.6, linestyle=":")
-            widths = [w]
+        if v.is_conv(t, layer):
+            widths += _conv_panels(top, bottom, nets, layer, v.exact_tol(t))
         else:
-            _, _, w_top = _draw_profiles(top, nets, layer, top_metrics, ("tab:blue",), False)
-            metric = top_metrics[0]
-            top.set_title(f"{layer}: {_label(metric)}", fontsize=9)
-            top.set_ylabel(_label(metric), fontsize=8)
-            top.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
-            top.axhline(0.0, color="grey", linewidth=0.6, linestyle=":")
-            shown = [m for m in bottom_metrics if _has_series(nets, layer, m)]
-            _, _, w_bottom = _draw_profiles(
-                bottom, nets, layer, shown, ("tab:orange", "tab:brown", "tab:green"), False
-            )
-            title = " / ".join(_label(m) if len(shown) < 3 else SHORT_LABELS.get(m, _label(m)) for m in shown)
-            bottom.set_title(f"{layer}: {title or 'n/a'}", fontsize=9 if len(shown) < 3 else 8)
-            bottom.set_ylabel(title if len(shown) == 1 else "share of images", fontsize=8)
-            widths = [w_top, w_bottom]
-        for w in widths:
-            if w is not None:
-                widest_all = w if widest_all is None else max(widest_all, w)
+            widths += _vector_panels(top, bottom, nets, layer, layer == v.classifier(t))
         for ax in (top, bottom):
             ax.set_xlabel("radius max(|dy|, |dx|)", fontsize=8)
             if all_radii:
@@ -517,116 +454,371 @@ def plot_radial_profiles(results: Mapping, path: str | Path | None = None, dpi: 
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=6, loc="best", framealpha=0.7)
-    mode, pattern = results.get("shift_mode"), results.get("shift_pattern")
+    widest = _widest(widths)
     sure = (
-        "no intervals in these results (older results.json)"
-        if widest_all is None
-        else f"shaded: 95 % intervals over test images (widest ±{fmt(widest_all, 2)}"
-        + ("; narrower than the lines where no shading shows)" if widest_all < 0.01 else ")")
+        "no intervals in these results (older results.json)" if widest is None
+        else f"shaded: 95 % intervals over test images (widest ±{fmt(widest, 2)}"
+        + ("; narrower than the lines where no shading shows)" if widest < 0.01 else ")")
     )
-    fig.suptitle(
-        f"Radial profiles ({mode} shifts, {pattern} pattern): trained solid, untrained dashed; {sure}",
-        fontsize=10,
-    )
-    _save(fig, path, dpi)
-    return fig
+    fig.suptitle(f"Radial profiles ({_setup(t)} pattern): trained solid, untrained dashed; {sure}",
+                 fontsize=10)
+    return _save(fig, path, dpi)
 
 
-# -- example pairs --------------------------------------------------------------------------------
+# -- translation: example pairs -------------------------------------------------------------------
+def _no_alignment(ax, shape, stride, stride_txt: str) -> None:
+    reason = f"(stride {stride_txt} does not divide)" if stride is not None else "(no stride)"
+    _axes_text(ax, f"no exact\nalignment\n{reason}", fontsize=6.5, color="dimgray")
+    ax.set_facecolor("#f2f2f2")
+    h, w = shape
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_aspect("equal")
+
+
+def _aligned_panel(ax, diff: np.ndarray, lim: float) -> None:
+    """The aligned difference (NaN, grey: positions outside the certified region); says so where it is 0."""
+    ax.imshow(np.ma.masked_invalid(diff), cmap=_cmap_with_blank(MAP_CMAP), vmin=-lim, vmax=lim,
+              interpolation="nearest")
+    ax.set_facecolor("#e0e0e0")
+    max_abs = float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else math.nan
+    ax.set_xlabel(f"max|Δ| {fmt(max_abs, 2)}", fontsize=6.5, labelpad=1)
+    if max_abs == 0:  # an exact match draws a blank panel: say it
+        _axes_text(ax, "0 everywhere", fontsize=6.5, color="black")
+
+
+def _example_row(fig, ax_row, pair: Mapping, channels, stride, stride_txt: str) -> list[str]:
+    """One (image, shift) pair: x, T(s) x, then f(x), f(Tx) and their aligned difference per channel."""
+    dy, dx = pair["shift"]
+    for ax, pixels in ((ax_row[0], pair["x"]), (ax_row[1], pair["tx"])):  # grey H x W, or colour H x W x C
+        ax.imshow(np.asarray(pixels, dtype=float).clip(0, 1), cmap="gray", vmin=0, vmax=1)
+    ax_row[0].set_ylabel(f"image {pair['image']}\nshift ({dy}, {dx})", fontsize=8)
+    headers, image = ["x", "T(s) x"], None
+    f_x, f_t = np.asarray(pair["f_x"], dtype=float), np.asarray(pair["f_t"], dtype=float)
+    diff = None if pair.get("aligned_diff") is None else np.asarray(pair["aligned_diff"], dtype=float)
+    for k, c in enumerate(channels):
+        a, b = f_x[k], f_t[k]
+        lim = float(max(np.abs(a).max(), np.abs(b).max(), 1e-12))
+        base = 2 + 3 * k
+        image = ax_row[base].imshow(a, cmap=MAP_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
+        ax_row[base + 1].imshow(b, cmap=MAP_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
+        if diff is None:
+            _no_alignment(ax_row[base + 2], a.shape, stride, stride_txt)
+        else:
+            _aligned_panel(ax_row[base + 2], diff[k], lim)
+        headers += [f"f(x) ch{c}", f"f(Tx) ch{c}", f"aligned Δ ch{c}"]
+    if image is not None:
+        bar = fig.colorbar(image, ax=list(ax_row[2:]), fraction=0.02, pad=0.01)
+        bar.ax.tick_params(labelsize=6)
+        bar.set_label("activation (last channel's scale)", fontsize=6)
+    return headers
+
+
 def plot_example_pairs(examples: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
-    """Rows: every (image, shift) pair. Columns: x, T(s)x, then for a few channels of the layer f(x),
-    f(Tx) and their difference after aligning by shift/stride (blank panel "no exact alignment" when
-    the stride does not divide the shift). ``examples`` is what ``shiftprobe.probe.examples.example_pairs``
-    computed; nothing is recomputed here.
-
-    Channels are the most active ones (mean |f(x)| over the images); each channel's f(x), f(Tx) and
-    difference share one symmetric colour scale (colour bar at the row's end), so an exact match shows
-    as white.
+    """Rows: every (image, shift) pair of ``examples`` (the translation section's ``examples``, computed
+    during the measurement; arrays as nested lists or tensors). Columns: x, T(s)x, then for a few channels
+    of the layer f(x), f(Tx) and their difference after aligning by shift/stride on the certified region
+    ("no exact alignment" where the stride does not divide the shift, "0 everywhere" on an exact match).
+    Each channel's three panels share one symmetric colour scale, so a match shows as white.
     """
     pairs, channels = examples["pairs"], examples["channels"]
     layer, mode, stride = examples["layer"], examples["mode"], examples["stride"]
-    k = len(channels)
-    n_cols = 2 + 3 * k
+    n_cols = 2 + 3 * len(channels)
     fig = _new_figure(1.3 * n_cols + 0.9, 1.45 * len(pairs) + 1.1)
     axes = fig.subplots(len(pairs), n_cols, squeeze=False)
-    stride_txt = "?" if stride is None else (str(stride[0]) if stride[0] == stride[1] else f"{stride[0]}x{stride[1]}")
+    stride_txt = "?" if stride is None else "x".join(map(str, dict.fromkeys(stride)))
     for row, pair in enumerate(pairs):
-        dy, dx = pair["shift"]
-        ax_row = axes[row]
-        for ax, pixels in ((ax_row[0], pair["x"]), (ax_row[1], pair["tx"])):  # grey H x W, or colour H x W x C
-            ax.imshow(pixels.numpy().clip(0, 1), cmap="gray", vmin=0, vmax=1)
-        ax_row[0].set_ylabel(f"image {pair['image']}\nshift ({dy}, {dx})", fontsize=8)
-        headers = ["x", "T(s) x"]
-        image = None
-        for c_idx, c in enumerate(channels):
-            a = pair["f_x"][c_idx].numpy()
-            b = pair["f_t"][c_idx].numpy()
-            d = pair["aligned_diff"]
-            lim = float(max(np.abs(a).max(), np.abs(b).max(), 1e-12))
-            base = 2 + 3 * c_idx
-            image = ax_row[base].imshow(a, cmap=MAP_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
-            ax_row[base + 1].imshow(b, cmap=MAP_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
-            ax_d = ax_row[base + 2]
-            if d is None:
-                reason = f"(stride {stride_txt} does not divide)" if stride is not None else "(no stride)"
-                ax_d.text(0.5, 0.5, f"no exact\nalignment\n{reason}", ha="center", va="center", fontsize=6.5,
-                          transform=ax_d.transAxes, color="dimgray")
-                ax_d.set_facecolor("#f2f2f2")
-                h, w = a.shape
-                ax_d.set_xlim(-0.5, w - 0.5)
-                ax_d.set_ylim(h - 0.5, -0.5)
-                ax_d.set_aspect("equal")
-            else:
-                dc = d[c_idx].numpy()
-                cmap = _cmap_with_blank(MAP_CMAP)
-                ax_d.imshow(np.ma.masked_invalid(dc), cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
-                ax_d.set_facecolor("#e0e0e0")
-                max_abs = float(np.nanmax(np.abs(dc))) if np.isfinite(dc).any() else math.nan
-                ax_d.set_xlabel(f"max|Δ| {fmt(max_abs, 2)}", fontsize=6.5, labelpad=1)
-            headers += [f"f(x) ch{c}", f"f(Tx) ch{c}", f"aligned Δ ch{c}"]
-        if image is not None:
-            bar = fig.colorbar(image, ax=list(ax_row[2:]), fraction=0.02, pad=0.01)
-            bar.ax.tick_params(labelsize=6)
-            bar.set_label("activation (last channel's scale)", fontsize=6)
-        for col, ax in enumerate(ax_row):
+        headers = _example_row(fig, axes[row], pair, channels, stride, stride_txt)
+        for col, ax in enumerate(axes[row]):
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(headers[col], fontsize=7.5)
     where = (
-        "on the whole map (circular)"
-        if mode == "roll" and examples.get("circular")
+        "on the whole map (circular)" if mode == "roll" and examples.get("circular")
         else "on the certified region (grey = positions whose receptive field leaves the image)"
     )
     fig.suptitle(
-        f"{layer} feature maps of x and T(s)x ({mode} shifts); aligned Δ = f(Tx) − f(x) moved by s/{stride_txt} {where}\n"
-        f"channels shown: {', '.join(map(str, channels))}, the {k} most active (largest mean |f(x)|) over these images; "
-        f"each channel's three panels share one symmetric colour scale",
+        f"{layer} feature maps of x and T(s)x ({mode} shifts); aligned Δ = f(Tx) − f(x) moved by "
+        f"s/{stride_txt} {where}\nchannels shown: {', '.join(map(str, channels))}, the {len(channels)} most "
+        "active (largest mean |f(x)|) over these images; each channel's three panels share one symmetric "
+        "colour scale",
         fontsize=8.5,
     )
-    _save(fig, path, dpi)
-    return fig
+    return _save(fig, path, dpi)
+
+
+# -- other families -------------------------------------------------------------------------------
+def _number(value) -> float | None:
+    return None if isinstance(value, bool) or not isinstance(value, (int, float)) else finite(value)
+
+
+def curve_series(section: Mapping) -> list[tuple[str, list[tuple[float, str, int]]]]:
+    """The x positions of a 1-D section's parameter blocks by curve: ``[(curve name, [(x, tick label,
+    block index), ...]), ...]``; one curve per axis for sub-pixel shifts along axes, else one (named "")."""
+    params = [b.get("param") for b in v.blocks(section)]
+    numeric = all(_number(p) is not None for p in params)
+    curves: dict[str, list[tuple[float, str, int]]] = {}
+    for i, p in enumerate(params):
+        if isinstance(p, Mapping):
+            x = float(p.get("offset"))
+            curves.setdefault(f"along {p.get('axis')}", []).append((x, f"{x:g}", i))
+        elif section.get("parameter") == "k" and numeric:
+            curves.setdefault("", []).append((90.0 * float(p), f"{90 * int(p)}°", i))
+        elif numeric:
+            curves.setdefault("", []).append((float(p), param_label(section, p), i))
+        else:  # categorical (flips)
+            curves.setdefault("", []).append((float(i), param_label(section, p), i))
+    return [(name, sorted(points)) for name, points in curves.items()]
+
+
+def _categorical(section: Mapping) -> bool:
+    """Whether the parameter has no order (flips): points with error bars, no lines between them."""
+    params = [b.get("param") for b in v.blocks(section)]
+    return any(_number(p) is None and not isinstance(p, Mapping) for p in params)
+
+
+def _draw_curve(ax, xs, rows, layer, metric, log, colour, style, categorical) -> float | None:
+    """One layer's metric against the parameter, with its interval band (bars where unordered)."""
+    ys = np.array([get(r, layer, metric) if r else None for r in rows], dtype=float)
+    if log:
+        ys = np.maximum(ys, LOG_FLOOR)
+    ax.plot(xs, ys, color=colour, **style, markersize=3.5, linewidth=1.2)
+    cis = [interval(r, layer, metric) if r else None for r in rows]
+    if log or all(ci is None for ci in cis):
+        return None
+    lo = np.array([ci[0] if ci else np.nan for ci in cis], dtype=float)
+    hi = np.array([ci[1] if ci else np.nan for ci in cis], dtype=float)
+    if categorical:
+        ax.vlines(xs, lo, hi, color=colour, linewidth=1.0, alpha=0.8)
+    else:
+        ax.fill_between(xs, lo, hi, color=colour, alpha=BAND_ALPHA, linewidth=0)
+    return float(np.nanmax((hi - lo) / 2)) if np.isfinite(hi - lo).any() else None
+
+
+def _draw_curves(ax, section, points, metrics, log, colours, layers) -> float | None:
+    """Lines of ``layers`` (and metrics) on ``ax``; returns the widest interval half-width drawn.
+    Unordered parameters (flips) get points with error bars, side by side per layer."""
+    widths, categorical = [], _categorical(section)
+    params = [repr(b.get("param")) for b in v.blocks(section)]
+    for name, net in v.networks(section):
+        by_param = {repr(b.get("param")): b for b in v.blocks(net)}
+        if not by_param:
+            continue
+        rows = [by_param.get(params[i]) for _, _, i in points]
+        xs = np.array([x for x, _, _ in points], dtype=float)
+        for n_layer, layer in enumerate(layers):
+            for k, metric in enumerate(metrics):
+                if not any(get(r, layer, metric) is not None for r in rows if r):
+                    continue
+                label = layer if len(metrics) == 1 else metric.replace("_", " ")
+                style = {**_style(name), "label": label if name == "trained" else None}
+                if len(metrics) > 1:
+                    style["marker"] = ("o", "^")[k % 2]
+                x = xs
+                if categorical:  # side by side: layers, then trained / untrained
+                    slot = 2 * n_layer + (name != "trained")
+                    x = xs + 0.6 * ((slot + 0.5) / (2 * max(1, len(layers))) - 0.5)
+                    style["linestyle"] = "none"
+                widths.append(_draw_curve(ax, x, rows, layer, metric, log, colours[layer], style,
+                                          categorical))
+    return _widest(widths)
+
+
+def _curve_axes(ax, section, points, label: str, log: bool, tol: float) -> None:
+    if log:
+        ax.set_yscale("log")
+        if section.get("exact"):
+            ax.axhline(tol, color="black", linewidth=0.8, linestyle=":", label=f"exact below {fmt(tol)}")
+    else:
+        _unit_lines(ax)
+    ax.set_xticks([x for x, _, _ in points])
+    if _categorical(section):
+        ax.set_xlim(-0.5, len(points) - 0.5)
+    ax.set_xticklabels([t for _, t, _ in points], fontsize=6, rotation=45 if len(points) > 8 else 0)
+    parameter = section.get("parameter")
+    ax.set_xlabel(X_LABELS.get(parameter, str(parameter or "parameter")), fontsize=8)
+    ax.set_ylabel(label, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, loc="best", framealpha=0.7)
+
+
+def plot_family_curves(name: str, section: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
+    """A 1-D family: rows = metrics (invariance; the sorting test and aligned_rel of spatial layers where
+    measured; the classifier's consistency and accuracy), columns = curves (x and y for sub-pixel
+    shifts); a line per layer, trained solid and untrained dashed, the 95 % intervals as bands."""
+    series = curve_series(section)
+    layers = section.get("layers", [])
+    rows = [row for row in CURVE_ROWS
+            if any(v.has_value(section, layer, m) for layer in layers for m in row[0])]
+    colours = {layer: f"C{i % 10}" for i, layer in enumerate(section.get("layers", []))}
+    fig = _new_figure(max(6.5, 4.6 * len(series) + 0.6), 2.6 * max(1, len(rows)) + 0.8)
+    axes = fig.subplots(max(1, len(rows)), max(1, len(series)), squeeze=False)
+    clf, widths = section.get("classifier"), []
+    for j, (curve, points) in enumerate(series):
+        for i, (metrics, label, log) in enumerate(rows):
+            ax = axes[i, j]
+            if metrics[0] == "consistency":
+                drawn = {clf: colours.get(clf, "C0")}
+                widths.append(_draw_curves(ax, section, points, metrics, log, drawn, [clf]))
+                ax.set_title(f"{clf}: consistency (o) and accuracy on transformed (^)", fontsize=8)
+            else:
+                widths.append(_draw_curves(ax, section, points, metrics, log, colours, layers))
+                ax.set_title(f"{label}" + (f" · {curve}" if curve else ""), fontsize=9)
+            _curve_axes(ax, section, points, label, log, v.exact_tol(section))
+    widest = _widest(widths)
+    shown = "bars" if _categorical(section) else "bands"
+    sure = ("no intervals in these results" if widest is None
+            else f"{shown}: 95 % intervals over test images (widest ±{fmt(widest, 2)})")
+    styles = "trained solid, untrained dashed" if section.get("untrained") else "trained network"
+    fig.suptitle(f"{title_of(name, section).replace('`', '')}\n{styles}; {sure}", fontsize=10)
+    return _save(fig, path, dpi)
+
+
+def grid_axes(section: Mapping) -> tuple[list[float], list[float]]:
+    """The oy (rows) and ox (columns) values of a 2-D section's grid, the identity (0, 0) included."""
+    oys, oxs = {0.0}, {0.0}
+    for b in v.blocks(section):
+        oy, ox = b.get("param")
+        oys.add(float(oy))
+        oxs.add(float(ox))
+    return sorted(oys), sorted(oxs)
+
+
+def family_grid(net: Mapping, layer: str, metric: str, oys, oxs) -> np.ndarray:
+    """``metric`` on the (oy, ox) grid; NaN where not measured (the identity)."""
+    grid = np.full((len(oys), len(oxs)), np.nan)
+    row, col = {x: i for i, x in enumerate(oys)}, {x: j for j, x in enumerate(oxs)}
+    for b in v.blocks(net):
+        oy, ox = (float(x) for x in b.get("param"))
+        value = get(b, layer, metric)
+        if value is not None:
+            grid[row[oy], col[ox]] = value
+    return grid
+
+
+def _grid_norm(grids, metric: str, tol: float):
+    if metric == "aligned_rel":
+        finite_values = np.concatenate([g[np.isfinite(g)] for g in grids] + [np.array([tol])])
+        return LogNorm(vmin=max(LOG_FLOOR, float(finite_values.min())),
+                       vmax=max(float(finite_values.max()), tol * 10))
+    finite_values = np.concatenate([g[np.isfinite(g)] for g in grids] + [np.array([0.0, 1.0])])
+    return Normalize(vmin=float(finite_values.min()), vmax=max(1.0, float(finite_values.max())))
+
+
+def plot_family_heatmaps(name: str, section: Mapping, path: str | Path | None = None, dpi: int = DPI):
+    """A 2-D family: a heatmap per layer over (oy, ox) of the invariance score (trained, untrained),
+    then of aligned_rel where measured."""
+    layers = list(section.get("layers", []))
+    oys, oxs = grid_axes(section)
+    rows = [(net, res, "invariance_score") for net, res in v.networks(section)]
+    if any(np.isfinite(family_grid(section, layer, "aligned_rel", oys, oxs)).any() for layer in layers):
+        rows.append(("trained", section, "aligned_rel"))
+    fig = _new_figure(2.7 * len(layers) + 1.2, 2.5 * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), len(layers), squeeze=False)
+    annotate = max(len(oys), len(oxs)) <= ANNOTATE_MAX_SIDE
+    for i, (net, res, metric) in enumerate(rows):
+        grids = [family_grid(res, layer, metric, oys, oxs) for layer in layers]
+        norm = _grid_norm(grids, metric, v.exact_tol(section))
+        image = None
+        for j, (layer, grid) in enumerate(zip(layers, grids, strict=True)):
+            ax = axes[i, j]
+            if not np.isfinite(grid).any():
+                _axes_text(ax, "not measured", fontsize=8)
+            else:
+                shown = np.maximum(grid, LOG_FLOOR) if metric == "aligned_rel" else grid
+                cmap = EXACT_CMAP if metric == "aligned_rel" else SCORE_CMAP
+                image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, origin="upper")
+                for (r, c), value in np.ndenumerate(grid) if annotate else ():
+                    if np.isfinite(value):
+                        ax.text(c, r, fmt(value, 2), ha="center", va="center", fontsize=5, color="white")
+            ax.set_xticks(range(len(oxs)))
+            ax.set_xticklabels([f"{x:g}" for x in oxs], fontsize=6, rotation=90)
+            ax.set_yticks(range(len(oys)))
+            ax.set_yticklabels([f"{y:g}" for y in oys], fontsize=6)
+            ax.set_title(f"{layer} · {net}{': aligned_rel' if metric == 'aligned_rel' else ''}", fontsize=8)
+            if i == len(rows) - 1:
+                ax.set_xlabel("ox (px)", fontsize=7)
+            if j == 0:
+                ax.set_ylabel("oy (px)", fontsize=7)
+        if image is not None:
+            label = "aligned_rel (log)" if metric == "aligned_rel" else "invariance score"
+            fig.colorbar(image, ax=list(axes[i, :]), shrink=0.8).set_label(label, fontsize=7)
+    fig.suptitle(f"{title_of(name, section).replace('`', '')}: per layer over the (oy, ox) grid; "
+                 "blank = the identity", fontsize=10)
+    return _save(fig, path, dpi)
+
+
+def plot_family(name: str, section: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
+    """The figure of one family section: heatmaps for a 2-D family, curves otherwise."""
+    draw = plot_family_heatmaps if section.get("dims") == 2 else plot_family_curves
+    return draw(name, section, path, dpi)
+
+
+# -- the Lie derivative's decomposition -----------------------------------------------------------
+def _contribution(net: Mapping, name: str, generator: str) -> tuple[float, float]:
+    """rel and its 95 % half-width (NaN where missing or 0: no bar on a log axis)."""
+    entry = v.layerwise(net, "layerwise", name) or v.layerwise(net, "layerwise_between", name)
+    stats = (entry.get(generator) or {}).get("contribution") or {}
+    rel, se = finite(stats.get("rel")), finite(stats.get("rel_se"))
+    if rel is None or rel <= 0:
+        return math.nan, 0.0
+    return rel, (Z95 * se if se is not None else 0.0)
+
+
+def plot_lie_layerwise(section: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
+    """``lie_layerwise.png``: a panel per generator of a Lie derivative section; in each, a bar per module
+    (and per gap between modules with anything in it) in the order they run: its contribution's rel with
+    the 95 % interval, trained solid and untrained hatched beside it, the end-to-end value as a line (log
+    axis: a contribution of exactly 0 has no bar)."""
+    generators = list(v.config(section, "generators") or [])
+    gaps = [label for label, entry in v.layerwise(section, "layerwise_between").items()
+            if v.has_contribution(entry, generators)]
+    names, nets = list(v.layerwise(section, "layerwise")) + gaps, v.networks(section)
+    fig = _new_figure(max(6.0, 0.55 * len(names) + 2.0), 2.6 * len(generators) + 0.6)
+    axes = fig.subplots(len(generators), 1, squeeze=False)[:, 0]
+    slots = np.arange(len(names))
+    for ax, g in zip(axes, generators, strict=True):
+        for k, (label, net) in enumerate(nets):
+            values = [_contribution(net, name, g) for name in names]
+            rel, hw = np.array([x[0] for x in values]), np.array([x[1] for x in values])
+            low = np.minimum(hw, rel * (1 - 1e-3))  # a log axis cannot draw an interval below 0
+            ax.bar(slots + (k - (len(nets) - 1) / 2) * BAR, rel, BAR, yerr=[low, hw], capsize=2,
+                   color=f"C{k}", hatch="//" if label == "untrained" else None, alpha=0.9, label=label)
+            total = finite((v.layerwise(net, "layerwise_total", g).get("end_to_end") or {}).get("rel"))
+            if total and total > 0:
+                ax.axhline(total, color=f"C{k}", linestyle="--", linewidth=1, label=f"end-to-end ({label})")
+        if np.isfinite([_contribution(n, name, g)[0] for _, n in nets for name in names]).any():
+            ax.set_yscale("log")
+        unit = (v.config(section, "units") or {}).get(g, "")
+        ax.set_title(f"{g}: contribution to the output's Lie derivative (rel, {unit})", fontsize=9)
+        ax.set_xticks(slots, names, rotation=30, ha="right", fontsize=8)
+        ax.legend(fontsize=7, loc="best")
+    return _save(fig, path, dpi)
 
 
 # -- everything at once ---------------------------------------------------------------------------
-def save_all_figures(
-    results: Mapping,
-    out_dir: str | Path,
-    examples: Mapping | None = None,
-    dpi: int = DPI,
-) -> dict[str, Figure]:
-    """Write ``heatmaps.png``, ``radial.png`` and (given the ``examples`` data of
-    ``shiftprobe.probe.examples.example_pairs``) ``examples.png``.
-
-    Returns ``{"heatmaps": fig, "radial": fig[, "examples": fig]}``, not closed, so a caller can log
-    them with ``writer.add_figure(name, fig)``.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "heatmaps": plot_sensitivity_heatmaps(results, path=out_dir / "heatmaps.png", dpi=dpi),
-        "radial": plot_radial_profiles(results, path=out_dir / "radial.png", dpi=dpi),
-    }
-    if examples is not None:
-        figures["examples"] = plot_example_pairs(examples, path=out_dir / "examples.png", dpi=dpi)
+def save_all_figures(results: Mapping, out_dir: str | Path, examples: Mapping | None = None,
+                     dpi: int = DPI) -> dict[str, Figure]:
+    """Write every figure of ``results`` (any schema) into ``out_dir``: ``heatmaps.png``, ``radial.png``
+    and ``examples.png`` (from ``examples``, default the translation section's) when translation was
+    measured, ``<family>.png`` per other family, ``lie_layerwise.png`` with the Lie derivative's
+    decomposition. Returns ``{name: Figure}``, not closed, so a caller can log them
+    (``writer.add_figure(name, fig)``)."""
+    results, out_dir, figures = migrate(results), Path(out_dir), {}
+    t = v.translation(results)
+    if t is not None:
+        figures["heatmaps"] = plot_sensitivity_heatmaps(results, path=out_dir / "heatmaps.png", dpi=dpi)
+        figures["radial"] = plot_radial_profiles(results, path=out_dir / "radial.png", dpi=dpi)
+        examples = t.get("examples") if examples is None else examples
+        if examples:
+            figures["examples"] = plot_example_pairs(examples, path=out_dir / "examples.png", dpi=dpi)
+    for name, section in v.transform_families(results).items():
+        if v.blocks(section):
+            figures[name] = plot_family(name, section, path=out_dir / f"{name}.png", dpi=dpi)
+    lie = v.lie_section(results)
+    if v.layerwise(lie, "layerwise") and v.config(lie, "generators"):
+        figures["lie_layerwise"] = plot_lie_layerwise(lie, path=out_dir / "lie_layerwise.png", dpi=dpi)
     return figures

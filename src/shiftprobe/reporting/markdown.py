@@ -1,273 +1,321 @@
-"""Write the results: ``results.json`` (machine-readable) and ``results.md`` (plain words).
+"""``results.md`` and the console summary, assembled from a results dict (any schema: older ones are
+migrated first, ``shiftprobe.probe.migrate``).
 
-The markdown answers the lab's question layer by layer. Every sentence of its "What this shows"
-section is generated from the numbers with the thresholds named below, so changing a number changes
-the conclusion; nothing is hard-coded about which layer is equivariant.
-
-Conventions (shared with the measurement engine):
-
-* conv layers are the keys of ``results["strides"]`` (their maps move by ``shift / stride``); their key
-  scores are ``equivariance_score`` (sorted, permutation test) and ``aligned_rel`` (exact test, ``None``
-  where the stride does not divide the shift); every other layer is scored by ``invariance_score``.
-* radius is the Chebyshev radius ``max(|dy|, |dx|)`` of a shift.
-* every figure a reader might quote carries ``± h``, the half-width of its 95 % interval over test
-  images: ``(hi - lo) / 2`` of ``<metric>_ci`` for the scores (a ratio of two means), ``1.96 * <metric>_se``
-  for the other means. Results written before intervals existed print no ``±`` (every new key is
-  optional: ``_se``, ``_ci``, ``*_certified``, ``consistency_correct``, ``predictions``,
-  ``untrained_inits``).
+The translation report answers the lab's question layer by layer: tables by radius, parity, geometry
+and over all shifts, then "What this shows", whose every sentence is generated from the numbers by the
+verdicts of :mod:`shiftprobe.reporting.verdicts`; nothing is hard-coded about which layer is
+equivariant. Each other family gets a table and a few sentences, the Lie derivative a table of layers
+x generators (and its layer-wise decomposition). A run without translation starts with the families.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from shiftprobe.atomic import write_text
-from shiftprobe.probe.thresholds import EXACT_TOL, NEAR_INVARIANT, PARTLY_INVARIANT, SAME_SCORE  # noqa: E402
+from shiftprobe.probe.generators import GENERATORS
+from shiftprobe.probe.migrate import migrate
+from shiftprobe.probe.stats import Z95
+from shiftprobe.reporting import verdicts as v
+from shiftprobe.reporting.format import (
+    FAMILY_TITLES,
+    finite,
+    fmt,
+    fmt_pct,
+    fmt_pm,
+    get,
+    halfwidth,
+    kind_of,
+    param_label,
+    score_text,
+    se_pm,
+    table,
+    title_of,
+    val,
+)
 
-#: values smaller than this (in magnitude, non-zero) are printed in scientific notation
-SCIENTIFIC_BELOW = 1e-3
-SIG_DIGITS = 3
-
-#: z of a two-sided 95 % normal interval: ``± Z95 * se`` for a mean without its own ``_ci``
-Z95 = 1.96
-#: a half-width below this (relative to max(1, |value|)) is round-off: no ± is printed
-NEGLIGIBLE_HW = 1e-6
 #: the certified-region sorting score of an exact layer is 1; at or above this it "scores 1"
 CERTIFIED_ONE = 0.99
-
-#: the key per-radius rows of the markdown table: (metric, label) by layer kind; the exact test
-#: is the headline of a conv layer, the sorted score only "the lab's sorting hint"
+#: the rows of the table by radius: (metric, label) by layer kind; the exact test leads for conv layers
 CONV_KEYS = (
     ("aligned_rel", "aligned_rel (exact test)"),
     ("equivariance_score", "the lab's sorting hint (sorted equivariance)"),
     ("equivariance_score_certified", "sorting hint on the certified region"),
 )
 INVARIANCE_KEYS = (("invariance_score", "invariance score"), ("rel", "relative change (rel)"))
-LOGITS_EXTRA_KEYS = (
+CLASSIFIER_ROWS = (
     ("consistency", "consistency"),
     ("consistency_correct", "consistency (correctly classified)"),
     ("shifted_acc", "accuracy on shifted"),
 )
 SUMMARY_KEYS = (
-    ("cos", "cos"),
-    ("rel", "rel"),
-    ("invariance_score", "invariance"),
+    ("cos", "cos"), ("rel", "rel"), ("invariance_score", "invariance"),
     ("aligned_rel", "aligned_rel (exact test)"),
-    ("equivariance_score", "sorting hint"),
-    ("equivariance_score_certified", "sorting hint (certified)"),
-    ("consistency", "consistency"),
-    ("consistency_correct", "consistency (correct)"),
-    ("consistency_two_shifts", "consistency (2 shifts)"),
-    ("shifted_acc", "shifted acc"),
+    ("equivariance_score", "sorting hint"), ("equivariance_score_certified", "sorting hint (certified)"),
+    ("consistency", "consistency"), ("consistency_correct", "consistency (correct)"),
+    ("consistency_two_shifts", "consistency (2 shifts)"), ("shifted_acc", "shifted acc"),
 )
 #: metrics whose row / column is left out of a table when no block of the results has them
 OPTIONAL_KEYS = {"equivariance_score_certified", "consistency_correct"}
+#: the classifier's extra columns of a family table
+CLASSIFIER_COLUMNS = (("consistency", "consistency"), ("shifted_acc", "shifted acc"))
+#: the short unit of each generator's long unit (the Lie derivative table's header)
+UNIT_SHORT = {g.unit: g.unit_short for g in GENERATORS.values()}
+#: the rows of the totals of the Lie derivative's decomposition: (key, label)
+TOTAL_ROWS = (
+    ("modules", "sum of the modules"),
+    ("between", "sum between modules"),
+    ("end_to_end", "end-to-end (the output's)"),
+    ("unexplained", "end-to-end − both sums"),
+)
+#: how many of the largest contributions the decomposition names per generator
+TOP = 3
 
 
-# -- JSON -----------------------------------------------------------------------------------------
-def to_jsonable(obj: Any) -> Any:
-    """A JSON-safe copy: NaN/inf -> None, tuples -> lists, tensors/numpy scalars -> Python numbers."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "tolist"):  # torch tensors, numpy arrays and scalars
-        return to_jsonable(obj.tolist())
-    if hasattr(obj, "item"):
-        return to_jsonable(obj.item())
-    raise TypeError(f"cannot write {type(obj).__name__} to results.json: {obj!r}")
+# -- entry points ---------------------------------------------------------------------------------
+def results_markdown(results: Mapping) -> str:
+    """``results.md``: the translation report (when measured), then a section per other family and the
+    Lie derivative's table."""
+    results = migrate(results)
+    t = v.translation(results)
+    if t is None:
+        return _families_only(results)
+    lines = _translation_lines(results, t) + family_markdown_lines(results)
+    return "\n".join(lines + lie_derivative_lines(v.lie_section(results)))
 
 
-def write_results_json(results: Mapping, path: str | Path) -> Path:
-    """Write ``results`` as indented JSON (NaN and infinities become ``null``), atomically; returns the path."""
-    text = json.dumps(to_jsonable(results), indent=2, allow_nan=False)
-    return write_text(path, text + "\n")
+def write_results_markdown(results: Mapping, path: str | Path) -> Path:
+    """Write ``results.md`` (:func:`results_markdown`) atomically; returns the path."""
+    return write_text(path, results_markdown(results))
 
 
-def load_results(path: str | Path) -> dict:
-    """Read a ``results.json`` written by :func:`write_results_json`."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def summary_lines(results: Mapping) -> list[str]:
+    """The console summary: translation's setup and one line per layer (each score beside its ``rel``,
+    trained and untrained), then one line per other family."""
+    results = migrate(results)
+    t = v.translation(results)
+    out = _translation_console(t) if t else []
+    return out + [_family_console(name, s) for name, s in v.transform_families(results).items()]
 
 
-# -- number formatting ----------------------------------------------------------------------------
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def fmt(value: Any, sig: int = SIG_DIGITS) -> str:
-    """3 significant digits; scientific for tiny values (``3e-7``); ``n/a`` for None/NaN."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    v = _finite(value)
-    if v is None:
-        return "n/a"
-    if v == 0:
-        return "0"
-    if abs(v) < SCIENTIFIC_BELOW or abs(v) >= 10 ** (sig + 2):
-        mantissa, exponent = f"{v:.{sig - 1}e}".split("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
-        return f"{mantissa}e{int(exponent)}"
-    return f"{v:.{sig}g}"
-
-
-def fmt_pct(value: Any) -> str:
-    v = _finite(value)
-    return "n/a" if v is None else f"{100 * v:.1f}%"
-
-
-# -- intervals ------------------------------------------------------------------------------------
-def halfwidth(block: Mapping | None, layer: str, metric: str) -> float | None:
-    """Half-width of the 95 % interval of ``block[layer][metric]``; None where results carry none.
-
-    ``(hi - lo) / 2`` of ``<metric>_ci`` when present (the scores), else ``Z95 * <metric>_se``.
-    """
-    entry = ((block or {}).get(layer) or {}) if block else {}
-    ci = entry.get(f"{metric}_ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2:
-        lo, hi = _finite(ci[0]), _finite(ci[1])
-        if lo is not None and hi is not None:
-            return abs(hi - lo) / 2
-    se = _finite(entry.get(f"{metric}_se"))
-    return None if se is None else Z95 * se
-
-
-def fmt_pm(value: Any, hw: float | None, pct: bool = False) -> str:
-    """``0.436 ± 0.0031`` (``hw``: the 95 % half-width); just the value where ``hw`` is None or 0."""
-    text = fmt_pct(value) if pct else fmt(value)
-    v = _finite(value)
-    if text == "n/a" or hw is None or hw < NEGLIGIBLE_HW * max(1.0, abs(v)):
-        return text
-    return f"{text} ± {fmt_pct(hw) if pct else fmt(hw, 2)}"
-
-
-def val(block: Mapping | None, layer: str, metric: str, pct: bool = False) -> str:
-    """A metric of a block with its ``±`` (see :func:`halfwidth`)."""
-    return fmt_pm(_get(block, layer, metric), halfwidth(block, layer, metric), pct)
-
-
-def accuracy_halfwidth(results: Mapping) -> float | None:
-    """95 % half-width of the unshifted accuracy: ``accuracy_se`` if given, else the binomial se."""
-    se = _finite(results.get("accuracy_se"))
+# -- translation: header and tables ---------------------------------------------------------------
+def accuracy_halfwidth(section: Mapping) -> float | None:
+    """95 % half-width of the unshifted accuracy: from ``accuracy_se`` if given, else the binomial se."""
+    se = finite(section.get("accuracy_se"))
     if se is not None:
         return Z95 * se
-    p, n = _finite(results.get("accuracy")), _finite(results.get("n_images"))
+    p, n = finite(section.get("accuracy")), finite(section.get("n_images"))
     if p is None or not n or n < 2 or not 0 <= p <= 1:
         return None
     return Z95 * math.sqrt(p * (1 - p) / n)
 
 
-def has_intervals(results: Mapping) -> bool:
-    """Whether this results dict carries any ``_se`` / ``_ci`` (newer results) at all."""
-    for block in (results.get("summary") or {}).values():
-        if isinstance(block, Mapping) and any(k.endswith(("_se", "_ci")) for k in block):
-            return True
-    return False
+def _predictions_phrase(pred: Mapping) -> str:
+    hist = pred.get("histogram")
+    cls = None
+    if isinstance(hist, Mapping) and hist:
+        cls = str(max(hist, key=lambda k: finite(hist[k]) or 0))
+    elif isinstance(hist, (list, tuple)) and hist:
+        values = [finite(x) or 0 for x in hist]
+        cls = str(values.index(max(values)))
+    what = f"class {cls}" if cls is not None else "its most frequent class"
+    return (
+        f"{what} for {fmt_pct(pred.get('top_class_share'))} of the images (prediction entropy "
+        f"{fmt(pred.get('entropy_bits'))} of at most {fmt(pred.get('max_entropy_bits'))} bits)"
+    )
 
 
-def _has_metric(results: Mapping, metric: str) -> bool:
-    """Whether any group block (summary, radial) of the trained or untrained network has ``metric``."""
-    for res in (results, results.get("untrained") or {}):
-        blocks = [res.get("summary") or {}] + list(res.get("radial") or [])
-        for block in blocks:
-            for entry in block.values():
-                if isinstance(entry, Mapping) and _finite(entry.get(metric)) is not None:
-                    return True
-    return False
+def _predictions_line(t: Mapping) -> list[str]:
+    parts = [f"{name}: {'**near-constant**: ' if v.near_constant(net) else ''}"
+             f"{_predictions_phrase(net['predictions'])}"
+             for name, net in v.networks(t) if net.get("predictions")]
+    return ["- **Predicted classes** (unshifted): " + "; ".join(parts)] if parts else []
 
 
-def exact_tol(results: Mapping) -> float:
-    """The relative error below which this measurement counts as exact (depends on its precision)."""
-    return _finite((results.get("precision") or {}).get("exact_tol")) or EXACT_TOL
+def _header_lines(results: Mapping, t: Mapping) -> list[str]:
+    un = t.get("untrained") or {}
+    acc = fmt(t.get("accuracy")) + (f" (untrained: {fmt(un.get('accuracy'))})" if un else "")
+    hws = [accuracy_halfwidth(net) for _, net in v.networks(t)]
+    if hws[0] is not None:
+        acc += ", ± " + " and ± ".join(fmt(h, 2) for h in hws if h is not None) + " (95 %)"
+    seconds, total = finite(t.get("seconds")), finite(results.get("seconds_total"))
+    timing = "n/a" if seconds is None else f"{seconds:.1f} s"
+    if total is not None and un:
+        timing += f" for the trained network, {total:.1f} s with the untrained one"
+    subset = results.get("subset") or {}
+    if subset.get("how") == "seeded random subset":
+        acc_label = ("**Accuracy on the measured subset** (unshifted, "
+                     f"{subset['n_images']} of {subset['of']} test images)")
+        images = (f"{t.get('n_images')}, a seeded random subset (seed {subset.get('seed')}) of the "
+                  f"{subset['of']} test images")
+    else:
+        acc_label, images = "**Test accuracy** (unshifted)", str(t.get("n_images"))
+    origin = results.get("untrained_origin")
+    return [
+        "# shiftprobe: how translation-invariant / -equivariant is each layer?",
+        "",
+        f"- {acc_label}: {acc}",
+        f"- **Shifts**: mode `{v.config(t, 'mode')}`, pattern `{v.config(t, 'pattern')}`, "
+        f"|dy|, |dx| <= {v.config(t, 'max_shift')} ({len(v.nonzero_shifts(t))} non-zero shifts measured)",
+        f"- **Images**: {images}; control = unrelated image pairs "
+        f"(offset {(t.get('control') or {}).get('offset', 'n/a')})",
+        *([f"- **Untrained control's weights**: {origin}"] if un and origin else []),
+        f"- **Measurement time**: {timing}",
+        f"- **Precision**: the network ran in {(t.get('precision') or {}).get('dtype', 'float32')}; exact "
+        f"means a relative error below {fmt(v.exact_tol(t))}",
+        *_predictions_line(t),
+        "",
+        "How to read it: for conv layers the **exact test** is the headline: aligned_rel = relative "
+        "difference between f(Tx) and f(x) moved by shift/stride on the certified region (map positions "
+        "whose receptive field lies inside the image in both; see the geometry table) (< "
+        f"{fmt(v.exact_tol(t))} = exact; n/a where the stride does not divide the shift). Invariance score = "
+        "1 - dist / control dist (1 = unchanged, 0 = as different as unrelated images). The lab's sorting "
+        "hint = 1 - sorted_rel / control sorted_rel, each channel's values sorted: in crop mode content "
+        "entering and leaving the frame lowers it even for an exact layer, so it is not on the scale of an "
+        "invariance score; 'certified' = the same on the certified region, where an exact layer scores 1. "
+        + ("± = half-width of the 95 % interval over test images. " if v.has_intervals(t)
+           else "No ± : this results.json has no intervals (older version). ")
+        + "Radius = max(|dy|, |dx|).",
+    ]
 
 
-def exactness(aligned_rel: Any, tol: float = EXACT_TOL) -> str:
-    """``exact`` / ``not exact`` / ``n/a`` (no exact alignment exists) for one ``aligned_rel``."""
-    v = _finite(aligned_rel)
-    if v is None:
-        return "n/a"
-    return "exact" if v < tol else "not exact"
+def _layer_keys(t: Mapping, layer: str) -> tuple[tuple[str, str], ...]:
+    if v.is_conv(t, layer):
+        return CONV_KEYS
+    return INVARIANCE_KEYS + (CLASSIFIER_ROWS if layer == v.classifier(t) else ())
 
 
-def classifier(results: Mapping) -> str:
-    return results.get("classifier") or "logits"
+def _radius_table(t: Mapping) -> list[str]:
+    un = t.get("untrained") or None
+    radii = v.radii(t, un)
+    lines = ["", "## Key scores by radius", ""]
+    if un:
+        lines += ["Each cell: **trained / untrained**.", ""]
+    if v.has_intervals(t):
+        lines += ["± = half-width of the 95 % interval over test images.", ""]
+    rows = []
+    for layer in t.get("layers", []):
+        for metric, label in _layer_keys(t, layer):
+            if metric in OPTIONAL_KEYS and not v.has_metric(t, metric):
+                continue
+            cells = []
+            for r in radii:
+                cell = val(v.block(t, "radius", r), layer, metric)
+                cells.append(f"{cell} / {val(v.block(un, 'radius', r), layer, metric)}" if un else cell)
+            rows.append([layer, label, *cells])
+    return lines + table(["layer", "score", *[f"r={r}" for r in radii]], rows)
 
 
-def stride_of(results: Mapping, layer: str):
-    stride = (results.get("strides") or {}).get(layer, 1)
-    return int(stride) if not isinstance(stride, (list, tuple)) else tuple(int(v) for v in stride)
+def _parity_row(t: Mapping, net: Mapping, layer: str, name: str, certified: bool) -> list[str]:
+    row = [layer, str(v.strides(t)[layer]), name]
+    for group in ("even", "odd"):
+        b = v.block(net, "parity", group)
+        row.append(val(b, layer, "aligned_rel") if b is not None else "not measured")
+        row.append(v.exactness(v.worst(b, layer), v.exact_tol(net)) if b is not None else "–")
+    row.append(val(v.block(net, "parity", "odd"), layer, "nearest_aligned_rel"))
+    for group in ("even", "odd"):
+        row.append(val(v.block(net, "parity", group), layer, "equivariance_score"))
+        if certified:
+            row.append(val(v.block(net, "parity", group), layer, "equivariance_score_certified"))
+    return row
 
 
-def _worst(entry: Mapping, layer: str) -> float | None:
-    """The largest per-pair aligned_rel of a shift (the mean where the maximum was not recorded)."""
-    worst = _get(entry, layer, "aligned_rel_max")
-    return worst if worst is not None else _get(entry, layer, "aligned_rel")
+def _parity_table(t: Mapping) -> list[str]:
+    convs = v.conv_layers(t)
+    if not convs:
+        return []
+    certified = v.has_metric(t, "equivariance_score_certified")
+    text = (
+        "aligned_rel over non-zero shifts; even = both dy and dx even. 'exact' means every pair's "
+        f"aligned_rel is below {fmt(v.exact_tol(t))}; 'n/a' means no exact alignment exists (the stride does "
+        "not divide the shift); 'best alignment' is nearest_aligned_rel, the error of the best integer map "
+        "offset (defined at every shift). The lab's sorting hint (sorted equivariance score) is shown for "
+        "comparison"
+        + (", on the whole map and on the certified region (where an exact layer scores 1)." if certified
+           else ".")
+    )
+    rows = [_parity_row(t, net, layer, name, certified) for layer in convs for name, net in v.networks(t)]
+    hints = [h for g in ("even", "odd") for h in [f"sorting hint ({g})"] + [f"certified ({g})"] * certified]
+    header = ["layer", "stride", "network", "even: aligned_rel", "even", "odd: aligned_rel", "odd",
+              "odd: best alignment", *hints]
+    return ["", "## What holds exactly: even vs odd shifts (conv layers)", "", text, "", *table(header, rows)]
 
 
-# -- reading the structure ------------------------------------------------------------------------
-def conv_layers(results: Mapping) -> list[str]:
-    return [layer for layer in results.get("layers", []) if layer in (results.get("strides") or {})]
+def _geometry_table(t: Mapping) -> list[str]:
+    """The inferred geometry (absent from results written before it existed)."""
+    geometry = t.get("geometry") or {}
+    if not any("receptive_field" in (g or {}) for g in geometry.values()):
+        return []
+    rows = []
+    for layer in t.get("layers", []):
+        g = geometry.get(layer) or {}
+        rf, interior = g.get("receptive_field"), g.get("interior")
+        rows.append([
+            layer, g.get("kind", "?"), "x".join(map(str, g.get("shape") or [])),
+            "–" if not g.get("stride") else "x".join(map(str, g["stride"])),
+            "–" if not rf else f"rows {rf['y']}, cols {rf['x']} ({rf['size'][0]}x{rf['size'][1]} px)",
+            "–" if not interior else f"rows {interior['y']}, cols {interior['x']}",
+            "yes" if g.get("circular") else "no", g.get("note") or "",
+        ])
+    return [
+        "", "## Geometry inferred from the network", "",
+        "Stride: how far a map position moves per input pixel; receptive field: the input pixels "
+        "[r q + a, r q + b] that map position q depends on (found by autograd on a larger canvas); "
+        "interior: the positions whose receptive field lies inside the image (no padding involved).",
+        "",
+        *table(["layer", "kind", "shape", "stride", "receptive field (a, b)", "interior", "circular", "note"],
+               rows),
+    ]
 
 
-def is_conv(results: Mapping, layer: str) -> bool:
-    return layer in (results.get("strides") or {})
+def _summary_table(t: Mapping) -> list[str]:
+    un = t.get("untrained") or None
+    keys = [(k, label) for k, label in SUMMARY_KEYS if k not in OPTIONAL_KEYS or v.has_metric(t, k)]
+    inits = t.get("untrained_inits") or {}
+    k_inits = int(inits.get("k") or 1)
+    lines = ["", "## Summary over all non-zero shifts", ""]
+    if v.has_intervals(t) or k_inits > 1:
+        note = "± = half-width of the 95 % interval over test images." if v.has_intervals(t) else ""
+        if k_inits > 1 and un:
+            note += (f" 'untrained, {k_inits} inits' = mean (sd) over {k_inits} independent untrained "
+                     "initialisations.")
+        lines += [note.strip(), ""]
+    rows = []
+    for layer in t.get("layers", []):
+        for name, net in v.networks(t):
+            summary = net.get("summary")
+            entry = (summary or {}).get(layer) or {}
+            rows.append([layer, name, *[val(summary, layer, k) if k in entry else "–" for k, _ in keys]])
+            if name == "untrained" and k_inits > 1:
+                stats = (inits.get("summary") or {}).get(layer) or {}
+                cells = [f"{fmt(st['mean'])} (sd {fmt(st.get('std'), 2)})" if finite(st.get("mean"))
+                         is not None else "–" for st in (stats.get(k) or {} for k, _ in keys)]
+                rows.append([layer, f"untrained, {k_inits} inits", *cells])
+    return lines + table(["layer", "network", *[label for _, label in keys]], rows)
 
 
-def key_metric(results: Mapping, layer: str) -> str:
-    """The headline score of a layer: equivariance for conv layers, invariance otherwise."""
-    return "equivariance_score" if is_conv(results, layer) else "invariance_score"
+def _translation_lines(results: Mapping, t: Mapping) -> list[str]:
+    lines = _header_lines(results, t) + _radius_table(t) + _parity_table(t) + _geometry_table(t)
+    lines += _summary_table(t) + ["", "## What this shows", ""]
+    return lines + [f"- {sentence}" for sentence in _conclusions(t)] + [""]
 
 
-def _get(block: Mapping | None, layer: str, metric: str) -> float | None:
-    if not block:
-        return None
-    return _finite((block.get(layer) or {}).get(metric))
+# -- translation: what this shows -----------------------------------------------------------------
+def conclusions(results: Mapping) -> list[str]:
+    """The 'What this shows' paragraphs of results (any schema) with translation measured: any
+    near-constant-prediction warning, one per layer (the exact test first for conv layers, invariance for
+    the others, each with its untrained comparison), the architecture sentence and how sure the figures
+    are."""
+    return _conclusions(v.translation(migrate(results)))
 
 
-def _radii(*blocks: Mapping | None) -> list[int]:
-    radii = set()
-    for b in blocks:
-        if b:
-            radii.update(int(row["radius"]) for row in b.get("radial", []))
-    return sorted(radii)
-
-
-def _radial_row(results: Mapping | None, radius: int) -> Mapping | None:
-    if not results:
-        return None
-    for row in results.get("radial", []):
-        if int(row["radius"]) == radius:
-            return row
-    return None
-
-
-def _nonzero_shifts(results: Mapping) -> list[Mapping]:
-    return [s for s in results.get("shifts", []) if (int(s["dy"]), int(s["dx"])) != (0, 0)]
-
-
-def _weighted_mean(entries: Iterable[Mapping], layer: str, metric: str) -> float | None:
-    total = weight = 0.0
-    for e in entries:
-        v = _get(e, layer, metric)
-        if v is not None:
-            w = float(e.get("count") or 1)
-            total, weight = total + w * v, weight + w
-    return total / weight if weight else None
+def _conclusions(t: Mapping) -> list[str]:
+    lines = prediction_warnings(t)
+    lines += [_conv_sentence(t, layer) if v.is_conv(t, layer) else _invariance_sentence(t, layer)
+              for layer in t.get("layers", [])]
+    return lines + _untrained_sentences(t) + [_intervals_sentence(t)]
 
 
 def _stride_phrase(stride) -> str:
@@ -276,116 +324,56 @@ def _stride_phrase(stride) -> str:
     return "even shifts" if stride == 2 else f"shifts whose both components are multiples of {stride}"
 
 
-# -- conv-layer exactness -------------------------------------------------------------------------
-def conv_exactness(results: Mapping, layer: str) -> dict:
-    """What holds exactly for a conv layer, from the per-shift ``aligned_rel`` of non-zero shifts.
-
-    ``kind`` is one of ``every`` (exact at every measured shift), ``stride`` (exact at every shift the
-    stride divides, no exact alignment at the rest), ``partial`` / ``none`` (some / no alignable shift is
-    exact), ``untestable`` (no measured shift is alignable).
-    """
-    stride = stride_of(results, layer)
-    tol = exact_tol(results)
-    shifts = _nonzero_shifts(results)
-    alignable = [(s, _worst(s, layer)) for s in shifts]
-    unalignable = [s for s, v in alignable if v is None]
-    alignable = [(s, v) for s, v in alignable if v is not None]
-    exact = [v for _, v in alignable if v < tol]
-    worst = max(alignable, key=lambda sv: sv[1]) if alignable else None
-    if not alignable:
-        kind = "untestable"
-    elif len(exact) == len(alignable):
-        kind = "every" if not unalignable else "stride"
-    elif exact:
-        kind = "partial"
-    else:
-        kind = "none"
-    return {
-        "layer": layer,
-        "stride": stride,
-        "kind": kind,
-        "n_shifts": len(shifts),
-        "n_alignable": len(alignable),
-        "n_exact": len(exact),
-        "max_aligned": worst[1] if worst else None,
-        "tol": tol,
-        "no_overlap": sum(int((s.get(layer) or {}).get("aligned_rel_no_overlap") or 0) for s in shifts),
-        "worst_shift": (int(worst[0]["dy"]), int(worst[0]["dx"])) if worst else None,
-        "eq_alignable": _weighted_mean([s for s, _ in alignable], layer, "equivariance_score"),
-        "eq_unalignable": _weighted_mean(unalignable, layer, "equivariance_score"),
-    }
-
-
-def _exactness_phrase(ex: Mapping) -> str:
+def exactness_phrase(ex: Mapping) -> str:
     """A short phrase: 'exact at every shift', 'exact only at even shifts', ..."""
-    kind = ex["kind"]
-    if kind == "every":
-        return "exact at every shift"
-    if kind == "stride":
-        return f"exact only at {_stride_phrase(ex['stride'])}"
-    if kind == "partial":
-        return f"exact at {ex['n_exact']} of {ex['n_alignable']} alignable shifts"
-    if kind == "none":
-        return "exact at no shift"
-    return "not testable (no alignable shift measured, or no certified overlap)"
+    return {
+        "every": "exact at every shift",
+        "stride": f"exact only at {_stride_phrase(ex['stride'])}",
+        "partial": f"exact at {ex['n_exact']} of {ex['n_alignable']} alignable shifts",
+        "none": "exact at no shift",
+    }.get(ex["kind"], "not testable (no alignable shift measured, or no certified overlap)")
 
 
-def _alignable_block(results: Mapping, layer: str, ex: Mapping) -> Mapping | None:
-    """The group block pooling exactly the shifts the exact test checks (for its ``±``), if one exists."""
-    if ex["n_alignable"] and ex["n_alignable"] == ex["n_shifts"]:
-        return results.get("summary")
-    if ex["stride"] in (2, (2, 2)):
-        return (results.get("parity") or {}).get("even")
-    return None
+def _conv_sentence(t: Mapping, layer: str) -> str:
+    """The paragraph of a conv layer: the exact test first, then the lab's sorting hint."""
+    ex = v.conv_exactness(t, layer)
+    return f"{_exact_test_sentence(t, layer, ex)} {_sorting_hint(t, layer, ex)}"
 
 
-def _circular(results: Mapping, layer: str) -> bool:
-    return bool(((results.get("geometry") or {}).get(layer) or {}).get("circular"))
-
-
-def _sorting_hint(results: Mapping, layer: str, ex: Mapping) -> str:
+def _sorting_hint(t: Mapping, layer: str, ex: Mapping) -> str:
     """The lab's sorted test, next to its certified-region version, and what their difference means."""
-    summary = results.get("summary")
+    summary = t.get("summary")
     text = (
         f"The lab's sorting hint (sorted equivariance score, a permutation test) is "
         f"{val(summary, layer, 'equivariance_score')} over all non-zero shifts"
     )
-    certified = _get(summary, layer, "equivariance_score_certified")
-    aligned_block = _alignable_block(results, layer, ex)
+    certified = get(summary, layer, "equivariance_score_certified")
     if 0 < ex["n_alignable"] < ex["n_shifts"]:
-        at = (
-            val(aligned_block, layer, "equivariance_score")
-            if aligned_block is not None
-            else fmt(ex["eq_alignable"])
-        )
+        aligned = v.alignable_block(t, ex)
+        at = val(aligned, layer, "equivariance_score") if aligned is not None else fmt(ex["eq_alignable"])
         text += f" ({at} at the {ex['n_alignable']} shifts the exact test checks)"
-    roll = results.get("shift_mode") == "roll"
-    if roll and _circular(results, layer):
+    mode = v.config(t, "mode")
+    if mode == "roll" and v.circular(t, layer):
         return text + (
             "; with circular shifts and circular padding nothing enters or leaves the map, so here the hint "
             "is itself an exact test."
         )
-    exact_layer = ex["kind"] in ("every", "stride")
     border = (
-        "content entering and leaving the frame changes each channel's sorted values"
-        if not roll
+        "content entering and leaving the frame changes each channel's sorted values" if mode != "roll"
         else "values wrapping around a map without circular padding change each channel's sorted values"
     )
     if certified is None:
         return text + (
-            f". In {results.get('shift_mode')} mode {border}, so the hint stays below 1 even for an exactly "
-            "equivariant layer: read it as a hint, not on the scale of an invariance score (this results.json "
-            "has no certified-region version of it)."
+            f". In {mode} mode {border}, so the hint stays below 1 even for an exactly equivariant layer: "
+            "read it as a hint, not on the scale of an invariance score (this results.json has no "
+            "certified-region version of it)."
         )
-    text += (
-        f"; on the region the exact test certifies it is "
-        f"{val(summary, layer, 'equivariance_score_certified')}"
-    )
+    text += "; on the region the exact test certifies it is " + val(summary, layer, CONV_KEYS[2][0])
     if certified >= CERTIFIED_ONE:
         return text + (
-            (", as an exact layer must" if exact_layer else "")
-            + f": the gap is the frame's border, not the layer ({border}). The hint is not on the scale of an "
-            "invariance score."
+            (", as an exact layer must" if ex["kind"] in ("every", "stride") else "")
+            + f": the gap is the frame's border, not the layer ({border}). The hint is not on the scale "
+            "of an invariance score."
         )
     return text + (
         ": below 1 even where the border plays no part, so the layer's own values change under the shift "
@@ -393,192 +381,79 @@ def _sorting_hint(results: Mapping, layer: str, ex: Mapping) -> str:
     )
 
 
-def _conv_sentence(results: Mapping, layer: str) -> str:
-    """The paragraph of a conv layer: the exact test first, then the lab's sorting hint."""
-    ex = conv_exactness(results, layer)
-    return f"{_exact_test_sentence(results, layer, ex)} {_sorting_hint(results, layer, ex)}"
-
-
-def _exact_test_sentence(results: Mapping, layer: str, ex: Mapping) -> str:
-    stride, kind = ex["stride"], ex["kind"]
-    head = f"**{layer}** (cumulative stride {stride})"
-    if ex["no_overlap"]:
-        head += f" [{ex['no_overlap']} pairs without a certified overlap left out]"
+def _stride_sentence(t: Mapping, layer: str, ex: Mapping, head: str) -> str:
+    stride = ex["stride"]
+    even, odd = v.block(t, "parity", "even"), v.block(t, "parity", "odd")
+    detail = ""
+    if stride == 2 and v.blocks(t, "parity"):
+        detail = (f" (even: {fmt(get(even, layer, 'aligned_rel'))}, odd: n/a because stride 2 does not "
+                  "divide odd shifts)")
+    best = (
+        f": the best integer alignment still differs by {val(odd, layer, 'nearest_aligned_rel')} "
+        "(nearest_aligned_rel): not exact"
+        if get(odd, layer, "nearest_aligned_rel") is not None else ""
+    )
     verdict = (
         f"(every pair's aligned_rel below {fmt(ex['tol'])}, the round-off of "
-        f"{(results.get('precision') or {}).get('dtype', 'float32')})"
+        f"{(t.get('precision') or {}).get('dtype', 'float32')})"
     )
+    return (
+        f"{head} is exactly equivariant only at {_stride_phrase(stride)}{detail}: exact test {verdict}, "
+        f"largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, its map "
+        f"moving by shift/{stride}. At the other {ex['n_shifts'] - ex['n_alignable']} shifts no exact "
+        f"alignment exists{best}."
+    )
+
+
+def _exact_test_sentence(t: Mapping, layer: str, ex: Mapping) -> str:
+    kind = ex["kind"]
+    head = f"**{layer}** (cumulative stride {ex['stride']})"
+    if ex["no_overlap"]:
+        head += f" [{ex['no_overlap']} pairs without a certified overlap left out]"
     if kind == "every":
         return (
-            f"{head} is exactly equivariant at every measured shift: its map moves with the input "
-            f"(exact test: largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, "
+            f"{head} is exactly equivariant at every measured shift: its map moves with the input (exact "
+            f"test: largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, "
             f"below {fmt(ex['tol'])}: exact)."
         )
     if kind == "stride":
-        parity = results.get("parity") or {}
-        even = _get(parity.get("even"), layer, "aligned_rel")
-        detail = ""
-        if stride == 2 and parity:
-            detail = f" (even: {fmt(even)}, odd: n/a because stride 2 does not divide odd shifts)"
-        nearest = _get(parity.get("odd"), layer, "nearest_aligned_rel")
-        best = (
-            f": the best integer alignment still differs by {val(parity.get('odd'), layer, 'nearest_aligned_rel')} "
-            "(nearest_aligned_rel): not exact"
-            if nearest is not None
-            else ""
-        )
-        return (
-            f"{head} is exactly equivariant only at {_stride_phrase(stride)}{detail}: exact test {verdict}, "
-            f"largest per-pair aligned_rel {fmt(ex['max_aligned'])} over {ex['n_alignable']} shifts, its map "
-            f"moving by shift/{stride}. At the other {ex['n_shifts'] - ex['n_alignable']} shifts no exact "
-            f"alignment exists{best}."
-        )
+        return _stride_sentence(t, layer, ex, head)
     if kind in ("partial", "none"):
-        where = (
-            "at any alignable shift"
-            if kind == "none"
-            else f"at only {ex['n_exact']} of {ex['n_alignable']} alignable shifts"
-        )
+        where = ("at any alignable shift" if kind == "none"
+                 else f"at only {ex['n_exact']} of {ex['n_alignable']} alignable shifts")
         return (
-            f"{head} is **not** exactly equivariant {where}: per-pair aligned_rel reaches {fmt(ex['max_aligned'])} "
-            f"(at shift {ex['worst_shift']}, threshold {fmt(ex['tol'])}: not exact)."
+            f"{head} is **not** exactly equivariant {where}: per-pair aligned_rel reaches "
+            f"{fmt(ex['max_aligned'])} (at shift {ex['worst_shift']}, threshold {fmt(ex['tol'])}: not exact)."
         )
     if ex["no_overlap"]:
         return (
-            f"{head}: exact equivariance could not be tested: at every measured shift that is a multiple of its "
-            f"stride, no map position whose receptive field lies inside the image in both maps remains (its "
-            f"receptive field is too wide for this image)."
+            f"{head}: exact equivariance could not be tested: at every measured shift that is a multiple of "
+            "its stride, no map position whose receptive field lies inside the image in both maps remains "
+            "(its receptive field is too wide for this image)."
         )
-    return f"{head}: no measured shift is a multiple of its stride, so exact equivariance could not be tested."
+    return (f"{head}: no measured shift is a multiple of its stride, so exact equivariance could not be "
+           "tested.")
 
 
-# -- invariance layers ----------------------------------------------------------------------------
-def invariance_profile(results: Mapping, layer: str) -> dict:
-    """Invariance score over the non-zero radii, the worst one, and the verdict (named thresholds)."""
-    points = [
-        (int(row["radius"]), _get(row, layer, "invariance_score"))
-        for row in results.get("radial", [])
-        if int(row["radius"]) > 0
-    ]
-    points = [(r, v) for r, v in points if v is not None]
-    rels = [_get(s, layer, "rel") for s in _nonzero_shifts(results)]
-    rels = [v for v in rels if v is not None]
-    lowest = min((v for _, v in points), default=None)
-    if rels and max(rels) < exact_tol(results):
-        verdict = "exactly invariant"
-    elif lowest is None:
-        verdict = "unmeasured"
-    elif lowest >= NEAR_INVARIANT:
-        verdict = "nearly (not exactly) invariant"
-    elif lowest >= PARTLY_INVARIANT:
-        verdict = "only partly invariant"
-    else:
-        verdict = "not invariant"
-    return {"points": points, "lowest": lowest, "max_rel": max(rels) if rels else None, "verdict": verdict}
-
-
-def _trend(results: Mapping, layer: str, metric: str, name: str) -> str:
+def _trend(t: Mapping, layer: str, metric: str, name: str) -> str:
     """``name falls from a ± h at radius 1 to b ± h at radius 4`` over the non-zero radii."""
-    rows = [
-        row
-        for row in results.get("radial", [])
-        if int(row["radius"]) > 0 and _get(row, layer, metric) is not None
-    ]
+    rows = v.radius_points(t, layer, metric)
     if not rows:
         return f"{name} n/a"
     first, last = rows[0], rows[-1]
-    r0, r1 = int(first["radius"]), int(last["radius"])
-    v0, v1 = _get(first, layer, metric), _get(last, layer, metric)
+    r0, r1 = int(first["param"]), int(last["param"])
+    v0, v1 = get(first, layer, metric), get(last, layer, metric)
     if r0 == r1:
         return f"{name} {val(first, layer, metric)} at radius {r0}"
     if abs(v1 - v0) <= 1e-3:
         return f"{name} stays at about {val(first, layer, metric)} from radius {r0} to {r1}"
     verb = "falls" if v1 < v0 else "rises"
-    return f"{name} {verb} from {val(first, layer, metric)} at radius {r0} to {val(last, layer, metric)} at radius {r1}"
-
-
-def _direction(a: float | None, b: float | None, hw: float) -> int:
-    """+1 / -1 where ``a`` is above / below ``b`` by more than SAME_SCORE and the intervals; 0 otherwise."""
-    if a is None or b is None:
-        return 0
-    margin = max(SAME_SCORE, hw)
-    return 1 if a - b > margin else (-1 if b - a > margin else 0)
-
-
-def _compare(trained: Mapping | None, untrained: Mapping | None, layer: str) -> tuple[int, int]:
-    """(direction of the invariance score, direction of rel), trained vs untrained, for one group block."""
-    def hw(metric):
-        return (halfwidth(trained, layer, metric) or 0.0) + (halfwidth(untrained, layer, metric) or 0.0)
-
-    score = _direction(_get(trained, layer, "invariance_score"), _get(untrained, layer, "invariance_score"), hw("invariance_score"))
-    rel = _direction(_get(trained, layer, "rel"), _get(untrained, layer, "rel"), hw("rel"))
-    return score, rel
-
-
-def invariance_disagreement(results: Mapping, layer: str) -> dict | None:
-    """Where the invariance score and the relative change tell opposite stories about training.
-
-    The score rising means "more invariant", rel rising means "changes more under shifts": both rising
-    (or both falling) disagree. Returns None without an untrained network or when they agree; else the
-    summary verdict and the non-zero radii where the two disagree.
-    """
-    un = results.get("untrained")
-    if not un:
-        return None
-    score, rel = _compare(results.get("summary"), un.get("summary"), layer)
-    if not score or score != rel:
-        return None
-    radii = []
-    for row in results.get("radial", []):
-        r = int(row["radius"])
-        other = _radial_row(un, r)
-        if r > 0 and other is not None and (s_r := _compare(row, other, layer))[0] and s_r[0] == s_r[1]:
-            radii.append(r)
-    return {"direction": score, "radii": radii}
+    return (f"{name} {verb} from {val(first, layer, metric)} at radius {r0} to {val(last, layer, metric)} at "
+            f"radius {r1}")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b not in (None, 0) else None
-
-
-def _disagreement_sentence(results: Mapping, layer: str, dis: Mapping) -> str:
-    un = results["untrained"]
-    summary, usummary = results.get("summary"), un.get("summary")
-    up = dis["direction"] > 0
-    verb = "raised" if up else "lowered"
-    text = (
-        f"Training {verb} its invariance score ({val(summary, layer, 'invariance_score')} vs "
-        f"{val(usummary, layer, 'invariance_score')} **untrained**{_inits_phrase(results, layer, 'invariance_score')}) "
-        f"but also {verb} its relative change under shifts (rel {val(summary, layer, 'rel')} vs "
-        f"{val(usummary, layer, 'rel')}"
-    )
-    if dis["radii"]:
-        r = dis["radii"][-1]
-        a, b = _radial_row(results, r), _radial_row(un, r)
-        text += (
-            f"; at radius {r}: score {val(a, layer, 'invariance_score')} vs {val(b, layer, 'invariance_score')}, "
-            f"rel {val(a, layer, 'rel')} vs {val(b, layer, 'rel')}"
-        )
-    text += "): **the two disagree, and both are true**. The score divides by the distance between unrelated images"
-    control = _ratio(_get(results.get("control"), layer, "dist"), _get(un.get("control"), layer, "dist"))
-    pair = _ratio(_get(summary, layer, "dist"), _get(usummary, layer, "dist"))
-    if control is not None and pair is not None:
-        text += (
-            f", which training multiplied by {fmt(control)} ({fmt(_get(un.get('control'), layer, 'dist'))} → "
-            f"{fmt(_get(results.get('control'), layer, 'dist'))}), against {fmt(pair)} for the distance between "
-            "shifted copies"
-        )
-    where = _radii_phrase(dis["radii"])
-    if up:
-        return text + (
-            f": trained {layer} tells different digits apart far better, yet a shift moves its vector by a larger "
-            f"fraction of the vector's length{where}. Read the score as \"a shift vs a different digit\", not as "
-            "\"less sensitive to shifts\"."
-        )
-    return text + (
-        f": unrelated digits came closer still in trained {layer}, so its score fell although a shift moves its "
-        f"vector by a smaller fraction of the vector's length{where}."
-    )
 
 
 def _radii_phrase(radii: list[int]) -> str:
@@ -593,172 +468,174 @@ def _radii_phrase(radii: list[int]) -> str:
     return f" (at radii {', '.join(map(str, radii))})"
 
 
-def _inits_phrase(results: Mapping, layer: str, metric: str) -> str:
-    """``; over K untrained initialisations: mean m, sd s, range lo–hi`` when K > 1 were measured."""
-    inits = results.get("untrained_inits") or {}
+def _inits_phrase(t: Mapping, layer: str, metric: str) -> str:
+    """``; over K untrained initialisations: mean m, sd s, range lo to hi`` when K > 1 were measured."""
+    inits = t.get("untrained_inits") or {}
     k = inits.get("k")
     stats = (((inits.get("summary") or {}).get(layer) or {}).get(metric)) or {}
-    if not k or int(k) < 2 or _finite(stats.get("mean")) is None:
+    if not k or int(k) < 2 or finite(stats.get("mean")) is None:
         return ""
     return (
-        f"; over {int(k)} untrained initialisations: mean {fmt(stats.get('mean'))}, sd {fmt(stats.get('std'))}, "
-        f"range {fmt(stats.get('min'))} to {fmt(stats.get('max'))}"
+        f"; over {int(k)} untrained initialisations: mean {fmt(stats.get('mean'))}, sd "
+        f"{fmt(stats.get('std'))}, range {fmt(stats.get('min'))} to {fmt(stats.get('max'))}"
     )
 
 
-def _training_effect(results: Mapping, layer: str) -> str:
+def _disagreement_sentence(t: Mapping, layer: str, dis: Mapping) -> str:
+    un = t["untrained"]
+    summary, usummary = t.get("summary"), un.get("summary")
+    verb = "raised" if dis["direction"] > 0 else "lowered"
+    text = (
+        f"Training {verb} its invariance score ({val(summary, layer, 'invariance_score')} vs "
+        f"{val(usummary, layer, 'invariance_score')} "
+        f"**untrained**{_inits_phrase(t, layer, 'invariance_score')}) but also {verb} its relative change "
+        f"under shifts (rel {val(summary, layer, 'rel')} vs {val(usummary, layer, 'rel')}"
+    )
+    if dis["radii"]:
+        r = dis["radii"][-1]
+        a, b = v.block(t, "radius", r), v.block(un, "radius", r)
+        text += (
+            f"; at radius {r}: score {val(a, layer, 'invariance_score')} vs "
+            f"{val(b, layer, 'invariance_score')}, rel {val(a, layer, 'rel')} vs {val(b, layer, 'rel')}"
+        )
+    text += ("): **the two disagree, and both are true**. The score divides by the distance between "
+             "unrelated images")
+    control = _ratio(get(t.get("control"), layer, "dist"), get(un.get("control"), layer, "dist"))
+    pair = _ratio(get(summary, layer, "dist"), get(usummary, layer, "dist"))
+    if control is not None and pair is not None:
+        text += (
+            f", which training multiplied by {fmt(control)} ({fmt(get(un.get('control'), layer, 'dist'))} → "
+            f"{fmt(get(t.get('control'), layer, 'dist'))}), against {fmt(pair)} for the distance between "
+            "shifted copies"
+        )
+    where = _radii_phrase(dis["radii"])
+    if dis["direction"] > 0:
+        return text + (
+            f": trained {layer} tells different digits apart far better, yet a shift moves its vector by a "
+            f"larger fraction of the vector's length{where}. Read the score as \"a shift vs a different "
+            "digit\", not as \"less sensitive to shifts\"."
+        )
+    return text + (
+        f": unrelated digits came closer still in trained {layer}, so its score fell although a shift moves "
+        f"its vector by a smaller fraction of the vector's length{where}."
+    )
+
+
+def _training_effect(t: Mapping, layer: str) -> str:
     """One sentence comparing the layer's invariance with the untrained network's ('' without one)."""
-    un = results.get("untrained")
+    un = t.get("untrained")
     if not un:
         return ""
-    summary, usummary = results.get("summary"), un.get("summary")
-    a, b = _get(summary, layer, "invariance_score"), _get(usummary, layer, "invariance_score")
-    if a is None or b is None:
+    summary, usummary = t.get("summary"), un.get("summary")
+    if get(summary, layer, "invariance_score") is None or get(usummary, layer, "invariance_score") is None:
         return ""
-    dis = invariance_disagreement(results, layer)
+    dis = v.invariance_disagreement(t, layer)
     if dis:
-        return " " + _disagreement_sentence(results, layer, dis)
-    score, _ = _compare(summary, usummary, layer)
-    effect = {
-        1: "training made it more invariant",
-        -1: "training made it less invariant",
-        0: "training changed its invariance little",
-    }[score]
+        return " " + _disagreement_sentence(t, layer, dis)
+    score, _ = v.training_effect(summary, usummary, layer)
+    effect = {1: "training made it more invariant", -1: "training made it less invariant",
+              0: "training changed its invariance little"}[score]
     rel = ""
-    if _get(summary, layer, "rel") is not None and _get(usummary, layer, "rel") is not None:
+    if get(summary, layer, "rel") is not None and get(usummary, layer, "rel") is not None:
         rel = f"; rel {val(summary, layer, 'rel')} vs {val(usummary, layer, 'rel')} agrees"
     return (
-        f" Over all non-zero shifts its invariance score is {val(summary, layer, 'invariance_score')} trained vs "
-        f"{val(usummary, layer, 'invariance_score')} **untrained** ({effect}{rel}"
-        f"{_inits_phrase(results, layer, 'invariance_score')})."
+        f" Over all non-zero shifts its invariance score is {val(summary, layer, 'invariance_score')} "
+        f"trained vs {val(usummary, layer, 'invariance_score')} **untrained** "
+        f"({effect}{rel}{_inits_phrase(t, layer, 'invariance_score')})."
     )
 
 
-def _consistency_at(row: Mapping, layer: str) -> str:
-    text = f"{val(row, layer, 'consistency', pct=True)} of images at radius {row['radius']}"
-    if _get(row, layer, "consistency_correct") is not None:
-        text += f" ({val(row, layer, 'consistency_correct', pct=True)} of the correctly classified ones)"
+def _consistency_at(b: Mapping, layer: str) -> str:
+    text = f"{val(b, layer, 'consistency', pct=True)} of images at radius {b['param']}"
+    if get(b, layer, "consistency_correct") is not None:
+        text += f" ({val(b, layer, 'consistency_correct', pct=True)} of the correctly classified ones)"
     return text
 
 
-def _invariance_sentence(results: Mapping, layer: str) -> str:
-    prof = invariance_profile(results, layer)
-    text = f"**{layer}** is {prof['verdict']}: {_trend(results, layer, 'invariance_score', 'invariance score')}"
+def _classifier_sentence(t: Mapping, layer: str) -> str:
+    rows = v.radius_points(t, layer, "consistency")
+    if not rows:
+        return ""
+    first, last = rows[0], rows[-1]
+    text = f" The predicted class is unchanged for {_consistency_at(first, layer)}"
+    if last is not first:
+        text += f" and {_consistency_at(last, layer)}"
+    summary = t.get("summary")
+    if get(summary, layer, "shifted_acc") is not None:
+        acc = fmt_pm(t.get("accuracy"), accuracy_halfwidth(t))
+        text += f"; accuracy on shifted images is {val(summary, layer, 'shifted_acc')} (unshifted {acc})"
+    if get(summary, layer, "consistency_two_shifts") is not None:
+        text += (
+            "; two random shifts of one image get the same prediction "
+            f"{val(summary, layer, 'consistency_two_shifts', pct=True)} of the time"
+        )
+    return text + "."
+
+
+def _invariance_sentence(t: Mapping, layer: str) -> str:
+    prof = v.invariance_profile(t, layer)
+    text = f"**{layer}** is {prof['verdict']}: {_trend(t, layer, 'invariance_score', 'invariance score')}"
     if prof["verdict"] == "exactly invariant":
         text += f" (max rel {fmt(prof['max_rel'])})"
-    elif any(_get(row, layer, "rel") is not None for row in results.get("radial", [])):
-        text += f"; {_trend(results, layer, 'rel', 'its relative change under a shift (rel)')}"
+    elif any(get(b, layer, "rel") is not None for b in v.blocks(t, "radius")):
+        text += f"; {_trend(t, layer, 'rel', 'its relative change under a shift (rel)')}"
     text += "."
-    note = ((results.get("geometry") or {}).get(layer) or {}).get("note")
+    note = ((t.get("geometry") or {}).get(layer) or {}).get("note")
     if note:
         text += f" (A {layer} map, but {note}.)"
-    if layer == classifier(results):
-        rows = [
-            row
-            for row in results.get("radial", [])
-            if int(row["radius"]) > 0 and _get(row, layer, "consistency") is not None
-        ]
-        if rows:
-            first, last = rows[0], rows[-1]
-            part = f" The predicted class is unchanged for {_consistency_at(first, layer)}"
-            if last is not first:
-                part += f" and {_consistency_at(last, layer)}"
-            text += part
-            summary = results.get("summary")
-            if _get(summary, layer, "shifted_acc") is not None:
-                acc = fmt_pm(results.get("accuracy"), accuracy_halfwidth(results))
-                text += f"; accuracy on shifted images is {val(summary, layer, 'shifted_acc')} (unshifted {acc})"
-            if _get(summary, layer, "consistency_two_shifts") is not None:
-                text += (
-                    "; two random shifts of one image get the same prediction "
-                    f"{val(summary, layer, 'consistency_two_shifts', pct=True)} of the time"
-                )
-            text += "."
-    text += _training_effect(results, layer)
-    if layer == classifier(results):
-        text += _consistency_comparison(results, layer)
-    return text
+    is_classifier = layer == v.classifier(t)
+    text += (_classifier_sentence(t, layer) if is_classifier else "") + _training_effect(t, layer)
+    return text + (_consistency_comparison(t, layer) if is_classifier else "")
 
 
-# -- predictions ----------------------------------------------------------------------------------
-def _networks(results: Mapping) -> list[tuple[str, Mapping]]:
-    nets = [("trained", results)]
-    if results.get("untrained"):
-        nets.append(("untrained", results["untrained"]))
-    return nets
-
-
-def _top_class(histogram: Any) -> str | None:
-    """The most predicted class of a histogram given as a list (index = class) or a dict."""
-    if isinstance(histogram, Mapping) and histogram:
-        return str(max(histogram, key=lambda k: _finite(histogram[k]) or 0))
-    if isinstance(histogram, (list, tuple)) and histogram:
-        values = [_finite(v) or 0 for v in histogram]
-        return str(values.index(max(values)))
-    return None
-
-
-def near_constant(res: Mapping) -> bool:
-    return bool((res.get("predictions") or {}).get("near_constant"))
-
-
-def _predictions_phrase(pred: Mapping) -> str:
-    cls = _top_class(pred.get("histogram"))
-    what = f"class {cls}" if cls is not None else "its most frequent class"
-    return (
-        f"{what} for {fmt_pct(pred.get('top_class_share'))} of the images (prediction entropy "
-        f"{fmt(pred.get('entropy_bits'))} of at most {fmt(pred.get('max_entropy_bits'))} bits)"
-    )
-
-
-def prediction_warnings(results: Mapping) -> list[str]:
+def prediction_warnings(t: Mapping) -> list[str]:
     """A warning per network whose predictions are near-constant (``predictions.near_constant``)."""
     out = []
-    layer = classifier(results)
-    for name, res in _networks(results):
-        if not near_constant(res):
+    layer = v.classifier(t)
+    for name, net in v.networks(t):
+        if not v.near_constant(net):
             continue
-        summary = res.get("summary")
+        summary = net.get("summary")
         text = (
             f"**Warning: the {name} network's predictions are near-constant**: it predicts "
-            f"{_predictions_phrase(res['predictions'])}, at accuracy {fmt(res.get('accuracy'))}. Its consistency "
-            f"({val(summary, layer, 'consistency')}) is therefore meaningless: a network that predicts one class "
-            "for every image is perfectly consistent whatever the shift."
+            f"{_predictions_phrase(net['predictions'])}, at accuracy {fmt(net.get('accuracy'))}. Its "
+            f"consistency ({val(summary, layer, 'consistency')}) is therefore meaningless: a network that "
+            "predicts one class for every image is perfectly consistent whatever the shift."
         )
-        if _get(summary, layer, "consistency_correct") is not None:
+        if get(summary, layer, "consistency_correct") is not None:
             text += (
-                " Consistency among correctly classified images, which compares networks of different accuracy "
-                "fairly: "
-                + "; ".join(
-                    f"{n} {val(r.get('summary'), layer, 'consistency_correct')}" for n, r in _networks(results)
-                )
-                + f". Even this says little for the {name} network: its correctly classified images are mostly of "
-                "the class it predicts anyway. Compare it by its layer scores (invariance score, rel) instead."
+                " Consistency among correctly classified images, which compares networks of different "
+                "accuracy fairly: "
+                + "; ".join(f"{n} {val(r.get('summary'), layer, 'consistency_correct')}"
+                            for n, r in v.networks(t))
+                + f". Even this says little for the {name} network: its correctly classified images are "
+                "mostly of the class it predicts anyway. Compare it by its layer scores (invariance score, "
+                "rel) instead."
             )
         else:
             text += (
-                " (Consistency among correctly classified images is not in this results.json.) Compare it by its "
-                "layer scores (invariance score, rel) instead."
+                " (Consistency among correctly classified images is not in this results.json.) Compare it "
+                "by its layer scores (invariance score, rel) instead."
             )
         out.append(text)
     return out
 
 
-def _consistency_comparison(results: Mapping, layer: str) -> str:
-    un = results.get("untrained")
-    if not un or _get(un.get("summary"), layer, "consistency") is None:
+def _consistency_comparison(t: Mapping, layer: str) -> str:
+    un = t.get("untrained")
+    if not un or get(un.get("summary"), layer, "consistency") is None:
         return ""
-    summary, usummary = results.get("summary"), un.get("summary")
+    summary, usummary = t.get("summary"), un.get("summary")
     text = (
         f" Consistency over all non-zero shifts: {val(summary, layer, 'consistency')} trained vs "
         f"{val(usummary, layer, 'consistency')} untrained"
     )
-    if _get(summary, layer, "consistency_correct") is not None and _get(usummary, layer, "consistency_correct") is not None:
+    if None not in (get(summary, layer, "consistency_correct"), get(usummary, layer, "consistency_correct")):
         text += (
             f"; among correctly classified images {val(summary, layer, 'consistency_correct')} vs "
             f"{val(usummary, layer, 'consistency_correct')}"
         )
-    flagged = [name for name, res in _networks(results) if near_constant(res)]
+    flagged = [name for name, net in v.networks(t) if v.near_constant(net)]
     if flagged:
         text += (
             f" (the {' and '.join(flagged)} network's predictions are near-constant, see the warning: its "
@@ -767,380 +644,510 @@ def _consistency_comparison(results: Mapping, layer: str) -> str:
     return text + "."
 
 
-# -- untrained comparison -------------------------------------------------------------------------
-def _untrained_sentences(results: Mapping) -> list[str]:
-    un = results.get("untrained")
-    if not un:
+def _untrained_sentences(t: Mapping) -> list[str]:
+    un = t.get("untrained")
+    convs = [layer for layer in v.conv_layers(t) if layer in un.get("layers", t["layers"])] if un else []
+    if not convs:
         return []
-    out = []
-    convs = [layer for layer in conv_layers(results) if layer in un.get("layers", results["layers"])]
-    if convs:
-        mine = {layer: conv_exactness(results, layer) for layer in convs}
-        theirs = {layer: conv_exactness(un, layer) for layer in convs}
-        desc = ", ".join(f"{layer} {_exactness_phrase(theirs[layer])}" for layer in convs)
-        if all(mine[layer]["kind"] == theirs[layer]["kind"] for layer in convs):
-            out.append(
-                f"The same exact equivariance holds in the **untrained** network ({desc}): "
-                "it comes from the architecture, not from training."
-            )
-        else:
-            trained = ", ".join(f"{layer} {_exactness_phrase(mine[layer])}" for layer in convs)
-            out.append(
-                f"In the **untrained** network exact equivariance differs: {desc} (trained: {trained})."
-            )
-    return out
-
-
-# -- how sure -------------------------------------------------------------------------------------
-def largest_halfwidth(res: Mapping, layers: Iterable[str] | None = None) -> tuple[float, str, str, int] | None:
-    """The widest 95 % half-width of a layer's key score over the non-zero radial rows:
-    ``(half-width, layer, metric, radius)``; None where the results carry no interval."""
-    best = None
-    for row in res.get("radial", []):
-        if int(row["radius"]) == 0:
-            continue
-        for layer in layers if layers is not None else res.get("layers", []):
-            metric = key_metric(res, layer)
-            hw = halfwidth(row, layer, metric)
-            if hw is not None and (best is None or hw > best[0]):
-                best = (hw, layer, metric, int(row["radius"]))
-    return best
+    mine = {layer: v.conv_exactness(t, layer) for layer in convs}
+    theirs = {layer: v.conv_exactness(un, layer) for layer in convs}
+    desc = ", ".join(f"{layer} {exactness_phrase(theirs[layer])}" for layer in convs)
+    if all(mine[layer]["kind"] == theirs[layer]["kind"] for layer in convs):
+        return [f"The same exact equivariance holds in the **untrained** network ({desc}): "
+                "it comes from the architecture, not from training."]
+    trained = ", ".join(f"{layer} {exactness_phrase(mine[layer])}" for layer in convs)
+    return [f"In the **untrained** network exact equivariance differs: {desc} (trained: {trained})."]
 
 
 def _metric_words(metric: str) -> str:
     return "sorting hint" if metric == "equivariance_score" else metric.replace("_", " ")
 
 
-def _intervals_sentence(results: Mapping) -> str:
-    n = results.get("n_images")
-    if not has_intervals(results):
+def _intervals_sentence(t: Mapping) -> str:
+    if not v.has_intervals(t):
         return (
-            "**How sure**: this results.json carries no standard errors or intervals (it was written by an older "
-            "version), so no figure here has a ± and no difference can be called real; measure again to get them."
+            "**How sure**: this results.json carries no standard errors or intervals (it was written by an "
+            "older version), so no figure here has a ± and no difference can be called real; measure again "
+            "to get them."
         )
-    widest = largest_halfwidth(results)
     text = (
-        f"**How sure**: every ± is the half-width of a 95 % interval over the {n} test images (scores: the "
-        "interval of a ratio of two means over the same images; other means: 1.96 standard errors)."
+        f"**How sure**: every ± is the half-width of a 95 % interval over the {t.get('n_images')} test "
+        "images (scores: the interval of a ratio of two means over the same images; other means: 1.96 "
+        "standard errors)."
     )
+    widest = v.largest_halfwidth(t)
     if widest is not None:
         text += (
-            f" radial.png draws them as bands around each profile (the widest on a key score: ±{fmt(widest[0], 2)}, "
-            f"{widest[1]}'s {_metric_words(widest[2])} at radius {widest[3]}); heatmaps.png states each panel's "
-            "widest."
+            " radial.png draws them as bands around each profile (the widest on a key score: "
+            f"±{fmt(widest[0], 2)}, {widest[1]}'s {_metric_words(widest[2])} at radius {widest[3]}); "
+            "heatmaps.png states each panel's widest."
         )
-    if results.get("untrained"):
-        k = int((results.get("untrained_inits") or {}).get("k") or 1)
+    if t.get("untrained"):
+        k = int((t.get("untrained_inits") or {}).get("k") or 1)
         if k > 1:
             text += (
-                f" The untrained network was measured at {k} initialisations; their spread (sd) shows how much an "
-                "untrained figure depends on the seed."
+                f" The untrained network was measured at {k} initialisations; their spread (sd) shows how "
+                "much an untrained figure depends on the seed."
             )
         else:
             text += (
-                " The untrained network is one initialisation, one sample: its ± covers the images, not the seed "
-                "(`callbacks.shift_probe.untrained_inits=K` measures K)."
+                " The untrained network is one initialisation, one sample: its ± covers the images, not the "
+                "seed (`callbacks.shift_probe.untrained_inits=K` measures K)."
             )
     return text
 
 
-def conclusions(results: Mapping) -> list[str]:
-    """The generated 'What this shows' paragraphs: any near-constant-prediction warning, one per layer
-    (the exact test first for conv layers, invariance for the others, each with its untrained
-    comparison), the architecture sentence and how sure the figures are."""
-    lines = prediction_warnings(results)
-    for layer in results.get("layers", []):
-        lines.append(
-            _conv_sentence(results, layer)
-            if is_conv(results, layer)
-            else _invariance_sentence(results, layer)
-        )
-    lines += _untrained_sentences(results)
-    lines.append(_intervals_sentence(results))
-    return lines
+# -- other families -------------------------------------------------------------------------------
+def _labels(section: Mapping, params) -> str:
+    labels = [param_label(section, p) for p in params]
+    return ", ".join(labels[:-1]) + f" and {labels[-1]}" if len(labels) > 1 else "".join(labels)
 
 
-# -- markdown -------------------------------------------------------------------------------------
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+def all_phrase(section: Mapping) -> str:
+    """Every parameter of the section, in words (``every quarter turn (k = 1, 2, 3)``)."""
+    kind, params = kind_of(section), [b.get("param") for b in v.blocks(section)]
+    if kind == "rot90":
+        return f"every quarter turn (k = {', '.join(str(p) for p in params)})"
+    if kind == "flip":
+        return "both flips" if len(params) == 2 else f"the {params[0]} flip" if params else "no flip"
+    if kind == "rotation":
+        largest = max((abs(finite(p) or 0) for p in params), default=0)
+        return f"every rotation measured (0° < |angle| ≤ {largest:g}°)"
+    if kind == "subpixel":
+        return "every sub-pixel shift measured"
+    return f"every {section.get('parameter', 'parameter')} measured"
 
 
-def _layer_keys(results: Mapping, layer: str) -> tuple[tuple[str, str], ...]:
-    if is_conv(results, layer):
-        return CONV_KEYS
-    return INVARIANCE_KEYS + (LOGITS_EXTRA_KEYS if layer == classifier(results) else ())
+def columns(section: Mapping) -> list[tuple[str, str, str]]:
+    """``(layer, metric, header)`` of a family table, in layer order."""
+    out = []
+    for layer in section.get("layers", []):
+        out.append((layer, "invariance_score", f"{layer} invariance"))
+        if v.is_spatial(section, layer):
+            if v.has_value(section, layer, "equivariance_score"):
+                out.append((layer, "equivariance_score", f"{layer} sorted equivariance"))
+            if v.has_value(section, layer, "aligned_rel"):
+                out.append((layer, "aligned_rel", f"{layer} aligned_rel"))
+        if layer == section.get("classifier"):
+            out += [(layer, m, f"{layer} {label}") for m, label in CLASSIFIER_COLUMNS
+                    if v.has_value(section, layer, m)]
+    return out
 
 
-def _pair(a: str, b: str, has_untrained: bool) -> str:
-    return f"{a} / {b}" if has_untrained else a
+def _parameter_header(section: Mapping) -> str:
+    kind = section.get("parameter")
+    if kind == "offset_px":
+        return "offset (oy, ox)" if section.get("dims") == 2 else "offset"
+    return {"k": "quarter turns", "angle_deg": "angle", "flip": "flip"}.get(kind, kind or "parameter")
 
 
-def _predictions_line(results: Mapping) -> str | None:
-    parts = []
-    for name, res in _networks(results):
-        pred = res.get("predictions") or {}
-        if not pred:
+def family_table(section: Mapping) -> list[str]:
+    """One row per parameter, then ``all`` (the summary): ``trained [interval] / untrained``."""
+    un = section.get("untrained") or None
+    un_blocks = {repr(b.get("param")): b for b in v.blocks(un)}
+    cols = columns(section)
+
+    def cell(b: Mapping | None, other: Mapping | None, layer: str, metric: str) -> str:
+        return score_text(b, layer, metric) + (f" / {fmt(get(other, layer, metric))}" if un else "")
+
+    rows = [[param_label(section, b.get("param"))]
+            + [cell(b, un_blocks.get(repr(b.get("param"))), layer, m) for layer, m, _ in cols]
+            for b in v.blocks(section)]
+    summary, un_summary = section.get("summary") or {}, (un or {}).get("summary")
+    rows.append(["**all**"] + [cell(summary, un_summary, layer, m) for layer, m, _ in cols])
+    return table([_parameter_header(section), *[header for _, _, header in cols]], rows)
+
+
+def invariance_sentences(section: Mapping) -> list[str]:
+    """Layers whose mean relative change stays below the tolerance at every parameter (or at some)."""
+    tol, out = v.exact_tol(section), []
+    for layer in section.get("layers", []):
+        rels = [(b.get("param"), get(b, layer, "rel")) for b in v.blocks(section)]
+        if not rels or any(r is None for _, r in rels):
             continue
-        flag = "**near-constant**: " if pred.get("near_constant") else ""
-        parts.append(f"{name}: {flag}{_predictions_phrase(pred)}")
-    if not parts:
-        return None
-    return "- **Predicted classes** (unshifted): " + "; ".join(parts)
-
-
-def _header_lines(results: Mapping) -> list[str]:
-    un = results.get("untrained") or {}
-    acc = fmt(results.get("accuracy"))
-    if un:
-        acc += f" (untrained: {fmt(un.get('accuracy'))})"
-    hws = [accuracy_halfwidth(res) for _, res in _networks(results)]
-    if hws[0] is not None:
-        acc += ", ± " + " and ± ".join(fmt(h, 2) for h in hws if h is not None) + " (95 %)"
-    m = results.get("max_shift")
-    seconds = _finite(results.get("seconds"))
-    total = _finite(results.get("seconds_total"))
-    timing = "n/a" if seconds is None else f"{seconds:.1f} s"
-    if total is not None and un:
-        timing += f" for the trained network, {total:.1f} s with the untrained one"
-    subset = results.get("subset") or {}
-    if subset.get("how") == "seeded random subset":
-        acc_label = f"**Accuracy on the measured subset** (unshifted, {subset['n_images']} of {subset['of']} test images)"
-        images = f"{results.get('n_images')}, a seeded random subset (seed {subset.get('seed')}) of the {subset['of']} test images"
-    else:
-        acc_label = "**Test accuracy** (unshifted)"
-        images = str(results.get("n_images"))
-    precision = results.get("precision") or {}
-    return [
-        "# shiftprobe: how translation-invariant / -equivariant is each layer?",
-        "",
-        f"- {acc_label}: {acc}",
-        f"- **Shifts**: mode `{results.get('shift_mode')}`, pattern `{results.get('shift_pattern')}`, "
-        f"|dy|, |dx| <= {m} ({len(_nonzero_shifts(results))} non-zero shifts measured)",
-        f"- **Images**: {images}; control = unrelated image pairs "
-        f"(offset {(results.get('control') or {}).get('offset', 'n/a')})",
-        *([f"- **Untrained control's weights**: {results['untrained_origin']}"]
-          if un and results.get("untrained_origin") else []),
-        f"- **Measurement time**: {timing}",
-        f"- **Precision**: the network ran in {precision.get('dtype', 'float32')}; exact means a relative "
-        f"error below {fmt(exact_tol(results))}",
-        *([line] if (line := _predictions_line(results)) else []),
-        "",
-        "How to read it: for conv layers the **exact test** is the headline: aligned_rel = relative difference "
-        "between f(Tx) and f(x) moved by shift/stride on the certified region (map positions whose receptive "
-        "field lies inside the image in both; see the geometry table) "
-        f"(< {fmt(exact_tol(results))} = exact; n/a where the stride does not divide the shift). "
-        "Invariance score = 1 - dist / control dist (1 = unchanged, 0 = as different as unrelated images). "
-        "The lab's sorting hint = 1 - sorted_rel / control sorted_rel, each channel's values sorted: in crop mode "
-        "content entering and leaving the frame lowers it even for an exact layer, so it is not on the scale of an "
-        "invariance score; 'certified' = the same on the certified region, where an exact layer scores 1. "
-        + (
-            "± = half-width of the 95 % interval over test images. "
-            if has_intervals(results)
-            else "No ± : this results.json has no intervals (older version). "
-        )
-        + "Radius = max(|dy|, |dx|).",
-    ]
-
-
-def results_markdown(results: Mapping) -> str:
-    """A readable ``results.md``: header, layer x radius table, parity table, summary, conclusions; then a
-    table and sentences per transformation family (``shiftprobe.reporting.family_report``)."""
-    from shiftprobe.reporting.family_report import families_only_markdown, family_markdown_lines
-
-    if not results.get("layers") and results.get("families"):  # no translation measured
-        return families_only_markdown(results)
-    un = results.get("untrained") or None
-    has_un = bool(un)
-    layers = list(results.get("layers", []))
-    lines = _header_lines(results)
-
-    # layer x radius
-    radii = _radii(results, un)
-    lines += ["", "## Key scores by radius", ""]
-    if has_un:
-        lines.append("Each cell: **trained / untrained**.")
-        lines.append("")
-    if has_intervals(results):
-        lines.append("± = half-width of the 95 % interval over test images.")
-        lines.append("")
-    rows = []
-    for layer in layers:
-        for metric, label in _layer_keys(results, layer):
-            if metric in OPTIONAL_KEYS and not _has_metric(results, metric):
-                continue
-            cells = [
-                _pair(
-                    val(_radial_row(results, r), layer, metric),
-                    val(_radial_row(un, r), layer, metric),
-                    has_un,
-                )
-                for r in radii
-            ]
-            rows.append([layer, label, *cells])
-    lines += _table(["layer", "score", *[f"r={r}" for r in radii]], rows)
-
-    # parity
-    convs = conv_layers(results)
-    if convs:
-        lines += ["", "## What holds exactly: even vs odd shifts (conv layers)", ""]
-        lines.append(
-            "aligned_rel over non-zero shifts; even = both dy and dx even. "
-            f"'exact' means every pair's aligned_rel is below {fmt(exact_tol(results))}; 'n/a' means no exact alignment exists (the stride does not "
-            "divide the shift); 'best alignment' is nearest_aligned_rel, the error of the best integer map offset "
-            "(defined at every shift). The lab's sorting hint (sorted equivariance score) is shown for comparison"
-            + (
-                ", on the whole map and on the certified region (where an exact layer scores 1)."
-                if _has_metric(results, "equivariance_score_certified")
-                else "."
+        below = [p for p, r in rels if r < tol]
+        largest = max(r for _, r in rels)
+        if len(below) == len(rels):
+            out.append(
+                f"{layer} is invariant to {all_phrase(section)}: its largest mean relative change (rel) is "
+                f"{fmt(largest)}, below the exactness tolerance {fmt(tol)}."
             )
-        )
-        lines.append("")
-        certified = _has_metric(results, "equivariance_score_certified")
-        rows = []
-        for layer in convs:
-            for net_name, res in (("trained", results), ("untrained", un)):
-                if not res:
-                    continue
-                parity = res.get("parity") or {}
-                row = [layer, str(results["strides"][layer]), net_name]
-                for group in ("even", "odd"):
-                    has_group = group in parity
-                    row.append(val(parity.get(group), layer, "aligned_rel") if has_group else "not measured")
-                    row.append(exactness(_worst(parity.get(group), layer), exact_tol(res)) if has_group else "–")
-                row.append(val(parity.get("odd"), layer, "nearest_aligned_rel"))
-                for group in ("even", "odd"):
-                    row.append(val(parity.get(group), layer, "equivariance_score"))
-                    if certified:
-                        row.append(val(parity.get(group), layer, "equivariance_score_certified"))
-                rows.append(row)
-        hint_columns = []
-        for group in ("even", "odd"):
-            hint_columns.append(f"sorting hint ({group})")
-            if certified:
-                hint_columns.append(f"certified ({group})")
-        lines += _table(
-            [
-                "layer",
-                "stride",
-                "network",
-                "even: aligned_rel",
-                "even",
-                "odd: aligned_rel",
-                "odd",
-                "odd: best alignment",
-                *hint_columns,
-            ],
-            rows,
-        )
-
-    # geometry
-    geometry = results.get("geometry") or {}
-    if geometry:
-        lines += ["", "## Geometry inferred from the network", ""]
-        lines.append(
-            "Stride: how far a map position moves per input pixel; receptive field: the input pixels "
-            "[r q + a, r q + b] that map position q depends on (found by autograd on a larger canvas); "
-            "interior: the positions whose receptive field lies inside the image (no padding involved)."
-        )
-        lines.append("")
-        rows = []
-        for layer in layers:
-            g = geometry.get(layer) or {}
-            rf, interior = g.get("receptive_field"), g.get("interior")
-            rows.append([
-                layer,
-                g.get("kind", "?"),
-                "x".join(map(str, g.get("shape") or [])),
-                "–" if not g.get("stride") else "x".join(map(str, g["stride"])),
-                "–" if not rf else f"rows {rf['y']}, cols {rf['x']} ({rf['size'][0]}x{rf['size'][1]} px)",
-                "–" if not interior else f"rows {interior['y']}, cols {interior['x']}",
-                "yes" if g.get("circular") else "no",
-                g.get("note") or "",
-            ])
-        lines += _table(["layer", "kind", "shape", "stride", "receptive field (a, b)", "interior", "circular", "note"], rows)
-
-    # summary
-    lines += ["", "## Summary over all non-zero shifts", ""]
-    keys = [(k, label) for k, label in SUMMARY_KEYS if k not in OPTIONAL_KEYS or _has_metric(results, k)]
-    inits = results.get("untrained_inits") or {}
-    k_inits = int(inits.get("k") or 1)
-    if has_intervals(results) or k_inits > 1:
-        note = "± = half-width of the 95 % interval over test images." if has_intervals(results) else ""
-        if k_inits > 1 and un:
-            note += (
-                f" 'untrained, {k_inits} inits' = mean (sd) over {k_inits} independent untrained initialisations."
+        elif below:
+            out.append(
+                f"{layer} is invariant at {_labels(section, below)} only (rel below {fmt(tol)}); at the "
+                f"other parameters its mean relative change reaches {fmt(largest)}."
             )
-        lines += [note.strip(), ""]
-    rows = []
-    for layer in layers:
-        for net_name, res in (("trained", results), ("untrained", un)):
-            if not res:
-                continue
-            summary = res.get("summary")
-            block = (summary or {}).get(layer) or {}
-            row = [layer, net_name]
-            row += [val(summary, layer, key) if key in block else "–" for key, _ in keys]
-            rows.append(row)
-            if net_name == "untrained" and k_inits > 1:
-                stats = (inits.get("summary") or {}).get(layer) or {}
-                cells = []
-                for key, _ in keys:
-                    st = stats.get(key) or {}
-                    cells.append(
-                        f"{fmt(st.get('mean'))} (sd {fmt(st.get('std'), 2)})" if _finite(st.get("mean")) is not None else "–"
-                    )
-                rows.append([layer, f"untrained, {k_inits} inits", *cells])
-    lines += _table(["layer", "network", *[label for _, label in keys]], rows)
-
-    # conclusions
-    lines += ["", "## What this shows", ""]
-    lines += [f"- {sentence}" for sentence in conclusions(results)]
-    lines.append("")
-    lines += family_markdown_lines(results)  # the other families (none with translation only)
-    from shiftprobe.reporting.lie_table import lie_derivative_lines  # a local import: it imports this module
-
-    lines += lie_derivative_lines(results)  # the Lie derivative table, when measured
-    return "\n".join(lines)
+    return out
 
 
-def write_results_markdown(results: Mapping, path: str | Path) -> Path:
-    """Write ``results.md`` (:func:`results_markdown`) atomically; returns the path."""
-    return write_text(path, results_markdown(results))
-
-
-def summary_lines(results: Mapping) -> list[str]:
-    """A few console lines: setup and accuracy, then one line per layer (trained, untrained)."""
-    un = results.get("untrained") or {}
-    acc = f"accuracy {fmt(results.get('accuracy'))}"
-    if un:
-        acc += f" (untrained {fmt(un.get('accuracy'))})"
-    seconds = _finite(results.get("seconds"))
-    out = [
-        f"{acc}; {results.get('shift_mode')} shifts, {results.get('shift_pattern')} pattern, "
-        f"|shift| <= {results.get('max_shift')}, {results.get('n_images')} images"
-        + ("" if seconds is None else f", {seconds:.1f} s")
-    ]
-    width = max((len(layer) for layer in results.get("layers", [])), default=0)
-    for layer in results.get("layers", []):
-        metric = key_metric(results, layer)
-        if is_conv(results, layer):  # the exact test first, the sorted score only as the lab's hint
-            ex = conv_exactness(results, layer)
-            text = f"{layer:<{width}}  {_exactness_phrase(ex)} (max aligned_rel {fmt(ex['max_aligned'])}); sorting hint"
+def exact_sentences(section: Mapping) -> list[str]:
+    """The exact test of spatial layers (``exact``): at every, some or no parameter."""
+    tol, out = v.exact_tol(section), []
+    for layer, ex in (section.get("exact") or {}).items():
+        worst = [(b.get("param"), get(b, layer, "aligned_rel_max")) for b in v.blocks(section)]
+        worst = [(p, w) for p, w in worst if w is not None]
+        hits = list(ex.get("exact_params") or [])
+        if not worst:
+            continue
+        if ex.get("all"):
+            out.append(
+                f"{layer} is exactly equivariant to {all_phrase(section)}: its map transforms with the image "
+                f"(largest aligned_rel {fmt(max(w for _, w in worst))}, below {fmt(tol)})."
+            )
+        elif hits:
+            misses = [(p, w) for p, w in worst if p not in hits]
+            out.append(
+                f"{layer} is exactly equivariant at {_labels(section, hits)} only (aligned_rel below "
+                f"{fmt(tol)}); not at {_labels(section, [p for p, _ in misses])} (aligned_rel up to "
+                f"{fmt(max(w for _, w in misses))})."
+            )
         else:
-            text = f"{layer:<{width}}  invariance"
-        text += f" {val(results.get('summary'), layer, metric)}"
-        if un:
-            text += f" (untrained {val(un.get('summary'), layer, metric)})"
-        if layer == classifier(results) and not is_conv(results, layer):
-            summary = results.get("summary")
+            out.append(
+                f"{layer} is not exactly equivariant at any parameter: at each, the largest aligned_rel over "
+                f"the image pairs is at least {fmt(min(w for _, w in worst))} (exact below {fmt(tol)})."
+            )
+    return out
+
+
+def _compare_phrase(layer: str, a_label: str, a: Mapping, b_label: str, b: Mapping) -> str | None:
+    """``the invariance score of <layer> falls from 0.9 [..] at 5° to 0.4 [..] at 45°`` (or rises / stays)."""
+    metric = "invariance_score"
+    if get(a, layer, metric) is None or get(b, layer, metric) is None:
+        return None
+    ta, tb = score_text(a, layer, metric), score_text(b, layer, metric)
+    d, why = v.interval_compare(b, a, layer, metric)
+    if d is None:
+        return f"the invariance score of {layer} is {ta} at {a_label} and {tb} at {b_label} ({why})"
+    if d == 0:
+        return f"the invariance score of {layer} stays about the same from {a_label} ({ta}) to {b_label} " \
+               f"({tb}): {why}"
+    verb = "rises" if d > 0 else "falls"
+    return f"the invariance score of {layer} {verb} from {ta} at {a_label} to {tb} at {b_label}"
+
+
+def numeric_series(section: Mapping) -> dict[str, list[tuple[float, Mapping]]]:
+    """Blocks of a 1-D numeric family by curve: ``{"": [(angle, block), ...]}`` for rotations,
+    ``{"x": ..., "y": ...}`` for sub-pixel shifts along axes; empty for others."""
+    series: dict[str, list[tuple[float, Mapping]]] = {}
+    if section.get("dims", 1) != 1:
+        return series
+    for b in v.blocks(section):
+        p = b.get("param")
+        if isinstance(p, Mapping) and finite(p.get("offset")) is not None:
+            series.setdefault(str(p.get("axis")), []).append((float(p["offset"]), b))
+        elif section.get("parameter") in ("angle_deg", "offset_px") and finite(p) is not None:
+            series.setdefault("", []).append((float(p), b))
+    return {key: sorted(points, key=lambda pb: pb[0]) for key, points in series.items()}
+
+
+def trend_sentences(section: Mapping) -> list[str]:
+    """Rotations: each vector layer's score at the smallest against the largest angle (positive angles).
+    Sub-pixel shifts along axes: the half-pixel against the one-pixel shift where both were measured,
+    else the smallest against the largest offset."""
+    out, series = [], numeric_series(section)
+    for layer in v.vector_layers(section) if series else []:
+        if "" in series:  # rotations: one side (positive angles if any)
+            pts = sorted([(p, b) for p, b in series[""] if p > 0]
+                         or [(-p, b) for p, b in series[""] if p < 0],
+                         key=lambda pb: pb[0])
+            text = _compare_phrase(layer, param_label(section, pts[0][0]), pts[0][1],
+                                   param_label(section, pts[-1][0]), pts[-1][1]) if len(pts) >= 2 else None
+            out += [text[0].upper() + text[1:] + "."] if text else []
+            continue
+        half_one = {axis: (dict(pts).get(0.5), dict(pts).get(1.0)) for axis, pts in series.items()}
+        if all(h is not None and o is not None for h, o in half_one.values()):
+            out.append(_half_one_sentence(layer, half_one))
+            continue
+        for axis, pts in sorted(series.items()):
+            text = _compare_phrase(layer, f"{pts[0][0]:g} px", pts[0][1], f"{pts[-1][0]:g} px", pts[-1][1]) \
+                if len(pts) >= 2 else None
+            out += [f"Along {axis}, {text}."] if text else []
+    return out
+
+
+def _half_one_sentence(layer: str, half_one: Mapping[str, tuple[Mapping, Mapping]]) -> str:
+    """Is ``layer`` more sensitive to a half-pixel shift than to a one-pixel one, per axis?"""
+    metric = "invariance_score"
+    verdicts, whys, numbers = {}, {}, {}
+    for axis, (half, one) in sorted(half_one.items()):
+        verdicts[axis], whys[axis] = v.interval_compare(one, half, layer, metric)
+        numbers[axis] = f"{score_text(half, layer, metric)} vs {score_text(one, layer, metric)} along {axis}"
+    words = {
+        1: f"the half-pixel shift changes {layer} more than the one-pixel shift",
+        -1: f"the half-pixel shift changes {layer} less than the one-pixel shift",
+        0: f"the half-pixel and one-pixel shifts change {layer} about alike",
+        None: f"{layer} at half a pixel and at one pixel",
+    }
+    if len(set(verdicts.values())) == 1 and len(set(whys.values())) == 1:
+        verdict, why = next(iter(verdicts.values())), next(iter(whys.values()))
+        text = words[verdict] + (f" ({why})" if why else "")
+        return text[0].upper() + text[1:] + ": invariance score " + "; ".join(numbers.values()) + "."
+    text = "; ".join(f"along {axis}, {words[d]}{f' ({whys[axis]})' if whys[axis] else ''}: {numbers[axis]}"
+                     for axis, d in verdicts.items())
+    return text[0].upper() + text[1:] + "."
+
+
+def grid_sentences(section: Mapping) -> list[str]:
+    """A 2-D family: where each vector layer's score is lowest and highest on the grid."""
+    out = []
+    for layer in v.vector_layers(section) if section.get("dims", 1) == 2 else []:
+        scored = [(get(b, layer, "invariance_score"), b) for b in v.blocks(section)]
+        scored = [(s, b) for s, b in scored if s is not None]
+        if len(scored) < 2:
+            continue
+        low, high = min(scored, key=lambda sb: sb[0])[1], max(scored, key=lambda sb: sb[0])[1]
+        out.append(
+            f"The invariance score of {layer} is lowest at {param_label(section, low['param'])} "
+            f"({score_text(low, layer, 'invariance_score')}) and highest at "
+            f"{param_label(section, high['param'])} ({score_text(high, layer, 'invariance_score')})."
+        )
+    return out
+
+
+def classifier_sentences(section: Mapping) -> list[str]:
+    clf = section.get("classifier")
+    summary = section.get("summary") or {}
+    c = get(summary, clf, "consistency") if clf else None
+    if c is None:
+        return []
+    scored = [(got, b) for b in v.blocks(section) if (got := get(b, clf, "consistency")) is not None]
+    worst = min(scored, key=lambda sb: sb[0])
+    text = (
+        f"{clf}: the predicted class stays the same for "
+        f"{fmt_pm(c, halfwidth(summary, clf, 'consistency'), pct=True)} of the transformed images on average "
+        f"over {all_phrase(section)}, lowest at {param_label(section, worst[1]['param'])} "
+        f"({fmt_pct(worst[0])})"
+    )
+    acc = get(summary, clf, "shifted_acc")
+    if acc is not None:
+        text += (
+            "; accuracy on transformed images "
+            f"{fmt_pm(acc, halfwidth(summary, clf, 'shifted_acc'), pct=True)} against "
+            f"{fmt_pct(section.get('accuracy'))} untransformed"
+        )
+    return [text + "."] + [
+        f"The {name} network's predictions are near-constant (mostly one class): its consistency says "
+        "little, a constant classifier is perfectly consistent; read its invariance scores instead."
+        for name, net in v.networks(section) if v.near_constant(net)
+    ]
+
+
+def training_sentences(section: Mapping) -> list[str]:
+    """Trained against untrained: each vector layer's score over every parameter."""
+    un = section.get("untrained") or {}
+    out = []
+    family = FAMILY_TITLES.get(kind_of(section), section.get("family", "")).lower()
+    for layer in v.vector_layers(section) if un else []:
+        a, b = section.get("summary"), un.get("summary")
+        if get(a, layer, "invariance_score") is None or get(b, layer, "invariance_score") is None:
+            continue
+        d, why = v.interval_compare(a, b, layer)
+        numbers = (f"{score_text(a, layer, 'invariance_score')} vs "
+                   f"{score_text(b, layer, 'invariance_score')} untrained")
+        if d is None:
+            out.append(f"The invariance score of {layer} over every parameter: {numbers} ({why}).")
+        elif d == 0:
+            out.append(f"Training left the invariance of {layer} to {family} about the same ({why}): "
+                       f"{numbers}.")
+        else:
+            more = "more" if d > 0 else "less"
+            out.append(f"Training made {layer} {more} invariant to {family}: {numbers}.")
+    return out
+
+
+def family_sentences(section: Mapping) -> list[str]:
+    return (invariance_sentences(section) + exact_sentences(section) + trend_sentences(section)
+            + grid_sentences(section) + classifier_sentences(section) + training_sentences(section))
+
+
+def _timing(section: Mapping) -> str:
+    parts = [f"{s:.1f} s ({name})" for name, net in v.networks(section)
+             if (s := finite(net.get("seconds"))) is not None]
+    return ", ".join(parts) or "n/a"
+
+
+def family_section_lines(name: str, section: Mapping) -> list[str]:
+    """``## <title>``: settings, images and time, how to read, the table, what it shows."""
+    shown = {k: "[" + ",".join(map(str, x)) + "]" if isinstance(x, (list, tuple)) else x
+             for k, x in (section.get("config") or {}).items() if k not in ("kind", "name")}
+    n_params = len(v.blocks(section))
+    lines = [
+        f"## {title_of(name, section)}",
+        "",
+        f"- **Settings**: {', '.join(f'{k}={x}' for k, x in shown.items()) or 'none'}; {n_params} "
+        f"parameter{'s' if n_params != 1 else ''} measured (the identity left out)",
+        f"- **Images**: {section.get('n_images')}; accuracy (untransformed) "
+        f"{se_pm(section.get('accuracy'), section.get('accuracy_se'))}",
+        f"- **Measurement time**: {_timing(section)}",
+        "",
+        "Each cell: trained score [95 % interval]" + (" / untrained" if section.get("untrained") else "")
+        + ". Invariance score = 1 - dist / control dist (1 = unchanged, 0 = as different as unrelated "
+        "images); sorted equivariance = the sorting test (the family permutes pixels); aligned_rel = "
+        "relative difference between f(Tx) and f(x) transformed on the map"
+        + (f" (exact below {fmt(v.exact_tol(section))})." if section.get("exact")
+           else " (a measure, not an exact test)."),
+        "",
+        *family_table(section),
+    ]
+    actions = (section.get("map_action") or {}).items()
+    notes = [f"{layer}: no map action ({ma['note']})" for layer, ma in actions
+             if not ma.get("defined") and ma.get("note")]
+    if notes:
+        lines += ["", "aligned_rel is undefined for " + "; ".join(notes) + "."]
+    sentences = family_sentences(section)
+    return lines + (["", "What this shows:", ""] + [f"- {s}" for s in sentences] if sentences else [])
+
+
+def family_markdown_lines(results: Mapping) -> list[str]:
+    """A section per family but translation and the Lie derivative; [] when there is none."""
+    return [line for name, s in v.transform_families(results).items()
+            for line in [*family_section_lines(name, s), ""]]
+
+
+def _families_only(results: Mapping) -> str:
+    """results.md of a run that measured no translation (e.g. ``transform=rot90``)."""
+    subset = results.get("subset") or {}
+    lines = ["# shiftprobe: how invariant / equivariant is each layer?", ""]
+    if subset.get("how") == "seeded random subset":
+        lines.append(f"- **Images**: a seeded random subset (seed {subset.get('seed')}) of "
+                     f"{subset.get('n_images')} of the {subset.get('of')} test images")
+    if results.get("untrained_origin"):
+        lines.append(f"- **Untrained control's weights**: {results['untrained_origin']}")
+    total = finite(results.get("seconds_total"))
+    if total is not None:
+        lines.append(f"- **Measurement time**: {total:.1f} s for every family, trained and untrained")
+    names = list(v.transform_families(results))
+    lines.append(f"- **Families**: {', '.join(names)} (no translation measured: add it with "
+                 "transform=[translation,...])")
+    lines += ["", *family_markdown_lines(results)]
+    return "\n".join(lines + lie_derivative_lines(v.lie_section(results)))
+
+
+# -- the Lie derivative ---------------------------------------------------------------------------
+def _lie_header(first: list[str], section: Mapping) -> list[str]:
+    units = v.config(section, "units") or {}
+    return first + [f"{g} ({UNIT_SHORT.get(units.get(g), units.get(g) or '?')})"
+                    for g in v.config(section, "generators") or []]
+
+
+def _lie_cell(entry: Mapping | None) -> str:
+    return se_pm(entry.get("rel"), entry.get("rel_se")) if entry else "n/a"
+
+
+def _measures(section: Mapping, layer: str) -> str:
+    geo = (section.get("geometry") or {}).get(layer) or {}
+    what, stride = geo.get("measures") or "?", geo.get("stride")
+    return what + (f" (stride {'x'.join(map(str, stride))})" if what == "equivariance" and stride else "")
+
+
+def lie_derivative_lines(section: Mapping | None) -> list[str]:
+    """A ``## Lie derivative`` section (one sentence and the table of layers x generators, the untrained
+    network's rows beside the trained ones, then the layer-wise decomposition when measured); ``[]``
+    without a Lie derivative section."""
+    if not section:
+        return []
+    generators = list(v.config(section, "generators") or [])
+    lines = ["", "## Lie derivative (infinitesimal transformations)", ""]
+    lines.append(
+        "Each cell is rel: how fast the layer's representation changes under an infinitesimal "
+        "transformation (per unit of its parameter, in the header: per input pixel for a translation, per "
+        "radian for a rotation), the root mean square of its derivative over that of the activation (maps "
+        "are moved back first, so a map scores its equivariance and a vector its invariance), 0 meaning "
+        f"exact to first order, ± the 95 % half-width over {fmt(section.get('n_images'))} images "
+        f"({(section.get('config') or {}).get('method', 'bilinear')} interpolation)."
+    )
+    lines.append("")
+    rows, notes = [], []
+    for layer in section.get("layers") or []:
+        rows += [[layer, name, _measures(net, layer),
+                  *[_lie_cell((v.block(net, "param", g) or {}).get(layer)) for g in generators]]
+                 for name, net in v.networks(section) if layer in net.get("layers", [])]
+        note = ((section.get("geometry") or {}).get(layer) or {}).get("note")
+        notes += [f"- {layer}: {note}"] if note else []
+    lines += table(_lie_header(["layer", "network", "measures"], section), rows)
+    return lines + (["", *notes] if notes else []) + _layerwise_lines(section, generators)
+
+
+def _layerwise_rows(section: Mapping, generators: list[str]) -> list[list[str]]:
+    nets = v.networks(section)
+    rows = [[module, name, *[_lie_cell((v.layerwise(net, "layerwise", module).get(g) or {})
+                                       .get("contribution")) for g in generators]]
+            for module in v.layerwise(section, "layerwise") for name, net in nets]
+    for label in v.layerwise(section, "layerwise_between"):
+        entries = [(name, v.layerwise(net, "layerwise_between", label)) for name, net in nets]
+        if any(v.has_contribution(entry, generators) for _, entry in entries):  # an empty gap is exactly 0
+            rows += [[label, name, *[_lie_cell((entry.get(g) or {}).get("contribution")) for g in generators]]
+                     for name, entry in entries]
+    for key, label in TOTAL_ROWS:
+        rows += [[f"*{label}*", name, *[_lie_cell(v.layerwise(net, "layerwise_total", g).get(key))
+                                         for g in generators]] for name, net in nets]
+    return rows
+
+
+def _layerwise_lines(section: Mapping, generators: list[str]) -> list[str]:
+    """The ``### Layer-wise decomposition`` subsection; ``[]`` when it was not measured."""
+    if not v.layerwise(section, "layerwise"):
+        return []
+    lines = ["", "### Layer-wise decomposition (lie_layerwise.png)", ""]
+    lines.append(
+        "Each cell is a module's contribution to the output's Lie derivative: its own Lie derivative (its "
+        "input transformed, its output transformed back) carried to the output through the rest of the "
+        "network, rel to the root mean square of the output, ± the 95 % half-width over the images. "
+        "Rows `a → b`: the operations between two modules (functional calls such as a ReLU or a flatten; "
+        "shown where not exactly 0). The contributions add up, as vectors, to the end-to-end value "
+        "(the last row is the round-off); their rel values do not add."
+    )
+    rows = _layerwise_rows(section, generators)
+    lines += ["", *table(_lie_header(["module", "network"], section), rows), ""]
+    ranking = v.layerwise(section, "layerwise_ranking")
+    lines += [f"- largest for {g} (trained): {', '.join(list(ranking.get(g, []))[:TOP]) or 'n/a'}"
+              for g in generators]
+    return lines + [f"- {note}" for note in (section.get("layerwise") or {}).get("layerwise_notes") or []]
+
+
+# -- the console ----------------------------------------------------------------------------------
+def _translation_console(t: Mapping) -> list[str]:
+    un = t.get("untrained") or {}
+    summary, usummary = t.get("summary"), un.get("summary")
+    def pair(layer: str, metric: str) -> str:
+        return val(summary, layer, metric) + (f" (untrained {val(usummary, layer, metric)})" if un else "")
+
+    acc = f"accuracy {fmt(t.get('accuracy'))}" + (f" (untrained {fmt(un.get('accuracy'))})" if un else "")
+    seconds = finite(t.get("seconds"))
+    out = [f"{acc}; {v.config(t, 'mode')} shifts, {v.config(t, 'pattern')} pattern, |shift| <= "
+           f"{v.config(t, 'max_shift')}, {t.get('n_images')} images"
+           + ("" if seconds is None else f", {seconds:.1f} s")]
+    width = max((len(layer) for layer in t.get("layers", [])), default=0)
+    for layer in t.get("layers", []):
+        if v.is_conv(t, layer):  # the exact test first, the sorted score only as the lab's hint
+            ex = v.conv_exactness(t, layer)
+            out.append(f"{layer:<{width}}  {exactness_phrase(ex)} (max aligned_rel "
+                       f"{fmt(ex['max_aligned'])}); sorting hint {pair(layer, 'equivariance_score')}")
+            continue
+        text = f"{layer:<{width}}  invariance {pair(layer, 'invariance_score')}"
+        if get(summary, layer, "rel") is not None:  # beside the score, as results.md words it (issue 19)
+            text += f", rel {pair(layer, 'rel')}"
+        if layer == v.classifier(t):
             text += f"; consistency {val(summary, layer, 'consistency')}"
-            if _get(summary, layer, "consistency_correct") is not None:
+            if get(summary, layer, "consistency_correct") is not None:
                 text += f" ({val(summary, layer, 'consistency_correct')} among correct)"
             text += f", shifted acc {val(summary, layer, 'shifted_acc')}"
-            for name, res in _networks(results):
-                if near_constant(res):
-                    text += f"; {name} predictions near-constant"
+            text += "".join(f"; {name} predictions near-constant" for name, net in v.networks(t)
+                            if v.near_constant(net))
         out.append(text)
     return out
+
+
+def _family_console(name: str, section: Mapping) -> str:
+    """``rot90: 3 parameters, 2.5 s (trained); invariance score (untrained), rel (untrained): ...``."""
+    un = (section.get("untrained") or {}).get("summary")
+    summary = section.get("summary")
+
+    def pair(layer: str, metric: str) -> str:
+        return fmt(get(summary, layer, metric)) + (f" ({fmt(get(un, layer, metric))})" if un else "")
+
+    scores = [f"{layer} {pair(layer, 'invariance_score')}"
+              + (f" rel {pair(layer, 'rel')}" if get(summary, layer, "rel") is not None else "")
+              for layer in section.get("layers", [])]
+    what = "invariance score" + (" (untrained)" if un else "") + ", rel" + (" (untrained)" if un else "")
+    return f"{name}: {len(v.blocks(section))} parameters, {_timing(section)}; {what}: " + ", ".join(scores)

@@ -1,23 +1,14 @@
-"""Summarise a multirun sweep: every job's ``results.json`` and the overrides that made it.
+"""Summarise a multirun sweep: every job's ``results.json`` (any schema) and the overrides that made it.
 
-``summarize_sweep(sweep_dir, baseline=None)`` finds the jobs (any folder below ``sweep_dir`` holding
-``.hydra/overrides.yaml`` or ``results.json``), groups them by configuration (their overrides without
-``seed``), and writes
-
-- ``summary.md``: per configuration, the mean over seeds with its 95 % Student-t interval; then each
-  configuration's **paired** difference to a baseline configuration (seed by seed, over the seeds both
-  ran) with its 95 % t-interval and a verdict (``higher``, ``lower``, ``no detectable difference``);
-- ``summary.csv``: one row per job (its own figures), plus its configuration's ``<metric>_mean``,
-  ``_ci_low``, ``_ci_high``, ``_n`` and, against the baseline, ``<metric>_diff_mean``,
-  ``_diff_ci_low``, ``_diff_ci_high``, ``_diff_n``, ``_verdict`` (repeated on each job of the
-  configuration: ``drop_duplicates("config")`` gives one row per configuration);
-- ``summary_radial.png``: score vs shift radius per layer, one line per configuration with its interval band.
-
-Seeds are the unit of replication: the interval says how much a figure moves when the network is
-trained again, which the images of one run cannot tell. A configuration with one seed has no such
-interval; it shows the run's own (within-run, over test images) interval where ``results.json`` has
-one (``<metric>_ci`` or ``<metric>_se``) and says that seeds are missing. Jobs whose results are missing
-or unreadable are listed, not fatal.
+``summarize_sweep(sweep_dir, out_dir=None, baseline=None)`` finds the jobs (folders below ``sweep_dir``
+holding ``.hydra/overrides.yaml`` or ``results.json``), groups them by configuration (their overrides
+without ``seed`` and without those every job shares) and writes ``summary.md`` (per configuration the
+mean over seeds with its 95 % Student-t interval, then each configuration's paired difference to the
+baseline, seed by seed over the seeds both ran, with a verdict), ``summary.csv`` (one row per job, with
+its configuration's ``_mean``, ``_ci_low``, ``_ci_high``, ``_n`` and ``_diff_*``, ``_verdict`` columns)
+and ``summary_radial.png``. Seeds are the unit of replication; a configuration with one seed shows the
+run's own interval over test images where results.json has one. The figures are named by the layers
+the results declare (the head's input, the classifier, the deepest stride-2 map), never by a fixed list.
 
 Examples
 --------
@@ -39,15 +30,18 @@ from pathlib import Path
 import yaml
 
 from shiftprobe.atomic import atomic_write, save_figure, write_text
-from shiftprobe.reporting.family_report import other_families
+from shiftprobe.probe.migrate import migrate
+from shiftprobe.probe.stats import Z95
+from shiftprobe.probe.thresholds import EXACT_TOL
+from shiftprobe.reporting import verdicts as v
+from shiftprobe.reporting.format import fmt
 
 SEED_KEYS = ("seed",)
-LAYERS = ("conv1", "conv2", "fc1", "logits")
-SCORE_BY_LAYER = {"conv1": "equivariance_score", "conv2": "equivariance_score", "fc1": "invariance_score", "logits": "invariance_score"}
 LEVEL = 0.95
-Z_975 = 1.959963984540054  # standard normal 97.5 % quantile: within-run intervals from a standard error
 NEEDS_SEEDS = "n/a (needs 2+ shared seeds)"
 ONE_SEED = "1 seed: no interval over seeds; run seed=0,1,2"
+#: pseudo-layer names resolved per job: the representation entering the head, and the classifier
+HEAD_INPUT, CLASSIFIER = "head input", "classifier"
 
 
 # --------------------------------------------------------------------------- Student-t interval
@@ -121,14 +115,8 @@ class Interval:
 
 
 def _finite(values) -> list[float]:
-    out = []
-    for v in values:
-        if v is None:
-            continue
-        v = float(v)
-        if math.isfinite(v):
-            out.append(v)
-    return out
+    """The finite values of ``values`` as floats (None and NaN dropped)."""
+    return [float(x) for x in values if x is not None and math.isfinite(float(x))]
 
 
 def t_interval(values, level: float = LEVEL) -> Interval:
@@ -190,8 +178,9 @@ def _seed_sort_key(seed: str):
 class Job:
     path: Path
     overrides: list[str]
-    results: dict | None = None
+    results: dict | None = None  # schema 3 (``shiftprobe.probe.migrate``)
     problem: str | None = None
+    common: tuple[str, ...] = ()
 
     @property
     def seed(self) -> str:
@@ -201,17 +190,12 @@ class Job:
                 return value
         return "default"
 
-    common: tuple[str, ...] = ()
-
     @property
     def config(self) -> str:
         """The job's configuration: its overrides without the seed and without those every job of the
         sweep shares (``default`` when nothing is left)."""
-        rest = [
-            o
-            for o in self.overrides
-            if o.partition("=")[0].lstrip("+~") not in SEED_KEYS and o not in self.common
-        ]
+        rest = [o for o in self.overrides
+                if o.partition("=")[0].lstrip("+~") not in SEED_KEYS and o not in self.common]
         return " ".join(sorted(rest)) or "default"
 
 
@@ -228,12 +212,12 @@ class Summary:
         return [j for j in self.jobs if j.results is None]
 
     def values(self, config: str, key: str) -> dict[str, float]:
-        """``{seed: value}`` of one metric for one configuration (a seed run twice: their mean)."""
+        """``{seed: value}`` of one figure for one configuration (a seed run twice: their mean)."""
         per_seed: dict[str, list[float]] = {}
         for row in self.rows:
             if row["config"] == config:
                 per_seed.setdefault(row["seed"], []).extend(_finite([row.get(key)]))
-        return {s: math.fsum(v) / len(v) for s, v in per_seed.items() if v}
+        return {s: math.fsum(x) / len(x) for s, x in per_seed.items() if x}
 
     def seeds(self, config: str) -> list[str]:
         return sorted({row["seed"] for row in self.rows if row["config"] == config}, key=_seed_sort_key)
@@ -244,57 +228,57 @@ class Summary:
     def paired(self, config: str, key: str) -> Paired:
         return paired_difference(self.values(self.baseline, key), self.values(config, key))
 
+    def common_name(self, resolve) -> str | None:
+        """``resolve(results)`` if every finished job gives the same name, else None."""
+        names = {resolve(job.results) for jobs in self.configs.values() for job in jobs}
+        return names.pop() if len(names) == 1 else None
+
 
 class UnknownBaseline(ValueError):
     """``--baseline`` names no configuration of the sweep."""
 
 
+def _read_job(path: Path) -> Job:
+    overrides_file, results_file = path / ".hydra" / "overrides.yaml", path / "results.json"
+    overrides = []
+    if overrides_file.is_file():
+        try:
+            overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])]
+        except yaml.YAMLError as err:
+            return Job(path, [], problem=f"unreadable .hydra/overrides.yaml ({err.__class__.__name__})")
+    job = Job(path, overrides)
+    if not results_file.is_file():
+        job.problem = "no results.json (job failed or still running)"
+        return job
+    try:
+        data = json.loads(results_file.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        job.results = migrate(data)
+        if not v.families(job.results):
+            raise ValueError("no measured family")
+    except (json.JSONDecodeError, ValueError) as err:
+        job.results, job.problem = None, f"broken results.json ({err})"
+    return job
+
+
 def find_jobs(sweep_dir: Path) -> list[Job]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist; pass outputs/multirun/<date>/<time>")
+        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist; pass "
+                                "outputs/multirun/<date>/<time>")
     dirs = {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
     dirs |= {p.parent for p in sweep_dir.rglob("results.json")}
-    jobs = []
-    for path in sorted(dirs, key=_job_sort_key):
-        overrides_file = path / ".hydra" / "overrides.yaml"
-        overrides = []
-        if overrides_file.is_file():
-            try:
-                overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])]
-            except yaml.YAMLError as err:
-                jobs.append(Job(path, [], problem=f"unreadable .hydra/overrides.yaml ({err.__class__.__name__})"))
-                continue
-        job = Job(path, overrides)
-        results_file = path / "results.json"
-        if not results_file.is_file():
-            job.problem = "no results.json (job failed or still running)"
-        else:
-            try:
-                job.results = json.loads(results_file.read_text())
-                if not isinstance(job.results, dict) or "summary" not in job.results:
-                    raise ValueError("no 'summary' key")
-            except (json.JSONDecodeError, ValueError) as err:
-                job.results, job.problem = None, f"broken results.json ({err})"
-        jobs.append(job)
-    return jobs
+    return [_read_job(path) for path in sorted(dirs, key=_job_sort_key)]
 
 
 def _job_sort_key(path: Path):
     return [int(part) if part.isdigit() else part for part in path.parts]
 
 
-def _get(d, *keys):
-    for key in keys:
-        if not isinstance(d, dict) or d.get(key) is None:
-            return None
-        d = d[key]
-    return d
-
-
 def within_run_interval(block, key: str) -> tuple[float, float] | None:
     """The run's own 95 % interval of ``block[key]`` (over its test images): ``block[key + "_ci"]`` if
-    results.json has it, else value ± 1.96 · ``block[key + "_se"]``; None when it has neither."""
+    results.json has it, else value ± Z95 · ``block[key + "_se"]``; None when it has neither."""
     if not isinstance(block, dict):
         return None
     ci = block.get(f"{key}_ci")
@@ -302,55 +286,62 @@ def within_run_interval(block, key: str) -> tuple[float, float] | None:
         return float(ci[0]), float(ci[1])
     value, se = block.get(key), block.get(f"{key}_se")
     if len(_finite([value, se])) == 2:
-        return float(value) - Z_975 * float(se), float(value) + Z_975 * float(se)
+        return float(value) - Z95 * float(se), float(value) + Z95 * float(se)
     return None
 
 
-#: pseudo-layer names resolved per job: the representation entering the head, and the classifier
-HEAD_INPUT, CLASSIFIER = "head input", "classifier"
+# --------------------------------------------------------------------------- a job's figures
 
 
-def head_input_layer(r: dict) -> str | None:
-    """The first vector probe point that is not the classifier (fc1 for the lab net, gap after global
-    pooling): the representation the head classifies."""
-    geometry = r.get("geometry") or {}
-    classifier = r.get("classifier") or "logits"
-    for layer in r.get("layers", []):
-        kind = (geometry.get(layer) or {}).get("kind", "spatial" if layer in (r.get("strides") or {}) else "vector")
-        if layer != classifier and kind == "vector":
-            return layer
-    return None
+def head_input_layer(section: dict | None) -> str | None:
+    """The first vector probe point that is not the classifier (a dense layer, or the pooled features
+    after global pooling): the representation the head classifies."""
+    section = section or {}
+    return next((layer for layer in section.get("layers", [])
+                 if layer != section.get("classifier") and not v.is_spatial(section, layer)), None)
 
 
-def _resolve(r: dict, layer: str) -> str | None:
+def stride2_layer(section: dict | None) -> str | None:
+    """The deepest conv layer of stride 2, whose exact test holds at even shifts only."""
+    convs = [layer for layer in v.conv_layers(section or {}) if v.stride_of(section, layer) in (2, (2, 2))]
+    return convs[-1] if convs else None
+
+
+def _primary(results: dict) -> dict:
+    return v.families(results).get(results.get("primary")) or next(iter(v.families(results).values()), {})
+
+
+def _resolve(results: dict, layer: str) -> str | None:
+    section = v.translation(results) or _primary(results)
     if layer == HEAD_INPUT:
-        return head_input_layer(r)
-    if layer == CLASSIFIER:
-        return r.get("classifier") or "logits"
-    return layer
+        return head_input_layer(section)
+    return section.get("classifier") if layer == CLASSIFIER else layer
 
 
 def _sources(r: dict):
     """(column, the results.json block holding it, its key there) for every figure of a job."""
-    yield "accuracy", r, "accuracy"
-    yield "conv2_aligned_even", _get(r, "parity", "even", "conv2"), "aligned_rel"
-    yield "conv2_nearest_aligned_odd", _get(r, "parity", "odd", "conv2"), "nearest_aligned_rel"
-    logits = _get(r, "summary", "logits")
-    yield "consistency", logits, "consistency"
-    yield "consistency_two_shifts", logits, "consistency_two_shifts"
-    if isinstance(logits, dict) and "consistency_correct" in logits:
-        yield "consistency_correct", logits, "consistency_correct"
-    for layer in LAYERS:
-        yield f"{layer}_{SCORE_BY_LAYER[layer]}", _get(r, "summary", layer), SCORE_BY_LAYER[layer]
-    for ring in r.get("radial", []):
-        yield f"fc1_invariance_r{ring['radius']}", ring.get("fc1"), "invariance_score"
-    head = head_input_layer(r)
-    for ring in r.get("radial", []):
-        yield f"head_input_invariance_r{ring['radius']}", ring.get(head) if head else None, "invariance_score"
-    yield "classifier_invariance", _get(r, "summary", _resolve(r, CLASSIFIER)), "invariance_score"
-    for name, section in other_families(r).items():  # transform=[...]: each other family's summary
-        for label, layer in (("head_input", head_input_layer(section)), ("classifier", section.get("classifier"))):
-            yield f"family_{name}_{label}_invariance", _get(section, "summary", layer) if layer else None, "invariance_score"
+    t = v.translation(r) or {}
+    yield "accuracy", _primary(r), "accuracy"
+    if (conv := stride2_layer(t)) is not None:
+        even, odd = v.block(t, "parity", "even") or {}, v.block(t, "parity", "odd") or {}
+        yield f"{conv}_aligned_even", even.get(conv), "aligned_rel"
+        yield f"{conv}_nearest_aligned_odd", odd.get(conv), "nearest_aligned_rel"
+    clf = (t.get("summary") or {}).get(t.get("classifier"))
+    yield "consistency", clf, "consistency"
+    yield "consistency_two_shifts", clf, "consistency_two_shifts"
+    if isinstance(clf, dict) and "consistency_correct" in clf:
+        yield "consistency_correct", clf, "consistency_correct"
+    for layer in t.get("layers", []):
+        yield f"{layer}_{v.key_metric(t, layer)}", (t.get("summary") or {}).get(layer), v.key_metric(t, layer)
+    head = head_input_layer(t)
+    for prefix in ([head, "head_input"] if head else []):
+        for ring in v.blocks(t, "radius"):
+            yield f"{prefix}_invariance_r{ring['param']}", ring.get(head), "invariance_score"
+    yield "classifier_invariance", (t.get("summary") or {}).get(t.get("classifier")), "invariance_score"
+    for name, section in v.transform_families(r).items():  # transform=[...]: each other family's summary
+        summary, head = section.get("summary") or {}, head_input_layer(section)
+        for label, layer in ("head_input", head), ("classifier", section.get("classifier")):
+            yield f"family_{name}_{label}_invariance", summary.get(layer), "invariance_score"
 
 
 def job_row(job: Job) -> tuple[dict, dict[str, tuple[float, float]]]:
@@ -398,13 +389,14 @@ def _pick_baseline(summary: Summary, baseline: str | None, common: set[str]) -> 
     if wanted in summary.configs:
         return wanted
     known = ", ".join(f'"{c}"' for c in summary.configs) or "none (no finished job)"
-    raise UnknownBaseline(f'--baseline "{baseline}" is no configuration of this sweep; the configurations are: {known}')
+    raise UnknownBaseline(f'--baseline "{baseline}" is no configuration of this sweep; the configurations '
+                          f"are: {known}")
 
 
-def radii(summary: Summary) -> list[int]:
-    found = set()
-    for row in summary.rows:
-        found |= {int(k.rsplit("_r", 1)[1]) for k in row if k.startswith("fc1_invariance_r")}
+def radii(summary: Summary, prefix: str = "head_input") -> list[int]:
+    """The non-zero radii of the ``<prefix>_invariance_r<k>`` columns."""
+    start = f"{prefix}_invariance_r"
+    found = {int(k.rsplit("_r", 1)[1]) for row in summary.rows for k in row if k.startswith(start)}
     return sorted(r for r in found if r > 0)
 
 
@@ -434,29 +426,31 @@ def fmt_interval(iv: Interval, digits: int = 3, sign: bool = False) -> str:
 def _metrics(summary: Summary) -> list[tuple[str, str, int]]:
     """(csv column, table heading, digits) of the figures summary.md reports."""
     out = [("accuracy", "accuracy", 4)]
-    if all(row.get("fc1_invariance_r1") is not None for row in summary.rows):
-        out += [(f"fc1_invariance_r{k}", f"fc1 inv. r={k}", 3) for k in radii(summary)]
-    else:  # architectures differ: compare what enters each head (fc1, or the pooled features)
+    head = summary.common_name(lambda r: _resolve(r, HEAD_INPUT))
+    clf = summary.common_name(lambda r: _resolve(r, CLASSIFIER)) or CLASSIFIER
+    if head is not None:
+        out += [(f"{head}_invariance_r{k}", f"{head} inv. r={k}", 3) for k in radii(summary, head)]
+    else:  # architectures differ: compare what enters each head, and the classifiers
         out += [(f"head_input_invariance_r{k}", f"head input inv. r={k}", 3) for k in radii(summary)]
-        out.append(("classifier_invariance", "logits inv.", 3))
-    out += [
-        ("conv2_aligned_even", "conv2 aligned_rel even", 3),
-        ("conv2_nearest_aligned_odd", "conv2 nearest aligned odd", 3),
-        ("consistency", "consistency", 3),
-        ("consistency_two_shifts", "consistency (2 shifts)", 3),
-    ]
+        out.append(("classifier_invariance", f"{clf} inv.", 3))
+    jobs = [j for js in summary.configs.values() for j in js]
+    for conv in dict.fromkeys(stride2_layer(v.translation(j.results)) for j in jobs):
+        if conv is not None:
+            out += [(f"{conv}_aligned_even", f"{conv} aligned_rel even", 3),
+                    (f"{conv}_nearest_aligned_odd", f"{conv} nearest aligned odd", 3)]
+    out += [("consistency", "consistency", 3), ("consistency_two_shifts", "consistency (2 shifts)", 3)]
     if any(row.get("consistency_correct") is not None for row in summary.rows):
         out.append(("consistency_correct", "consistency (correct only)", 3))
-    out += [(k, _family_label(k), 3) for k in dict.fromkeys(k for row in summary.rows for k in row if k.startswith("family_"))]
-    return out
+    families = dict.fromkeys(k for row in summary.rows for k in row if k.startswith("family_"))
+    return out + [(k, _family_label(k, clf), 3) for k in families]
 
 
-def _family_label(key: str) -> str:
-    """``family_rot90_head_input_invariance`` -> ``rot90: head input inv.`` (``..._classifier_...``: logits)."""
+def _family_label(key: str, clf: str) -> str:
+    """``family_rot90_head_input_invariance`` -> ``rot90: head input inv.`` (the classifier's: ``clf``)."""
     body = key[len("family_"):-len("_invariance")]
     if body.endswith("_head_input"):
         return f"{body[:-len('_head_input')]}: head input inv."
-    return f"{body[:-len('_classifier')]}: logits inv."
+    return f"{body[:-len('_classifier')]}: {clf} inv."
 
 
 def _single_seed_cell(summary: Summary, config: str, key: str, digits: int) -> str:
@@ -470,6 +464,30 @@ def _single_seed_cell(summary: Summary, config: str, key: str, digits: int) -> s
     return f"{_num(value[0], digits)} (within-run 95 % CI [{_num(ci[0], digits)}, {_num(ci[1], digits)}])"
 
 
+def _legend(summary: Summary, metrics) -> str:
+    """What the table's columns are, named by the layers of this sweep's results."""
+    keys = [k for k, _, _ in metrics]
+    clf = summary.common_name(lambda r: _resolve(r, CLASSIFIER)) or CLASSIFIER
+    jobs = [j for js in summary.configs.values() for j in js]
+    heads = sorted({h for j in jobs if (h := _resolve(j.results, HEAD_INPUT))})
+    if any(k.startswith("head_input_") for k in keys):
+        text = ("head input inv. r=k: the invariance score of the first vector probe point, what the head "
+                f"classifies ({', '.join(heads)} here); {clf} inv.: the classifier's, over all non-zero "
+                "shifts;")
+    else:
+        text = f"{heads[0] if heads else 'head input'} inv. r=k: {heads[0] if heads else 'the head input'}"
+    text += (" invariance score (1 = invariant, 0 = as different as unrelated images) over the shifts with "
+             "max(|dy|, |dx|) = k.")
+    for conv in (k[: -len("_aligned_even")] for k in keys if k.endswith("_aligned_even")):
+        text += (f" {conv} aligned_rel even: exact-equivariance error at even shifts (< {fmt(EXACT_TOL)} = "
+                 "exact); odd: the best integer alignment's error at odd shifts (stride 2 cannot follow "
+                 "them).")
+    if any(k.startswith("family_") for k in keys):
+        text += (f" <family>: head input / {clf} inv.: that family's invariance score over all its "
+                 "parameters (transform=[...]).")
+    return text
+
+
 def summary_markdown(summary: Summary) -> str:
     metrics = _metrics(summary)
     lines = ["# Sweep summary", ""]
@@ -480,12 +498,9 @@ def summary_markdown(summary: Summary) -> str:
     )
     common = summary.jobs[0].common if summary.jobs else ()
     if common:
-        lines.append("")
-        lines.append("Overrides shared by every job: " + " ".join(f"`{o}`" for o in common) + ".")
-    lines.append("")
+        lines += ["", "Overrides shared by every job: " + " ".join(f"`{o}`" for o in common) + "."]
     head = ["configuration", "n", "seeds"] + [label for _, label, _ in metrics]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     single = []
     for config in summary.configs:
         seeds = summary.seeds(config)
@@ -494,32 +509,16 @@ def summary_markdown(summary: Summary) -> str:
             single.append(config)
             seed_cell += f" ({ONE_SEED})"
         cells = [f"`{config}`", str(len(seeds)), seed_cell]
-        for key, _, digits in metrics:
-            if len(seeds) == 1:
-                cells.append(_single_seed_cell(summary, config, key, digits))
-            else:
-                cells.append(fmt_interval(summary.stats(config, key), digits))
+        cells += [_single_seed_cell(summary, config, key, digits) if len(seeds) == 1
+                  else fmt_interval(summary.stats(config, key), digits) for key, _, digits in metrics]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        ("fc1 inv. r=k: fc1" if any(k.startswith("fc1_") for k, _, _ in metrics) else
-         "head input inv. r=k: the invariance score of the first vector probe point, what the head classifies "
-         "(fc1 for the lab net, the globally pooled features for gap and resnet); logits inv.: the classifier's, over "
-         "all non-zero shifts;")
-        + " invariance score (1 = invariant, 0 = as different as unrelated images) over the "
-        "shifts with max(|dy|, |dx|) = k. conv2 aligned_rel even: exact-equivariance error at even shifts "
-        "(< 1e-5 = exact); odd: the best integer alignment's error at odd shifts (stride 2 cannot follow them)."
-        + (" <family>: head input / logits inv.: that family's invariance score over all its parameters "
-           "(transform=[...])." if any(k.startswith("family_") for k, _, _ in metrics) else ""),
-    ]
+    lines += ["", _legend(summary, metrics)]
     if single:
         lines += [
             "",
-            "Configurations with one seed ("
-            + ", ".join(f"`{c}`" for c in single)
-            + f"): {ONE_SEED}. Their figures are that run's; the interval beside a figure, where results.json "
-            "has one, is within the run (over its test images) and does not include the variation between "
-            "trainings.",
+            "Configurations with one seed (" + ", ".join(f"`{c}`" for c in single) + f"): {ONE_SEED}. Their "
+            "figures are that run's; the interval beside a figure, where results.json has one, is within "
+            "the run (over its test images) and does not include the variation between trainings.",
         ]
     lines += _paired_markdown(summary, metrics)
     if summary.broken:
@@ -573,7 +572,8 @@ def csv_rows(summary: Summary) -> list[dict]:
         agg = {"n_seeds": len(summary.seeds(config)), "baseline": summary.baseline}
         for key in metric_keys:
             iv = summary.stats(config, key)
-            agg |= {f"{key}_mean": iv.mean, f"{key}_ci_low": iv.low, f"{key}_ci_high": iv.high, f"{key}_n": iv.n}
+            agg |= {f"{key}_mean": iv.mean, f"{key}_ci_low": iv.low, f"{key}_ci_high": iv.high,
+                    f"{key}_n": iv.n}
         for key in metric_keys:
             if config == summary.baseline:
                 continue
@@ -610,7 +610,8 @@ def write_csv(summary: Summary, path: Path) -> None:
         for row in rows:
             writer.writerow(row)
         for job in summary.broken:
-            writer.writerow({"config": job.config, "seed": job.seed, "path": str(job.path), "problem": job.problem})
+            writer.writerow({"config": job.config, "seed": job.seed, "path": str(job.path),
+                             "problem": job.problem})
 
 
 def radial_band(summary: Summary, config: str, layer: str, metric: str):
@@ -620,71 +621,66 @@ def radial_band(summary: Summary, config: str, layer: str, metric: str):
     within: dict[int, tuple[float, float] | None] = {}
     for job in summary.configs[config]:
         name = _resolve(job.results, layer)
-        for ring in job.results.get("radial", []):
-            value = _finite([_get(ring, name, metric)]) if name else []
+        for ring in v.blocks(v.translation(job.results), "radius"):
+            value = _finite([(ring.get(name) or {}).get(metric)]) if name else []
             if value:
-                radius = int(ring["radius"])
+                radius = int(ring["param"])
                 per_radius.setdefault(radius, {}).setdefault(job.seed, []).extend(value)
                 within[radius] = within_run_interval(ring.get(name), metric)
     xs = sorted(per_radius)
     means, lows, highs = [], [], []
     for x in xs:
-        by_seed = [math.fsum(v) / len(v) for v in per_radius[x].values()]
-        iv = t_interval(by_seed)
-        low, high = iv.low, iv.high
-        if iv.n == 1 and within.get(x) is not None:
-            low, high = within[x]
+        iv = t_interval([math.fsum(s) / len(s) for s in per_radius[x].values()])
+        low, high = (within[x] if iv.n == 1 and within.get(x) is not None else (iv.low, iv.high))
         means.append(iv.mean)
         lows.append(low)
         highs.append(high)
     return xs, means, lows, highs
 
 
+def _panels(summary: Summary) -> list[tuple[str, str]]:
+    """(layer, score) per panel: every layer where all jobs measured the same ones, else the head's input
+    and the classifier."""
+    layers = summary.common_name(lambda r: tuple((v.translation(r) or {}).get("layers", [])))
+    if layers:
+        t = v.translation(next(iter(summary.configs.values()))[0].results)
+        return [(layer, v.key_metric(t, layer)) for layer in layers]
+    return [(HEAD_INPUT, "invariance_score"), (CLASSIFIER, "invariance_score")]
+
+
 def plot_comparison(summary: Summary, path: Path):
     """Score vs radius per layer (one panel each), one line per configuration: the mean over seeds with its
     95 % t-interval as a band (one seed: the within-run interval where results.json has one)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    panels = list(LAYERS)
-    if not all("fc1" in (job.results.get("layers") or []) for jobs in summary.configs.values() for job in jobs):
-        panels = [HEAD_INPUT, CLASSIFIER]  # architectures differ: compare the head's input and the logits
+    panels = _panels(summary)
     fig = Figure(figsize=(4.2 * len(panels), 4.1), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, layer in zip(axes, panels, strict=True):
-        metric = SCORE_BY_LAYER.get(layer, "invariance_score")
+    for ax, (layer, metric) in zip(axes, panels, strict=True):
         for config in summary.configs:
             xs, means, lows, highs = radial_band(summary, config, layer, metric)
             if not xs:
                 continue
             n = len(summary.seeds(config))
-            label = config + (f" (n={n})" if n > 1 else " (1 seed)")
-            (line,) = ax.plot(xs, means, marker="o", label=label)
+            (line,) = ax.plot(xs, means, marker="o", label=config + (f" (n={n})" if n > 1 else " (1 seed)"))
             banded = [i for i, lo in enumerate(lows) if lo is not None]
             if banded:
-                ax.fill_between(
-                    [xs[i] for i in banded], [lows[i] for i in banded], [highs[i] for i in banded],
-                    color=line.get_color(), alpha=0.2, linewidth=0,
-                )
+                ax.fill_between([xs[i] for i in banded], [lows[i] for i in banded],
+                                [highs[i] for i in banded], color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(f"{layer}: {metric.replace('_', ' ')}")
         ax.set_xlabel("shift radius max(|dy|, |dx|) [px]")
         ax.set_ylim(top=1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (1 = unchanged, 0 = control)")
     axes[-1].legend(fontsize=8, loc="best")
-    fig.suptitle(
-        "mean over seeds; band: 95 % Student-t interval over seeds (1 seed: within-run interval where recorded)",
-        fontsize=9,
-    )
+    fig.suptitle("mean over seeds; band: 95 % Student-t interval over seeds (1 seed: within-run interval "
+                 "where recorded)", fontsize=9)
     save_figure(fig, path, dpi=120)
     return fig
 
 
 def summarize_sweep(sweep_dir, out_dir=None, baseline: str | None = None) -> Summary:
-    """Write ``summary.csv``, ``summary.md`` and ``summary_radial.png`` into ``out_dir`` (default: the sweep).
-
+    """Write ``summary.csv``, ``summary.md`` and ``summary_radial.png`` into ``out_dir`` (default: the sweep);
     ``baseline``: the configuration the others are compared with (default: the first one)."""
     summary = summarize(sweep_dir, baseline)
     out = Path(out_dir) if out_dir else Path(sweep_dir)

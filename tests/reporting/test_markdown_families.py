@@ -1,20 +1,22 @@
-"""reporting/family_report.py: one table and a few sentences per family, derived from the figures of a
-hand-built section (tests/reporting/family_sections.py)."""
+"""reporting/markdown.py, other families: one table and a few sentences per family, derived from the
+figures of a hand-built section (tests/reporting/family_sections.py)."""
 
 from __future__ import annotations
 
 import copy
 
 import family_sections as fs
-from results_factory import make_fake_results
+from family_sections import param_blocks
+from results_factory import make_fake_results, translation
 
-from shiftprobe.reporting.family_report import (
+from shiftprobe.reporting.markdown import (
     family_section_lines,
     family_sentences,
     family_table,
     param_label,
+    results_markdown,
+    summary_lines,
 )
-from shiftprobe.reporting.markdown import results_markdown
 
 
 def table_rows(lines: list[str]) -> list[list[str]]:
@@ -29,7 +31,7 @@ def sentences(section) -> str:
 def test_one_row_per_parameter_then_all():
     for section in (fs.rot90(), fs.rotation(), fs.subpixel(), fs.subpixel_grid(), fs.flip()):
         rows = table_rows(family_table(section))
-        labels = [param_label(section, e["param"]) for e in section["entries"]]
+        labels = [param_label(section, e["param"]) for e in param_blocks(section)]
         assert [r[0] for r in rows] == [*labels, "**all**"], section["family"]
         assert len({len(r) for r in rows}) == 1  # every row has every column
 
@@ -73,12 +75,12 @@ def test_rotation_trend_follows_the_intervals():
         fs.rotation()
     )
     flat = fs.rotation()
-    for e in flat["entries"]:
+    for e in param_blocks(flat):
         e["fc1"]["invariance_score"], e["fc1"]["invariance_score_ci"] = 0.7, [0.6, 0.8]
     assert "fc1 stays about the same from 5° (0.7 [0.6, 0.8]) to 45° (0.7 [0.6, 0.8]): the 95 % intervals overlap" in sentences(
         flat
     )
-    for e in flat["entries"]:  # disjoint intervals, but closer than SAME_SCORE: no "falls" either
+    for e in param_blocks(flat):  # disjoint intervals, but closer than SAME_SCORE: no "falls" either
         a = abs(e["param"])
         e["fc1"]["invariance_score"], e["fc1"]["invariance_score_ci"] = 0.9 - a / 1500, [0.9 - a / 1500 - 1e-4, 0.9 - a / 1500 + 1e-4]
     assert "fc1 stays about the same from 5°" in sentences(flat) and "they differ by less than 0.05" in sentences(flat)
@@ -118,17 +120,18 @@ def test_section_states_settings_and_time():
     assert "2.0 s (untrained)" in "\n".join(family_section_lines("rot90", fs.rot90()))
 
 
-def test_translation_only_markdown_is_unchanged():
+def test_translation_report_then_the_other_families():
     res = make_fake_results(engine_keys=True)
     plain = results_markdown(res)
-    assert results_markdown({**res, "families": {"translation": copy.deepcopy(res)}}) == plain
-    both = results_markdown({**res, "families": {"translation": res, "rot90": fs.rot90()}})
+    both = results_markdown(fs.results(translation(res), fs.rot90()))
     assert both.startswith(plain) and "## Rotations by 90° (`rot90`)" in both[len(plain):]
     assert both.endswith("\n") and "\n\n\n" not in both
+    # translation leads wherever it was measured
+    assert results_markdown(fs.results(fs.rot90(), translation(res))) == both
 
 
 def test_without_translation_the_report_is_the_families():
-    md = results_markdown({"families": {"rot90": fs.rot90(), "rotation": fs.rotation()}, "seconds_total": 9.5})
+    md = results_markdown(fs.results(fs.rot90(), fs.rotation(), seconds_total=9.5))
     assert md.startswith("# shiftprobe: how invariant / equivariant is each layer?")
     assert "## Rotations by 90° (`rot90`)" in md and "## Rotations (`rotation`)" in md
     assert "9.5 s for every family" in md and "Key scores by radius" not in md
@@ -141,10 +144,11 @@ def test_near_constant_predictions_are_flagged():
     assert "The untrained network's predictions are near-constant" in sentences(section)
 
 
-def test_console_lines_one_per_family():
-    from shiftprobe.reporting.family_report import family_summary_lines
-
-    lines = family_summary_lines({"families": {"translation": {}, "rot90": fs.rot90(), "flip": fs.flip()}})
+def test_console_lines_one_per_family_with_rel_beside_the_score():
+    lines = summary_lines(fs.results(fs.rot90(), fs.flip()))
     assert len(lines) == 2
-    assert lines[0].startswith("rot90: 3 parameters, 2.5 s (trained), 2.0 s (untrained); invariance score (untrained): ")
-    assert "fc1 0.517 (0.2)" in lines[0] and lines[1].startswith("flip: 2 parameters, 2.5 s (trained); invariance score: ")
+    assert lines[0].startswith("rot90: 3 parameters, 2.5 s (trained), 2.0 s (untrained); invariance score (untrained), "
+                               "rel (untrained): ")
+    # fc1: score 0.517 (untrained 0.2), rel (1 - 0.517) * 0.8 = 0.387 (untrained 0.64)
+    assert "fc1 0.517 (0.2) rel 0.387 (0.64)" in lines[0]
+    assert lines[1].startswith("flip: 2 parameters, 2.5 s (trained); invariance score, rel: ")

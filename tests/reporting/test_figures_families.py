@@ -1,19 +1,14 @@
-"""reporting/family_figures.py: <family>.png from a hand-built section (never running a network)."""
+"""reporting/figures.py, other families: <family>.png from a hand-built section (never running a network)."""
 
 from __future__ import annotations
 
 import family_sections as fs
 import numpy as np
 import pytest
+from family_sections import param_blocks
 from matplotlib.collections import PolyCollection
 
-from shiftprobe.reporting.family_figures import (
-    curve_series,
-    family_grid,
-    grid_axes,
-    plot_family,
-    save_family_figures,
-)
+from shiftprobe.reporting.figures import curve_series, family_grid, grid_axes, plot_family, save_all_figures
 
 
 def _panels(fig):
@@ -28,31 +23,32 @@ def test_every_family_writes_a_png(tmp_path, maker):
     assert fig.get_suptitle()
 
 
-def test_save_family_figures_names_each_file_and_skips_translation(tmp_path):
-    results = {"families": {"translation": {"shifts": []}, "rot90": fs.rot90(), "rotation": fs.rotation()}}
-    figures = save_family_figures(results, tmp_path)
+def test_save_all_figures_names_each_family_file(tmp_path):
+    figures = save_all_figures(fs.results(fs.rot90(), fs.rotation()), tmp_path, dpi=60)
     assert sorted(figures) == ["rot90", "rotation"]
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["rot90.png", "rotation.png"]
-    assert save_family_figures({"shifts": []}, tmp_path / "none") == {} and not (tmp_path / "none").exists()
+    empty = fs.rot90()
+    empty["groups"]["param"] = []  # nothing measured: no figure, no folder
+    assert save_all_figures(fs.results(empty), tmp_path / "none") == {} and not (tmp_path / "none").exists()
 
 
 def test_curves_one_line_per_layer_trained_solid_untrained_dashed():
     section = fs.rotation()
     fig = plot_family("rotation", section)
     top = _panels(fig)[0]
-    lines = [line for line in top.get_lines() if len(line.get_xdata()) == len(section["entries"])]
+    lines = [line for line in top.get_lines() if len(line.get_xdata()) == len(param_blocks(section))]
     assert len(lines) == 2 * len(section["layers"])  # every layer, trained and untrained
     assert sorted(line.get_linestyle() for line in lines) == ["-"] * 4 + ["--"] * 4
     fc1 = next(line for line in lines if line.get_label() == "fc1")
-    assert list(fc1.get_xdata()) == sorted(e["param"] for e in section["entries"])
-    by_angle = {e["param"]: e["fc1"]["invariance_score"] for e in section["entries"]}
+    assert list(fc1.get_xdata()) == sorted(e["param"] for e in param_blocks(section))
+    by_angle = {e["param"]: e["fc1"]["invariance_score"] for e in param_blocks(section)}
     assert np.allclose(fc1.get_ydata(), [by_angle[a] for a in fc1.get_xdata()])
     assert any(isinstance(c, PolyCollection) for c in top.collections)  # the interval bands
     # rows: invariance, aligned_rel (conv1), consistency; no sorting row for a family that permutes nothing
     assert [ax.get_title() for ax in _panels(fig)][:2] == ["invariance score", "aligned_rel (log)"]
     only = plot_family("rotation", fs.rotation(untrained=False))
     assert all(line.get_linestyle() != "--" for line in _panels(only)[0].get_lines()
-               if len(line.get_xdata()) == len(section["entries"]))
+               if len(line.get_xdata()) == len(param_blocks(section)))
 
 
 def test_subpixel_along_x_and_y_are_two_columns_of_curves():
@@ -76,7 +72,7 @@ def test_grid_family_is_a_heatmap_per_layer():
     assert oys == oxs == [-0.5, -0.25, 0.0, 0.25, 0.5]
     grid = family_grid(section, "fc1", "invariance_score", oys, oxs)
     assert np.isnan(grid[2, 2]) and np.isfinite(grid).sum() == 24
-    low = next(e for e in section["entries"] if e["param"] == [0.5, -0.25])
+    low = next(e for e in param_blocks(section) if e["param"] == [0.5, -0.25])
     assert grid[4, 1] == pytest.approx(low["fc1"]["invariance_score"])
     fig = plot_family("subpixel", section)
     images = [ax for ax in _panels(fig) if ax.get_images()]
