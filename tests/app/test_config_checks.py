@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from shiftprobe.app.config_checks import (
     PROBE,
     SECTIONS,
+    TOP_LEVEL_OTHERS,
     TRANSFORM_OPTIONS,
     ModelSettings,
     Rule,
@@ -121,7 +122,7 @@ def test_the_schemas_name_only_keys_the_code_reads():
         if "_target_" in node:
             assert names <= set(_target_parameters(node._target_)), path
         if "_target_" not in node or path == PROBE:
-            assert set(node) - {"_target_"} <= names, path
+            assert set(node) - {"_target_"} <= names | ({*TOP_LEVEL_OTHERS} if path == "" else set()), path
     models = {OmegaConf.select(compose(f"model={m}"), "model._target_") for m in options("model")}
     assert {f.name for f in fields(ModelSettings)} <= {p for m in models for p in _target_parameters(m)}
 

@@ -40,7 +40,7 @@ MAX_TRAIN_ROTATE = MAX_ANGLE = 180
 MODEL_PADDINGS = {
     "LabCNN": lab.PADDINGS, "RotPooledCNN": lab.PADDINGS, "FlipPooledCNN": lab.PADDINGS,
     "GapCNN": gap.PADDINGS, "AllConvCNN": allconv.PADDINGS, "SmallResNet": resnet.PADDINGS,
-    "torchvision_model": zoo.PADDINGS, "timm_model": ("zeros",),
+    "torchvision_model": zoo.PADDINGS, "timm_model": zoo.PADDINGS,
 }
 #: ``Trainer`` arguments whose 0 trains nothing
 TRAINER_NO_TRAINING = ("max_epochs", "max_steps", "limit_train_batches")
@@ -101,7 +101,7 @@ def free() -> Any:
 
 @dataclass
 class TopLevel:
-    """The top-level keys of ``train.yaml`` and ``eval.yaml``."""
+    """The top-level keys of ``train.yaml`` and ``eval.yaml`` (and ``TOP_LEVEL_OTHERS``)."""
 
     task_name: str = rule()
     seed: int = rule(low=0, high=MAX_SEED, fix=", e.g. seed=0")
@@ -109,17 +109,12 @@ class TopLevel:
     test: bool = rule()
     trust_checkpoint: bool = rule(text="use true (you trust the files: they may be unpickled) or false (default)")
     optimized_metric: str | None = rule()
-    ckpt_path: Any = free()
-    data: Any = free()
-    model: Any = free()
-    optimizer: Any = free()
-    callbacks: Any = free()
-    logger: Any = free()
-    trainer: Any = free()
-    shift: Any = free()
-    transform: Any = free()
-    paths: Any = free()
-    hydra: Any = free()
+
+
+#: the other top-level keys: the sections (their schemas: ``SECTIONS``), ``ckpt_path`` (``check_files``)
+TOP_LEVEL_OTHERS = (
+    "ckpt_path", "data", "model", "optimizer", "callbacks", "logger", "trainer", "shift", "transform", "paths", "hydra",
+)
 
 
 @dataclass
@@ -546,7 +541,7 @@ def _refuse_unknown(section: str, keys, allowed) -> None:
 
 def check_top_level_keys(cfg: DictConfig) -> None:
     """Refuse a top-level key no code reads (``+sead=5``) and a ``shift`` key (no imports)."""
-    _refuse_unknown("", list(cfg.keys()), [f.name for f in fields(TopLevel)])
+    _refuse_unknown("", list(cfg.keys()), [*(f.name for f in fields(TopLevel)), *TOP_LEVEL_OTHERS])
     if isinstance(_get(cfg, "shift"), DictConfig):
         _refuse_unknown("shift", list(cfg.shift.keys()), [f.name for f in fields(ShiftSettings)])
 
