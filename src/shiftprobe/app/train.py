@@ -43,12 +43,7 @@ HPARAM_METRICS = (
 #: config sections that describe the experiment (flattened into the HPARAMS tab)
 HPARAM_SECTIONS = ("data", "model", "optimizer", "shift", "trainer")
 HPARAM_SKIP = (
-    "data.root",
-    "data.download",
-    "data.num_workers",
-    "optimizer._partial_",
-    "trainer._target_",
-    "trainer.default_root_dir",
+    "data.root", "data.download", "data.num_workers", "optimizer._partial_", "trainer._target_", "trainer.default_root_dir",
 )
 
 
