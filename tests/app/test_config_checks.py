@@ -597,7 +597,8 @@ BAD_LIE = [
     ([f"{LIE}=[sheer]"], f"{LIE}=['sheer'] is not allowed: generator 'sheer' is not known (did you mean 'shear'?)"),
     ([f"{LIE}=[rotate,rotate]"], "lists one twice"),
     ([f"{LIE}=[]"], f"{LIE}=[] is not allowed: use true, false or a list of generators"),
-    ([f"{LIE}=[translate_x,saturate]"], "'saturate' changes colour saturation and needs RGB images"),
+    ([f"{LIE}=[translate_x,saturate]"], "'saturate' changes colour saturation and needs RGB images (C = 3); these "
+                                        "have C = 1: drop 'saturate' from generators (data.channels=1)."),
     ([f"{LIE}=maybe"], f"{LIE}='maybe' is not allowed"),
     ([f"{LIE}_layerwise=true"], f"{LIE}_layerwise=true needs the Lie derivative: set {LIE}=true"),
     ([f"{LIE}=true", f"{LIE}_layerwise=yes"], f"{LIE}_layerwise='yes' is not allowed: use true or false"),

@@ -318,12 +318,13 @@ def check_section(cfg: DictConfig, path: str, schema: type) -> None:
             check_value(cfg, node, path, f.name, hints[f.name], f.metadata["rule"])
 
 
-def _engine_check(key: str, value, check: Callable, *args) -> None:
-    """``check(*args)``, an engine's own check: its ``ValueError`` as the one line naming ``key``."""
+def _engine_check(key: str, value, check: Callable, *args, setting: str = "") -> None:
+    """``check(*args)``, an engine's own check: its ``ValueError`` as the one line naming ``key`` (and
+    ``setting``, the other setting the check read)."""
     try:
         check(*args)
     except ValueError as err:
-        raise setting_error(key, value, str(err).rstrip(".")) from None
+        raise setting_error(key, value, str(err).rstrip(".") + (f" ({setting})" if setting else "")) from None
 
 
 # -- cross-setting rules -----------------------------------------------------------------------------------
@@ -441,7 +442,8 @@ def check_lie_derivative(cfg: DictConfig) -> None:
             reject_setting(LIE, names, f"use true, false or a list of generators from {list(GENERATORS)}, "
                            f"e.g. {LIE_EXAMPLE}")
         _engine_check(LIE, names, check_generators, names)
-        _engine_check(LIE, names, check_channels, names, _get(cfg, "data.channels", 1))
+        channels = _get(cfg, "data.channels", 1)
+        _engine_check(LIE, names, check_channels, names, channels, setting=f"data.channels={channels}")
     elif value is not None and not isinstance(value, bool):
         reject_setting(LIE, value, f"use true, false or a list of generators, e.g. {LIE_EXAMPLE}")
     if node.get("lie_derivative_layerwise") is True and (value is None or value is False):
