@@ -16,6 +16,9 @@ prepare_environment(ROOT)  # PROJECT_ROOT; an empty MNIST_ROOT counts as not set
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
+    from shiftprobe.app.preflight import check_settings_first
+
+    check_settings_first(cfg, require_ckpt=True)  # a bad setting: one line, before Lightning is imported
     from shiftprobe.app.evaluate import evaluate
     from shiftprobe.app.train import run
 

@@ -69,9 +69,12 @@ class CheckpointFile:
     @property
     def run_config(self) -> dict | None:
         """The training run's configuration (train.py checkpoints), else None."""
-        if self.checkpoint is None:
-            return None
-        return (self.checkpoint.get("hyper_parameters") or {}).get("config") or None
+        return None if self.checkpoint is None else recorded_config(self.checkpoint)
+
+
+def recorded_config(checkpoint: Mapping) -> dict | None:
+    """The run configuration a train.py checkpoint records (``hyper_parameters.config``), else None."""
+    return (checkpoint.get("hyper_parameters") or {}).get("config") or None
 
 
 def _is_state_dict(obj) -> bool:

@@ -56,7 +56,7 @@ def test_checkpoint_without_settings_names_the_first_differing_weights(make_cfg,
         msg = str(err.value)
         assert "\n" not in msg and "size mismatch" not in msg and len(msg) < 400
         # circular padding keeps 28x28 -> 14x14 -> 7x7 maps: fc1 sees 20*7*7 = 980 inputs, not 320
-        assert "net.fc1.weight is [50, 980] in the checkpoint, [50, 320] in this model" in msg
+        assert "net.fc1.weight is [50, 980] in the file but [50, 320] in the model" in msg
         assert msg.endswith(
             f"To {'resume' if resume else 'test'} it, it fits model=circular: add model=circular."
         )

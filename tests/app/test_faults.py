@@ -1,19 +1,18 @@
-"""Faults (issue 18): a full disk, SIGTERM, two runs in one folder, a read-only folder.
+"""Faults (issue 18): a full disk and SIGTERM, through a whole run.
 
 - A full disk (simulated: ``disk_faults.FullDisk``) ends in one ``error:`` line naming the folder; the
   checkpoints written before stay loadable, no temporary file and no partial results are left.
 - SIGTERM stops a run as Ctrl-C does, in training, testing and measuring: exit status 143, the interrupt
   checkpoint resumes, no results are written, the measurement stops within the batches already queued.
   The signal is sent by the run itself at a known point (``term_signals``): no timing.
-- The run folder is locked: a second run into it ends with one line, before Hydra writes into it.
-- A run folder that cannot be written ends with one line (root ignores permissions: simulated, and the
-  real chmod case runs for other users).
+
+The run-folder lock and a folder that cannot be written: ``test_run_lock``; the signal handlers alone:
+``test_interrupts``.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import signal
 import subprocess
@@ -24,12 +23,8 @@ import disk_faults
 import pytest
 import torch
 from conftest import ROOT, compose_config, test_overrides
-from hydra.types import RunMode
-from omegaconf import OmegaConf
 from term_signals import counting_batches
 
-from shiftprobe.app import run_lock
-from shiftprobe.app.preflight import RANK_VARIABLES
 from shiftprobe.app.train import run, train
 from shiftprobe.probe import engine
 
@@ -70,13 +65,6 @@ def signals_restored():
     yield
     signal.signal(signal.SIGTERM, old_term)
     signal.signal(signal.SIGINT, old_int)
-
-
-@pytest.fixture
-def first_process(monkeypatch):
-    """This process starts the run (no launcher's rank in the environment)."""
-    for name in (*RANK_VARIABLES, "NODE_RANK"):
-        monkeypatch.delenv(name, raising=False)
 
 
 # -- a full disk ------------------------------------------------------------------------------------
@@ -194,139 +182,3 @@ def test_eval_py_stops_on_sigterm_during_the_measurement(tmp_path):
     assert "Traceback" not in done.stderr and "stopped by SIGTERM" in done.stderr
     assert not (run_dir / "results.json").exists() and not (run_dir / "results.md").exists()
     assert len(count.read_text().splitlines()) < 20  # it did not measure on to the end
-
-
-# -- the run-folder lock ------------------------------------------------------------------------------
-def hold_lock(folder: Path) -> subprocess.Popen:
-    """Another process holding ``<folder>/.lock`` (with its pid inside) until its stdin closes."""
-    code = (
-        "import fcntl, os, sys\n"
-        f"fd = os.open({str(folder / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "os.write(fd, str(os.getpid()).encode())\n"
-        "print('locked', flush=True)\n"
-        "sys.stdin.read()\n"
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
-
-
-def let_go(proc: subprocess.Popen) -> None:
-    proc.stdin.close()
-    proc.wait(timeout=30)
-
-
-def run_config(folder: Path):
-    return OmegaConf.create({"hydra": {"run": {"dir": str(folder)}, "runtime": {"output_dir": str(folder)}}})
-
-
-def test_a_second_run_into_a_locked_folder_is_refused_with_one_line(tmp_path, capsys, first_process):
-    folder = tmp_path / "run"
-    other = hold_lock(folder)
-    try:
-        with pytest.raises(SystemExit) as stop:
-            run_lock.RunFolderLock().on_run_start(run_config(folder))
-        assert stop.value.code == 1
-        assert capsys.readouterr().err.splitlines() == [
-            f"error: the run folder {folder} is in use by another run (pid {other.pid}); choose another hydra.run.dir"
-        ]
-    finally:
-        let_go(other)
-    lock = run_lock.RunFolderLock()
-    lock.on_run_start(run_config(folder))  # the other run ended: its lock went with it
-    try:
-        assert (folder / ".lock").read_text().strip() == str(os.getpid())
-        probe = os.open(folder / ".lock", os.O_RDWR)
-        with pytest.raises(BlockingIOError):  # held now by this process
-            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.close(probe)
-    finally:
-        lock.on_run_end(run_config(folder))
-    assert str(folder) not in run_lock._held
-
-
-def test_only_the_first_process_locks(tmp_path, monkeypatch, first_process):
-    """The other processes of a DDP run share the folder; a multirun job locks its own while it runs."""
-    folder = tmp_path / "run"
-    other = hold_lock(folder)
-    try:
-        monkeypatch.setenv("LOCAL_RANK", "1")
-        run_lock.RunFolderLock().on_run_start(run_config(folder))  # no exit: rank 1 does not lock
-        monkeypatch.delenv("LOCAL_RANK")
-        monkeypatch.setenv("NODE_RANK", "1")
-        run_lock.RunFolderLock().on_run_start(run_config(folder))
-    finally:
-        let_go(other)
-    monkeypatch.delenv("NODE_RANK")
-    job = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": str(tmp_path / "sweep" / "0")}}})
-    run_lock.RunFolderLock().on_job_start(job)
-    assert str(tmp_path / "sweep" / "0") in run_lock._held
-    run_lock.RunFolderLock().on_job_end(job, None)
-    assert str(tmp_path / "sweep" / "0") not in run_lock._held
-
-
-@pytest.mark.slow
-def test_train_py_into_a_locked_folder_writes_nothing_there(tmp_path):
-    folder = tmp_path / "run"
-    other = hold_lock(folder)
-    try:
-        env = {k: v for k, v in os.environ.items() if k not in (*RANK_VARIABLES, "NODE_RANK")}
-        env.update(PROJECT_ROOT=str(ROOT))
-        # optimizer.lr=-1: were the folder not refused, the settings check would end the run at once
-        done = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={folder}", "optimizer.lr=-1"],
-                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    finally:
-        let_go(other)
-    assert done.returncode == 1
-    assert [line for line in done.stderr.splitlines() if line.strip()] == [
-        f"error: the run folder {folder} is in use by another run (pid {other.pid}); choose another hydra.run.dir"
-    ]
-    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no .hydra/, no train.log of its own
-
-
-# -- a run folder that cannot be written ------------------------------------------------------------
-@pytest.mark.parametrize("where", ["the folder", "its parent"])
-def test_an_unwritable_run_folder_is_one_line(tmp_path, capsys, monkeypatch, first_process, where):
-    folder = tmp_path / "ro" / "run"
-    if where == "the folder":  # the folder exists, its files cannot be created
-        folder.mkdir(parents=True)
-
-        def refuse(path, *args, **kwargs):
-            raise PermissionError(13, "Permission denied", str(path))
-
-        monkeypatch.setattr(run_lock.os, "open", refuse)
-        reason = "Permission denied"
-    else:  # a read-only file system: the folder cannot be created
-
-        def read_only(self, *args, **kwargs):
-            raise OSError(30, "Read-only file system", str(self))
-
-        monkeypatch.setattr(Path, "mkdir", read_only)
-        reason = "Read-only file system"
-    with pytest.raises(SystemExit) as stop:
-        run_lock.RunFolderLock().on_run_start(run_config(folder))
-    assert stop.value.code == 1
-    assert capsys.readouterr().err.splitlines() == [
-        f"error: the run folder {folder} cannot be written ({reason}): make it writable or choose another hydra.run.dir"
-    ]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: simulated above")
-def test_train_py_into_a_read_only_folder_is_one_line(tmp_path):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        done = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={folder}", "optimizer.lr=-1"],
-                              env={**os.environ, "PROJECT_ROOT": str(ROOT)}, capture_output=True, text=True,
-                              timeout=300, cwd=tmp_path)
-    finally:
-        folder.chmod(0o755)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert [line for line in done.stderr.splitlines() if line.strip()] == [
-        f"error: the run folder {folder} cannot be written (Permission denied): make it writable or choose "
-        f"another hydra.run.dir"
-    ]

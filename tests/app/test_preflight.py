@@ -1,13 +1,15 @@
-"""``python train.py`` checks the settings' values before Lightning is imported (shiftprobe.app.preflight),
-and ``import shiftprobe`` imports the API's modules only when they are used."""
+"""``python train.py`` and ``eval.py`` check the settings' values before Lightning is imported
+(``shiftprobe.app.preflight``), and ``import shiftprobe`` imports the API's modules only when they are used."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
 
-from shiftprobe.app.preflight import RANK_VARIABLES, launch_rank
+from shiftprobe.app.preflight import RANK_VARIABLES, check_settings_first, launch_rank
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,49 +18,58 @@ def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-@pytest.mark.parametrize(
-    "override,message",
-    [
-        ("optimizer.lr=0", "error: optimizer.lr=0 is not allowed: use a positive number, e.g. optimizer.lr=1e-3."),
-        # issue 18: these were refused only by the callback, after Lightning had loaded, in Hydra's block
-        ("callbacks.shift_probe.max_images=1",
-         "error: callbacks.shift_probe.max_images=1 is not allowed: use an integer >= 2 (or null for all the test images)."),
-        # the probe points, against the network built from cfg.model (a traceback at test end before)
-        ("callbacks.shift_probe.layers=[conv9]",
-         "error: callbacks.shift_probe.layers=['conv9'] is not allowed: layer 'conv9' is not a module of LabCNN; "
-         "use names from model.named_modules(), e.g. ['conv1', 'conv2', 'pool1', 'pool2', 'fc1', 'fc2'], "
-         "an alias ['logits'], or 'output'."),
-    ],
-)
-def test_a_bad_value_is_reported_before_lightning_is_imported(tmp_path, override, message):
-    code = f"""
-import sys
-from hydra import compose, initialize_config_dir
-from shiftprobe.app.preflight import check_settings_first
-with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base="1.3"):
-    cfg = compose("train", overrides=[{override!r}, "paths.output_dir={tmp_path}", "data.root={tmp_path}"])
-try:
-    check_settings_first(cfg)
-except SystemExit as stop:
-    print("exit", stop.code, "lightning imported:", "lightning" in sys.modules, "torchmetrics imported:",
-          "torchmetrics" in sys.modules)
-"""
-    done = _python(code, tmp_path)
-    assert done.stdout.strip() == "exit 1 lightning imported: False torchmetrics imported: False", done.stderr
-    assert done.stderr.strip() == message
+#: the one line of a bad value (None: a good setting, no output), checked by train.py before Lightning loads
+FIRST = {
+    "optimizer.lr=0": "error: optimizer.lr=0 is not allowed: use a positive number, e.g. optimizer.lr=1e-3.",
+    # issue 18: these were refused only by the callback, after Lightning had loaded, in Hydra's block
+    "callbacks.shift_probe.max_images=1": "error: callbacks.shift_probe.max_images=1 is not allowed: use an integer "
+                                          ">= 2 (or null for all the test images).",
+    # the probe points, against the network built from cfg.model (a traceback at test end before)
+    "callbacks.shift_probe.layers=[conv9]": "error: callbacks.shift_probe.layers=['conv9'] is not allowed: layer "
+    "'conv9' is not a module of LabCNN; use names from model.named_modules(), e.g. ['conv1', 'conv2', 'pool1', "
+    "'pool2', 'fc1', 'fc2'], an alias ['logits'], or 'output'.",
+    "seed=0": None,
+}
 
 
-def test_good_settings_pass_without_output(tmp_path):
+def test_a_bad_value_is_one_line_before_lightning_is_imported(tmp_path):
+    """One interpreter runs the preflight on each setting: exit status 1 and the one line for a bad one,
+    nothing for a good one, and neither Lightning nor torchmetrics imported."""
     code = f"""
+import contextlib, io, json, sys
 from hydra import compose, initialize_config_dir
 from shiftprobe.app.preflight import check_settings_first
-with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base="1.3"):
-    cfg = compose("train", overrides=["paths.output_dir={tmp_path}", "data.root={tmp_path}"])
-check_settings_first(cfg)
-print("passed")
+out = {{}}
+for override in {list(FIRST)!r}:
+    with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base="1.3"):
+        cfg = compose("train", overrides=[override, "paths.output_dir={tmp_path}", "data.root={tmp_path}"])
+    err, code = io.StringIO(), None
+    with contextlib.redirect_stderr(err):
+        try:
+            check_settings_first(cfg)
+        except SystemExit as stop:
+            code = stop.code
+    out[override] = [code, err.getvalue()]
+print(json.dumps([out, "lightning" in sys.modules, "torchmetrics" in sys.modules]))
 """
     done = _python(code, tmp_path)
-    assert done.returncode == 0 and done.stdout.strip() == "passed" and done.stderr == "", done.stderr
+    assert done.returncode == 0, done.stderr[-2000:]
+    out, lightning, torchmetrics = json.loads(done.stdout)
+    assert not lightning and not torchmetrics
+    for override, message in FIRST.items():
+        assert out[override] == ([None, ""] if message is None else [1, message + "\n"]), override
+
+
+def test_eval_py_checks_the_values_but_not_the_layers_of_the_command_lines_model(tmp_path, capsys):
+    """eval.py builds the model the checkpoint records: its layers are checked by the run, not here."""
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"")
+    overrides = [f"paths.output_dir={tmp_path}", f"data.root={tmp_path}", "callbacks.shift_probe.layers=[gap]"]
+    check_settings_first(compose_config("eval", [*overrides, f"ckpt_path={ckpt}"], tmp_path), require_ckpt=True)
+    with pytest.raises(SystemExit) as stop:
+        check_settings_first(compose_config("eval", overrides, tmp_path), require_ckpt=True)
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.startswith("error: ckpt_path is required: python eval.py ckpt_path=")
 
 
 def test_the_api_is_imported_on_first_use(tmp_path):

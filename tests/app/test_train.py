@@ -227,17 +227,11 @@ def test_cli_train_then_eval(mnist_root, tmp_path):
     assert "test/acc" in done.stdout
 
 
-@pytest.mark.parametrize(
-    "args,expected",
-    [
-        (["optimizer.lr=0"], "error: optimizer.lr=0 is not allowed: use a positive number"),
-        (["data.root=/dev/null"], "is a file"),
-        (["optimizer=foo"], "error: optimizer=foo is not an option of optimizer: use one of adam, adamw, sgd"),
-        (["model=foo"], "blurpool"),
-        (["trainer=gpu"] if not torch.cuda.is_available() else ["trainer.accelerator=tpu"], "error: trainer"),
-    ],
-)
-def test_cli_bad_input_is_short(tmp_path, args, expected):
+def test_cli_bad_trainer_is_short(tmp_path):
+    """Lightning's refusal of the trainer, after the preflight, is one line too (the preflight's lines:
+    ``test_preflight``; Hydra's composition errors: ``test_command_line``)."""
+    args = ["trainer=gpu"] if not torch.cuda.is_available() else ["trainer.accelerator=tpu"]
+    expected = "error: trainer"
     done = cli("train.py", *args, f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 1
     assert expected in done.stderr

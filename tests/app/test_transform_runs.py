@@ -1,13 +1,9 @@
-"""End to end on synthetic MNIST: ``transform=[translation,rot90]`` through train() and eval(), and the
-command line's one-line error for a bad family setting."""
+"""End to end on synthetic MNIST: ``transform=[translation,rot90]`` through train() and eval() (a bad family
+setting's one line: ``test_config_checks``, the preflight's subprocess test: ``test_preflight``)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-
-from conftest import ROOT
 
 from shiftprobe.app.evaluate import evaluate
 from shiftprobe.app.train import train
@@ -41,13 +37,3 @@ def test_train_then_eval_measure_the_chosen_families(make_cfg, tmp_path):
     assert list(again["families"]) == ["translation", "rot90"]
     assert again["families"]["rot90"]["summary"]["fc1"] == rot["summary"]["fc1"]
 
-
-def test_train_py_bad_family_setting_is_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "transform=[translation,subpixel]", "transform.subpixel.method=cubic",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: transform.subpixel.method='cubic' is not allowed: use one of"), proc.stderr[-2000:]

@@ -2,78 +2,51 @@
 testing (``eval.py``), so a checkpoint of another model variant ends in one line naming what differs
 and the fix, instead of PyTorch's ``size mismatch`` traceback.
 
-Two checks, in this order:
-
-- the model settings stored in the checkpoint (``hyper_parameters.config.model``, written by
-  ``train.py``) against the run's ``model`` settings: every key whose value differs;
-- the checkpoint's weights against the model just built: missing or extra keys, different shapes
-  (the only check possible for a checkpoint without stored settings).
-
-The message names the first differences and the fix: the option of the ``model`` config group closest
-to the checkpoint's settings plus the ``model.<key>=<value>`` overrides still needed (options are looked
-up only inside a Hydra app; elsewhere the overrides alone).
+First the model settings the checkpoint records (``hyper_parameters.config.model``) against the run's:
+every key whose value differs; then its weights against the model just built (the only check for a
+checkpoint without settings). The fix names the option of the ``model`` group closest to the
+checkpoint's settings plus the ``model.<key>=<value>`` overrides still needed (options are looked up
+only inside a Hydra app; elsewhere the overrides alone). The file is read by ``shiftprobe.checkpoints``.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from shiftprobe.checkpoints import load_torch_file
+from shiftprobe.checkpoints import fit_problems, recorded_config
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.stored_config import WEIGHT_SOURCE_KEYS, upgrade_targets
 
 log = logging.getLogger(__name__)
 
-#: differing weights named in a message (the rest are counted)
-MAX_NAMED = 3
-
-
-def load_checkpoint(ckpt_path: str | Path, trusted: bool = False) -> dict:
-    """The checkpoint as a dict, on the CPU: ``torch.load(weights_only=True)``, or unpickled when the user
-    trusts the file (``trust_checkpoint=true``); a file that is no checkpoint is a ShiftProbeError."""
-    checkpoint = load_torch_file(Path(ckpt_path), "ckpt_path", trusted=trusted)
-    if not isinstance(checkpoint, dict):
-        raise ShiftProbeError(
-            f"ckpt_path={str(ckpt_path)!r} holds a {type(checkpoint).__name__}, not a checkpoint; "
-            f"use a .ckpt file written by train.py, e.g. <run>/checkpoints/best.ckpt"
-        )
-    return checkpoint
+#: stands for a key one side does not have
+ABSENT = object()
 
 
 def stored_model_config(checkpoint: dict) -> dict | None:
     """The model settings the checkpoint was trained with (None for checkpoints that record none)."""
-    config = upgrade_targets((checkpoint.get("hyper_parameters") or {}).get("config") or {})
-    model = config.get("model")
+    model = upgrade_targets(recorded_config(checkpoint) or {}).get("model")
     return dict(model) if isinstance(model, dict) else None
 
 
 def with_added_defaults(stored: dict, run: dict) -> dict:
     """``stored`` completed, for the keys ``run`` sets and the checkpoint does not record, with the default
-    of the stored ``_target_``'s parameter of that name: a setting added to a model after the checkpoint
-    was written (``pool``, ``padding``, ``blur_filter_size`` of GapCNN, AllConvCNN, SmallResNet) built the
-    network at that default."""
+    of the stored ``_target_``'s parameter: a setting added to a model after the checkpoint was written
+    (``pool``, ``padding``, ``blur_filter_size``) built the network at that default."""
     try:
         from hydra.utils import get_object
 
         params = inspect.signature(get_object(str(stored["_target_"]))).parameters
     except Exception:  # no target, or one that cannot be imported: compare the keys as they are
         return stored
-    added = {
-        k: params[k].default
-        for k in run
-        if k not in stored and k in params and params[k].default is not inspect.Parameter.empty
-    }
+    empty = inspect.Parameter.empty
+    added = {k: params[k].default for k in run if k not in stored and k in params and params[k].default is not empty}
     return {**stored, **added}
-
-
-#: stands for a key one side does not have
-ABSENT = object()
 
 
 def model_differences(stored: dict, run: dict) -> list[tuple[str, object, object]]:
@@ -81,19 +54,6 @@ def model_differences(stored: dict, run: dict) -> list[tuple[str, object, object
     keys = [k for k in list(stored) + [k for k in run if k not in stored] if k not in WEIGHT_SOURCE_KEYS]
     pairs = [(str(k), stored.get(k, ABSENT), run.get(k, ABSENT)) for k in keys]
     return [(k, a, b) for k, a, b in pairs if a is ABSENT or b is ABSENT or a != b]
-
-
-def state_dict_differences(stored: dict, current: dict) -> list[tuple[str, object, object]]:
-    """``(key, checkpoint shape, model shape)`` for weights whose shapes differ or that only one side has
-    (the shape of the side that lacks the key is None), in the model's order."""
-    out = []
-    for key in list(current) + [k for k in stored if k not in current]:
-        a, b = stored.get(key), current.get(key)
-        shape_a = list(a.shape) if isinstance(a, torch.Tensor) else None
-        shape_b = list(b.shape) if isinstance(b, torch.Tensor) else None
-        if shape_a != shape_b:
-            out.append((key, shape_a, shape_b))
-    return out
 
 
 def _override(key: str, value) -> str:
@@ -146,20 +106,15 @@ def _settings_fix(stored: dict, diffs: list[tuple[str, object, object]]) -> str:
     return " ".join([f"model={option}"] + [_override(key, a) for key, a, _ in rest])
 
 
-def _shapes_fit(state_dict: dict) -> Callable[[dict], bool]:
-    def fits(model_cfg: dict) -> bool:
-        """Whether the network these settings build has the checkpoint's weight shapes."""
-        import hydra
+def _fits(state: dict, model_cfg: dict) -> bool:
+    """Whether the network ``model_cfg`` builds has the weights ``state`` (``net.`` keys) holds."""
+    import hydra
 
-        from shiftprobe.lit.module import ShiftProbeModule
-
-        try:
-            net = hydra.utils.instantiate(model_cfg)
-        except Exception:
-            return False
-        return not state_dict_differences(state_dict, ShiftProbeModule(net=net).state_dict())
-
-    return fits
+    try:
+        net = hydra.utils.instantiate(model_cfg)
+    except Exception:
+        return False
+    return fit_problems(state, {f"net.{k}": v for k, v in net.state_dict().items()}) is None
 
 
 def check_checkpoint_fits(
@@ -176,37 +131,20 @@ def check_checkpoint_fits(
         stored = with_added_defaults(stored, run_model)
         diffs = model_differences(stored, run_model)
         if diffs:
-            named = "; ".join(
-                f"model.{key} is {_shown(a)} in the checkpoint but {_shown(b)} in this run"
-                for key, a, b in diffs
-            )
-            raise ShiftProbeError(
-                f"{where} was trained with other model settings: {named}. "
-                f"To {action} it, use the settings it was trained with: add {_settings_fix(stored, diffs)}."
-            )
+            named = "; ".join(f"model.{k} is {_shown(a)} in the checkpoint but {_shown(b)} in this run" for k, a, b in diffs)
+            raise ShiftProbeError(f"{where} was trained with other model settings: {named}. "
+                                  f"To {action} it, use the settings it was trained with: add {_settings_fix(stored, diffs)}.")
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict):
-        raise ShiftProbeError(
-            f"{where} holds no weights (no state_dict); use a .ckpt file written by train.py"
-        )
-    diffs = state_dict_differences(state, module.state_dict())
-    if not diffs:
+        raise ShiftProbeError(f"{where} holds no weights (no state_dict); use a .ckpt file written by train.py")
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    problems = fit_problems(state, module.state_dict())
+    if problems is None:
         return
-
-    def shape(value) -> str:
-        return "absent" if value is None else "[" + ", ".join(map(str, value)) + "]"
-
-    named = "; ".join(
-        f"{key} is {shape(a)} in the checkpoint, {shape(b)} in this model" for key, a, b in diffs[:MAX_NAMED]
-    )
-    more = f" (and {len(diffs) - MAX_NAMED} more)" if len(diffs) > MAX_NAMED else ""
-    fits = _shapes_fit(state)
-    options = [option for option, settings in _model_options().items() if fits(settings)]
+    options = [option for option, settings in _model_options().items() if _fits(state, settings)]
     if options:
         hint = f"it fits model={options[0]}: add model={options[0]}"
     else:
         hint = "use the model settings it was trained with (model=<option>, model.<key>=<value>)"
     recorded = "" if stored is None else " although the recorded model settings agree"
-    raise ShiftProbeError(
-        f"{where} does not fit this model{recorded}: {named}{more}. To {action} it, {hint}."
-    )
+    raise ShiftProbeError(f"{where} does not fit this model{recorded}: {problems}. To {action} it, {hint}.")

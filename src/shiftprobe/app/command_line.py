@@ -1,18 +1,11 @@
 """What ``train.py`` and ``eval.py`` do before Hydra starts: the environment, then the command line.
 
 ``prepare_environment`` reads an empty ``MNIST_ROOT`` (or ``PROJECT_ROOT``) as not set, so the README's
-``MNIST_ROOT=$([ -d ../shared/data ] && realpath ../shared/data) python train.py`` works where that
-folder does not exist (MNIST is then downloaded into ``data/`` of the project) as well as where it does
-(read from there, offline).
-
-``check_command_line`` composes the command line's configuration as Hydra is about to (Hydra's compose
-API, about 0.2 s) and turns a composition error into one ``error:`` line with exit status 1. Hydra's
-own answer to a key the configuration does not have (``callbacks.shift_probe.max_imags=10``,
-``sead=5``) is several lines suggesting ``+key=...``, which would add a key nothing reads; here it names
-the closest key and the allowed ones. An unknown option of a group names the options, also for the
-optional groups (``experiment``, ``debug``, ``hparams_search``), whose unknown options Hydra skips
-without a word. A sweep (``-m seed=0,1,2``) is checked with the first value of each swept setting.
-Light on purpose: Hydra and the standard library only, nothing of torch or Lightning.
+``MNIST_ROOT=$(...) python train.py`` works with or without ``../shared/data``. ``check_command_line``
+composes the command line as Hydra is about to (compose API, ~0.2 s) and turns a composition error into
+one ``error:`` line: an unknown key names the closest one, an unknown option of a group (also of the
+optional groups, which Hydra skips silently) the options. A sweep is checked at each setting's first value.
+Hydra and the standard library only.
 """
 
 from __future__ import annotations

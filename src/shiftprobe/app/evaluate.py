@@ -25,7 +25,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint
+from shiftprobe.app.checkpoint_compat import check_checkpoint_fits
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.app.train import (
     build_module,
@@ -40,7 +40,7 @@ from shiftprobe.app.train import (
     to_floats,
     trusts_files,
 )
-from shiftprobe.checkpoints import CheckpointFile, fresh_copy, read_checkpoint
+from shiftprobe.checkpoints import CheckpointFile, fresh_copy, read_checkpoint, recorded_config
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.stored_config import check_plain, checked_model_config, upgrade_targets, without_weight_source
@@ -57,12 +57,12 @@ PROBE_KEYS_FROM_RUN = ("max_shift", "mode", "pattern", "seed", "max_images", "un
 
 
 def saved_run_config(ckpt_path: str | Path, checkpoint: dict | None = None) -> dict | None:
-    """The training run's configuration: from the checkpoint, else the settings eval.py takes from
-    ``<run>/.hydra/config.yaml`` (``taken_settings``, interpolations resolved in that file)."""
+    """The training run's configuration: from the checkpoint (read here when not given), else the settings
+    eval.py takes from ``<run>/.hydra/config.yaml`` (``taken_settings``, interpolations resolved there)."""
     ckpt_path = Path(ckpt_path)
     if checkpoint is None:
-        checkpoint = load_checkpoint(ckpt_path)
-    config = (checkpoint.get("hyper_parameters") or {}).get("config")
+        checkpoint = read_checkpoint(ckpt_path).checkpoint or {}
+    config = recorded_config(checkpoint)
     if config:
         return dict(config)
     run_cfg = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"

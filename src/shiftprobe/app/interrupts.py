@@ -1,17 +1,9 @@
-"""SIGTERM stops a run as Ctrl-C does.
+"""SIGTERM stops a run as Ctrl-C does (docs/faults.md).
 
-SLURM and most schedulers send SIGTERM before they kill a job. Lightning only notes a SIGTERM and
-checks the note between batches (and never during the measurement at the end of testing), so a run
-measured on for minutes and exited 0. Inside :func:`signals_as_interrupts`, SIGTERM raises
-:class:`Terminated`, a ``KeyboardInterrupt``, in the main thread: wherever the run is (training,
-testing, measuring, loading), it stops as on Ctrl-C. Lightning's graceful stop runs (the interrupt
-checkpoint ``last.ckpt`` when training), the measurement cancels its queued batches, nothing is written
-after the interrupt and the files written so far by the test-end callback are removed
-(``shiftprobe.atomic.all_or_none``). The entry points then exit with status 128 + the signal's number:
-143 for SIGTERM, 130 for Ctrl-C (SIGINT).
-
-Only the first signal interrupts; a second one during the graceful stop (a scheduler's repeated
-SIGTERM) is noted and does not interrupt the saving of ``last.ckpt``. Standard library only.
+Schedulers send SIGTERM before they kill a job, and Lightning only notes it between batches. Inside
+:func:`signals_as_interrupts`, SIGTERM raises :class:`Terminated`, a ``KeyboardInterrupt``, in the main
+thread, wherever the run is; the entry points then exit with 128 + the signal's number (143; Ctrl-C: 130).
+Only the first signal interrupts: a second one does not interrupt the saving of ``last.ckpt``.
 """
 
 from __future__ import annotations

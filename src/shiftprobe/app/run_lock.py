@@ -1,20 +1,10 @@
-"""One run per run folder: a lock on ``<run folder>/.lock`` for as long as the run lives.
+"""One run per run folder (docs/faults.md, "Two runs in one folder").
 
-Two runs with the same ``hydra.run.dir`` mixed their checkpoints (``best-v1.ckpt``), logs, overrides and
-results, and one crashed reading a PNG the other was writing. ``RunFolderLock``, a Hydra callback
-(``conf/hydra/default.yaml``), takes an exclusive ``fcntl.flock`` on ``<folder>/.lock`` (the holder's
-pid written inside) before Hydra writes anything into the folder; a second run into a locked folder
-ends at once with one line::
-
-    error: the run folder <dir> is in use by another run (pid N); choose another hydra.run.dir
-
-The lock belongs to the process: the system releases it when the process ends, however it ends, so no
-lock outlives its run (the ``.lock`` file stays, a few bytes). A folder that cannot be written (read-only,
-no permission, a full disk) is found here too, before Hydra's log file fails with a traceback: one line.
-
-Only the process that starts the run locks: the other processes of a DDP run (their launcher sets
-``LOCAL_RANK`` / ``RANK`` / ``NODE_RANK``) share its folder. In a multirun each job locks its own folder
-while it runs. File systems without ``flock`` run unlocked, with a warning. Standard library and Hydra only.
+``RunFolderLock``, a Hydra callback (``conf/hydra/default.yaml``), takes an exclusive ``fcntl.flock`` on
+``<run folder>/.lock`` (the holder's pid inside) before Hydra writes into the folder; the system releases it
+when the process ends. A second run into a locked folder, or a folder that cannot be written, ends at once
+with one line. Only the process that starts the run locks (the other processes of a DDP run share its
+folder); each multirun job locks its own folder. Standard library and Hydra only.
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from shiftprobe.app import run_dir
-from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, load_checkpoint
+from shiftprobe.app.checkpoint_compat import check_checkpoint_fits
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.app.interrupts import Stop, signals_as_interrupts
 from shiftprobe.atomic import quiet_full_log_files, write_error
+from shiftprobe.checkpoints import read_checkpoint
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.lit.quiet import quiet_lightning
@@ -42,12 +43,7 @@ HPARAM_METRICS = (
 #: config sections that describe the experiment (flattened into the HPARAMS tab)
 HPARAM_SECTIONS = ("data", "model", "optimizer", "shift", "trainer")
 HPARAM_SKIP = (
-    "data.root",
-    "data.download",
-    "data.num_workers",
-    "optimizer._partial_",
-    "trainer._target_",
-    "trainer.default_root_dir",
+    "data.root", "data.download", "data.num_workers", "optimizer._partial_", "trainer._target_", "trainer.default_root_dir",
 )
 
 
@@ -289,9 +285,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, config, datamodule=datamodule)
     if cfg.get("ckpt_path"):  # another variant's checkpoint: one line naming what differs, before training
         action = "resume" if cfg.get("train", True) else "test"
-        check_checkpoint_fits(
-            load_checkpoint(cfg.ckpt_path, trusted=trusts_files(cfg)), cfg.ckpt_path, config.get("model"), module, action
-        )
+        checkpoint = read_checkpoint(cfg.ckpt_path, trusted=trusts_files(cfg)).checkpoint or {}
+        check_checkpoint_fits(checkpoint, cfg.ckpt_path, config.get("model"), module, action)
     callbacks = instantiate_callbacks(cfg)
     loggers = instantiate_loggers(cfg)
     trainer = build_trainer(cfg, callbacks, loggers)
