@@ -187,3 +187,11 @@ def test_unknown_method_and_select_on_integers_are_refused():
         sorted_windows(torch.zeros(1, 1, 4, 4), [(0, 0)], 2, 2, method="fast")
     with pytest.raises(ValueError, match="float"):
         sorted_windows(torch.zeros(1, 1, 4, 4, dtype=torch.int32), [(0, 0)], 2, 2)
+
+
+def test_strided_maps_and_tensor_origins():
+    """A non-contiguous view (transposed maps) and origins as a tensor give the same as a contiguous copy."""
+    maps = torch.from_numpy(tied_maps((2, 3, 9, 9), np.float32, seed=11, nan=False)).transpose(-1, -2)
+    origins = torch.tensor(grid_origins(1))
+    got = sorted_windows(maps, origins, 7, 7, method="select")
+    assert torch.equal(got, torch.from_numpy(per_window_sort(maps.contiguous().numpy(), origins.tolist(), 7, 7)))
