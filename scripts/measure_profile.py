@@ -228,6 +228,7 @@ def main(argv=None) -> int:
     parser.add_argument("--compare", action="store_true", help="also time the engine's own 2-thread run")
     parser.add_argument("--sort", action="store_true", help="time the ways of sorting the crop windows")
     parser.add_argument("--no-profile", action="store_true", help="skip the phase profile")
+    parser.add_argument("--reps", type=int, default=15, help="alternating rounds of --sort (default 15)")
     args = parser.parse_args(argv)
     net = _trained(args.root, args.train_batches).eval()
     torch.set_num_threads(1)
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
     if args.sort:
         print(f"sorting the shifted maps of one batch (64 test images, 81 shifts), lab CNN ({args.train_batches} "
               "training batches); CPU time, one thread")
-        print(sort_bench(net, images))
+        print(sort_bench(net, images, args.reps))
     if args.no_profile:
         return 0
     prof = profile(net, images, labels)
