@@ -13,3 +13,8 @@ def test_sort_floor_counts_the_values_the_measurement_sorts(mnist_root, capsys):
     # 81 shifts x (10 channels x 24 x 24 conv1 + 20 channels x 8 x 8 conv2) per image
     assert out.startswith(f"{81 * (10 * 576 + 20 * 64):,} values per image")
     assert "20,000 image-network measurements" in out
+
+
+def test_sort_floor_times_the_shared_sort_too(mnist_root, capsys):
+    assert sort_floor.main(["--root", str(mnist_root), "--images", "2"]) == 0
+    assert "shared sort (sorted_windows, from the padded maps)" in capsys.readouterr().out

@@ -1,0 +1,201 @@
+"""Sorted values of many windows of the same maps, from one sort per map (the sorting test's shared sort).
+
+The sorting test sorts each channel of every shifted map. In the crop fast path the shifted maps of a
+layer are windows of one padded map (``shiftprobe.models.crop_windows``): the 81 shifts of the 9x9 grid
+are 81 windows ``padded[b, c, y0:y0 + h, x0:x0 + w]``. ``sorted_windows`` sorts each padded channel once,
+remembering every value's position, and takes for each window the sorted values whose positions fall
+inside it, in order: one linear selection per window instead of a sort. Selection keeps the order, so
+the result equals sorting each window on its own (``torch.equal``; NaN last, as NumPy sorts them).
+
+On the CPU (float32, float64) this is NumPy: the shared sort sorts 64-bit keys (a float32's bits made
+order-preserving, above its position: one ``np.sort``, several times faster than ``np.argsort``; float64
+uses a stable ``np.argsort``), then per image and block of windows a boolean mask of the positions in
+each window (two comparisons of small unsigned positions), ``np.flatnonzero`` and one gather. Where the
+windows cover less than half of the map (the lab CNN's conv2: 8x8 windows of 12x12 maps), selection
+scans more positions than it keeps and sorting each window is faster: ``method="auto"`` then sorts the
+windows (``shiftprobe.probe.metrics.sort_channels``). Other devices and dtypes sort the windows too.
+
+Equal values: ``-0.0`` and ``0.0`` compare equal, so a sort may put them in either order (NumPy's own
+order depends on its algorithm); here ``-0.0`` comes first. Every other value is at the position the
+per-window sort gives it, bit for bit; NaN come last, keeping their bits (NumPy's vectorised sort
+returns them as the canonical NaN).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from shiftprobe.probe.metrics import sort_channels, working
+
+METHODS = ("auto", "select", "sort")
+#: mask bytes per block of windows of one image (the block's mask and gather indices stay in the L2 cache)
+BLOCK_MASK_BYTES = 1 << 18
+
+
+def sorted_windows(
+    padded: torch.Tensor, origins: torch.Tensor | Sequence, h: int, w: int, method: str = "auto"
+) -> torch.Tensor:
+    """Each channel's values of every window, sorted ascending: ``(B, C, H, W) -> (B, S, C, h * w)``.
+
+    Parameters
+    ----------
+    padded : torch.Tensor
+        ``(B, C, H, W)`` maps (half precision is sorted in float32, as ``sort_channels`` does).
+    origins : torch.Tensor or sequence of (int, int)
+        ``(S, 2)``: each window's top-left corner ``(y0, x0)``; the window is
+        ``padded[:, :, y0:y0 + h, x0:x0 + w]`` and must lie inside the map.
+    h, w : int
+        The windows' height and width.
+    method : {"auto", "select", "sort"}
+        ``"select"``: one sort per map and a selection per window (CPU float32 / float64);
+        ``"sort"``: every window sorted on its own; ``"auto"``: ``"select"`` where it is faster (CPU,
+        windows covering at least half the map), else ``"sort"``. All three give the same values.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, S, C, h * w)``, contiguous, on the CPU for ``"select"``, else on ``padded``'s device.
+    """
+    corners = _check(padded, origins, h, w, method)
+    padded = working(padded)
+    if method == "auto":
+        method = "select" if _select_pays(padded, h, w) else "sort"
+    if method == "sort":
+        return _sort_each(padded, corners, h, w)
+    if padded.device.type != "cpu" or padded.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"method='select' sorts CPU float32/float64 maps, got {padded.dtype} on {padded.device}; "
+                         "use method='auto' or 'sort'")
+    return torch.from_numpy(_select(padded.detach().contiguous().numpy(), corners, h, w))
+
+
+def _check(padded: torch.Tensor, origins, h: int, w: int, method: str) -> np.ndarray:
+    """The window corners as an ``(S, 2)`` int64 array; a one-line ValueError for anything unusable."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: use one of {', '.join(METHODS)}")
+    if not isinstance(padded, torch.Tensor) or padded.dim() != 4 or not padded.is_floating_point():
+        raise ValueError(f"padded must be a (B, C, H, W) float tensor, got {getattr(padded, 'shape', type(padded))}")
+    corners = np.asarray(origins.cpu() if isinstance(origins, torch.Tensor) else origins, dtype=np.int64)
+    if corners.ndim != 2 or corners.shape[1] != 2 or len(corners) == 0:
+        raise ValueError(f"origins must be (S, 2) window corners (y0, x0), got shape {corners.shape}")
+    size = padded.shape[-2:]
+    if h < 1 or w < 1 or h > size[0] or w > size[1]:
+        raise ValueError(f"window {h}x{w} does not fit maps of {size[0]}x{size[1]}")
+    bad = (corners < 0).any(1) | (corners[:, 0] > size[0] - h) | (corners[:, 1] > size[1] - w)
+    if bad.any():
+        y0, x0 = corners[bad][0]
+        raise ValueError(f"window corner ({y0}, {x0}): a {h}x{w} window there leaves the {size[0]}x{size[1]} map")
+    return corners
+
+
+def _select_pays(padded: torch.Tensor, h: int, w: int) -> bool:
+    """Selection scans the whole map per window: it beats sorting the window where the window covers at
+    least half of the map (the lab CNN, one thread, ``scripts/measure_profile.py --sort``: at 24x24 of
+    32x32, 1.3-1.5x faster than sorting NumPy-stacked windows, 2.0-2.2x faster than ``torch.stack`` and
+    sort; at 8x8 of 12x12, 2.5x slower)."""
+    cpu = padded.device.type == "cpu" and padded.dtype in (torch.float32, torch.float64)
+    return cpu and 2 * h * w >= padded.shape[-2] * padded.shape[-1]
+
+
+def _sort_each(padded: torch.Tensor, corners: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """Every window copied and sorted on its own (``sort_channels``). On the CPU the windows are stacked by
+    NumPy (one thread: 3x faster than ``torch.stack`` of the strided views for 24x24 windows of 32x32
+    maps, about as fast for 8x8 of 12x12)."""
+    windows = [(y0, x0, y0 + h, x0 + w) for y0, x0 in corners.tolist()]
+    if padded.device.type == "cpu":
+        maps = padded.detach().numpy()
+        stacked = torch.from_numpy(np.stack([maps[:, :, y0:y1, x0:x1] for y0, x0, y1, x1 in windows], axis=1))
+    else:
+        stacked = torch.stack([padded[:, :, y0:y1, x0:x1] for y0, x0, y1, x1 in windows], dim=1)
+    return sort_channels(stacked, inplace=True)
+
+
+def shared_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted values, their positions)`` of each row of ``values`` (``R x N`` float32 or float64).
+
+    Ascending as ``np.sort`` sorts (NaN last); equal values in position order, except that ``-0.0``
+    comes before ``0.0``. float32: one sort of 64-bit keys (order-preserving bits, then the position)."""
+    n = values.shape[1]
+    if values.dtype != np.float32:
+        pos = np.argsort(values, axis=1, kind="stable")
+        return np.take_along_axis(values, pos, 1), pos
+    bits = values.view(np.uint32)
+    # negative floats: all bits flipped; others: the sign bit set; every NaN above +inf
+    key = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
+    key[np.isnan(values)] = np.uint32(0xFFFFFFFF)
+    keys = key.astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(n, dtype=np.uint64)
+    keys.sort(axis=1)
+    pos = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    return np.take_along_axis(values, pos, 1), pos
+
+
+def _select(padded: np.ndarray, corners: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``sorted_windows`` by selection: ``(B, C, H, W)`` NumPy maps -> ``(B, S, C, h * w)``."""
+    b, c, height, width = padded.shape
+    n, k, s = height * width, h * w, len(corners)
+    values, pos = shared_order(padded.reshape(b * c, n))
+    values = values.reshape(b, c * n)
+    small = np.min_scalar_type(max(height, width))  # positions as small unsigned ints: cheap masks
+    ys = (pos // width).astype(small).reshape(b, c, n)
+    xs = (pos % width).astype(small).reshape(b, c, n)
+    layout = _Layout(corners, small, max(1, BLOCK_MASK_BYTES // (c * n)))
+    out = np.empty((b, s, c * k), dtype=padded.dtype)
+    for i in range(b):
+        in_rows = (ys[i] - layout.row_starts) < h  # (distinct y0) x C x N; below y0 wraps to large values
+        in_cols = (xs[i] - layout.col_starts) < w
+        for j0, j1, mask in layout.masks(in_rows, in_cols):  # (j1 - j0) x C x N, k True per window and channel
+            picked = np.flatnonzero(mask)
+            picked -= _window_offsets(j1 - j0, c, k, n)  # -> index into the image's C x N sorted values
+            np.take(values[i], picked, out=out[i, j0:j1].reshape(-1), mode="clip")  # in range by construction
+    return out.reshape(b, s, c, k)
+
+
+class _Layout:
+    """The window corners as distinct row and column starts (shaped to broadcast over ``C x N``) and, per
+    window, its index into each; ``masks`` yields blocks of about ``block`` windows."""
+
+    def __init__(self, corners: np.ndarray, dtype, block: int):
+        rows, self.row_index = np.unique(corners[:, 0], return_inverse=True)
+        cols, self.col_index = np.unique(corners[:, 1], return_inverse=True)
+        self.row_starts = rows.astype(dtype)[:, None, None]
+        self.col_starts = cols.astype(dtype)[:, None, None]
+        self.block = block
+        s = len(corners)
+        # a grid (every window of some rows x some columns, row by row, as the crop plan orders them):
+        # its masks are one broadcast ``&`` of whole grid rows
+        width = int(np.argmax(self.row_index != self.row_index[0])) or s
+        self.grid_width = width if s % width == 0 and self._is_grid(width) else 0
+
+    def _is_grid(self, width: int) -> bool:
+        height = len(self.row_index) // width
+        rows, cols = self.row_index[::width], self.col_index[:width]
+        return bool((self.row_index == np.repeat(rows, width)).all() and (self.col_index == np.tile(cols, height)).all())
+
+    def masks(self, in_rows: np.ndarray, in_cols: np.ndarray):
+        """``(j0, j1, mask)``: the positions inside windows ``j0 .. j1 - 1`` (``(j1 - j0) x C x N`` booleans)."""
+        s = len(self.row_index)
+        if self.grid_width:
+            width = self.grid_width
+            cols = in_cols[self.col_index[:width]][None]
+            step = max(1, self.block // width) * width
+            for j0 in range(0, s, step):
+                j1 = min(s, j0 + step)
+                rows = in_rows[self.row_index[j0:j1:width]][:, None]
+                yield j0, j1, (rows & cols).reshape(j1 - j0, *in_rows.shape[1:])
+            return
+        for j0 in range(0, s, self.block):
+            j1 = min(s, j0 + self.block)
+            yield j0, j1, in_rows[self.row_index[j0:j1]] & in_cols[self.col_index[j0:j1]]
+
+
+@functools.lru_cache(maxsize=16)
+def _window_offsets(windows: int, channels: int, k: int, n: int) -> np.ndarray:
+    """For the flat index of the ``j``-th picked position of a block (window ``s``, channel ``c``, position
+    ``p``: ``(s * C + c) * N + p``), what to subtract to get ``c * N + p``: ``s * C * N``, read-only."""
+    offsets = (np.arange(windows * channels * k, dtype=np.intp) // (channels * k)) * (channels * n)
+    offsets.flags.writeable = False
+    return offsets
