@@ -83,3 +83,44 @@ def test_eval_tests_on_the_dataset_of_the_run(make_cfg):
     check_same_dataset(cfg, {})  # runs from before data=<name>: MNIST
     with pytest.raises(ShiftProbeError, match="trained on data=cifar10, this command tests on data=mnist: add data=cifar10"):
         check_same_dataset(cfg, {"dataset": "cifar10"})
+
+
+def _ends_with_a_report(out: Path, n_images: int) -> None:
+    """results.json (read through the public API, any schema), results.md and the figures of a run."""
+    import shiftprobe
+
+    res = shiftprobe.load_results(out / "results.json")
+    assert res.summary and res.families["translation"]["n_images"] == n_images
+    assert "invariance" in (out / "results.md").read_text()
+    for name in ("heatmaps", "radial", "examples"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+
+
+def test_cifar10_with_torchvision_resnet18_ends_with_results_and_figures(make_cfg, cifar_root, tmp_path):
+    """The issue's recipe: python train.py data=cifar10 data.root=<CIFAR-10> model=torchvision
+    model.name=resnet18 trainer.max_epochs=1 (on a tiny synthetic CIFAR-10 in the real layout)."""
+    out = tmp_path / "run"
+    cfg = make_cfg(
+        *CIFAR, f"data.root={cifar_root}", "model=torchvision", "model.name=resnet18", "trainer.max_epochs=1",
+        "shift=small", "callbacks=[shift_probe]", "callbacks.shift_probe.progress=false",
+        "callbacks.shift_probe.max_images=6", out=out,
+    )
+    assert "test/acc" in train_module.train(cfg)
+    _ends_with_a_report(out, 6)
+
+
+def test_imagefolder_of_two_sizes_ends_with_results_and_figures(make_cfg, tmp_path):
+    from synthetic import write_image_folder
+
+    root = tmp_path / "folder"
+    write_image_folder(root, n_train=6, n_test=3)
+    out = tmp_path / "run"
+    cfg = make_cfg(
+        "data=imagefolder", f"data.root={root}", "data.image_size=24", "data.num_classes=3", "data.val_size=3",
+        "data.batch_size=4", "data.eval_batch_size=8", "model=torchvision", "model.name=resnet18",
+        "model.small_input=true", "trainer.max_epochs=1", "shift=small",
+        "callbacks=[shift_probe]",
+        "callbacks.shift_probe.progress=false", out=out,
+    )
+    assert "test/acc" in train_module.train(cfg)
+    _ends_with_a_report(out, 9)
