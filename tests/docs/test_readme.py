@@ -77,6 +77,14 @@ def test_the_link_check_finds_a_broken_file_and_a_broken_anchor(tmp_path):
     assert anchors(tmp_path / "other.md") == {"other-page", "a-code-heading-yes"}
 
 
+@pytest.mark.parametrize("page", [*PAGES, *sorted((ROOT / "docs" / "findings").rglob("*.md"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_issue_numbers_in_the_docs(page):
+    """History belongs in CHANGELOG.md, and none of it by issue number: the docs say what is true today."""
+    found = re.findall(r"\bissues? *#?\d+|\(#\d+\)", page.read_text(encoding="utf-8"), re.I)
+    assert not found, found
+
+
 def commands(path) -> list[tuple[str, str]]:
     """Every ``python train.py ...`` / ``python eval.py ...`` of a page's bash blocks and code spans:
     (entry point, its arguments), ``<placeholders>`` filled in, shell comments left out."""
