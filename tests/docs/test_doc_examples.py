@@ -1,4 +1,5 @@
-"""The Python examples of the README and docs/api.md run as written (in a fresh process, in a temp dir)."""
+"""The Python examples of the README and docs/api.md run as written (in a fresh process, in a temp dir);
+the README's other checks: tests/docs/test_readme.py."""
 
 from __future__ import annotations
 
@@ -33,3 +34,5 @@ def test_readme_python_example_runs(tmp_path, index):
     script.write_text(blocks[index], encoding="utf-8")
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results.json").is_file()
+    assert proc.stdout.splitlines()[0] == "[2, 2]"  # the stride it prints first, inferred from the network
