@@ -21,7 +21,8 @@ from shiftprobe.probe.engine import control_offset, measure, measure_network
 from shiftprobe.probe.geometry import infer_geometry
 from shiftprobe.probe.metrics import pair_metrics, sort_channels, sorted_rel
 from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.results import Results, build_results
+from shiftprobe.probe.results import Results
+from shiftprobe.probe.section import build_results
 from shiftprobe.probe.transforms import Translation, shift_images
 
 N = 16

@@ -33,7 +33,8 @@ from shiftprobe.probe.metrics import (
     sorted_rel,
 )
 from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.results import Results, build_results, predictions_block
+from shiftprobe.probe.results import Results
+from shiftprobe.probe.section import build_results, predictions_block
 from shiftprobe.probe.stats import ratio_interval_from_values, ratio_se, score_interval, z_value
 
 DATA = Path(__file__).parent / "data"

@@ -37,7 +37,7 @@ from shiftprobe.errors import ShiftProbeError, setting_error
 from shiftprobe.probe.capture import resolve_layers
 from shiftprobe.probe.engine import measure_network, subset_indices, subset_info
 from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.results import inits_summary
+from shiftprobe.probe.section import inits_summary
 from shiftprobe.probe.transforms import check_max_shift
 
 log = logging.getLogger(__name__)

@@ -76,7 +76,8 @@ from shiftprobe.probe.metrics import (
     working,
 )
 from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.results import Results, build_results
+from shiftprobe.probe.results import Results
+from shiftprobe.probe.section import build_results
 from shiftprobe.probe.thresholds import exact_tolerance
 from shiftprobe.probe.transforms import Translation, shift_images_per_sample
 

@@ -56,7 +56,7 @@ from shiftprobe.probe.metrics import (
     sum_dtype,
     working,
 )
-from shiftprobe.probe.results import check_finite_sums, control_block, group_metrics, predictions_block
+from shiftprobe.probe.section import check_finite_sums, control_block, group_metrics, predictions_block
 from shiftprobe.probe.stats import mean_se
 from shiftprobe.probe.thresholds import exact_tolerance
 from shiftprobe.probe.transforms import Translation
