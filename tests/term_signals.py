@@ -42,9 +42,9 @@ class SigtermAt(L.Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.stage == "measure":  # the subprocess ends with the run: the patch is never undone
-            from shiftprobe.probe import engine
+            from shiftprobe.probe.pairs import PairComputer
 
-            engine._Probe.batch_updates = counting_batches(engine._Probe.batch_updates, self.at, self.count_file)
+            PairComputer.batch_updates = counting_batches(PairComputer.batch_updates, self.at, self.count_file)
             if self.count_file:
                 Path(self.count_file).write_text("")
 

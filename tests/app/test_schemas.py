@@ -19,7 +19,8 @@ from shiftprobe.app.schemas import (
 )
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.models.lab import PADDINGS, POOLS
-from shiftprobe.probe.transforms import SHIFT_MODES, SHIFT_PATTERNS
+from shiftprobe.probe.resample import SHIFT_MODES
+from shiftprobe.probe.translation import SHIFT_PATTERNS
 
 
 def test_enums_hold_exactly_the_values_the_code_accepts():

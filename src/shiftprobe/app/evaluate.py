@@ -32,6 +32,7 @@ from shiftprobe.app.train import (
     build_trainer,
     close_loggers,
     flat_hparams,
+    hparam_metrics,
     hydra_choices,
     instantiate_callbacks,
     instantiate_loggers,
@@ -281,7 +282,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, callbacks, loggers)
     try:
         if trainer.is_global_zero:
-            log_hparams(loggers, flat_hparams(config, hydra_choices()) | {"ckpt_path": str(cfg.ckpt_path)})
+            log_hparams(loggers, flat_hparams(config, hydra_choices()) | {"ckpt_path": str(cfg.ckpt_path)},
+                        hparam_metrics(callbacks, module.net))
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics = to_floats(trainer.callback_metrics)
         if "test/acc" in metrics:

@@ -14,7 +14,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from shiftprobe.errors import ShiftProbeError, is_number
 from shiftprobe.errors import reject_setting as _fail
 from shiftprobe.probe.families import FLIP_AXES, SUBPIXEL_AXES, SUBPIXEL_METHODS
-from shiftprobe.probe.transforms import IMAGE_SIZE, SHIFT_MODES
+from shiftprobe.probe.resample import SHIFT_MODES
+from shiftprobe.probe.translation import IMAGE_SIZE
 
 #: the options of the group and the settings each one reads (translation's are ``shift.*``)
 TRANSFORM_OPTIONS: dict[str, tuple[str, ...]] = {

@@ -6,7 +6,7 @@ processed in one process or split across DDP ranks. Sums are float64 where the d
 (float32 on Apple MPS).
 
 Besides the sums over pairs, the per-image statistics behind the standard errors
-(``shiftprobe.probe.stats``): for every pair metric and every group of ``ShiftPlan.groups()``, the
+(``shiftprobe.probe.stats``): for every pair metric and every group of the plan (``Plan.groups``), the
 number of images ``n``, ``sum m_i``, ``sum m_i^2``, ``sum m_i c_i`` and ``sum c_i``, where ``m_i`` is
 image ``i``'s mean over its pairs in the group and ``c_i`` its control value (for the metrics of a
 score: ``dist``, ``sorted_rel``, ``sorted_rel_certified``); and the sum of squares of every control
@@ -87,9 +87,11 @@ class PairMetricAccumulator(Metric):
         dtype=torch.float64,
         n_groups: int = 0,
         n_classes: int = 0,
+        masked: tuple[str, ...] = MASKED,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.masked = tuple(masked)
         self.n_shift_ids = int(n_shift_ids)
         self.metrics = dict(metrics)
         self.layers = tuple(self.metrics)
@@ -105,23 +107,24 @@ class PairMetricAccumulator(Metric):
             shape = (len(self.image_keys), len(IMAGE_ROWS), self.n_groups)
             self.add_state("image_stats", torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
         self._pair_keys, self._control_keys, self._control_sq_keys = {}, {}, {}
+        # states are named by position: a layer may have any name (dots, a tuple of a layer-wise part)
         for layer, (pair, control) in self.metrics.items():
             for metric in pair:
                 names = [metric]
-                if metric in MASKED:
+                if metric in self.masked:
                     names.append(f"{metric}_count")
                 if metric in COUNTED:
                     names.append(f"{metric}_no_overlap")
                 for m in names:
-                    self._pair_keys[layer, m] = attr = f"pair__{layer}__{m}".replace(".", "_")
+                    self._pair_keys[layer, m] = attr = f"pair_{len(self._pair_keys)}"
                     self.add_state(attr, torch.zeros(self.n_shift_ids, dtype=dtype), dist_reduce_fx="sum")
                 if metric in COUNTED:  # the worst pair: "exact" is decided on it, not on the mean
-                    self._pair_keys[layer, f"{metric}_max"] = attr = f"pair__{layer}__{metric}_max".replace(".", "_")
+                    self._pair_keys[layer, f"{metric}_max"] = attr = f"pair_{len(self._pair_keys)}"
                     self.add_state(attr, torch.zeros(self.n_shift_ids, dtype=dtype), dist_reduce_fx="max")
             for metric in control:
-                self._control_keys[layer, metric] = attr = f"control__{layer}__{metric}".replace(".", "_")
+                self._control_keys[layer, metric] = attr = f"control_{len(self._control_keys)}"
                 self.add_state(attr, torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
-                self._control_sq_keys[layer, metric] = attr = f"control_sq__{layer}__{metric}".replace(".", "_")
+                self._control_sq_keys[layer, metric] = attr = f"control_sq_{len(self._control_sq_keys)}"
                 self.add_state(attr, torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
 
     def _state(self, key) -> torch.Tensor:
@@ -177,7 +180,7 @@ class PairMetricAccumulator(Metric):
         values = values.reshape(len(keys), -1).to(device, dtype)
         defined = ~torch.isnan(values)
         n_ids = self.n_shift_ids
-        masked = [k for k, (_, metric) in enumerate(keys) if metric in MASKED]
+        masked = [k for k, (_, metric) in enumerate(keys) if metric in self.masked]
         counted = [k for k in masked if keys[k][1] in COUNTED]
         is_masked = torch.zeros((len(keys), 1), dtype=torch.bool, device=device)
         is_masked[masked] = True
@@ -193,7 +196,7 @@ class PairMetricAccumulator(Metric):
             worst.scatter_reduce_(1, ids.expand(len(counted), -1), torch.where(defined[counted], rows, -torch.inf), "amax")
         for k, (layer, metric) in enumerate(keys):
             self._state((layer, metric)).add_(sums[k])
-            if metric in MASKED:
+            if metric in self.masked:
                 self._state((layer, f"{metric}_count")).add_(counts[masked.index(k)])
             if metric in COUNTED:
                 state = self._state((layer, f"{metric}_max"))
@@ -234,6 +237,14 @@ class PairMetricAccumulator(Metric):
         return out
 
 
+    def sums(self) -> dict:
+        """``compute()`` with every per-id sum of shape ``(n_ids,)`` (torchmetrics squeezes one-element
+        results to scalars: a family of one parameter)."""
+        raw = self.compute()
+        return {k: v.reshape(self.n_shift_ids) if k == "pair_count" or (isinstance(k, tuple) and k[0] == "pair") else v
+                for k, v in raw.items()}
+
+
 def merge_sums(parts: list[dict]) -> dict:
     """Combine the ``compute()`` dicts of processes that measured disjoint images, as DDP's reduction
     does: maxima (``<metric>_max``) by maximum, everything else by sum."""
@@ -248,5 +259,7 @@ def merge_sums(parts: list[dict]) -> dict:
     return out
 
 
-def new_accumulator(n_shift_ids: int, metrics: dict, device, n_groups: int = 0, n_classes: int = 0) -> PairMetricAccumulator:
-    return PairMetricAccumulator(n_shift_ids, metrics, dtype=sum_dtype(device), n_groups=n_groups, n_classes=n_classes).to(device)
+def new_accumulator(n_ids: int, metrics: dict, device, n_groups: int = 0, n_classes: int = 0,
+                    masked: tuple[str, ...] = MASKED) -> PairMetricAccumulator:
+    return PairMetricAccumulator(n_ids, metrics, dtype=sum_dtype(device), n_groups=n_groups, n_classes=n_classes,
+                                 masked=masked).to(device)

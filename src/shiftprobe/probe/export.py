@@ -22,8 +22,8 @@ from shiftprobe.atomic import all_or_none, atomic_write
 from shiftprobe.probe.capture import Feed, LayerCapture, resolve_layers
 from shiftprobe.probe.engine import exact_float32, model_device, model_dtype
 from shiftprobe.probe.inputs import check_forward, check_inputs, check_model, eval_mode, run_first, to_pixels
-from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.transforms import Translation, shift_images_per_sample
+from shiftprobe.probe.resample import shift_images_per_sample
+from shiftprobe.probe.translation import Translation
 
 #: file names written into a folder given as ``path``
 PT_NAME, NPZ_NAME = "pairs.pt", "pairs.npz"
@@ -31,21 +31,17 @@ PT_NAME, NPZ_NAME = "pairs.pt", "pairs.npz"
 MEMORY_SHARE = 0.5
 
 
-def draw_pairs(plan: ShiftPlan, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` seeded (image index, shift) draws: ``(indices (n,), shifts (n, 2))``.
-
-    Images are drawn without replacement while ``n`` allows it (else with); the shift of each draw is
-    uniform over the plan's non-zero shifts (``grid`` / ``axis``), or the image's own shift (``random``).
-    """
+def draw_pairs(transform: Translation, n_images: int, n: int, seed: int,
+               image_size: tuple[int, int] = (28, 28)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` seeded (image index, shift) draws: ``(indices (n,), shifts (n, 2))``. Images are drawn without
+    replacement while ``n`` allows it; each shift uniformly from the non-zero shifts (``random``: the image's own)."""
+    plan = transform.plan(n_images, image_size)
     g = torch.Generator().manual_seed(int(seed) + 15485863)
-    n_images = plan.n_images
-    if n <= n_images:
-        idx = torch.randperm(n_images, generator=g)[:n]
-    else:
-        idx = torch.randint(0, n_images, (n,), generator=g)
+    idx = torch.randperm(n_images, generator=g)[:n] if n <= n_images else torch.randint(0, n_images, (n,), generator=g)
     if not plan.uniform:
-        return idx, plan.per_image[idx].clone()
-    choices = [s for s in plan.shifts if s != (0, 0)] or list(plan.shifts)
+        return idx, plan.param_values(plan.pairs[idx]).view(n, 2)
+    paired = [plan.params[j] for j in plan.pairs]
+    choices = [s for s in paired if s != (0, 0)] or paired
     pick = torch.randint(0, len(choices), (n,), generator=g)
     return idx, torch.tensor(choices, dtype=torch.long)[pick].view(n, 2)
 
@@ -220,8 +216,7 @@ def export_pairs(
     images, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
     networks = 1 if untrained is None else 2
     check_export_memory(n, pair_bytes(model, layers, tuple(images.shape[1:]), networks, device, feed))
-    plan = ShiftPlan.from_transform(transform, len(images), image_size=min(images.shape[-2:]))
-    idx, shifts = draw_pairs(plan, n, seed)
+    idx, shifts = draw_pairs(transform, len(images), n, seed, tuple(images.shape[-2:]))
     x = to_pixels(images[idx.to(images.device)].cpu(), torch.float32)
     tx = shift_images_per_sample(x, shifts, transform.mode)
     label = labels.cpu()[idx].long() if labels is not None else torch.full((n,), -1, dtype=torch.long)

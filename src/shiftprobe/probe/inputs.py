@@ -1,6 +1,6 @@
 """What the user hands the engine, checked in one place for every entry point.
 
-``measure``, ``measure_network``, ``measure_family``, ``lie_derivative`` and ``export_pairs`` call
+``measure``, ``measure_family``, ``lie_derivative`` and ``export_pairs`` call
 ``check_inputs`` (the model, the images, their normalisation, the labels, ``output_key``), run the
 model in eval mode with ``eval_mode`` and try it on the first images with ``check_forward`` before any
 figure is computed. Every refusal is one line that names the value and the fix.

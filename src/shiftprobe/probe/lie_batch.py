@@ -411,7 +411,7 @@ def layerwise_values(
         "abs": torch.zeros(n, dtype=acc, device=x.device),
         "rel": torch.zeros(n, dtype=acc, device=x.device),
     }
-    gaps = [gap for gap in plan.gaps() if any(_gap_acts(gap, plan, g) for g in generators)]
+    gaps = acting_gaps(plan, generators)
     out: dict[tuple[str, str, str, str], Norms] = {}
     for g in generators:
         end = _output_tangent(
@@ -460,3 +460,20 @@ def _gap_acts(gap: tuple[str, Step | None, Step | None], plan: LayerwisePlan, ge
     before = True if p is None else p.output.acts(generator)  # the input image: every generator acts
     after = plan.output.acts(generator) if q is None else q.input.acts(generator)
     return before or after
+
+
+def acting_gaps(plan: LayerwisePlan, generators: Sequence[str]) -> list:
+    """The gaps between modules where the transformation acts on a side for some generator."""
+    return [gap for gap in plan.gaps() if any(_gap_acts(gap, plan, g) for g in generators)]
+
+
+#: the parts of the output's Lie derivative ``layerwise_values`` reports under ``("total", part, ...)``
+TOTAL_PARTS = ("end_to_end", "modules", "between", "unexplained")
+
+
+def layerwise_parts(plan: LayerwisePlan, generators: Sequence[str]) -> list[tuple[str, str, str]]:
+    """The parts ``layerwise_values`` returns, without the generator: ``("module", name, "contribution" or
+    "own")``, ``("between", label, "contribution")``, ``("total", part, "value")``."""
+    parts = [("module", step.name, kind) for step in plan.steps for kind in ("contribution", "own")]
+    parts += [("between", label, "contribution") for label, _, _ in acting_gaps(plan, generators)]
+    return parts + [("total", part, "value") for part in TOTAL_PARTS]

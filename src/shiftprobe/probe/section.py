@@ -13,11 +13,15 @@ from collections.abc import Mapping
 
 import torch
 
-from shiftprobe.probe.accumulator import MASKED, SCORE_CONTROL
+from shiftprobe.probe.accumulator import SCORE_CONTROL
 from shiftprobe.probe.inputs import nonfinite_message
-from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.migrate import SCHEMA_VERSION, exact_summary
 from shiftprobe.probe.stats import mean_se, ratio_se, score_interval
-from shiftprobe.probe.thresholds import NEAR_CONSTANT_ENTROPY_FRACTION, NEAR_CONSTANT_TOP_SHARE
+from shiftprobe.probe.thresholds import (
+    NEAR_CONSTANT_ENTROPY_FRACTION,
+    NEAR_CONSTANT_TOP_SHARE,
+    exact_tolerance,
+)
 
 
 def _mean(total: torch.Tensor, count: torch.Tensor) -> float | None:
@@ -82,7 +86,7 @@ def group_metrics(raw: dict, ids: torch.Tensor, layers, spatial, control: dict, 
                 if n_out:
                     block[metric] = n_out
                 continue
-            if metric in MASKED:
+            if ("pair", layer, f"{metric}_count") in raw:  # averaged over the pairs where it is defined
                 value = _mean(total[ids], raw["pair", layer, f"{metric}_count"][ids])
             else:
                 value = _mean(total[ids], count)
@@ -91,7 +95,7 @@ def group_metrics(raw: dict, ids: torch.Tensor, layers, spatial, control: dict, 
             if ("image", layer, metric) in raw:
                 block[f"{name}_se"] = _image_se(raw, layer, metric, col) if value is not None else None
         ctrl = control[layer]
-        scores = [("invariance_score", "dist")]
+        scores = [("invariance_score", "dist")] if ("pair", layer, "dist") in raw else []
         if layer in spatial:
             scores.append(("equivariance_score", "sorted_rel"))
             if "sorted_rel_certified" in block:
@@ -154,78 +158,85 @@ def score(value, control_value):
     return 1.0 - value / control_value
 
 
-def check_finite_sums(raw: dict, layers) -> None:
-    """A ValueError naming the layers whose activations were NaN or infinite on some pair or control
-    image: their ``dist`` sums are then not finite. (Without this check a NaN ``aligned_rel`` would be
-    counted as a pair without a certified overlap, and every figure there shown as n/a.)"""
-    bad = [
-        name for name in layers
-        if any(key in raw and not bool(torch.isfinite(raw[key]).all()) for key in (("pair", name, "dist"), ("control", name, "dist")))
-    ]
+def check_finite_sums(raw: dict, layers, metric: str = "dist") -> None:
+    """A ValueError naming the layers whose activations were NaN or infinite on some pair or control image:
+    their ``metric`` sums are then not finite (else a NaN would pass for an undefined pair)."""
+    keys = (("pair", metric), ("control", "dist"))
+    bad = [name for name in layers
+           if any((kind, name, m) in raw and not bool(torch.isfinite(raw[kind, name, m]).all()) for kind, m in keys)]
     if bad:
         raise ValueError(nonfinite_message(bad, " while measuring"))
 
 
-def build_results(raw: dict, plan: ShiftPlan, layers, geometry: Mapping, control_offset: int, classifier: str | None) -> dict:
-    """The nested results dict (docs/measurement.md, "The results file"); refuses non-finite activations
-    (``check_finite_sums``)."""
-    layers = tuple(layers)
-    check_finite_sums(raw, layers)
-    spatial = tuple(name for name in layers if geometry[name].spatial)
-    strides = {
-        name: (geometry[name].stride[0] if geometry[name].stride[0] == geometry[name].stride[1] else list(geometry[name].stride))
-        for name in spatial
-        if geometry[name].stride is not None
-    }
+def group_blocks(raw: dict, plan, layers, scored, control: dict, to_json) -> tuple[dict, dict]:
+    """``(groups, summary)`` of a section: a block per group of ``plan`` with measured pairs (the summary
+    ``{"count": 0}`` when none), ``param`` labels written by ``to_json``."""
+    present = set(torch.nonzero(raw["pair_count"] > 0).flatten().tolist())
+    groups: dict = {}
+    summary: dict = {"count": 0}
+    for col, (name, label, ids) in enumerate(plan.groups):
+        ids = [i for i in ids if i in present]
+        if not ids:
+            continue
+        block = group_metrics(raw, torch.tensor(ids, dtype=torch.long), layers, scored, control, col)
+        if name == "summary":
+            summary = block
+        else:
+            groups.setdefault(name, []).append({"param": to_json(label) if name == "param" else label, **block})
+    return groups, summary
+
+
+def common_fields(raw: dict, net, control_offset: int, control_metric: str = "dist") -> dict:
+    """What every section states about the network and its images: counts, accuracy, predictions, probe
+    points, geometry, the control block and the precision; refuses non-finite activations."""
+    layers = tuple(net.names)
+    check_finite_sums(raw, layers, control_metric)
     control = control_block(raw, layers)
     control["offset"] = int(control_offset)
-    present = set(torch.nonzero(raw["pair_count"] > 0).flatten().tolist())
-    columns = {g: col for col, g in enumerate(plan.groups())}
-
-    def group(key: tuple):
-        """The block of one group of ``plan.groups()``, or None when none of its shifts was measured."""
-        ids = [sid for sid in plan.group_shift_ids(key) if sid in present]
-        if not ids:
-            return None
-        return group_metrics(raw, torch.tensor(ids, dtype=torch.long), layers, spatial, control, columns[key])
-
-    shifts = []
-    for sid in sorted(present):
-        dy, dx = plan.id_to_shift(sid)
-        shifts.append({"dy": dy, "dx": dx, **group(("shift", sid))})
-    radial = []
-    for r in range(plan.max_shift + 1):
-        block = group(("radius", r))
-        if block is not None:
-            radial.append({"radius": r, **block})
-    parity = {}
-    for name in ("even", "odd"):
-        block = group(("parity", name))
-        if block is not None:
-            parity[name] = block
-    summary = group(("summary",)) or {"count": 0}
     n = float(raw["images"])
-    if classifier is not None and classifier in summary:
-        agree = float(raw["two_shift_agree"])
-        summary[classifier]["consistency_two_shifts"] = agree / n if n else None
-        summary[classifier]["consistency_two_shifts_se"] = mean_se(n, agree, agree)  # 0/1 values: sum of squares = sum
-    labelled = classifier is not None and ("pair", classifier, "shifted_correct") in raw
+    labelled = net.classifier is not None and ("pair", net.classifier, "shifted_correct") in raw
     correct = float(raw["correct"])
+    tol = exact_tolerance(net.dtype)
     return {
+        "n_images": int(n), "layers": list(layers), "classifier": net.classifier,
         "accuracy": correct / n if n and labelled else None,
         "accuracy_se": mean_se(n, correct, correct) if labelled else None,
         "predictions": predictions_block(raw.get("pred_hist")),
-        "shift_mode": plan.mode,
-        "shift_pattern": plan.pattern,
-        "max_shift": plan.max_shift,
-        "n_images": int(n),
-        "layers": list(layers),
-        "classifier": classifier,
-        "strides": strides,
-        "geometry": {name: geometry[name].to_dict() for name in layers},
+        "geometry": {name: net.geometry[name].to_dict() for name in layers},
         "control": control,
-        "shifts": shifts,
-        "radial": radial,
-        "parity": parity,
-        "summary": summary,
+        "precision": {"dtype": str(net.dtype).replace("torch.", ""), "exact_tol": tol},
     }
+
+
+def build_section(raw: dict, transform, plan, net, control_offset: int, metrics: dict, image_size) -> dict:
+    """The section of one network under one transform (results.json schema 3, docs/measurement.md)."""
+    out = common_fields(raw, net, control_offset)
+    layers = out["layers"]
+    scored = tuple(n for n in layers if "sorted_rel" in metrics[n][0])
+    groups, summary = group_blocks(raw, plan, layers, scored, out["control"], transform.param_to_json)
+    cls, n = net.classifier, float(raw["images"])
+    if cls is not None and cls in summary and plan.draws is not None:
+        agree = float(raw["two_shift_agree"])
+        summary[cls]["consistency_two_shifts"] = agree / n if n else None
+        summary[cls]["consistency_two_shifts_se"] = mean_se(n, agree, agree)  # 0/1 values: sum of squares = sum
+    tol = out["precision"]["exact_tol"]
+    map_action = {
+        name: {"defined": bool(transform.layer_map_metrics(geo, image_size)),
+               "note": transform.map_action_note(geo, image_size)}
+        for name, geo in net.geometry.items() if geo.spatial
+    }
+    return {
+        "family": transform.name, "kind": "transform", "config": transform.to_dict(),
+        "parameter": transform.parameter, "dims": transform.dims, **out, "groups": groups, "summary": summary,
+        "exact": exact_summary(groups.get("param", []), layers, tol) if transform.exact_test else {},
+        "map_action": map_action,
+    }
+
+
+def results_dict(families: dict, subset: dict, seconds_total: float) -> dict:
+    """The top level of results.json (schema 3): every section once, ``primary`` the first."""
+    from shiftprobe import __version__
+
+    return {"schema_version": SCHEMA_VERSION, "shiftprobe_version": __version__,
+            "primary": next(iter(families), None), "subset": subset, "seconds_total": seconds_total,
+            "families": families}
