@@ -22,7 +22,7 @@ from torch import nn
 
 from shiftprobe.probe.accumulator import merge_sums
 from shiftprobe.probe.families import Flip, Rotation, Rotation90, SubpixelTranslation
-from shiftprobe.probe.measure import measure, measure_family
+from shiftprobe.probe.measure import measure, measure_family, reinitialised_copy
 from shiftprobe.probe.results import Results
 from shiftprobe.probe.translation import Translation
 
@@ -292,3 +292,83 @@ def test_measure_a_family_alone_with_its_untrained_control(net):
         measure(net, torch.rand(4, 12, 14), transform=[Translation(max_shift=1), Rotation90()])
     with pytest.raises(TypeError, match="transform=3"):
         measure(net, x, transform=3)
+
+
+# -- untrained initialisations and the Lie derivative through measure() -----------------------------
+def test_untrained_inits_are_the_untrained_network_and_seeded_copies(net):
+    x, y = _images(n=6)
+    torch.manual_seed(5)
+    untrained = TinyCNN().eval()
+    res = measure(net, x, y, layers=["conv1", "logits"], transform=[Translation(max_shift=1), Rotation90()],
+                  untrained=untrained, untrained_inits=3, control_seed=2)
+    for name in ("translation", "rot90"):
+        section = res["families"][name]
+        inits = section["untrained_inits"]
+        assert inits["k"] == 3
+        family = Translation(max_shift=1) if name == "translation" else Rotation90()
+        nets = [untrained] + [reinitialised_copy(untrained, 2 + k) for k in (1, 2)]
+        values = [measure_family(n, x, y, family, layers=["conv1", "logits"], control_seed=2)["summary"]["logits"]
+                  ["invariance_score"] for n in nets]
+        assert values[0] == section["untrained"]["summary"]["logits"]["invariance_score"]
+        stats = inits["summary"]["logits"]["invariance_score"]
+        assert stats["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert stats["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+    with pytest.raises(ValueError, match="untrained_inits=2 needs untrained="):
+        measure(net, x, transform=Translation(max_shift=1), untrained_inits=2)
+    with pytest.raises(ValueError, match="untrained_inits=0"):
+        measure(net, x, transform=Translation(max_shift=1), untrained=untrained, untrained_inits=0)
+
+
+def test_reinitialised_copy_draws_as_a_fresh_network_and_keeps_the_global_state():
+    torch.manual_seed(7)
+    fresh = TinyCNN()
+    other = TinyCNN()
+    state = torch.random.get_rng_state()
+    copy_ = reinitialised_copy(other, 7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(copy_.state_dict().values(), fresh.state_dict().values(), strict=True))
+
+
+def test_the_lie_derivative_is_a_section_of_the_same_engine(net):
+    """measure(lie_derivative=...) gives lie_derivative()'s numbers (the same images: the seeded subset of the
+    measured ones), in one section with a control block, the untrained network and the primary key."""
+    from shiftprobe.probe.engine import subset_indices
+    from shiftprobe.probe.lie import lie_derivative, lie_result
+
+    x, _ = _images(n=8)
+    torch.manual_seed(5)
+    untrained = TinyCNN().eval()
+    res = measure(net, x, layers=["conv1", "logits"], transform=[], lie_derivative=["translate_x", "rotate"],
+                  lie_derivative_images=5, untrained=untrained, control_seed=1)
+    assert list(res["families"]) == ["lie_derivative"] and res["primary"] == "lie_derivative"
+    section = res["families"]["lie_derivative"]
+    assert section["kind"] == "lie_derivative" and section["n_images"] == 5 and "dist" in section["control"]["logits"]
+    assert [b["param"] for b in section["groups"]["param"]] == ["translate_x", "rotate"]
+    direct = lie_derivative(net, x[subset_indices(8, 5, 1)], layers=["conv1", "logits"], generators=["translate_x", "rotate"])
+    got = lie_result(section)
+    for layer in ("conv1", "logits"):
+        for g in ("translate_x", "rotate"):
+            for metric in ("rel", "rel_se", "abs", "abs_se"):
+                assert got[layer][g][metric] == pytest.approx(direct[layer][g][metric], rel=1e-9), (layer, g, metric)
+    assert section["untrained"]["groups"]["param"][0]["conv1"]["abs"] != section["groups"]["param"][0]["conv1"]["abs"]
+    with pytest.raises(ValueError, match="measures nothing"):
+        measure(net, x, transform=[])
+
+
+def test_the_lie_derivative_split_over_two_ranks_sums_to_one_process(net):
+    """DDP for the Lie derivative: two ranks' merged sums give the single process's section (float64)."""
+    from shiftprobe.probe.inputs import check_inputs
+    from shiftprobe.probe.lie import lie_section
+
+    x, _ = _images(n=7)
+    net64 = copy.deepcopy(net).double()
+    pixels, _, feed = check_inputs(net64, x.double())
+    kw = dict(layers=["conv1", "conv2", "logits"], batch_size=3)
+    whole = lie_section(net64, pixels, feed, ["translate_x", "scale"], **kw)
+    parts = []
+    for rank in (0, 1):
+        sums: dict = {}
+        lie_section(net64, pixels, feed, ["translate_x", "scale"], rank=rank, world_size=2, sums=sums, **kw)
+        parts.append(sums)
+    merged = parts[0]["section"](merge_sums([p["raw"] for p in parts]))
+    assert_same_figures(merged, {k: v for k, v in whole.items() if k != "seconds"}, torch.float64)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from shiftprobe.probe.geometry import LayerGeometry
 from shiftprobe.probe.metrics import sum_dtype
 
 #: metrics whose per-pair value may be NaN (undefined or no certified overlap); counted separately,
@@ -31,23 +30,6 @@ MASKED = (*COUNTED, "consistency_correct")
 SCORE_CONTROL = {"dist": "dist", "sorted_rel": "sorted_rel", "sorted_rel_certified": "sorted_rel"}
 #: rows of the per-image group statistics
 IMAGE_ROWS = ("n", "sum", "sum_sq", "sum_xc", "sum_c")
-
-
-def layer_metrics(geo: LayerGeometry, classifier: bool, labels: bool = True) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(pair metrics, control metrics)`` measured for a layer of this geometry (``labels``: the
-    images come with labels, so accuracies can be measured)."""
-    pair, control = ["cos", "dist", "rel"], ["cos", "dist", "rel"]
-    if geo.spatial:
-        pair.append("sorted_rel")
-        control.append("sorted_rel")
-        if geo.exact_test:
-            pair += ["aligned_rel", "nearest_aligned_rel", "sorted_rel_certified"]
-    if classifier:
-        pair.append("consistency")
-        if labels:
-            pair += ["shifted_correct", "consistency_correct"]
-        control.append("consistency")
-    return tuple(pair), tuple(control)
 
 
 class PairMetricAccumulator(Metric):

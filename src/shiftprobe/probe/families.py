@@ -239,6 +239,7 @@ class Rotation(Transform):
 
     kind: ClassVar[str] = "rotation"
     parameter: ClassVar[str] = "angle_deg"
+    generators: ClassVar[tuple[str, ...]] = ("rotate",)
     exact_test: ClassVar[bool] = False
 
     def __post_init__(self):
@@ -343,6 +344,10 @@ class SubpixelTranslation(Transform):
     @property
     def dims(self) -> int:
         return 2 if self.axes == "both" else 1
+
+    @property
+    def generators(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"translate_{a}" for a in "xy" if self.axes in ("xy", "both", a))
 
     def offsets(self) -> list[float]:
         """The positive offsets ``step, 2 step, ..., max_offset`` (pixels)."""

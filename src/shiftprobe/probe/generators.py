@@ -201,20 +201,8 @@ def flow_derivative(
     return out
 
 
-def fourier_shift(x: torch.Tensor, t: torch.Tensor, axis: int) -> torch.Tensor:
-    """``x`` moved by ``t`` pixels along ``axis`` (towards higher indices) with a DFT phase ramp
-    (circular; the real part is kept); differentiable in ``t``."""
-    n = x.shape[axis]
-    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    freq = torch.fft.fftfreq(n, device=x.device, dtype=work.dtype)
-    shape = [1] * x.dim()
-    shape[axis] = n
-    phase = torch.exp(-2j * torch.pi * freq.view(shape) * t)
-    return torch.fft.ifft(torch.fft.fft(work, dim=axis) * phase, dim=axis).real.to(x.dtype)
-
-
 def fourier_derivative(x: torch.Tensor, offset: tuple[float, float]) -> torch.Tensor:
-    """``d/dt`` of the phase-ramp translation by ``t * offset`` (x, y) pixels (:func:`fourier_shift`) at
+    """``d/dt`` of the phase-ramp translation by ``t * offset`` (x, y) pixels (``shiftprobe.probe.resample.fourier_shift``) at
     ``t = 0``, in closed form: the real part of ``ifft(-2 pi i f fft(x))`` per axis (no autograd, so it
     runs inside a forward-mode pass)."""
     work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

@@ -43,19 +43,25 @@ log = logging.getLogger(__name__)
 
 
 def reinitialised_copy(net: nn.Module, seed: int) -> nn.Module:
-    """A fresh initialisation of ``net``'s architecture: a deep copy (on the CPU) whose every submodule with a
-    ``reset_parameters()`` is re-initialised, children before parents (a model's own ``reset_parameters`` has
-    the last word), under ``torch.manual_seed(seed)``; the global random state is restored. Parameters of
-    modules without one keep ``net``'s values (announced)."""
+    """A fresh initialisation of ``net``'s architecture under ``torch.manual_seed(seed)``: a deep copy (on the
+    CPU) whose every submodule with a ``reset_parameters()`` is re-initialised, children before their parent
+    (a model's own ``reset_parameters`` has the last word) and siblings in definition order, so a network
+    without its own reset gets the draws of ``torch.manual_seed(seed); Net()``. The global random state is
+    restored. Parameters of modules without one keep ``net``'s values (announced)."""
     fresh = copy.deepcopy(net).cpu()
     kept = []
+
+    def reset(module: nn.Module, name: str) -> None:
+        for child_name, child in module.named_children():
+            reset(child, f"{name}.{child_name}" if name else child_name)
+        if callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
+        elif any(True for _ in module.parameters(recurse=False)):
+            kept.append(name or type(module).__name__)
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        for name, module in reversed(list(fresh.named_modules())):
-            if callable(getattr(module, "reset_parameters", None)):
-                module.reset_parameters()
-            elif any(True for _ in module.parameters(recurse=False)):
-                kept.append(name or type(module).__name__)
+        reset(fresh, "")
     if kept:
         log.warning("untrained_inits: %s has no reset_parameters(); its parameters are those of init 0", ", ".join(kept))
     return fresh

@@ -38,6 +38,10 @@ def z_value(level: float = LEVEL) -> float:
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 
+#: the one z of a 95 % interval (the engine's score intervals; the report's ``± Z95 * se``)
+Z95 = z_value(LEVEL)
+
+
 def _sample_var(n: float, total: float, total_sq: float) -> float:
     return max(0.0, (total_sq - total * total / n) / (n - 1))
 
@@ -78,7 +82,7 @@ def score_interval(score: float | None, r_se: tuple[float, float] | None, level:
     """``[lo, hi]`` for ``score = 1 - R`` given ``(R, se(R))``; None when either is unknown."""
     if score is None or r_se is None:
         return None
-    half = z_value(level) * r_se[1]
+    half = (Z95 if level == LEVEL else z_value(level)) * r_se[1]
     return [score - half, score + half]
 
 
