@@ -1,10 +1,5 @@
-"""``assert_equivariant``: a one-line equivariance test for your own unit tests (in the style of e3nn, escnn).
-
-The layer's map of each transformed image is compared with the map action of the transform on its map of
-the original image (``Transform.map_action``), on the positions that action certifies only (for a shift:
-the positions whose receptive field stays inside the image in both maps; under roll a circular layer's
-whole map); a vector layer is compared with itself (invariance). The tolerance follows the network's dtype.
-"""
+"""``assert_equivariant``: a one-line equivariance test for your own unit tests (in the style of e3nn, escnn),
+on the positions the transform's map action certifies, with a tolerance that follows the dtype."""
 
 from __future__ import annotations
 
@@ -24,33 +19,33 @@ def assert_equivariant(model: nn.Module, transform, layer: str, atol: float | No
                        images: torch.Tensor | None = None, image_shape: Sequence[int] = (1, 28, 28),
                        n_images: int = 4, seed: int = 0) -> dict:
     """Assert that probe point ``layer`` of ``model`` is equivariant (a map) or invariant (a vector) to every
-    parameter of ``transform`` at which its map action is defined.
+    parameter of ``transform`` where its map action is defined, on the compared positions only.
 
     Parameters
     ----------
     model : torch.nn.Module
-        The network (measured in eval mode, in its own dtype; its mode is restored).
+        Measured in eval mode, in its own dtype.
     transform : Transform or str
         E.g. ``shiftprobe.Translation(max_shift=2)``, ``shiftprobe.Rotation90()``, or a family's name.
     layer : str
         A probe point, as in :func:`shiftprobe.measure`.
     atol : float, optional
-        The largest absolute difference allowed; default ``exact_tolerance(dtype)`` (1e-5 for float32, 1e-9 for
-        float64) times the largest ``|value|`` of the layer's maps (at least 1).
-    images : torch.Tensor, optional
-        Pixels in [0, 1], ``(N, C, H, W)``; default ``n_images`` seeded uniform images of ``image_shape``.
+        The largest absolute difference allowed; default ``exact_tolerance(dtype)`` (1e-5 in float32, 1e-9 in
+        float64) times the largest ``|value|`` of the layer's map (at least 1).
+    images, image_shape, n_images, seed
+        Pixels ``(N, C, H, W)`` in [0, 1]; default ``n_images`` seeded uniform images of ``image_shape``.
 
     Returns
     -------
     dict
-        The largest absolute difference at each parameter checked (JSON form of the parameter as key).
+        The largest absolute difference at each parameter checked (the JSON form of the parameter as key).
 
     Raises
     ------
     AssertionError
         One line naming the worst parameter, its difference and the tolerance.
     ValueError
-        The map action is defined at no parameter of ``transform`` for this layer (with the reason).
+        The map action is defined at no parameter for this layer (with the reason).
 
     Examples
     --------

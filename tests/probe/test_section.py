@@ -26,12 +26,13 @@ from shiftprobe.probe.engine import control_offset
 from shiftprobe.probe.geometry import infer_geometry
 from shiftprobe.probe.measure import measure_family
 from shiftprobe.probe.metrics import (
+    aligned_offset,
     aligned_values,
     pair_metrics,
     prediction_agreement,
     sort_channels,
-    sorted_certified_values,
     sorted_rel,
+    sorted_rel_certified_at,
 )
 from shiftprobe.probe.migrate import migrate
 from shiftprobe.probe.resample import shift_images
@@ -104,7 +105,8 @@ def _per_pair(net, images, labels, plan, layers, seed):
                         values["nearest_aligned_rel"] = near
                         if aligned is not None:
                             values["aligned_rel"] = aligned
-                            values["sorted_rel_certified"] = sorted_certified_values(f, ft, dy, dx, geo, plan.mode)
+                            values["sorted_rel_certified"] = sorted_rel_certified_at(
+                                f, ft, *aligned_offset(dy, dx, geo.stride), geo, plan.mode)
                     if layer == "logits":
                         agree = prediction_agreement(f, ft)
                         values["consistency"] = agree
@@ -418,7 +420,7 @@ def test_sorted_certified_on_a_layer_that_is_not_equivariant():
         for entry in res["groups"]["param"]:
             dy, dx = entry["param"]
             ft = cap.run(shift_images(x, dy, dx, "crop"))["post"]
-            expected = sorted_certified_values(f, ft, dy, dx, geo, "crop").mean().item()
+            expected = sorted_rel_certified_at(f, ft, *aligned_offset(dy, dx, geo.stride), geo, "crop").mean().item()
             block = entry["post"]
             assert block["sorted_rel_certified"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
             if (dy, dx) != (0, 0):

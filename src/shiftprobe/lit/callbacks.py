@@ -1,14 +1,7 @@
-"""``ShiftProbeCallback``: at the end of testing, ``shiftprobe.measure`` once, then results files and logs.
-
-After ``trainer.test`` (``python train.py``, ``python eval.py``) it measures the tested network and its
-untrained control (the initial weights, or ``initial_state=<path>``: a state_dict or checkpoint; a whole
-saved module only with ``trust_initial_state=True``) under every family of ``transforms`` (translation with
-this callback's ``max_shift``, ``mode``, ``pattern``, ``seed``), with ``untrained_inits`` initialisations and the
-Lie derivative when asked, by one call of :func:`shiftprobe.measure` with the trainer's rank and world size
-(DDP: every rank measures its share; the sums are reduced across ranks). Rank 0 then writes
-``results.json``, ``results.md`` and the figures into the run directory (all or none), ``export_pairs=N``
-seeded pairs with their activations, and logs the scores (``headline``).
-"""
+"""``ShiftProbeCallback``: at the end of testing, ``shiftprobe.measure`` once (every family of ``transforms``,
+the untrained control and ``untrained_inits``, the Lie derivative; the trainer's rank and world size), then
+rank 0 writes results.json, results.md, the figures and ``export_pairs`` pairs (all or none) and logs the
+scalars (the ``answer`` groups first)."""
 
 from __future__ import annotations
 
@@ -78,29 +71,28 @@ def build_family(name: str, settings):
 
 
 def lie_generators_setting(value, layerwise=False) -> tuple[str, ...] | None:
-    """``lie_derivative`` as generators: None (off), the default three (true) or the names listed; a
-    ValueError naming the key for anything else, or for ``lie_derivative_layerwise`` without it."""
+    """``lie_derivative`` as generators: None (off: false or null), the default three (true) or the names
+    listed; a ValueError naming the key otherwise, or for ``lie_derivative_layerwise`` without it."""
     from omegaconf import OmegaConf
 
     from shiftprobe.probe.generators import DEFAULT_GENERATORS, check_generators
 
     key = f"{PROBE}.lie_derivative"
+    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     if not isinstance(layerwise, bool):
         raise ValueError(f"{key}_layerwise={layerwise!r}: use true or false")
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value, resolve=True)
+    if layerwise and value in (None, False):
+        raise ValueError(f"{key}_layerwise=true needs {key}=true or a list of generators, e.g. {key}=[translate_x,rotate]")
     if value is None or value is False:
-        if layerwise:
-            raise ValueError(f"{key}_layerwise=true needs {key}=true or a list of generators, e.g. {key}=[translate_x,rotate]")
         return None
     if value is True:
         return DEFAULT_GENERATORS
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        try:
-            return check_generators(value)
-        except ValueError as err:
-            raise ValueError(f"{key}={list(value)}: {err}") from None
-    raise ValueError(f"{key}={value!r}: use true, false or a list of generators, e.g. {key}=[translate_x,rotate,scale]")
+    try:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError("use true, false or a list of generators, e.g. [translate_x,rotate,scale]")
+        return check_generators(value)
+    except ValueError as err:
+        raise ValueError(f"{key}={value!r}: {err}") from None
 
 
 def input_normalization(pl_module) -> tuple | None:

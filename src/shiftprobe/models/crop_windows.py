@@ -1,22 +1,12 @@
 """The crop fast path: every crop-mode shift of a batch from one pass over the zero-padded images.
 
-A crop-mode shift of ``x`` by ``(dy, dx)`` is a window of ``x`` zero-padded by ``m = max |shift|``, and a
-valid, stride-1 convolution of a window is the window of the convolution. A network built as
-
-    conv1 (valid, stride 1) -> down-sampling (2x2, stride 2, valid) -> conv2 (valid, stride 1) -> head
-
-(the lab CNN, ``GapCNN``, ``AllConvCNN``) declares it by subclassing ``CropWindowModel`` and returning a
-``CropWindows`` from ``crop_windows()`` (None where a variant breaks the contract). The engine runs conv1
-once on the padded images and the down-sampling and conv2 once per pooling phase (4 phases); each shift's
-conv1 and conv2 maps are windows of those maps, and only the head runs per shift. A down-sampling that is
-not window-compatible as a whole (the blur pool: its reflect padding depends on the window) gives a
-window-compatible first part (``prewindow``, a stride-1 max pool) and the rest (``after_prewindow``), run
-per shift on the windows of the first part.
-
-Contract: for every probe point in ``layers`` and every shift, ``shifted(basis(pad(x), m), shifts)`` equals
-the network's probe point on the crop-shifted images, to the rounding of another kernel; the engine checks
-it once per measurement with ``self_check`` and measures on the plain path when it fails.
-"""
+A crop shift of ``x`` by ``(dy, dx)`` is a window of ``x`` padded by ``m = max |shift|``, and a valid stride-1
+convolution of a window is the window of the convolution. A network ``conv1 -> 2x2 stride-2 down-sampling ->
+conv2 -> head`` (the lab CNN, ``GapCNN``, ``AllConvCNN``) subclasses ``CropWindowModel`` and returns a
+``CropWindows`` (None where a variant breaks the contract): conv1 runs once on the padded images, the
+down-sampling and conv2 once per pooling phase, the head per shift (a blur pool: its stride-1 max pool is shared,
+the rest runs per shift). Contract: every probe point of the shifted images equals the network's, to another
+kernel's rounding; the engine runs ``self_check`` once and otherwise measures on the plain path."""
 
 from __future__ import annotations
 

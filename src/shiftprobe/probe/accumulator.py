@@ -1,17 +1,7 @@
-"""``PairMetricAccumulator``: a torchmetrics ``Metric`` holding the sums of the per-pair metrics.
-
-Every state is a sum (per shift id, per group, or a scalar) reduced with ``"sum"`` (the per-pair
-maxima with ``"max"``), so the figures computed from it are the same whether the test images were
-processed in one process or split across DDP ranks. Sums are float64 where the device has it
-(float32 on Apple MPS).
-
-Besides the sums over pairs, the per-image statistics behind the standard errors
-(``shiftprobe.probe.stats``): for every pair metric and every group of the plan (``Plan.groups``), the
-number of images ``n``, ``sum m_i``, ``sum m_i^2``, ``sum m_i c_i`` and ``sum c_i``, where ``m_i`` is
-image ``i``'s mean over its pairs in the group and ``c_i`` its control value (for the metrics of a
-score: ``dist``, ``sorted_rel``, ``sorted_rel_certified``); and the sum of squares of every control
-metric.
-"""
+"""``PairMetricAccumulator``: a torchmetrics ``Metric`` holding the sums of the per-pair metrics by parameter id,
+the control sums and, per group of the plan, the per-image statistics of the standard errors (``n``, ``sum m``,
+``sum m^2``, ``sum m c``, ``sum c``: ``shiftprobe.probe.stats``). Every state is reduced by sum (the per-pair
+maxima by max), so a DDP split gives the single-process figures; float64 where the device has it."""
 
 from __future__ import annotations
 
@@ -33,29 +23,15 @@ IMAGE_ROWS = ("n", "sum", "sum_sq", "sum_xc", "sum_c")
 
 
 class PairMetricAccumulator(Metric):
-    """Sums of per-pair metrics indexed by shift id, control sums and image-level counts.
+    """Sums of per-pair metrics by parameter id, control sums and image-level counts.
 
-    ``update`` takes any of:
-
-    * ``shift_ids`` (P,) with ``pairs`` {(layer, metric): (P,)}: one entry per image-shift pair. For
-      ``aligned_rel`` / ``nearest_aligned_rel`` a NaN contributes to no sum; ``no_overlap``
-      {(layer, metric): (P,) bool} marks the NaNs that mean "no certified position" (the others mean
-      "the stride does not divide the shift"), counted in ``<metric>_no_overlap``.
-    * ``shift_ids`` (B, S) with ``pair_values`` (K, B, S): the same in one tensor, every pair metric of
-      ``image_keys`` in that order (NaN where undefined), summed per shift id for all metrics at once;
-      ``no_overlap`` then holds (B, S) flags;
-    * ``control`` {(layer, metric): (B,)}: one entry per image;
-    * ``n_images``: images of the batch; ``correct`` (B,) and ``two_shift_agree`` (B,): unshifted correctness, Zhang's two-shift consistency;
-      ``predicted`` (B,): the unshifted images' predicted classes (a histogram of ``n_classes`` bins);
-    * ``image_means`` (K, B, G): per pair metric of ``image_keys`` (in that order), image and group,
-      the image's mean over its pairs in the group (NaN: no such pair), with ``image_control`` (K, B):
-      the image's control value for the metrics of ``SCORE_CONTROL`` (anything for the others).
-
-    ``compute`` returns the (synchronised) sums as a plain dict keyed ``"pair_count"``, ``"images"``,
-    ``"correct"``, ``"two_shift_agree"``, ``("pair", layer, metric)`` (plus ``<metric>_count`` for the
-    masked metrics and ``<metric>_no_overlap`` and the largest value ``<metric>_max`` for the counted
-    ones), ``("control", layer, metric)`` and ``("control_sq", layer, metric)``, ``("image", layer,
-    metric)`` (``5 x G``: the rows of ``IMAGE_ROWS``) and ``"pred_hist"`` (with ``n_classes``).
+    ``update`` takes any of: ``shift_ids`` (B, S) with ``pair_values`` (K, B, S) (every metric of ``image_keys``;
+    NaN: undefined, counted apart for the masked metrics) or with ``pairs`` {(layer, metric): values}, and
+    ``no_overlap`` flags (the NaNs that mean "no certified position"); ``control`` {(layer, metric): (B,)};
+    ``n_images``, ``correct``, ``two_shift_agree``, ``predicted`` (a class histogram); ``image_means`` (K, B, G)
+    with ``image_control`` (K, B). ``sums()`` (``compute``) returns a dict keyed ``"pair_count"``, ``"images"``,
+    ``"correct"``, ``"two_shift_agree"``, ``("pair", layer, metric)`` (+ ``_count``, ``_no_overlap``, ``_max``),
+    ``("control", ...)``, ``("control_sq", ...)``, ``("image", layer, metric)`` (``IMAGE_ROWS x G``), ``"pred_hist"``.
     """
 
     full_state_update = False

@@ -1,17 +1,7 @@
-"""The one measurement loop: batches of images -> a pair source -> the accumulator -> raw sums.
-
-A pair source (``shiftprobe.probe.pairs.PairComputer`` for every transform, ``shiftprobe.probe.lie.LieComputer``
-for the Lie derivative) turns a batch of images and their unrelated control images (image ``i`` with
-``(i + k) mod n``, ``control_offset``) into accumulator updates. ``run`` feeds it every batch of this
-process's images (a DDP rank takes ``rank, rank + world_size, ...``; the torchmetrics sums are reduced across
-ranks), in one thread per CPU core for sources that allow it (``run_in_order``: the updates are applied in
-batch order, so the float64 sums do not depend on the timing), shows the progress, and announces a long
-measurement from its first batch. ``setup`` is what every measurement of a network does first: the inputs
-checked (``shiftprobe.probe.inputs``), the probe points resolved, the model tried, the geometry inferred.
-
-Precision: the network runs in its own parameter dtype; sums are float64 where the device has it; on CUDA,
-TF32 is off while measuring (``exact_float32``) and restored afterwards.
-"""
+"""The one measurement loop: batches of this process's images (a DDP rank takes ``rank::world_size``) through a
+pair source (``PairComputer``, ``LieComputer``) into the accumulator, in batch order (threads on the CPU:
+``run_in_order``), with progress and a time estimate; ``setup``: what every measurement does first (probe
+points, the model tried, the geometry inferred). TF32 is off while measuring (``exact_float32``)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""The example pairs of a translation measurement: a few images, two shifts and one layer's maps.
-
-Computed during the measurement (``measure(..., examples=True)``) and stored in the translation section
-(``examples``) as nested lists, so the figure draws them from results.json and never runs a network. The
-layer is the deepest probe point with an inferred stride (the lab's conv2); the aligned difference is
-``f(Tx) - A f(x)`` on the positions the map action compares (``Translation.map_action``), NaN elsewhere.
-"""
+"""The example pairs of a translation section (``measure(..., examples=True)``): three images, two shifts and
+the most active channels of the deepest layer with a stride, with ``f(Tx) - A f(x)`` on the compared positions
+(NaN elsewhere), as nested lists: the figure draws them and never runs a network."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""``export_pairs``: the lab's deliverable, the activations of shifted pairs, as files to analyse.
-
-For ``n`` seeded random draws of (test image, shift) it records ``x``, ``Tx``, the shift, the label and
-the activations at every probe layer for ``x`` and ``Tx``, of the trained network and, when given,
-of the untrained control. Activations are captured with the engine's forward hooks
-(:class:`~shiftprobe.probe.capture.LayerCapture`), so a layer means exactly what it means in
-``results.json``.
-"""
+"""``export_pairs``: ``n`` seeded (image, shift) pairs with their activations at every probe point, trained and
+untrained, as ``pairs.pt`` / ``pairs.npz``, sized to the available memory before any work."""
 
 from __future__ import annotations
 
@@ -163,43 +157,30 @@ def export_pairs(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The (trained) network.
-    images, labels : torch.Tensor
-        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1] (or normalised, with ``normalization``);
-        ``(N,)`` class indices (a tensor, list or NumPy array) or None.
-    layers : list of str, optional
-        Probe points, as in :func:`shiftprobe.measure` (default: the model's ``default_probe_layers``).
+    model, images, labels, layers
+        As in :func:`shiftprobe.measure` (``labels`` may be None).
     transform : Translation, optional
-        Where the shifts come from (default ``Translation(max_shift=4)``): each pair's shift is drawn
-        uniformly from its non-zero shifts (``pattern="random"``: the drawn image's own shift).
-    n : int
-        Number of pairs (images are drawn without replacement while ``n <= N``).
-    seed : int
-        Seeds the draws: the same seed gives the same pairs.
+        Where the shifts come from (default ``Translation(max_shift=4)``): each pair's shift uniform over its
+        non-zero shifts (``pattern="random"``: the image's own).
+    n, seed : int
+        Pairs (images without replacement while ``n <= N``), and the seed of the draws.
     untrained : torch.nn.Module, optional
-        The untrained control; its activations are recorded too (``untrained/...``).
+        Its activations are recorded too (``untrained/...``).
     path : str or Path, optional
-        A folder (``pairs.pt`` and ``pairs.npz`` are written into it) or a file name ending in
-        ``.pt`` / ``.npz`` (both files are written with that stem).
-    normalization, output_key
+        A folder (``pairs.pt``, ``pairs.npz``) or a ``.pt`` / ``.npz`` file name; written atomically, both or neither.
+    batch_size, device, normalization, output_key
         As in :func:`shiftprobe.measure`; ``x`` and ``tx`` are pixels either way.
 
     Returns
     -------
     dict of str to torch.Tensor
-        ``x``, ``tx`` (``n x C x H x W`` pixels in [0, 1]), ``shift`` (``n x 2``: dy, dx), ``label``
-        (``n``; -1 without labels), ``index`` (the image's index in ``images``) and, per probe layer,
-        ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/<layer>/...``), float32.
+        ``x``, ``tx`` (``n x C x H x W`` pixels), ``shift`` (``n x 2``), ``label`` (-1 without labels), ``index``,
+        and per probe layer ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/...``), float32.
 
     Raises
     ------
     ValueError
-        ``n`` pairs would take more than half of the available memory (:func:`check_export_memory`,
-        before any work): the message gives the largest ``n`` that fits.
-    WriteError
-        ``path``'s disk is full or not writable (``shiftprobe.errors.WriteError``, an ``OSError``); the
-        files are written atomically, both or neither.
+        ``n`` pairs would take more than half of the available memory (the largest ``n`` that fits is named).
 
     Examples
     --------

@@ -1,16 +1,7 @@
-"""The transformation families beyond integer shifts: ``Rotation90``, ``Flip``, ``Rotation``, ``SubpixelTranslation``.
-
-Each is a frozen dataclass implementing ``shiftprobe.probe.transform.Transform`` (pure tensor methods); the
-pixel operations are ``shiftprobe.probe.resample``'s. ``family_from_name`` builds any family (translation
-included) from its Hydra option name; ``as_transforms`` checks ``measure``'s ``transform=``.
-
-**Where a map action is defined.** Along one axis a map position ``q`` of a layer with cumulative stride
-``r`` sees the pixels ``[r q + a, r q + b]`` (``shiftprobe.probe.geometry``), centred on
-``c(q) = r q + (a + b) / 2``. A flip maps pixel ``i`` to ``H - 1 - i`` and the map's grid onto itself iff
-``a + b + r (h - 1) = H - 1`` (the grid is symmetric about the image centre). A quarter turn needs that on
-both axes, equal strides and a square map; a rotation by any angle a symmetric grid on both axes and equal
-strides (then approximately the same rotation of the map about its centre).
-"""
+"""The families beyond integer shifts, ``Rotation90``, ``Flip``, ``Rotation``, ``SubpixelTranslation``:
+``Transform`` dataclasses over ``shiftprobe.probe.resample``'s pixel operations. A map action needs the
+layer's sampling grid symmetric about the image centre, ``a + b + r (h - 1) = H - 1`` (``grid_asymmetry``;
+docs/measurement.md, "Transformation families"). ``family_from_name`` builds any family from its option name."""
 
 from __future__ import annotations
 
@@ -76,9 +67,8 @@ def grid_asymmetry(geometry, image_size: tuple[int, int], axis: int) -> str | No
 class Rotation90(Transform):
     """Quarter turns ``k * 90`` degrees counter-clockwise (``torch.rot90(x, k, dims=(-2, -1))``).
 
-    An exact permutation of the pixels of a square image, so the sorting test applies. The map action
-    is the same quarter turn of the map, defined when the map's sampling grid is symmetric about the
-    image centre on both axes with equal strides (module docstring).
+    A permutation of the pixels of a square image (the sorting test applies); the map action is the same
+    quarter turn of the map (a symmetric grid on both axes, equal strides, a square map).
 
     Parameters
     ----------
@@ -145,9 +135,7 @@ def _quarter_turns(param) -> int:
 class Flip(Transform):
     """Mirror images: ``"horizontal"`` (left-right, the columns reversed) and ``"vertical"`` (up-down).
 
-    An exact permutation of the pixels, so the sorting test applies. The map action is the same flip of
-    the map, defined when the map's sampling grid is symmetric about the image centre along the flipped
-    axis (module docstring).
+    A permutation of the pixels (the sorting test applies); the map action is the same flip of the map.
 
     Parameters
     ----------
@@ -213,10 +201,8 @@ def _flip_dim(param) -> int:
 class Rotation(Transform):
     """Rotations by continuous angles about the image centre: bilinear, zero fill.
 
-    The angles are ``k * step`` degrees for ``0 < |k * step| <= max_angle``, counter-clockwise positive.
-    The map action rotates the map by the same angle about its centre (bilinear, zero fill), defined
-    when the map's sampling grid is symmetric on both axes with equal strides. It is approximate even
-    for a rotation-invariant network (interpolation, the corners): a measure, never an exact test.
+    The angles are ``k * step`` degrees, ``0 < |k * step| <= max_angle``, counter-clockwise positive. The map
+    action rotates the map by the same angle: approximate (interpolation, the corners), never an exact test.
 
     Parameters
     ----------
@@ -282,14 +268,9 @@ class SubpixelTranslation(Transform):
     ``axes="xy"`` (default): offsets ``t = step, 2 step, ..., max_offset`` along x (``("x", t)``: right)
     and along y (``("y", t)``: down), two curves; ``"x"`` or ``"y"``: one of them; ``"both"``: the 2-D
     grid of ``(oy, ox)`` with ``|oy|, |ox| <= max_offset`` in steps of ``step``, ``(0, 0)`` left out.
-    ``method="bilinear"``: two-tap interpolation (``bilinear_shift``); ``"fourier"``: band-limited
-    (``fourier_shift``). ``mode="roll"``: circular; ``"crop"``: zero fill, content pushed out is lost.
-
-    The map action moves the map by ``offset / stride`` map positions with the same method and mode.
-    Under roll a circular layer is compared over the whole map (the exact test: a stride-1 circular
-    convolution is equivariant to Fourier shifts to float precision, a strided one is not, by
-    aliasing); otherwise on the positions certified for both integer map offsets around it
-    (``shiftprobe.probe.geometry``: ``q`` and ``q - m`` interior for ``m`` = floor and ceil).
+    ``method``: ``bilinear_shift`` or ``fourier_shift``; ``mode``: ``roll`` (circular) or ``crop`` (zero fill).
+    The map action moves the map by ``offset / stride`` with the same method and mode, compared over the whole
+    map for a circular layer under roll, else on the positions certified for both integer offsets around it.
 
     Parameters
     ----------

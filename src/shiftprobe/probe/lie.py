@@ -1,19 +1,10 @@
-"""The Lie derivative of each layer (Gruver et al. 2022), measured by the engine with JVPs as its pair values.
+"""The Lie derivative of each layer (Gruver et al. 2022) measured by the engine, JVPs as its pair values.
 
-For a one-parameter transformation ``T_t`` of images (the generators, their flows and units:
-``shiftprobe.probe.generators``) and a probe point ``f``: a spatial map of inferred stride is scored for
-equivariance, ``L f(x) = d/dt [T'_{-t} f(T_t x)]`` at ``t = 0`` (``T'`` moves the map as ``T`` moves the image,
-in map coordinates), i.e. ``J_f(x) . D(x) - D'(f(x))``; a vector, or any layer under a colour generator, for
-invariance, ``J_f(x) . D(x)``. A map of unknown stride gets none, with a note. ``J_f(x) . v`` is exact, by
-forward-mode differentiation, one pass per batch for all generators (``shiftprobe.probe.lie_batch``).
-
-The norm: per image ``abs_i = sqrt(mean(d_i^2))`` (RMS of the derivative) and ``rel_i = abs_i /
-sqrt(mean(f(x_i)^2))`` (undefined where the activation is 0). ``LieComputer`` feeds them to the engine as
-the pair values of (image, generator) pairs, so the means, standard errors over images (``std / sqrt(N)``),
-DDP reduction, the unrelated-image control and untrained networks come from the engine as for every family.
-The section's groups are one per generator; its summary pools the generators (a layer with an undefined
-generator has none). ``lie_derivative`` returns the same numbers in its own dict shape.
-"""
+A map of inferred stride is scored for equivariance, ``J_f(x) D(x) - D'(f(x))``, a vector (or any layer under a
+colour generator) for invariance, ``J_f(x) D(x)`` (docs/measurement.md, "The Lie derivative"). ``LieComputer``
+gives per image and generator ``abs_i`` (RMS of the derivative) and ``rel_i`` (over the RMS of the activation)
+as the pair values of the one loop, so means, standard errors, the DDP reduction, the control and untrained
+networks come from the engine; ``lie_derivative`` returns the same numbers in its own dict."""
 
 from __future__ import annotations
 
@@ -261,12 +252,8 @@ def lie_derivative(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        Any network (measured in eval mode, in its own parameter dtype; its mode is restored).
-    images : torch.Tensor
-        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1] (or normalised, with ``normalization``).
-    layers : list of str, optional
-        Probe points, as in :func:`shiftprobe.measure`.
+    model, images, layers, device, progress, normalization, output_key
+        As in :func:`shiftprobe.measure`.
     generators : sequence of str
         ``translate_x``, ``translate_y`` (per input pixel), ``rotate`` (per radian), ``scale``, ``shear``,
         ``stretch``, ``hyperbolic_rotate``, ``saturate`` (RGB only); default the first three.
@@ -274,21 +261,17 @@ def lie_derivative(
         Bilinear (images zero-filled, maps edge-filled) or a phase ramp (circular; translations only).
     batch_size : int
         Images per forward pass (each carries ``batch_size x len(generators)`` inputs).
-    device, progress, normalization, output_key
-        As in :func:`shiftprobe.measure`.
-    layerwise : bool
-        Also decompose the output's Lie derivative into the contributions of modules
-        (``shiftprobe.probe.lie_batch``).
-    layerwise_modules : list of str, optional
-        The modules of the decomposition (default: every leaf but dropout and identity that runs once).
+    layerwise, layerwise_modules : bool, list of str
+        The layer-wise decomposition of the output's Lie derivative, over these modules (default: every leaf but
+        dropout and identity that runs once).
 
     Returns
     -------
     dict
         ``{layer: {generator: {"rel", "rel_se", "abs", "abs_se"} or None}, "n_images", "norm", "units", "flows",
-        "method", "generators", "layers", "geometry": {layer: {"kind", "measures", "stride", "note"}},
-        "seconds"}``; with ``layerwise`` also ``layerwise``, ``layerwise_between``, ``layerwise_total``,
-        ``layerwise_ranking``, ``layerwise_notes``.
+        "method", "generators", "layers", "geometry": {layer: {"kind", "measures", "stride", "note"}}, "seconds"}``;
+        with ``layerwise`` also ``layerwise``, ``layerwise_between``, ``layerwise_total``, ``layerwise_ranking``,
+        ``layerwise_notes``.
 
     Examples
     --------

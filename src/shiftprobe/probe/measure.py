@@ -1,11 +1,6 @@
-"""``measure``: the only orchestrator. Every family, the Lie derivative, untrained controls, one results dict.
-
-``measure(model, images, ...)`` checks the inputs once, chooses the image subset, and measures each
-transform (``measure_section``: the engine with a ``PairComputer``), the Lie derivative (``lie_section``)
-and, for each, the untrained network and its ``untrained_inits - 1`` re-initialised copies; the Lightning
-callback calls it with its rank and world size and only writes files and logs. The result is a
-``Results`` over results.json schema 3 (``families[name]``: a section each, ``primary``: the first).
-"""
+"""``measure``: the only orchestrator. It checks the inputs once, chooses the image subset, and measures every
+transform (``measure_section``), the Lie derivative (``lie_section``), the untrained network and its
+re-initialised copies; the Lightning callback calls it and only writes files and logs."""
 
 from __future__ import annotations
 
@@ -147,51 +142,38 @@ def measure(
     Parameters
     ----------
     model : torch.nn.Module
-        Any network (not TorchScript); probe points are captured with forward hooks. It is measured in eval
-        mode (a model in train mode is announced once and put back in train mode afterwards).
-    images : torch.Tensor
-        ``(N, H, W)`` or ``(N, C, H, W)``: pixels, uint8 or float in [0, 1], or normalised with
-        ``normalization``. Transforms act in pixel space. NaN or infinite pixels, and float images outside
-        [0, 1] without ``normalization``, are refused.
-    labels : torch.Tensor, list or numpy array, optional
-        ``(N,)`` class indices; adds accuracy on the original and transformed images.
+        Any network but TorchScript; probe points by forward hooks; measured in eval mode (a model in train
+        mode is announced once and restored).
+    images, labels : torch.Tensor
+        ``(N, H, W)`` or ``(N, C, H, W)`` pixels (uint8, or floats in [0, 1], or normalised with
+        ``normalization``); labels ``(N,)`` class indices (a tensor, list or array) add accuracies.
     layers : list of str, optional
-        Names from ``model.named_modules()``, an alias the model declares (``model.layer_aliases``) or
-        ``"output"``; a module that runs several times per forward pass is probed per call (``"conv#2"``).
-        Default: ``model.default_probe_layers``, else the top-level children and ``"output"``.
-    transform : Transform, name, or a list of them, optional
-        ``Translation`` (default ``Translation(max_shift=4)``), ``Rotation90``, ``Flip``, ``Rotation``,
-        ``SubpixelTranslation``; ``[]`` with ``lie_derivative`` measures the Lie derivative only.
-    untrained : torch.nn.Module, optional
-        The same architecture at its initial weights: the control (``res.families[name].untrained``).
-    untrained_inits : int
-        With ``untrained``: also ``untrained_inits - 1`` re-initialised copies (``reinitialised_copy``, seeds
-        ``control_seed + k``); each section gets ``untrained_inits``, the spread of the untrained summary.
-    lie_derivative : list of str or True, optional
-        Generators of the Lie derivative (True: ``translate_x``, ``translate_y``, ``rotate``), measured on
-        ``lie_derivative_images`` seeded images of the measured ones (``families["lie_derivative"]``);
-        ``layerwise`` adds its layer-wise decomposition.
+        Module names, aliases (``model.layer_aliases``), ``"output"``, one call ``"conv#2"``; default
+        ``model.default_probe_layers``, else the top-level children and ``"output"``.
+    transform : Transform, name, or a list of them
+        Default ``Translation(max_shift=4)``; ``[]`` with ``lie_derivative``: the Lie derivative only.
+    untrained, untrained_inits : torch.nn.Module, int
+        The same architecture at its initial weights (each section's ``untrained``), and with K > 1 also K - 1
+        copies re-initialised with seeds ``control_seed + k`` (each section's ``untrained_inits``: the spread).
+    lie_derivative, lie_derivative_images, layerwise : list of str or True, int, bool
+        The Lie derivative's generators (True: ``translate_x``, ``translate_y``, ``rotate``) on a seeded subset of
+        that many of the measured images (``families["lie_derivative"]``), and its layer-wise decomposition.
     examples : bool
-        Store the example pairs of the translation figure in its section (``examples``).
+        Store the example pairs of the translation figure in its section.
     control_seed : int
-        Seeds the pairing of each image with an unrelated one (the scores' denominator) and the subsets.
-    max_images : int, optional
-        Measure a seeded random subset of this many images.
-    batch_size, pairs_per_chunk, fast_path, device, progress
-        Images per batch; image-parameter pairs whose activations exist at once (default 512 on the CPU,
-        4096 on an accelerator); the crop fast path of models that offer one; default: the model's device.
+        Seeds the unrelated-image pairing (the scores' denominator) and the subsets.
+    max_images, batch_size, pairs_per_chunk, fast_path, device, progress
+        A seeded random subset of this many images; images per batch; image-parameter pairs whose maps exist at
+        once (default 512 on the CPU, 4096 on an accelerator); the crop fast path; default: the model's device.
     rank, world_size : int
-        A DDP rank measures images ``rank, rank + world_size, ...``; the sums are reduced across ranks.
-    normalization : (mean, std), optional
-        The images are normalised, ``(pixels - mean) / std`` (floats, or one value per channel); transforms
-        act on the pixels and the model is given the normalised images.
-    output_key : str or int, optional
-        Which entry of a dict, named tuple or tuple output is ``"output"`` (and the classifier).
+        A DDP rank measures the images ``rank::world_size``; the sums are reduced across ranks.
+    normalization, output_key
+        The images' ``(mean, std)`` when they are normalised; which entry of a dict / tuple output is ``"output"``.
 
     Returns
     -------
     Results
-        ``res.summary`` (the primary family's), ``res.families[name]``, ``res.to_dataframe()``, ``res.save(path)``.
+        results.json schema 3: ``res.families[name]``, ``res.summary`` (the primary family's), ``res.save(path)``.
 
     Examples
     --------
@@ -251,12 +233,10 @@ def _untrained_copies(untrained: nn.Module | None, k: int, seed: int) -> list[nn
 
 def measure_family(model: nn.Module, images: torch.Tensor, labels, family, *, normalization=None,
                    output_key=None, **kwargs) -> dict:
-    """One network under one transform: its section (``measure_section``'s keywords: ``layers``,
-    ``control_seed``, ``batch_size``, ``pairs_per_chunk``, ``device``, ``rank``, ``world_size``, ``workers``,
-    ``sums`` ...).
+    """One network under one transform: its section (keywords of ``measure_section``: ``layers``,
+    ``control_seed``, ``batch_size``, ``pairs_per_chunk``, ``fast_path``, ``device``, ``rank``, ``world_size``,
+    ``workers``, ``sums``, ...).
 
-    Examples
-    --------
     >>> import torch
     >>> from shiftprobe.probe.families import Flip
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 3))

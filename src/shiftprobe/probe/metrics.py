@@ -1,31 +1,6 @@
-"""Per-pair invariance / equivariance metrics: pure tensor functions, free of Lightning.
-
-Every function takes the representation ``f(x)`` of the original images and ``f(T x)`` of their
-transformed partners and returns one value per pair; ``shiftprobe.probe.accumulator`` sums them (in
-float64 where the device has it) so the means are exact under DDP.
-
-Definitions (features flattened, norms are Euclidean):
-
-* ``cos``        = cos(f(x), f(Tx))  (exactly 1 when f(Tx) == f(x))
-* ``dist``       = ||f(Tx) - f(x)||
-* ``rel``        = ||f(Tx) - f(x)|| / ||f(x)||
-* ``sorted_rel`` = ||sort(f(Tx)) - sort(f(x))|| / ||sort(f(x))||, each channel's h*w values sorted
-  (a translation permutes positions within a channel, so sorting removes it: the lab's hint)
-* ``aligned_rel`` = ||f(Tx)[Q] - f(x)[Q - m]|| / ||f(x)[Q - m]|| for the map offset
-  ``m = (dy / r, dx / r)`` (``r``: the layer's inferred stride) over the certified positions ``Q``
-  (``shiftprobe.probe.geometry``); under roll, a circular layer is compared over the whole map with
-  ``f(x)`` rolled by ``m``. Undefined (NaN) when ``r`` does not divide the shift; "no overlap" (NaN,
-  counted apart) when ``Q`` is empty.
-* ``sorted_rel_certified``: the lab's sorting test restricted to the certified region, at the shifts
-  the stride divides: ``||sort(f(Tx)[Q]) - sort(f(x)[Q - m])|| / ||sort(f(x)[Q - m])||``, each channel's
-  values sorted (under roll, a circular layer: the whole maps). Sorting is a contraction
-  (``||sort(a) - sort(b)|| <= ||a - b||``), so it is at most ``aligned_rel`` and 0 where the layer is
-  exactly equivariant; what ``sorted_rel`` adds on top of it is the border: content entering and
-  leaving the frame.
-* ``nearest_aligned_rel``: the smallest ``aligned_rel`` over the integer map offsets nearest to
-  ``(dy/r, dx/r)``; equal to ``aligned_rel`` where that is defined. It shows how far from exact the
-  best alignment is at shifts the stride does not divide.
-"""
+"""Per-pair metrics of ``f(x)`` and ``f(T x)``: pure tensor functions, one value per pair (docs/measurement.md,
+"Metrics": ``cos``, ``dist``, ``rel``, ``sorted_rel``, ``aligned_rel`` on the certified positions,
+``nearest_aligned_rel``, ``sorted_rel_certified``). The accumulator sums them in float64 where the device has it."""
 
 from __future__ import annotations
 
@@ -210,14 +185,6 @@ def sorted_rel_certified_at(
     sorted_t = sort_channels(actual.contiguous(), inplace=not actual.is_contiguous())
     sorted_x = sort_channels(expected.contiguous(), inplace=not expected.is_contiguous())
     return sorted_rel(sorted_x, sorted_t)
-
-
-def sorted_certified_values(
-    f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, geo: LayerGeometry, mode: str
-) -> torch.Tensor | None:
-    """``sorted_rel_certified`` per pair for one shift; None when the stride does not divide it."""
-    offset = aligned_offset(dy, dx, geo.stride)
-    return None if offset is None else sorted_rel_certified_at(f_x, f_t, *offset, geo, mode)
 
 
 def nearest_offsets(dy: int, dx: int, stride: tuple[int, int]) -> list[tuple[int, int]]:

@@ -1,22 +1,10 @@
-"""The per-batch work of one network under one transform: ``PairComputer``, a pair source of the engine.
+"""``PairComputer``: the per-batch work of one network under any transform, a pair source of the engine.
 
-For a batch of images ``x`` (and the unrelated control images, image ``i`` with ``(i + k) mod n``) it
-computes the probe points of ``x`` and of every ``T(p) x`` of the plan, in chunks of about
-``pairs_per_chunk`` image-parameter pairs (so the maps of the whole plan never exist at once), and every
-per-pair metric: ``cos``, ``dist``, ``rel``; for spatial layers the sorting test (``sorted_rel``) when the
-transform permutes pixels and the transform's map metrics (``Transform.map_values``); for the classifier the
-consistency and the shifted accuracy. It returns them as accumulator updates, applied in order.
-
-Crop fast path: for a crop-mode translation with the same shifts for every image and a model that offers
-``shiftprobe.models.crop_windows.CropWindows`` (and passes its ``self_check``), every shift of a chunk
-comes from one pass over the zero-padded images, and the ``dist`` / ``cos`` of window layers from window
-products. A window layer whose zero-shift window is ``f(x)`` bit for bit (checked per batch shape) gets
-exact zeros without computing them; otherwise its figures come from its shifted maps.
-
-Host-device synchronisation: the plan's parameters stay on the host and drive every Python decision;
-per-pair values stay on the device; nothing here reads a device value back except inside ``host_read``
-(the window check) and the CPU-only skips (``on_accelerator`` False): tests/probe/test_sync_guard.py.
-"""
+For a batch and its control images it computes the probe points of ``x`` and of every ``T(p) x`` of the plan in
+chunks of about ``pairs_per_chunk`` pairs, and every per-pair metric, as accumulator updates. The crop fast path
+(``CropWindows``) serves crop translations; a window layer claims exact zeros only where its zero-shift window
+is ``f(x)`` bit for bit. Nothing here reads a device value on the host but the window check (``host_read``)
+and the CPU-only skips (tests/probe/test_sync_guard.py)."""
 
 from __future__ import annotations
 

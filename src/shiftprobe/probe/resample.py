@@ -1,11 +1,6 @@
-"""Moving the content of images and feature maps: integer shifts, bilinear and Fourier sub-pixel shifts, rotations.
-
-Pure tensor functions (no Lightning), the one home of every resampling the transforms, the training
-augmentation and the Lie derivative use. Conventions: rows run down, columns right; ``(dy, dx)`` moves
-content down by ``dy`` and right by ``dx`` pixels, ``out[..., i + dy, j + dx] = in[..., i, j]``; an angle
-is counter-clockwise as displayed (``torch.rot90``). ``crop`` fills vacated pixels with 0 and loses what
-leaves the frame; ``roll`` is circular. Shifts act on pixels in [0, 1], before any normalisation.
-"""
+"""Moving the content of images and maps, the one home of every resampling: integer shifts (``crop``: zero fill;
+``roll``: circular), bilinear and Fourier sub-pixel shifts, rotations. ``(dy, dx)`` moves content down and right;
+angles are counter-clockwise as displayed. Shifts act on pixels, before any normalisation."""
 
 from __future__ import annotations
 

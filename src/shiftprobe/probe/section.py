@@ -1,10 +1,6 @@
-"""Raw accumulator sums -> one section of results.json: pooled means, standard errors, score intervals.
-
-Means are pooled over pairs (sum over the group's pairs / number of pairs). Scores use the layer's
-control (unrelated image pairs): ``invariance_score = 1 - dist / control.dist`` and, for spatial layers,
-``equivariance_score = 1 - sorted_rel / control.sorted_rel``. Every mean gets ``<metric>_se`` (over the
-group's images) and every score ``<score>_ci`` (``shiftprobe.probe.stats``).
-"""
+"""Raw sums -> one section of results.json (schema 3): pooled means per group, standard errors, score intervals
+(``invariance_score = 1 - dist / control.dist``, ``equivariance_score`` from ``sorted_rel``), the control block,
+the exact verdicts and the map actions; ``results_dict``: the top level."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""The ``Transform`` protocol every family implements (translation included), and its ``Plan``.
-
-A transform names its parameters (``params()``, the identity left out except where a family measures it:
-translation's ``(0, 0)``), applies them to pixel images (``act`` one parameter, ``apply`` a batch of
-parameters), groups them for results.json (``plan``: one group per parameter, translation also by radius and
-parity, and the summary), and says what an equivariant layer does to its map (``map_action``: the expected
-map on the compared positions, or None where undefined, with ``map_action_note`` saying why). ``generators``
-are its infinitesimal generators (``shiftprobe.probe.generators``), for the Lie derivative.
-"""
+"""The ``Transform`` protocol every family implements (translation included): parameters, ``act`` / ``apply``,
+``plan`` (which parameters pair with which images, and the groups results.json reports), the map action on a
+spatial layer with its compared positions (or None and why), and the family's Lie generators."""
 
 from __future__ import annotations
 

@@ -1,17 +1,7 @@
-"""Integer translations: the ``Translation`` transform, its plan, and its certified map metrics.
-
-``Translation(max_shift, mode, pattern, seed)`` pairs every image with every shift ``|dy|, |dx| <= max_shift``
-(``grid``), the horizontal ones (``axis``, ``dy = 0``) or one seeded non-zero shift per image (``random``).
-Its groups are every shift, every radius ``max(|dy|, |dx|)``, the parity classes (``even``: non-zero, both
-components even; ``odd``: the other non-zero shifts) and the summary (every non-zero shift). The plan also
-draws two seeded shifts per image from the pattern's distribution for R. Zhang's two-shift consistency.
-
-The map action of a shift on a layer of inferred stride ``r`` is the map offset ``m = (dy / r, dx / r)``
-(undefined where ``r`` does not divide the shift), compared on the certified positions
-(``shiftprobe.probe.geometry``); under roll a circular layer is compared over the whole map. A spatial
-layer with an inferred geometry gets ``aligned_rel``, ``nearest_aligned_rel`` (the best of the integer
-offsets around ``s / r``) and ``sorted_rel_certified`` (``shiftprobe.probe.metrics``).
-"""
+"""Integer translations: ``Translation`` (patterns ``grid``, ``axis``, ``random``), its plan (ids over the
+whole ``(2m + 1)^2`` grid; groups: every shift, radius, parity, the summary; the two-shift consistency draws)
+and its map metrics: the map offset ``s / r`` compared on the certified positions (a circular layer under
+roll: the whole map), ``aligned_rel``, ``nearest_aligned_rel``, ``sorted_rel_certified``."""
 
 from __future__ import annotations
 
