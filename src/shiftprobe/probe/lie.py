@@ -178,7 +178,7 @@ def build_lie_section(raw: dict, net, k: int, gplan: Plan, method: str, actions:
         "config": {"generators": list(generators), "method": method, "norm": NORM,
                    "units": {g: GENERATORS[g].unit for g in generators},
                    "flows": {g: GENERATORS[g].flow for g in generators}},
-        **out, "groups": groups, "summary": summary,
+        **out, "groups": groups, "summary": summary, "exact": {}, "fast_path": False,
         "map_action": {name: {"defined": all((name, g) in actions for g in generators),
                               "measures": "equivariance" if net.geometry[name].spatial else "invariance",
                               "note": "; ".join(notes.get(name, [])) or None} for name in net.names},
