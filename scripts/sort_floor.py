@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     x = images.unsqueeze(1).float() / 255
     shifts = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)]
     with torch.inference_mode():
-        maps = _network().probe_crop_shifts(x, shifts)
+        windows = _network().crop_windows()
+        maps = windows.shifted(windows.basis(torch.nn.functional.pad(x, (4, 4, 4, 4)), 4), shifts)
     rows = {name: maps[name].contiguous().numpy() for name in ("conv1", "conv2")}
     rows = {name: a.reshape(-1, a.shape[-2] * a.shape[-1]) for name, a in rows.items()}
     best = float("inf")
