@@ -222,36 +222,36 @@ def _network(seed: int = 0):
 
 
 def measurement_speed(images, labels, max_shift: int, device: str = "cpu") -> dict:
-    """``measure_results`` with its default settings on one network: pairs/s."""
-    from shiftprobe.probe.engine import measure_network as measure_results
-    from shiftprobe.probe.plan import ShiftPlan
+    """``measure_family`` (one network, one translation) with its default settings: pairs/s."""
+    from shiftprobe.probe.measure import measure_family
+    from shiftprobe.probe.translation import Translation
 
-    plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
+    transform = Translation(max_shift)
     net = _network().to(device)
     _sync(device)
     start = time.perf_counter()
-    measure_results(net, images, labels, plan, device=device)
+    measure_family(net, images, labels, transform, device=device)
     _sync(device)
     seconds = time.perf_counter() - start
-    pairs = len(images) * plan.shifts_per_image
+    pairs = len(images) * len(transform.params())
     return {"seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds}
 
 
 def both_networks_seconds(trained, images, labels, max_shift: int, device: str = "cpu") -> dict:
     """The full default measurement of ``trained`` and of an untrained ``LabCNN`` (seed 0), one after the
     other with the callback's default settings, as ``train.py`` runs it after testing: seconds."""
-    from shiftprobe.probe.engine import measure_network
-    from shiftprobe.probe.plan import ShiftPlan
+    from shiftprobe.probe.measure import measure_family
+    from shiftprobe.probe.translation import Translation
 
-    plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
+    transform = Translation(max_shift)
     nets = [trained.to(device).eval(), _network().to(device)]
     _sync(device)
     start = time.perf_counter()
     for net in nets:
-        measure_network(net, images, labels, plan, device=device)
+        measure_family(net, images, labels, transform, device=device)
     _sync(device)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "images": len(images), "pairs": 2 * len(images) * plan.shifts_per_image}
+    return {"seconds": seconds, "images": len(images), "pairs": 2 * len(images) * len(transform.params())}
 
 
 #: the networks of ``variant_speeds`` (``model=`` names; seed 0, untrained weights)
@@ -274,13 +274,13 @@ def _variant(name: str):
 
 
 def variant_speeds(images, labels, max_shift: int, repeats: int, device: str = "cpu") -> dict:
-    """Seconds of the default measurement of one network (``measure_network``, shift=medium) for each of
+    """Seconds of the default measurement of one network (``measure_family``, shift=medium) for each of
     ``VARIANTS`` over the same images, the variants alternating within each repeat; medians, each over
     the lab's (``ratio_to_lab``) and whether the crop fast path served it."""
-    from shiftprobe.probe.engine import measure_network
-    from shiftprobe.probe.plan import ShiftPlan
+    from shiftprobe.probe.measure import measure_family
+    from shiftprobe.probe.translation import Translation
 
-    plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
+    transform = Translation(max_shift)
     runs = {name: [] for name in VARIANTS}
     fast = {}
     for _ in range(repeats):
@@ -288,7 +288,7 @@ def variant_speeds(images, labels, max_shift: int, repeats: int, device: str = "
             net = _variant(name).to(device)
             _sync(device)
             start = time.perf_counter()
-            res = measure_network(net, images, labels, plan, device=device)
+            res = measure_family(net, images, labels, transform, device=device)
             _sync(device)
             runs[name].append(time.perf_counter() - start)
             fast[name] = res["fast_path"]
@@ -305,10 +305,10 @@ def variant_speeds(images, labels, max_shift: int, repeats: int, device: str = "
 def forward_speed(images, max_shift: int, batch_images: int = 64, pairs_per_batch: int = 1024,
                   device: str = "cpu") -> dict:
     """The bare forward pass ``net(T(s) x)`` over the same image-shift pairs: pairs/s."""
-    from shiftprobe.probe.plan import ShiftPlan
-    from shiftprobe.probe.transforms import shift_images_per_sample
+    from shiftprobe.probe.resample import shift_images_per_sample
+    from shiftprobe.probe.translation import shift_grid
 
-    plan = ShiftPlan.build(max_shift, "crop", "grid", 0, len(images))
+    grid = torch.tensor(shift_grid(max_shift))
     net = _network().to(device)
     images = images.to(device)
     _sync(device)
@@ -317,7 +317,7 @@ def forward_speed(images, max_shift: int, batch_images: int = 64, pairs_per_batc
     for i0 in range(0, len(images), batch_images):
         idx = torch.arange(i0, min(i0 + batch_images, len(images)))
         x = images[idx].unsqueeze(1).float().div_(255)
-        shifts = plan.shifts_of(idx).to(device)  # B x S x 2
+        shifts = grid.view(1, -1, 2).expand(len(idx), -1, -1).to(device)  # B x S x 2
         b, s = shifts.shape[:2]
         step = max(1, pairs_per_batch // b)
         for j0 in range(0, s, step):

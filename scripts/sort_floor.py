@@ -34,12 +34,14 @@ from shiftprobe.probe.window_sort import sorted_windows  # noqa: E402
 
 def shared_sort_jobs(net, x, shifts) -> list:
     """``sorted_windows`` calls for conv1's and conv2's windows of ``x``'s padded maps, as callables."""
-    basis = net.crop_shift_basis(x, max(max(abs(dy), abs(dx)) for dy, dx in shifts))
+    m = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
+    windows = net.crop_windows()
+    basis = windows.basis(torch.nn.functional.pad(x, (m, m, m, m)), m)
     jobs = []
     for name in ("conv1", "conv2"):
         by_source = {}
         for dy, dx in shifts:
-            source, y0, x0 = net.crop_window_source(basis, name, dy, dx)
+            source, y0, x0 = windows.source(basis, name, dy, dx)
             by_source.setdefault(id(source), (source, []))[1].append((y0, x0))
         side = basis["sides"][name]
         jobs += [functools.partial(sorted_windows, source, origins, side, side) for source, origins in by_source.values()]
@@ -69,7 +71,8 @@ def main(argv=None) -> int:
     shifts = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)]
     net = _network()
     with torch.inference_mode():
-        maps = net.probe_crop_shifts(x, shifts)
+        windows = _network().crop_windows()
+        maps = windows.shifted(windows.basis(torch.nn.functional.pad(x, (4, 4, 4, 4)), 4), shifts)
     rows = {name: maps[name].contiguous().numpy() for name in ("conv1", "conv2")}
     rows = {name: a.reshape(-1, a.shape[-2] * a.shape[-1]) for name, a in rows.items()}
     with torch.inference_mode():

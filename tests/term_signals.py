@@ -3,7 +3,7 @@
 
 ``SigtermAt(stage="train", at=k)``: when training batch ``k`` starts; ``stage="test"``: test batch
 ``k``; ``stage="measure"``: from a measurement worker thread, during the ``k``-th measured batch
-(``_Probe.batch_updates``), every measured batch appending one line to ``count_file``.
+(``PairComputer.batch_updates``), every measured batch appending one line to ``count_file``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def sigterm() -> None:
 
 
 def counting_batches(original, at: int, count_file: str | None = None, calls: list | None = None):
-    """``_Probe.batch_updates`` that counts its calls (in ``calls`` and/or ``count_file``) and sends
+    """``PairComputer.batch_updates`` that counts its calls (in ``calls`` and/or ``count_file``) and sends
     SIGTERM during call number ``at`` (1-based)."""
     calls = [] if calls is None else calls
 
@@ -42,9 +42,9 @@ class SigtermAt(L.Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.stage == "measure":  # the subprocess ends with the run: the patch is never undone
-            from shiftprobe.probe import engine
+            from shiftprobe.probe.pairs import PairComputer
 
-            engine._Probe.batch_updates = counting_batches(engine._Probe.batch_updates, self.at, self.count_file)
+            PairComputer.batch_updates = counting_batches(PairComputer.batch_updates, self.at, self.count_file)
             if self.count_file:
                 Path(self.count_file).write_text("")
 

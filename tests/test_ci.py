@@ -65,7 +65,7 @@ def test_the_numerics_marker_is_on_the_probe_and_models_tests():
         def add_marker(self, marker):
             self.markers.append(marker.name)
 
-    items = [Item(TESTS / "probe" / "test_plan.py"), Item(TESTS / "models" / "test_lab.py"),
+    items = [Item(TESTS / "probe" / "test_translation.py"), Item(TESTS / "models" / "test_lab.py"),
              Item(TESTS / "data" / "test_augment.py"), Item(TESTS / "test_ci.py")]
     pytest_collection_modifyitems(None, items)
     assert [item.markers for item in items] == [["numerics"], ["numerics"], [], []]

@@ -21,7 +21,7 @@ from shiftprobe.probe import _EXPORTS as PROBE_EXPORTS
 #: ``import shiftprobe.app.config_checks`` (train.py's check of the settings) does not pull in the
 #: engine, torchmetrics and Lightning before it can report a bad value.
 _EXPORTS = {
-    **{name: module for name, module in PROBE_EXPORTS.items() if name != "measure_network"},
+    **PROBE_EXPORTS,
     "load_network": "shiftprobe.checkpoints",
     "AllConvCNN": "shiftprobe.models",
     "FlipPooledCNN": "shiftprobe.models",
@@ -32,14 +32,13 @@ _EXPORTS = {
     "apply_variants": "shiftprobe.models",
     "timm_model": "shiftprobe.models",
     "torchvision_model": "shiftprobe.models",
-    "export_pairs": "shiftprobe.probe.export",
-    "lie_derivative": "shiftprobe.probe.lie_derivative",
+    "testing": "shiftprobe.testing",
 }
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AllConvCNN",
@@ -53,6 +52,7 @@ __all__ = [
     "Rotation90",
     "SmallResNet",
     "SubpixelTranslation",
+    "Transform",
     "Translation",
     "__version__",
     "apply_variants",
@@ -63,6 +63,7 @@ __all__ = [
     "load_results",
     "measure",
     "measure_family",
+    "testing",
     "timm_model",
     "torchvision_model",
 ]

@@ -20,7 +20,6 @@ built from them (one of the project's model classes, plain values). Anything els
 
 from __future__ import annotations
 
-import copy
 import logging
 import pickle
 from collections.abc import Mapping
@@ -195,20 +194,6 @@ def read_checkpoint(
             f"{what}={str(path)!r} holds a dict without network weights (keys: {keys}); use {ACCEPTED}"
         )
     raise ShiftProbeError(f"{what}={str(path)!r} holds a {type(obj).__name__}, not network weights; use {ACCEPTED}")
-
-
-def fresh_copy(net: nn.Module, seed: int) -> nn.Module | None:
-    """A copy of ``net`` re-initialised as a new network would be (every submodule's
-    ``reset_parameters``, seeded with ``seed``); None when no submodule can reset itself."""
-    copy_ = copy.deepcopy(net)
-    resettable = [m for m in copy_.modules() if callable(getattr(m, "reset_parameters", None))]
-    if not resettable:
-        return None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        for module in resettable:
-            module.reset_parameters()
-    return copy_
 
 
 def load_network(

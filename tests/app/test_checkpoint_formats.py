@@ -71,10 +71,11 @@ def test_eval_measures_a_lab_style_checkpoint(mnist_root, tmp_path, fmt):
     metrics, res, md = eval_run(mnist_root, tmp_path / "eval", ckpt, *trust)
     assert metrics["test/acc"] == pytest.approx(accuracy(net), abs=1e-6)  # the file's weights were tested
     subset = subset_indices(N_TEST, 16, 0)
-    assert res["accuracy"] == pytest.approx(accuracy(net, subset), abs=1e-6)  # ... and measured
+    sec = res["families"]["translation"]
+    assert sec["accuracy"] == pytest.approx(accuracy(net, subset), abs=1e-6)  # ... and measured
     # the untrained control: a fresh seed-0 network, and both files say so
     assert res["untrained_origin"] == FRESH_SEED_0
-    assert res["untrained"]["accuracy"] == pytest.approx(accuracy(lab_net(seed=0), subset), abs=1e-6)
+    assert sec["untrained"]["accuracy"] == pytest.approx(accuracy(lab_net(seed=0), subset), abs=1e-6)
     assert f"**Untrained control's weights**: {FRESH_SEED_0}" in md
 
 
@@ -88,7 +89,7 @@ def test_initial_state_gives_the_untrained_control(mnist_root, tmp_path):
     )
     origin = f"the file given by callbacks.shift_probe.initial_state ({tmp_path / 'lab_init.pt'})"
     assert res["untrained_origin"] == origin and origin in md
-    assert res["untrained"]["accuracy"] == pytest.approx(accuracy(init, subset_indices(N_TEST, 16, 0)), abs=1e-6)
+    assert res["families"]["translation"]["untrained"]["accuracy"] == pytest.approx(accuracy(init, subset_indices(N_TEST, 16, 0)), abs=1e-6)
 
 
 def test_train_py_checkpoint_uses_its_recorded_initial_weights(mnist_root, tmp_path):

@@ -38,21 +38,24 @@ def test_cifar10_trains_and_is_measured_in_colour(make_cfg, cifar_root, tmp_path
     assert cfg.model.in_channels == 3  # model.in_channels: ${data.channels}
     metrics = train_module.train(cfg)
     assert "test/acc" in metrics
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text())["families"]["translation"]
     assert results["n_images"] == 6 and "conv2" in results["summary"]
 
 
 def test_example_pairs_keep_the_colours(cifar_root):
+    """The translation section's example pairs (computed while measuring) keep colour images in colour."""
+    import shiftprobe
     from shiftprobe.data.datasets import DATASETS, load_split
     from shiftprobe.models import GapCNN
-    from shiftprobe.probe.examples import example_pairs
 
     images, _ = load_split(DATASETS["cifar10"], cifar_root, "test", 10)
-    examples = example_pairs(GapCNN(in_channels=3), images[:2], [(1, 2)], "conv2")
+    res = shiftprobe.measure(GapCNN(in_channels=3).eval(), images[:4], layers=["conv2"], transform=shiftprobe.Translation(2))
+    examples = res["families"]["translation"]["examples"]
     pair = examples["pairs"][1]
-    assert pair["x"].shape == (32, 32, 3) and torch.equal(pair["x"], images[1].permute(1, 2, 0).float() / 255)
-    grey = example_pairs(GapCNN(), images[:2, 0], [(1, 2)], "conv2")["pairs"][0]
-    assert grey["x"].shape == (32, 32)
+    assert torch.tensor(pair["x"]).shape == (32, 32, 3)
+    assert torch.equal(torch.tensor(pair["x"]), images[0].permute(1, 2, 0).float() / 255)
+    grey = shiftprobe.measure(GapCNN().eval(), images[:4, 0], layers=["conv2"], transform=shiftprobe.Translation(2))
+    assert torch.tensor(grey["families"]["translation"]["examples"]["pairs"][0]["x"]).shape == (32, 32)
 
 
 @pytest.mark.parametrize(

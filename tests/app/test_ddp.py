@@ -94,10 +94,11 @@ def test_ddp_cpu_one_run_dir_and_single_process_figures(tmp_path_factory, tmp_pa
     )
     one_run = single_run_dir(one_logs)
     single = json.loads((one_run / "results.json").read_text())
-    assert single["n_images"] == ddp["n_images"] == 201 and "untrained" in ddp
+    sec = ddp["families"]["translation"]
+    assert single["families"]["translation"]["n_images"] == sec["n_images"] == 201 and "untrained" in sec
     # test/acc under DDP counts each test image once: it equals one process's and results.json's
     assert logged(ddp_run, "test/acc") == pytest.approx(logged(one_run, "test/acc"), abs=1e-6)
-    assert logged(ddp_run, "test/acc") == pytest.approx(ddp["accuracy"], abs=1e-6)
+    assert logged(ddp_run, "test/acc") == pytest.approx(sec["accuracy"], abs=1e-6)
     assert logged(ddp_run, "test/loss") == pytest.approx(logged(one_run, "test/loss"), rel=1e-5)
     assert_same_numbers(ddp, single)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp_logs", "single_logs"]  # nothing else written

@@ -27,6 +27,7 @@ from term_signals import counting_batches
 
 from shiftprobe.app.train import run, train
 from shiftprobe.probe import engine
+from shiftprobe.probe.pairs import PairComputer
 
 full_disk = disk_faults.full_disk  # the fixture
 #: a quick measurement: 40 images in 20 batches, one network, no figures
@@ -143,7 +144,7 @@ def test_sigterm_in_testing_stops_without_results(mnist_root, tmp_path, capsys, 
 def test_sigterm_in_the_measurement_stops_it_at_once(mnist_root, tmp_path, capsys, monkeypatch, signals_restored):
     """Before, Lightning only noted the SIGTERM and the measurement went on to the end (exit 0)."""
     calls: list = []
-    monkeypatch.setattr(engine._Probe, "batch_updates", counting_batches(engine._Probe.batch_updates, 2, calls=calls))
+    monkeypatch.setattr(PairComputer, "batch_updates", counting_batches(PairComputer.batch_updates, 2, calls=calls))
     threads = 2
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -25,8 +25,8 @@ def test_bf16_runs_end_to_end(mnist_root, tmp_path, precision, dtype):
     )
     metrics = train(cfg)
     assert "test/acc" in metrics
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text())["families"]["translation"]
     assert results["precision"]["dtype"] == dtype
     tol = results["precision"]["exact_tol"]
-    assert all(e["conv1"]["aligned_rel_max"] < tol for e in results["shifts"])
+    assert all(e["conv1"]["aligned_rel_max"] < tol for e in results["groups"]["param"]) and results["exact"]["conv1"]["all"]
     assert "exactly equivariant at every measured shift" in (tmp_path / "results.md").read_text()

@@ -83,7 +83,7 @@ print(measure.__module__, Translation.__module__, "measure" in dir(shiftprobe))
     done = _python(code, tmp_path)
     assert done.stdout.split("\n")[:2] == [
         "False False False",
-        "shiftprobe.probe.engine shiftprobe.probe.transforms True",
+        "shiftprobe.probe.measure shiftprobe.probe.translation True",
     ], done.stderr
 
 

@@ -178,10 +178,12 @@ def test_slurm_sweep_two_jobs_of_two_ddp_ranks(partition, mnist_root, tmp_path):
     for n in (0, 1):
         on_slurm = json.loads((sweep / str(n) / "results.json").read_text())
         one = json.loads((single / str(n) / "results.json").read_text())
-        assert on_slurm["n_images"] == one["n_images"] == 200 and "untrained" in on_slurm
+        on_sec, one_sec = on_slurm["families"]["translation"], one["families"]["translation"]
+        assert on_sec["n_images"] == one_sec["n_images"] == 200 and "untrained" in on_sec
         assert_same_numbers(on_slurm, one)
     seed_0, seed_1 = (json.loads((sweep / str(n) / "results.json").read_text()) for n in (0, 1))
-    assert seed_0["summary"] != seed_1["summary"]  # two seeds, two trainings: not one job twice
+    # two seeds, two trainings: not one job twice
+    assert seed_0["families"]["translation"]["summary"] != seed_1["families"]["translation"]["summary"]
 
     # nothing left: no job of the test in squeue, no process of the sweep (a job's ranks exit after
     # writing their results, so give them time)

@@ -62,8 +62,8 @@ def check_jobs(sweep_dir: Path, n_jobs: int, launcher_record: bool = True) -> li
     assert [p.name for p in jobs] == [str(i) for i in range(n_jobs)]
     overrides = []
     for job in jobs:
-        results = json.loads((job / "results.json").read_text())
-        assert results["n_images"] == 40 and results["max_shift"] == 2
+        results = json.loads((job / "results.json").read_text())["families"]["translation"]
+        assert results["n_images"] == 40 and results["config"]["max_shift"] == 2
         assert (job / ".hydra" / "config.yaml").is_file()
         overrides.append(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
     if launcher_record:  # the basic sweeper writes it; Optuna writes optimization_results.yaml instead
@@ -115,13 +115,14 @@ def test_basic_sweep_summary_and_tensorboard(mnist_root, tmp_path):
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
     runs = EventMultiplexer().AddRunsFromDirectory(str(sweep)).Runs()
-    assert sorted(runs) == ["0/tensorboard", "1/tensorboard"]
-    lab, lab_scalars = hparams_of_run(sweep / "0" / "tensorboard")
-    blur, blur_scalars = hparams_of_run(sweep / "1" / "tensorboard")
+    assert sorted(runs) == ["0/lab", "1/blurpool"]  # named by what ran (the task's name: the experiment's)
+    lab, lab_scalars = hparams_of_run(sweep / "0" / "lab")
+    blur, blur_scalars = hparams_of_run(sweep / "1" / "blurpool")
     assert (lab["choice.experiment"], lab["model.pool"], lab["task_name"]) == ("lab", "max", "lab")
     assert (blur["choice.experiment"], blur["model.pool"], blur["task_name"]) == ("blurpool", "blur", "blurpool")
     for scalars in (lab_scalars, blur_scalars):
-        assert {"val/acc", "test/acc", "probe/fc1/invariance_score"} <= set(scalars)
+        assert {"val/acc", "test/acc", "probe/fc1/invariance_score", "answer/fc1", "answer/conv2"} <= set(scalars)
+        assert not any(tag.startswith("answer_untrained") for tag in scalars)  # untrained=false
         assert "hp_metric" not in scalars
     assert lab_scalars["probe/fc1/invariance_score"] != blur_scalars["probe/fc1/invariance_score"]
 

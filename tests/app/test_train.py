@@ -74,7 +74,7 @@ def test_debug_presets_run_end_to_end(mnist_root, tmp_path, name):
     fast = ["callbacks.shift_probe.figures=false", "callbacks.shift_probe.progress=false", "shift=small"]
     metrics = train(compose_config("train", [*overrides, f"debug={name}", *fast], tmp_path))
     assert "test/acc" in metrics
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text())["families"]["translation"]
     checkpoints = sorted(p.name for p in tmp_path.glob("checkpoints/*.ckpt"))
     if name == "fdr":  # Lightning's fast_dev_run writes no checkpoints; no untrained control
         assert checkpoints == [] and "untrained" not in results
@@ -206,7 +206,7 @@ def test_cli_train_then_eval(mnist_root, tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (
         run_dir / "checkpoints" / "best.ckpt"
     ).is_file()
-    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((run_dir / "train").glob("events.out.tfevents.*"))
     assert events
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -217,7 +217,7 @@ def test_cli_train_then_eval(mnist_root, tmp_path):
         tags |= set(acc.Tags()["scalars"]) | set(acc.Tags().get("tensors", []))
     assert {"train/loss_step", "val/acc", "val/loss", "test/acc", "train/acc"} <= tags
     assert "hp_metric" not in tags
-    hparams = (run_dir / "tensorboard" / "hparams.yaml").read_text()
+    hparams = (run_dir / "train" / "hparams.yaml").read_text()
     assert "optimizer.lr" in hparams and "choice.optimizer: adam" in hparams
 
     eval_dir = tmp_path / "cli_eval"

@@ -21,9 +21,9 @@ PROBE = [
 def test_train_then_eval_measure_the_chosen_families(make_cfg, tmp_path):
     train(make_cfg(*PROBE, "transform=[translation,rot90]", out=tmp_path / "run"))
     res = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert list(res["families"]) == ["translation", "rot90"] and "shifts" in res
+    assert list(res["families"]) == ["translation", "rot90"] and res["primary"] == "translation"
     rot = res["families"]["rot90"]
-    assert [e["param"] for e in rot["entries"]] == [1, 2, 3] and rot["n_images"] == 40 and "untrained" in rot
+    assert [e["param"] for e in rot["groups"]["param"]] == [1, 2, 3] and rot["n_images"] == 40 and "untrained" in rot
     md = (tmp_path / "run" / "results.md").read_text()
     table = md.split("## Rotations by 90° (`rot90`)")[1]
     assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:] == [

@@ -25,8 +25,8 @@ from shiftprobe.data import (
     stream_seed,
 )
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.probe.families import rotate as family_rotate
-from shiftprobe.probe.transforms import shift_images_per_sample
+from shiftprobe.probe.resample import rotate as family_rotate
+from shiftprobe.probe.resample import shift_images_per_sample
 
 FLOAT32_TOL = 1e-5
 
@@ -351,4 +351,4 @@ def test_rotate_augmented_experiment_runs_end_to_end(make_cfg, tmp_path):
         out=tmp_path / "run"))
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert list(results["families"]) == ["translation", "rotation"]
-    assert results["families"]["rotation"]["entries"][0]["param"] == -45.0
+    assert results["families"]["rotation"]["groups"]["param"][0]["param"] == -45.0

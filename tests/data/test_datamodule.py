@@ -156,7 +156,7 @@ def test_paired_set_of_colour_images(tmp_path):
     pairs = dm.paired_test_set(max_shift=2, mode="crop")
     x, tx, y, s = pairs[7]
     dy, dx = int(s[0]), int(s[1])
-    image = dm.test_images[int(7 // pairs.plan.shifts_per_image)].float() / 255
+    image = dm.test_images[int(7 // pairs.plan.params_per_image)].float() / 255
     assert x.shape == tx.shape == (3, 32, 32) and torch.equal(x, image)
     expected = np.zeros((3, 32, 32), np.float32)  # out[i + dy, j + dx] = in[i, j], zero fill
     src = image.numpy()

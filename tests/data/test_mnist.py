@@ -15,7 +15,7 @@ import shiftprobe.app.train as train_module
 from shiftprobe.data import AUGMENT_STREAM, MNISTDataModule, ensure_mnist, stream_seed
 from shiftprobe.data.mnist import load_split
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.probe.transforms import shift_images_per_sample
+from shiftprobe.probe.resample import shift_images_per_sample
 
 
 def make_dm(root, **kw):

@@ -1,5 +1,6 @@
-"""ShiftProbeCallback with ``transforms``: every other family is measured (trained and untrained) into
-results.json ``families``, results.md and ``<family>.png``; translation alone writes what it wrote before."""
+"""ShiftProbeCallback with ``transforms``: every family is measured (trained and untrained) by one call of
+``shiftprobe.measure`` into results.json ``families``, results.md and ``<family>.png``; the translation's
+figures do not depend on the other families."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from test_callbacks import TinyData, TinyModule
 
-import shiftprobe.probe.family_engine as family_engine
+import shiftprobe.probe.measure as measure_module
 from shiftprobe.lit.callbacks import ShiftProbeCallback
 
 #: what differs between two runs of the same measurement: the clock
@@ -41,17 +42,16 @@ def without_timing(obj):
 def test_translation_alone_is_unchanged_and_rot90_is_added(tmp_path):
     plain, plain_md, _ = run(tmp_path, "plain", figures=False)
     both, both_md, _ = run(tmp_path, "both", figures=True, transforms={"translation": {}, "rot90": {}})
-    assert "families" not in plain  # translation alone: no families section, as before
-    top = {k: v for k, v in both.items() if k != "families"}
-    assert without_timing(top) == without_timing(plain)  # every translation figure identical
-    assert list(both["families"]) == ["translation", "rot90"]
-    assert without_timing(both["families"]["translation"]) == without_timing(plain)
+    assert list(plain["families"]) == ["translation"] and list(both["families"]) == ["translation", "rot90"]
+    # every translation figure identical
+    assert without_timing(both["families"]["translation"]) == without_timing(plain["families"]["translation"])
     rot = both["families"]["rot90"]
-    assert rot["family"] == "rot90" and [e["param"] for e in rot["entries"]] == [1, 2, 3]
+    blocks = rot["groups"]["param"]
+    assert rot["family"] == "rot90" and [e["param"] for e in blocks] == [1, 2, 3]
     assert rot["n_images"] == 24 and rot["seconds"] > 0 and rot["untrained"]["n_images"] == 24
-    assert "invariance_score_ci" in rot["entries"][0]["fc1"] and "equivariance_score" in rot["entries"][0]["conv1"]
+    assert "invariance_score_ci" in blocks[0]["fc1"] and "equivariance_score" in blocks[0]["conv1"]
     # the untrained section measures the initial weights, not the trained (modified) ones
-    assert rot["untrained"]["entries"][0]["conv1"] != rot["entries"][0]["conv1"]
+    assert rot["untrained"]["groups"]["param"][0]["conv1"] != blocks[0]["conv1"]
     # results.md: today's report, then the rot90 table (one row per quarter turn and one over all)
     head = plain_md.split("- **Measurement time**")[0]
     assert both_md.startswith(head) and "## Rotations by 90° (`rot90`)" in both_md
@@ -63,15 +63,15 @@ def test_translation_alone_is_unchanged_and_rot90_is_added(tmp_path):
     for name in ("heatmaps.png", "radial.png", "rot90.png"):
         assert (out / name).stat().st_size > 0, name
     metrics = (tmp_path / "both" / "version_0" / "metrics.csv").read_text().splitlines()[0]
-    assert "probe_rot90/fc1/invariance_score" in metrics and "probe_rot90_untrained/fc1/invariance_score" in metrics
+    assert "probe_rot90/fc1/invariance_score" in metrics and "probe_rot90/untrained/fc1/invariance_score" in metrics
 
 
 def test_without_translation_only_the_families(tmp_path):
     res, md, _ = run(tmp_path, "flip", figures=True, transforms=["flip"])
-    assert "layers" not in res and "shifts" not in res and list(res["families"]) == ["flip"]
+    assert list(res["families"]) == ["flip"] and res["primary"] == "flip"
     assert res["subset"]["n_images"] == 24 and res["seconds_total"] > 0
     flip = res["families"]["flip"]
-    assert [e["param"] for e in flip["entries"]] == ["horizontal", "vertical"] and "untrained" in flip
+    assert [e["param"] for e in flip["groups"]["param"]] == ["horizontal", "vertical"] and "untrained" in flip
     assert md.startswith("# shiftprobe: how invariant / equivariant is each layer?") and "## Flips (`flip`)" in md
     assert sorted(p.name for p in (tmp_path / "flip").glob("*.png")) == ["flip.png"]
 
@@ -80,18 +80,18 @@ def test_family_settings_reach_the_engine_with_the_rank(tmp_path, monkeypatch):
     """Each family is built from its settings and measured with this process's rank and world size
     (the engine splits the images and reduces the sums across ranks, as for translation)."""
     calls = []
-    real = family_engine.measure_family
+    real = measure_module.measure_section
 
-    def spy(model, images, labels, family, **kwargs):
+    def spy(model, images, labels, family, feed, **kwargs):
         calls.append((family, kwargs))
-        return real(model, images, labels, family, **kwargs)
+        return real(model, images, labels, family, feed, **kwargs)
 
-    monkeypatch.setattr(family_engine, "measure_family", spy)
+    monkeypatch.setattr(measure_module, "measure_section", spy)
     res, _, cb = run(tmp_path, "spy", figures=False, untrained=False,
                      transforms={"rotation": {"max_angle": 20.0, "step": 10.0}})
     assert [c[0].params() for c in calls] == [[-20.0, -10.0, 10.0, 20.0]]  # no untrained: one call
     kwargs = calls[0][1]
-    assert kwargs["rank"] == 0 and kwargs["world_size"] == 1 and "fast_path" not in kwargs
+    assert kwargs["rank"] == 0 and kwargs["world_size"] == 1
     assert kwargs["control_seed"] == cb.seed and kwargs["batch_size"] == 16
     assert "untrained" not in res["families"]["rotation"]
 

@@ -1,5 +1,5 @@
-"""ShiftProbeCallback(lie_derivative=True): results.json and results.md get the Lie derivative of the
-trained and the untrained network, on a seeded subset of the measured images."""
+"""ShiftProbeCallback(lie_derivative=True): results.json (``families.lie_derivative``) and results.md get the
+Lie derivative of the trained and the untrained network, on a seeded subset of the measured images."""
 
 import copy
 import json
@@ -14,6 +14,7 @@ import shiftprobe
 from shiftprobe.lit.callbacks import ShiftProbeCallback
 from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.engine import subset_indices
+from shiftprobe.probe.lie import lie_result
 
 
 class TinyData(L.LightningDataModule):
@@ -52,7 +53,11 @@ def test_results_json_gets_the_lie_derivative(tmp_path):
                         enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.test(module, datamodule=TinyData())
     res = json.loads((tmp_path / "run" / "results.json").read_text())
-    block, untrained = res["lie_derivative"], res["untrained"]["lie_derivative"]
+    section = res["families"]["lie_derivative"]
+    assert section["kind"] == "lie_derivative" and [b["param"] for b in section["groups"]["param"]] == [
+        "translate_x", "translate_y", "rotate"]
+    assert section["control"]["offset"] >= 1 and "dist" in section["control"]["fc1"]
+    block, untrained = lie_result(section), lie_result(section["untrained"])
     assert block["n_images"] == untrained["n_images"] == 5
     assert block["layers"] == ["conv1", "conv2", "fc1", "logits"]
     assert block["generators"] == ["translate_x", "translate_y", "rotate"]
@@ -68,7 +73,7 @@ def test_results_json_gets_the_lie_derivative(tmp_path):
 
 
 def test_lie_derivative_is_off_by_default_and_checks_its_image_count():
-    assert ShiftProbeCallback().lie_derivative is False
+    assert ShiftProbeCallback().lie_generators is None
     with pytest.raises(ValueError, match="lie_derivative_images"):
         ShiftProbeCallback(lie_derivative=True, lie_derivative_images=1)
 
@@ -81,8 +86,8 @@ def test_generators_and_the_layerwise_decomposition_reach_results_and_figures(tm
                         enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.test(TinyModule(), datamodule=TinyData())
     run = tmp_path / "run"
-    res = json.loads((run / "results.json").read_text())
-    for block in (res["lie_derivative"], res["untrained"]["lie_derivative"]):
+    section = json.loads((run / "results.json").read_text())["families"]["lie_derivative"]
+    for block in (lie_result(section), lie_result(section["untrained"])):
         assert block["generators"] == ["translate_x", "scale"]
         assert list(block["layerwise"]) == ["conv1", "pool1", "conv2", "pool2", "fc1", "fc2"]
         assert block["layerwise"]["pool1"]["scale"]["contribution"]["rel"] > 0

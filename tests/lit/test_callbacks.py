@@ -9,10 +9,9 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
+import shiftprobe
 from shiftprobe.lit.callbacks import ShiftProbeCallback
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.probe.engine import measure_network
-from shiftprobe.probe.plan import ShiftPlan
 
 
 class TinyData(L.LightningDataModule):
@@ -67,38 +66,49 @@ def test_callback_writes_results_files(tmp_path, logger_kind):
         if figures:
             assert (out / name).stat().st_size > 0, name
     res = json.loads((out / "results.json").read_text())
-    for key in ("accuracy", "shift_mode", "control", "shifts", "radial", "parity", "summary", "seconds",
-                "geometry", "precision", "classifier", "subset", "fast_path"):
-        assert key in res, key
-    assert ("untrained" in res) is untrained
-    assert len(res["shifts"]) == (2 * max_shift + 1) ** 2 and res["n_images"] == 40 and res["fast_path"] is True
+    assert res["schema_version"] == 3 and res["primary"] == "translation" and list(res["families"]) == ["translation"]
     assert res["subset"] == {"n_images": 40, "of": 40, "how": "all images"}
-    assert set(res["shifts"][0]) >= {"dy", "dx", "conv1", "conv2", "fc1", "logits"}
-    assert res["strides"] == {"conv1": 1, "conv2": 2} and res["classifier"] == "logits"
+    sec = res["families"]["translation"]
+    for key in ("accuracy", "config", "control", "groups", "summary", "seconds", "geometry", "precision", "classifier",
+                "fast_path", "exact", "map_action"):
+        assert key in sec, key
+    assert ("untrained" in sec) is untrained and sec["examples"]["layer"] == "conv2"  # figures or not
+    shifts = sec["groups"]["param"]
+    assert len(shifts) == (2 * max_shift + 1) ** 2 and sec["n_images"] == 40 and sec["fast_path"] is True
+    assert set(shifts[0]) >= {"param", "conv1", "conv2", "fc1", "logits"}
+    assert sec["config"]["mode"] == "crop" and sec["classifier"] == "logits"
+    assert [sec["geometry"][n]["stride"] for n in ("conv1", "conv2")] == [[1, 1], [2, 2]]
     # the lab net is exact on its certified region at every shift its stride divides
-    assert all(e["conv1"]["aligned_rel_max"] < 1e-5 for e in res["shifts"])
+    assert all(e["conv1"]["aligned_rel_max"] < 1e-5 for e in shifts) and sec["exact"]["conv1"]["all"]
     if untrained:  # the untrained block measures the initial weights, not the modified ones
-        assert res["untrained"]["summary"]["conv1"]["dist"] != pytest.approx(res["summary"]["conv1"]["dist"])
+        assert sec["untrained"]["summary"]["conv1"]["dist"] != pytest.approx(sec["summary"]["conv1"]["dist"])
         net0 = LabCNN()
         net0.load_state_dict(module.initial_net_state)
-        direct = measure_network(net0, TinyData().test_images, TinyData().test_labels, ShiftPlan.build(2, n_images=40))
-        assert res["untrained"]["summary"]["conv1"]["dist"] == pytest.approx(direct["summary"]["conv1"]["dist"], rel=1e-6)
+        direct = shiftprobe.measure(net0, TinyData().test_images, TinyData().test_labels,
+                                    transform=shiftprobe.Translation(max_shift=2))
+        assert sec["untrained"]["summary"]["conv1"]["dist"] == pytest.approx(direct.summary["conv1"]["dist"], rel=1e-6)
     assert "conv1" in (out / "results.md").read_text()
-    assert cb.results["summary"]["fc1"]["invariance_score"] == res["summary"]["fc1"]["invariance_score"]
+    assert cb.results["families"]["translation"]["summary"]["fc1"]["invariance_score"] == \
+        sec["summary"]["fc1"]["invariance_score"]
     if logger_kind == "tensorboard":
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         ev = EventAccumulator(str(logger.log_dir), size_guidance={"images": 0}).Reload()
-        assert "probe/fc1/invariance_score" in ev.Tags()["scalars"]
+        tags = ev.Tags()["scalars"]
+        assert "probe/fc1/invariance_score" in tags
+        # the first screen (groups sorted by name) is the lab's answer: each layer's score
+        assert {"answer/conv1", "answer/conv2", "answer/fc1", "answer/logits"} <= set(tags)
+        assert min(tag.split("/")[0] for tag in tags) == "answer"
+        assert ev.Scalars("answer/conv2")[0].value == pytest.approx(sec["summary"]["conv2"]["equivariance_score"])
         assert any(tag.startswith("shift_probe/heatmaps") for tag in ev.Tags()["images"])
     else:
-        metrics = (tmp_path / "lightning_logs").rglob("metrics.csv")
-        assert any("probe/fc1/invariance_score" in p.read_text() for p in metrics)
+        metrics = [p.read_text() for p in (tmp_path / "lightning_logs").rglob("metrics.csv")]
+        assert any("probe/fc1/invariance_score" in m and "answer_untrained/fc1" in m for m in metrics)
 
 
 def test_callback_refuses_bad_shift_before_running():
     with pytest.raises(ValueError, match="max_shift"):
-        ShiftProbeCallback(max_shift=30)
+        ShiftProbeCallback(max_shift=-1)
     with pytest.raises(ValueError, match="pattern"):
         ShiftProbeCallback(pattern="spiral")
 
@@ -122,3 +132,14 @@ def test_callback_checks_its_layers_against_the_network_when_the_run_starts():
         "callbacks.shift_probe.layers=['conv9'] is not allowed: layer 'conv9' is not a module of LabCNN"
     )
     assert err.value.same_on_every_rank  # under DDP every rank finds it: reported once
+
+
+def test_the_answer_keys_are_the_networks_own_probe_points():
+    """TensorBoard's HPARAMS metrics: ``answer/<layer>`` of the probe points the network declares."""
+    from shiftprobe.app.train import hparam_metrics
+
+    net = LabCNN()
+    assert hparam_metrics([ShiftProbeCallback()], net) == (
+        "val/acc", "test/acc", "answer/conv1", "answer/conv2", "answer/fc1", "answer/logits")
+    assert hparam_metrics([ShiftProbeCallback(layers=["fc1"])], net)[2:] == ("answer/fc1",)
+    assert hparam_metrics([], net) == ("val/acc", "test/acc")

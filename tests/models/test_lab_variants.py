@@ -22,11 +22,12 @@ from shiftprobe.data import MNISTDataModule
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.capture import resolve_layers
-from shiftprobe.probe.engine import measure_network, subset_indices
+from shiftprobe.probe.engine import subset_indices
 from shiftprobe.probe.geometry import LayerGeometry, infer_geometry
+from shiftprobe.probe.measure import measure_family
 from shiftprobe.probe.metrics import aligned_rel_at, aligned_values
-from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.transforms import shift_images
+from shiftprobe.probe.resample import shift_images
+from shiftprobe.probe.translation import Translation
 
 EXACT = 1e-5
 SHIFTS_UP_TO_2 = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
@@ -59,7 +60,7 @@ def test_variant_from_config(tmp_path, model, pool, padding, maps, fc1_in, crop_
     assert (net.pool, net.padding) == (pool, padding)
     geo = infer_geometry(net, resolve_layers(net, ["conv1", "conv2"]), (1, 28, 28))
     assert (geo["conv1"].stride, geo["conv2"].stride) == ((1, 1), (2, 2))  # inferred, not declared
-    assert net.supports_crop_windows is crop_windows  # the measurement's fast path: valid convolutions only
+    assert (net.crop_windows() is not None) is crop_windows  # the measurement's fast path: valid convolutions only
     assert net.fc1.in_features == fc1_in
     p = net.probe(torch.rand(2, 1, 28, 28))
     assert p["conv1"].shape[-1] == maps[0] and p["conv2"].shape[-1] == maps[1]
@@ -132,14 +133,14 @@ def test_circular_roll_measurement_is_exact(uint8_set):
     torch.manual_seed(1)
     net = LabCNN(padding="circular")
     x, y = uint8_set
-    r = measure_network(net, x, y, ShiftPlan.build(3, mode="roll", n_images=len(x)), batch_size=8)
-    assert r["shift_mode"] == "roll" and len(r["shifts"]) == 49
+    r = measure_family(net, x, y, Translation(3, mode="roll"), batch_size=8)
+    assert r["config"]["mode"] == "roll" and len(r["groups"]["param"]) == 49
     assert r["geometry"]["conv1"]["circular"] and r["geometry"]["conv2"]["circular"]  # compared on the whole map
-    for s in r["shifts"]:
+    for s in r["groups"]["param"]:
         c1, c2 = s["conv1"], s["conv2"]
         assert c1["aligned_rel_max"] < EXACT and c1["sorted_rel"] < EXACT, s  # every shift
         assert c1["equivariance_score"] == pytest.approx(1.0, abs=EXACT)
-        if s["dy"] % 2 == 0 and s["dx"] % 2 == 0:
+        if s["param"][0] % 2 == 0 and s["param"][1] % 2 == 0:
             assert c2["aligned_rel_max"] < EXACT and c2["sorted_rel"] < EXACT, s
         else:
             # the stride-2 pool sees another phase: neither moved nor permuted values
@@ -154,10 +155,10 @@ def test_circular_with_crop_shifts_is_exact_only_on_the_certified_region(uint8_s
     torch.manual_seed(1)
     net = LabCNN(padding="circular")
     x, y = uint8_set
-    r = measure_network(net, x, y, ShiftPlan.build(1, mode="crop", n_images=len(x)), batch_size=8)
+    r = measure_family(net, x, y, Translation(1, mode="crop"), batch_size=8)
     geo = r["geometry"]["conv1"]
     assert geo["circular"] and geo["interior"] == {"y": [2, 25], "x": [2, 25]}  # of a 28x28 map
-    moved = [s for s in r["shifts"] if (s["dy"], s["dx"]) != (0, 0)]
+    moved = [s for s in r["groups"]["param"] if s["param"] != [0, 0]]
     assert all(s["conv1"]["aligned_rel_max"] < EXACT for s in moved)
     assert all(s["conv1"]["sorted_rel"] > 1e-3 for s in moved)
 
@@ -267,8 +268,9 @@ def test_untrained_experiment_measures_the_initial_weights(mnist_root, tmp_path)
         pred = net0(dm.test_images.unsqueeze(1).float() / 255)[0].argmax(1)
     assert metrics["test/acc"] == pytest.approx((pred == dm.test_labels).float().mean().item())
     results = json.loads((out / "results.json").read_text())
-    assert "untrained" not in results and results["n_images"] == 40  # the 'trained' block is the initial net
+    section = results["families"]["translation"]
+    assert "untrained" not in section and section["n_images"] == 40  # the 'trained' block is the initial net
     assert results["subset"]["how"] == "seeded random subset" and results["subset"]["seed"] == 3
     subset = subset_indices(len(dm.test_labels), 40, results["subset"]["seed"])
-    assert results["accuracy"] == pytest.approx((pred[subset] == dm.test_labels[subset]).float().mean().item())
+    assert section["accuracy"] == pytest.approx((pred[subset] == dm.test_labels[subset]).float().mean().item())
     assert not (out / "checkpoints").exists()

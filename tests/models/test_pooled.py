@@ -11,6 +11,7 @@ from tolerances import assert_close_dtype
 import shiftprobe
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.models import FlipPooledCNN, LabCNN, RotPooledCNN
+from shiftprobe.models.crop_windows import CropWindowModel
 from shiftprobe.models.pooled import RECEPTIVE_FIELDS
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
 
@@ -129,7 +130,7 @@ def test_settings_are_the_lab_cnns():
     assert (net.pool, net.padding, net.normalize) == ("blur", "circular", True)
     assert net.cnn.fc1.in_features == 20 * 7 * 7
     assert net(torch.rand(2, 1, 28, 28))[0].shape == (2, 10)
-    assert not getattr(net, "supports_crop_windows", False)
+    assert not isinstance(net, CropWindowModel)  # no crop fast path
     with pytest.raises(ValueError, match="square"):
         net(torch.rand(2, 1, 28, 30))
 
@@ -144,7 +145,7 @@ def test_measure_with_the_engine(cls):
                              transform=shiftprobe.Translation(max_shift=1))
     assert set(res.summary) >= {"conv1", "conv2", "fc1", "logits"}
     assert res.summary["conv1"]["aligned_rel_max"] < INVARIANT_TOL  # a rotated copy's conv1 would not align
-    geometry = res.to_dict()["geometry"]
+    geometry = res.to_dict()["families"]["translation"]["geometry"]
     for layer in ("conv1", "conv2"):
         r, a, b = RECEPTIVE_FIELDS[layer]
         assert geometry[layer]["stride"] == [r, r]
@@ -187,8 +188,8 @@ def test_the_family_measurement_finds_the_control(cls, family):
     images = torch.rand(8, 28, 28, generator=torch.Generator().manual_seed(2))
     res = shiftprobe.measure(net, images, torch.arange(8), layers=["conv1", "fc1", "logits"], transform=family)
     section = res.to_dict()["families"][family.name]
-    assert len(section["entries"]) == len(family.params())
-    for entry in section["entries"]:
+    assert len(section["groups"]["param"]) == len(family.params())
+    for entry in section["groups"]["param"]:
         assert entry["logits"]["rel"] < INVARIANT_TOL and entry["logits"]["consistency"] == 1.0
         assert entry["conv1"]["aligned_rel_max"] > NOT_EQUIVARIANT
         assert entry["fc1"]["rel"] > NOT_EQUIVARIANT
@@ -207,6 +208,6 @@ def test_train_py_model_rot_pool_transform_rot90(make_cfg, tmp_path):
                    "+trainer.limit_train_batches=3", out=tmp_path / "run"))
     section = json.loads((tmp_path / "run" / "results.json").read_text())["families"]["rot90"]
     for block in (section, section["untrained"]):
-        assert [e["param"] for e in block["entries"]] == [1, 2, 3]
-        assert all(e["logits"]["rel"] < INVARIANT_TOL for e in block["entries"])
+        assert [e["param"] for e in block["groups"]["param"]] == [1, 2, 3]
+        assert all(e["logits"]["rel"] < INVARIANT_TOL for e in block["groups"]["param"])
         assert block["summary"]["conv1"]["aligned_rel_max"] > NOT_EQUIVARIANT

@@ -25,6 +25,7 @@ from shiftprobe.errors import ShiftProbeError
 from shiftprobe.models import AllConvCNN, GapCNN, LabCNN, SmallResNet, apply_variants
 from shiftprobe.models.aps import APSDownsample2d, PolyphaseChoice
 from shiftprobe.models.blurpool import BlurPool2d
+from shiftprobe.models.crop_windows import CropWindowModel
 from shiftprobe.models.variants import DownsampledConv2d
 from shiftprobe.probe.geometry import pads_circularly
 
@@ -204,7 +205,7 @@ def test_the_default_variant_is_todays_network(name, mnist_root, tmp_path):
     weights = [v for k, v in net.state_dict().items() if "bn" not in k and "shortcut.1" not in k and "stem.1" not in k]
     assert len(weights) == len(expected) and all(torch.equal(a, b) for a, b in zip(weights, expected, strict=True))
     assert not any(isinstance(m, (DownsampledConv2d, APSDownsample2d, BlurPool2d, nn.CircularPad2d)) for m in net.modules())
-    assert getattr(net, "supports_crop_windows", False) is (name != "resnet")
+    assert (isinstance(net, CropWindowModel) and net.crop_windows() is not None) is (name != "resnet")
     cfg = compose_config("train", [*test_overrides(mnist_root, tmp_path), f"model={name}"], tmp_path)
     torch.manual_seed(0)
     built = hydra.utils.instantiate(cfg.model)
@@ -233,10 +234,10 @@ def test_the_named_lab_variants_are_unchanged(option, kwargs, mnist_root, tmp_pa
 def test_a_variant_has_no_crop_fast_path(net):
     """The fast path computes windows of one padded pass: wrong for APS (its choice depends on the whole
     map), circular padding and a blur inside the phases. The engine then runs every shifted image."""
-    assert net.supports_crop_windows is False
+    assert net.crop_windows() is None
     images = torch.rand(3, 1, 28, 28)
     res = shiftprobe.measure(net.eval(), images, layers=["logits"], transform=shiftprobe.Translation(max_shift=1))
-    assert res["fast_path"] is False
+    assert res["families"]["translation"]["fast_path"] is False
 
 
 @pytest.mark.parametrize("cls", [GapCNN, AllConvCNN, SmallResNet, LabCNN])
@@ -304,8 +305,9 @@ def rolled_outputs(net: nn.Module, x: torch.Tensor, max_shift: int) -> tuple[tor
 
 def assert_exactly_invariant(res, max_shift: int) -> None:
     """Consistency 1 and invariance score 1 (float32: within 1e-4) at every shift, and in the summary."""
-    blocks = [res.summary["logits"]] + [s["logits"] for s in res["shifts"]]
-    assert len(res["shifts"]) == (2 * max_shift + 1) ** 2
+    shifts = res["families"]["translation"]["groups"]["param"]
+    blocks = [res.summary["logits"]] + [s["logits"] for s in shifts]
+    assert len(shifts) == (2 * max_shift + 1) ** 2
     assert all(b["consistency"] == 1.0 for b in blocks)
     assert all(abs(b["invariance_score"] - 1.0) < 1e-4 for b in blocks)
 
@@ -394,9 +396,9 @@ def test_train_py_reports_the_positive_control(pool, mnist_root, tmp_path):
                 "+trainer.limit_train_batches=5", "callbacks.shift_probe.max_images=8",
                 "callbacks.shift_probe.figures=false", "callbacks.shift_probe.progress=false"]
     train(compose_config("train", [*overrides, *settings], tmp_path))
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text())["families"]["translation"]
     for network in (results, results["untrained"]):
-        logits = [network["summary"]["logits"]] + [s["logits"] for s in network["shifts"]]
+        logits = [network["summary"]["logits"]] + [s["logits"] for s in network["groups"]["param"]]
         scores = [b["invariance_score"] for b in logits]
         if pool == "aps":
             assert all(b["consistency"] == 1.0 for b in logits) and all(abs(s - 1.0) < 1e-4 for s in scores)

@@ -1,6 +1,6 @@
 """Where the engine relies on bit-identity, and what it does when that does not hold (issue 18).
 
-* The crop fast path (``_Probe.window_layers``) claims exact zeros (``aligned_rel``, ``dist`` at the zero
+* The crop fast path (``PairComputer.window_layers``) claims exact zeros (``aligned_rel``, ``dist`` at the zero
   shift) for a window layer only when the zero shift's window of the padded pass is ``f(x)`` bit for bit.
   Otherwise (another kernel for the padded canvas, a perturbed map) that layer's figures come from the
   shifted maps themselves, as on the plain path: equal to the plain path to float32 precision, and no
@@ -28,14 +28,13 @@ from kernel_jitter import kernel_jitter
 from tolerances import approx, assert_same_figures
 from torch import nn
 
-import shiftprobe.probe.engine as engine
+import shiftprobe.probe.pairs as pairs
+from shiftprobe.models.crop_windows import CropWindows
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.probe.engine import measure_network
+from shiftprobe.probe.measure import measure_family
 from shiftprobe.probe.metrics import pair_metrics
-from shiftprobe.probe.migrate import migrate
-from shiftprobe.probe.plan import ShiftPlan
 from shiftprobe.probe.thresholds import exact_tolerance
-from shiftprobe.reporting.verdicts import conv_exactness, translation
+from shiftprobe.probe.translation import Translation
 
 N = 6
 EXACT_TOL = exact_tolerance(torch.float32)
@@ -64,19 +63,30 @@ def _dyadic_lab() -> LabCNN:
 
 
 def _spy_window_layers(monkeypatch) -> list[set]:
-    """Records the set ``_Probe.window_layers`` returns for every batch."""
-    chosen, real = [], engine._Probe.window_layers
+    """Records the set ``PairComputer.window_layers`` returns for every batch."""
+    chosen, real = [], pairs.PairComputer.window_layers
 
     def spy(self, base, basis):
         chosen.append(real(self, base, basis))
         return chosen[-1]
 
-    monkeypatch.setattr(engine._Probe, "window_layers", spy)
+    monkeypatch.setattr(pairs.PairComputer, "window_layers", spy)
     return chosen
 
 
+def _perturb_windows(monkeypatch, net, off) -> None:
+    """The network's crop windows with every window ``w`` replaced by ``off(w)``."""
+    real = net.crop_windows()
+
+    class Off(CropWindows):
+        def window(self, *args):
+            return off(super().window(*args))
+
+    monkeypatch.setattr(net, "crop_windows", lambda: Off(**{k: getattr(real, k) for k in real.__dataclass_fields__}))
+
+
 def _by_shift(res: dict) -> dict:
-    return {(e["dy"], e["dx"]): e for e in res["shifts"]}
+    return {tuple(e["param"]): e for e in res["groups"]["param"]}
 
 
 @exact_arithmetic
@@ -85,14 +95,14 @@ def test_window_path_claims_exact_zeros_where_the_window_is_f_x_bit_for_bit(monk
     fast path takes it, and its zeros are exact; the plain path agrees."""
     chosen = _spy_window_layers(monkeypatch)
     net, x = _dyadic_lab(), _dyadic_images()
-    plan = ShiftPlan.build(2, "crop", "grid", 0, N)
-    fast = measure_network(net, x, None, plan, layers=["conv1"], batch_size=4, workers=1)
+    plan = Translation(2)
+    fast = measure_family(net, x, None, plan, layers=["conv1"], batch_size=4, workers=1)
     assert fast["fast_path"] is True and chosen == [{"conv1"}, {"conv1"}]
     for shift, entry in _by_shift(fast).items():
         assert entry["conv1"]["aligned_rel"] == 0.0 and entry["conv1"]["aligned_rel_max"] == 0.0, shift
     zero = _by_shift(fast)[0, 0]["conv1"]
     assert zero["dist"] == 0.0 and zero["rel"] == 0.0 and zero["cos"] == 1.0
-    plain = measure_network(net, x, None, plan, layers=["conv1"], batch_size=4, workers=1, fast_path=False)
+    plain = measure_family(net, x, None, plan, layers=["conv1"], batch_size=4, workers=1, fast_path=False)
     assert_same_figures(plain, fast, torch.float32, skip=("seconds", "fast_path"))
 
 
@@ -104,15 +114,14 @@ def test_window_path_falls_back_to_the_shifted_maps_when_the_window_is_not_f_x(m
     exact that is not: aligned_rel and dist at the zero shift are the ulp, not 0; the exact verdicts
     come from the tolerance, as on the plain path."""
     chosen = _spy_window_layers(monkeypatch)
-    monkeypatch.setattr(engine, "on_accelerator", lambda device: accelerator)
+    monkeypatch.setattr(pairs, "on_accelerator", lambda device: accelerator)
     net, x = _dyadic_lab(), _dyadic_images()
-    window = net.crop_window
-    monkeypatch.setattr(net, "crop_window", lambda *a: torch.nextafter(window(*a), torch.tensor(math.inf)))
-    plan = ShiftPlan.build(2, "crop", "grid", 0, N)
+    _perturb_windows(monkeypatch, net, lambda w: torch.nextafter(w, torch.tensor(math.inf)))
+    plan = Translation(2)
     labels = torch.arange(N) % 10
-    fast = measure_network(net, x, labels, plan, batch_size=4, workers=1)
+    fast = measure_family(net, x, labels, plan, batch_size=4, workers=1)
     assert fast["fast_path"] is True and chosen == [set(), set()]
-    plain = measure_network(net, x, labels, plan, batch_size=4, workers=1, fast_path=False)
+    plain = measure_family(net, x, labels, plan, batch_size=4, workers=1, fast_path=False)
     assert_same_figures(plain, fast, torch.float32, skip=("seconds", "fast_path"))
     shifts = _by_shift(fast)
     zero = shifts[0, 0]
@@ -120,9 +129,9 @@ def test_window_path_falls_back_to_the_shifted_maps_when_the_window_is_not_f_x(m
         assert 0 < zero[layer]["aligned_rel"] < EXACT_TOL and 0 < zero[layer]["dist"], layer
         assert zero[layer]["cos"] == approx(1, unit=True) and zero[layer]["cos"] <= 1
     assert all(0 < shifts[s]["conv2"]["aligned_rel_max"] < EXACT_TOL for s in shifts if s[0] % 2 == s[1] % 2 == 0)
-    for layer, kind in (("conv1", "every"), ("conv2", "stride")):
-        kinds = [conv_exactness(translation(migrate(res)), layer)["kind"] for res in (fast, plain)]
-        assert kinds == [kind, kind], layer
+    # the exact verdicts: conv1 at every shift, conv2 at the shifts its stride divides, as on the plain path
+    assert fast["exact"] == plain["exact"] and fast["exact"]["conv1"]["all"]
+    assert fast["exact"]["conv2"]["exact_params"] == [list(s) for s in shifts if s[0] % 2 == s[1] % 2 == 0]
 
 
 def _pointwise() -> nn.Module:
@@ -136,7 +145,7 @@ def _pointwise() -> nn.Module:
 
 def _certified(res: dict) -> list[tuple[float, float]]:
     """``(sorted_rel_certified, aligned_rel)`` of layer ``0`` at every shift."""
-    return [(e["0"]["sorted_rel_certified"], e["0"]["aligned_rel"]) for e in res["shifts"]]
+    return [(e["0"]["sorted_rel_certified"], e["0"]["aligned_rel"]) for e in res["groups"]["param"]]
 
 
 @exact_arithmetic
@@ -146,13 +155,13 @@ def test_sorting_is_skipped_only_for_pairs_exact_to_the_bit(monkeypatch):
     0 and at most its aligned_rel; the accelerator's branch-free path (sort all, keep where not exact)
     gives the same figures."""
     x = _dyadic_images(seed=1)
-    plan = ShiftPlan.build(2, "crop", "grid", 0, N)
-    exact = measure_network(_pointwise(), x, None, plan, layers=["0"], workers=1)
+    plan = Translation(2)
+    exact = measure_family(_pointwise(), x, None, plan, layers=["0"], workers=1)
     assert all(s == 0.0 and a == 0.0 for s, a in _certified(exact))
     with kernel_jitter():
-        cpu = measure_network(_pointwise(), x, None, plan, layers=["0"], workers=1)
-        monkeypatch.setattr(engine, "on_accelerator", lambda device: True)
-        branch_free = measure_network(_pointwise(), x, None, plan, layers=["0"], workers=1)
+        cpu = measure_family(_pointwise(), x, None, plan, layers=["0"], workers=1)
+        monkeypatch.setattr(pairs, "on_accelerator", lambda device: True)
+        branch_free = measure_family(_pointwise(), x, None, plan, layers=["0"], workers=1)
     for s, a in _certified(cpu):
         assert 0 < s <= a * (1 + 1e-6) and a < EXACT_TOL
     assert_same_figures(branch_free, cpu, torch.float32)
@@ -175,17 +184,10 @@ def test_accelerator_checks_the_window_once_per_batch_shape(monkeypatch):
     again. Here only its windows are one ulp off: it falls back, the full batches keep the window path,
     and its images' zero shift is not claimed exact."""
     chosen = _spy_window_layers(monkeypatch)
-    monkeypatch.setattr(engine, "on_accelerator", lambda device: True)
+    monkeypatch.setattr(pairs, "on_accelerator", lambda device: True)
     net, x = _dyadic_lab(), _dyadic_images()
-    window = net.crop_window
-
-    def last_batch_off(*args):
-        w = window(*args)
-        return torch.nextafter(w, torch.full_like(w, math.inf)) if len(w) == 2 else w
-
-    monkeypatch.setattr(net, "crop_window", last_batch_off)
-    plan = ShiftPlan.build(1, "crop", "grid", 0, N)
-    res = measure_network(net, x, None, plan, layers=["conv1"], batch_size=4, workers=1)
+    _perturb_windows(monkeypatch, net, lambda w: torch.nextafter(w, torch.full_like(w, math.inf)) if len(w) == 2 else w)
+    res = measure_family(net, x, None, Translation(1), layers=["conv1"], batch_size=4, workers=1)
     assert chosen == [{"conv1"}, set()]
     zero = _by_shift(res)[0, 0]["conv1"]
     assert 0 < zero["dist"] and 0 < zero["aligned_rel"] < EXACT_TOL

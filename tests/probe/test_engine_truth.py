@@ -13,11 +13,10 @@ import torch
 from torch import nn
 
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.probe.engine import exact_float32, measure, measure_network, subset_indices
+from shiftprobe.probe.engine import exact_float32, subset_indices
+from shiftprobe.probe.measure import measure, measure_family
 from shiftprobe.probe.metrics import sum_dtype
-from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.transforms import Translation
-from shiftprobe.reporting.markdown import results_markdown
+from shiftprobe.probe.translation import Translation
 
 
 def _images(n=12, size=28, seed=0):
@@ -33,43 +32,44 @@ def lab():
 
 def test_roll_mode_on_the_lab_net_is_exact_where_certified(lab):
     """Item 1: valid convolutions under roll are exact on the overlap region (not the whole map)."""
-    plan = ShiftPlan.build(4, "roll", "grid", 0, 12)
-    res = measure_network(lab, _images(), None, plan, layers=["conv1", "conv2", "fc1"])
+    res = measure_family(lab, _images(), None, Translation(4, "roll"), layers=["conv1", "conv2", "fc1"])
     assert not res["geometry"]["conv1"]["circular"]
-    for entry in res["shifts"]:
+    for entry in res["groups"]["param"]:
+        dy, dx = entry["param"]
         assert entry["conv1"]["aligned_rel_max"] < 1e-5, entry
-        if entry["dy"] % 2 == 0 and entry["dx"] % 2 == 0:
+        if dy % 2 == 0 and dx % 2 == 0:
             assert entry["conv2"]["aligned_rel_max"] < 1e-5, entry
         else:
             assert entry["conv2"]["aligned_rel"] is None
-    text = results_markdown(res)
-    assert "conv1** (cumulative stride 1) is exactly equivariant at every measured shift" in text
-    assert "exact at no shift" not in text
+    assert res["exact"]["conv1"]["all"] and len(res["exact"]["conv2"]["exact_params"]) == 25
 
 
 def test_large_axis_shifts_leave_no_nan_and_count_no_overlap(lab):
     """Item 2: shifts that push every certified position out are counted, not averaged as NaN."""
-    plan = ShiftPlan.build(17, "crop", "axis", 0, 6)
-    res = measure_network(lab, _images(6), None, plan, layers=["conv2", "fc1"])
+    res = measure_family(lab, _images(6), None, Translation(17, "crop", "axis"), layers=["conv2", "fc1"])
     summary = res["summary"]["conv2"]
     assert summary["nearest_aligned_rel"] is not None and math.isfinite(summary["nearest_aligned_rel"])
     assert summary["aligned_rel"] is not None and math.isfinite(summary["aligned_rel"])
-    far = [e for e in res["shifts"] if abs(e["dx"]) >= 16]
+    far = [e for e in res["groups"]["param"] if abs(e["param"][1]) >= 16]
     assert far and all(e["conv2"].get("nearest_aligned_rel_no_overlap") == 6 for e in far)
     assert all(e["conv2"]["nearest_aligned_rel"] is None for e in far)
     # "the stride does not divide the shift" stays distinct: null without a no-overlap count
-    odd = next(e for e in res["shifts"] if e["dx"] == 1)
+    odd = next(e for e in res["groups"]["param"] if e["param"][1] == 1)
     assert odd["conv2"]["aligned_rel"] is None and "aligned_rel_no_overlap" not in odd["conv2"]
 
 
 def test_axis_pattern_draws_two_shifts_from_the_axis():
     """Item 3: the two-shift consistency draws follow the pattern (dy = 0 for axis)."""
-    a, b = ShiftPlan.build(4, "crop", "axis", 3, 500).two_shift_draws()
+    def draws(pattern):
+        plan = Translation(4, "crop", pattern, 3).plan(500, (28, 28))
+        return (plan.param_values(d) for d in plan.draws)
+
+    a, b = draws("axis")
     assert (a[:, 0] == 0).all() and (b[:, 0] == 0).all()
     assert a[:, 1].abs().max() == 4 and len(set(a[:, 1].tolist())) == 9
-    ga, _ = ShiftPlan.build(4, "crop", "grid", 3, 500).two_shift_draws()
+    ga, _ = draws("grid")
     assert (ga[:, 0] != 0).any()
-    ra, rb = ShiftPlan.build(4, "crop", "random", 3, 500).two_shift_draws()
+    ra, rb = draws("random")
     assert ((ra != 0).any(dim=1)).all() and ((rb != 0).any(dim=1)).all()
 
 
@@ -87,8 +87,7 @@ def test_measure_states_its_subset(lab):
     images = _images(20)
     res = measure(lab, images, layers=["fc1"], transform=Translation(max_shift=1), max_images=8)
     assert res["subset"] == {"n_images": 8, "of": 20, "seed": 0, "how": "seeded random subset"}
-    assert res["n_images"] == 8
-    assert "seeded random subset" in res.markdown()
+    assert res["families"]["translation"]["n_images"] == 8
 
 
 def test_sums_are_float32_only_where_float64_is_missing():
@@ -104,14 +103,13 @@ def test_half_precision_networks_are_measured_with_a_wider_tolerance(lab, dtype)
     import copy
 
     net = copy.deepcopy(lab).to(dtype)
-    plan = ShiftPlan.build(2, "crop", "grid", 0, 6)
-    res = measure_network(net, _images(6), torch.zeros(6, dtype=torch.long), plan)
+    res = measure_family(net, _images(6), torch.zeros(6, dtype=torch.long), Translation(2))
     assert res["precision"]["dtype"] == str(dtype).replace("torch.", "")
     tol = res["precision"]["exact_tol"]
     assert tol > 1e-5
-    for entry in res["shifts"]:
+    for entry in res["groups"]["param"]:
         assert entry["conv1"]["aligned_rel_max"] < tol
-    assert "exactly equivariant at every measured shift" in results_markdown(res)
+    assert res["exact"]["conv1"]["all"]
 
 
 def test_tf32_is_off_while_measuring_and_restored_after(lab):
@@ -150,17 +148,15 @@ def test_exact_on_cuda_with_tf32_requested(lab):
     torch.set_float32_matmul_precision("high")
     torch.backends.cudnn.allow_tf32 = True
     net = copy.deepcopy(lab).cuda()
-    plan = ShiftPlan.build(4, "crop", "grid", 0, 32)
-    res = measure_network(net, _images(32), None, plan, fast_path=False)
-    assert all(e["conv1"]["aligned_rel_max"] < 1e-5 for e in res["shifts"])
+    res = measure_family(net, _images(32), None, Translation(4), fast_path=False)
+    assert all(e["conv1"]["aligned_rel_max"] < 1e-5 for e in res["groups"]["param"])
 
 
 def test_geometry_is_inferred_inside_inference_mode(lab):
     """Lightning tests under torch.inference_mode(): the exact test must not silently vanish there."""
-    plan = ShiftPlan.build(2, "crop", "grid", 0, 4)
     with torch.inference_mode():
-        res = measure_network(lab, _images(4), None, plan, layers=["conv1", "conv2"])
-    assert res["strides"] == {"conv1": 1, "conv2": 2}
+        res = measure_family(lab, _images(4), None, Translation(2), layers=["conv1", "conv2"])
+    assert [res["geometry"][n]["stride"] for n in ("conv1", "conv2")] == [[1, 1], [2, 2]]
     assert res["summary"]["conv2"]["aligned_rel"] is not None
 
 
@@ -177,8 +173,7 @@ def test_a_long_measurement_announces_its_estimated_time(lab, caplog, monkeypatc
     import shiftprobe.probe.engine as engine
 
     monkeypatch.setattr(engine, "ANNOUNCE_AFTER_S", 0.0)
-    plan = ShiftPlan.build(3, "crop", "grid", 0, 8)
     with caplog.at_level("INFO", logger="shiftprobe.probe.engine"):
-        measure_network(lab, _images(8), None, plan, layers=["fc1"], batch_size=4, desc="probe")
+        measure_family(lab, _images(8), None, Translation(3), layers=["fc1"], batch_size=4, desc="probe")
     lines = [r.getMessage() for r in caplog.records if "estimated from the first batch" in r.getMessage()]
-    assert len(lines) == 1 and "8 images x 49 shifts = 392 pairs" in lines[0]
+    assert len(lines) == 1 and "8 images x 49 parameters = 392 pairs" in lines[0]

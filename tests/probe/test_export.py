@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import shiftprobe
-from shiftprobe.probe.transforms import shift_images
+from shiftprobe.probe.resample import shift_images
 
 
 def nets():
@@ -83,8 +83,8 @@ def test_patterns_and_modes():
     assert (axis["shift"][:, 0] == 0).all() and (axis["shift"][:, 1] != 0).all()
     rnd_t = shiftprobe.Translation(2, pattern="random", seed=5)
     rnd = shiftprobe.export_pairs(trained, images, labels, ["conv1"], rnd_t, n=8)
-    plan = shiftprobe.probe.plan.ShiftPlan.from_transform(rnd_t, len(images))
-    assert torch.equal(rnd["shift"], plan.per_image[rnd["index"]])  # each image's own shift of the plan
+    plan = rnd_t.plan(len(images), (28, 28))
+    assert torch.equal(rnd["shift"], plan.param_values(plan.pairs[rnd["index"]]).view(8, 2))  # each image's own shift
     rolled = shiftprobe.export_pairs(trained, images, labels, ["conv1"], shiftprobe.Translation(2, mode="roll"), n=4)
     for i, (dy, dx) in enumerate(rolled["shift"].tolist()):
         assert torch.equal(rolled["tx"][i], torch.roll(rolled["x"][i], (dy, dx), dims=(-2, -1)))

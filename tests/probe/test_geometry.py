@@ -16,9 +16,9 @@ from torch import nn
 from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet, allconv, gap, lab, resnet
 from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.capture import resolve_layers
-from shiftprobe.probe.engine import measure_network
 from shiftprobe.probe.geometry import infer_geometry
-from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.measure import measure_family
+from shiftprobe.probe.translation import Translation
 
 CASES = [
     (LabCNN, lab.RECEPTIVE_FIELDS),
@@ -112,16 +112,17 @@ def test_exact_at_every_multiple_of_the_inferred_stride(name, mode):
     torch.manual_seed(0)
     net = _random_bn(make())
     images = (torch.rand(6, 28, 28, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
-    res = measure_network(net, images, None, ShiftPlan.build(4, mode, "grid", 0, 6), layers=layers)
+    res = measure_family(net, images, None, Translation(4, mode), layers=layers)
     checked = 0
-    for entry in res["shifts"]:
+    for entry in res["groups"]["param"]:
+        dy, dx = entry["param"]
         for layer in layers:
             stride = res["geometry"][layer]["stride"]
             block = entry[layer]
-            if entry["dy"] % stride[0] == 0 and entry["dx"] % stride[1] == 0:
+            if dy % stride[0] == 0 and dx % stride[1] == 0:
                 if block.get("aligned_rel_no_overlap") == 6:
                     continue
-                assert block["aligned_rel_max"] < 1e-5, (layer, entry["dy"], entry["dx"], block["aligned_rel_max"])
+                assert block["aligned_rel_max"] < 1e-5, (layer, dy, dx, block["aligned_rel_max"])
                 checked += 1
             else:
                 assert block["aligned_rel"] is None
@@ -132,10 +133,10 @@ def test_circular_net_under_roll_is_exact_on_the_whole_map_sorted_values_include
     torch.manual_seed(0)
     net = LabCNN(padding="circular").eval()
     images = (torch.rand(4, 28, 28, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8)
-    res = measure_network(net, images, None, ShiftPlan.build(2, "roll", "grid", 0, 4), layers=["conv1", "conv2"])
-    for entry in res["shifts"]:
+    res = measure_family(net, images, None, Translation(2, "roll"), layers=["conv1", "conv2"])
+    for entry in res["groups"]["param"]:
         assert entry["conv1"]["aligned_rel_max"] < 1e-5
         assert entry["conv1"]["sorted_rel"] < 1e-5
-        if entry["dy"] % 2 == 0 and entry["dx"] % 2 == 0:
+        if entry["param"][0] % 2 == 0 and entry["param"][1] % 2 == 0:
             assert entry["conv2"]["aligned_rel_max"] < 1e-5
             assert entry["conv2"]["sorted_rel"] < 1e-5

@@ -19,18 +19,17 @@ import numpy as np
 import pytest
 import torch
 from reference import reference_measure
+from tolerances import assert_same_figures
 from torch import nn
 
 import shiftprobe
 from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD, LabCNN
 from shiftprobe.probe.capture import first_tensor
-from shiftprobe.probe.engine import measure_network
 from shiftprobe.probe.export import export_pairs
 from shiftprobe.probe.families import Flip, SubpixelTranslation
-from shiftprobe.probe.family_engine import measure_family
-from shiftprobe.probe.lie_derivative import lie_derivative
-from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.transforms import Translation
+from shiftprobe.probe.lie import lie_derivative
+from shiftprobe.probe.measure import measure_family
+from shiftprobe.probe.translation import Translation
 
 SIZE = 8
 SKIP = ("seconds", "seconds_total", "fast_path")
@@ -130,13 +129,13 @@ def test_each_call_is_probed_with_its_own_geometry_and_equals_the_reference():
     torch.manual_seed(0)
     shared = Shared().double().eval()
     images, labels = _pixels(4, channels=2), torch.tensor([0, 1, 2, 0])
-    plan = ShiftPlan.build(1, "crop", "grid", 0, len(images))
-    res = measure_network(shared, images, labels, plan, layers=["conv#1", "conv#2", "output"])
+    res = measure_family(shared, images, labels, Translation(1), layers=["conv#1", "conv#2", "output"])
+    shifts = Translation(1).params()
     geo = res["geometry"]
     assert geo["conv#1"]["receptive_field"]["y"] == [-1, 1] and geo["conv#2"]["receptive_field"]["y"] == [-2, 2]
     # exact on its own certified interior (the first call's interior gave aligned_rel ~ 0.05)
     assert res["summary"]["conv#2"]["aligned_rel_max"] < 1e-12
-    ref = reference_measure(Unshared(shared), images, labels, ["conv_a", "conv_b", "output"], plan.shifts, "crop",
+    ref = reference_measure(Unshared(shared), images, labels, ["conv_a", "conv_b", "output"], shifts, "crop",
                             res["control"]["offset"])
     for name, ref_name in (("conv#1", "conv_a"), ("conv#2", "conv_b"), ("output", "output")):
         for metric, value in ref["summary"][ref_name].items():
@@ -167,7 +166,7 @@ def test_normalised_images_measure_as_the_normalisation_inside_the_model():
     b = shiftprobe.measure(outside, _normalised(pixels), layers=["conv", "output"], transform=transform,
                            normalization=(MEAN, STD))
     _close(a.to_dict(), b.to_dict())
-    assert a.summary["conv"]["aligned_rel_max"] < 1e-12  # crop fills black pixels in both
+    assert a.families["translation"].summary["conv"]["aligned_rel_max"] < 1e-12  # crop fills black pixels in both
 
 
 def test_lab_cnn_normalising_itself_equals_declared_normalization():
@@ -182,8 +181,26 @@ def test_lab_cnn_normalising_itself_equals_declared_normalization():
     kw = dict(layers=["conv1", "conv2", "fc1", "logits"], transform=Translation(max_shift=1))
     a = shiftprobe.measure(inside, pixels, **kw)
     b = shiftprobe.measure(outside, (pixels - MNIST_MEAN) / MNIST_STD, normalization=(MNIST_MEAN, MNIST_STD), **kw)
-    assert a["fast_path"] and not b["fast_path"]
+    assert a.families["translation"]["fast_path"] and b.families["translation"]["fast_path"]
     _close(a.to_dict(), b.to_dict(), rel=1e-4)
+
+
+def test_the_crop_fast_path_takes_a_declared_normalisation():
+    """With normalization= the fast path pads with the normalised black, -mean / std per channel: the
+    padded pixels are 0 before the normalisation, as the plain path's crop fill. Equal to the plain path
+    to float32 (another kernel on the padded canvas), and exact zeros only where bit for bit."""
+    torch.manual_seed(0)
+    net = LabCNN().eval()
+    pixels = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    pixels[..., :3, :] = 0
+    kw = dict(layers=["conv1", "conv2", "fc1", "logits"], transform=Translation(max_shift=2),
+              normalization=(MNIST_MEAN, MNIST_STD))
+    normalised = (pixels - MNIST_MEAN) / MNIST_STD
+    fast = shiftprobe.measure(net, normalised, **kw)["families"]["translation"]
+    plain = shiftprobe.measure(net, normalised, fast_path=False, **kw)["families"]["translation"]
+    assert fast["fast_path"] and not plain["fast_path"] and "fast_path_note" not in fast
+    assert_same_figures(plain, fast, torch.float32, skip=("seconds", "fast_path", "examples"))
+    assert fast["exact"] == plain["exact"] and fast["exact"]["conv1"]["all"]
 
 
 def test_lie_derivative_and_export_take_the_normalisation():
@@ -266,7 +283,7 @@ def _outputs(style):
 def _measure_outputs(style, **kwargs):
     images, labels = _pixels(5), torch.tensor([0, 1, 2, 3, 0])
     return shiftprobe.measure(_outputs(style), images, labels, layers=["conv", "output"],
-                              transform=Translation(max_shift=1), **kwargs).to_dict()
+                              transform=Translation(max_shift=1), **kwargs).to_dict()["families"]["translation"]
 
 
 @pytest.mark.parametrize(("style", "key"), [("hf", None), ("dict", "logits"), ("namedtuple", "logits"), ("tuple", 1)])

@@ -78,7 +78,7 @@ def images():
 def test_a_steerable_cnn_is_exactly_rot90_invariant_and_nearly_rotation_invariant(images):
     net = ScalarFieldCNN().double().eval()
     section = shiftprobe.measure_family(net, images, None, Rotation90(), layers=["output"])
-    for entry in section["entries"]:  # quarter turns 1, 2, 3
+    for entry in section["groups"]["param"]:  # quarter turns 1, 2, 3
         assert entry["output"]["rel"] < 1e-12, entry["param"]
     steerable = _rotation(net, images)
     ordinary = _rotation(ScalarFieldCNN(isotropic=False).double().eval(), images)
@@ -92,7 +92,7 @@ def test_rot_pool_is_rot90_exact_but_not_rotation_invariant(images):
     torch.manual_seed(0)
     net = RotPooledCNN(image_size=36).double().eval()
     section = shiftprobe.measure_family(net, images, None, Rotation90(), layers=["logits"])
-    for entry in section["entries"]:
+    for entry in section["groups"]["param"]:
         assert entry["logits"]["rel"] < 1e-12, entry["param"]
     pooled = shiftprobe.lie_derivative(net, images, layers=["logits"], generators=["rotate"])["logits"][
         "rotate"

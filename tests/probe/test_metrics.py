@@ -21,7 +21,7 @@ from shiftprobe.probe.metrics import (
     window_pair_metrics,
     window_products,
 )
-from shiftprobe.probe.transforms import shift_images
+from shiftprobe.probe.resample import shift_images
 
 SHIFTS_UP_TO_4 = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)]
 

@@ -21,8 +21,8 @@ from reference import reference_measure  # noqa: E402
 
 from shiftprobe.models import GapCNN, SmallResNet  # noqa: E402
 from shiftprobe.models.lab import LabCNN  # noqa: E402
-from shiftprobe.probe.engine import measure_network  # noqa: E402
-from shiftprobe.probe.plan import ShiftPlan  # noqa: E402
+from shiftprobe.probe.measure import measure_family  # noqa: E402
+from shiftprobe.probe.translation import Translation  # noqa: E402
 
 TOL = 1e-6
 METRICS = ("cos", "dist", "rel", "sorted_rel", "aligned_rel", "nearest_aligned_rel", "invariance_score",
@@ -75,16 +75,17 @@ def test_engine_equals_reference(case):
     g = torch.Generator().manual_seed(4)
     images = (torch.rand(n, 28, 28, generator=g) * 255).to(torch.uint8)
     labels = torch.randint(0, 10, (n,), generator=g)
-    plan = ShiftPlan.build(max_shift, mode, pattern, 0, n)
+    transform = Translation(max_shift, mode, pattern, 0)
     net64 = copy.deepcopy(net).double()
-    res = measure_network(net64, images, labels, plan, layers=layers)
+    res = measure_family(net64, images, labels, transform, layers=layers)
     assert res["fast_path"] == (case == "lab_fast_path")
     circular = [n for n in layers if res["geometry"][n]["circular"]]
     ref = reference_measure(
-        net, images.unsqueeze(1).double() / 255, labels, layers, plan.shifts, mode,
+        net, images.unsqueeze(1).double() / 255, labels, layers, transform.params(), mode,
         res["control"]["offset"], circular=circular, output_layer=out_layer,
     )
-    assert res["strides"] == ref["strides"]
+    strides = {name: g["stride"] for name, g in res["geometry"].items() if g["stride"] is not None}
+    assert {n: r[0] if r[0] == r[1] else tuple(r) for n, r in strides.items()} == ref["strides"]
     _close(res["accuracy"], ref["accuracy"], "accuracy")
     for layer in layers:
         for metric, value in ref["control"][layer].items():
@@ -94,12 +95,12 @@ def test_engine_equals_reference(case):
             if metric in ref["summary"][layer]:
                 _close(res["summary"][layer].get(metric), ref["summary"][layer][metric], ("summary", layer, metric))
     checked = 0
-    for entry in res["shifts"]:
-        expected = ref["per_shift"][entry["dy"], entry["dx"]]
+    for entry in res["groups"]["param"]:
+        expected = ref["per_shift"][tuple(entry["param"])]
         for layer in layers:
             for metric in METRICS:
                 if metric in expected[layer]:
-                    _close(entry[layer].get(metric), expected[layer][metric], (entry["dy"], entry["dx"], layer, metric))
+                    _close(entry[layer].get(metric), expected[layer][metric], (entry["param"], layer, metric))
                     checked += 1
             if "no_overlap" in expected[layer]:
                 assert entry[layer].get("aligned_rel_no_overlap", 0) == expected[layer]["no_overlap"]

@@ -1,7 +1,7 @@
 """Issue 12: no host-device synchronisation in the per-batch work of the engines.
 
 No GPU is needed: the measurement runs on CPU tensors with the accelerator paths forced
-(``engine.on_accelerator`` patched to True) under a ``TorchFunctionMode`` that tracks which tensors
+(``pairs.on_accelerator`` patched to True) under a ``TorchFunctionMode`` that tracks which tensors
 live "on the device" (the model's parameters and buffers, whatever ``.to(...)`` / ``.cuda()`` return,
 tensors created with ``device=``, and everything computed from those) and records every call that
 would make the host wait for the device when one of its tensor arguments is such a tensor:
@@ -10,8 +10,9 @@ other data-dependent output shapes, ``torch.equal``, and indexing with a boolean
 shifts are host tensors and may drive Python control flow; reads marked with ``engine.host_read()``
 are allowed (the check of ``window_layers``, once per batch shape).
 
-The guard is active inside ``batch_updates`` (translation and family engines) and the accumulator's
-``update``; everything else of the measurement (geometry inference, ``compute``) may read the device.
+The guard is active inside ``PairComputer.batch_updates`` (every transform) and the accumulator's
+``update``; everything else of the measurement (geometry inference, the crop windows' self-check,
+``compute``) may read the device.
 ``.numpy()`` is not counted: only ``sort_channels``' CPU path calls it, and that path is chosen by the
 device type (an accelerator sorts with ``torch.sort``).
 """
@@ -25,11 +26,12 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 import shiftprobe.probe.engine as engine
-import shiftprobe.probe.family_engine as family_engine
+import shiftprobe.probe.pairs as pairs
 from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.accumulator import PairMetricAccumulator
 from shiftprobe.probe.families import Rotation90, SubpixelTranslation
-from shiftprobe.probe.plan import ShiftPlan
+from shiftprobe.probe.measure import measure_family
+from shiftprobe.probe.translation import Translation
 
 #: calls that read a device tensor on the host (or whose output shape depends on its values)
 SYNCS = {
@@ -42,8 +44,7 @@ MARK = "_shiftprobe_on_device"
 
 
 def _host_reads_allowed() -> bool:
-    allowed = getattr(engine, "host_reads_allowed", None)  # (absent before issue 12: the guard still runs)
-    return allowed is not None and allowed()
+    return pairs.host_reads_allowed()
 
 
 def _on_device(t) -> bool:
@@ -92,7 +93,7 @@ class SyncGuard(TorchFunctionMode):
 @pytest.fixture
 def guard(monkeypatch):
     """The accelerator paths on CPU tensors, with the guard around the per-batch work."""
-    monkeypatch.setattr(engine, "on_accelerator", lambda device: True, raising=False)
+    monkeypatch.setattr(pairs, "on_accelerator", lambda device: True)
     mode = SyncGuard()
 
     def guarded(fn):
@@ -105,8 +106,7 @@ def guard(monkeypatch):
 
         return wrapper
 
-    monkeypatch.setattr(engine._Probe, "batch_updates", guarded(engine._Probe.batch_updates))
-    monkeypatch.setattr(family_engine._FamilyProbe, "batch_updates", guarded(family_engine._FamilyProbe.batch_updates))
+    monkeypatch.setattr(pairs.PairComputer, "batch_updates", guarded(pairs.PairComputer.batch_updates))
     monkeypatch.setattr(PairMetricAccumulator, "update", guarded(PairMetricAccumulator.update))
     return mode
 
@@ -133,17 +133,17 @@ TRANSLATION_CASES = {
 def test_translation_batches_never_read_the_device(guard, case):
     model_kw, plan_kw, run_kw = TRANSLATION_CASES[case]
     net, images, labels = _setup(**model_kw)
-    plan = ShiftPlan.build(n_images=len(images), **plan_kw)
+    plan = Translation(**plan_kw)
     kw = dict(control_seed=1, batch_size=4, pairs_per_chunk=7, workers=1, **run_kw)
     with guard:
         _mark(list(net.parameters()) + list(net.buffers()))
-        res = engine.measure_network(net, images, labels, plan, **kw)
+        res = measure_family(net, images, labels, plan, **kw)
     assert guard.violations == [], "\n".join(guard.violations)
     # the branch-free accelerator paths give the CPU paths' figures (to float32: the CPU path sorts and
     # reduces only the pairs that are not exact, other tensor shapes that a kernel may round apart)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine, "on_accelerator", lambda device: False)
-        cpu = engine.measure_network(_setup(**model_kw)[0], images, labels, plan, **kw)
+        mp.setattr(pairs, "on_accelerator", lambda device: False)
+        cpu = measure_family(_setup(**model_kw)[0], images, labels, plan, **kw)
     assert_same_figures(res, cpu, torch.float32)
 
 
@@ -153,7 +153,7 @@ def test_family_batches_never_read_the_device(guard, family):
     kw = dict(control_seed=1, batch_size=4, pairs_per_chunk=5, workers=1)
     with guard:
         _mark(list(net.parameters()) + list(net.buffers()))
-        family_engine.measure_family(net, images, labels, family, **kw)
+        measure_family(net, images, labels, family, **kw)
     assert guard.violations == [], "\n".join(guard.violations)
 
 
@@ -165,7 +165,7 @@ def test_the_guard_catches_host_reads(guard):
         host = torch.tensor([1, 2])
         guard.depth += 1
         host.tolist(), bool(host.any()), torch.nonzero(host)
-        with engine.host_read():
+        with pairs.host_read():
             x.tolist()
         assert guard.violations == []
         bool(x.any()), x.tolist(), x[0].item(), x[x > 0], torch.nonzero(x), float(x.sum())

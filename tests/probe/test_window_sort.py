@@ -124,23 +124,24 @@ def lab_basis(n_images: int = 3, m: int = 4):
     g = torch.Generator().manual_seed(1)
     x = torch.zeros(n_images, 1, 28, 28)
     x[:, :, 6:22, 8:20] = torch.rand(n_images, 1, 16, 12, generator=g).round()
+    windows = net.crop_windows()
     with torch.inference_mode():
-        return net, x, net.crop_shift_basis(x, m)
+        return windows, x, windows.basis(torch.nn.functional.pad(x, (m, m, m, m)), m), net
 
 
 def test_lab_crop_windows_give_the_engines_sorted_maps_and_figures():
     """conv1 and conv2 of the lab CNN: the shared sort of the padded maps equals ``sort_channels`` of the
-    maps ``probe_crop_shifts`` returns (what the engine sorts today), and so do the ``sorted_rel`` figures."""
-    net, x, basis = lab_basis()
+    maps ``CropWindows.shifted`` returns (what the engine sorts today), and so do the ``sorted_rel`` figures."""
+    windows, x, basis, net = lab_basis()
     with torch.inference_mode():
-        maps = net.probe_crop_shifts(x, SHIFTS, basis=basis)
+        maps = windows.shifted(basis, SHIFTS)
         base = net.probe(x)
     for name in ("conv1", "conv2"):
         side = basis["sides"][name]
         columns, got = [], []
         by_source = {}
         for j, (dy, dx) in enumerate(SHIFTS):
-            source, y0, x0 = net.crop_window_source(basis, name, dy, dx)
+            source, y0, x0 = windows.source(basis, name, dy, dx)
             by_source.setdefault(id(source), (source, []))[1].append((j, y0, x0))
         for source, items in by_source.values():
             columns += [j for j, _, _ in items]

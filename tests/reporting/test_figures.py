@@ -11,8 +11,8 @@ import torch
 from matplotlib.figure import Figure
 from results_factory import make_fake_results, shift, translation
 
+import shiftprobe
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.probe.examples import example_pairs
 from shiftprobe.probe.results import to_jsonable
 from shiftprobe.reporting import figures
 from shiftprobe.reporting.figures import (
@@ -79,22 +79,28 @@ def test_sensitivity_grid_blank_cells():
 
 @pytest.mark.parametrize("mode", ["crop", "roll"])
 def test_example_pairs_as_results_json_stores_them(tmp_path, mode):
-    """The engine computes the examples; results.json holds them as nested lists (NaN as null)."""
+    """The engine computes the examples during the measurement; results.json holds them as nested lists
+    (NaN as null), and the figure is drawn from them alone."""
     torch.manual_seed(0)
     net = LabCNN().train()
-    examples = example_pairs(net, _images(), [(1, 1), (2, 0)], "conv2", mode=mode, n_channels=2)
+    with pytest.warns(UserWarning, match="train mode"):
+        res = shiftprobe.measure(net, _images(), layers=["conv1", "conv2"],
+                                 transform=shiftprobe.Translation(max_shift=2, mode=mode))
     assert net.training  # mode restored
-    assert examples["layer"] == "conv2" and examples["stride"] == (2, 2) and len(examples["pairs"]) == 4
+    examples = res.families["translation"]["examples"]
+    assert examples["layer"] == "conv2" and examples["stride"] == [2, 2] and len(examples["pairs"]) == 4
     stored = json.loads(json.dumps(to_jsonable(examples)))
-    for pair in examples["pairs"]:
-        assert pair["f_x"].shape == pair["f_t"].shape == (2, 8, 8)
-        if pair["shift"] == (1, 1):
+    for pair in stored["pairs"]:
+        f_x, f_t = np.asarray(pair["f_x"]), np.asarray(pair["f_t"])
+        assert f_x.shape == f_t.shape == (3, 8, 8)
+        if pair["shift"] == [1, 1]:
             assert pair["aligned_diff"] is None  # stride 2 does not divide an odd shift
-        else:  # (2, 0): map offset (1, 0); the first row of f(Tx) has no certified counterpart
-            diff = pair["aligned_diff"]
-            assert torch.isnan(diff[:, 0]).all() and torch.isfinite(diff[:, 1:]).all()
-            # valid convs + stride-2 max pool: exact at even shifts on the certified region, crop and roll
-            assert diff[:, 1:].abs().max() < 1e-5
+        else:  # (2, 2): map offset (1, 1); f(Tx)'s first row and column have no certified counterpart in crop mode
+            diff = np.asarray(pair["aligned_diff"], dtype=float)
+            inner = diff[:, 1:, 1:]
+            assert np.isfinite(inner).all() and np.abs(inner).max() < 1e-5  # exact on the certified region
+            if mode == "crop":
+                assert np.isnan(diff[:, 0]).all() and np.isnan(diff[:, :, 0]).all()
     fig = plot_example_pairs(stored, path=tmp_path / "e.png", dpi=60)
     _assert_png(tmp_path / "e.png")
     assert any("no exact" in t and "does not divide" in t for t in _texts(fig))

@@ -27,7 +27,8 @@ from shiftprobe.models import allconv, gap, lab, resnet, zoo
 from shiftprobe.models.variants import POOLS
 from shiftprobe.probe.families import FLIP_AXES, SUBPIXEL_AXES, SUBPIXEL_METHODS
 from shiftprobe.probe.generators import GENERATORS, check_channels, check_generators
-from shiftprobe.probe.transforms import IMAGE_SIZE, SHIFT_MODES, SHIFT_PATTERNS
+from shiftprobe.probe.resample import SHIFT_MODES
+from shiftprobe.probe.translation import IMAGE_SIZE, SHIFT_PATTERNS
 
 #: the measurement callback's section (``conf/callbacks/shift_probe.yaml``)
 PROBE = "callbacks.shift_probe"

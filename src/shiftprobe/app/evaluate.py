@@ -32,6 +32,7 @@ from shiftprobe.app.train import (
     build_trainer,
     close_loggers,
     flat_hparams,
+    hparam_metrics,
     hydra_choices,
     instantiate_callbacks,
     instantiate_loggers,
@@ -40,7 +41,7 @@ from shiftprobe.app.train import (
     to_floats,
     trusts_files,
 )
-from shiftprobe.checkpoints import CheckpointFile, fresh_copy, read_checkpoint, recorded_config
+from shiftprobe.checkpoints import CheckpointFile, read_checkpoint, recorded_config
 from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.stored_config import check_plain, checked_model_config, upgrade_targets, without_weight_source
@@ -240,7 +241,10 @@ def load_weights(source: CheckpointFile, cfg: DictConfig, config: dict, module: 
     """Give ``module`` the checkpoint's weights and a fresh seeded network as its untrained control (a
     train.py checkpoint replaces it with the initial weights it records when Lightning loads it).
     Returns the ``ckpt_path`` for ``trainer.test`` (train.py checkpoints) or None (weights loaded here)."""
-    fresh = fresh_copy(module.net, cfg.seed)
+    from shiftprobe.probe.measure import reinitialised_copy
+
+    resettable = any(callable(getattr(m, "reset_parameters", None)) for m in module.net.modules())
+    fresh = reinitialised_copy(module.net, cfg.seed) if resettable else None
     module.initial_net_state = None if fresh is None else {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
     module.initial_net_origin = f"a fresh network initialised with seed={cfg.seed} (the checkpoint records no initial weights)"
     if source.kind == "lightning":
@@ -281,7 +285,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, callbacks, loggers)
     try:
         if trainer.is_global_zero:
-            log_hparams(loggers, flat_hparams(config, hydra_choices()) | {"ckpt_path": str(cfg.ckpt_path)})
+            log_hparams(loggers, flat_hparams(config, hydra_choices()) | {"ckpt_path": str(cfg.ckpt_path)},
+                        hparam_metrics(callbacks, module.net))
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics = to_floats(trainer.callback_metrics)
         if "test/acc" in metrics:

@@ -31,15 +31,8 @@ from shiftprobe.lit.quiet import quiet_lightning
 
 log = logging.getLogger(__name__)
 
-#: metric keys shown in TensorBoard's HPARAMS tab (the probe keys are logged by the measurement callback)
-HPARAM_METRICS = (
-    "val/acc",
-    "test/acc",
-    "probe/conv1/equivariance_score",
-    "probe/conv2/equivariance_score",
-    "probe/fc1/invariance_score",
-    "probe/logits/consistency",
-)
+#: metric keys shown in TensorBoard's HPARAMS tab, besides each probe point's answer (``hparam_metrics``)
+HPARAM_METRICS = ("val/acc", "test/acc")
 #: config sections that describe the experiment (flattened into the HPARAMS tab)
 HPARAM_SECTIONS = ("data", "model", "optimizer", "shift", "trainer")
 HPARAM_SKIP = (
@@ -114,15 +107,25 @@ def instantiate_loggers(cfg: DictConfig) -> list:
     return [hydra.utils.instantiate(conf) for _, conf in section.items() if conf and "_target_" in conf]
 
 
-def log_hparams(loggers: list, hparams: dict) -> None:
-    """Write the hyper-parameters once, declaring the metric keys logged later (no placeholder values)."""
+def hparam_metrics(callbacks: list, net) -> tuple[str, ...]:
+    """The metric keys of the HPARAMS tab: the accuracies and, with the measurement callback, the answer of
+    each probe point of ``net`` (``answer/<layer>``: the names the network declares, no lab name here)."""
+    from shiftprobe.lit.callbacks import ShiftProbeCallback
+
+    probes = [c for c in callbacks if isinstance(c, ShiftProbeCallback)]
+    return HPARAM_METRICS + tuple(key for c in probes for key in c.answer_keys(net))
+
+
+def log_hparams(loggers: list, hparams: dict, metrics: tuple[str, ...] = HPARAM_METRICS) -> None:
+    """Write the hyper-parameters once, declaring the metric keys logged later (``metrics``, no placeholder
+    values)."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-            exp, ssi, sei = hparams_summary(hparams, dict.fromkeys(HPARAM_METRICS, 0.0))
+            exp, ssi, sei = hparams_summary(hparams, dict.fromkeys(metrics, 0.0))
             writer = logger.experiment.file_writer
             for summary in (exp, ssi, sei):
                 writer.add_summary(summary)
@@ -293,7 +296,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     start = time.perf_counter()
     try:
         if trainer.is_global_zero:
-            log_hparams(loggers, flat_hparams(config, hydra_choices()))
+            log_hparams(loggers, flat_hparams(config, hydra_choices()), hparam_metrics(callbacks, module.net))
         metrics: dict[str, float] = {}
         if cfg.get("train", True):
             log.info("training: %s", trainer.default_root_dir)

@@ -53,7 +53,7 @@ from shiftprobe.data.sampling import (
     stream_seed,
 )
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.probe.transforms import shift_images_per_sample
+from shiftprobe.probe.resample import shift_images_per_sample
 
 #: MNIST's settings: the defaults of ``ImageDataModule``
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -259,12 +259,11 @@ class ImageDataModule(L.LightningDataModule):
 
     def paired_test_set(self, max_shift: int, mode: str = "crop", pattern: str = "grid", seed: int = 0):
         """The paired-translation test set: items ``(x, T(s) x, y, s)`` over the official test images."""
-        from shiftprobe.data.paired import PairedShiftDataset, ShiftPlan
+        from shiftprobe.data.paired import PairedShiftDataset, Translation
 
         if self.test_set is None:
             self.setup("test")
-        plan = ShiftPlan.build(max_shift, mode, pattern, seed, len(self.test_images))
-        return PairedShiftDataset(self.test_images, self.test_labels, plan)
+        return PairedShiftDataset(self.test_images, self.test_labels, Translation(max_shift, mode, pattern, seed))
 
     # -- checkpoints: resume mid-epoch with the same order of images and the same shifts -------------
     #: checkpoint keys of each augmentation stream: ``<prefix>_epoch``, ``<prefix>_state`` (the shifts'

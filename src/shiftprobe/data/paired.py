@@ -1,6 +1,6 @@
 """The paired-translation test set: items ``(x, T(s) x, y, s)``, deterministic for a seed.
 
-Which shifts pair with which images is the engine's ``ShiftPlan`` (``shiftprobe.probe.plan``).
+Which shifts pair with which images is the engine's plan of a ``Translation`` (``Translation.plan``).
 ``PairedShiftDataset`` exposes the plan item by item (image-major order) for inspection, loaders and
 tests; the measurement engine reads the same plan block-wise, which is much faster.
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.transforms import shift_images
+from shiftprobe.probe.translation import Translation
 
 
 class PairedShiftDataset(Dataset):
@@ -22,23 +21,20 @@ class PairedShiftDataset(Dataset):
     normalisation (which the training module applies to the network's input).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, plan: ShiftPlan):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Translation):
         if images.dim() not in (3, 4) or images.dtype != torch.uint8:
             raise ValueError(
                 f"expected uint8 images N x H x W or N x C x H x W, got {images.dtype} {tuple(images.shape)}"
             )
-        if plan.n_images and plan.n_images != len(images):
-            raise ValueError(f"the plan was built for {plan.n_images} images, the set has {len(images)}")
-        self.images, self.labels, self.plan = images, labels, plan
+        self.images, self.labels, self.transform = images, labels, transform
+        self.plan = transform.plan(len(images), tuple(images.shape[-2:]))
 
     def __len__(self) -> int:
-        return len(self.images) * self.plan.shifts_per_image
+        return len(self.images) * self.plan.params_per_image
 
     def __getitem__(self, index: int):
-        s_per = self.plan.shifts_per_image
-        i, j = divmod(int(index), s_per)
-        shift = self.plan.shifts_of(torch.tensor([i]))[0, j]
+        i, j = divmod(int(index), self.plan.params_per_image)
+        shift = self.plan.param_values(self.plan.ids_of(torch.tensor([i]))[0, j])
         image = self.images[i]
         x = (image.unsqueeze(0) if image.dim() == 2 else image).float().div_(255)
-        tx = shift_images(x, int(shift[0]), int(shift[1]), self.plan.mode)
-        return x, tx, self.labels[i], shift.clone()
+        return x, self.transform.act(x, shift.tolist()), self.labels[i], shift.clone()

@@ -1,31 +1,12 @@
-"""``ShiftProbeCallback``: measure invariance / equivariance layer by layer at the end of testing.
-
-Runs after ``trainer.test`` (so after ``python train.py`` and ``python eval.py``) on the network
-being tested and on the same network at its initial weights (the untrained control), writes
-``results.json``, ``results.md`` and figures into the run directory and logs the headline scores and
-figures to the loggers. Under DDP every rank measures its share of the test images; the
-``torchmetrics`` states are summed across ranks and rank 0 writes the files.
-
-``initial_state=<path>`` (a state_dict or checkpoint) replaces the untrained control's weights (a
-whole saved module only with ``trust_initial_state=True``: Hydra's ``trust_checkpoint=true``);
-``export_pairs=N`` also writes N seeded pairs with their activations (``pairs.pt``, ``pairs.npz``).
-``untrained_inits=K`` measures K independent initialisations of the untrained network (the saved
-initial weights and K - 1 re-initialised copies) and reports their spread (``untrained_inits``).
-``transforms`` (Hydra: ``transform=[translation,rot90,...]``) adds the other transformation families:
-``results["families"][name]`` for each (``shiftprobe.measure_family``, trained and untrained), a table
-per family in results.md and ``<family>.png``; ``families.translation`` is the translation results.
-Translation alone (the default) writes exactly what it wrote before.
-``lie_derivative=true`` (or a list of generators, e.g. ``[translate_x,rotate,scale]``) adds
-``shiftprobe.lie_derivative`` of both networks on a seeded subset of ``lie_derivative_images`` of the
-measured images (``lie_derivative``, ``untrained.lie_derivative``); ``lie_derivative_layerwise=true`` adds
-its layer-wise decomposition (a table in results.md and ``lie_layerwise.png``).
-"""
+"""``ShiftProbeCallback``: at the end of testing, ``shiftprobe.measure`` once (every family of ``transforms``,
+the untrained control and ``untrained_inits``, the Lie derivative; the trainer's rank and world size), then
+rank 0 writes results.json, results.md, the figures and ``export_pairs`` pairs (all or none) and logs the
+scalars (the ``answer`` groups first)."""
 
 from __future__ import annotations
 
 import copy
 import logging
-import time
 from pathlib import Path
 
 import lightning as L
@@ -35,56 +16,20 @@ from shiftprobe.atomic import all_or_none, make_folder
 from shiftprobe.checkpoints import fit_problems, read_checkpoint
 from shiftprobe.errors import ShiftProbeError, setting_error
 from shiftprobe.probe.capture import resolve_layers
-from shiftprobe.probe.engine import measure_network, subset_indices, subset_info
-from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.results import inits_summary
-from shiftprobe.probe.transforms import check_max_shift
+from shiftprobe.probe.engine import subset_indices
+from shiftprobe.probe.translation import Translation
 
 log = logging.getLogger(__name__)
-
-#: summary scores logged as scalars (and shown in TensorBoard's HPARAMS tab), by layer kind
-HEADLINE_SPATIAL = ("equivariance_score", "aligned_rel")
-HEADLINE_VECTOR = ("invariance_score",)
-HEADLINE_CLASSIFIER = ("consistency",)
-
-
-def untrained_copy(pl_module) -> torch.nn.Module | None:
-    """The module's network at its initial weights (``initial_net_state``), or None if unknown."""
-    state = getattr(pl_module, "initial_net_state", None)
-    if state is None:
-        return None
-    net = copy.deepcopy(pl_module.net)
-    net.load_state_dict(state)
-    return net
-
-
-def reinitialised_copy(net: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """A fresh initialisation of the same architecture: a deep copy of ``net`` (on the CPU) whose every
-    submodule with a ``reset_parameters()`` is re-initialised, children before parents (a model's own
-    ``reset_parameters`` has the last word), under ``torch.manual_seed(seed)``. The global random state
-    is restored afterwards. Parameters of modules without ``reset_parameters`` keep ``net``'s values
-    (give the untrained network, so they stay untrained)."""
-    fresh = copy.deepcopy(net).cpu()
-    kept = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        for name, module in reversed(list(fresh.named_modules())):
-            if callable(getattr(module, "reset_parameters", None)):
-                module.reset_parameters()
-            elif any(True for _ in module.parameters(recurse=False)):
-                kept.append(name or type(module).__name__)
-    if kept:
-        log.warning("untrained_inits: %s has no reset_parameters(); its parameters are those of init 0", ", ".join(kept))
-    return fresh
+PROBE = "callbacks.shift_probe"
+#: the scores logged per layer kind; the first is the layer's ``answer`` (TensorBoard's first screen, HPARAMS)
+HEADLINE = {"spatial": ("equivariance_score", "aligned_rel"), "vector": ("invariance_score",),
+            "classifier": ("invariance_score", "consistency"), "lie": ("rel",)}
 
 
 def family_settings(transforms) -> list[tuple[str, object]]:
-    """The ``transforms`` argument as ``(name, settings)`` pairs, in order, duplicates dropped.
-
-    Accepts what the Hydra group gives (``transform: {translation: {}, rot90: {}, ...}``, settings under
-    each option's name), a list of names, of ``{"name": ..., **settings}`` dicts or of family objects
-    (``shiftprobe.Rotation90()``: kept as they are); None means translation only, as before the group.
-    """
+    """``transforms`` as ``(name, settings)`` pairs, in order, duplicates dropped: the Hydra group's
+    ``{translation: {}, rot90: {}, ...}``, a list of names, of ``{"name": ..., **settings}`` dicts or of
+    family objects; None: translation only."""
     from omegaconf import OmegaConf
 
     if transforms is None:
@@ -101,8 +46,7 @@ def family_settings(transforms) -> list[tuple[str, object]]:
             if isinstance(item, str):
                 items.append((item, {}))
             elif isinstance(item, dict):
-                settings = dict(item)
-                items.append((str(settings.pop("name")), settings))
+                items.append((str(item["name"]), {k: v for k, v in item.items() if k != "name"}))
             else:
                 items.append((str(item.name), item))
     out, seen = [], set()
@@ -114,11 +58,11 @@ def family_settings(transforms) -> list[tuple[str, object]]:
 
 
 def build_family(name: str, settings):
-    """The family object of one ``(name, settings)`` pair of :func:`family_settings` (a ValueError naming
-    ``transform.<name>`` for a bad setting)."""
-    from shiftprobe.probe.families import TransformFamily, family_from_name
+    """The family object of one ``(name, settings)`` pair (a ValueError naming ``transform.<name>``)."""
+    from shiftprobe.probe.families import family_from_name
+    from shiftprobe.probe.transform import Transform
 
-    if isinstance(settings, TransformFamily):
+    if isinstance(settings, Transform):
         return settings
     try:
         return family_from_name(name, **dict(settings))
@@ -127,34 +71,28 @@ def build_family(name: str, settings):
 
 
 def lie_generators_setting(value, layerwise=False) -> tuple[str, ...] | None:
-    """``callbacks.shift_probe.lie_derivative`` as the generators to measure: None (off: false or null),
-    the default three (true) or the names listed; a ValueError naming the key for anything else, or for
-    ``lie_derivative_layerwise`` without it."""
+    """``lie_derivative`` as generators: None (off: false or null), the default three (true) or the names
+    listed; a ValueError naming the key otherwise, or for ``lie_derivative_layerwise`` without it."""
     from omegaconf import OmegaConf
 
     from shiftprobe.probe.generators import DEFAULT_GENERATORS, check_generators
 
-    key = "callbacks.shift_probe.lie_derivative"
+    key = f"{PROBE}.lie_derivative"
+    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     if not isinstance(layerwise, bool):
         raise ValueError(f"{key}_layerwise={layerwise!r}: use true or false")
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value, resolve=True)
+    if layerwise and value in (None, False):
+        raise ValueError(f"{key}_layerwise=true needs {key}=true or a list of generators, e.g. {key}=[translate_x,rotate]")
     if value is None or value is False:
-        if layerwise:
-            raise ValueError(
-                f"{key}_layerwise=true needs {key}=true or a list of generators, e.g. {key}=[translate_x,rotate]"
-            )
         return None
     if value is True:
         return DEFAULT_GENERATORS
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        try:
-            return check_generators(value)
-        except ValueError as err:
-            raise ValueError(f"{key}={list(value)}: {err}") from None
-    raise ValueError(
-        f"{key}={value!r}: use true, false or a list of generators, e.g. {key}=[translate_x,rotate,scale]"
-    )
+    try:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError("use true, false or a list of generators, e.g. [translate_x,rotate,scale]")
+        return check_generators(value)
+    except ValueError as err:
+        raise ValueError(f"{key}={value!r}: {err}") from None
 
 
 def input_normalization(pl_module) -> tuple | None:
@@ -164,14 +102,19 @@ def input_normalization(pl_module) -> tuple | None:
     return None if norm is None else tuple(torch.as_tensor(t).flatten().tolist() for t in norm)
 
 
-def default_example_shifts(max_shift: int) -> list[tuple[int, int]]:
-    """One odd and one even diagonal shift within ``max_shift`` (e.g. (1, 1) and (2, 2))."""
-    out = []
-    if max_shift >= 1:
-        out.append((1, 1))
-    if max_shift >= 2:
-        out.append((2, 2))
-    return out or [(0, 0)]
+def _kind(section: dict, layer: str) -> str:
+    """``HEADLINE``'s key of a layer: the Lie derivative's, the classifier, or its geometry's kind."""
+    if section.get("kind") == "lie_derivative":
+        return "lie"
+    if layer == section.get("classifier"):
+        return "classifier"
+    return (section.get("geometry", {}).get(layer) or {}).get("kind", "vector")
+
+
+def _count(value, key: str, least: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{PROBE}.{key}={value!r}: use {what} >= {least}")
+    return value
 
 
 class ShiftProbeCallback(L.Callback):
@@ -200,41 +143,27 @@ class ShiftProbeCallback(L.Callback):
         lie_derivative_layerwise: bool = False,
     ):
         # validate early: a bad value fails when the callback is built, before training
-        ShiftPlan.build(max_shift, mode, pattern, seed, 1 if pattern != "random" else 0)
-        if batch_size < 1:
-            raise ValueError(f"callbacks.shift_probe.batch_size must be >= 1, got {batch_size}")
-        if max_images is not None and max_images < 2:
-            raise ValueError(f"callbacks.shift_probe.max_images={max_images}: use at least 2 (or null for all)")
-        if not isinstance(untrained_inits, int) or isinstance(untrained_inits, bool) or untrained_inits < 1:
-            raise ValueError(
-                f"callbacks.shift_probe.untrained_inits={untrained_inits!r}: use a number of initialisations >= 1 (default 1)"
-            )
-        self.untrained_inits = untrained_inits
-        if not isinstance(lie_derivative_images, int) or isinstance(lie_derivative_images, bool) or lie_derivative_images < 2:
-            raise ValueError(
-                f"callbacks.shift_probe.lie_derivative_images={lie_derivative_images!r}: use a number of images >= 2"
-            )
+        self.translation = Translation(max_shift, mode, pattern, seed)
+        self.max_shift, self.mode, self.pattern, self.seed = max_shift, mode, pattern, seed
+        self.batch_size = _count(batch_size, "batch_size", 1, "a number of images")
+        if max_images is not None:
+            _count(max_images, "max_images", 2, "a number of images (or null for all)")
+        self.untrained_inits = _count(untrained_inits, "untrained_inits", 1, "a number of initialisations")
+        self.lie_derivative_images = _count(lie_derivative_images, "lie_derivative_images", 2, "a number of images")
         self.lie_generators = lie_generators_setting(lie_derivative, lie_derivative_layerwise)
-        self.lie_derivative = self.lie_generators is not None
-        self.lie_derivative_images, self.lie_derivative_layerwise = lie_derivative_images, lie_derivative_layerwise
-        # the families to measure (conf/transform/): translation (the settings above) and any others
+        self.lie_derivative_layerwise = lie_derivative_layerwise
         self.transforms = family_settings(transforms)
         if not self.transforms:
-            raise ValueError("callbacks.shift_probe.transforms=[] measures nothing: give a family, e.g. [translation, rot90]")
-        self.families = [(name, build_family(name, settings)) for name, settings in self.transforms if name != "translation"]
+            raise ValueError(f"{PROBE}.transforms=[] measures nothing: give a family, e.g. [translation, rot90]")
+        self.families = [self.translation if name == "translation" else build_family(name, settings)
+                         for name, settings in self.transforms]
         self.measures_translation = any(name == "translation" for name, _ in self.transforms)
-        self.max_shift, self.mode, self.pattern, self.seed = max_shift, mode, pattern, seed
         if isinstance(layers, str) or (layers is not None and len(layers) == 0):
-            # as the API's resolve_layers: [] measures nothing (None: the model's default layers)
-            raise ValueError(
-                f"layers={layers!r}: give a list of module names, e.g. ['conv2', 'fc1'], or None for the "
-                f"model's defaults"
-            )
+            raise ValueError(f"layers={layers!r}: give a list of module names, or None for the model's defaults")
         self.layers = list(layers) if layers is not None else None
-        self.batch_size, self.pairs_per_chunk, self.fast_path = batch_size, pairs_per_chunk, fast_path
+        self.pairs_per_chunk, self.fast_path = pairs_per_chunk, fast_path
         self.untrained, self.figures, self.progress = untrained, figures, progress
-        self.output_dir = output_dir
-        self.max_images = max_images
+        self.output_dir, self.max_images = output_dir, max_images
         self.initial_state = str(initial_state) if initial_state else None
         self.trust_initial_state = trust_initial_state is True
         self.export_pairs = export_pairs
@@ -247,46 +176,41 @@ class ShiftProbeCallback(L.Callback):
         training or testing starts."""
         n = self.export_pairs
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ShiftProbeError(
-                f"callbacks.shift_probe.export_pairs={n!r} is not allowed: use a number of pairs >= 0 (0 = off), e.g. 100."
-            )
+            raise ShiftProbeError(f"{PROBE}.export_pairs={n!r} is not allowed: use a number of pairs >= 0 (0 = off), e.g. 100.")
         self._check_export_memory(trainer, pl_module)
         try:
             resolve_layers(pl_module.net, self.layers)
         except ValueError as err:  # every rank finds it at the same point: reported once
-            problem = setting_error("callbacks.shift_probe.layers", self.layers, str(err))
+            problem = setting_error(f"{PROBE}.layers", self.layers, str(err))
             problem.same_on_every_rank = True
             raise problem from None
         if self.initial_state is None or self._initial_weights is not None:
             return
-        what = "callbacks.shift_probe.initial_state"
+        what = f"{PROBE}.initial_state"
         weights = read_checkpoint(self.initial_state, what=what, trusted=self.trust_initial_state).weights
         problems = fit_problems(weights, pl_module.net.state_dict())
         if problems:
-            raise ShiftProbeError(
-                f"{what}={self.initial_state!r} does not fit the network being measured: {problems}. "
-                f"Give the initial weights of this same architecture."
-            )
+            raise ShiftProbeError(f"{what}={self.initial_state!r} does not fit the network being measured: {problems}. "
+                                  f"Give the initial weights of this same architecture.")
         self._initial_weights = weights
 
     def _check_export_memory(self, trainer, pl_module) -> None:
         """Refuse ``export_pairs`` pairs that would not fit in memory, before training (one line with the
-        largest count that fits; ``shiftprobe.probe.export.check_export_memory``). The image size comes
-        from the data module's loaded images; without them the export checks itself before it starts."""
+        largest count that fits); the image size comes from the data module's loaded images."""
         if not self.export_pairs or trainer is None:
             return
-        from shiftprobe.probe.engine import as_image_batch
         from shiftprobe.probe.export import check_export_memory, pair_bytes
+        from shiftprobe.probe.inputs import as_image_batch
 
         dm = getattr(trainer, "datamodule", None)
         loaded = [getattr(dm, name, None) for name in ("test_images", "train_images")]
         images = next((x for x in loaded if isinstance(x, torch.Tensor) and len(x)), None)
         if images is None:
             return
-        networks = 2 if self.untrained else 1
         try:  # a layer name the network does not have is named here too, before training
-            per_pair = pair_bytes(pl_module.net, self.layers, tuple(as_image_batch(images[:1]).shape[1:]), networks)
-            check_export_memory(self.export_pairs, per_pair, key="callbacks.shift_probe.export_pairs")
+            shape = tuple(as_image_batch(images[:1]).shape[1:])
+            per_pair = pair_bytes(pl_module.net, self.layers, shape, 2 if self.untrained else 1)
+            check_export_memory(self.export_pairs, per_pair, key=f"{PROBE}.export_pairs")
         except ValueError as err:
             raise ShiftProbeError(str(err)) from None
 
@@ -295,139 +219,54 @@ class ShiftProbeCallback(L.Callback):
         if self.initial_state is not None:
             if self._initial_weights is None:
                 self.setup(None, pl_module, "test")
-            net = copy.deepcopy(pl_module.net)
-            net.load_state_dict(self._initial_weights)
-            return net, f"the file given by callbacks.shift_probe.initial_state ({self.initial_state})"
-        net = untrained_copy(pl_module)
-        return net, (getattr(pl_module, "initial_net_origin", None) if net is not None else None)
-
-    def _output_dir(self, trainer) -> Path:
-        return make_folder(Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir))
-
-    def test_images(self, trainer) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """The measured test images and labels (a seeded random subset with ``max_images``)."""
-        dm = trainer.datamodule
-        images, labels = dm.test_images, dm.test_labels
-        subset = subset_indices(len(images), self.max_images, self.seed)
-        info = subset_info(len(images) if subset is None else len(subset), len(images), self.seed)
-        if subset is not None:
-            subset = subset.to(images.device)
-            images, labels = images[subset], labels[subset]
-        return images, labels, info
+            weights, origin = self._initial_weights, f"the file given by {PROBE}.initial_state ({self.initial_state})"
+        else:
+            weights, origin = getattr(pl_module, "initial_net_state", None), getattr(pl_module, "initial_net_origin", None)
+        if weights is None:
+            return None, None
+        net = copy.deepcopy(pl_module.net).eval()
+        net.load_state_dict(weights)
+        return net, origin
 
     def measure(self, trainer, pl_module) -> dict:
-        """Measure the network (and its untrained copy) under every family; every rank must call this."""
-        images, labels, subset = self.test_images(trainer)
-        kwargs = dict(
-            normalization=input_normalization(pl_module),
-            layers=self.layers,
-            control_seed=self.seed,
-            batch_size=self.batch_size,
-            pairs_per_chunk=self.pairs_per_chunk,
-            fast_path=self.fast_path,
-            device=pl_module.device,
-            rank=trainer.global_rank,
-            world_size=trainer.world_size,
-            progress=self.progress and trainer.is_global_zero,
-        )
-        start = time.perf_counter()
-        results: dict = {}
-        self._untrained_net = None
-        if self.measures_translation:
-            check_max_shift(self.max_shift, min(images.shape[-2:]))
-            plan = ShiftPlan.build(self.max_shift, self.mode, self.pattern, self.seed, len(images))
-            results = measure_network(pl_module.net, images, labels, plan, desc="shift probe: trained", **kwargs)
-            if self.untrained:
-                net0, origin = self.untrained_network(pl_module)
-                if net0 is None:
-                    log.warning("the module has no initial_net_state; skipping the untrained measurement")
-                else:
-                    net0.to(pl_module.device)
-                    results["untrained"] = measure_network(net0, images, labels, plan, desc="shift probe: untrained", **kwargs)
-                    if origin:
-                        results["untrained_origin"] = origin
-                    self._untrained_net = net0
-                    runs = [results["untrained"]]
-                    for k in range(1, self.untrained_inits):
-                        net_k = reinitialised_copy(net0, self.seed + k).to(pl_module.device)
-                        desc = f"shift probe: untrained init {k}/{self.untrained_inits - 1}"
-                        runs.append(measure_network(net_k, images, labels, plan, desc=desc, **kwargs))
-                    results["untrained_inits"] = inits_summary(runs)
-        elif self.untrained:
-            self._untrained_net = self._untrained_for_families(pl_module, results)
-        if self.lie_derivative:
-            self._add_lie_derivative(trainer, pl_module, results, images)
-        results["subset"] = subset
-        results["seconds_total"] = time.perf_counter() - start
-        if self.families:  # results.json families: {name: section}, in the order of transforms
-            self._measure_families(pl_module, images, labels, kwargs, results)
-            results["seconds_total"] = time.perf_counter() - start
-        return results
+        """``shiftprobe.measure`` of the network (and its untrained control); every rank must call this."""
+        from shiftprobe.probe.measure import measure
 
-    def _untrained_for_families(self, pl_module, results: dict) -> torch.nn.Module | None:
-        """The untrained control when translation (which builds it) is not measured."""
-        net0, origin = self.untrained_network(pl_module)
-        if net0 is None:
+        dm = trainer.datamodule
+        net0, origin = self.untrained_network(pl_module) if self.untrained else (None, None)
+        if self.untrained and net0 is None:
             log.warning("the module has no initial_net_state; skipping the untrained measurement")
-            return None
-        if origin:
-            results["untrained_origin"] = origin
-        return net0.to(pl_module.device)
-
-    def _measure_families(self, pl_module, images, labels, kwargs: dict, results: dict) -> None:
-        """``results["families"]``: a section per family (``shiftprobe.measure_family``, trained and
-        untrained); ``families.translation`` is the translation results above. DDP: each rank measures
-        its share of the images (``rank``, ``world_size``) and the sums are reduced across ranks."""
-        from shiftprobe.probe.family_engine import measure_family
-
-        kwargs = {k: v for k, v in kwargs.items() if k != "fast_path"}
-        built = dict(self.families)
-        families: dict = {}
-        for name, _ in self.transforms:
-            if name == "translation":
-                families[name] = dict(results)
-                continue
-            section = measure_family(pl_module.net, images, labels, built[name], desc=f"shift probe: {name}", **kwargs)
-            if self._untrained_net is not None:
-                section["untrained"] = measure_family(
-                    self._untrained_net, images, labels, built[name], desc=f"shift probe: {name}, untrained", **kwargs
-                )
-            families[name] = section
-        results["families"] = families
-
-    def _add_lie_derivative(self, trainer, pl_module, results: dict, images: torch.Tensor) -> None:
-        """``results["lie_derivative"]`` (and the untrained network's, when it was measured): the Lie
-        derivative on a seeded subset of ``lie_derivative_images`` of the measured images."""
-        from shiftprobe.probe.lie_derivative import lie_derivative
-
-        subset = subset_indices(len(images), self.lie_derivative_images, self.seed)
-        if subset is not None:
-            images = images[subset.to(images.device)]
-        kwargs = dict(
-            layers=self.layers, generators=self.lie_generators, layerwise=self.lie_derivative_layerwise,
-            normalization=input_normalization(pl_module),
-            batch_size=self.batch_size, device=pl_module.device, progress=self.progress and trainer.is_global_zero,
+        self._untrained_net = net0.to(pl_module.device) if net0 is not None else None
+        res = measure(
+            pl_module.net, dm.test_images, dm.test_labels, self.layers, self.families,
+            untrained=self._untrained_net, untrained_inits=self.untrained_inits if net0 is not None else 1,
+            lie_derivative=self.lie_generators, lie_derivative_images=self.lie_derivative_images,
+            layerwise=self.lie_derivative_layerwise, control_seed=self.seed,
+            max_images=self.max_images, batch_size=self.batch_size, pairs_per_chunk=self.pairs_per_chunk,
+            fast_path=self.fast_path, device=pl_module.device, progress=self.progress and trainer.is_global_zero,
+            rank=trainer.global_rank, world_size=trainer.world_size, normalization=input_normalization(pl_module),
         )
-        results["lie_derivative"] = lie_derivative(pl_module.net, images, **kwargs)
-        if self._untrained_net is not None and "untrained" in results:
-            results["untrained"]["lie_derivative"] = lie_derivative(self._untrained_net, images, **kwargs)
+        results = dict(res.data)
+        if self._untrained_net is not None and origin:
+            results["untrained_origin"] = origin
+        return results
 
     def on_test_end(self, trainer, pl_module) -> None:
         results = self.measure(trainer, pl_module)
         self.results = results
         if not trainer.is_global_zero:
             return
-        out = self._output_dir(trainer)
+        out = make_folder(Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir))
         from shiftprobe.probe.results import Results
         from shiftprobe.reporting.markdown import summary_lines, write_results_markdown
 
-        # every file atomically, and all or none: a stop half-way (Ctrl-C, SIGTERM, a full disk) removes
-        # the files already written, so no results.json is left without its results.md, figures and pairs
+        # every file atomically, and all or none: a stop half-way (Ctrl-C, SIGTERM, a full disk) removes the
+        # files already written, so no results.json is left without its results.md, figures and pairs
         with all_or_none():
             Results(results).save(out / "results.json")
             write_results_markdown(results, out / "results.md")
             if self.figures:
-                self._figures(trainer, pl_module, results, out)
+                self._figures(trainer, results, out)
             if self.export_pairs:
                 self._export_pairs(trainer, pl_module, out)
         self._log_scalars(trainer, results)
@@ -438,75 +277,77 @@ class ShiftProbeCallback(L.Callback):
     def _export_pairs(self, trainer, pl_module, out: Path) -> None:
         """``pairs.pt`` / ``pairs.npz``: ``export_pairs`` seeded pairs of the measured images."""
         from shiftprobe.probe.export import export_pairs
-        from shiftprobe.probe.transforms import Translation
 
-        images, labels, _ = self.test_images(trainer)
-        transform = Translation(self.max_shift, self.mode, self.pattern, self.seed)
-        export_pairs(
-            pl_module.net, images, labels, self.layers, transform, self.export_pairs, self.seed,
-            untrained=self._untrained_net, path=out, device=pl_module.device,
-            normalization=input_normalization(pl_module),
-        )
+        images, labels = trainer.datamodule.test_images, trainer.datamodule.test_labels
+        subset = subset_indices(len(images), self.max_images, self.seed)
+        if subset is not None:
+            subset = subset.to(images.device)
+            images, labels = images[subset], labels[subset]
+        export_pairs(pl_module.net, images, labels, self.layers, self.translation, self.export_pairs, self.seed,
+                     untrained=self._untrained_net, path=out, device=pl_module.device,
+                     normalization=input_normalization(pl_module))
         log.info("shift probe: wrote %d pairs to %s and %s", self.export_pairs, out / "pairs.pt", out / "pairs.npz")
 
     # -- logging -----------------------------------------------------------------------------------
+    def answer_keys(self, net) -> list[str]:
+        """The first screen's scalar tags (``answer/<layer>``) for ``net``'s probe points: TensorBoard's HPARAMS
+        (none for layers the network does not have: ``setup`` reports them)."""
+        try:
+            return [f"answer/{layer.name}" for layer in resolve_layers(net, self.layers)]
+        except ValueError:
+            return []
+
     @staticmethod
-    def headline(results: dict, prefix: str = "probe") -> dict[str, float]:
-        summary = results.get("summary", {})
-        geometry = results.get("geometry", {})
+    def headline(section: dict, prefix: str = "probe", summary: dict | None = None) -> dict[str, float]:
+        """``{prefix/layer/metric: value}`` of a section's summary (or ``summary``): the score of each layer's
+        kind (``HEADLINE``) with its 95 % interval (``_ci_low``, ``_ci_high``)."""
+        summary = section.get("summary", {}) if summary is None else summary
         out = {}
-        for layer in results.get("layers", []):
-            if layer == results.get("classifier"):
-                metrics = HEADLINE_VECTOR + HEADLINE_CLASSIFIER
-            elif (geometry.get(layer) or {}).get("kind") == "spatial":
-                metrics = HEADLINE_SPATIAL
-            else:
-                metrics = HEADLINE_VECTOR
-            for metric in metrics:
-                value = (summary.get(layer) or {}).get(metric)
+        for layer in section.get("layers", []):
+            block = summary.get(layer) or {}
+            for metric in HEADLINE[_kind(section, layer)]:
+                if block.get(metric) is not None:
+                    out[f"{prefix}/{layer}/{metric}"] = float(block[metric])
+                ci = block.get(f"{metric}_ci")
+                if ci is not None and None not in ci:
+                    out[f"{prefix}/{layer}/{metric}_ci_low"], out[f"{prefix}/{layer}/{metric}_ci_high"] = map(float, ci)
+        return out
+
+    @staticmethod
+    def scalars(results: dict) -> dict[str, float]:
+        """Every logged scalar. TensorBoard groups tags by their first part and sorts the groups: ``answer``
+        and ``answer_untrained`` come first, the lab's answer (each layer's score: equivariance for a map,
+        invariance for a vector, of the primary family); then ``probe`` (the primary family's headline
+        scores with intervals), ``probe_untrained``, ``probe_radius`` (translation) and ``probe_<family>``."""
+        out = {}
+        primary = results["families"][results["primary"]]
+        for tag, section in (("answer", primary), ("answer_untrained", primary.get("untrained"))):
+            for layer in (section or {}).get("layers", []):
+                value = (section["summary"].get(layer) or {}).get(HEADLINE[_kind(section, layer)][0])
                 if value is not None:
-                    out[f"{prefix}/{layer}/{metric}"] = float(value)
-                ci = (summary.get(layer) or {}).get(f"{metric}_ci")
-                if ci is not None and None not in ci:  # the 95 % interval of a score
-                    out[f"{prefix}/{layer}/{metric}_ci_low"] = float(ci[0])
-                    out[f"{prefix}/{layer}/{metric}_ci_high"] = float(ci[1])
+                    out[f"{tag}/{layer}"] = float(value)
+        for name, section in results["families"].items():
+            prefix = "probe" if name == results["primary"] else f"probe_{name}"
+            out.update(ShiftProbeCallback.headline(section, prefix))
+            if section.get("untrained"):
+                untrained = "probe_untrained" if prefix == "probe" else f"{prefix}/untrained"
+                out.update(ShiftProbeCallback.headline(section["untrained"], untrained))
+            for block in section["groups"].get("radius", []):
+                out.update(ShiftProbeCallback.headline(section, f"probe_radius/r{block['param']}", block))
         return out
 
     def _log_scalars(self, trainer, results: dict) -> None:
-        metrics = self.headline(results)
-        if "untrained" in results:
-            metrics.update(self.headline(results["untrained"], prefix="probe_untrained"))
-        for radial in results.get("radial", []):
-            for key, value in self.headline({**results, "summary": radial}, prefix=f"probe_radius{radial['radius']}").items():
-                metrics[key] = value
-        for name, section in (results.get("families") or {}).items():  # probe_<family>/<layer>/<score>
-            if name != "translation":
-                metrics.update(self.headline(section, prefix=f"probe_{name}"))
-                if section.get("untrained"):
-                    metrics.update(self.headline(section["untrained"], prefix=f"probe_{name}_untrained"))
+        metrics = self.scalars(results)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             logger.save()
 
-    def _example_layer(self, results: dict) -> str | None:
-        """The deepest probe point with an exact test (the lab's conv2)."""
-        geometry = results.get("geometry", {})
-        candidates = [name for name in results.get("layers", []) if (geometry.get(name) or {}).get("stride")]
-        return candidates[-1] if candidates else None
-
-    def _figures(self, trainer, pl_module, results: dict, out: Path) -> None:
+    def _figures(self, trainer, results: dict, out: Path) -> None:
         import matplotlib.pyplot as plt
 
-        from shiftprobe.probe.examples import example_pairs
         from shiftprobe.reporting.figures import save_all_figures
 
-        examples = None
-        layer = self._example_layer(results) if self.measures_translation else None
-        if layer is not None:
-            images = trainer.datamodule.test_images[:3]
-            examples = example_pairs(pl_module.net, images, default_example_shifts(self.max_shift), layer, mode=self.mode,
-                                     normalization=input_normalization(pl_module))
-        figures = save_all_figures(results, out, examples=examples)  # every family's figures
+        figures = save_all_figures(results, out)  # every family's figures, the example pairs from results
         for fig in figures.values():
             plt.close(fig)
         writers = [w for w in (getattr(lg, "experiment", None) for lg in trainer.loggers) if hasattr(w, "add_image")]

@@ -1,14 +1,7 @@
-"""``WeightsOnlyCheckpointIO``: every checkpoint the trainer loads is read with ``weights_only=True``.
-
-Lightning reads ``trainer.fit(ckpt_path=...)`` (resume) and ``trainer.test(ckpt_path=...)`` through its
-strategy's ``CheckpointIO``, which passes ``weights_only=None`` on to ``torch.load`` unless the caller
-sets it: torch then decides, and the environment variable ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (or
-an older torch) makes it unpickle the file, which runs code stored in it. This ``CheckpointIO`` sets
-``weights_only`` itself: True, unless the user trusts the file (``trust_checkpoint=true``).
-
-Only loading changes: saving is ``TorchCheckpointIO``'s (a saving ``CheckpointIO`` can subclass this one,
-or this one's ``load_checkpoint`` can be moved into it; Lightning takes one ``CheckpointIO`` per trainer).
-"""
+"""``WeightsOnlyCheckpointIO``: every checkpoint the trainer loads (resume, test) is read with
+``weights_only=True`` unless the user trusts the files (``trust_checkpoint=true``): Lightning passes
+``weights_only=None`` to ``torch.load``, and torch may then unpickle (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``,
+an older torch), which runs code stored in the file. Only loading changes."""
 
 from __future__ import annotations
 

@@ -1,24 +1,7 @@
-"""Checkpoints: ``BestAndLastCheckpoint`` (best.ckpt and an always-current last.ckpt) and
-``InterruptCheckpoint``, which writes ``last.ckpt`` when a fit stops on an exception (Ctrl-C, a crash).
-
-Ctrl-C (SIGINT) or a crash during ``trainer.fit`` saves the full training state (weights, optimizer,
-loop progress mid-epoch, the data order) as ``<run>/checkpoints/last.ckpt``; ``ckpt_path=`` that file
-resumes the run where it stopped. Nothing is saved when there is nothing worth resuming: outside
-fitting, before the first optimizer step, or when the run diverged or was stopped for bad settings
-(``ShiftProbeError``). The file is kept after a successful run (it is also ModelCheckpoint's
-``last.ckpt``).
-
-It does what Lightning's ``OnExceptionCheckpoint`` does, but is a plain ``Callback``, not a
-``Checkpoint``. Lightning treats an ``OnExceptionCheckpoint`` as a fault-tolerance checkpoint:
-``fit(ckpt_path=None)`` then means ``"last"``, so a run started in a directory that already holds a
-``last.ckpt`` would silently resume from it (and every run warned twice about ``ckpt_path``), and
-``test(ckpt_path="best")`` warned about several checkpoint callbacks. Here only ``ckpt_path=`` resumes.
-
-``AtomicCheckpointIO`` writes every checkpoint to a temporary file in its own folder and renames it
-into place: a full disk or a stop during a save leaves the previous checkpoint whole (Lightning's own
-"atomic" save stages the file in the system's temporary folder and copies it over the old one, so a
-full disk left ``best.ckpt`` truncated and ``last.ckpt`` empty).
-"""
+"""Checkpoints: ``BestAndLastCheckpoint`` (best.ckpt, an always-current last.ckpt), ``InterruptCheckpoint``
+(``last.ckpt`` when fitting stops on Ctrl-C or a crash after an optimizer step, not on divergence or bad
+settings; a plain ``Callback``, so ``fit(ckpt_path=None)`` never resumes silently) and ``AtomicCheckpointIO``
+(every save to a temporary file beside it, renamed into place: a full disk leaves the previous file whole)."""
 
 from __future__ import annotations
 

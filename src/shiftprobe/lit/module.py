@@ -1,24 +1,9 @@
-"""``ShiftProbeModule``: a thin LightningModule around the lab CNN (``self.net``).
-
-NLL loss on the network's log-probabilities, torchmetrics accuracy for train / val / test, the
-optimizer built from a Hydra ``_partial_`` config (the module supplies the parameters). The network's
-initial weights are kept (``initial_net_state``) and written into every checkpoint, so the measurement
-can compare the trained network with the same network untrained.
-
-A training step does no more than the loop needs (issue 12): the training metrics accumulate on the
-device and are logged once per epoch, the batch loss (``train/loss_step``) goes to the loggers only on
-the steps they write (``trainer.log_every_n_steps``) and to the progress bar only when it redraws
-(``StepLossProgressBar`` reads ``step_metrics``), and the divergence check reads the loss on the host
-only where that costs no device synchronisation (see ``diverged_loss``). The optimizer step is taken in
-``training_step`` itself (Lightning's manual optimization: zero_grad, backward, step, the same numbers as
-Lightning's automatic loop without its closure machinery) unless the trainer clips or accumulates
-gradients (``trainer.gradient_clip_val``, ``trainer.accumulate_grad_batches``), which Lightning only
-does in its automatic loop (see ``automatic_optimization``).
-
-The data stay pixels in [0, 1]; with ``data.normalize=true`` the module applies the dataset's
-per-channel ``(mean, std)`` to every input before the network (``normalize_input``), so the network
-itself sees normalised images while the measurement shifts and fills pixels.
-"""
+"""``ShiftProbeModule``: a thin LightningModule around the network (``self.net``): NLL loss, accuracies,
+the optimizer from a Hydra ``_partial_`` config, the initial weights kept for the untrained control
+(``initial_net_state``, in every checkpoint), and a declared input normalisation (``data.normalize``)
+applied before the network while the measurement transforms pixels. A training step does no more than the
+loop needs (issue 12): metrics accumulate on the device, the step loss is read only when written, the
+optimizer step is manual unless the trainer clips or accumulates gradients."""
 
 from __future__ import annotations
 

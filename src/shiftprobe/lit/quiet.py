@@ -1,21 +1,7 @@
-"""Silence what Lightning and PyTorch print that a shiftprobe user can do nothing about.
+"""``quiet_lightning()``: silence what Lightning and PyTorch print that a user can do nothing about, by message
+only (``SILENCED_WARNINGS``; Lightning's litlogger advertisement, ``SILENCED_LOG_LINES``); warnings the user
+can act on stay.
 
-A run should print what matters: the settings, progress, results and warnings the user can act on.
-``quiet_lightning()`` (called at the start of ``train()`` and by the entry points) drops, by message
-and nothing else:
-
-- warnings from inside the libraries or caused by the project's own design (``SILENCED_WARNINGS``);
-- Lightning's advertisement for litlogger, an info line it prints on every run with no switch to turn
-  it off: a ``logging.Filter`` on Lightning's rank-zero logger drops that one line
-  (``SILENCED_LOG_LINES``); its other info lines (devices, "fit stopped", restored checkpoints) stay.
-
-Warnings the user can act on (e.g. fewer training batches than ``trainer.log_every_n_steps``, a
-checkpoint folder that is not empty) are left alone. The ``ckpt_path`` warnings Lightning gave on every
-run are not filtered: their cause is gone (``InterruptCheckpoint`` is no longer a Lightning
-``Checkpoint``, see ``shiftprobe.lit.checkpointing``).
-
-Examples
---------
 >>> quiet_lightning()
 >>> quiet_lightning()  # idempotent: no duplicate filters
 """

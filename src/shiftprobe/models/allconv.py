@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.common import PixelInputNet, check_positive_int
-from shiftprobe.models.crop_windows import CropWindowProbe
+from shiftprobe.models.crop_windows import CropWindowModel, CropWindows
 from shiftprobe.models.variants import apply_variants, check_variant, circular_same
 
 #: ``padding``: the network's own unpadded convolutions, or circular padding
@@ -46,7 +46,7 @@ RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
 }
 
 
-class AllConvCNN(CropWindowProbe, PixelInputNet):
+class AllConvCNN(CropWindowModel, PixelInputNet):
     """The lab CNN with stride-2 convolutions ``down1`` (10->10 k2 s2) and ``down2`` (20->20 k2 s2)
     instead of max pools.
 
@@ -58,9 +58,6 @@ class AllConvCNN(CropWindowProbe, PixelInputNet):
     default_probe_layers: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2")
     #: display name -> module name
     layer_aliases: dict[str, str] = {"logits": "fc2"}
-    #: the probe points of the crop fast path (``CropWindowProbe``: conv1 once on the padded images,
-    #: down1 and conv2 once per phase of the stride-2 convolution, the head per shift)
-    crop_window_layers: tuple[str, ...] = ("conv1", "conv2", "fc1", "logits")
 
     def __init__(
         self,
@@ -98,10 +95,13 @@ class AllConvCNN(CropWindowProbe, PixelInputNet):
             side = -(-side // 2) if ceil else side // 2
         return side
 
-    @property
-    def supports_crop_windows(self) -> bool:
-        """The crop fast path needs the network as built: valid convolutions and stride-2 down1, down2."""
-        return (self.pool, self.padding) == ("max", "valid")
+    def crop_windows(self) -> CropWindows | None:
+        """The crop fast path (conv1 once on the padded images, down1 and conv2 once per phase of the stride-2
+        convolution, the head per shift) of the network as built: valid convolutions, stride-2 down1, down2."""
+        if (self.pool, self.padding) != ("max", "valid"):
+            return None
+        return CropWindows(("conv1", "conv2", "fc1", "logits"), self._crop_conv1, self._crop_head,
+                           conv2=self._crop_conv2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = F.relu(self.down1(F.relu(self.conv1(self.prepare(x)))))
@@ -109,13 +109,12 @@ class AllConvCNN(CropWindowProbe, PixelInputNet):
         fc1 = self.fc1(F.relu(self.down2(F.relu(conv2))).flatten(1))
         return F.log_softmax(self.fc2(F.relu(fc1)), dim=1), conv2, fc1
 
-    # -- the crop fast path (``CropWindowProbe``) ------------------------------------------------------
-    def crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
+    def _crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(self.prepare(x))
 
-    def crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
+    def _crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
         return self.conv2(F.relu(self.down1(F.relu(conv1))))
 
-    def crop_head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _crop_head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
         fc1 = self.fc1(F.relu(self.down2(F.relu(conv2))).flatten(1))
         return {"fc1": fc1, "logits": self.fc2(F.relu(fc1))}

@@ -1,127 +1,117 @@
-"""All crop-mode shifts of a batch from one pass over the zero-padded images (the crop fast path).
+"""The crop fast path: every crop-mode shift of a batch from one pass over the zero-padded images.
 
-A crop-mode shift of ``x`` by ``(dy, dx)`` is a window of ``x`` zero-padded by ``m = max |shift|``, and a
-valid, stride-1 convolution of a window is the window of the convolution. ``CropWindowProbe`` is the
-mixin of the networks built as
-
-    conv1 (valid, stride 1) -> down-sampling (2x2, stride 2, valid) -> conv2 (valid, stride 1) -> head
-
-(the lab CNN, ``GapCNN``, ``AllConvCNN``). conv1 runs once on the padded images; the stride-2
-down-sampling and conv2 run once per pooling phase (4 phases); each shift's conv1 and conv2 maps are
-windows of those maps, and only the head runs per shift. A network whose down-sampling is not
-window-compatible as a whole (the blur pool: its reflect padding depends on the window) declares a
-window-compatible first part (``crop_prewindow``, e.g. a stride-1 max pool) and the rest
-(``crop_after_prewindow``), which runs per shift on the windows of the first part.
-
-The engine (``shiftprobe.probe.engine``) uses ``supports_crop_windows``, ``crop_window_layers`` (the probe
-points ``probe_crop_shifts`` returns), ``crop_window_maps`` (those that are windows of one basis map that
-moves by ``shift / stride``), ``crop_shift_basis``, ``probe_crop_shifts``, ``crop_window_source`` and
-``crop_window``. The tests check every probe point against ``probe(shift_images(x, dy, dx))``.
-"""
+A crop shift of ``x`` by ``(dy, dx)`` is a window of ``x`` padded by ``m = max |shift|``, and a valid stride-1
+convolution of a window is the window of the convolution. A network ``conv1 -> 2x2 stride-2 down-sampling ->
+conv2 -> head`` (the lab CNN, ``GapCNN``, ``AllConvCNN``) subclasses ``CropWindowModel`` and returns a
+``CropWindows`` (None where a variant breaks the contract): conv1 runs once on the padded images, the
+down-sampling and conv2 once per pooling phase, the head per shift (a blur pool: its stride-1 max pool is shared,
+the rest runs per shift). Contract: every probe point of the shifted images equals the network's, to another
+kernel's rounding; the engine runs ``self_check`` once and otherwise measures on the plain path."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
-class CropWindowProbe:
-    """Mixin: ``probe_crop_shifts`` for conv1 -> 2x2 stride-2 down-sampling -> conv2 -> head networks.
+@dataclass(frozen=True)
+class CropWindows:
+    """The crop fast path of one network (see the module docstring).
 
-    A subclass defines ``crop_conv1(x)`` (the prepared input's conv1 map), ``crop_conv2(conv1)`` (the
-    down-sampling and conv2 of a conv1 map), ``crop_head(conv2)`` (the probe points after conv2, by name)
-    and ``crop_window_layers``; optionally ``crop_prewindow`` / ``crop_after_prewindow`` (see the module).
+    Parameters
+    ----------
+    layers : tuple of str
+        The probe points ``shifted`` returns (names as the engine resolves them: modules or aliases).
+    conv1 : callable
+        The network input (padded) -> the conv1 map.
+    head : callable
+        Conv2 maps -> ``{probe point: tensor}`` of every probe point after conv2.
+    conv2 : callable, optional
+        A conv1 map (one pooling phase) -> its conv2 map (down-sampling and conv2).
+    prewindow, after_prewindow : callable, optional
+        Instead of ``conv2``: the window-compatible first part of the down-sampling, and the rest with conv2.
     """
 
-    #: the probe points ``probe_crop_shifts`` returns (the crop fast path's reach)
-    crop_window_layers: tuple[str, ...] = ()
+    layers: tuple[str, ...]
+    conv1: Callable[[torch.Tensor], torch.Tensor]
+    head: Callable[[torch.Tensor], dict]
+    conv2: Callable[[torch.Tensor], torch.Tensor] | None = None
+    prewindow: Callable[[torch.Tensor], torch.Tensor] | None = None
+    after_prewindow: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
-    def supports_crop_windows(self) -> bool:
-        return True
+    def window_maps(self) -> tuple[str, ...]:
+        """The probe points whose shifted maps are windows of one basis map: there a shifted map holds, at
+        each position, the very number of the unshifted one (conv2 only without a pre-window stage)."""
+        return ("conv1",) if self.prewindow is not None else ("conv1", "conv2")
 
-    @property
-    def crop_window_maps(self) -> tuple[str, ...]:
-        """The probe points whose shifted maps are windows of one basis map that moves by ``shift /
-        stride``: there a shifted map holds, at each position, the very number of the unshifted one.
-        conv1 always; conv2 (one map per pooling phase, so at even shifts) unless a pre-window stage is used."""
-        return ("conv1",) if self.uses_prewindow else ("conv1", "conv2")
-
-    @property
-    def uses_prewindow(self) -> bool:
-        """True when only the first part of the down-sampling is window-compatible (``crop_prewindow``)."""
-        return False
-
-    def crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def crop_head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def crop_prewindow(self, conv1: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def crop_after_prewindow(self, windows: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def crop_shift_basis(self, x: torch.Tensor, max_shift: int) -> dict:
-        """What every crop-mode shift up to ``max_shift`` of ``x`` shares: see ``probe_crop_shifts``."""
-        if not self.supports_crop_windows:
-            raise NotImplementedError(f"{type(self).__name__} has no crop-window fast path in this configuration")
+    def basis(self, padded: torch.Tensor, max_shift: int) -> dict:
+        """What every shift up to ``max_shift`` shares, from the network input of the images zero-padded by
+        ``max_shift`` in pixel space (normalised after padding: the pad is the normalised black)."""
         m = int(max_shift)
-        conv1 = self.crop_conv1(F.pad(x, (m, m, m, m)))  # zeros in pixel space: exactly what crop mode fills in
-        side1 = conv1.shape[-1] - 2 * m
-        basis = {"max_shift": m, "conv1": conv1, "sides": {"conv1": side1}}
-        if self.uses_prewindow:
-            basis["prewindow"] = self.crop_prewindow(conv1)
+        conv1 = self.conv1(padded)
+        basis = {"max_shift": m, "conv1": conv1, "sides": {"conv1": conv1.shape[-1] - 2 * m}}
+        if self.prewindow is not None:
+            basis["prewindow"] = self.prewindow(conv1)
             basis["sides"]["prewindow"] = basis["prewindow"].shape[-1] - 2 * m
             return basis
-        basis["conv2_phases"] = {(py, px): self.crop_conv2(conv1[:, :, py:, px:]) for py in (0, 1) for px in (0, 1)}
+        basis["conv2_phases"] = {(py, px): self.conv2(conv1[:, :, py:, px:]) for py in (0, 1) for px in (0, 1)}
         basis["sides"]["conv2"] = basis["conv2_phases"][0, 0].shape[-1] - m
         return basis
 
-    def probe_crop_shifts(
-        self, x: torch.Tensor | None, shifts: Sequence[tuple[int, int]], basis: dict | None = None
-    ) -> dict[str, torch.Tensor]:
-        """The probe points of ``T(s) x`` for every crop-mode shift ``s``, as ``B x S x ...`` tensors, from
-        ``basis`` (``crop_shift_basis``; built from ``x`` when None or too small for the shifts)."""
-        shifts = [(int(dy), int(dx)) for dy, dx in shifts]
-        need = max((max(abs(dy), abs(dx)) for dy, dx in shifts), default=0)
-        if basis is None or basis["max_shift"] < need:
-            basis = self.crop_shift_basis(x, need)
-        conv1 = self._stacked_windows(basis, "conv1", shifts)
+    def shifted(self, basis: dict, shifts: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """Every probe point of the crop-shifted images, ``B x S x ...``, for ``S`` shifts within the basis."""
+        conv1 = self._stacked(basis, "conv1", shifts)
         b, s = conv1.shape[:2]
-        if self.uses_prewindow:
-            conv2 = self.crop_after_prewindow(self._stacked_windows(basis, "prewindow", shifts).flatten(0, 1))
+        if self.prewindow is not None:
+            conv2 = self.after_prewindow(self._stacked(basis, "prewindow", shifts).flatten(0, 1))
             conv2 = conv2.view(b, s, *conv2.shape[1:])
         else:
-            conv2 = self._stacked_windows(basis, "conv2", shifts)
-        head = self.crop_head(conv2.reshape(b * s, *conv2.shape[2:]))
+            conv2 = self._stacked(basis, "conv2", shifts)
+        head = self.head(conv2.reshape(b * s, *conv2.shape[2:]))
         return {"conv1": conv1, "conv2": conv2, **{k: v.view(b, s, *v.shape[1:]) for k, v in head.items()}}
 
-    def _stacked_windows(self, basis: dict, name: str, shifts: list[tuple[int, int]]) -> torch.Tensor:
-        return torch.stack([self.crop_window(basis, name, dy, dx) for dy, dx in shifts], dim=1)
+    def _stacked(self, basis: dict, name: str, shifts) -> torch.Tensor:
+        return torch.stack([self.window(basis, name, dy, dx) for dy, dx in shifts], dim=1)
 
-    def crop_window(self, basis: dict, name: str, dy: int, dx: int) -> torch.Tensor:
-        """Probe point ``name`` (or ``prewindow``) of the images crop-shifted by ``(dy, dx)``: a window (view)."""
-        source, y0, x0 = self.crop_window_source(basis, name, dy, dx)
+    def window(self, basis: dict, name: str, dy: int, dx: int) -> torch.Tensor:
+        """Probe point ``name`` (or ``prewindow``) of the images crop-shifted by ``(dy, dx)``: a view."""
+        source, y0, x0 = self.source(basis, name, dy, dx)
         side = basis["sides"][name]
         return source[:, :, y0 : y0 + side, x0 : x0 + side]
 
-    def crop_window_source(self, basis: dict, name: str, dy: int, dx: int) -> tuple[torch.Tensor, int, int]:
-        """``(map, y0, x0)``: probe point ``name`` (one of ``crop_window_maps``, or ``prewindow``) of the
-        crop-shifted image is the window of ``map`` (a tensor of ``basis``) at origin ``(y0, x0)``."""
+    def source(self, basis: dict, name: str, dy: int, dx: int) -> tuple[torch.Tensor, int, int]:
+        """``(map, y0, x0)``: probe point ``name`` of the crop-shifted images is the window of ``map`` at
+        ``(y0, x0)`` (``name``: one of ``window_maps``, or ``prewindow``)."""
         m = basis["max_shift"]
-        sy, sx = m - dy, m - dx  # window origin in the padded conv1 map
-        if name == "conv1":
-            return basis["conv1"], sy, sx
-        if name == "prewindow" and "prewindow" in basis:  # stride 1: the same origin
-            return basis["prewindow"], sy, sx
-        if name == "conv2" and "conv2_phases" in basis:  # the pooling phase of the origin, then its origin there
+        sy, sx = m - dy, m - dx  # the window's origin in the padded conv1 map
+        if name == "conv1" or (name == "prewindow" and "prewindow" in basis):  # stride 1: the same origin
+            return basis[name], sy, sx
+        if name == "conv2" and "conv2_phases" in basis:  # the pooling phase of the origin, then its origin
             return basis["conv2_phases"][sy % 2, sx % 2], sy // 2, sx // 2
-        raise KeyError(f"{name!r} is not one of crop_window_maps {self.crop_window_maps}")
+        raise KeyError(f"{name!r} is not one of the window maps {self.window_maps}")
+
+    def self_check(self, padded: torch.Tensor, max_shift: int, plain: Mapping[str, torch.Tensor],
+                   rtol: float) -> str | None:
+        """None when every probe point of ``plain`` (the network's own probe points of the unpadded images) equals
+        the zero shift's within ``rtol`` of the map's largest value; else why not, in one line."""
+        got = self.shifted(self.basis(padded, max_shift), [(0, 0)])
+        for name in (n for n in self.layers if n in plain):
+            expected = plain[name]
+            window = got[name][:, 0]
+            if window.shape != expected.shape:
+                return f"the crop windows of {name!r} have shape {tuple(window.shape)}, not {tuple(expected.shape)}"
+            scale = max(1.0, float(expected.abs().max()))
+            worst = float((window.float() - expected.float()).abs().max())
+            if not worst <= rtol * scale:
+                return f"the crop windows of {name!r} differ from the network's map by {worst:.3g}"
+        return None
+
+
+class CropWindowModel:
+    """Mixin of the networks that may offer the crop fast path: ``crop_windows()`` returns it, or None."""
+
+    def crop_windows(self) -> CropWindows | None:
+        raise NotImplementedError

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
-from shiftprobe.models.crop_windows import CropWindowProbe
+from shiftprobe.models.crop_windows import CropWindowModel, CropWindows
 from shiftprobe.models.maxpool import MaxPool2x2
 from shiftprobe.models.variants import apply_variants, check_variant, circular_same
 
@@ -49,7 +49,7 @@ RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
 }
 
 
-class GapCNN(CropWindowProbe, PixelInputNet):
+class GapCNN(CropWindowModel, PixelInputNet):
     """The lab CNN's convolutions and max pools, a global-average-pooling probe point ``gap``
     (B x 20) and a linear head fc1 20->50, fc2 50->10.
 
@@ -61,9 +61,6 @@ class GapCNN(CropWindowProbe, PixelInputNet):
     default_probe_layers: tuple[str, ...] = ("conv1", "conv2", "gap", "fc1", "fc2")
     #: display name -> module name
     layer_aliases: dict[str, str] = {"logits": "fc2"}
-    #: the probe points of the crop fast path (``CropWindowProbe``: conv1 once on the padded images,
-    #: pool1 and conv2 once per pooling phase, the head per shift)
-    crop_window_layers: tuple[str, ...] = ("conv1", "conv2", "gap", "fc1", "logits")
 
     def __init__(
         self,
@@ -86,24 +83,26 @@ class GapCNN(CropWindowProbe, PixelInputNet):
         self.fc2 = nn.Linear(50, 10)
         apply_variants(self, pool, padding, blur_filter_size)
 
-    @property
-    def supports_crop_windows(self) -> bool:
-        """The crop fast path needs the network as built: valid convolutions and 2x2 stride-2 max pools."""
-        return (self.pool, self.padding) == ("max", "valid")
+    def crop_windows(self) -> CropWindows | None:
+        """The crop fast path (conv1 once on the padded images, pool1 and conv2 once per pooling phase, the head
+        per shift) of the network as built: valid convolutions and 2x2 stride-2 max pools; else None."""
+        if (self.pool, self.padding) != ("max", "valid"):
+            return None
+        return CropWindows(("conv1", "conv2", "gap", "fc1", "logits"), self._crop_conv1, self._crop_head,
+                           conv2=self._crop_conv2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         conv2 = self.conv2(F.relu(self.pool1(self.conv1(self.prepare(x)))))
         fc1 = self.fc1(self.gap(F.relu(self.pool2(conv2))))
         return F.log_softmax(self.fc2(F.relu(fc1)), dim=1), conv2, fc1
 
-    # -- the crop fast path (``CropWindowProbe``) ------------------------------------------------------
-    def crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
+    def _crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(self.prepare(x))
 
-    def crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
+    def _crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
         return self.conv2(F.relu(self.pool1(conv1)))
 
-    def crop_head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _crop_head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
         gap = self.gap(F.relu(self.pool2(conv2)))
         fc1 = self.fc1(gap)
         return {"gap": gap, "fc1": fc1, "logits": self.fc2(F.relu(fc1))}

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.blurpool import BlurPool2d
-from shiftprobe.models.crop_windows import CropWindowProbe
+from shiftprobe.models.crop_windows import CropWindowModel, CropWindows
 from shiftprobe.models.maxpool import MaxPool2x2
 from shiftprobe.models.variants import POOLS as POOLS  # the pools the lab CNN offers (re-exported)
 from shiftprobe.models.variants import apply_variants, check_variant, circular_same
@@ -35,15 +35,13 @@ CONV_LAYERS = ("conv1", "conv2")
 PADDINGS = ("valid", "circular")
 
 
-class LabCNN(CropWindowProbe, nn.Module):
+class LabCNN(CropWindowModel, nn.Module):
     """The lab CNN. ``probe(x)`` returns every probe point by name; ``forward`` the lab's triple."""
 
     #: probe points measured by default (module names, or aliases below)
     default_probe_layers = ("conv1", "conv2", "fc1", "logits")
     #: display names of modules: fc2's output is the logits
     layer_aliases = {"logits": "fc2"}
-    #: the probe points ``probe_crop_shifts`` computes (the crop fast path's reach)
-    crop_window_layers = ("conv1", "conv2", "fc1", "logits")
 
     def __init__(
         self,
@@ -108,34 +106,26 @@ class LabCNN(CropWindowProbe, nn.Module):
         p = self.probe(x)
         return F.log_softmax(p["logits"], dim=1), p["conv2"], p["fc1"]
 
-    # -- all crop-mode shifts of a batch at once (``CropWindowProbe``) ----------------------------
-    @property
-    def supports_crop_windows(self) -> bool:
-        """True with valid convolutions and max or blur pools: conv1 and the max pool (stride 2 in the lab
-        net, stride 1 as the blur-pool variant's first step) are window-compatible. The APS variant's
-        choice depends on the whole map: no fast path."""
-        return self.padding == "valid" and self.pool != "aps"
+    # -- all crop-mode shifts of a batch at once (``shiftprobe.models.crop_windows``) -----------------
+    def crop_windows(self) -> CropWindows | None:
+        """The crop fast path with valid convolutions and max or blur pools: conv1 and the max pool (stride 2
+        in the lab net, stride 1 as the blur variant's first step) are window-compatible; the blur (reflect
+        padding) runs per shift. Circular padding and APS (its choice depends on the whole map): None."""
+        if self.padding != "valid" or self.pool == "aps":
+            return None
+        if self.pool == "blur":
+            return CropWindows(PROBE_LAYERS, self._crop_conv1, self.head, prewindow=self.pool1[0],
+                               after_prewindow=self._crop_after_prewindow)
+        return CropWindows(PROBE_LAYERS, self._crop_conv1, self.head, conv2=self._crop_conv2)
 
-    @property
-    def uses_prewindow(self) -> bool:
-        """The blur-pool variant: only its stride-1 max pool is window-compatible, the blur (reflect
-        padding) runs per shift on the windows of the max-pooled padded conv1."""
-        return self.pool == "blur"
-
-    def crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
+    def _crop_conv1(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(self.prepare(x))
 
-    def crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
+    def _crop_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
         return self.conv2(F.relu(self.pool1(conv1)))
 
-    def crop_prewindow(self, conv1: torch.Tensor) -> torch.Tensor:
-        return self.pool1[0](conv1)
-
-    def crop_after_prewindow(self, windows: torch.Tensor) -> torch.Tensor:
+    def _crop_after_prewindow(self, windows: torch.Tensor) -> torch.Tensor:
         return self.conv2(F.relu(self.pool1[1](windows)))
-
-    def crop_head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.head(conv2)
 
 
 # Hand-derived receptive fields of the lab CNN (pool='max', padding='valid'), checked against a

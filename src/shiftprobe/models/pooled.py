@@ -30,7 +30,7 @@ layer computed it, on the slice of the identity copy (the UNTRANSFORMED input), 
 
 ``forward(x)`` keeps the lab's contract ``(log_probs, conv2_repr, fc1_repr)``: the pooled
 log-probabilities, and the conv2 map and fc1 vector of the identity copy (the ``conv2`` and ``fc1``
-probe points). There is no crop fast path (``supports_crop_windows`` is not set): the engine runs
+probe points). There is no crop fast path (no ``crop_windows()``): the engine runs
 the whole model on every shifted batch.
 """
 

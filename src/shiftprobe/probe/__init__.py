@@ -1,4 +1,4 @@
-"""The Lightning-free measurement engine: transforms, plan, geometry, metrics, accumulator, results.
+"""The Lightning-free measurement engine: transforms, plans, the pair sources, one loop, sections, ``measure``.
 
 Import the public API from ``shiftprobe`` itself (``shiftprobe.measure``, ``shiftprobe.Translation``,
 ``shiftprobe.load_results``); the modules here are its parts.
@@ -6,35 +6,25 @@ Import the public API from ``shiftprobe`` itself (``shiftprobe.measure``, ``shif
 
 from shiftprobe._lazy import lazy_exports
 
-#: name -> module, imported on first use (PEP 562): importing one part (e.g. ``transforms``) does not
+#: name -> module, imported on first use (PEP 562): importing one part (e.g. ``translation``) does not
 #: import the engine and torchmetrics
 _EXPORTS = {
-    "measure": "shiftprobe.probe.engine",
-    "measure_network": "shiftprobe.probe.engine",
+    "measure": "shiftprobe.probe.measure",
+    "measure_family": "shiftprobe.probe.measure",
     "Flip": "shiftprobe.probe.families",
     "Rotation": "shiftprobe.probe.families",
     "Rotation90": "shiftprobe.probe.families",
     "SubpixelTranslation": "shiftprobe.probe.families",
     "family_from_name": "shiftprobe.probe.families",
-    "measure_family": "shiftprobe.probe.family_engine",
     "Results": "shiftprobe.probe.results",
     "load_results": "shiftprobe.probe.results",
-    "Translation": "shiftprobe.probe.transforms",
+    "Translation": "shiftprobe.probe.translation",
+    "Transform": "shiftprobe.probe.transform",
+    "lie_derivative": "shiftprobe.probe.lie",
+    "export_pairs": "shiftprobe.probe.export",
 }
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
-__all__ = [
-    "Flip",
-    "Results",
-    "Rotation",
-    "Rotation90",
-    "SubpixelTranslation",
-    "Translation",
-    "family_from_name",
-    "load_results",
-    "measure",
-    "measure_family",
-    "measure_network",
-]
+__all__ = sorted(_EXPORTS)

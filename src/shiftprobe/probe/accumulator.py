@@ -1,24 +1,13 @@
-"""``PairMetricAccumulator``: a torchmetrics ``Metric`` holding the sums of the per-pair metrics.
-
-Every state is a sum (per shift id, per group, or a scalar) reduced with ``"sum"`` (the per-pair
-maxima with ``"max"``), so the figures computed from it are the same whether the test images were
-processed in one process or split across DDP ranks. Sums are float64 where the device has it
-(float32 on Apple MPS).
-
-Besides the sums over pairs, the per-image statistics behind the standard errors
-(``shiftprobe.probe.stats``): for every pair metric and every group of ``ShiftPlan.groups()``, the
-number of images ``n``, ``sum m_i``, ``sum m_i^2``, ``sum m_i c_i`` and ``sum c_i``, where ``m_i`` is
-image ``i``'s mean over its pairs in the group and ``c_i`` its control value (for the metrics of a
-score: ``dist``, ``sorted_rel``, ``sorted_rel_certified``); and the sum of squares of every control
-metric.
-"""
+"""``PairMetricAccumulator``: a torchmetrics ``Metric`` holding the sums of the per-pair metrics by parameter id,
+the control sums and, per group of the plan, the per-image statistics of the standard errors (``n``, ``sum m``,
+``sum m^2``, ``sum m c``, ``sum c``: ``shiftprobe.probe.stats``). Every state is reduced by sum (the per-pair
+maxima by max), so a DDP split gives the single-process figures; float64 where the device has it."""
 
 from __future__ import annotations
 
 import torch
 from torchmetrics import Metric
 
-from shiftprobe.probe.geometry import LayerGeometry
 from shiftprobe.probe.metrics import sum_dtype
 
 #: metrics whose per-pair value may be NaN (undefined or no certified overlap); counted separately,
@@ -33,47 +22,16 @@ SCORE_CONTROL = {"dist": "dist", "sorted_rel": "sorted_rel", "sorted_rel_certifi
 IMAGE_ROWS = ("n", "sum", "sum_sq", "sum_xc", "sum_c")
 
 
-def layer_metrics(geo: LayerGeometry, classifier: bool, labels: bool = True) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(pair metrics, control metrics)`` measured for a layer of this geometry (``labels``: the
-    images come with labels, so accuracies can be measured)."""
-    pair, control = ["cos", "dist", "rel"], ["cos", "dist", "rel"]
-    if geo.spatial:
-        pair.append("sorted_rel")
-        control.append("sorted_rel")
-        if geo.exact_test:
-            pair += ["aligned_rel", "nearest_aligned_rel", "sorted_rel_certified"]
-    if classifier:
-        pair.append("consistency")
-        if labels:
-            pair += ["shifted_correct", "consistency_correct"]
-        control.append("consistency")
-    return tuple(pair), tuple(control)
-
-
 class PairMetricAccumulator(Metric):
-    """Sums of per-pair metrics indexed by shift id, control sums and image-level counts.
+    """Sums of per-pair metrics by parameter id, control sums and image-level counts.
 
-    ``update`` takes any of:
-
-    * ``shift_ids`` (P,) with ``pairs`` {(layer, metric): (P,)}: one entry per image-shift pair. For
-      ``aligned_rel`` / ``nearest_aligned_rel`` a NaN contributes to no sum; ``no_overlap``
-      {(layer, metric): (P,) bool} marks the NaNs that mean "no certified position" (the others mean
-      "the stride does not divide the shift"), counted in ``<metric>_no_overlap``.
-    * ``shift_ids`` (B, S) with ``pair_values`` (K, B, S): the same in one tensor, every pair metric of
-      ``image_keys`` in that order (NaN where undefined), summed per shift id for all metrics at once;
-      ``no_overlap`` then holds (B, S) flags;
-    * ``control`` {(layer, metric): (B,)}: one entry per image;
-    * ``n_images``: images of the batch; ``correct`` (B,) and ``two_shift_agree`` (B,): unshifted correctness, Zhang's two-shift consistency;
-      ``predicted`` (B,): the unshifted images' predicted classes (a histogram of ``n_classes`` bins);
-    * ``image_means`` (K, B, G): per pair metric of ``image_keys`` (in that order), image and group,
-      the image's mean over its pairs in the group (NaN: no such pair), with ``image_control`` (K, B):
-      the image's control value for the metrics of ``SCORE_CONTROL`` (anything for the others).
-
-    ``compute`` returns the (synchronised) sums as a plain dict keyed ``"pair_count"``, ``"images"``,
-    ``"correct"``, ``"two_shift_agree"``, ``("pair", layer, metric)`` (plus ``<metric>_count`` for the
-    masked metrics and ``<metric>_no_overlap`` and the largest value ``<metric>_max`` for the counted
-    ones), ``("control", layer, metric)`` and ``("control_sq", layer, metric)``, ``("image", layer,
-    metric)`` (``5 x G``: the rows of ``IMAGE_ROWS``) and ``"pred_hist"`` (with ``n_classes``).
+    ``update`` takes any of: ``shift_ids`` (B, S) with ``pair_values`` (K, B, S) (every metric of ``image_keys``;
+    NaN: undefined, counted apart for the masked metrics) or with ``pairs`` {(layer, metric): values}, and
+    ``no_overlap`` flags (the NaNs that mean "no certified position"); ``control`` {(layer, metric): (B,)};
+    ``n_images``, ``correct``, ``two_shift_agree``, ``predicted`` (a class histogram); ``image_means`` (K, B, G)
+    with ``image_control`` (K, B). ``sums()`` (``compute``) returns a dict keyed ``"pair_count"``, ``"images"``,
+    ``"correct"``, ``"two_shift_agree"``, ``("pair", layer, metric)`` (+ ``_count``, ``_no_overlap``, ``_max``),
+    ``("control", ...)``, ``("control_sq", ...)``, ``("image", layer, metric)`` (``IMAGE_ROWS x G``), ``"pred_hist"``.
     """
 
     full_state_update = False
@@ -87,9 +45,11 @@ class PairMetricAccumulator(Metric):
         dtype=torch.float64,
         n_groups: int = 0,
         n_classes: int = 0,
+        masked: tuple[str, ...] = MASKED,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.masked = tuple(masked)
         self.n_shift_ids = int(n_shift_ids)
         self.metrics = dict(metrics)
         self.layers = tuple(self.metrics)
@@ -105,23 +65,24 @@ class PairMetricAccumulator(Metric):
             shape = (len(self.image_keys), len(IMAGE_ROWS), self.n_groups)
             self.add_state("image_stats", torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
         self._pair_keys, self._control_keys, self._control_sq_keys = {}, {}, {}
+        # states are named by position: a layer may have any name (dots, a tuple of a layer-wise part)
         for layer, (pair, control) in self.metrics.items():
             for metric in pair:
                 names = [metric]
-                if metric in MASKED:
+                if metric in self.masked:
                     names.append(f"{metric}_count")
                 if metric in COUNTED:
                     names.append(f"{metric}_no_overlap")
                 for m in names:
-                    self._pair_keys[layer, m] = attr = f"pair__{layer}__{m}".replace(".", "_")
+                    self._pair_keys[layer, m] = attr = f"pair_{len(self._pair_keys)}"
                     self.add_state(attr, torch.zeros(self.n_shift_ids, dtype=dtype), dist_reduce_fx="sum")
                 if metric in COUNTED:  # the worst pair: "exact" is decided on it, not on the mean
-                    self._pair_keys[layer, f"{metric}_max"] = attr = f"pair__{layer}__{metric}_max".replace(".", "_")
+                    self._pair_keys[layer, f"{metric}_max"] = attr = f"pair_{len(self._pair_keys)}"
                     self.add_state(attr, torch.zeros(self.n_shift_ids, dtype=dtype), dist_reduce_fx="max")
             for metric in control:
-                self._control_keys[layer, metric] = attr = f"control__{layer}__{metric}".replace(".", "_")
+                self._control_keys[layer, metric] = attr = f"control_{len(self._control_keys)}"
                 self.add_state(attr, torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
-                self._control_sq_keys[layer, metric] = attr = f"control_sq__{layer}__{metric}".replace(".", "_")
+                self._control_sq_keys[layer, metric] = attr = f"control_sq_{len(self._control_sq_keys)}"
                 self.add_state(attr, torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
 
     def _state(self, key) -> torch.Tensor:
@@ -177,7 +138,7 @@ class PairMetricAccumulator(Metric):
         values = values.reshape(len(keys), -1).to(device, dtype)
         defined = ~torch.isnan(values)
         n_ids = self.n_shift_ids
-        masked = [k for k, (_, metric) in enumerate(keys) if metric in MASKED]
+        masked = [k for k, (_, metric) in enumerate(keys) if metric in self.masked]
         counted = [k for k in masked if keys[k][1] in COUNTED]
         is_masked = torch.zeros((len(keys), 1), dtype=torch.bool, device=device)
         is_masked[masked] = True
@@ -193,7 +154,7 @@ class PairMetricAccumulator(Metric):
             worst.scatter_reduce_(1, ids.expand(len(counted), -1), torch.where(defined[counted], rows, -torch.inf), "amax")
         for k, (layer, metric) in enumerate(keys):
             self._state((layer, metric)).add_(sums[k])
-            if metric in MASKED:
+            if metric in self.masked:
                 self._state((layer, f"{metric}_count")).add_(counts[masked.index(k)])
             if metric in COUNTED:
                 state = self._state((layer, f"{metric}_max"))
@@ -234,6 +195,14 @@ class PairMetricAccumulator(Metric):
         return out
 
 
+    def sums(self) -> dict:
+        """``compute()`` with every per-id sum of shape ``(n_ids,)`` (torchmetrics squeezes one-element
+        results to scalars: a family of one parameter)."""
+        raw = self.compute()
+        return {k: v.reshape(self.n_shift_ids) if k == "pair_count" or (isinstance(k, tuple) and k[0] == "pair") else v
+                for k, v in raw.items()}
+
+
 def merge_sums(parts: list[dict]) -> dict:
     """Combine the ``compute()`` dicts of processes that measured disjoint images, as DDP's reduction
     does: maxima (``<metric>_max``) by maximum, everything else by sum."""
@@ -248,5 +217,7 @@ def merge_sums(parts: list[dict]) -> dict:
     return out
 
 
-def new_accumulator(n_shift_ids: int, metrics: dict, device, n_groups: int = 0, n_classes: int = 0) -> PairMetricAccumulator:
-    return PairMetricAccumulator(n_shift_ids, metrics, dtype=sum_dtype(device), n_groups=n_groups, n_classes=n_classes).to(device)
+def new_accumulator(n_ids: int, metrics: dict, device, n_groups: int = 0, n_classes: int = 0,
+                    masked: tuple[str, ...] = MASKED) -> PairMetricAccumulator:
+    return PairMetricAccumulator(n_ids, metrics, dtype=sum_dtype(device), n_groups=n_groups, n_classes=n_classes,
+                                 masked=masked).to(device)

@@ -1,15 +1,6 @@
-"""Probe points of any ``torch.nn.Module``, captured with forward hooks.
-
-A layer is named as in ``model.named_modules()`` (``"features.3"``), by an alias the model declares
-(``model.layer_aliases``, e.g. the lab CNN's ``{"logits": "fc2"}``), or ``"output"``: the model's
-output (``select_output``: a tensor; from a dict or named tuple the one tensor it holds, or the entry
-``output_key`` names; from a plain tuple or list its first tensor, e.g. the lab CNN's log-probabilities).
-
-A module that runs several times in one forward pass (shared weights, a loop) is probed one call at a
-time: ``"conv#2"`` is the output of the second call of ``conv``, with its own geometry. A plain
-``"conv"`` means its only call, and is refused (``LayerCapture.run``) when ``conv`` runs more than once:
-the figures of one call must never be compared on the geometry of another.
-"""
+"""Probe points of any ``nn.Module`` by forward hooks: module names, aliases (``model.layer_aliases``),
+``"output"`` (``select_output``), and one call of a module that runs several times (``"conv#2"``; a plain
+``"conv"`` is then refused). ``Feed`` gives the model its input (a declared normalisation) and reads its output."""
 
 from __future__ import annotations
 

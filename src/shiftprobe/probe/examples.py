@@ -1,93 +1,63 @@
-"""The data of the example-pairs figure: a few images, their shifts and one layer's maps.
-
-The figure draws exactly this; it never runs the network. The aligned difference uses the
-engine's own certified region (``shiftprobe.probe.metrics.aligned_rel_at``'s slices).
-"""
+"""The example pairs of a translation section (``measure(..., examples=True)``): three images, two shifts and
+the most active channels of the deepest layer with a stride, with ``f(Tx) - A f(x)`` on the compared positions
+(NaN elsewhere), as nested lists: the figure draws them and never runs a network."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from torch import nn
 
-from shiftprobe.probe.capture import LayerCapture, resolve_layers
-from shiftprobe.probe.engine import model_device, model_dtype
-from shiftprobe.probe.geometry import LayerGeometry, certified_slices, infer_geometry
-from shiftprobe.probe.inputs import check_inputs, to_pixels
-from shiftprobe.probe.metrics import aligned_offset
-from shiftprobe.probe.transforms import shift_images
-
-
-def aligned_difference(f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, geo: LayerGeometry, mode: str):
-    """``f(Tx) - f(x)`` moved by the map offset, NaN outside the certified positions; None when the
-    stride does not divide the shift (no exact alignment exists)."""
-    if not geo.exact_test:
-        return None
-    offset = aligned_offset(dy, dx, geo.stride)
-    if offset is None:
-        return None
-    my, mx = offset
-    if mode == "roll" and geo.circular:
-        return f_t - torch.roll(f_x, shifts=(my, mx), dims=(-2, -1))
-    out = torch.full_like(f_t, float("nan"))
-    slices = certified_slices(geo.interior, my, mx)
-    if slices is not None:
-        (a0, a1), (b0, b1) = slices
-        out[..., a0, a1] = f_t[..., a0, a1] - f_x[..., b0, b1]
-    return out
+from shiftprobe.probe.capture import LayerCapture
+from shiftprobe.probe.inputs import to_pixels
 
 
 def display_image(x: torch.Tensor) -> torch.Tensor:
-    """One ``C x H x W`` image as the figure draws it (float, on the CPU): ``H x W`` for one channel
-    (drawn in grey), ``H x W x C`` for colour (drawn as RGB)."""
+    """One ``C x H x W`` image as a figure draws it (float, on the CPU): ``H x W`` for one channel (grey),
+    ``H x W x C`` for colour."""
     x = x.float().cpu()
     return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0).contiguous()
 
 
-def example_pairs(
-    model: nn.Module,
-    images: torch.Tensor,
-    shifts: Sequence[tuple[int, int]],
-    layer: str,
-    mode: str = "crop",
-    n_channels: int = 3,
-    normalization=None,
-) -> dict:
-    """Everything ``plot_example_pairs`` draws: pixels of ``x`` and ``T(s) x`` (``display_image``: grey
-    ``H x W`` or colour ``H x W x C``), the ``n_channels`` most active channels of ``layer`` (mean |f(x)|)
-    for both, and their aligned difference per pair."""
-    images, _, feed = check_inputs(model, images, normalization=normalization)
-    device, dtype = model_device(model), model_dtype(model)
-    resolved = resolve_layers(model, [layer])
-    geo = infer_geometry(model, resolved, tuple(images.shape[1:]), device=device, feed=feed)[resolved[0].name]
-    was_training = model.training
-    model.eval()
-    shifts = [(int(dy), int(dx)) for dy, dx in shifts]
-    try:
-        with torch.inference_mode(), LayerCapture(model, resolved, feed=feed) as cap:
-            x = to_pixels(images.to(device), dtype)
-            f_x = cap.run(x)[resolved[0].name].float().cpu()
-            shifted = {s: shift_images(x, s[0], s[1], mode) for s in shifts}
-            f_t = {s: cap.run(t)[resolved[0].name].float().cpu() for s, t in shifted.items()}
-    finally:
-        model.train(was_training)
-    k = min(n_channels, f_x.shape[1])
-    channels = torch.argsort(f_x.abs().mean(dim=(0, 2, 3)), descending=True)[:k].tolist()
+def example_shifts(max_shift: int) -> list[tuple[int, int]]:
+    """One odd and one even diagonal shift within ``max_shift``: (1, 1) and (2, 2)."""
+    return [(s, s) for s in (1, 2) if s <= max_shift] or [(0, 0)]
+
+
+def aligned_difference(f_x: torch.Tensor, f_t: torch.Tensor, shift, geo, transform, image_size):
+    """``f(Tx) - A f(x)`` on the compared positions, NaN elsewhere; None where the map action is undefined."""
+    action = transform.map_action(f_x, shift, geo, image_size)
+    if action is None:
+        return None
+    out = torch.full_like(f_t, float("nan"))
+    rows, cols = action.region or (slice(None), slice(None))
+    if not action.empty:
+        out[..., rows, cols] = f_t[..., rows, cols] - action.expected
+    return out
+
+
+def example_pairs(net, pixels: torch.Tensor, transform, n_images: int = 3, n_channels: int = 3) -> dict | None:
+    """``{"layer", "mode", "stride", "circular", "channels", "pairs": [{"image", "shift", "x", "tx", "f_x",
+    "f_t", "aligned_diff"}]}`` for the first ``n_images`` images (``net``: ``shiftprobe.probe.engine.Network``),
+    the ``n_channels`` most active channels (mean ``|f(x)|``); None without a layer of inferred stride."""
+    layers = [layer for layer in net.layers if net.geometry[layer.name].stride is not None]
+    if not layers:
+        return None
+    layer, geo = layers[-1], net.geometry[layers[-1].name]
+    shifts = example_shifts(transform.max_shift)
+    x = to_pixels(pixels[:n_images].to(net.device), net.dtype)
+    with torch.inference_mode(), LayerCapture(net.model, [layer], feed=net.feed) as capture:
+        f_x = capture.run(x)[layer.name].float().cpu()
+        shifted = {s: transform.act(x, s) for s in shifts}
+        f_t = {s: capture.run(t)[layer.name].float().cpu() for s, t in shifted.items()}
+    channels = torch.argsort(f_x.abs().mean(dim=(0, 2, 3)), descending=True)[:n_channels].tolist()
+    image_size = tuple(x.shape[-2:])
     pairs = []
-    for i in range(x.shape[0]):
+    for i in range(len(x)):
         for s in shifts:
-            diff = aligned_difference(f_x[i, channels], f_t[s][i, channels], s[0], s[1], geo, mode)
-            pairs.append(
-                {
-                    "image": i,
-                    "shift": s,
-                    "x": display_image(x[i]),
-                    "tx": display_image(shifted[s][i]),
-                    "f_x": f_x[i, channels],
-                    "f_t": f_t[s][i, channels],
-                    "aligned_diff": diff,
-                }
-            )
-    return {"layer": resolved[0].name, "mode": mode, "stride": geo.stride, "circular": geo.circular,
+            diff = aligned_difference(f_x[i, channels], f_t[s][i, channels], s, geo, transform, image_size)
+            pairs.append({
+                "image": i, "shift": list(s), "x": display_image(x[i]).tolist(),
+                "tx": display_image(shifted[s][i]).tolist(), "f_x": f_x[i, channels].tolist(),
+                "f_t": f_t[s][i, channels].tolist(), "aligned_diff": None if diff is None else diff.tolist(),
+            })
+    return {"layer": layer.name, "mode": transform.mode, "stride": list(geo.stride), "circular": geo.circular,
             "channels": channels, "pairs": pairs}

@@ -1,11 +1,5 @@
-"""``export_pairs``: the lab's deliverable, the activations of shifted pairs, as files to analyse.
-
-For ``n`` seeded random draws of (test image, shift) it records ``x``, ``Tx``, the shift, the label and
-the activations at every probe layer for ``x`` and ``Tx``, of the trained network and, when given,
-of the untrained control. Activations are captured with the engine's forward hooks
-(:class:`~shiftprobe.probe.capture.LayerCapture`), so a layer means exactly what it means in
-``results.json``.
-"""
+"""``export_pairs``: ``n`` seeded (image, shift) pairs with their activations at every probe point, trained and
+untrained, as ``pairs.pt`` / ``pairs.npz``, sized to the available memory before any work."""
 
 from __future__ import annotations
 
@@ -22,8 +16,8 @@ from shiftprobe.atomic import all_or_none, atomic_write
 from shiftprobe.probe.capture import Feed, LayerCapture, resolve_layers
 from shiftprobe.probe.engine import exact_float32, model_device, model_dtype
 from shiftprobe.probe.inputs import check_forward, check_inputs, check_model, eval_mode, run_first, to_pixels
-from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.transforms import Translation, shift_images_per_sample
+from shiftprobe.probe.resample import shift_images_per_sample
+from shiftprobe.probe.translation import Translation
 
 #: file names written into a folder given as ``path``
 PT_NAME, NPZ_NAME = "pairs.pt", "pairs.npz"
@@ -31,21 +25,17 @@ PT_NAME, NPZ_NAME = "pairs.pt", "pairs.npz"
 MEMORY_SHARE = 0.5
 
 
-def draw_pairs(plan: ShiftPlan, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` seeded (image index, shift) draws: ``(indices (n,), shifts (n, 2))``.
-
-    Images are drawn without replacement while ``n`` allows it (else with); the shift of each draw is
-    uniform over the plan's non-zero shifts (``grid`` / ``axis``), or the image's own shift (``random``).
-    """
+def draw_pairs(transform: Translation, n_images: int, n: int, seed: int,
+               image_size: tuple[int, int] = (28, 28)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` seeded (image index, shift) draws: ``(indices (n,), shifts (n, 2))``. Images are drawn without
+    replacement while ``n`` allows it; each shift uniformly from the non-zero shifts (``random``: the image's own)."""
+    plan = transform.plan(n_images, image_size)
     g = torch.Generator().manual_seed(int(seed) + 15485863)
-    n_images = plan.n_images
-    if n <= n_images:
-        idx = torch.randperm(n_images, generator=g)[:n]
-    else:
-        idx = torch.randint(0, n_images, (n,), generator=g)
+    idx = torch.randperm(n_images, generator=g)[:n] if n <= n_images else torch.randint(0, n_images, (n,), generator=g)
     if not plan.uniform:
-        return idx, plan.per_image[idx].clone()
-    choices = [s for s in plan.shifts if s != (0, 0)] or list(plan.shifts)
+        return idx, plan.param_values(plan.pairs[idx]).view(n, 2)
+    paired = [plan.params[j] for j in plan.pairs]
+    choices = [s for s in paired if s != (0, 0)] or paired
     pick = torch.randint(0, len(choices), (n,), generator=g)
     return idx, torch.tensor(choices, dtype=torch.long)[pick].view(n, 2)
 
@@ -167,43 +157,30 @@ def export_pairs(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The (trained) network.
-    images, labels : torch.Tensor
-        ``(N, H, W)`` or ``(N, C, H, W)``, uint8 or float in [0, 1] (or normalised, with ``normalization``);
-        ``(N,)`` class indices (a tensor, list or NumPy array) or None.
-    layers : list of str, optional
-        Probe points, as in :func:`shiftprobe.measure` (default: the model's ``default_probe_layers``).
+    model, images, labels, layers
+        As in :func:`shiftprobe.measure` (``labels`` may be None).
     transform : Translation, optional
-        Where the shifts come from (default ``Translation(max_shift=4)``): each pair's shift is drawn
-        uniformly from its non-zero shifts (``pattern="random"``: the drawn image's own shift).
-    n : int
-        Number of pairs (images are drawn without replacement while ``n <= N``).
-    seed : int
-        Seeds the draws: the same seed gives the same pairs.
+        Where the shifts come from (default ``Translation(max_shift=4)``): each pair's shift uniform over its
+        non-zero shifts (``pattern="random"``: the image's own).
+    n, seed : int
+        Pairs (images without replacement while ``n <= N``), and the seed of the draws.
     untrained : torch.nn.Module, optional
-        The untrained control; its activations are recorded too (``untrained/...``).
+        Its activations are recorded too (``untrained/...``).
     path : str or Path, optional
-        A folder (``pairs.pt`` and ``pairs.npz`` are written into it) or a file name ending in
-        ``.pt`` / ``.npz`` (both files are written with that stem).
-    normalization, output_key
+        A folder (``pairs.pt``, ``pairs.npz``) or a ``.pt`` / ``.npz`` file name; written atomically, both or neither.
+    batch_size, device, normalization, output_key
         As in :func:`shiftprobe.measure`; ``x`` and ``tx`` are pixels either way.
 
     Returns
     -------
     dict of str to torch.Tensor
-        ``x``, ``tx`` (``n x C x H x W`` pixels in [0, 1]), ``shift`` (``n x 2``: dy, dx), ``label``
-        (``n``; -1 without labels), ``index`` (the image's index in ``images``) and, per probe layer,
-        ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/<layer>/...``), float32.
+        ``x``, ``tx`` (``n x C x H x W`` pixels), ``shift`` (``n x 2``), ``label`` (-1 without labels), ``index``,
+        and per probe layer ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/...``), float32.
 
     Raises
     ------
     ValueError
-        ``n`` pairs would take more than half of the available memory (:func:`check_export_memory`,
-        before any work): the message gives the largest ``n`` that fits.
-    WriteError
-        ``path``'s disk is full or not writable (``shiftprobe.errors.WriteError``, an ``OSError``); the
-        files are written atomically, both or neither.
+        ``n`` pairs would take more than half of the available memory (the largest ``n`` that fits is named).
 
     Examples
     --------
@@ -220,8 +197,7 @@ def export_pairs(
     images, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
     networks = 1 if untrained is None else 2
     check_export_memory(n, pair_bytes(model, layers, tuple(images.shape[1:]), networks, device, feed))
-    plan = ShiftPlan.from_transform(transform, len(images), image_size=min(images.shape[-2:]))
-    idx, shifts = draw_pairs(plan, n, seed)
+    idx, shifts = draw_pairs(transform, len(images), n, seed, tuple(images.shape[-2:]))
     x = to_pixels(images[idx.to(images.device)].cpu(), torch.float32)
     tx = shift_images_per_sample(x, shifts, transform.mode)
     label = labels.cpu()[idx].long() if labels is not None else torch.full((n,), -1, dtype=torch.long)

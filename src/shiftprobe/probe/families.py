@@ -1,31 +1,7 @@
-"""Transformation families beyond integer shifts: ``Rotation90``, ``Flip``, ``Rotation``, ``SubpixelTranslation``.
-
-Each family is a frozen dataclass with pure tensor methods (no Lightning), the ``transform=`` of
-:func:`shiftprobe.measure` next to :class:`~shiftprobe.probe.transforms.Translation`:
-
-* ``params()``: the transform parameters measured, the identity left out;
-* ``apply(x, param)``: the transformed images, ``x`` is ``(..., H, W)`` float (pixels in [0, 1]);
-* ``dims`` (1 or 2), ``permutes_pixels`` (the sorting test applies), ``parameter`` (its name in
-  results.json), ``exact_test`` (whether the map action can certify exactness);
-* ``map_action(feature, param, geometry, image_size)``: the feature map an equivariant layer would
-  give for the transformed image, or None where the action is undefined for that layer's geometry
-  (``map_action_note`` says why); ``map_region``: where it is compared;
-* ``to_dict()``: the settings, for results.json ``config``.
-
-Conventions, shared with ``Translation``: image rows run down, columns right; an offset ``(oy, ox)``
-moves content down by ``oy`` and right by ``ox`` pixels, ``out(i + oy, j + ox) = in(i, j)``; an angle
-is counter-clockwise as displayed, like ``torch.rot90(x, k, dims=(-2, -1))``.
-
-**Where a map action is defined.** Along one axis a map position ``q`` of a layer with cumulative
-stride ``r`` sees the pixels ``[r q + a, r q + b]`` (``shiftprobe.probe.geometry``), centred on
-``c(q) = r q + (a + b) / 2``. A flip maps pixel ``i`` to ``H - 1 - i``; it maps the map's sampling grid
-onto itself, position ``q`` onto ``h - 1 - q``, iff ``c(q) + c(h - 1 - q) = H - 1`` for every ``q``,
-i.e. iff ``a + b + r (h - 1) = H - 1``: the grid is symmetric about the image centre. A quarter turn
-needs that on both axes, equal strides and a square map; a rotation by any angle needs a symmetric
-grid on both axes and equal strides (then it is, approximately, the same rotation of the map about its
-centre). The condition is on the probed layer's own grid: a network whose intermediate maps are not
-symmetric (e.g. a stride-2 layer that drops a last row) breaks exactness even where it holds.
-"""
+"""The families beyond integer shifts, ``Rotation90``, ``Flip``, ``Rotation``, ``SubpixelTranslation``:
+``Transform`` dataclasses over ``shiftprobe.probe.resample``'s pixel operations. A map action needs the
+layer's sampling grid symmetric about the image centre, ``a + b + r (h - 1) = H - 1`` (``grid_asymmetry``;
+docs/measurement.md, "Transformation families"). ``family_from_name`` builds any family from its option name."""
 
 from __future__ import annotations
 
@@ -34,10 +10,10 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
-from shiftprobe.probe.metrics import sum_dtype
-from shiftprobe.probe.transforms import SHIFT_MODES, Translation, shift_images
+from shiftprobe.probe.resample import SHIFT_MODES, bilinear_shift, fourier_shift, rotate
+from shiftprobe.probe.transform import Transform
+from shiftprobe.probe.translation import Translation
 
 SUBPIXEL_METHODS = ("bilinear", "fourier")
 SUBPIXEL_AXES = ("xy", "x", "y", "both")
@@ -64,12 +40,6 @@ def _steps(max_value: float, step: float) -> int:
     return int(math.floor(max_value / step + 1e-9))
 
 
-def _as_work(x: torch.Tensor) -> torch.Tensor:
-    if not x.is_floating_point():
-        raise ValueError(f"transforms act on float images in [0, 1], got {x.dtype}")
-    return x.to(sum_dtype(x.device))  # interpolation and FFTs in float64 (float32 on MPS, which lacks it)
-
-
 # -- geometry of a map: is its sampling grid symmetric about the image centre? --------------------
 def grid_asymmetry(geometry, image_size: tuple[int, int], axis: int) -> str | None:
     """None when the map's sampling grid along ``axis`` (0: rows, 1: columns) is symmetric about the
@@ -92,173 +62,13 @@ def grid_asymmetry(geometry, image_size: tuple[int, int], axis: int) -> str | No
     return None
 
 
-# -- the pixel operations ------------------------------------------------------------------------
-def bilinear_shift(x: torch.Tensor, oy: float, ox: float, mode: str = "crop") -> torch.Tensor:
-    """Move the content of ``x`` (``..., H, W``) by ``(oy, ox)`` pixels with bilinear interpolation.
-
-    Separable two-tap form of ``grid_sample(..., mode="bilinear", align_corners=True)`` on a translated
-    grid: along an axis, an offset ``t = n + f`` (``n`` integer, ``0 <= f < 1``) gives
-    ``(1 - f) S_n x + f S_{n+1} x`` with ``S`` the integer shift of ``mode`` (``crop``: zero fill, the
-    same as grid_sample's zero padding; ``roll``: circular). Integer offsets are exact shifts.
-    """
-    out = x
-    for t, dims in ((float(oy), (1, 0)), (float(ox), (0, 1))):
-        if t == 0:
-            continue
-        n = math.floor(t)
-        f = t - n
-        lo = shift_images(out, n * dims[0], n * dims[1], mode)
-        if f == 0:
-            out = lo
-            continue
-        hi = shift_images(out, (n + 1) * dims[0], (n + 1) * dims[1], mode)
-        out = (1 - f) * lo + f * hi
-    return out
-
-
-def _phase(n: int, t: float, dtype: torch.dtype, device) -> torch.Tensor:
-    """The rfft phase ramp of a circular shift by ``t`` samples on ``n`` points. For even ``n`` the
-    Nyquist bin gets the real ``cos(pi t)`` (the symmetric handling: the mean of the ``+N/2`` and
-    ``-N/2`` phases), so a real signal stays real and an integer ``t`` gives ``(-1)^t`` there."""
-    k = torch.arange(n // 2 + 1, dtype=dtype, device=device)
-    angle = -2 * math.pi * t * k / n
-    phase = torch.polar(torch.ones_like(angle), angle)
-    if n % 2 == 0:
-        phase[-1] = math.cos(math.pi * t)
-    return phase
-
-
-def fourier_shift(x: torch.Tensor, oy: float, ox: float, mode: str = "roll") -> torch.Tensor:
-    """Move the content of ``x`` (``..., H, W``) by ``(oy, ox)`` pixels with a phase ramp in the DFT.
-
-    ``roll``: circular (band-limited interpolation of the periodic image; an integer offset equals
-    ``torch.roll`` to float round-off). ``crop``: the image is zero-padded to twice its size along each
-    shifted axis, shifted circularly there and cropped back, so content pushed out is lost and zeros
-    enter (an integer offset equals the crop-mode integer shift).
-    """
-    work = _as_work(x)
-    out = work
-    for t, dim in ((float(oy), -2), (float(ox), -1)):
-        if t == 0:
-            continue
-        n = out.shape[dim]
-        if mode == "crop":
-            pad = [0, 0, 0, 0]
-            pad[1 if dim == -1 else 3] = n
-            out = F.pad(out, pad)
-        size = out.shape[dim]
-        spec = torch.fft.rfft(out, dim=dim)
-        shape = [1] * spec.dim()
-        shape[dim] = spec.shape[dim]
-        spec = spec * _phase(size, t, work.dtype, work.device).view(shape)
-        out = torch.fft.irfft(spec, n=size, dim=dim)
-        if mode == "crop":
-            out = out.narrow(dim, 0, n)
-    return out.to(x.dtype)
-
-
-def rotate(x: torch.Tensor, angle_deg: float) -> torch.Tensor:
-    """Rotate ``x`` (``..., H, W``) counter-clockwise by ``angle_deg`` about its centre
-    ``((H - 1) / 2, (W - 1) / 2)``: bilinear (``grid_sample``, ``align_corners=True``), zero fill.
-
-    Output pixel ``(i, j)`` samples the input at row ``cy + u sin(t) + v cos(t)``, column
-    ``cx + u cos(t) - v sin(t)`` with ``u = j - cx``, ``v = i - cy``: at 90 degrees, ``torch.rot90``.
-    """
-    h, w = x.shape[-2:]
-    if h < 2 or w < 2:
-        raise ValueError(f"rotation needs at least 2x2 pixels, got {h}x{w}")
-    work = _as_work(x)
-    dtype, device = work.dtype, work.device
-    t = math.radians(float(angle_deg))
-    cy, cx = (h - 1) / 2, (w - 1) / 2
-    v = torch.arange(h, dtype=dtype, device=device).view(h, 1) - cy
-    u = torch.arange(w, dtype=dtype, device=device).view(1, w) - cx
-    rows = cy + u * math.sin(t) + v * math.cos(t)
-    cols = cx + u * math.cos(t) - v * math.sin(t)
-    grid = torch.stack([cols / (w - 1) * 2 - 1, rows / (h - 1) * 2 - 1], dim=-1).unsqueeze(0)
-    flat = work.reshape(1, -1, h, w)
-    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out.reshape(x.shape).to(x.dtype)
-
-
 # -- the families ---------------------------------------------------------------------------------
-class TransformFamily:
-    """What every family shares (subclasses are frozen dataclasses with a ``name`` field)."""
-
-    #: the family's type (the Hydra option); ``name`` (the results key) defaults to it
-    kind: ClassVar[str] = ""
-    #: the parameter's name in results.json
-    parameter: ClassVar[str] = ""
-    #: the transform permutes pixels, so a per-channel sort of an equivariant map forgets it
-    permutes_pixels: ClassVar[bool] = False
-    #: ``aligned_rel_max`` below the tolerance certifies exact equivariance (False: a measure only)
-    exact_test: ClassVar[bool] = True
-
-    name: str
-
-    @property
-    def dims(self) -> int:
-        return 1
-
-    def params(self) -> list:
-        raise NotImplementedError
-
-    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
-        raise NotImplementedError
-
-    def param_to_json(self, param) -> Any:
-        """The JSON form of a parameter (results.json ``entries[i].param``)."""
-        return param
-
-    def check_image_size(self, height: int, width: int) -> None:
-        """Raise ValueError when the family cannot act on ``height x width`` images."""
-        if height < 2 or width < 2:
-            raise ValueError(f"{type(self).__name__} needs images of at least 2x2 pixels, got {height}x{width}")
-
-    def map_problem(self, param, geometry, image_size: tuple[int, int]) -> str | None:
-        """Why the map action of ``param`` is undefined for ``geometry`` (None: it is defined)."""
-        raise NotImplementedError
-
-    def map_action_note(self, geometry, image_size: tuple[int, int], param=None) -> str | None:
-        """Why the map action is undefined for ``geometry`` (for ``param``, else for any parameter);
-        None when it is defined for every parameter asked about."""
-        for p in [param] if param is not None else self.params():
-            problem = self.map_problem(p, geometry, image_size)
-            if problem is not None:
-                return problem
-        return None
-
-    def map_action(self, feature: torch.Tensor, param, geometry, image_size: tuple[int, int]) -> torch.Tensor | None:
-        """The map an equivariant layer gives for ``apply(x, param)``, from its map ``feature`` of ``x``
-        (``..., C, h, w``); None where undefined (see ``map_action_note``)."""
-        if self.map_problem(param, geometry, image_size) is not None:
-            return None
-        if feature.dtype in (torch.float16, torch.bfloat16):  # compared in float32 (metrics.working)
-            feature = feature.float()
-        return self._act_on_map(feature, param, geometry)
-
-    def _act_on_map(self, feature: torch.Tensor, param, geometry) -> torch.Tensor:
-        raise NotImplementedError
-
-    def map_region(self, param, geometry) -> tuple[slice, slice] | None:
-        """The map positions ``aligned_rel`` compares (rows, columns); None: the whole map."""
-        return None
-
-    def to_dict(self) -> dict:
-        out = {"kind": self.kind}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-
 @dataclass(frozen=True)
-class Rotation90(TransformFamily):
+class Rotation90(Transform):
     """Quarter turns ``k * 90`` degrees counter-clockwise (``torch.rot90(x, k, dims=(-2, -1))``).
 
-    An exact permutation of the pixels of a square image, so the sorting test applies. The map action
-    is the same quarter turn of the map, defined when the map's sampling grid is symmetric about the
-    image centre on both axes with equal strides (module docstring).
+    A permutation of the pixels of a square image (the sorting test applies); the map action is the same
+    quarter turn of the map (a symmetric grid on both axes, equal strides, a square map).
 
     Parameters
     ----------
@@ -272,7 +82,7 @@ class Rotation90(TransformFamily):
     >>> fam.params()
     [1, 2, 3]
     >>> x = torch.arange(4.0).view(1, 1, 2, 2)
-    >>> fam.apply(x, 1)[0, 0].tolist()
+    >>> fam.act(x, 1)[0, 0].tolist()
     [[1.0, 3.0], [0.0, 2.0]]
     """
 
@@ -288,7 +98,7 @@ class Rotation90(TransformFamily):
     def params(self) -> list[int]:
         return [1, 2, 3]
 
-    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
+    def act(self, x: torch.Tensor, param) -> torch.Tensor:
         return torch.rot90(x, _quarter_turns(param), dims=(-2, -1))
 
     def check_image_size(self, height: int, width: int) -> None:
@@ -322,12 +132,10 @@ def _quarter_turns(param) -> int:
 
 
 @dataclass(frozen=True)
-class Flip(TransformFamily):
+class Flip(Transform):
     """Mirror images: ``"horizontal"`` (left-right, the columns reversed) and ``"vertical"`` (up-down).
 
-    An exact permutation of the pixels, so the sorting test applies. The map action is the same flip of
-    the map, defined when the map's sampling grid is symmetric about the image centre along the flipped
-    axis (module docstring).
+    A permutation of the pixels (the sorting test applies); the map action is the same flip of the map.
 
     Parameters
     ----------
@@ -342,7 +150,7 @@ class Flip(TransformFamily):
     >>> fam = Flip()
     >>> fam.params()
     ['horizontal', 'vertical']
-    >>> fam.apply(torch.tensor([[[[0.0, 1.0, 2.0]]]]), "horizontal").flatten().tolist()
+    >>> fam.act(torch.tensor([[[[0.0, 1.0, 2.0]]]]), "horizontal").flatten().tolist()
     [2.0, 1.0, 0.0]
     """
 
@@ -371,7 +179,7 @@ class Flip(TransformFamily):
     def params(self) -> list[str]:
         return list(self.axes)
 
-    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
+    def act(self, x: torch.Tensor, param) -> torch.Tensor:
         return torch.flip(x, dims=(_flip_dim(param),))
 
     def map_problem(self, param, geometry, image_size) -> str | None:
@@ -390,13 +198,11 @@ def _flip_dim(param) -> int:
 
 
 @dataclass(frozen=True)
-class Rotation(TransformFamily):
+class Rotation(Transform):
     """Rotations by continuous angles about the image centre: bilinear, zero fill.
 
-    The angles are ``k * step`` degrees for ``0 < |k * step| <= max_angle``, counter-clockwise positive.
-    The map action rotates the map by the same angle about its centre (bilinear, zero fill), defined
-    when the map's sampling grid is symmetric on both axes with equal strides. It is approximate even
-    for a rotation-invariant network (interpolation, the corners): a measure, never an exact test.
+    The angles are ``k * step`` degrees, ``0 < |k * step| <= max_angle``, counter-clockwise positive. The map
+    action rotates the map by the same angle: approximate (interpolation, the corners), never an exact test.
 
     Parameters
     ----------
@@ -419,6 +225,7 @@ class Rotation(TransformFamily):
 
     kind: ClassVar[str] = "rotation"
     parameter: ClassVar[str] = "angle_deg"
+    generators: ClassVar[tuple[str, ...]] = ("rotate",)
     exact_test: ClassVar[bool] = False
 
     def __post_init__(self):
@@ -438,7 +245,7 @@ class Rotation(TransformFamily):
         n = _steps(self.max_angle, self.step)
         return [round(k * self.step, _DECIMALS) for k in range(-n, n + 1) if k != 0]
 
-    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
+    def act(self, x: torch.Tensor, param) -> torch.Tensor:
         return rotate(x, _number(param, "Rotation angle {!r}", "5.0"))
 
     def map_problem(self, param, geometry, image_size) -> str | None:
@@ -455,20 +262,15 @@ class Rotation(TransformFamily):
 
 
 @dataclass(frozen=True)
-class SubpixelTranslation(TransformFamily):
+class SubpixelTranslation(Transform):
     """Fractional shifts of the image content, by bilinear interpolation or a phase ramp in the DFT.
 
     ``axes="xy"`` (default): offsets ``t = step, 2 step, ..., max_offset`` along x (``("x", t)``: right)
     and along y (``("y", t)``: down), two curves; ``"x"`` or ``"y"``: one of them; ``"both"``: the 2-D
     grid of ``(oy, ox)`` with ``|oy|, |ox| <= max_offset`` in steps of ``step``, ``(0, 0)`` left out.
-    ``method="bilinear"``: two-tap interpolation (``bilinear_shift``); ``"fourier"``: band-limited
-    (``fourier_shift``). ``mode="roll"``: circular; ``"crop"``: zero fill, content pushed out is lost.
-
-    The map action moves the map by ``offset / stride`` map positions with the same method and mode.
-    Under roll a circular layer is compared over the whole map (the exact test: a stride-1 circular
-    convolution is equivariant to Fourier shifts to float precision, a strided one is not, by
-    aliasing); otherwise on the positions certified for both integer map offsets around it
-    (``shiftprobe.probe.geometry``: ``q`` and ``q - m`` interior for ``m`` = floor and ceil).
+    ``method``: ``bilinear_shift`` or ``fourier_shift``; ``mode``: ``roll`` (circular) or ``crop`` (zero fill).
+    The map action moves the map by ``offset / stride`` with the same method and mode, compared over the whole
+    map for a circular layer under roll, else on the positions certified for both integer offsets around it.
 
     Parameters
     ----------
@@ -488,7 +290,7 @@ class SubpixelTranslation(TransformFamily):
     >>> fam = SubpixelTranslation(max_offset=0.5, step=0.25)
     >>> fam.params()
     [('x', 0.25), ('x', 0.5), ('y', 0.25), ('y', 0.5)]
-    >>> fam.apply(torch.tensor([[[[0.0, 4.0, 8.0]]]]), ("x", 0.5)).flatten().tolist()
+    >>> fam.act(torch.tensor([[[[0.0, 4.0, 8.0]]]]), ("x", 0.5)).flatten().tolist()
     [0.0, 2.0, 6.0]
     """
 
@@ -524,6 +326,10 @@ class SubpixelTranslation(TransformFamily):
     def dims(self) -> int:
         return 2 if self.axes == "both" else 1
 
+    @property
+    def generators(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"translate_{a}" for a in "xy" if self.axes in ("xy", "both", a))
+
     def offsets(self) -> list[float]:
         """The positive offsets ``step, 2 step, ..., max_offset`` (pixels)."""
         return [round(k * self.step, _DECIMALS) for k in range(1, _steps(self.max_offset, self.step) + 1)]
@@ -549,7 +355,7 @@ class SubpixelTranslation(TransformFamily):
                 f"of the frame: use at most {min(height, width) - 1}"
             )
 
-    def apply(self, x: torch.Tensor, param) -> torch.Tensor:
+    def act(self, x: torch.Tensor, param) -> torch.Tensor:
         oy, ox = subpixel_offsets(param)
         return self._shift(x, oy, ox)
 
@@ -628,3 +434,20 @@ def family_from_name(name: str, **settings):
     if unknown:
         raise ValueError(f"transform {name!r} has no setting {unknown[0]!r}; its settings are {known}")
     return cls(**settings)
+
+
+def as_transforms(transform) -> list[Transform]:
+    """``measure``'s ``transform=`` as a list of transforms (names allowed), each once by name."""
+    items = list(transform) if isinstance(transform, (list, tuple)) else [transform]
+    out = [family_from_name(item) if isinstance(item, str) else item for item in items]
+    for item in out:
+        if not isinstance(item, Transform):
+            raise TypeError(
+                f"transform={item!r}: use shiftprobe.Translation(), Rotation90(), Flip(), Rotation() or "
+                "SubpixelTranslation(), a list of them, or their names"
+            )
+    names = [t.name for t in out]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"transform lists {name!r} twice; give each family once (or distinct name=...)")
+    return out

@@ -1,43 +1,7 @@
-"""The generators of the Lie derivative: one definition per name, and their action on images and maps.
-
-Coordinates are in pixels about the centre ``c = ((W - 1) / 2, (H - 1) / 2)``: ``u = (u_x, u_y)`` with
-``u_x = column - c_x`` (x to the right) and ``u_y = row - c_y`` (y DOWN, the array's row order). A
-geometric generator is a flow field ``v(u) = M u + b``; the transformation ``T_t`` moves the image
-content along ``v`` (to first order ``T_t x (u) = x(u - t v(u))``), so its derivative at ``t = 0`` is::
-
-    d/dt T_t x = -v(u) . grad x(u)
-
-======================  ==================  ===============================  ============================
-name                    ``v(u)`` (y down)   sense                            unit of ``t``
-======================  ==================  ===============================  ============================
-``translate_x``         ``(1, 0)``          content moves right              per input pixel
-``translate_y``         ``(0, 1)``          content moves down               per input pixel
-``rotate``              ``(u_y, -u_x)``     counter-clockwise as displayed   per radian
-``scale``               ``u``               content grows about the centre   per unit of log-scale
-``shear``               ``(u_y, 0)``        lower rows move right            per unit of shear
-``stretch``             ``(u_x, -u_y)``     wider and flatter, area kept     per unit of log-stretch
-``hyperbolic_rotate``   ``(u_y, u_x)``      squeezes along a diagonal        per unit of hyperbolic angle
-``saturate``            colour              ``gray + (1 + t)(x - gray)``     per unit of saturation
-======================  ==================  ===============================  ============================
-
-``rotate`` is today's sense (``torch.rot90``, the ``Rotation`` family); written with y pointing UP (as
-displayed) its flow is ``(-u_y, u_x)``. The divergence of ``v`` is ``trace(M)``: 2 for ``scale``, 0
-for every other geometric generator (they preserve area). ``saturate`` acts on the colour of an RGB
-image: ``gray = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601, the weights sum to 1, so a grey pixel is
-a fixed point), derivative ``x - gray``; it needs ``C = 3``.
-
-Between pixels (``method``): ``"bilinear"``: bilinear interpolation, whose derivative along ``v`` has a
-kink at the pixel grid; the derivative used is the mean of its two one-sided derivatives (the symmetric
-derivative a central finite difference converges to), ``grad`` the central difference
-``(x[j + 1] - x[j - 1]) / 2``, with 0 outside an image (``fill="zeros"``) and the edge value outside a
-map (``fill="border"``: a conv map's background is its bias). ``"fourier"``: a DFT phase ramp
-(circular), translations only.
-
-On a map of cumulative stride ``S = diag(r_x, r_y)`` (map coordinates ``u' = S^-1 u`` about the map
-centre) the image's flow is ``v'(u') = S^-1 v(S u') = (S^-1 M S) u' + S^-1 b``: a translation by ``t``
-pixels moves the map by ``t / r`` positions, and for equal strides every linear flow keeps its matrix.
-``saturate`` does not move a map: every layer is scored for invariance to it.
-"""
+"""The generators of the Lie derivative, one definition per name (docs/measurement.md, "Generators"): flow fields
+``v(u) = M u + b`` about the image centre (y down), ``d/dt T_t x = -v . grad x``, by bilinear (the symmetric
+derivative, zero fill on images, edge fill on maps) or Fourier (translations, circular) resampling; on a map of
+stride ``S`` the flow is ``S^-1 M S u' + S^-1 b``. ``saturate`` changes the colour of RGB images only."""
 
 from __future__ import annotations
 
@@ -201,20 +165,8 @@ def flow_derivative(
     return out
 
 
-def fourier_shift(x: torch.Tensor, t: torch.Tensor, axis: int) -> torch.Tensor:
-    """``x`` moved by ``t`` pixels along ``axis`` (towards higher indices) with a DFT phase ramp
-    (circular; the real part is kept); differentiable in ``t``."""
-    n = x.shape[axis]
-    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    freq = torch.fft.fftfreq(n, device=x.device, dtype=work.dtype)
-    shape = [1] * x.dim()
-    shape[axis] = n
-    phase = torch.exp(-2j * torch.pi * freq.view(shape) * t)
-    return torch.fft.ifft(torch.fft.fft(work, dim=axis) * phase, dim=axis).real.to(x.dtype)
-
-
 def fourier_derivative(x: torch.Tensor, offset: tuple[float, float]) -> torch.Tensor:
-    """``d/dt`` of the phase-ramp translation by ``t * offset`` (x, y) pixels (:func:`fourier_shift`) at
+    """``d/dt`` of the phase-ramp translation by ``t * offset`` (x, y) pixels (``shiftprobe.probe.resample.fourier_shift``) at
     ``t = 0``, in closed form: the real part of ``ifft(-2 pi i f fft(x))`` per axis (no autograd, so it
     runs inside a forward-mode pass)."""
     work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

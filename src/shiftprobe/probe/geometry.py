@@ -1,25 +1,7 @@
-"""What the network itself says about each probe point: cumulative stride and receptive field.
-
-Nothing here is declared by the model; everything is inferred from it:
-
-* **stride** ``r``: how the map grows with the input. The model runs on a canvas ``2P`` pixels larger
-  (``P = canvas_pad``); a map that grows by ``2P / r`` positions has stride ``r``.
-* **receptive field**: which input pixels a map position depends on, found by autograd on that canvas
-  (gradients of one position, over a few random inputs, union of the non-zero pixels). Along each
-  axis position ``q`` sees the pixels ``[r q + a, r q + b]`` of an unbounded input (``a`` < 0 with
-  zero "same" padding). Two neighbouring positions must give the same ``a`` and ``b`` (skip
-  connections: the union over paths), else inference fails.
-* **interior**: the positions whose receptive field lies inside the image, so their computation
-  touches no padding at any layer: ``ceil(-a / r) <= q <= floor((H - 1 - b) / r)``.
-* **circular**: every convolution / padding layer of the model pads circularly and the map tiles the
-  image (``h r == H``); then a circular shift of the input by ``r m`` rolls the whole map by ``m``.
-
-What the exact test may compare (``certified_slices``): for a map offset ``m`` (the shift over the
-stride), the positions ``q`` with ``q`` and ``q - m`` both interior. There ``f(T x)[q]`` and
-``f(x)[q - m]`` are the same function of the same pixels, in crop and in roll mode, for any padding:
-equality there is certified by construction, and a non-zero ``aligned_rel`` is a real failure
-of equivariance. Under roll, a circular layer is compared over the whole map.
-"""
+"""What the network itself says about each probe point (nothing is declared): cumulative stride, receptive field
+``[r q + a, r q + b]``, the interior positions (receptive field inside the image) and circularity, inferred on a
+larger canvas by autograd; ``certified_slices``: the positions ``q`` with ``q`` and ``q - m`` interior, where an
+equivariant layer's maps are equal by construction (docs/measurement.md, "Where the exact test may look")."""
 
 from __future__ import annotations
 

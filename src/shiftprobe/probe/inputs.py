@@ -1,17 +1,6 @@
-"""What the user hands the engine, checked in one place for every entry point.
-
-``measure``, ``measure_network``, ``measure_family``, ``lie_derivative`` and ``export_pairs`` call
-``check_inputs`` (the model, the images, their normalisation, the labels, ``output_key``), run the
-model in eval mode with ``eval_mode`` and try it on the first images with ``check_forward`` before any
-figure is computed. Every refusal is one line that names the value and the fix.
-
-Images are pixels: uint8 (0..255) or floats in [0, 1]. Images normalised with a per-channel mean and
-standard deviation (as torchvision pipelines produce) are given with ``normalization=(mean, std)``:
-float images are un-normalised first (``pixels = images * std + mean``; uint8 images are pixels as
-they are: the app hands its test images so), every transformation acts on the
-pixels (the vacated pixels of a crop shift are black, 0), and the model gets ``(pixels - mean) / std``
-(``capture.Feed``). Without it, float images outside [0, 1] (beyond ``PIXEL_TOLERANCE``) are refused.
-"""
+"""Every check of what the user hands an entry point, in one place: the model, the images (uint8 or floats in
+[0, 1], or normalised with ``normalization=(mean, std)``: un-normalised, transformed as pixels, fed normalised),
+labels, ``output_key``, the model tried on the first images; one line naming the value and the fix."""
 
 from __future__ import annotations
 

@@ -1,41 +1,10 @@
-"""The Lie derivative of one batch: pure functions of (the network, a batch of images, the generators).
+"""The Lie derivative of one batch, per image: pure functions of the network, the images and the generators.
 
-Each returns per-image values (B-vectors), so a loop, or the engine's accumulator, can sum them:
-
-* :func:`layer_values`: per probe point and generator, ``abs`` and ``rel`` of its Lie derivative
-  (:mod:`shiftprobe.probe.lie_derivative` defines them);
-* :func:`layerwise_values`: the layer-wise decomposition of the output's Lie derivative (below).
-
-The layer-wise decomposition
-----------------------------
-Every tensor ``p`` of the forward pass that the decomposition transforms gets a tangent ``D(p)``, the
-derivative of the transformation acting on it (:mod:`shiftprobe.probe.generators`): the input image
-(zero fill; ``saturate`` acts here only), a map of known stride (the image's flow in map coordinates,
-edge fill), and ``0`` on a vector or a map of unknown stride (nothing to transform). For a module ``m``
-that runs once per forward, input ``a``, output ``b = m(a)``:
-
-* its **own** Lie derivative ``L_m = J_m(a) D(a) - D(b)``: its input transformed, its output
-  transformed back (0 for an exactly equivariant or invariant module);
-* its **contribution** ``C_m = J_{y <- b} L_m``: ``L_m`` carried to the network's output ``y`` by the
-  derivative of the rest of the network (forward mode: ``L_m`` enters as the tangent of ``b``, through
-  a forward hook).
-
-What the chosen modules do not cover (functional calls in ``forward``: ``F.relu``, ``flatten``, a
-residual sum ...) is measured **between** consecutive modules (execution order): with ``P(p)`` the
-output's tangent when ``D(p)`` enters at ``p`` (at a module's input: into that module only), the gap
-from ``b_{k-1}`` (or the input image ``x``) to ``a_k`` (or the output ``y``) contributes
-``P(b_{k-1}) - P(a_k)``, one pass with ``+D(b_{k-1})`` and ``-D(a_k)`` entering. Since
-``C_k = P(a_k) - P(b_k)``, the sum telescopes, exactly, for any network::
-
-    sum_m C_m + sum_gaps G = P(x) - P(y) = J_F(x) D(x) - D(y) = the output's Lie derivative
-
-(``unexplained``, the difference, is round-off). In a chain of modules (``nn.Sequential``, or modules
-joined by element-wise functions) a gap is what happens between its two modules (0 when nothing
-does); where a module's output also feeds another branch, the gap is still well defined and the sum
-still exact, but it holds that branch's share too.
-
-Cost: per generator, one pass for the output, one per module and one per gap with a transformed side.
-"""
+``layer_values``: each probe point's ``abs`` and ``rel`` by one forward-mode pass per batch. ``layerwise_values``:
+the layer-wise decomposition of the output's Lie derivative (docs/measurement.md, "The layer-wise
+decomposition"): each module's own Lie derivative ``L_m = J_m(a) D(a) - D(b)``, its contribution ``J_{y<-b} L_m``
+carried to the output in forward mode, and what happens between consecutive modules; the parts telescope
+exactly to the end-to-end value (``unexplained``: the round-off)."""
 
 from __future__ import annotations
 
@@ -411,7 +380,7 @@ def layerwise_values(
         "abs": torch.zeros(n, dtype=acc, device=x.device),
         "rel": torch.zeros(n, dtype=acc, device=x.device),
     }
-    gaps = [gap for gap in plan.gaps() if any(_gap_acts(gap, plan, g) for g in generators)]
+    gaps = acting_gaps(plan, generators)
     out: dict[tuple[str, str, str, str], Norms] = {}
     for g in generators:
         end = _output_tangent(
@@ -460,3 +429,20 @@ def _gap_acts(gap: tuple[str, Step | None, Step | None], plan: LayerwisePlan, ge
     before = True if p is None else p.output.acts(generator)  # the input image: every generator acts
     after = plan.output.acts(generator) if q is None else q.input.acts(generator)
     return before or after
+
+
+def acting_gaps(plan: LayerwisePlan, generators: Sequence[str]) -> list:
+    """The gaps between modules where the transformation acts on a side for some generator."""
+    return [gap for gap in plan.gaps() if any(_gap_acts(gap, plan, g) for g in generators)]
+
+
+#: the parts of the output's Lie derivative ``layerwise_values`` reports under ``("total", part, ...)``
+TOTAL_PARTS = ("end_to_end", "modules", "between", "unexplained")
+
+
+def layerwise_parts(plan: LayerwisePlan, generators: Sequence[str]) -> list[tuple[str, str, str]]:
+    """The parts ``layerwise_values`` returns, without the generator: ``("module", name, "contribution" or
+    "own")``, ``("between", label, "contribution")``, ``("total", part, "value")``."""
+    parts = [("module", step.name, kind) for step in plan.steps for kind in ("contribution", "own")]
+    parts += [("between", label, "contribution") for label, _, _ in acting_gaps(plan, generators)]
+    return parts + [("total", part, "value") for part in TOTAL_PARTS]

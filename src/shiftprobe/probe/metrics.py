@@ -1,31 +1,6 @@
-"""Per-pair invariance / equivariance metrics: pure tensor functions, free of Lightning.
-
-Every function takes the representation ``f(x)`` of the original images and ``f(T x)`` of their
-transformed partners and returns one value per pair; ``shiftprobe.probe.accumulator`` sums them (in
-float64 where the device has it) so the means are exact under DDP.
-
-Definitions (features flattened, norms are Euclidean):
-
-* ``cos``        = cos(f(x), f(Tx))  (exactly 1 when f(Tx) == f(x))
-* ``dist``       = ||f(Tx) - f(x)||
-* ``rel``        = ||f(Tx) - f(x)|| / ||f(x)||
-* ``sorted_rel`` = ||sort(f(Tx)) - sort(f(x))|| / ||sort(f(x))||, each channel's h*w values sorted
-  (a translation permutes positions within a channel, so sorting removes it: the lab's hint)
-* ``aligned_rel`` = ||f(Tx)[Q] - f(x)[Q - m]|| / ||f(x)[Q - m]|| for the map offset
-  ``m = (dy / r, dx / r)`` (``r``: the layer's inferred stride) over the certified positions ``Q``
-  (``shiftprobe.probe.geometry``); under roll, a circular layer is compared over the whole map with
-  ``f(x)`` rolled by ``m``. Undefined (NaN) when ``r`` does not divide the shift; "no overlap" (NaN,
-  counted apart) when ``Q`` is empty.
-* ``sorted_rel_certified``: the lab's sorting test restricted to the certified region, at the shifts
-  the stride divides: ``||sort(f(Tx)[Q]) - sort(f(x)[Q - m])|| / ||sort(f(x)[Q - m])||``, each channel's
-  values sorted (under roll, a circular layer: the whole maps). Sorting is a contraction
-  (``||sort(a) - sort(b)|| <= ||a - b||``), so it is at most ``aligned_rel`` and 0 where the layer is
-  exactly equivariant; what ``sorted_rel`` adds on top of it is the border: content entering and
-  leaving the frame.
-* ``nearest_aligned_rel``: the smallest ``aligned_rel`` over the integer map offsets nearest to
-  ``(dy/r, dx/r)``; equal to ``aligned_rel`` where that is defined. It shows how far from exact the
-  best alignment is at shifts the stride does not divide.
-"""
+"""Per-pair metrics of ``f(x)`` and ``f(T x)``: pure tensor functions, one value per pair (docs/measurement.md,
+"Metrics": ``cos``, ``dist``, ``rel``, ``sorted_rel``, ``aligned_rel`` on the certified positions,
+``nearest_aligned_rel``, ``sorted_rel_certified``). The accumulator sums them in float64 where the device has it."""
 
 from __future__ import annotations
 
@@ -36,7 +11,7 @@ import torch
 
 from shiftprobe.probe.geometry import LayerGeometry, certified_slices
 
-_EPS = 1e-30
+EPS = 1e-30
 _sort_pool: ThreadPoolExecutor | None = None
 
 
@@ -51,7 +26,7 @@ def working(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _norm(t: torch.Tensor) -> torch.Tensor:
+def norm(t: torch.Tensor) -> torch.Tensor:
     """Euclidean norm over the last dim, computed in the input precision, returned in the sum dtype.
 
     (Asking ``vector_norm`` for float64 would first copy the whole input to float64, which costs more
@@ -74,15 +49,15 @@ def pair_metrics(f_x: torch.Tensor, f_t: torch.Tensor) -> dict[str, torch.Tensor
     ``f_x`` broadcasts against ``f_t`` (e.g. ``B x 1 x D`` against ``B x S x D``).
     """
     f_x, f_t = working(f_x), working(f_t)
-    norm_x = _norm(f_x)
-    norm_t = _norm(f_t)
-    dist = _norm(f_t - f_x)
+    norm_x = norm(f_x)
+    norm_t = norm(f_t)
+    dist = norm(f_t - f_x)
     dot = _dot(f_x, f_t)
-    cos = dot / (norm_x * norm_t).clamp_min(_EPS)
+    cos = dot / (norm_x * norm_t).clamp_min(EPS)
     # cos of identical vectors must be exactly 1; rounding of the dot product can leave 1 - 1e-7
     cos = torch.where(dist == 0, torch.ones_like(cos), cos.clamp(-1.0, 1.0))
     norm_x = norm_x.expand_as(dist)
-    return {"cos": cos, "dist": dist, "rel": dist / norm_x.clamp_min(_EPS)}
+    return {"cos": cos, "dist": dist, "rel": dist / norm_x.clamp_min(EPS)}
 
 
 def window_products(source: torch.Tensor, f_x: torch.Tensor, origins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,9 +91,9 @@ def window_pair_metrics(norm2_x: torch.Tensor, dot: torch.Tensor, norm2_t: torch
     norm_x = norm2_x.sqrt().unsqueeze(1)
     dist = (norm2_t + norm2_x.unsqueeze(1) - 2 * dot).clamp_min(0).sqrt()
     dist = torch.where(same, torch.zeros((), dtype=dist.dtype, device=dist.device), dist)
-    cos = dot / (norm_x * norm2_t.sqrt()).clamp_min(_EPS)
+    cos = dot / (norm_x * norm2_t.sqrt()).clamp_min(EPS)
     cos = torch.where(dist == 0, torch.ones_like(cos), cos.clamp(-1.0, 1.0))
-    return {"cos": cos, "dist": dist, "rel": dist / norm_x.clamp_min(_EPS).expand_as(dist)}
+    return {"cos": cos, "dist": dist, "rel": dist / norm_x.clamp_min(EPS).expand_as(dist)}
 
 
 def sort_channels(f: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -156,7 +131,7 @@ def sorted_rel(sorted_x: torch.Tensor, sorted_t: torch.Tensor, consume: bool = F
     sx = sorted_x.flatten(-2)
     st = sorted_t.flatten(-2)
     diff = st.sub_(sx) if consume and st.shape == torch.broadcast_shapes(st.shape, sx.shape) else st - sx
-    return _norm(diff) / _norm(sx).clamp_min(_EPS).expand(st.shape[:-1])
+    return norm(diff) / norm(sx).clamp_min(EPS).expand(st.shape[:-1])
 
 
 def aligned_offset(dy: int, dx: int, stride: tuple[int, int]) -> tuple[int, int] | None:
@@ -184,11 +159,11 @@ def aligned_rel_at(
         (a0, a1), (b0, b1) = slices
         actual = f_t[..., a0, a1]
         expected = f_x[..., b0, b1]
-    num = _norm((actual - expected).flatten(-3))
+    num = norm((actual - expected).flatten(-3))
     if norms is None:
-        return num / _norm(expected.flatten(-3)).clamp_min(_EPS)
+        return num / norm(expected.flatten(-3)).clamp_min(EPS)
     if (my, mx) not in norms:
-        norms[my, mx] = _norm(expected.flatten(-3)).clamp_min(_EPS)
+        norms[my, mx] = norm(expected.flatten(-3)).clamp_min(EPS)
     return num / norms[my, mx]
 
 
@@ -210,14 +185,6 @@ def sorted_rel_certified_at(
     sorted_t = sort_channels(actual.contiguous(), inplace=not actual.is_contiguous())
     sorted_x = sort_channels(expected.contiguous(), inplace=not expected.is_contiguous())
     return sorted_rel(sorted_x, sorted_t)
-
-
-def sorted_certified_values(
-    f_x: torch.Tensor, f_t: torch.Tensor, dy: int, dx: int, geo: LayerGeometry, mode: str
-) -> torch.Tensor | None:
-    """``sorted_rel_certified`` per pair for one shift; None when the stride does not divide it."""
-    offset = aligned_offset(dy, dx, geo.stride)
-    return None if offset is None else sorted_rel_certified_at(f_x, f_t, *offset, geo, mode)
 
 
 def nearest_offsets(dy: int, dx: int, stride: tuple[int, int]) -> list[tuple[int, int]]:

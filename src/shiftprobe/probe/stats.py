@@ -1,26 +1,6 @@
-"""Uncertainty over test images: standard errors of means and the interval of a ratio score.
-
-The engine reduces every group (a shift, a radius, a parity class, the summary) to one value per
-image, ``m_i`` = the mean of the metric over that image's pairs in the group, and keeps only sums
-(``n``, ``sum m``, ``sum m^2``, ``sum m c`` with ``c_i`` the image's control value), so the figures
-below are the same under DDP. The functions here turn those sums into
-
-* the **standard error** of a mean: ``sd(m, ddof=1) / sqrt(n)`` (``mean_se``);
-* a **95 % interval for a score** ``1 - R``, ``R = mean(a) / mean(c)``, a ratio of two means over
-  the same images, by the delta method with the pair-control covariance (``score_interval``)::
-
-      R     = a_bar / c_bar
-      var_R = (s_a**2 / n_a - 2 * R * s_ac / n_c + R**2 * s_c**2 / n_c) / c_bar**2
-      ci    = 1 - R -/+ z * sqrt(var_R),   z = 1.95996...
-
-  where ``s_a``, ``s_c`` are sample standard deviations (``ddof=1``) and ``s_ac`` the sample
-  covariance of ``(a_i, c_i)`` over the group's images; ``c_bar`` is over all ``n_c`` measured images
-  (the score's own denominator). When every image is in the group (grid and axis patterns)
-  ``n_a = n_c = n`` and this is ``(s_a**2 - 2 R s_ac + R**2 s_c**2) / (n c_bar**2)``; for the random
-  pattern a group holds a subset of the images and ``Cov(a_bar, c_bar) = s_ac / n_c``.
-
-``ratio_interval_from_values`` computes the same interval from per-image arrays (tests, simulations).
-"""
+"""Uncertainty over test images from the accumulator's sums (docs/measurement.md, "Uncertainty"): the standard
+error of a mean over images, ``sd(m, ddof=1) / sqrt(n)``, and a 95 % delta-method interval for a score
+``1 - mean(a) / mean(c)`` with the pair-control covariance (a group may hold a subset of the images: ``n_a <= n_c``)."""
 
 from __future__ import annotations
 
@@ -82,7 +62,7 @@ def score_interval(score: float | None, r_se: tuple[float, float] | None, level:
     """``[lo, hi]`` for ``score = 1 - R`` given ``(R, se(R))``; None when either is unknown."""
     if score is None or r_se is None:
         return None
-    half = z_value(level) * r_se[1]
+    half = (Z95 if level == LEVEL else z_value(level)) * r_se[1]
     return [score - half, score + half]
 
 

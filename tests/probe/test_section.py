@@ -22,19 +22,24 @@ from torch import nn
 from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.accumulator import merge_sums
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
-from shiftprobe.probe.engine import control_offset, measure_network
+from shiftprobe.probe.engine import control_offset
 from shiftprobe.probe.geometry import infer_geometry
+from shiftprobe.probe.measure import measure_family
 from shiftprobe.probe.metrics import (
+    aligned_offset,
     aligned_values,
     pair_metrics,
     prediction_agreement,
     sort_channels,
-    sorted_certified_values,
     sorted_rel,
+    sorted_rel_certified_at,
 )
-from shiftprobe.probe.plan import ShiftPlan
-from shiftprobe.probe.results import Results, build_results, predictions_block
+from shiftprobe.probe.migrate import migrate
+from shiftprobe.probe.resample import shift_images
+from shiftprobe.probe.results import Results
+from shiftprobe.probe.section import predictions_block
 from shiftprobe.probe.stats import ratio_interval_from_values, ratio_se, score_interval, z_value
+from shiftprobe.probe.translation import Translation
 
 DATA = Path(__file__).parent / "data"
 N = 12
@@ -63,6 +68,12 @@ def _half_correct_labels(net, images):
 
 
 # -- a pair-by-pair reference ---------------------------------------------------------------------
+def _shifts_of(transform: Translation, n: int, i: int) -> list:
+    """The shifts image ``i`` of ``n`` is paired with."""
+    plan = transform.plan(n, (28, 28))
+    return plan.param_values(plan.ids_of(torch.tensor([i]))[0]).tolist()
+
+
 def _per_pair(net, images, labels, plan, layers, seed):
     """``{(layer, metric): {image: {(dy, dx): value}}}`` and the control values ``{(layer, metric): (N,)}``."""
     x = (images.unsqueeze(1).float() / 255).double()  # the engine's pixels: uint8 / 255 in float32
@@ -81,8 +92,8 @@ def _per_pair(net, images, labels, plan, layers, seed):
                 control[layer, "sorted_rel"] = sorted_rel(sort_channels(base[layer]), sort_channels(ctrl[layer]))
         correct = base["logits"].argmax(1) == labels if "logits" in layers else None
         for i in range(n):
-            for dy, dx in plan.shifts_of(torch.tensor([i]))[0].tolist():
-                t = cap.run(plan_shift(x[i : i + 1], dy, dx, plan.mode))
+            for dy, dx in _shifts_of(plan, n, i):
+                t = cap.run(shift_images(x[i : i + 1], dy, dx, plan.mode))
                 for layer in layers:
                     f, ft = base[layer][i : i + 1], t[layer]
                     m = pair_metrics(f.flatten(1), ft.flatten(1))
@@ -94,7 +105,8 @@ def _per_pair(net, images, labels, plan, layers, seed):
                         values["nearest_aligned_rel"] = near
                         if aligned is not None:
                             values["aligned_rel"] = aligned
-                            values["sorted_rel_certified"] = sorted_certified_values(f, ft, dy, dx, geo, plan.mode)
+                            values["sorted_rel_certified"] = sorted_rel_certified_at(
+                                f, ft, *aligned_offset(dy, dx, geo.stride), geo, plan.mode)
                     if layer == "logits":
                         agree = prediction_agreement(f, ft)
                         values["consistency"] = agree
@@ -108,12 +120,6 @@ def _per_pair(net, images, labels, plan, layers, seed):
     return out, control
 
 
-def plan_shift(x, dy, dx, mode):
-    from shiftprobe.probe.transforms import shift_images
-
-    return shift_images(x, dy, dx, mode)
-
-
 def _image_means(per_pair: dict, key, in_group) -> np.ndarray:
     """Each image's mean over its pairs in the group (images without such a pair left out)."""
     means = []
@@ -125,11 +131,13 @@ def _image_means(per_pair: dict, key, in_group) -> np.ndarray:
 
 
 def _groups(res, plan):
-    """(block, membership predicate) for every group block of the results."""
-    out = [(e, lambda dy, dx, e=e: (dy, dx) == (e["dy"], e["dx"])) for e in res["shifts"]]
-    out += [(r, lambda dy, dx, r=r["radius"]: max(abs(dy), abs(dx)) == r) for r in res["radial"]]
-    for name, block in res["parity"].items():
-        out.append((block, lambda dy, dx, name=name: plan.in_group(("parity", name), dy, dx)))
+    """(block, membership predicate) for every group block of the section, written out here."""
+    groups = res["groups"]
+    out = [(e, lambda dy, dx, e=e: [dy, dx] == e["param"]) for e in groups["param"]]
+    out += [(r, lambda dy, dx, r=r["param"]: max(abs(dy), abs(dx)) == r) for r in groups["radius"]]
+    for block in groups["parity"]:
+        even = block["param"] == "even"
+        out.append((block, lambda dy, dx, even=even: (dy, dx) != (0, 0) and (dy % 2 == 0 and dx % 2 == 0) == even))
     out.append((res["summary"], lambda dy, dx: (dy, dx) != (0, 0)))
     return out
 
@@ -139,8 +147,8 @@ def case(request, net64):
     pattern, mode = request.param
     images, _ = _images()
     labels = _half_correct_labels(net64, images)
-    plan = ShiftPlan.build(2, mode, pattern, 3, N)
-    res = measure_network(net64, images, labels, plan, control_seed=3, batch_size=5, pairs_per_chunk=10, workers=1)
+    plan = Translation(2, mode, pattern, 3)
+    res = measure_family(net64, images, labels, plan, control_seed=3, batch_size=5, pairs_per_chunk=10, workers=1)
     per_pair, control = _per_pair(net64, images, labels, plan, LAYERS, seed=3)
     return res, plan, per_pair, control
 
@@ -159,7 +167,7 @@ def test_standard_errors_equal_numpy_over_images(case):
                     assert value is None, (layer, metric)
                     continue
                 expected = np.std(m, ddof=1) / np.sqrt(len(m))
-                assert value == pytest.approx(expected, rel=1e-9, abs=1e-9), (layer, metric, block.get("dy"), block.get("dx"))
+                assert value == pytest.approx(expected, rel=1e-9, abs=1e-9), (layer, metric, block.get("param"))
                 # the pooled mean is each image's mean, averaged (every image weighs the same)
                 assert block[layer][metric[: -len("_se")]] == pytest.approx(m.mean(), rel=1e-9, abs=1e-12)
                 checked += 1
@@ -205,9 +213,12 @@ def test_figures_of_todays_results_are_unchanged():
     for name, (pattern, mode) in {"grid_crop": ("grid", "crop"), "random_roll": ("random", "roll")}.items():
         images, labels = _images(10)
         net = _stored_net()
-        plan = ShiftPlan.build(2, mode, pattern, 3, 10)
-        now = Results(measure_network(net, images, labels, plan, control_seed=3, batch_size=4, pairs_per_chunk=8, workers=1)).to_dict()
-        _same_where_defined(before[name], now, name)
+        now = measure_family(net, images, labels, Translation(2, mode, pattern, 3), control_seed=3, batch_size=4,
+                             pairs_per_chunk=8, workers=1)
+        # the 0.2 file in today's schema (every number kept; its config has no seed: the recipe's was 3)
+        old = migrate(before[name])["families"]["translation"]
+        old["config"]["seed"] = 3
+        _same_where_defined(old, Results(now).to_dict(), name)
 
 
 def _same_where_defined(old, new, path):
@@ -273,8 +284,8 @@ def test_score_interval_close_to_a_paired_bootstrap_over_images(net64):
     torch.manual_seed(1)
     net = LabCNN().double().eval()
     images, labels = _images(40, seed=2)
-    plan = ShiftPlan.build(1, "crop", "grid", 0, 40)
-    res = measure_network(net, images, labels, plan, control_seed=5, workers=1)
+    plan = Translation(1)
+    res = measure_family(net, images, labels, plan, control_seed=5, workers=1)
     per_pair, control = _per_pair(net, images, labels, plan, ["conv2", "fc1"], seed=5)
     rng = np.random.default_rng(0)
     for layer, metric, score, ctrl in (("fc1", "dist", "invariance_score", "dist"),
@@ -317,17 +328,15 @@ def test_rank_split_sums_equal_single_process(net64):
     images, _ = _images(11, seed=4)
     labels = _half_correct_labels(net64, images)
     for pattern in ("grid", "random"):
-        plan = ShiftPlan.build(2, "crop", pattern, 1, 11)
+        plan = Translation(2, "crop", pattern, 1)
         kw = dict(control_seed=1, batch_size=3, pairs_per_chunk=9, workers=1)
-        whole = measure_network(net64, images, labels, plan, **kw)
+        whole = measure_family(net64, images, labels, plan, **kw)
         parts = []
         for rank in (0, 1):
             sums: dict = {}
-            measure_network(net64, images, labels, plan, rank=rank, world_size=2, sums=sums, **kw)
+            measure_family(net64, images, labels, plan, rank=rank, world_size=2, sums=sums, **kw)
             parts.append(sums)
-        raw = merge_sums([p["raw"] for p in parts])
-        p = parts[0]
-        split = build_results(raw, p["plan"], p["layers"], p["geometry"], p["control_offset"], p["classifier"])
+        split = parts[0]["section"](merge_sums([p["raw"] for p in parts]))
         # float64 to 1e-9; standard errors and intervals to 1e-7 (a variance from sums of squares)
         assert_same_figures(split, {k: whole[k] for k in split}, torch.float64, skip=(), path=pattern)
 
@@ -358,7 +367,7 @@ def test_near_constant_predictions_are_flagged():
 
 def test_without_labels_no_accuracy_and_no_consistency_correct(net64):
     images, _ = _images(6)
-    res = measure_network(net64, images, None, ShiftPlan.build(1, "crop", "grid", 0, 6), workers=1)
+    res = measure_family(net64, images, None, Translation(1), workers=1)
     assert res["accuracy"] is None and res["accuracy_se"] is None
     assert "consistency_correct" not in res["summary"]["logits"] and "shifted_acc" not in res["summary"]["logits"]
     assert "consistency_se" in res["summary"]["logits"] and sum(res["predictions"]["histogram"]) == 6
@@ -385,12 +394,12 @@ class PositionalConv(nn.Module):
 
 def test_sorted_certified_is_zero_where_exact_and_never_above_aligned(case):
     res = case[0]
-    for entry in res["shifts"]:
+    for entry in res["groups"]["param"]:
         conv1 = entry["conv1"]
         assert conv1["sorted_rel_certified"] is not None and conv1["sorted_rel_certified"] < 1e-12
         assert conv1["equivariance_score_certified"] == pytest.approx(1, abs=1e-12)
         conv2 = entry["conv2"]
-        if entry["dy"] % 2 or entry["dx"] % 2:
+        if entry["param"][0] % 2 or entry["param"][1] % 2:
             assert conv2["sorted_rel_certified"] is None and conv2["equivariance_score_certified"] is None
         else:
             assert conv2["sorted_rel_certified"] <= conv2["aligned_rel"] + 1e-15
@@ -403,18 +412,18 @@ def test_sorted_certified_on_a_layer_that_is_not_equivariant():
     net = PositionalConv().double().eval()
     images, _ = _images(6)
     x = (images.unsqueeze(1).float() / 255).double()
-    plan = ShiftPlan.build(2, "crop", "grid", 0, 6)
-    res = measure_network(net, images, None, plan, layers=["post", "head"], workers=1)
+    res = measure_family(net, images, None, Translation(2), layers=["post", "head"], workers=1)
     geo = infer_geometry(net, resolve_layers(net, ["post"]), (1, 28, 28))["post"]
     assert geo.stride == (1, 1)
     with torch.no_grad(), LayerCapture(net, resolve_layers(net, ["post"])) as cap:
         f = cap.run(x)["post"]
-        for entry in res["shifts"]:
-            ft = cap.run(plan_shift(x, entry["dy"], entry["dx"], "crop"))["post"]
-            expected = sorted_certified_values(f, ft, entry["dy"], entry["dx"], geo, "crop").mean().item()
+        for entry in res["groups"]["param"]:
+            dy, dx = entry["param"]
+            ft = cap.run(shift_images(x, dy, dx, "crop"))["post"]
+            expected = sorted_rel_certified_at(f, ft, *aligned_offset(dy, dx, geo.stride), geo, "crop").mean().item()
             block = entry["post"]
             assert block["sorted_rel_certified"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
-            if (entry["dy"], entry["dx"]) != (0, 0):
+            if (dy, dx) != (0, 0):
                 assert 0 < block["sorted_rel_certified"] <= block["aligned_rel"] + 1e-15
                 assert block["equivariance_score_certified"] < 1
     summary = res["summary"]["post"]

@@ -1,4 +1,5 @@
-"""The family measurement (``shiftprobe.probe.family_engine``) and ``measure(transform=[...])``.
+"""The measurement of every family (``shiftprobe.probe.measure``: ``measure_section``, ``measure_family``) and
+``measure(transform=[...])``.
 
 * Exactness by construction: logits averaged over the 4 quarter-turns (over the flips) are invariant,
   the first convolution inside is not equivariant; a stride-1 circular convolution is equivariant to
@@ -20,11 +21,10 @@ from tolerances import TOLERANCES, assert_same_figures
 from torch import nn
 
 from shiftprobe.probe.accumulator import merge_sums
-from shiftprobe.probe.engine import measure
 from shiftprobe.probe.families import Flip, Rotation, Rotation90, SubpixelTranslation
-from shiftprobe.probe.family_engine import build_family_section, measure_family
+from shiftprobe.probe.measure import measure, measure_family, reinitialised_copy
 from shiftprobe.probe.results import Results
-from shiftprobe.probe.transforms import Translation
+from shiftprobe.probe.translation import Translation
 
 #: float32 figures against float64 references: float32's relative tolerance (tests/tolerances.py)
 TOL = TOLERANCES[torch.float32][0]
@@ -81,13 +81,13 @@ def test_pooled_logits_are_invariant_and_the_conv_inside_is_not_equivariant(grou
     x, y = _images()
     sec = measure_family(model, x, y, family, layers=["logits"])
     assert sec["classifier"] == "logits"
-    for entry in sec["entries"]:
+    for entry in sec["groups"]["param"]:
         block = entry["logits"]
         assert block["cos"] > 1 - 1e-6 and block["rel"] < 1e-5 and block["invariance_score"] > 1 - 1e-5
         assert block["consistency"] == 1.0
     inner = measure_family(model.net, x, y, family, layers=["conv1"])
     assert inner["map_action"]["conv1"] == {"defined": True, "note": None}
-    for entry in inner["entries"]:
+    for entry in inner["groups"]["param"]:
         assert entry["conv1"]["aligned_rel"] > 1e-2, entry["param"]
     assert inner["exact"]["conv1"] == {"exact_params": [], "all": False}
 
@@ -102,11 +102,11 @@ def test_fourier_roll_subpixel_is_exact_for_a_stride_1_circular_conv_and_aliases
     fam = SubpixelTranslation(max_offset=1, step=0.25, method="fourier", mode="roll")
     sec = measure_family(_circular_conv(1), x, None, fam, layers=["0"])
     assert sec["geometry"]["0"]["circular"]
-    assert all(e["0"]["aligned_rel_max"] < 1e-5 for e in sec["entries"])
+    assert all(e["0"]["aligned_rel_max"] < 1e-5 for e in sec["groups"]["param"])
     assert sec["exact"]["0"]["all"] and len(sec["exact"]["0"]["exact_params"]) == 8
     strided = measure_family(_circular_conv(2), x, None, fam, layers=["0"])
     assert strided["geometry"]["0"]["circular"] and strided["geometry"]["0"]["stride"] == [2, 2]
-    half = [e for e in strided["entries"] if e["param"]["offset"] == 0.5]
+    half = [e for e in strided["groups"]["param"] if e["param"]["offset"] == 0.5]
     assert len(half) == 2 and all(e["0"]["aligned_rel"] > 1e-3 for e in half)
     assert not strided["exact"]["0"]["all"]
 
@@ -171,9 +171,9 @@ def test_rot90_figures_equal_a_brute_force_float64_loop(net):
     ref = _reference(net, x, y, transforms, k)
     for layer in ("conv1", "conv2", "logits"):
         assert sec["control"][layer]["dist"] == pytest.approx(ref["control"][layer], rel=TOL)
-    assert [e["param"] for e in sec["entries"]] == [1, 2, 3]
+    assert [e["param"] for e in sec["groups"]["param"]] == [1, 2, 3]
     per_image = {}
-    for entry, expect in zip(sec["entries"], ref["entries"], strict=True):
+    for entry, expect in zip(sec["groups"]["param"], ref["entries"], strict=True):
         assert entry["count"] == 9
         for layer, metrics in expect.items():
             for metric, values in metrics.items():
@@ -204,8 +204,9 @@ def test_sections_follow_the_schema(net):
         assert sec["family"] == fam.name and sec["config"] == fam.to_dict() and sec["parameter"] == fam.parameter
         assert sec["dims"] == 1 and sec["n_images"] == 6 and sec["layers"] == layers
         assert sec["precision"] == {"dtype": "float32", "exact_tol": 1e-5}
-        assert len(sec["entries"]) == len(fam.params()) and sec["summary"]["count"] == 6 * len(fam.params())
-        for block in [e for e in sec["entries"]] + [sec["summary"]]:
+        assert sec["kind"] == "transform" and list(sec["groups"]) == ["param"]
+        assert len(sec["groups"]["param"]) == len(fam.params()) and sec["summary"]["count"] == 6 * len(fam.params())
+        for block in [e for e in sec["groups"]["param"]] + [sec["summary"]]:
             for layer in ("conv1", "conv2"):
                 # the sorting test only where the family permutes pixels
                 assert ("sorted_rel" in block[layer]) == fam.permutes_pixels
@@ -214,9 +215,9 @@ def test_sections_follow_the_schema(net):
         # conv2's sampling grid (stride 2 on 12 pixels) is not symmetric: no map action for the symmetric
         # families, a note instead; a sub-pixel shift acts on any strided map
         symmetric = fam.kind != "subpixel"
-        assert ("aligned_rel" in sec["entries"][0]["conv2"]) != symmetric
+        assert ("aligned_rel" in sec["groups"]["param"][0]["conv2"]) != symmetric
         assert (sec["map_action"]["conv2"]["note"] is not None) == symmetric
-        assert "aligned_rel" in sec["entries"][0]["conv1"] and sec["map_action"]["conv1"]["defined"]
+        assert "aligned_rel" in sec["groups"]["param"][0]["conv1"] and sec["map_action"]["conv1"]["defined"]
         assert ("conv1" in sec["exact"]) == fam.exact_test
 
 
@@ -225,7 +226,8 @@ def test_a_2d_subpixel_grid_reports_its_offsets(net):
     fam = SubpixelTranslation(max_offset=0.5, step=0.5, axes="both", method="fourier", mode="roll")
     sec = measure_family(net, x, None, fam, layers=["conv1", "conv2"])
     assert sec["dims"] == 2 and sec["parameter"] == "offset_px" and sec["classifier"] is None
-    assert [e["param"] for e in sec["entries"]] == [[oy, ox] for oy, ox in fam.params()] and len(sec["entries"]) == 8
+    blocks = sec["groups"]["param"]
+    assert [e["param"] for e in blocks] == [[oy, ox] for oy, ox in fam.params()] and len(blocks) == 8
     assert sec["accuracy"] is None and sec["predictions"] is None and "consistency" not in sec["summary"]["conv2"]
 
 
@@ -247,11 +249,9 @@ def test_two_rank_split_sums_to_the_single_process_section(net):
         sums = {}
         measure_family(net, x, y, fam, layers=["conv1", "logits"], rank=rank, world_size=2, sums=sums)
         parts.append(sums)
-    p = parts[0]
-    merged = build_family_section(merge_sums([q["raw"] for q in parts]), fam, p["layers"], p["geometry"],
-                                  p["control_offset"], p["classifier"], p["metrics"], p["image_size"], p["dtype"])
+    merged = parts[0]["section"](merge_sums([q["raw"] for q in parts]))
     # each rank runs its own batches (another composition, maybe other kernels): float32 precision
-    assert_same_figures(merged, {k: v for k, v in whole.items() if k != "seconds"}, torch.float32)
+    assert_same_figures(merged, {k: v for k, v in whole.items() if k not in ("seconds", "fast_path")}, torch.float32)
 
 
 # -- measure(transform=[...]) ---------------------------------------------------------------------
@@ -268,15 +268,13 @@ def test_measure_with_a_list_keeps_the_translation_figures(net):
     layers = ["conv1", "conv2", "logits"]
     alone = measure(net, x, y, layers=layers, transform=Translation(max_shift=1))
     both = measure(net, x, y, layers=layers, transform=[Translation(max_shift=1), Rotation90()])
-    assert "families" not in alone
+    assert list(alone["families"]) == ["translation"] and list(both["families"]) == ["translation", "rot90"]
+    assert alone["primary"] == both["primary"] == "translation" and alone["schema_version"] == 3
     # the same translation measurement (same batches, same kernels) as alone: to float64's tolerance
-    assert_same_figures(_without_timing(both.to_dict()), _without_timing(alone.to_dict()), torch.float64)
-    assert set(both.families) == {"translation", "rot90"}
-    assert_same_figures(_without_timing(both.families["translation"].to_dict()), _without_timing(alone.to_dict()),
-                        torch.float64)
-    assert "families" not in both["families"]["translation"]
-    assert both.summary is both["summary"]
-    assert [e["param"] for e in both.families["rot90"]["entries"]] == [1, 2, 3]
+    assert_same_figures(_without_timing(both.families["translation"].to_dict()),
+                        _without_timing(alone.families["translation"].to_dict()), torch.float64)
+    assert alone.summary == alone["families"]["translation"]["summary"]
+    assert [e["param"] for e in both.families["rot90"]["groups"]["param"]] == [1, 2, 3]
 
 
 def test_measure_a_family_alone_with_its_untrained_control(net):
@@ -284,7 +282,7 @@ def test_measure_a_family_alone_with_its_untrained_control(net):
     torch.manual_seed(5)
     untrained = TinyCNN().eval()
     res = measure(net, x, y, layers=["conv1", "logits"], transform="flip", untrained=untrained)
-    assert set(res.families) == {"flip"} and "shifts" not in res
+    assert set(res.families) == {"flip"} and res["primary"] == "flip"
     assert res.summary == res.families["flip"].summary and res.summary["count"] == 12
     un = res.families["flip"].untrained
     assert un is not None and un["family"] == "flip" and un.summary["conv1"]["cos"] != res.summary["conv1"]["cos"]
@@ -294,3 +292,83 @@ def test_measure_a_family_alone_with_its_untrained_control(net):
         measure(net, torch.rand(4, 12, 14), transform=[Translation(max_shift=1), Rotation90()])
     with pytest.raises(TypeError, match="transform=3"):
         measure(net, x, transform=3)
+
+
+# -- untrained initialisations and the Lie derivative through measure() -----------------------------
+def test_untrained_inits_are_the_untrained_network_and_seeded_copies(net):
+    x, y = _images(n=6)
+    torch.manual_seed(5)
+    untrained = TinyCNN().eval()
+    res = measure(net, x, y, layers=["conv1", "logits"], transform=[Translation(max_shift=1), Rotation90()],
+                  untrained=untrained, untrained_inits=3, control_seed=2)
+    for name in ("translation", "rot90"):
+        section = res["families"][name]
+        inits = section["untrained_inits"]
+        assert inits["k"] == 3
+        family = Translation(max_shift=1) if name == "translation" else Rotation90()
+        nets = [untrained] + [reinitialised_copy(untrained, 2 + k) for k in (1, 2)]
+        values = [measure_family(n, x, y, family, layers=["conv1", "logits"], control_seed=2)["summary"]["logits"]
+                  ["invariance_score"] for n in nets]
+        assert values[0] == section["untrained"]["summary"]["logits"]["invariance_score"]
+        stats = inits["summary"]["logits"]["invariance_score"]
+        assert stats["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert stats["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+    with pytest.raises(ValueError, match="untrained_inits=2 needs untrained="):
+        measure(net, x, transform=Translation(max_shift=1), untrained_inits=2)
+    with pytest.raises(ValueError, match="untrained_inits=0"):
+        measure(net, x, transform=Translation(max_shift=1), untrained=untrained, untrained_inits=0)
+
+
+def test_reinitialised_copy_draws_as_a_fresh_network_and_keeps_the_global_state():
+    torch.manual_seed(7)
+    fresh = TinyCNN()
+    other = TinyCNN()
+    state = torch.random.get_rng_state()
+    copy_ = reinitialised_copy(other, 7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(copy_.state_dict().values(), fresh.state_dict().values(), strict=True))
+
+
+def test_the_lie_derivative_is_a_section_of_the_same_engine(net):
+    """measure(lie_derivative=...) gives lie_derivative()'s numbers (the same images: the seeded subset of the
+    measured ones), in one section with a control block, the untrained network and the primary key."""
+    from shiftprobe.probe.engine import subset_indices
+    from shiftprobe.probe.lie import lie_derivative, lie_result
+
+    x, _ = _images(n=8)
+    torch.manual_seed(5)
+    untrained = TinyCNN().eval()
+    res = measure(net, x, layers=["conv1", "logits"], transform=[], lie_derivative=["translate_x", "rotate"],
+                  lie_derivative_images=5, untrained=untrained, control_seed=1)
+    assert list(res["families"]) == ["lie_derivative"] and res["primary"] == "lie_derivative"
+    section = res["families"]["lie_derivative"]
+    assert section["kind"] == "lie_derivative" and section["n_images"] == 5 and "dist" in section["control"]["logits"]
+    assert [b["param"] for b in section["groups"]["param"]] == ["translate_x", "rotate"]
+    direct = lie_derivative(net, x[subset_indices(8, 5, 1)], layers=["conv1", "logits"], generators=["translate_x", "rotate"])
+    got = lie_result(section)
+    for layer in ("conv1", "logits"):
+        for g in ("translate_x", "rotate"):
+            for metric in ("rel", "rel_se", "abs", "abs_se"):
+                assert got[layer][g][metric] == pytest.approx(direct[layer][g][metric], rel=1e-9), (layer, g, metric)
+    assert section["untrained"]["groups"]["param"][0]["conv1"]["abs"] != section["groups"]["param"][0]["conv1"]["abs"]
+    with pytest.raises(ValueError, match="measures nothing"):
+        measure(net, x, transform=[])
+
+
+def test_the_lie_derivative_split_over_two_ranks_sums_to_one_process(net):
+    """DDP for the Lie derivative: two ranks' merged sums give the single process's section (float64)."""
+    from shiftprobe.probe.inputs import check_inputs
+    from shiftprobe.probe.lie import lie_section
+
+    x, _ = _images(n=7)
+    net64 = copy.deepcopy(net).double()
+    pixels, _, feed = check_inputs(net64, x.double())
+    kw = dict(layers=["conv1", "conv2", "logits"], batch_size=3)
+    whole = lie_section(net64, pixels, feed, ["translate_x", "scale"], **kw)
+    parts = []
+    for rank in (0, 1):
+        sums: dict = {}
+        lie_section(net64, pixels, feed, ["translate_x", "scale"], rank=rank, world_size=2, sums=sums, **kw)
+        parts.append(sums)
+    merged = parts[0]["section"](merge_sums([p["raw"] for p in parts]))
+    assert_same_figures(merged, {k: v for k, v in whole.items() if k != "seconds"}, torch.float64)

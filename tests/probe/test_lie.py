@@ -451,7 +451,7 @@ def test_bad_generator_or_method_is_refused(kwargs, words):
 
 
 def test_docstring_example_runs():
-    from shiftprobe.probe import lie_derivative as module
+    from shiftprobe.probe import lie as module
 
     assert shiftprobe.lie_derivative is lie_derivative
     assert doctest.testmod(module).failed == 0

@@ -1,0 +1,249 @@
+"""``measure``: the only orchestrator. It checks the inputs once, chooses the image subset, and measures every
+transform (``measure_section``), the Lie derivative (``lie_section``), the untrained network and its
+re-initialised copies; the Lightning callback calls it and only writes files and logs."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from shiftprobe.probe.accumulator import new_accumulator
+from shiftprobe.probe.engine import (
+    control_offset,
+    default_pairs_per_chunk,
+    exact_float32,
+    model_device,
+    run,
+    setup,
+    subset_indices,
+    subset_info,
+)
+from shiftprobe.probe.examples import example_pairs
+from shiftprobe.probe.families import as_transforms
+from shiftprobe.probe.generators import DEFAULT_GENERATORS
+from shiftprobe.probe.inputs import FIRST_IMAGES, check_inputs, check_model, eval_mode, to_pixels
+from shiftprobe.probe.lie import lie_section
+from shiftprobe.probe.pairs import PairComputer, layer_metrics
+from shiftprobe.probe.results import Results
+from shiftprobe.probe.section import build_section, inits_summary, results_dict
+from shiftprobe.probe.translation import Translation
+
+log = logging.getLogger(__name__)
+
+
+def reinitialised_copy(net: nn.Module, seed: int) -> nn.Module:
+    """A fresh initialisation of ``net``'s architecture under ``torch.manual_seed(seed)``: a deep copy (on the
+    CPU) whose every submodule with a ``reset_parameters()`` is re-initialised, children before their parent
+    (a model's own ``reset_parameters`` has the last word) and siblings in definition order, so a network
+    without its own reset gets the draws of ``torch.manual_seed(seed); Net()``. The global random state is
+    restored. Parameters of modules without one keep ``net``'s values (announced)."""
+    fresh = copy.deepcopy(net).cpu()
+    kept = []
+
+    def reset(module: nn.Module, name: str) -> None:
+        for child_name, child in module.named_children():
+            reset(child, f"{name}.{child_name}" if name else child_name)
+        if callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
+        elif any(True for _ in module.parameters(recurse=False)):
+            kept.append(name or type(module).__name__)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        reset(fresh, "")
+    if kept:
+        log.warning("untrained_inits: %s has no reset_parameters(); its parameters are those of init 0", ", ".join(kept))
+    return fresh
+
+
+def measure_section(model: nn.Module, pixels: torch.Tensor, labels, transform, feed, *, layers=None,
+                    control_seed: int = 0, batch_size: int = 64, pairs_per_chunk: int | None = None,
+                    fast_path: bool = True, device=None, rank: int = 0, world_size: int = 1, progress: bool = False,
+                    desc: str = "measuring", workers: int | None = None, sums: dict | None = None,
+                    examples: bool = False) -> dict:
+    """The section of one network under one transform (``pixels``, ``labels``, ``feed``: checked inputs).
+    ``sums``, if given, receives this process's raw sums (``"raw"``) and ``"section"``, the function that turns
+    (merged) sums into the section."""
+    start = time.perf_counter()
+    image_size = tuple(pixels.shape[-2:])
+    transform.check_image_size(*image_size)
+    with exact_float32(), eval_mode(model):
+        net = setup(model, pixels, layers, feed, device=device, seed=control_seed, rank=rank)
+        plan = transform.plan(len(pixels), image_size)
+        metrics = {name: layer_metrics(transform, geo, image_size, name == net.classifier, labels is not None)
+                   for name, geo in net.geometry.items()}
+        source = PairComputer(model, net.layers, net.geometry, net.classifier, transform, plan, image_size, metrics,
+                              pairs_per_chunk=pairs_per_chunk or default_pairs_per_chunk(net.device),
+                              device=net.device, feed=feed, fast_path=fast_path)
+        source.self_check(to_pixels(pixels[:FIRST_IMAGES].to(net.device), net.dtype), net.dtype)
+        n_classes = net.geometry[net.classifier].shape[0] if net.classifier is not None else 0
+        acc = new_accumulator(len(plan.params), metrics, net.device, n_groups=len(plan.groups), n_classes=n_classes)
+        source.bind(acc.image_keys, plan.membership(acc.pair_count.dtype).to(net.device))
+        k = control_offset(len(pixels), control_seed)
+        raw = run(source, acc, pixels, labels, net, k=k, batch_size=batch_size, rank=rank, world_size=world_size,
+                  workers=workers, progress=progress, desc=desc, pairs_per_image=plan.params_per_image)
+        section = build_section(raw, transform, plan, net, k, metrics, image_size)
+        if sums is not None:
+            sums.update(raw=raw, section=lambda r: build_section(r, transform, plan, net, k, metrics, image_size))
+        section["fast_path"] = source.windows is not None
+        if source.fast_note:
+            section["fast_path_note"] = source.fast_note
+        if examples and isinstance(transform, Translation):
+            section["examples"] = example_pairs(net, pixels, transform)
+    section["seconds"] = time.perf_counter() - start
+    return section
+
+
+def _with_untrained(measure_one, model, untrained, copies: list) -> dict:
+    """``measure_one(network, tag)`` of the model, with ``untrained`` and the spread over ``[untrained, *copies]``."""
+    section = measure_one(model, "")
+    if untrained is not None:
+        section["untrained"] = measure_one(untrained, ", untrained")
+        if copies:
+            runs = [section["untrained"]] + [measure_one(c, f", untrained init {k}/{len(copies)}")
+                                             for k, c in enumerate(copies, 1)]
+            section["untrained_inits"] = inits_summary(runs)
+    return section
+
+
+def measure(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    layers: Sequence[str] | None = None,
+    transform=None,
+    *,
+    untrained: nn.Module | None = None,
+    untrained_inits: int = 1,
+    lie_derivative: Sequence[str] | bool | None = None,
+    lie_derivative_images: int | None = None,
+    layerwise: bool = False,
+    examples: bool = True,
+    control_seed: int = 0,
+    max_images: int | None = None,
+    batch_size: int = 64,
+    pairs_per_chunk: int | None = None,
+    fast_path: bool = True,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    normalization=None,
+    output_key: str | int | None = None,
+) -> Results:
+    """Measure how invariant / equivariant each probe point of ``model`` is to each transform.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any network but TorchScript; probe points by forward hooks; measured in eval mode (a model in train
+        mode is announced once and restored).
+    images, labels : torch.Tensor
+        ``(N, H, W)`` or ``(N, C, H, W)`` pixels (uint8, or floats in [0, 1], or normalised with
+        ``normalization``); labels ``(N,)`` class indices (a tensor, list or array) add accuracies.
+    layers : list of str, optional
+        Module names, aliases (``model.layer_aliases``), ``"output"``, one call ``"conv#2"``; default
+        ``model.default_probe_layers``, else the top-level children and ``"output"``.
+    transform : Transform, name, or a list of them
+        Default ``Translation(max_shift=4)``; ``[]`` with ``lie_derivative``: the Lie derivative only.
+    untrained, untrained_inits : torch.nn.Module, int
+        The same architecture at its initial weights (each section's ``untrained``), and with K > 1 also K - 1
+        copies re-initialised with seeds ``control_seed + k`` (each section's ``untrained_inits``: the spread).
+    lie_derivative, lie_derivative_images, layerwise : list of str or True, int, bool
+        The Lie derivative's generators (True: ``translate_x``, ``translate_y``, ``rotate``) on a seeded subset of
+        that many of the measured images (``families["lie_derivative"]``), and its layer-wise decomposition.
+    examples : bool
+        Store the example pairs of the translation figure in its section.
+    control_seed : int
+        Seeds the unrelated-image pairing (the scores' denominator) and the subsets.
+    max_images, batch_size, pairs_per_chunk, fast_path, device, progress
+        A seeded random subset of this many images; images per batch; image-parameter pairs whose maps exist at
+        once (default 512 on the CPU, 4096 on an accelerator); the crop fast path; default: the model's device.
+    rank, world_size : int
+        A DDP rank measures the images ``rank::world_size``; the sums are reduced across ranks.
+    normalization, output_key
+        The images' ``(mean, std)`` when they are normalised; which entry of a dict / tuple output is ``"output"``.
+
+    Returns
+    -------
+    Results
+        results.json schema 3: ``res.families[name]``, ``res.summary`` (the primary family's), ``res.save(path)``.
+
+    Examples
+    --------
+    >>> import torch, shiftprobe
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    >>> _ = net(torch.zeros(1, 1, 12, 12))
+    >>> res = shiftprobe.measure(net, torch.rand(8, 12, 12), layers=["0", "3"], transform=shiftprobe.Translation(max_shift=1))
+    >>> res.summary["0"]["aligned_rel"] < 1e-5
+    True
+    """
+    start = time.perf_counter()
+    transforms = as_transforms(transform if transform is not None else Translation())
+    if not transforms and not lie_derivative:
+        raise ValueError("transform=[] measures nothing: give a family, e.g. [Translation(), Rotation90()]")
+    pixels, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
+    for t in transforms:
+        t.check_image_size(*pixels.shape[-2:])
+    copies = _untrained_copies(untrained, untrained_inits, control_seed)
+    n_total = len(pixels)
+    subset = subset_indices(n_total, max_images, control_seed)
+    if subset is not None:
+        pixels = pixels[subset.to(pixels.device)]
+        labels = labels[subset] if labels is not None else None
+    kw = dict(layers=layers, control_seed=control_seed, batch_size=batch_size, device=device, rank=rank,
+              world_size=world_size, progress=progress)
+    families = {}
+    with eval_mode(model), eval_mode(untrained) if untrained is not None else contextlib.nullcontext():
+        for t in transforms:
+            def one(net, tag, t=t):
+                return measure_section(net, pixels, labels, t, feed, pairs_per_chunk=pairs_per_chunk,
+                                       fast_path=fast_path, desc=f"measuring {t.name}{tag}", examples=examples and not tag,
+                                       **kw)
+            families[t.name] = _with_untrained(one, model, untrained, copies)
+        if lie_derivative:
+            generators = DEFAULT_GENERATORS if lie_derivative is True else lie_derivative
+            lie_subset = subset_indices(len(pixels), lie_derivative_images, control_seed)
+            lie_pixels = pixels if lie_subset is None else pixels[lie_subset.to(pixels.device)]
+
+            def lie_one(net, tag):
+                return lie_section(net, lie_pixels, feed, generators, layerwise=layerwise,
+                                   desc=f"Lie derivative{tag}", **kw)
+            families["lie_derivative"] = _with_untrained(lie_one, model, untrained, copies)
+    return Results(results_dict(families, subset_info(len(pixels), n_total, control_seed), time.perf_counter() - start))
+
+
+def _untrained_copies(untrained: nn.Module | None, k: int, seed: int) -> list[nn.Module]:
+    """The ``k - 1`` re-initialised copies of ``untrained`` (on its device), after checking ``k``."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"untrained_inits={k!r}: use a number of initialisations >= 1 (default 1)")
+    if untrained is None:
+        if k > 1:
+            raise ValueError(f"untrained_inits={k} needs untrained=: the network at its initial weights")
+        return []
+    check_model(untrained)
+    return [reinitialised_copy(untrained, seed + j).to(model_device(untrained)) for j in range(1, k)]
+
+
+def measure_family(model: nn.Module, images: torch.Tensor, labels, family, *, normalization=None,
+                   output_key=None, **kwargs) -> dict:
+    """One network under one transform: its section (keywords of ``measure_section``: ``layers``,
+    ``control_seed``, ``batch_size``, ``pairs_per_chunk``, ``fast_path``, ``device``, ``rank``, ``world_size``,
+    ``workers``, ``sums``, ...).
+
+    >>> import torch
+    >>> from shiftprobe.probe.families import Flip
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 3))
+    >>> sec = measure_family(net, torch.rand(4, 8, 8), None, Flip(), layers=["0", "2"])
+    >>> [b["param"] for b in sec["groups"]["param"]], sec["summary"]["count"]
+    (['horizontal', 'vertical'], 8)
+    """
+    (family,) = as_transforms(family)
+    pixels, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
+    return measure_section(model, pixels, labels, family, feed, **kwargs)
