@@ -303,13 +303,23 @@ def rolled_outputs(net: nn.Module, x: torch.Tensor, max_shift: int) -> tuple[tor
     return base, rolled
 
 
+def exactly_invariant(section: dict, layer: str) -> bool:
+    """Consistency 1 (where measured) and, at every shift and in the summary, a distance to the unshifted
+    output within the dtype's rounding: ``rel`` (distance / norm) below ``precision.exact_tol`` (float32:
+    1e-5), the test behind results.md's "exactly invariant". Not the invariance score: it divides that
+    distance by the distance between unrelated images, which is tiny where a network barely separates
+    its inputs (an untrained GAP network: logits alike to 1e-3), so rounding alone moves it by 1e-4."""
+    tol = section["precision"]["exact_tol"]
+    blocks = [section["summary"][layer]] + [s[layer] for s in section["groups"]["param"]]
+    return all(b.get("consistency", 1.0) == 1.0 and b["rel"] < tol for b in blocks)
+
+
 def assert_exactly_invariant(res, max_shift: int) -> None:
-    """Consistency 1 and invariance score 1 (float32: within 1e-4) at every shift, and in the summary."""
-    shifts = res["families"]["translation"]["groups"]["param"]
-    blocks = [res.summary["logits"]] + [s["logits"] for s in shifts]
-    assert len(shifts) == (2 * max_shift + 1) ** 2
-    assert all(b["consistency"] == 1.0 for b in blocks)
-    assert all(abs(b["invariance_score"] - 1.0) < 1e-4 for b in blocks)
+    """``exactly_invariant`` for the logits over the whole grid of shifts."""
+    section = res["families"]["translation"]
+    assert len(section["groups"]["param"]) == (2 * max_shift + 1) ** 2
+    assert section["precision"] == {"dtype": "float32", "exact_tol": 1e-5}
+    assert exactly_invariant(section, "logits")
 
 
 @pytest.mark.parametrize("channels,side", [(1, 28), (3, 32)])
@@ -324,7 +334,7 @@ def test_positive_control_gap_aps_circular_is_exactly_invariant_to_circular_shif
     assert torch.equal(rolled.argmax(-1), base.argmax(-1).expand_as(rolled.argmax(-1)))
     res = shiftprobe.measure(net, x, layers=["gap", "logits"], transform=shiftprobe.Translation(max_shift=3, mode="roll"))
     assert_exactly_invariant(res, 3)
-    assert abs(res.summary["gap"]["invariance_score"] - 1.0) < 1e-4
+    assert exactly_invariant(res["families"]["translation"], "gap")
 
 
 def test_positive_control_is_exact_to_float64_precision():
@@ -398,11 +408,8 @@ def test_train_py_reports_the_positive_control(pool, mnist_root, tmp_path):
     train(compose_config("train", [*overrides, *settings], tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())["families"]["translation"]
     for network in (results, results["untrained"]):
-        logits = [network["summary"]["logits"]] + [s["logits"] for s in network["groups"]["param"]]
-        scores = [b["invariance_score"] for b in logits]
-        if pool == "aps":
-            assert all(b["consistency"] == 1.0 for b in logits) and all(abs(s - 1.0) < 1e-4 for s in scores)
-        else:
+        assert exactly_invariant(network, "logits") is (pool == "aps")
+        if pool == "max":
             assert network["summary"]["logits"]["invariance_score"] < 1.0 - 1e-3
     exact = "**logits** is exactly invariant" in (tmp_path / "results.md").read_text()
     assert exact is (pool == "aps")
