@@ -25,24 +25,15 @@ from torch import nn
 
 from shiftprobe.models.common import PixelInputNet, check_positive_int
 from shiftprobe.models.crop_windows import CropWindowModel, CropWindows
-from shiftprobe.models.variants import apply_variants, check_variant, circular_same
+from shiftprobe.models.lab import PADDINGS as LAB_PADDINGS
+from shiftprobe.models.lab import RECEPTIVE_FIELDS as LAB_RECEPTIVE_FIELDS
+from shiftprobe.models.variants import apply_variants, circular_same
 
-#: ``padding``: the network's own unpadded convolutions, or circular padding
-PADDINGS = ("valid", "circular")
-
-# Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
-# pixel interval [r*i + a, r*i + b]. A layer with kernel k, stride s, padding p on a map with
-# (r, a, b) gives (r*s, a - r*p, b + r*(k - 1 - p)).
-#   conv1  k5 s1 on pixels:          [i, i+4]                  -> (1, 0, 4)
-#   down1  k2 s2 on conv1:           [2i, (2i+1)+4]            -> (2, 0, 5)
-#   conv2  k5 s1 on down1:           [2i, 2(i+4)+5]            -> (2, 0, 13)
-#   down2  k2 s2 on conv2:           [2*2i, 2(2i+1)+13]        -> (4, 0, 15)
-# The same intervals as the lab's conv1, pool1, conv2, pool2: only what is computed on them differs.
+# The lab's paddings, and its receptive fields (models/lab.py derives them) with down1 / down2 in place of
+# pool1 / pool2: a k2 s2 convolution sees the same pixel intervals as a k2 s2 max pool.
+PADDINGS = LAB_PADDINGS
 RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
-    "conv1": (1, 0, 4),
-    "down1": (2, 0, 5),
-    "conv2": (2, 0, 13),
-    "down2": (4, 0, 15),
+    {"pool1": "down1", "pool2": "down2"}.get(name, name): field for name, field in LAB_RECEPTIVE_FIELDS.items()
 }
 
 
@@ -69,9 +60,7 @@ class AllConvCNN(CropWindowModel, PixelInputNet):
         blur_filter_size: int = 3,
     ):
         super().__init__(normalize)
-        self.in_channels = check_positive_int("model.in_channels", in_channels)
-        check_variant(pool, padding, PADDINGS)
-        self.pool, self.padding = pool, padding
+        self.set_variant(in_channels, pool, padding, PADDINGS)
         side = self._last_side(check_positive_int("model.image_size", image_size))
         if side < 1 or image_size < 16:
             raise ValueError(f"model.image_size={image_size!r} is not allowed: use an integer >= 16")

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD
+from shiftprobe.models.variants import check_variant
 
 
 class PixelInputNet(nn.Module):
@@ -18,6 +19,12 @@ class PixelInputNet(nn.Module):
         self.normalize = bool(normalize)
         self.register_buffer("mean", torch.tensor(MNIST_MEAN), persistent=False)
         self.register_buffer("std", torch.tensor(MNIST_STD), persistent=False)
+
+    def set_variant(self, in_channels: int, pool: str, padding: str, paddings: tuple[str, ...]) -> None:
+        """Check and keep the settings every variant network has: its input channels, pool and padding."""
+        self.in_channels = check_positive_int("model.in_channels", in_channels)
+        check_variant(pool, padding, paddings)
+        self.pool, self.padding = pool, padding
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1] -> network input (normalised when ``normalize`` is on)."""

@@ -24,29 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
+from shiftprobe.models.common import GlobalAvgPool, PixelInputNet
 from shiftprobe.models.crop_windows import CropWindowModel, CropWindows
+from shiftprobe.models.lab import PADDINGS as LAB_PADDINGS
+from shiftprobe.models.lab import RECEPTIVE_FIELDS as LAB_RECEPTIVE_FIELDS
 from shiftprobe.models.maxpool import MaxPool2x2
-from shiftprobe.models.variants import apply_variants, check_variant, circular_same
+from shiftprobe.models.variants import apply_variants, circular_same
 
-#: ``padding``: the network's own unpadded convolutions, or circular padding
-PADDINGS = ("valid", "circular")
-
-# Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
-# pixel interval [r*i + a, r*i + b]. Composition: a layer with kernel k and stride s (padding p) on a
-# map whose position j sees [r*j + a, r*j + b] has position i seeing [r*s*i + (r*(-p) + a),
-# r*(s*i - p + k - 1) + b], i.e. r' = r*s, a' = a - r*p, b' = b + r*(k - 1 - p).
-#   conv1  k5 s1 on pixels:        r=1, [i, i+4]                             -> (1, 0, 4)
-#   pool1  k2 s2 on conv1:         r=2, [2i, (2i+1)+4]                        -> (2, 0, 5)
-#   conv2  k5 s1 on pool1 (ReLU is pointwise): [2i, 2(i+4)+5]                 -> (2, 0, 13)
-#   pool2  k2 s2 on conv2:         r=4, [2*2i, 2(2i+1)+13]                    -> (4, 0, 15)
-# gap, fc1, fc2 are vectors: every pixel of the input.
-RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
-    "conv1": (1, 0, 4),
-    "pool1": (2, 0, 5),
-    "conv2": (2, 0, 13),
-    "pool2": (4, 0, 15),
-}
+# The lab's paddings and receptive fields (models/lab.py, which derives them): the same convolutions
+# and pools; gap, fc1 and fc2 are vectors that see every pixel.
+PADDINGS = LAB_PADDINGS
+RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = dict(LAB_RECEPTIVE_FIELDS)
 
 
 class GapCNN(CropWindowModel, PixelInputNet):
@@ -71,9 +59,7 @@ class GapCNN(CropWindowModel, PixelInputNet):
         blur_filter_size: int = 3,
     ):
         super().__init__(normalize)
-        self.in_channels = check_positive_int("model.in_channels", in_channels)
-        check_variant(pool, padding, PADDINGS)
-        self.pool, self.padding = pool, padding
+        self.set_variant(in_channels, pool, padding, PADDINGS)
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5, **circular_same(padding, 5))
         self.pool1 = MaxPool2x2()
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **circular_same(padding, 5))

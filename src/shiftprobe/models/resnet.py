@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
-from shiftprobe.models.variants import apply_variants, check_variant
+from shiftprobe.models.variants import apply_variants
 
 #: ``padding``: the network's own zero padding, or circular padding
 PADDINGS = ("zeros", "circular")
@@ -98,10 +98,8 @@ class SmallResNet(PixelInputNet):
         blur_filter_size: int = 3,
     ):
         super().__init__(normalize)
-        self.in_channels = check_positive_int("model.in_channels", in_channels)
+        self.set_variant(in_channels, pool, padding, PADDINGS)
         self.width = w = check_positive_int("model.width", width)
-        check_variant(pool, padding, PADDINGS)
-        self.pool, self.padding = pool, padding
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()
         )
