@@ -25,7 +25,6 @@ from tolerances import assert_same_figures
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-import shiftprobe.probe.engine as engine
 import shiftprobe.probe.pairs as pairs
 from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.accumulator import PairMetricAccumulator
