@@ -91,3 +91,22 @@ def test_pairs_per_chunk_overrides_the_budget():
     measure(net, torch.rand(8, 1, 16, 16), layers=["conv"], transform=Translation(max_shift=1), examples=False,
             batch_size=4, memory_budget=1, pairs_per_chunk=12)
     assert max(net.sizes) == 12 and net.sizes.count(12) > 1
+
+
+def test_config_key_and_callback_refuse_a_bad_budget_in_one_line():
+    from omegaconf import OmegaConf
+
+    from shiftprobe.app.config_checks import validate_config
+    from shiftprobe.errors import ShiftProbeError
+    from shiftprobe.lit.callbacks import ShiftProbeCallback
+
+    def cfg(value):
+        return OmegaConf.create({"callbacks": {"shift_probe": {"memory_budget": value}}})
+
+    validate_config(cfg("2GB"), known_keys=False)
+    validate_config(cfg(None), known_keys=False)
+    with pytest.raises(ShiftProbeError, match=r"callbacks.shift_probe.memory_budget='2 parsecs' is not allowed: give"):
+        validate_config(cfg("2 parsecs"), known_keys=False)
+    assert ShiftProbeCallback(memory_budget="512MiB").memory_budget == "512MiB"
+    with pytest.raises(ValueError, match=r"callbacks.shift_probe.memory_budget=-1: give"):
+        ShiftProbeCallback(memory_budget=-1)
