@@ -172,8 +172,8 @@ def run(source, acc, images: Images, net: Network, *, k: int, batch_size: int, r
                     announced = True
                     seconds = estimated_seconds(time.perf_counter() - start, len(batches), threads)
                     if seconds > ANNOUNCE_AFTER_S and rank == 0 and not progress:
-                        log.info("%s: %s pairs; about %.0f s (estimated from the first batch)", desc, f"{total:,}",
-                                 seconds)
+                        log.info("%s: %d images x %d parameters = %s pairs; about %.0f s (estimated from the first "
+                                 "batch)", desc, n, pairs_per_image, f"{total:,}", seconds)
     finally:
         bar.close()
         source.close()
