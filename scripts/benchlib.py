@@ -554,6 +554,9 @@ def run_bench(
         log(f"peak memory: measurement, shift max {large}, {memory_images} test images (child process)")
         result["peak_memory"] = peak_memory(root, memory_images, large, workdir)
 
+        from bench_scale import scale_bench
+
+        result["scale"] = scale_bench(workdir / "scale", quick, log)
         result["gpu"] = None
         if gpu_device is not None:
             log(f"gpu ({gpu_device}): training over a full epoch, measurement of both networks")
@@ -672,6 +675,10 @@ def format_table(result: dict) -> str:
             "| figure | value |",
             "|---|---:|",
         ]
+    if result.get("scale") is not None:
+        from bench_scale import scale_table
+
+        lines += ["", scale_table(result["scale"]), "", "| figure | value |", "|---|---:|"]
     g = result.get("gpu")
     if g is None:
         lines.append("| GPU | no GPU on this machine |")

@@ -25,7 +25,6 @@ from tolerances import assert_same_figures
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-import shiftprobe.probe.engine as engine
 import shiftprobe.probe.pairs as pairs
 from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.accumulator import PairMetricAccumulator
@@ -173,7 +172,8 @@ def test_the_guard_catches_host_reads(guard):
     assert [v.split(" ")[0] for v in guard.violations] == ["__bool__", "tolist", "item", "__getitem__", "nonzero", "__float__"]
 
 
-def test_pairs_per_chunk_per_device():
-    assert engine.default_pairs_per_chunk("cpu") == 512
-    assert engine.default_pairs_per_chunk(torch.device("cuda")) == 4096
-    assert engine.default_pairs_per_chunk("mps") == 4096
+def test_chunk_cap_per_device():
+    from shiftprobe.probe.budget import chunking
+
+    for device, cap in (("cpu", 512), (torch.device("cuda"), 4096), ("mps", 4096)):
+        assert chunking(1, 1, budget=2**40, threads=1, batch_size=64, device=device).pairs_per_chunk == cap

@@ -25,6 +25,7 @@ from shiftprobe.data.datasets import check_data_settings
 from shiftprobe.errors import ShiftProbeError, is_number, reject_setting, setting_error, unknown_key
 from shiftprobe.models import allconv, gap, lab, resnet, zoo
 from shiftprobe.models.variants import POOLS
+from shiftprobe.probe.budget import BUDGET_FIX, parse_memory_budget
 from shiftprobe.probe.families import FLIP_AXES, SUBPIXEL_AXES, SUBPIXEL_METHODS
 from shiftprobe.probe.generators import GENERATORS, check_channels, check_generators
 from shiftprobe.probe.resample import SHIFT_MODES
@@ -175,7 +176,8 @@ class ShiftProbeSettings(ShiftSettings):
     transforms: Any = free()
     layers: Any = free()
     batch_size: int = rule(low=1, fix=", e.g. {key}=64")
-    pairs_per_chunk: int | None = rule(low=1, fix=" (or null: chosen per device)")
+    pairs_per_chunk: int | None = rule(low=1, fix=" (or null: sized to memory_budget)")
+    memory_budget: Any = free()
     fast_path: bool = rule()
     untrained: bool = rule()
     untrained_inits: int = rule(low=1, fix=" (default 1)")
@@ -451,6 +453,15 @@ def check_lie_derivative(cfg: DictConfig) -> None:
         raise ShiftProbeError(f"{LIE}_layerwise=true needs the Lie derivative: set {LIE}=true or e.g. {LIE_EXAMPLE}.")
 
 
+def check_memory_budget(cfg: DictConfig) -> None:
+    """``memory_budget``: bytes, a size such as "2GB", or null."""
+    value = _get(cfg, f"{PROBE}.memory_budget")
+    try:
+        parse_memory_budget(value)
+    except ValueError:
+        reject_setting(f"{PROBE}.memory_budget", value, BUDGET_FIX.replace("None", "null"))
+
+
 def check_training(cfg: DictConfig) -> None:
     """``min_epochs`` <= ``max_epochs``; with ``train=true``, refuse settings that train nothing: the
     network tested and measured as "trained" would be its initial weights."""
@@ -576,6 +587,7 @@ def validate_config(cfg: DictConfig, require_ckpt: bool = False, known_keys: boo
     check_random_pattern(cfg)
     check_transform(cfg)
     check_lie_derivative(cfg)
+    check_memory_budget(cfg)
     check_training(cfg)
     check_layers(cfg)
     check_files(cfg, require_ckpt)

@@ -15,6 +15,7 @@ import torch
 from shiftprobe.atomic import all_or_none, make_folder
 from shiftprobe.checkpoints import fit_problems, read_checkpoint
 from shiftprobe.errors import ShiftProbeError, setting_error
+from shiftprobe.probe.budget import parse_memory_budget
 from shiftprobe.probe.capture import resolve_layers
 from shiftprobe.probe.engine import subset_indices
 from shiftprobe.probe.translation import Translation
@@ -126,7 +127,8 @@ class ShiftProbeCallback(L.Callback):
         seed: int = 0,
         layers: list[str] | None = None,
         batch_size: int = 64,
-        pairs_per_chunk: int | None = None,  # None: per device (512 on the CPU, 4096 on an accelerator)
+        pairs_per_chunk: int | None = None,  # None: sized to memory_budget
+        memory_budget: int | str | None = None,  # bytes or "2GB"; None: a share of the available memory
         fast_path: bool = True,
         untrained: bool = True,
         figures: bool = True,
@@ -162,6 +164,11 @@ class ShiftProbeCallback(L.Callback):
             raise ValueError(f"layers={layers!r}: give a list of module names, or None for the model's defaults")
         self.layers = list(layers) if layers is not None else None
         self.pairs_per_chunk, self.fast_path = pairs_per_chunk, fast_path
+        try:
+            parse_memory_budget(memory_budget)
+        except ValueError as err:
+            raise ValueError(f"{PROBE}.{err}") from None
+        self.memory_budget = memory_budget
         self.untrained, self.figures, self.progress = untrained, figures, progress
         self.output_dir, self.max_images = output_dir, max_images
         self.initial_state = str(initial_state) if initial_state else None
@@ -243,6 +250,7 @@ class ShiftProbeCallback(L.Callback):
             lie_derivative=self.lie_generators, lie_derivative_images=self.lie_derivative_images,
             layerwise=self.lie_derivative_layerwise, control_seed=self.seed,
             max_images=self.max_images, batch_size=self.batch_size, pairs_per_chunk=self.pairs_per_chunk,
+            memory_budget=self.memory_budget,
             fast_path=self.fast_path, device=pl_module.device, progress=self.progress and trainer.is_global_zero,
             rank=trainer.global_rank, world_size=trainer.world_size, normalization=input_normalization(pl_module),
         )

@@ -9,6 +9,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,23 +21,17 @@ from tqdm.auto import tqdm
 
 from shiftprobe.probe.capture import OUTPUT, Feed, Layer, resolve_layers
 from shiftprobe.probe.geometry import LayerGeometry, infer_geometry
+from shiftprobe.probe.images import Images
 from shiftprobe.probe.inputs import check_forward, to_pixels
 
 log = logging.getLogger(__name__)
 
 #: a measurement estimated to take longer than this announces its estimate before going on
 ANNOUNCE_AFTER_S = 60.0
-#: default ``pairs_per_chunk`` by device type (``default_pairs_per_chunk``)
-PAIRS_PER_CHUNK = {"cpu": 512, "accelerator": 4096}
 #: batches queued or running per worker thread ahead of the caller (``run_in_order``)
 QUEUED_PER_THREAD = 2
 #: the probe points that are the classifier (their arg-max is the prediction), if they are vectors
 CLASSIFIER_NAMES = ("logits", OUTPUT)
-
-
-def default_pairs_per_chunk(device: torch.device | str) -> int:
-    """512 on the CPU (a chunk's maps stay in the cache across the metrics' passes), 4096 on an accelerator."""
-    return PAIRS_PER_CHUNK["cpu" if torch.device(device).type == "cpu" else "accelerator"]
 
 
 def control_offset(n_images: int, seed: int) -> int:
@@ -123,57 +118,75 @@ def setup(model: nn.Module, pixels: torch.Tensor, layers: Sequence[str] | None, 
     return Network(model, resolved, geometry, classifier, device, dtype, feed)
 
 
-def run(source, acc, images: torch.Tensor, labels: torch.Tensor | None, net: Network, *, k: int, batch_size: int,
-        rank: int = 0, world_size: int = 1, workers: int | None = None, progress: bool = False,
-        desc: str = "measuring", pairs_per_image: int = 1) -> dict:
-    """Every batch of this process's images through ``source.batch_updates`` into ``acc`` (in batch order);
-    returns ``acc.sums()`` (synchronised across DDP ranks)."""
-    n, device = len(images), net.device
-    images_dev = images.to(device)
-    labels_dev = labels.to(device) if labels is not None else None
-    batches = torch.split(torch.arange(rank, n, world_size), batch_size)
-
-    def work(idx: torch.Tensor) -> list[dict]:
-        # image indices go to the device without blocking; the source reads the plan on the host
-        idx_dev = idx.to(device, non_blocking=True)
-        ctrl_dev = ((idx + k) % n).to(device, non_blocking=True)
-        with source.context():
-            return source.batch_updates(
-                to_pixels(images_dev[idx_dev], net.dtype), labels_dev[idx_dev] if labels_dev is not None else None,
-                to_pixels(images_dev[ctrl_dev], net.dtype), idx,
-            )
-
-    # on the CPU the small operations of a chunk parallelise badly inside one operator: one Python thread
-    # per core, each on its own batch, keeps every core busy (PyTorch and NumPy release the GIL)
+def worker_threads(workers: int | None, device: torch.device, source) -> int:
+    """Batches measured at once: on the CPU the small operations of a chunk parallelise badly inside one
+    operator, so one Python thread per core, each on its own batch, keeps every core busy (PyTorch and NumPy
+    release the GIL); one on an accelerator and for a source that is not ``parallel``."""
     threads = workers if workers is not None else (torch.get_num_threads() if device.type == "cpu" else 1)
-    threads = threads if getattr(source, "parallel", True) else 1
-    bar = tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch", leave=False)
+    return threads if getattr(source, "parallel", True) else 1
+
+
+def progress_default(progress: bool | None) -> bool:
+    """``progress=None``: on where a terminal (stderr) or a notebook is attached."""
+    if progress is not None:
+        return bool(progress)
+    shell = sys.modules.get("IPython")
+    kernel = shell is not None and "IPKernelApp" in getattr(getattr(shell, "get_ipython", lambda: None)(), "config", {})
+    return kernel or (sys.stderr is not None and sys.stderr.isatty())
+
+
+def run(source, acc, images: Images, net: Network, *, k: int, batch_size: int, rank: int = 0, world_size: int = 1,
+        workers: int | None = None, progress: bool = False, desc: str = "measuring", pairs_per_image: int = 1,
+        estimate: str = "") -> dict:
+    """Every batch of this process's images (``Images``, streamed) through ``source.batch_updates`` into
+    ``acc`` (in batch order); returns ``acc.sums()`` (synchronised across DDP ranks). Progress counts pairs (a
+    source with chunks reports each chunk through its ``on_pairs``); ``estimate`` is shown before the work."""
+    n, device = len(images), net.device
+    batches = torch.split(torch.arange(rank, n, world_size), batch_size)
+    threads = worker_threads(workers, device, source)
+    total = sum(len(b) for b in batches) * pairs_per_image
+    if progress and rank == 0:
+        tqdm.write(f"{desc}: {total:,} pairs ({n:,} images x {pairs_per_image}){estimate}", file=sys.stderr)
+    bar = tqdm(total=total, desc=desc, disable=not progress, unit="pair", unit_scale=True, leave=False)
+    chunked = hasattr(source, "on_pairs")
+    if chunked:
+        source.on_pairs = bar.update
+
+    def work(item) -> list[dict]:
+        idx, x, y, x_control = item
+        with source.context():
+            updates = source.batch_updates(to_pixels(x.to(device, non_blocking=True), net.dtype),
+                                           y.to(device, non_blocking=True) if y is not None else None,
+                                           to_pixels(x_control.to(device, non_blocking=True), net.dtype), idx)
+        if not chunked:
+            bar.update(len(idx) * pairs_per_image)
+        return updates
+
     start, announced = time.perf_counter(), False
     try:
-        with contextlib.closing(run_in_order(work, batches, threads)) as ordered:
+        with contextlib.closing(run_in_order(work, images.batches(batches, k), threads, len(batches))) as ordered:
             for updates in ordered:
                 for update in updates:
                     acc.update(**update)
-                bar.update()
                 if not announced:
                     announced = True
-                    estimate = estimated_seconds(time.perf_counter() - start, len(batches), threads)
-                    if estimate > ANNOUNCE_AFTER_S and rank == 0:
+                    seconds = estimated_seconds(time.perf_counter() - start, len(batches), threads)
+                    if seconds > ANNOUNCE_AFTER_S and rank == 0 and not progress:
                         log.info("%s: %d images x %d parameters = %s pairs; about %.0f s (estimated from the first "
-                                 "batch)", desc, n, pairs_per_image, f"{n * pairs_per_image:,}", estimate)
+                                 "batch)", desc, n, pairs_per_image, f"{total:,}", seconds)
     finally:
         bar.close()
         source.close()
     return acc.sums()
 
 
-def run_in_order(run, batches, threads: int, name: str = "shiftprobe-measure"):
+def run_in_order(run, batches, threads: int, n_batches: int | None = None, name: str = "shiftprobe-measure"):
     """``run(batch)`` for every batch, yielded in batch order; with ``threads > 1`` in a pool of threads
     named ``name``, torch at one thread each. Close the generator (``contextlib.closing``) to restore
     torch's threads at once. At most ``QUEUED_PER_THREAD * threads`` batches are queued or running ahead of
     the caller; when it stops (an error, Ctrl-C or SIGTERM, the generator closed) the queued batches are
     cancelled and only the running ones finish: the loop stops within about one batch time."""
-    threads = max(1, min(threads, len(batches)))
+    threads = max(1, min(threads, len(batches) if n_batches is None else n_batches))
     if threads == 1:
         for idx in batches:
             yield run(idx)

@@ -106,12 +106,14 @@ def check_output_key(output_key) -> None:
         )
 
 
-def check_finite(images: torch.Tensor) -> None:
-    """A ValueError naming the images that hold a NaN or an infinite pixel."""
+def check_finite(images: torch.Tensor, names: list[int] | None = None) -> None:
+    """A ValueError naming the images (their ``names``, default their positions) that hold a NaN or an
+    infinite pixel."""
     if images.is_floating_point():
         bad = ~torch.isfinite(images).flatten(1).all(dim=1)
         if bool(bad.any()):
             indices = torch.nonzero(bad).flatten().tolist()
+            indices = indices if names is None else sorted({names[i] for i in indices})
             raise ValueError(
                 f"images {_listed(indices)} hold NaN or infinite pixels: remove or repair them "
                 "(e.g. torch.nan_to_num), every figure would be undefined"

@@ -25,7 +25,8 @@ from shiftprobe.probe.generators import (
     check_generators,
     check_method,
 )
-from shiftprobe.probe.inputs import check_inputs, eval_mode, nonfinite_message, to_pixels
+from shiftprobe.probe.images import as_images
+from shiftprobe.probe.inputs import FIRST_IMAGES, check_inputs, eval_mode, nonfinite_message, to_pixels
 from shiftprobe.probe.lie_batch import (
     TOTAL_PARTS,
     layer_values,
@@ -125,24 +126,27 @@ def lie_section(model: nn.Module, pixels: torch.Tensor, feed, generators, *, lay
                 layerwise: bool = False, layerwise_modules=None, control_seed: int = 0, batch_size: int = 64,
                 device=None, rank: int = 0, world_size: int = 1, progress: bool = False, desc: str = "Lie derivative",
                 sums: dict | None = None) -> dict:
-    """The Lie derivative section of one network (``pixels``: checked images, ``feed``: their ``Feed``)."""
+    """The Lie derivative section of one network (``pixels``: checked images or ``Images``, ``feed``: their
+    ``Feed``)."""
     start = time.perf_counter()
     generators = check_generators(generators)
     method = check_method(method, generators)
-    check_channels(generators, pixels.shape[1])
+    images = as_images(pixels)
+    check_channels(generators, images.shape[0])
     with eval_mode(model), exact_float32(), torch.inference_mode(False):
-        net = setup(model, pixels, layers, feed, device=device, seed=control_seed, rank=rank)
+        first = images.first(FIRST_IMAGES)
+        net = setup(model, first, layers, feed, device=device, seed=control_seed, rank=rank)
         actions, notes = layer_actions(net.geometry, generators)
         plan = None
         if layerwise or layerwise_modules is not None:
-            plan = plan_layerwise(model, to_pixels(pixels[:2].to(net.device), net.dtype), layerwise_modules, feed)
+            plan = plan_layerwise(model, to_pixels(first[:2].to(net.device), net.dtype), layerwise_modules, feed)
         source = LieComputer(net, generators, method, actions, plan)
         acc = new_accumulator(len(generators), source.metrics, net.device, n_groups=len(generators) + 1,
                               masked=(*MASKED, *LIE_METRICS))
         gplan = generator_plan(generators)
         source.bind(acc.image_keys, gplan.membership(acc.pair_count.dtype).to(net.device))
-        k = control_offset(len(pixels), control_seed) if len(pixels) > 1 else 0  # one image: itself
-        raw = run(source, acc, pixels, None, net, k=k, batch_size=batch_size, rank=rank, world_size=world_size,
+        k = control_offset(len(images), control_seed) if len(images) > 1 else 0  # one image: itself
+        raw = run(source, acc, images, net, k=k, batch_size=batch_size, rank=rank, world_size=world_size,
                   progress=progress, desc=desc, pairs_per_image=len(generators))
 
     def build(raw: dict) -> dict:

@@ -14,20 +14,30 @@ import torch
 from torch import nn
 
 from shiftprobe.probe.accumulator import new_accumulator
+from shiftprobe.probe.budget import (
+    Chunking,
+    chunking,
+    default_memory_budget,
+    format_bytes,
+    map_bytes,
+    parse_memory_budget,
+)
 from shiftprobe.probe.engine import (
     control_offset,
-    default_pairs_per_chunk,
     exact_float32,
     model_device,
+    progress_default,
     run,
     setup,
     subset_indices,
     subset_info,
+    worker_threads,
 )
 from shiftprobe.probe.examples import example_pairs
 from shiftprobe.probe.families import as_transforms
 from shiftprobe.probe.generators import DEFAULT_GENERATORS
-from shiftprobe.probe.inputs import FIRST_IMAGES, check_inputs, check_model, eval_mode, to_pixels
+from shiftprobe.probe.images import Images, as_images, checked_images
+from shiftprobe.probe.inputs import FIRST_IMAGES, check_model, eval_mode, to_pixels
 from shiftprobe.probe.lie import lie_section
 from shiftprobe.probe.pairs import PairComputer, layer_metrics
 from shiftprobe.probe.results import Results
@@ -62,32 +72,53 @@ def reinitialised_copy(net: nn.Module, seed: int) -> nn.Module:
     return fresh
 
 
-def measure_section(model: nn.Module, pixels: torch.Tensor, labels, transform, feed, *, layers=None,
+def size_chunks(net, images: Images, *, batch_size: int, pairs_per_chunk: int | None, memory_budget,
+                workers: int | None, source=None) -> Chunking:
+    """The batch and chunk sizes of one network's measurement, from its probe maps' shapes and the budget."""
+    per_image, per_pair = map_bytes([geo.shape for geo in net.geometry.values()], images.shape, net.dtype)
+    budget = parse_memory_budget(memory_budget)
+    return chunking(per_image, per_pair, budget=budget or default_memory_budget(net.device),
+                    threads=worker_threads(workers, net.device, source), batch_size=batch_size, device=net.device,
+                    pairs_per_chunk=pairs_per_chunk)
+
+
+def estimate_note(chunks: Chunking) -> str:
+    """What the progress line adds: the chunking and its memory."""
+    budget = f" of the {format_bytes(chunks.budget)} budget" if chunks.budget is not None else ""
+    return (f", {chunks.batch_size} images a batch, chunks of {chunks.pairs_per_chunk:,} pairs, {chunks.threads} "
+            f"at once: about {format_bytes(chunks.peak_bytes)} of maps{budget}")
+
+
+def measure_section(model: nn.Module, pixels, labels, transform, feed, *, layers=None,
                     control_seed: int = 0, batch_size: int = 64, pairs_per_chunk: int | None = None,
-                    fast_path: bool = True, device=None, rank: int = 0, world_size: int = 1, progress: bool = False,
-                    desc: str = "measuring", workers: int | None = None, sums: dict | None = None,
-                    examples: bool = False) -> dict:
-    """The section of one network under one transform (``pixels``, ``labels``, ``feed``: checked inputs).
-    ``sums``, if given, receives this process's raw sums (``"raw"``) and ``"section"``, the function that turns
-    (merged) sums into the section."""
+                    memory_budget=None, fast_path: bool = True, device=None, rank: int = 0, world_size: int = 1,
+                    progress: bool = False, desc: str = "measuring", workers: int | None = None,
+                    sums: dict | None = None, examples: bool = False) -> dict:
+    """The section of one network under one transform (``pixels``: checked pixels or ``Images``, ``labels``,
+    ``feed``: checked inputs). ``sums``, if given, receives this process's raw sums (``"raw"``) and
+    ``"section"``, the function that turns (merged) sums into the section."""
     start = time.perf_counter()
-    image_size = tuple(pixels.shape[-2:])
+    images = as_images(pixels, labels)
+    image_size = tuple(images.shape[-2:])
     transform.check_image_size(*image_size)
     with exact_float32(), eval_mode(model):
-        net = setup(model, pixels, layers, feed, device=device, seed=control_seed, rank=rank)
-        plan = transform.plan(len(pixels), image_size)
-        metrics = {name: layer_metrics(transform, geo, image_size, name == net.classifier, labels is not None)
+        first = images.first(FIRST_IMAGES)
+        net = setup(model, first, layers, feed, device=device, seed=control_seed, rank=rank)
+        plan = transform.plan(len(images), image_size)
+        metrics = {name: layer_metrics(transform, geo, image_size, name == net.classifier, images.labeled)
                    for name, geo in net.geometry.items()}
+        chunks = size_chunks(net, images, batch_size=batch_size, pairs_per_chunk=pairs_per_chunk,
+                             memory_budget=memory_budget, workers=workers)
         source = PairComputer(model, net.layers, net.geometry, net.classifier, transform, plan, image_size, metrics,
-                              pairs_per_chunk=pairs_per_chunk or default_pairs_per_chunk(net.device),
-                              device=net.device, feed=feed, fast_path=fast_path)
-        source.self_check(to_pixels(pixels[:FIRST_IMAGES].to(net.device), net.dtype), net.dtype)
+                              pairs_per_chunk=chunks.pairs_per_chunk, device=net.device, feed=feed, fast_path=fast_path)
+        source.self_check(to_pixels(first.to(net.device), net.dtype), net.dtype)
         n_classes = net.geometry[net.classifier].shape[0] if net.classifier is not None else 0
         acc = new_accumulator(len(plan.params), metrics, net.device, n_groups=len(plan.groups), n_classes=n_classes)
         source.bind(acc.image_keys, plan.membership(acc.pair_count.dtype).to(net.device))
-        k = control_offset(len(pixels), control_seed)
-        raw = run(source, acc, pixels, labels, net, k=k, batch_size=batch_size, rank=rank, world_size=world_size,
-                  workers=workers, progress=progress, desc=desc, pairs_per_image=plan.params_per_image)
+        k = control_offset(len(images), control_seed)
+        raw = run(source, acc, images, net, k=k, batch_size=chunks.batch_size, rank=rank, world_size=world_size,
+                  workers=workers, progress=progress, desc=desc, pairs_per_image=plan.params_per_image,
+                  estimate=estimate_note(chunks))
         section = build_section(raw, transform, plan, net, k, metrics, image_size)
         if sums is not None:
             sums.update(raw=raw, section=lambda r: build_section(r, transform, plan, net, k, metrics, image_size))
@@ -95,7 +126,7 @@ def measure_section(model: nn.Module, pixels: torch.Tensor, labels, transform, f
         if source.fast_note:
             section["fast_path_note"] = source.fast_note
         if examples and isinstance(transform, Translation):
-            section["examples"] = example_pairs(net, pixels, transform)
+            section["examples"] = example_pairs(net, first, transform)
     section["seconds"] = time.perf_counter() - start
     return section
 
@@ -114,7 +145,7 @@ def _with_untrained(measure_one, model, untrained, copies: list) -> dict:
 
 def measure(
     model: nn.Module,
-    images: torch.Tensor,
+    images,
     labels: torch.Tensor | None = None,
     layers: Sequence[str] | None = None,
     transform=None,
@@ -129,9 +160,10 @@ def measure(
     max_images: int | None = None,
     batch_size: int = 64,
     pairs_per_chunk: int | None = None,
+    memory_budget: int | str | None = None,
     fast_path: bool = True,
     device: torch.device | str | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     rank: int = 0,
     world_size: int = 1,
     normalization=None,
@@ -144,9 +176,11 @@ def measure(
     model : torch.nn.Module
         Any network but TorchScript; probe points by forward hooks; measured in eval mode (a model in train
         mode is announced once and restored).
-    images, labels : torch.Tensor
+    images, labels : torch.Tensor, or a Dataset / DataLoader
         ``(N, H, W)`` or ``(N, C, H, W)`` pixels (uint8, or floats in [0, 1], or normalised with
-        ``normalization``); labels ``(N,)`` class indices (a tensor, list or array) add accuracies.
+        ``normalization``); labels ``(N,)`` class indices (a tensor, list or array) add accuracies. A map-style
+        ``Dataset`` or a ``DataLoader`` over one (its workers, collate function; items ``image`` or ``(image,
+        label)``) is streamed a batch at a time, each batch checked as it arrives.
     layers : list of str, optional
         Module names, aliases (``model.layer_aliases``), ``"output"``, one call ``"conv#2"``; default
         ``model.default_probe_layers``, else the top-level children and ``"output"``.
@@ -162,9 +196,13 @@ def measure(
         Store the example pairs of the translation figure in its section.
     control_seed : int
         Seeds the unrelated-image pairing (the scores' denominator) and the subsets.
-    max_images, batch_size, pairs_per_chunk, fast_path, device, progress
-        A seeded random subset of this many images; images per batch; image-parameter pairs whose maps exist at
-        once (default 512 on the CPU, 4096 on an accelerator); the crop fast path; default: the model's device.
+    max_images, batch_size, memory_budget, pairs_per_chunk
+        A seeded random subset of this many images; images per batch (at most); the bytes (or ``"2GB"``) the
+        maps of the batches and their chunks of image-parameter pairs may take (default a quarter of the available
+        RAM, at most 1 GiB, or half the free accelerator memory); ``pairs_per_chunk`` overrides the budget.
+    fast_path, device, progress
+        The crop fast path; default: the model's device; a progress bar by pairs with the chunking and its memory
+        announced first (default: on where a terminal or notebook is attached).
     rank, world_size : int
         A DDP rank measures the images ``rank::world_size``; the sums are reduced across ranks.
     normalization, output_key
@@ -188,35 +226,32 @@ def measure(
     transforms = as_transforms(transform if transform is not None else Translation())
     if not transforms and not lie_derivative:
         raise ValueError("transform=[] measures nothing: give a family, e.g. [Translation(), Rotation90()]")
-    pixels, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
+    parse_memory_budget(memory_budget)
+    found, feed = checked_images(model, images, labels, normalization=normalization, output_key=output_key)
     for t in transforms:
-        t.check_image_size(*pixels.shape[-2:])
+        t.check_image_size(*found.shape[-2:])
     copies = _untrained_copies(untrained, untrained_inits, control_seed)
-    n_total = len(pixels)
-    subset = subset_indices(n_total, max_images, control_seed)
-    if subset is not None:
-        pixels = pixels[subset.to(pixels.device)]
-        labels = labels[subset] if labels is not None else None
+    n_total = len(found)
+    found = found.subset(subset_indices(n_total, max_images, control_seed))
     kw = dict(layers=layers, control_seed=control_seed, batch_size=batch_size, device=device, rank=rank,
-              world_size=world_size, progress=progress)
+              world_size=world_size, progress=progress_default(progress))
     families = {}
     with eval_mode(model), eval_mode(untrained) if untrained is not None else contextlib.nullcontext():
         for t in transforms:
             def one(net, tag, t=t):
-                return measure_section(net, pixels, labels, t, feed, pairs_per_chunk=pairs_per_chunk,
-                                       fast_path=fast_path, desc=f"measuring {t.name}{tag}", examples=examples and not tag,
-                                       **kw)
+                return measure_section(net, found, None, t, feed, pairs_per_chunk=pairs_per_chunk,
+                                       memory_budget=memory_budget, fast_path=fast_path,
+                                       desc=f"measuring {t.name}{tag}", examples=examples and not tag, **kw)
             families[t.name] = _with_untrained(one, model, untrained, copies)
         if lie_derivative:
             generators = DEFAULT_GENERATORS if lie_derivative is True else lie_derivative
-            lie_subset = subset_indices(len(pixels), lie_derivative_images, control_seed)
-            lie_pixels = pixels if lie_subset is None else pixels[lie_subset.to(pixels.device)]
+            lie_images = found.subset(subset_indices(len(found), lie_derivative_images, control_seed))
 
             def lie_one(net, tag):
-                return lie_section(net, lie_pixels, feed, generators, layerwise=layerwise,
+                return lie_section(net, lie_images, feed, generators, layerwise=layerwise,
                                    desc=f"Lie derivative{tag}", **kw)
             families["lie_derivative"] = _with_untrained(lie_one, model, untrained, copies)
-    return Results(results_dict(families, subset_info(len(pixels), n_total, control_seed), time.perf_counter() - start))
+    return Results(results_dict(families, subset_info(len(found), n_total, control_seed), time.perf_counter() - start))
 
 
 def _untrained_copies(untrained: nn.Module | None, k: int, seed: int) -> list[nn.Module]:
@@ -245,5 +280,5 @@ def measure_family(model: nn.Module, images: torch.Tensor, labels, family, *, no
     (['horizontal', 'vertical'], 8)
     """
     (family,) = as_transforms(family)
-    pixels, labels, feed = check_inputs(model, images, labels, normalization=normalization, output_key=output_key)
-    return measure_section(model, pixels, labels, family, feed, **kwargs)
+    found, feed = checked_images(model, images, labels, normalization=normalization, output_key=output_key)
+    return measure_section(model, found, None, family, feed, **kwargs)

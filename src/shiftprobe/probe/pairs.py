@@ -107,6 +107,7 @@ class PairComputer:
         self._ids: torch.Tensor | None = None
         self._window_layers: dict[tuple, set] = {}
         self.windows, self.fast_note = None, None
+        self.on_pairs = None  # called with each chunk's pair count (progress)
         offered = isinstance(model, CropWindowModel) and model.crop_windows()
         if fast_path and offered and isinstance(transform, Translation) and transform.mode == "crop" and plan.uniform:
             missing = [n for n in self.names if n not in offered.layers]
@@ -161,6 +162,8 @@ class PairComputer:
                                      windows, products, norms)
             values.append(torch.stack([pairs[key] for key in self.image_keys]))
             no_overlap.append(out)
+            if self.on_pairs is not None:
+                self.on_pairs(b * min(chunk, s - j0))
         update = batch_pair_update(values, [ids[:, j0:j0 + chunk] for j0 in range(0, s, chunk)], no_overlap)
         rows = self.membership[ids[0]] if self.plan.uniform else self.membership[ids]
         return [first, update, image_update(update["pair_values"], rows, self.image_keys, control)]
