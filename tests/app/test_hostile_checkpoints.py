@@ -183,3 +183,35 @@ def test_lightnings_own_load_reads_weights_only(mnist_root, tmp_path, monkeypatc
     with pytest.raises(Exception, match="Weights only load failed"):
         getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=str(evil))
     assert not marker.exists()
+
+
+# -- model.weights= (model=torchvision / timm) --------------------------------------------------------
+def test_model_weights_unpickles_nothing_and_builds_nothing_from_a_stored_config(mnist_root, tmp_path):
+    """``model.weights=`` is read through the same weights-only reader: a pickle payload is refused in one
+    line naming the opt-in, and a ``.ckpt`` whose stored settings hold a config payload gives its weights
+    only (the stored settings are not read)."""
+    from hostile_files import Payload, instantiated_payload
+
+    from shiftprobe.app.train import build_network
+    from shiftprobe.models import torchvision_model
+
+    marker = tmp_path / "marker"
+    torch.manual_seed(0)
+    weights = torchvision_model("shufflenet_v2_x0_5").state_dict()
+    torch.save({**weights, "payload": Payload(marker)}, tmp_path / "evil.pt")
+    ckpt = lightning_checkpoint({"model": instantiated_payload(marker)})
+    ckpt["state_dict"] = {f"net.{k}": v for k, v in weights.items()}
+    torch.save(ckpt, tmp_path / "evil.ckpt")
+
+    def build(path):
+        cfg = train_cfg(mnist_root, tmp_path / "run", "model=torchvision", "model.name=shufflenet_v2_x0_5",
+                        f"model.weights={path}")
+        validate_config(cfg)
+        return build_network(cfg)
+
+    with pytest.raises(ShiftProbeError) as err:
+        build(tmp_path / "evil.pt")
+    one_line(err, f"model.weights={str(tmp_path / 'evil.pt')!r} holds pickled Python objects")
+    net = build(tmp_path / "evil.ckpt")
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
+    assert not marker.exists()
