@@ -110,10 +110,10 @@ CLI_OPT_IN = "trust_checkpoint=true"
 
 def _refuse_pickle(path: Path, what: str, opt_in: str | None) -> ShiftProbeError:
     """The one line for a pickle not trusted; ``opt_in`` None: the setting never unpickles (``model.weights``)."""
-    trust = "so it is not loaded: " if opt_in is None else f"it is loaded only if you trust the file and say so with {opt_in}; or "
+    trust = ", so it is not loaded: " if opt_in is None else f": it is loaded only if you trust the file and say so with {opt_in}; or "
     return ShiftProbeError(
         f"{what}={str(path)!r} holds pickled Python objects (a whole saved module?), and unpickling runs code "
-        f"stored in the file: {trust}save its weights instead, torch.save(model.state_dict(), path)"
+        f"stored in the file{trust}save its weights instead, torch.save(model.state_dict(), path)"
     )
 
 

@@ -214,7 +214,7 @@ def test_model_weights_unpickles_nothing_and_builds_nothing_from_a_stored_config
     with pytest.raises(ShiftProbeError) as err:
         build(tmp_path / "evil.pt")
     message = one_line(err, f"model.weights={str(tmp_path / 'evil.pt')!r} holds pickled Python objects",
-                       "so it is not loaded: save its weights instead, torch.save(model.state_dict(), path)")
+                       "runs code stored in the file, so it is not loaded: save its weights instead, torch.save(model.state_dict(), path)")
     assert "trust_checkpoint" not in message  # trust_checkpoint=true does not reach model.weights: not offered
     net = build(tmp_path / "evil.ckpt")
     assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
