@@ -6,10 +6,12 @@ module writes through.
 
 from __future__ import annotations
 
+import ast
 import errno
 import io
 import json
 import logging
+from pathlib import Path
 
 import disk_faults
 import numpy as np
@@ -138,3 +140,54 @@ def test_a_log_file_on_a_full_disk_drops_lines_quietly(tmp_path, capsys):
         assert "--- Logging error ---" in capsys.readouterr().err
     finally:
         logger.removeHandler(handler)
+
+
+# -- every writer of the package goes through shiftprobe.atomic --------------------------------------------
+SAVERS = {"save", "savez", "savez_compressed", "savefig", "dump"}  # torch.save / np.save* / fig.savefig / json.dump
+
+
+def _atomic_handles(tree: ast.AST) -> set[str]:
+    """Names bound by ``with atomic_write(...) as name``."""
+    return {item.optional_vars.id for node in ast.walk(tree) if isinstance(node, ast.With) for item in node.items
+            if isinstance(item.context_expr, ast.Call) and getattr(item.context_expr.func, "id", "") == "atomic_write"
+            and isinstance(item.optional_vars, ast.Name)}
+
+
+def non_atomic_writes(source: str) -> list[str]:
+    """The calls in ``source`` that write a file other than through ``atomic_write``: ``Path.write_text`` /
+    ``write_bytes``, ``open(..., "w")``, and a saver (``torch.save``, ``np.savez``, ``fig.savefig``,
+    ``json.dump``) whose destination is not a handle of ``atomic_write``."""
+    tree, found = ast.parse(source), []
+    handles = _atomic_handles(tree)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        owner = getattr(getattr(node.func, "value", None), "id", "")
+        saver = name == "savefig" or name in SAVERS and owner in ("torch", "np", "numpy", "json", "pickle")
+        modes = [a.value for a in [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "mode")]
+                 if isinstance(a, ast.Constant)]
+        destination = node.args[1] if name in SAVERS - {"savefig"} and len(node.args) > 1 else (
+            node.args[0] if node.args else None)
+        if (name in ("write_text", "write_bytes") and isinstance(node.func, ast.Attribute)
+                or name == "open" and any(isinstance(m, str) and set(m) & set("wax") for m in modes)
+                or saver and not (isinstance(destination, ast.Name) and destination.id in handles)):
+            found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_the_checker_finds_each_kind_of_direct_write():
+    assert non_atomic_writes("with atomic_write(p) as fh:\n    torch.save(x, fh)\n    fig.savefig(fh)") == []
+    bad = ["p.write_text('x')", "open(p, 'w')", "open(p, mode='ab')", "torch.save(x, p)", "np.savez(p, a=1)",
+           "fig.savefig(p)", "json.dump(x, fh)"]
+    assert [len(non_atomic_writes(code)) for code in bad] == [1] * len(bad)
+    assert non_atomic_writes("open(p)\nopen(p, 'rb')\nwrite_text(p, 'x')\nresults.save(p)") == []  # reads; atomic
+
+
+def test_every_file_the_package_writes_goes_through_atomic_write():
+    """results.json/.md, figures, pairs, checkpoints, summaries: a temporary name in the same folder, then
+    a rename (``shiftprobe.atomic``, the one module that writes directly)."""
+    src = Path(__file__).resolve().parents[1] / "src" / "shiftprobe"
+    found = {str(p.relative_to(src)): non_atomic_writes(p.read_text()) for p in sorted(src.rglob("*.py"))
+             if p.name != "atomic.py"}
+    assert {k: v for k, v in found.items() if v} == {}

@@ -108,15 +108,16 @@ def _net_weights(lightning_state: Mapping[str, torch.Tensor]) -> dict[str, torch
 CLI_OPT_IN = "trust_checkpoint=true"
 
 
-def _refuse_pickle(path: Path, what: str, opt_in: str) -> ShiftProbeError:
+def _refuse_pickle(path: Path, what: str, opt_in: str | None) -> ShiftProbeError:
+    """The one line for a pickle not trusted; ``opt_in`` None: the setting never unpickles (``model.weights``)."""
+    trust = ", so it is not loaded: " if opt_in is None else f": it is loaded only if you trust the file and say so with {opt_in}; or "
     return ShiftProbeError(
         f"{what}={str(path)!r} holds pickled Python objects (a whole saved module?), and unpickling runs code "
-        f"stored in the file: it is loaded only if you trust the file and say so with {opt_in}; "
-        f"or save its weights instead, torch.save(model.state_dict(), path)"
+        f"stored in the file{trust}save its weights instead, torch.save(model.state_dict(), path)"
     )
 
 
-def load_torch_file(path: Path, what: str, *, trusted: bool = False, opt_in: str = CLI_OPT_IN):
+def load_torch_file(path: Path, what: str, *, trusted: bool = False, opt_in: str | None = CLI_OPT_IN):
     """``torch.load(path, weights_only=True)``; a file of pickled objects is unpickled only when ``trusted``.
 
     ``what`` names the setting the path came from and ``opt_in`` how the user says they trust the file
@@ -159,7 +160,7 @@ def _unpickle(path: Path, what: str):
 
 
 def read_checkpoint(
-    path: str | Path, what: str = "ckpt_path", *, trusted: bool = False, opt_in: str = CLI_OPT_IN
+    path: str | Path, what: str = "ckpt_path", *, trusted: bool = False, opt_in: str | None = CLI_OPT_IN
 ) -> CheckpointFile:
     """Read ``path`` as one of the accepted formats (see the module docstring).
 

@@ -161,12 +161,14 @@ def test_train_with_a_hostile_ckpt_path_runs_nothing(mnist_root, tmp_path, monke
     with pytest.raises(ShiftProbeError) as err:
         train(train_cfg(mnist_root, tmp_path / "run", f"ckpt_path={evil}", f"train={str(fit).lower()}"))
     one_line(err, "holds pickled Python objects", "trust_checkpoint=true")
-    for place in ("model.pool", "callbacks.shift_probe.layers"):  # train.py builds nothing from them
+    for place in ("model", "model.pool"):  # refused as eval.py refuses them, never offered as a fix to add
         ckpt = config_payload(tmp_path / f"{place}.ckpt", marker, place)
-        try:
-            train(train_cfg(mnist_root, tmp_path / place, f"ckpt_path={ckpt}", "train=false"))
-        except ShiftProbeError as refused:  # the stored model settings differ from the run's
-            assert "was trained with other model settings" in str(refused)
+        with pytest.raises(ShiftProbeError) as err:
+            train(train_cfg(mnist_root, tmp_path / place, f"ckpt_path={ckpt}", f"train={str(fit).lower()}"))
+        message = one_line(err, f"ckpt_path={str(ckpt)!r} records {place}", "nothing is built")
+        assert "add model." not in message  # the payload is not offered as the settings to resume with
+    ckpt = config_payload(tmp_path / "layers.ckpt", marker, "callbacks.shift_probe.layers")  # train.py reads no such setting
+    train(train_cfg(mnist_root, tmp_path / "layers", f"ckpt_path={ckpt}", "train=false"))
     assert not marker.exists()
 
 
@@ -182,4 +184,38 @@ def test_lightnings_own_load_reads_weights_only(mnist_root, tmp_path, monkeypatc
     module, datamodule = build_module(cfg, resolved_config(cfg)), hydra.utils.instantiate(cfg.data)
     with pytest.raises(Exception, match="Weights only load failed"):
         getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=str(evil))
+    assert not marker.exists()
+
+
+# -- model.weights= (model=torchvision / timm) --------------------------------------------------------
+def test_model_weights_unpickles_nothing_and_builds_nothing_from_a_stored_config(mnist_root, tmp_path):
+    """``model.weights=`` is read through the same weights-only reader: a pickle payload is refused in one
+    line naming the opt-in, and a ``.ckpt`` whose stored settings hold a config payload gives its weights
+    only (the stored settings are not read)."""
+    from hostile_files import Payload, instantiated_payload
+
+    from shiftprobe.app.train import build_network
+    from shiftprobe.models import torchvision_model
+
+    marker = tmp_path / "marker"
+    torch.manual_seed(0)
+    weights = torchvision_model("shufflenet_v2_x0_5").state_dict()
+    torch.save({**weights, "payload": Payload(marker)}, tmp_path / "evil.pt")
+    ckpt = lightning_checkpoint({"model": instantiated_payload(marker)})
+    ckpt["state_dict"] = {f"net.{k}": v for k, v in weights.items()}
+    torch.save(ckpt, tmp_path / "evil.ckpt")
+
+    def build(path):
+        cfg = train_cfg(mnist_root, tmp_path / "run", "model=torchvision", "model.name=shufflenet_v2_x0_5",
+                        f"model.weights={path}")
+        validate_config(cfg)
+        return build_network(cfg)
+
+    with pytest.raises(ShiftProbeError) as err:
+        build(tmp_path / "evil.pt")
+    message = one_line(err, f"model.weights={str(tmp_path / 'evil.pt')!r} holds pickled Python objects",
+                       "runs code stored in the file, so it is not loaded: save its weights instead, torch.save(model.state_dict(), path)")
+    assert "trust_checkpoint" not in message  # trust_checkpoint=true does not reach model.weights: not offered
+    net = build(tmp_path / "evil.ckpt")
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
     assert not marker.exists()

@@ -28,6 +28,23 @@ FIRST = {
     "callbacks.shift_probe.layers=[conv9]": "error: callbacks.shift_probe.layers=['conv9'] is not allowed: layer "
     "'conv9' is not a module of LabCNN; use names from model.named_modules(), e.g. ['conv1', 'conv2', 'pool1', "
     "'pool2', 'fc1', 'fc2'], an alias ['logits'], or 'output'.",
+    # every value the command-line section of the issue named: one line here, not a traceback after the imports
+    "seed=-1": "error: seed=-1 is not allowed: use an integer from 0 to 4294967295, e.g. seed=0.",
+    "callbacks.shift_probe.max_images=0": "error: callbacks.shift_probe.max_images=0 is not allowed: use an integer "
+                                          ">= 2 (or null for all the test images).",
+    "callbacks.shift_probe.batch_size=0": "error: callbacks.shift_probe.batch_size=0 is not allowed: use an integer "
+                                          ">= 1, e.g. callbacks.shift_probe.batch_size=64.",
+    "callbacks.shift_probe.untrained_inits=0": "error: callbacks.shift_probe.untrained_inits=0 is not allowed: use an "
+                                               "integer >= 1 (default 1).",
+    "callbacks.shift_probe.lie_derivative_images=0": "error: callbacks.shift_probe.lie_derivative_images=0 is not "
+    "allowed: use an integer >= 2, e.g. callbacks.shift_probe.lie_derivative_images=500.",
+    "+trainer.accumulate_grad_batches=0": "error: trainer.accumulate_grad_batches=0 is not allowed: use an integer >= 1.",
+    "trainer.max_epochs=0": "error: trainer.max_epochs=0 is not allowed: it trains nothing, so the network measured "
+    "as trained would be its initial weights; use at least 1, or measure the untrained network with "
+    "experiment=untrained (train=false).",
+    "callbacks.shift_probe.layers=[]": "error: callbacks.shift_probe.layers=[] measures nothing: name at least one "
+    "module, e.g. callbacks.shift_probe.layers=[conv2,fc1], or null for the model's default layers "
+    "(callbacks.shift_probe.layers=null).",
     "seed=0": None,
 }
 

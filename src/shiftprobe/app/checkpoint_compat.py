@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from shiftprobe.checkpoints import fit_problems, recorded_config
 from shiftprobe.errors import ShiftProbeError
-from shiftprobe.stored_config import WEIGHT_SOURCE_KEYS, upgrade_targets
+from shiftprobe.stored_config import WEIGHT_SOURCE_KEYS, checked_model_config, upgrade_targets
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ def check_checkpoint_fits(
     """
     where = f"ckpt_path={str(ckpt_path)!r}"
     stored = stored_model_config(checkpoint)
+    if stored is not None:  # one of the project's models with plain values, or one line: never offered as a fix
+        checked_model_config(stored, where)
     if stored is not None and isinstance(run_model, dict):
         stored = with_added_defaults(stored, run_model)
         diffs = model_differences(stored, run_model)

@@ -189,7 +189,7 @@ def load_weights(model: nn.Module, weights: str, what: str) -> None:
     from shiftprobe.checkpoints import fit_problems, read_checkpoint
     from shiftprobe.errors import ShiftProbeError
 
-    stored = read_checkpoint(weights, what="model.weights").weights
+    stored = read_checkpoint(weights, what="model.weights", opt_in=None).weights  # weights only, never unpickled
     problems = fit_problems(stored, model.state_dict())
     if problems:
         raise ShiftProbeError(
