@@ -14,6 +14,8 @@ each window (two comparisons of small unsigned positions), ``np.flatnonzero`` an
 windows cover less than half of the map (the lab CNN's conv2: 8x8 windows of 12x12 maps), selection
 scans more positions than it keeps and sorting each window is faster: ``method="auto"`` then sorts the
 windows (``shiftprobe.probe.metrics.sort_channels``). Other devices and dtypes sort the windows too.
+The engine (``PairComputer.window_sorters``) keeps one ``WindowSorter`` per batch and window layer where
+``select_pays``: the shared sort once (``SharedOrder``), a selection per chunk of shifts.
 
 Equal values: ``-0.0`` and ``0.0`` compare equal, so a sort may put them in either order (NumPy's own
 order depends on its algorithm); here ``-0.0`` comes first. Every other value is at the position the
@@ -63,13 +65,13 @@ def sorted_windows(
     corners = _check(padded, origins, h, w, method)
     padded = working(padded)
     if method == "auto":
-        method = "select" if _select_pays(padded, h, w) else "sort"
+        method = "select" if select_pays(padded, h, w) else "sort"
     if method == "sort":
         return _sort_each(padded, corners, h, w)
     if padded.device.type != "cpu" or padded.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"method='select' sorts CPU float32/float64 maps, got {padded.dtype} on {padded.device}; "
                          "use method='auto' or 'sort'")
-    return torch.from_numpy(_select(padded.detach().contiguous().numpy(), corners, h, w))
+    return SharedOrder(padded).windows(corners, h, w)
 
 
 def _check(padded: torch.Tensor, origins, h: int, w: int, method: str) -> np.ndarray:
@@ -91,7 +93,7 @@ def _check(padded: torch.Tensor, origins, h: int, w: int, method: str) -> np.nda
     return corners
 
 
-def _select_pays(padded: torch.Tensor, h: int, w: int) -> bool:
+def select_pays(padded: torch.Tensor, h: int, w: int) -> bool:
     """Selection scans the whole map per window: it beats sorting the window where the window covers at
     least half of the map (the lab CNN, one thread, ``scripts/measure_profile.py --sort``: at 24x24 of
     32x32, 1.3-1.5x faster than sorting NumPy-stacked windows, 2.0-2.2x faster than ``torch.stack`` and
@@ -133,25 +135,65 @@ def shared_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(values, pos, 1), pos
 
 
-def _select(padded: np.ndarray, corners: np.ndarray, h: int, w: int) -> np.ndarray:
-    """``sorted_windows`` by selection: ``(B, C, H, W)`` NumPy maps -> ``(B, S, C, h * w)``."""
-    b, c, height, width = padded.shape
-    n, k, s = height * width, h * w, len(corners)
-    values, pos = shared_order(padded.reshape(b * c, n))
-    values = values.reshape(b, c * n)
-    small = np.min_scalar_type(max(height, width))  # positions as small unsigned ints: cheap masks
-    ys = (pos // width).astype(small).reshape(b, c, n)
-    xs = (pos % width).astype(small).reshape(b, c, n)
-    layout = _Layout(corners, small, max(1, BLOCK_MASK_BYTES // (c * n)))
-    out = np.empty((b, s, c * k), dtype=padded.dtype)
-    for i in range(b):
-        in_rows = (ys[i] - layout.row_starts) < h  # (distinct y0) x C x N; below y0 wraps to large values
-        in_cols = (xs[i] - layout.col_starts) < w
-        for j0, j1, mask in layout.masks(in_rows, in_cols):  # (j1 - j0) x C x N, k True per window and channel
-            picked = np.flatnonzero(mask)
-            picked -= _window_offsets(j1 - j0, c, k, n)  # -> index into the image's C x N sorted values
-            np.take(values[i], picked, out=out[i, j0:j1].reshape(-1), mode="clip")  # in range by construction
-    return out.reshape(b, s, c, k)
+class SharedOrder:
+    """One sort of every channel of ``padded`` (CPU float32 / float64 ``(B, C, H, W)``), then any windows'
+    sorted values by selection (``windows``): the shared sort done once for many calls (one per chunk of
+    shifts in the engine)."""
+
+    def __init__(self, padded: torch.Tensor):
+        maps = padded.detach().contiguous().numpy()
+        b, c, height, width = maps.shape
+        self.shape = maps.shape
+        values, pos = shared_order(maps.reshape(b * c, height * width))
+        self.values = values.reshape(b, c * height * width)
+        self.small = np.min_scalar_type(max(height, width))  # positions as small unsigned ints: cheap masks
+        self.ys = (pos // width).astype(self.small).reshape(b, c, height * width)
+        self.xs = (pos % width).astype(self.small).reshape(b, c, height * width)
+
+    def windows(self, corners: np.ndarray, h: int, w: int) -> torch.Tensor:
+        """``(B, S, C, h * w)``: the sorted values of the windows at ``corners`` (``(S, 2)`` int64, checked)."""
+        b, c, height, width = self.shape
+        n, k, s = height * width, h * w, len(corners)
+        layout = _Layout(corners, self.small, max(1, BLOCK_MASK_BYTES // (c * n)))
+        out = np.empty((b, s, c * k), dtype=self.values.dtype)
+        for i in range(b):
+            in_rows = (self.ys[i] - layout.row_starts) < h  # (distinct y0) x C x N; below y0 wraps to large
+            in_cols = (self.xs[i] - layout.col_starts) < w
+            for j0, j1, mask in layout.masks(in_rows, in_cols):  # (j1 - j0) x C x N, k True per window, channel
+                picked = np.flatnonzero(mask)
+                picked -= _window_offsets(j1 - j0, c, k, n)  # -> index into the image's C x N sorted values
+                np.take(self.values[i], picked, out=out[i, j0:j1].reshape(-1), mode="clip")  # in range
+        return torch.from_numpy(out.reshape(b, s, c, k))
+
+
+class WindowSorter:
+    """The sorted windows of one layer for every column of a plan, from one ``SharedOrder`` per source map
+    (the engine makes one per batch and window layer): ``sorter(cols)`` for a slice of the columns.
+
+    ``columns[j]``: ``(map, y0, x0)``, column ``j``'s window of ``map`` (``CropWindows.source``)."""
+
+    def __init__(self, columns: Sequence[tuple[torch.Tensor, int, int]], h: int, w: int):
+        self.h, self.w = h, w
+        sources = {id(source): source for source, _, _ in columns}
+        self.orders = {}
+        for key, source in sources.items():
+            _check(source, [(y0, x0) for s, y0, x0 in columns if s is source], h, w, "select")
+            self.orders[key] = SharedOrder(working(source))
+        self.columns = [(id(source), y0, x0) for source, y0, x0 in columns]
+
+    def __call__(self, cols: slice) -> torch.Tensor:
+        """``(B, S, C, h * w)`` for the columns ``cols``, in their order."""
+        items = self.columns[cols]
+        keys = list(dict.fromkeys(key for key, _, _ in items))
+        parts = [([j for j, it in enumerate(items) if it[0] == key], key) for key in keys]
+        if len(parts) == 1:
+            return self.orders[keys[0]].windows(np.array([it[1:] for it in items], dtype=np.int64), self.h, self.w)
+        out = None
+        for js, key in parts:
+            part = self.orders[key].windows(np.array([items[j][1:] for j in js], dtype=np.int64), self.h, self.w)
+            out = part.new_empty((part.shape[0], len(items), *part.shape[2:])) if out is None else out
+            out[:, js] = part
+        return out
 
 
 class _Layout:
