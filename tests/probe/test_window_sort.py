@@ -7,13 +7,19 @@ places (last); and the shared sort's result is each window's values permuted, bi
 or changed, signs of zero and NaN payloads included), which NumPy's own vectorised sort is not. The maps are full of ties on purpose (small integers, zeros of both signs, infinities).
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
+import shiftprobe.probe.pairs as pairs
+from shiftprobe.models.crop_windows import CropWindows
 from shiftprobe.models.lab import LabCNN
+from shiftprobe.probe.measure import measure_family
 from shiftprobe.probe.metrics import sort_channels, sorted_rel
-from shiftprobe.probe.window_sort import _select_pays, shared_order, sorted_windows
+from shiftprobe.probe.translation import Translation
+from shiftprobe.probe.window_sort import WindowSorter, select_pays, shared_order, sorted_windows
 
 SHIFTS = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)]
 
@@ -85,7 +91,7 @@ def test_sorted_windows_equal_sorting_every_window(dtype, case, method):
     maps = tied_maps(shape, dtype, seed=case)
     got = sorted_windows(torch.from_numpy(maps), origins, h, w, method=method)
     assert got.dtype == torch.from_numpy(maps).dtype and got.is_contiguous()
-    if method == "sort" or (method == "auto" and not _select_pays(torch.from_numpy(maps), h, w)):  # NumPy's sort itself: equal values, not a bitwise permutation (see assert_same_sorted)
+    if method == "sort" or (method == "auto" and not select_pays(torch.from_numpy(maps), h, w)):  # NumPy's sort itself: equal values, not a bitwise permutation (see assert_same_sorted)
         assert np.array_equal(got.numpy(), per_window_sort(maps, origins, h, w), equal_nan=True)
     else:
         assert_same_sorted(got.numpy(), maps, origins, h, w)
@@ -162,8 +168,8 @@ def test_half_precision_is_sorted_in_float32_like_sort_channels():
 
 def test_auto_selects_where_windows_cover_half_the_map():
     maps = torch.zeros(1, 1, 32, 32)
-    assert _select_pays(maps, 24, 24) and not _select_pays(maps[..., :12, :12], 8, 8)
-    assert not _select_pays(maps.half(), 24, 24)
+    assert select_pays(maps, 24, 24) and not select_pays(maps[..., :12, :12], 8, 8)
+    assert not select_pays(maps.half(), 24, 24)
 
 
 @pytest.mark.parametrize(
@@ -196,3 +202,49 @@ def test_strided_maps_and_tensor_origins():
     origins = torch.tensor(grid_origins(1))
     got = sorted_windows(maps, origins, 7, 7, method="select")
     assert torch.equal(got, torch.from_numpy(per_window_sort(maps.contiguous().numpy(), origins.tolist(), 7, 7)))
+
+
+@pytest.mark.parametrize("name", ["conv1", "conv2"])
+@pytest.mark.parametrize("cols", [slice(None), slice(3, 20), slice(80, 81)])
+def test_window_sorter_gives_each_columns_sorted_shifted_maps_in_order(name, cols):
+    """One ``WindowSorter`` per layer (conv2: four pooling-phase source maps, interleaved along the plan's
+    columns) gives, for any slice of the columns, ``sort_channels`` of ``CropWindows.shifted``'s maps."""
+    windows, x, basis, net = lab_basis()
+    side = basis["sides"][name]
+    sorter = WindowSorter([windows.source(basis, name, dy, dx) for dy, dx in SHIFTS], side, side)
+    with torch.inference_mode():
+        expected = sort_channels(windows.shifted(basis, SHIFTS[cols])[name])
+    assert torch.equal(sorter(cols), expected)
+
+
+def _figures(res: dict) -> str:
+    """Every figure of a section as exact text (floats by repr, NaN as NaN), timings left out."""
+    return json.dumps({k: v for k, v in res.items() if k != "seconds"}, sort_keys=True)
+
+
+def test_engine_sorts_the_lab_conv1_windows_by_one_shared_sort_with_the_same_figures(monkeypatch):
+    """The lab CNN's default measurement (9x9 crop grid): conv1's sorted maps come from one shared sort per
+    batch (``WindowSorter``), and where conv1's zero-shift window is f(x) bit for bit (a window layer) its
+    shifted maps are never stacked; every figure equals, bit for bit, the per-window sort's (``select_pays``
+    forced off)."""
+    windows, x, _, net = lab_basis(n_images=5)
+    calls, events = [], []  # events: ("batch", window layers) and ("chunk", skipped probe points), in order
+    real_call, real_shifted = WindowSorter.__call__, CropWindows.shifted
+    real_layers = pairs.PairComputer.window_layers
+    monkeypatch.setattr(WindowSorter, "__call__", lambda self, cols: calls.append(cols) or real_call(self, cols))
+    monkeypatch.setattr(CropWindows, "shifted", lambda self, basis, shifts, skip=():
+                        events.append(("chunk", set(skip))) or real_shifted(self, basis, shifts, skip))
+    monkeypatch.setattr(pairs.PairComputer, "window_layers", lambda self, base, basis:
+                        events.append(("batch", real_layers(self, base, basis))) or events[-1][1])
+    shared = measure_family(net, x, None, Translation(4), batch_size=3, pairs_per_chunk=64, workers=1)
+    assert shared["fast_path"] is True and len(calls) == 4 + 3  # 81 columns in chunks of 64 // 3 = 21, then 64 // 2 = 32
+    batch_events = [e for e in events if e[0] == "batch"]
+    assert len(batch_events) == 2
+    layers = set()
+    for kind, names in events[1:]:  # events[0]: the self-check's zero shift
+        layers = names if kind == "batch" else layers
+        assert kind == "batch" or names == layers & {"conv1"}
+    calls.clear()
+    monkeypatch.setattr(pairs, "select_pays", lambda *args: False)
+    each = measure_family(net, x, None, Translation(4), batch_size=3, pairs_per_chunk=64, workers=1)
+    assert not calls and _figures(shared) == _figures(each)

@@ -1,4 +1,4 @@
-"""scripts/sort_floor.py: the sorting test's CPU floor, on a small synthetic MNIST."""
+"""scripts/sort_floor.py (the sorting test's CPU floor) and scripts/measure_profile.py (CPU time by phase), on a small synthetic MNIST."""
 
 import sys
 from pathlib import Path
@@ -18,3 +18,14 @@ def test_sort_floor_counts_the_values_the_measurement_sorts(mnist_root, capsys):
 def test_sort_floor_times_the_shared_sort_too(mnist_root, capsys):
     assert sort_floor.main(["--root", str(mnist_root), "--images", "2"]) == 0
     assert "shared sort (sorted_windows, from the padded maps)" in capsys.readouterr().out
+
+
+def test_measure_profile_times_every_phase(mnist_root, capsys):
+    import measure_profile
+
+    before = measure_profile.pairs.PairComputer.batch_updates
+    assert measure_profile.main(["--root", str(mnist_root), "--images", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[0] for line in out[1:-1]] == [phase.split("  ")[0] for _, _, phase in measure_profile.PHASES]
+    assert out[-1].startswith("measure_family, in all")
+    assert measure_profile.pairs.PairComputer.batch_updates is before  # the timers are removed again

@@ -61,17 +61,18 @@ class CropWindows:
         basis["sides"]["conv2"] = basis["conv2_phases"][0, 0].shape[-1] - m
         return basis
 
-    def shifted(self, basis: dict, shifts: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """Every probe point of the crop-shifted images, ``B x S x ...``, for ``S`` shifts within the basis."""
-        conv1 = self._stacked(basis, "conv1", shifts)
-        b, s = conv1.shape[:2]
+    def shifted(self, basis: dict, shifts: Sequence[tuple[int, int]], skip=()) -> dict[str, torch.Tensor]:
+        """Every probe point of the crop-shifted images, ``B x S x ...``, for ``S`` shifts within the basis;
+        ``skip``: probe points the caller does not read (``conv1`` is then not stacked, nor returned)."""
+        b, s = len(basis["conv1"]), len(shifts)
+        out = {} if "conv1" in skip else {"conv1": self._stacked(basis, "conv1", shifts)}
         if self.prewindow is not None:
             conv2 = self.after_prewindow(self._stacked(basis, "prewindow", shifts).flatten(0, 1))
             conv2 = conv2.view(b, s, *conv2.shape[1:])
         else:
             conv2 = self._stacked(basis, "conv2", shifts)
         head = self.head(conv2.reshape(b * s, *conv2.shape[2:]))
-        return {"conv1": conv1, "conv2": conv2, **{k: v.view(b, s, *v.shape[1:]) for k, v in head.items()}}
+        return {**out, "conv2": conv2, **{k: v.view(b, s, *v.shape[1:]) for k, v in head.items()}}
 
     def _stacked(self, basis: dict, name: str, shifts) -> torch.Tensor:
         return torch.stack([self.window(basis, name, dy, dx) for dy, dx in shifts], dim=1)

@@ -30,6 +30,7 @@ from shiftprobe.probe.metrics import (
 )
 from shiftprobe.probe.thresholds import exact_tolerance
 from shiftprobe.probe.translation import Translation
+from shiftprobe.probe.window_sort import WindowSorter, select_pays
 
 
 def on_accelerator(device: torch.device) -> bool:
@@ -150,6 +151,7 @@ class PairComputer:
         basis = self.windows.basis(self._padded(x), self.transform.max_shift) if self.windows else None
         windows = self.window_layers(base, basis)
         products = {name: self.window_products(name, base[name], basis) for name in windows}
+        sorters = self.window_sorters(basis)
         norms = {name: {} for name in self.mapped}  # ||f(x)[Q - m]|| by offset, shared by the chunks
         correct = first.get("correct")
         b, s = ids.shape
@@ -159,7 +161,7 @@ class PairComputer:
             cols = slice(j0, j0 + chunk)
             chunk_params = params[:, cols] if isinstance(params, torch.Tensor) else params[cols]
             pairs, out = self._chunk(x, y, correct, base, flat, sorted_base, chunk_params, cols, basis,
-                                     windows, products, norms)
+                                     windows, products, norms, sorters)
             values.append(torch.stack([pairs[key] for key in self.image_keys]))
             no_overlap.append(out)
             if self.on_pairs is not None:
@@ -202,21 +204,22 @@ class PairComputer:
         xs = self.transform.apply(x, self.plan.param_values(ids.view(-1, 1)))
         return self.capture.run(xs.reshape(len(x), *xs.shape[2:]))
 
-    def transformed(self, x: torch.Tensor, params, basis) -> dict:
-        """The probe points of ``T(p) x`` for the chunk's ``params``, as ``B x P x ...`` tensors."""
+    def transformed(self, x: torch.Tensor, params, basis, skip=()) -> dict:
+        """The probe points of ``T(p) x`` for the chunk's ``params``, as ``B x P x ...`` tensors (the crop
+        windows may leave out the probe points of ``skip``)."""
         if basis is not None:
-            return self.windows.shifted(basis, params)
+            return self.windows.shifted(basis, params, skip)
         xs = self.transform.apply(x, params)
         b, p = xs.shape[:2]
         feats = self.capture.run(xs.reshape(b * p, *xs.shape[2:]).contiguous())
         return {k: feats[k].view(b, p, *feats[k].shape[1:]) for k in self.names}
 
-    def _chunk(self, x, y, correct, base, flat, sorted_base, params, cols, basis, windows, products, norms):
+    def _chunk(self, x, y, correct, base, flat, sorted_base, params, cols, basis, windows, products, norms, sorters):
         """Every per-pair metric of one chunk of parameters: ``({(layer, metric): B x c}, no-overlap flags)``."""
-        feats = self.transformed(x, params, basis)
+        feats = self.transformed(x, params, basis, self._unread(params, windows, sorters))
         pairs, no_overlap = {}, {}
         for name in self.names:
-            ft = feats[name]
+            ft = feats.get(name)  # None: a window layer whose metrics here need no shifted maps (``_unread``)
             if name in products:
                 norm2_x, dot, norm2_t, same = products[name]
                 m = window_pair_metrics(norm2_x, dot[:, cols], norm2_t[:, cols], same[cols])
@@ -230,7 +233,7 @@ class PairComputer:
                 pairs.update({(name, k): v for k, v in values.items()})
                 no_overlap.update({(name, k): v for k, v in flags.items()})
             if name in self.sorted:  # last use of ft's spatial layout: sort it in its own memory
-                st = sort_channels(ft.contiguous(), inplace=True)
+                st = sorters[name](cols) if name in sorters else sort_channels(ft.contiguous(), inplace=True)
                 pairs[name, "sorted_rel"] = sorted_rel(sorted_base[name].unsqueeze(1), st, consume=True)
         cls = self.classifier
         if cls is not None:
@@ -240,6 +243,23 @@ class PairComputer:
                 pairs[cls, "shifted_correct"] = (feats[cls].argmax(-1) == y.unsqueeze(1)).to(agree.dtype)
                 pairs[cls, "consistency_correct"] = torch.where(correct.unsqueeze(1), agree, float("nan"))
         return pairs, no_overlap
+
+    def _unread(self, params, windows: set, sorters: dict) -> set:
+        """The window layers whose metrics need no shifted maps for ``params``: products give the pair
+        metrics, a ``WindowSorter`` (or nothing) the sorted ones, and every shift's map metrics are exact."""
+        return {name for name in windows if (name in sorters or name not in self.sorted)
+                and all(self.transform.window_exact(p, self.geometry[name]) for p in params)}
+
+    def window_sorters(self, basis: dict | None) -> dict:
+        """A ``WindowSorter`` of the batch for each sorted window map where sharing one sort pays
+        (``select_pays``; the others sort each shifted map)."""
+        sorters = {}
+        for name in (n for n in self.sorted if basis is not None and n in self.windows.window_maps):
+            columns = [self.windows.source(basis, name, dy, dx) for dy, dx in self.params]
+            side = basis["sides"][name]
+            if select_pays(columns[0][0], side, side):
+                sorters[name] = WindowSorter(columns, side, side)
+        return sorters
 
     def window_products(self, name: str, f_x: torch.Tensor, basis: dict):
         """``(||f(x)||^2, dot, ||f(T x)||^2, same)`` of a window layer for every shift of the plan: ``B``,

@@ -185,6 +185,12 @@ class Translation(Transform):
             return MapAction(feature[..., :0, :0], (slice(0, 0), slice(0, 0)))
         return MapAction(feature[..., slices[1][0], slices[1][1]], slices[0])
 
+    @staticmethod
+    def window_exact(param, geometry) -> bool:
+        """Whether ``map_values`` claims a shift's map metrics without reading the maps where the maps are
+        crop windows of ``f(x)``'s own (``MapContext.windows``): the stride divides the shift."""
+        return aligned_offset(*param, geometry.stride) is not None
+
     def param_to_json(self, param) -> list[int]:
         return list(param)
 
@@ -213,7 +219,7 @@ def _aligned_uniform(f_x, f_t, shifts: list, mode: str, ctx):
     aligned, nearest, certified, aligned_out = [], [], [], []
     for j, (dy, dx) in enumerate(shifts):
         offset = aligned_offset(dy, dx, geo.stride)
-        if offset is not None and ctx.windows:
+        if ctx.windows and Translation.window_exact((dy, dx), geo):
             value = nan if certified_slices(geo.interior, *offset) is None else zero
             aligned.append(value), nearest.append(value), certified.append(value)
             aligned_out.append(torch.isnan(value))

@@ -14,6 +14,8 @@ each window (two comparisons of small unsigned positions), ``np.flatnonzero`` an
 windows cover less than half of the map (the lab CNN's conv2: 8x8 windows of 12x12 maps), selection
 scans more positions than it keeps and sorting each window is faster: ``method="auto"`` then sorts the
 windows (``shiftprobe.probe.metrics.sort_channels``). Other devices and dtypes sort the windows too.
+The engine (``PairComputer.window_sorters``) keeps one ``WindowSorter`` per batch and window layer where
+``select_pays``: the shared sort once (``SharedOrder``), a selection per chunk of shifts.
 
 Equal values: ``-0.0`` and ``0.0`` compare equal, so a sort may put them in either order (NumPy's own
 order depends on its algorithm); here ``-0.0`` comes first. Every other value is at the position the
@@ -23,7 +25,7 @@ returns them as the canonical NaN).
 
 from __future__ import annotations
 
-import functools
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,8 +34,8 @@ import torch
 from shiftprobe.probe.metrics import sort_channels, working
 
 METHODS = ("auto", "select", "sort")
-#: mask bytes per block of windows of one image (the block's mask and gather indices stay in the L2 cache)
-BLOCK_MASK_BYTES = 1 << 18
+#: bytes of an image's sorted values copied once per window of a block (``SharedOrder.windows``)
+BLOCK_TILE_BYTES = 1 << 20
 
 
 def sorted_windows(
@@ -63,13 +65,13 @@ def sorted_windows(
     corners = _check(padded, origins, h, w, method)
     padded = working(padded)
     if method == "auto":
-        method = "select" if _select_pays(padded, h, w) else "sort"
+        method = "select" if select_pays(padded, h, w) else "sort"
     if method == "sort":
         return _sort_each(padded, corners, h, w)
     if padded.device.type != "cpu" or padded.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"method='select' sorts CPU float32/float64 maps, got {padded.dtype} on {padded.device}; "
                          "use method='auto' or 'sort'")
-    return torch.from_numpy(_select(padded.detach().contiguous().numpy(), corners, h, w))
+    return SharedOrder(padded).windows(corners, h, w)
 
 
 def _check(padded: torch.Tensor, origins, h: int, w: int, method: str) -> np.ndarray:
@@ -91,11 +93,11 @@ def _check(padded: torch.Tensor, origins, h: int, w: int, method: str) -> np.nda
     return corners
 
 
-def _select_pays(padded: torch.Tensor, h: int, w: int) -> bool:
+def select_pays(padded: torch.Tensor, h: int, w: int) -> bool:
     """Selection scans the whole map per window: it beats sorting the window where the window covers at
-    least half of the map (the lab CNN, one thread, ``scripts/measure_profile.py --sort``: at 24x24 of
-    32x32, 1.3-1.5x faster than sorting NumPy-stacked windows, 2.0-2.2x faster than ``torch.stack`` and
-    sort; at 8x8 of 12x12, 2.5x slower)."""
+    least half of the map (one thread, 64 maps of normal values, ``sorted_windows`` with each method: at
+    24x24 of 32x32, 10 channels, selection takes 0.6x the time of stacking and sorting the windows; at
+    8x8 of 12x12, 20 channels, 1.9x)."""
     cpu = padded.device.type == "cpu" and padded.dtype in (torch.float32, torch.float64)
     return cpu and 2 * h * w >= padded.shape[-2] * padded.shape[-1]
 
@@ -123,79 +125,85 @@ def shared_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = np.argsort(values, axis=1, kind="stable")
         return np.take_along_axis(values, pos, 1), pos
     bits = values.view(np.uint32)
-    # negative floats: all bits flipped; others: the sign bit set; every NaN above +inf
-    key = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
+    # negative floats: all bits flipped; others: the sign bit set (an xor with the sign spread over every
+    # bit, or the sign bit alone); every NaN above +inf
+    key = bits ^ ((bits.view(np.int32) >> 31).view(np.uint32) | np.uint32(0x80000000))
     key[np.isnan(values)] = np.uint32(0xFFFFFFFF)
     keys = key.astype(np.uint64) << np.uint64(32)
     keys |= np.arange(n, dtype=np.uint64)
     keys.sort(axis=1)
-    pos = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
-    return np.take_along_axis(values, pos, 1), pos
+    low = keys.view(np.uint32)[:, ::2] if sys.byteorder == "little" else keys.view(np.uint32)[:, 1::2]
+    pos = low.astype(np.intp)
+    return np.take(values.reshape(-1), pos + np.arange(0, values.size, n)[:, None]), pos
 
 
-def _select(padded: np.ndarray, corners: np.ndarray, h: int, w: int) -> np.ndarray:
-    """``sorted_windows`` by selection: ``(B, C, H, W)`` NumPy maps -> ``(B, S, C, h * w)``."""
-    b, c, height, width = padded.shape
-    n, k, s = height * width, h * w, len(corners)
-    values, pos = shared_order(padded.reshape(b * c, n))
-    values = values.reshape(b, c * n)
-    small = np.min_scalar_type(max(height, width))  # positions as small unsigned ints: cheap masks
-    ys = (pos // width).astype(small).reshape(b, c, n)
-    xs = (pos % width).astype(small).reshape(b, c, n)
-    layout = _Layout(corners, small, max(1, BLOCK_MASK_BYTES // (c * n)))
-    out = np.empty((b, s, c * k), dtype=padded.dtype)
-    for i in range(b):
-        in_rows = (ys[i] - layout.row_starts) < h  # (distinct y0) x C x N; below y0 wraps to large values
-        in_cols = (xs[i] - layout.col_starts) < w
-        for j0, j1, mask in layout.masks(in_rows, in_cols):  # (j1 - j0) x C x N, k True per window and channel
-            picked = np.flatnonzero(mask)
-            picked -= _window_offsets(j1 - j0, c, k, n)  # -> index into the image's C x N sorted values
-            np.take(values[i], picked, out=out[i, j0:j1].reshape(-1), mode="clip")  # in range by construction
-    return out.reshape(b, s, c, k)
+class SharedOrder:
+    """One sort of every channel of ``padded`` (CPU float32 / float64 ``(B, C, H, W)``), then any windows'
+    sorted values by selection (``windows``): the shared sort done once for many calls (one per chunk of
+    shifts in the engine)."""
+
+    def __init__(self, padded: torch.Tensor):
+        maps = padded.detach().contiguous().numpy()
+        b, c, height, width = maps.shape
+        self.shape = maps.shape
+        values, pos = shared_order(maps.reshape(b * c, height * width))
+        self.values = values.reshape(b, c * height * width)
+        self.small = np.min_scalar_type(max(height, width))  # positions as small unsigned ints: cheap masks
+        cells = np.arange(height * width)
+        self.ys = (cells // width).astype(self.small)[pos].reshape(b, c, height * width)
+        self.xs = (cells % width).astype(self.small)[pos].reshape(b, c, height * width)
+
+    def windows(self, corners: np.ndarray, h: int, w: int) -> torch.Tensor:
+        """``(B, S, C, h * w)``: the sorted values of the windows at ``corners`` (``(S, 2)`` int64, checked).
+
+        Per image and block of windows: the image's sorted values copied once per window of the block
+        (a ``(S, C, N)`` tile), a mask of the positions inside each window (two comparisons of small
+        unsigned positions: below the window's start wraps to a large value), and one ``np.take`` of the
+        mask's true positions (in order: window, channel, then ascending value)."""
+        b, c, height, width = self.shape
+        n, k = height * width, h * w
+        out = np.empty((b, len(corners), c * k), dtype=self.values.dtype)
+        block = max(1, BLOCK_TILE_BYTES // (c * n * self.values.itemsize))
+        for j0 in range(0, len(corners), block):
+            starts = corners[j0 : j0 + block].astype(self.small)
+            y0, x0 = starts[:, 0, None, None], starts[:, 1, None, None]
+            tile = np.empty((len(starts), c * n), dtype=self.values.dtype)
+            inside, in_cols = (np.empty((len(starts), c, n), dtype=bool) for _ in range(2))
+            for i in range(b):
+                np.less(self.ys[i] - y0, h, out=inside)
+                np.less(self.xs[i] - x0, w, out=in_cols)
+                inside &= in_cols
+                tile[:] = self.values[i]
+                np.take(tile.reshape(-1), np.flatnonzero(inside), out=out[i, j0 : j0 + len(starts)].reshape(-1),
+                        mode="clip")  # in range by construction
+        return torch.from_numpy(out.reshape(b, len(corners), c, k))
 
 
-class _Layout:
-    """The window corners as distinct row and column starts (shaped to broadcast over ``C x N``) and, per
-    window, its index into each; ``masks`` yields blocks of about ``block`` windows."""
+class WindowSorter:
+    """The sorted windows of one layer for every column of a plan, from one ``SharedOrder`` per source map
+    (the engine makes one per batch and window layer): ``sorter(cols)`` for a slice of the columns.
 
-    def __init__(self, corners: np.ndarray, dtype, block: int):
-        rows, self.row_index = np.unique(corners[:, 0], return_inverse=True)
-        cols, self.col_index = np.unique(corners[:, 1], return_inverse=True)
-        self.row_starts = rows.astype(dtype)[:, None, None]
-        self.col_starts = cols.astype(dtype)[:, None, None]
-        self.block = block
-        s = len(corners)
-        # a grid (every window of some rows x some columns, row by row, as the crop plan orders them):
-        # its masks are one broadcast ``&`` of whole grid rows
-        width = int(np.argmax(self.row_index != self.row_index[0])) or s
-        self.grid_width = width if s % width == 0 and self._is_grid(width) else 0
+    ``columns[j]``: ``(map, y0, x0)``, column ``j``'s window of ``map`` (``CropWindows.source``)."""
 
-    def _is_grid(self, width: int) -> bool:
-        height = len(self.row_index) // width
-        rows, cols = self.row_index[::width], self.col_index[:width]
-        return bool((self.row_index == np.repeat(rows, width)).all() and (self.col_index == np.tile(cols, height)).all())
+    def __init__(self, columns: Sequence[tuple[torch.Tensor, int, int]], h: int, w: int):
+        self.h, self.w = h, w
+        sources = {id(source): source for source, _, _ in columns}
+        self.orders = {}
+        for key, source in sources.items():
+            _check(source, [(y0, x0) for s, y0, x0 in columns if s is source], h, w, "select")
+            self.orders[key] = SharedOrder(working(source))
+        self.columns = [(id(source), y0, x0) for source, y0, x0 in columns]
 
-    def masks(self, in_rows: np.ndarray, in_cols: np.ndarray):
-        """``(j0, j1, mask)``: the positions inside windows ``j0 .. j1 - 1`` (``(j1 - j0) x C x N`` booleans)."""
-        s = len(self.row_index)
-        if self.grid_width:
-            width = self.grid_width
-            cols = in_cols[self.col_index[:width]][None]
-            step = max(1, self.block // width) * width
-            for j0 in range(0, s, step):
-                j1 = min(s, j0 + step)
-                rows = in_rows[self.row_index[j0:j1:width]][:, None]
-                yield j0, j1, (rows & cols).reshape(j1 - j0, *in_rows.shape[1:])
-            return
-        for j0 in range(0, s, self.block):
-            j1 = min(s, j0 + self.block)
-            yield j0, j1, in_rows[self.row_index[j0:j1]] & in_cols[self.col_index[j0:j1]]
-
-
-@functools.lru_cache(maxsize=16)
-def _window_offsets(windows: int, channels: int, k: int, n: int) -> np.ndarray:
-    """For the flat index of the ``j``-th picked position of a block (window ``s``, channel ``c``, position
-    ``p``: ``(s * C + c) * N + p``), what to subtract to get ``c * N + p``: ``s * C * N``, read-only."""
-    offsets = (np.arange(windows * channels * k, dtype=np.intp) // (channels * k)) * (channels * n)
-    offsets.flags.writeable = False
-    return offsets
+    def __call__(self, cols: slice) -> torch.Tensor:
+        """``(B, S, C, h * w)`` for the columns ``cols``, in their order."""
+        items = self.columns[cols]
+        keys = list(dict.fromkeys(key for key, _, _ in items))
+        parts = [([j for j, it in enumerate(items) if it[0] == key], key) for key in keys]
+        if len(parts) == 1:
+            return self.orders[keys[0]].windows(np.array([it[1:] for it in items], dtype=np.int64), self.h, self.w)
+        out = None
+        for js, key in parts:
+            part = self.orders[key].windows(np.array([items[j][1:] for j in js], dtype=np.int64), self.h, self.w)
+            out = part.new_empty((part.shape[0], len(items), *part.shape[2:])) if out is None else out
+            out[:, js] = part
+        return out
