@@ -73,12 +73,13 @@ def reinitialised_copy(net: nn.Module, seed: int) -> nn.Module:
 
 
 def size_chunks(net, images: Images, *, batch_size: int, pairs_per_chunk: int | None, memory_budget,
-                workers: int | None, source=None) -> Chunking:
-    """The batch and chunk sizes of one network's measurement, from its probe maps' shapes and the budget."""
+                workers: int | None) -> Chunking:
+    """The batch and chunk sizes of one network's measurement (a ``PairComputer``: batches in parallel threads),
+    from its probe maps' shapes and the budget."""
     per_image, per_pair = map_bytes([geo.shape for geo in net.geometry.values()], images.shape, net.dtype)
     budget = parse_memory_budget(memory_budget)
     return chunking(per_image, per_pair, budget=budget or default_memory_budget(net.device),
-                    threads=worker_threads(workers, net.device, source), batch_size=batch_size, device=net.device,
+                    threads=worker_threads(workers, net.device, PairComputer), batch_size=batch_size, device=net.device,
                     pairs_per_chunk=pairs_per_chunk)
 
 
