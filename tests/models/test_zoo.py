@@ -44,7 +44,7 @@ def test_resnet18_with_the_cifar_stem(resnet18_small):
     net = resnet18_small
     assert isinstance(net.maxpool, nn.Identity) and net.conv1.weight.shape == (64, 1, 3, 3)
     assert net.conv1.stride == (1, 1) and net.conv1.padding == (1, 1) and net.fc.out_features == 10
-    assert net.default_probe_layers == ("relu", "layer1", "layer2", "layer3", "layer4", "fc")
+    assert net.default_probe_layers == ("relu", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
     assert net.layer_aliases == {"logits": "fc"} and net.outputs_logits is True
     assert [layer.name for layer in resolve_layers(net, None)][-1] == "logits"
     with torch.no_grad(), one_thread():
@@ -76,7 +76,7 @@ def test_default_probe_layers_per_architecture():
     assert squeeze.default_probe_layers[-2:] == ("classifier", "output") and squeeze.layer_aliases == {}
     assert squeeze.default_probe_layers[0] == "features.0"
     resnet = torchvision_model("resnet18")
-    assert resnet.default_probe_layers == ("maxpool", "layer1", "layer2", "layer3", "layer4", "fc")
+    assert resnet.default_probe_layers == ("maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
 
 
 def test_vgg_probe_points_and_variants():
@@ -187,7 +187,7 @@ def test_timm_resnet_with_the_cifar_stem():
     torch.manual_seed(0)
     net = timm_model("resnet18", in_channels=1, num_classes=10, small_input=True, image_size=28)
     assert net.conv1.weight.shape == (64, 1, 3, 3) and isinstance(net.maxpool, nn.Identity)
-    assert net.default_probe_layers == ("act1", "layer1", "layer2", "layer3", "layer4", "fc")
+    assert net.default_probe_layers == ("act1", "layer1", "layer2", "layer3", "layer4", "global_pool", "fc")
     assert net.layer_aliases == {"logits": "fc"} and net.outputs_logits
 
 

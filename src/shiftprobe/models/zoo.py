@@ -147,14 +147,16 @@ def heuristic_probe_layers(model: nn.Module) -> tuple[list[str], dict[str, str]]
 def probe_layers(model: nn.Module, small_input: bool = False) -> tuple[list[str], dict[str, str]]:
     """``(default probe points, aliases)``: the stem, each stage and the head (aliased ``logits``).
 
-    ResNets: ``maxpool`` (``relu`` / ``act1`` with ``small_input``), ``layer1`` ... ``layer4``, ``fc``.
+    ResNets: ``maxpool`` (``relu`` / ``act1`` with ``small_input``), ``layer1`` ... ``layer4``, the pooled
+    features the head classifies (``avgpool``, timm's ``global_pool``) and ``fc``.
     VGGs: each max pool of ``features``, ``classifier``. timm: the modules of ``feature_info`` and the
     classifier. Anything else: ``heuristic_probe_layers``.
     """
     modules = dict(model.named_modules())
     if is_resnet(model):
         stem = "maxpool" if not small_input else ("relu" if "relu" in modules else "act1")
-        return [stem, "layer1", "layer2", "layer3", "layer4", "fc"], {"logits": "fc"}
+        pooled = next((n for n in ("avgpool", "global_pool") if n in modules), None)
+        return [stem, "layer1", "layer2", "layer3", "layer4", *([pooled] if pooled else []), "fc"], {"logits": "fc"}
     if type(model).__name__ == "VGG":  # torchvision's: features (convolutions and max pools), classifier
         pools = [f"features.{n}" for n, m in model.features.named_children() if isinstance(m, nn.MaxPool2d)]
         return [*pools, "classifier"], {"logits": "classifier"}
