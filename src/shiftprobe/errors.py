@@ -42,9 +42,8 @@ def unknown_key(path: str, allowed: Iterable[str], given: str | None = None) -> 
         fix = f"Remove {given or path}=... from the command line."
     where = f"a setting of {section}" if section else "a top-level setting"
     lead = f"{given}: " if given and given != path else ""
-    return ShiftProbeError(
-        f"{lead}{path} is not {where}: nothing would read it. {fix} Allowed keys: {', '.join(names)}."
-    )
+    keys = f"Allowed keys: {', '.join(names)}." if names else f"{section or 'The config'} has no keys here."
+    return ShiftProbeError(f"{lead}{path} is not {where}: nothing would read it. {fix} {keys}")
 
 
 def is_number(value) -> bool:

@@ -118,6 +118,9 @@ PROBLEMS = [
     (["data.batch_sise=3"], "data.batch_sise is not a setting of data: nothing would read it. Did you mean data.batch_size?"),
     (["callbacks=[model_checkpoint]", "callbacks.shift_probe.max_images=5"],
      "callbacks.shift_probe.max_images: callbacks.shift_probe is not a setting of callbacks"),
+    (["callbacks=none", "callbacks.shift_probe.max_imags=10"],
+     "callbacks.shift_probe.max_imags: callbacks.shift_probe is not a setting of callbacks: nothing would read it. "
+     "Remove callbacks.shift_probe.max_imags=... from the command line. callbacks has no keys here."),
     (["model=lab2"], "model=lab2 is not an option of model: use one of allconv, blurpool, circular, "),
     (["experiment=augmentd"], "experiment=augmentd is not an option of experiment: use one of augmented, "),
     (["debug=fd"], "debug=fd is not an option of debug: use one of "),

@@ -21,6 +21,7 @@ UNWANTED = (
     r"multiple `ModelCheckpoint`",
     r"The dirpath has changed",
     r"litlogger",
+    r"`srun` command is available",
 )
 CALLBACKS = "callbacks=[model_checkpoint,on_exception,lr_monitor]"  # the default's checkpoints and monitor
 
@@ -90,6 +91,8 @@ def test_quiet_lightning_is_targeted_and_idempotent():
         warnings.simplefilter("always")
         quiet_lightning()
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
+        warnings.warn("The `srun` command is available on your system but is not used. HINT: ...", UserWarning,
+                      stacklevel=1)
         warnings.warn("The number of training batches (3) is smaller than the logging interval", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["The number of training batches (3) is smaller than the logging interval"]
 

@@ -23,6 +23,11 @@ SILENCED_WARNINGS: tuple[tuple[str, str], ...] = (
         "every resume writes into its own new run directory (Hydra), so the checkpoint folder always changes",
     ),
     (
+        r"The `srun` command is available on your system but is not used",
+        "printed by every run on a machine that has SLURM installed; the project's SLURM jobs start through "
+        "hydra/launcher=slurm or submitit_slurm, which run each task under srun themselves",
+    ),
+    (
         r"You requested to overfit but enabled train dataloader shuffling",
         "debug=overfit: Lightning replaces the project's seeded training order by a fixed one, as intended",
     ),
