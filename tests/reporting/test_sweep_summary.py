@@ -91,3 +91,22 @@ def test_old_files_are_read_and_columns_are_named_by_each_networks_layers(tmp_pa
     summarize_sweep(sweep)
     md = (sweep / "summary.md").read_text()
     assert "head input inv. r=1" in md and "(5, fc1 here)" in md and "classifier inv." in md
+
+
+def test_a_torchvision_resnets_head_input_is_its_pooled_features():
+    """The head-invariance columns read the first vector probe point that is not the classifier: for a
+    ResNet, its pooled features ``avgpool`` (512 values, a vector although the module returns 512x1x1)."""
+    import torch
+
+    import shiftprobe
+    from shiftprobe.models.zoo import torchvision_model
+    from shiftprobe.reporting.sweep_summary import head_input_layer
+
+    torch.manual_seed(0)
+    net = torchvision_model("resnet18", in_channels=1, num_classes=10, small_input=True).eval()
+    assert net.default_probe_layers[-2:] == ("avgpool", "fc")  # the spatial stages before them: test_zoo.py
+    results = shiftprobe.measure(net, torch.rand(2, 1, 28, 28), layers=["conv1", "avgpool", "fc"],
+                                 transform=shiftprobe.Translation(max_shift=1), examples=False, progress=False)
+    section = results.families["translation"].data
+    assert head_input_layer(section) == "avgpool"
+    assert section["geometry"]["avgpool"]["shape"] == [512, 1, 1] and section["classifier"] == "logits"
