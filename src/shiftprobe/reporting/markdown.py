@@ -1,12 +1,5 @@
-"""``results.md`` and the console summary, assembled from a results dict (any schema: older ones are
-migrated first, ``shiftprobe.probe.migrate``).
-
-The translation report answers the lab's question layer by layer: tables by radius, parity, geometry
-and over all shifts, then "What this shows", whose every sentence is generated from the numbers by the
-verdicts of :mod:`shiftprobe.reporting.verdicts`; nothing is hard-coded about which layer is
-equivariant. Each other family gets a table and a few sentences, the Lie derivative a table of layers
-x generators (and its layer-wise decomposition). A run without translation starts with the families.
-"""
+"""``results.md`` and the console summary from a results dict of any schema; every sentence of "What
+this shows" comes from the numbers through :mod:`shiftprobe.reporting.verdicts`."""
 
 from __future__ import annotations
 
@@ -1069,15 +1062,16 @@ def lie_derivative_lines(section: Mapping | None) -> list[str]:
 
 
 def _layerwise_rows(section: Mapping, generators: list[str]) -> list[list[str]]:
+    def row(label: str, name: str, entry: Mapping) -> list[str]:
+        return [label, name, *[_lie_cell((entry.get(g) or {}).get("contribution")) for g in generators]]
+
     nets = v.networks(section)
-    rows = [[module, name, *[_lie_cell((v.layerwise(net, "layerwise", module).get(g) or {})
-                                       .get("contribution")) for g in generators]]
+    rows = [row(module, name, v.layerwise(net, "layerwise", module))
             for module in v.layerwise(section, "layerwise") for name, net in nets]
     for label in v.layerwise(section, "layerwise_between"):
         entries = [(name, v.layerwise(net, "layerwise_between", label)) for name, net in nets]
         if any(v.has_contribution(entry, generators) for _, entry in entries):  # an empty gap is exactly 0
-            rows += [[label, name, *[_lie_cell((entry.get(g) or {}).get("contribution")) for g in generators]]
-                     for name, entry in entries]
+            rows += [row(label, name, entry) for name, entry in entries]
     for key, label in TOTAL_ROWS:
         rows += [[f"*{label}*", name, *[_lie_cell(v.layerwise(net, "layerwise_total", g).get(key))
                                          for g in generators]] for name, net in nets]

@@ -34,7 +34,7 @@ from shiftprobe.probe.migrate import migrate
 from shiftprobe.probe.stats import Z95
 from shiftprobe.probe.thresholds import EXACT_TOL
 from shiftprobe.reporting import verdicts as v
-from shiftprobe.reporting.format import fmt
+from shiftprobe.reporting.format import fmt, table
 
 SEED_KEYS = ("seed",)
 LEVEL = 0.95
@@ -500,8 +500,7 @@ def summary_markdown(summary: Summary) -> str:
     if common:
         lines += ["", "Overrides shared by every job: " + " ".join(f"`{o}`" for o in common) + "."]
     head = ["configuration", "n", "seeds"] + [label for _, label, _ in metrics]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    single = []
+    single, rows = [], []
     for config in summary.configs:
         seeds = summary.seeds(config)
         seed_cell = ", ".join(seeds)
@@ -511,8 +510,8 @@ def summary_markdown(summary: Summary) -> str:
         cells = [f"`{config}`", str(len(seeds)), seed_cell]
         cells += [_single_seed_cell(summary, config, key, digits) if len(seeds) == 1
                   else fmt_interval(summary.stats(config, key), digits) for key, _, digits in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", _legend(summary, metrics)]
+        rows.append(cells)
+    lines += ["", *table(head, rows), "", _legend(summary, metrics)]
     if single:
         lines += [
             "",
@@ -543,20 +542,19 @@ def _paired_markdown(summary: Summary, metrics) -> list[str]:
         "differences are detectable). Other baseline: "
         '`python scripts/summarize.py <sweep> --baseline "<configuration>"`.',
         "",
-        f"| configuration | figure | shared seeds | difference to `{base}` (95 % CI) | verdict vs `{base}` |",
-        "|---|---|---|---|---|",
     ]
+    rows = []
     for config in others:
         pairs = [(label, digits, summary.paired(config, key)) for key, label, digits in metrics]
         if all(p.diff.n < 2 for _, _, p in pairs):  # nothing to compare: one line, not one per figure
             shared = sorted(set(summary.seeds(config)) & set(summary.seeds(base)), key=_seed_sort_key)
-            lines.append(f"| `{config}` | all | {', '.join(shared) or 'none'} | n/a | {NEEDS_SEEDS} |")
+            rows.append([f"`{config}`", "all", ", ".join(shared) or "none", "n/a", NEEDS_SEEDS])
             continue
-        for label, digits, p in pairs:
-            seeds = ", ".join(p.seeds) if p.seeds else "none"
-            diff = fmt_interval(p.diff, digits, sign=True) if p.diff.n >= 2 else "n/a"
-            lines.append(f"| `{config}` | {label} | {seeds} | {diff} | {p.verdict} |")
-    return lines
+        rows += [[f"`{config}`", label, ", ".join(p.seeds) or "none",
+                  fmt_interval(p.diff, digits, sign=True) if p.diff.n >= 2 else "n/a", p.verdict]
+                 for label, digits, p in pairs]
+    head = ["configuration", "figure", "shared seeds", f"difference to `{base}` (95 % CI)", f"verdict vs `{base}`"]
+    return lines + table(head, rows)
 
 
 # --------------------------------------------------------------------------- csv and plot
@@ -564,27 +562,15 @@ def _paired_markdown(summary: Summary, metrics) -> list[str]:
 
 def csv_rows(summary: Summary) -> list[dict]:
     """summary.csv's rows: each job's figures and its configuration's interval and paired difference."""
-    metric_keys: list[str] = []
-    for row in summary.rows:
-        metric_keys += [k for k in row if k not in ("config", "seed", "path") and k not in metric_keys]
+    metric_keys = [k for k in _ordered_keys(summary.rows) if k not in ("config", "seed", "path")]
     per_config: dict[str, dict] = {}
     for config in summary.configs:
         agg = {"n_seeds": len(summary.seeds(config)), "baseline": summary.baseline}
         for key in metric_keys:
-            iv = summary.stats(config, key)
-            agg |= {f"{key}_mean": iv.mean, f"{key}_ci_low": iv.low, f"{key}_ci_high": iv.high,
-                    f"{key}_n": iv.n}
-        for key in metric_keys:
-            if config == summary.baseline:
-                continue
+            agg |= _interval_columns(key, summary.stats(config, key))
+        for key in metric_keys if config != summary.baseline else ():
             p = summary.paired(config, key)
-            agg |= {
-                f"{key}_diff_mean": p.diff.mean,
-                f"{key}_diff_ci_low": p.diff.low,
-                f"{key}_diff_ci_high": p.diff.high,
-                f"{key}_diff_n": p.diff.n,
-                f"{key}_verdict": p.verdict,
-            }
+            agg |= _interval_columns(f"{key}_diff", p.diff) | {f"{key}_verdict": p.verdict}
         per_config[config] = agg
     out = []
     for row in summary.rows:
@@ -596,19 +582,23 @@ def csv_rows(summary: Summary) -> list[dict]:
     return out
 
 
+def _interval_columns(prefix: str, iv: Interval) -> dict:
+    return {f"{prefix}_mean": iv.mean, f"{prefix}_ci_low": iv.low, f"{prefix}_ci_high": iv.high,
+            f"{prefix}_n": iv.n}
+
+
+def _ordered_keys(rows: list[dict]) -> list[str]:
+    """Every key of ``rows``, in the order they first appear."""
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
 def write_csv(summary: Summary, path: Path) -> None:
     rows = csv_rows(summary)
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    if not keys:
-        keys = ["config", "seed", "path"]
-    keys.append("problem")
+    keys = (_ordered_keys(rows) or ["config", "seed", "path"]) + ["problem"]
     with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
-        for row in rows:
-            writer.writerow(row)
+        writer.writerows(rows)
         for job in summary.broken:
             writer.writerow({"config": job.config, "seed": job.seed, "path": str(job.path),
                              "problem": job.problem})
