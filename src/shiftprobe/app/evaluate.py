@@ -37,6 +37,7 @@ from shiftprobe.app.train import (
     instantiate_callbacks,
     instantiate_loggers,
     log_hparams,
+    plain,
     resolved_config,
     to_floats,
     trusts_files,
@@ -73,24 +74,19 @@ def saved_run_config(ckpt_path: str | Path, checkpoint: dict | None = None) -> d
     return None
 
 
-def _container(value):
-    """A plain value of a stored config node (interpolations resolved where it is an OmegaConf node)."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
 def taken_settings(saved: Mapping) -> dict:
     """What eval.py takes from a training run's settings: ``model``, ``seed``, ``shift``, ``transform``,
     ``data.<DATA_KEYS_FROM_RUN>`` and ``callbacks.shift_probe.<PROBE_KEYS_FROM_RUN>``; the rest is left."""
-    out = {k: _container(saved[k]) for k in ("model", "shift", "transform") if isinstance(saved.get(k), Mapping)}
+    out = {k: plain(saved[k]) for k in ("model", "shift", "transform") if isinstance(saved.get(k), Mapping)}
     if "seed" in saved:
-        out["seed"] = _container(saved["seed"])
+        out["seed"] = plain(saved["seed"])
     data = saved.get("data")
     if isinstance(data, Mapping):
-        out["data"] = {k: _container(data[k]) for k in DATA_KEYS_FROM_RUN if k in data}
+        out["data"] = {k: plain(data[k]) for k in DATA_KEYS_FROM_RUN if k in data}
     callbacks = saved.get("callbacks")
     probe = callbacks.get("shift_probe") if isinstance(callbacks, Mapping) else None
     if isinstance(probe, Mapping):
-        out["callbacks"] = {"shift_probe": {k: _container(probe[k]) for k in PROBE_KEYS_FROM_RUN if k in probe}}
+        out["callbacks"] = {"shift_probe": {k: plain(probe[k]) for k in PROBE_KEYS_FROM_RUN if k in probe}}
     return out
 
 
@@ -225,7 +221,7 @@ def restore_transforms(cfg: DictConfig, saved: dict) -> None:
     run = saved.get("transform")
     if not isinstance(run, dict) or not run or "transform" not in cfg:
         return
-    now = OmegaConf.to_container(cfg.transform, resolve=True) if OmegaConf.is_config(cfg.transform) else cfg.transform
+    now = plain(cfg.transform)
     if now == run:
         return
     names = "[" + ",".join(run) + "]"

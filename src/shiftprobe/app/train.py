@@ -41,15 +41,14 @@ HPARAM_SKIP = (
 
 
 # -- building blocks ----------------------------------------------------------------------------------
+def plain(value):
+    """A config value as plain Python (interpolations resolved where it is an OmegaConf node)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def resolved_config(cfg: DictConfig) -> dict:
     """The run's configuration as a plain dict (interpolations resolved, Hydra's own section left out)."""
-    out = {}
-    for key in cfg:
-        if key == "hydra":
-            continue
-        node = cfg[key]
-        out[str(key)] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    return out
+    return {str(key): plain(cfg[key]) for key in cfg if key != "hydra"}
 
 
 def _flatten(prefix: str, value, out: dict) -> None:
@@ -87,11 +86,14 @@ def hydra_choices() -> dict:
         return {}
 
 
+def _instantiate_group(cfg: DictConfig, group: str) -> list:
+    """Every entry of ``cfg.<group>`` that names a ``_target_``, built."""
+    section = cfg.get(group) or {}
+    return [hydra.utils.instantiate(conf) for _, conf in section.items() if conf and "_target_" in conf]
+
+
 def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    section = cfg.get("callbacks")
-    if not section:
-        return []
-    callbacks = [hydra.utils.instantiate(conf) for _, conf in section.items() if conf and "_target_" in conf]
+    callbacks = _instantiate_group(cfg, "callbacks")
     if (cfg.get("trainer") or {}).get("enable_progress_bar") is False:
         # the user asked for no progress bar: drop ours rather than let Lightning refuse the pair
         from lightning.pytorch.callbacks import ProgressBar
@@ -101,10 +103,7 @@ def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 
 def instantiate_loggers(cfg: DictConfig) -> list:
-    section = cfg.get("logger")
-    if not section:
-        return []
-    return [hydra.utils.instantiate(conf) for _, conf in section.items() if conf and "_target_" in conf]
+    return _instantiate_group(cfg, "logger")
 
 
 def hparam_metrics(callbacks: list, net) -> tuple[str, ...]:
@@ -155,13 +154,8 @@ def build_module(
     optimizer = hydra.utils.instantiate(cfg.optimizer) if with_optimizer and cfg.get("optimizer") else None
     if datamodule is None:
         return ShiftProbeModule(net=net, optimizer=optimizer, config=config)
-    module = ShiftProbeModule(
-        net=net,
-        optimizer=optimizer,
-        config=config,
-        normalization=datamodule.normalization,
-        num_classes=datamodule.num_classes,
-    )
+    module = ShiftProbeModule(net=net, optimizer=optimizer, config=config,
+                              normalization=datamodule.normalization, num_classes=datamodule.num_classes)
     check_network_fits_data(module, datamodule)
     return module
 
@@ -303,14 +297,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             metrics.update(to_floats(trainer.callback_metrics))
         if cfg.get("test", True):
-            ckpt = None
+            ckpt = cfg.get("ckpt_path")
             if cfg.get("train", True):
                 best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
                 ckpt = "best" if best else None
                 if not best:
                     log.info("no best checkpoint: testing the current weights")
-            else:
-                ckpt = cfg.get("ckpt_path")
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
             metrics.update(to_floats(trainer.callback_metrics))
         metrics["time/seconds"] = time.perf_counter() - start

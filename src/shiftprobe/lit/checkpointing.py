@@ -1,7 +1,4 @@
-"""Checkpoints: ``BestAndLastCheckpoint`` (best.ckpt, an always-current last.ckpt), ``InterruptCheckpoint``
-(``last.ckpt`` when fitting stops on Ctrl-C or a crash after an optimizer step, not on divergence or bad
-settings; a plain ``Callback``, so ``fit(ckpt_path=None)`` never resumes silently) and ``AtomicCheckpointIO``
-(every save to a temporary file beside it, renamed into place: a full disk leaves the previous file whole)."""
+"""Checkpoints: ``BestAndLastCheckpoint``, ``InterruptCheckpoint`` and ``AtomicCheckpointIO``."""
 
 from __future__ import annotations
 
@@ -21,13 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(WeightsOnlyCheckpointIO):
-    """``TorchCheckpointIO`` whose saves are atomic (``shiftprobe.atomic.atomic_write``): the checkpoint is
-    written to ``.<name>.tmp-<pid>-<thread>`` next to it, flushed to the disk and renamed over the old file.
-    A disk problem (full, read-only) raises a one-line ``WriteError`` naming the folder, and the previous
-    checkpoint stays loadable. Loading is ``WeightsOnlyCheckpointIO``'s (``weights_only=True`` unless the
-    run trusts its files, ``trusted=True``); remote (``scheme://``) paths are saved
-    by it too. The trainer built by ``train.py`` / ``eval.py`` uses it (``plugins``), with or without DDP
-    (rank 0 writes)."""
+    """``WeightsOnlyCheckpointIO`` whose local saves are atomic (``shiftprobe.atomic.atomic_write``: a full
+    or read-only disk raises a one-line ``WriteError`` and leaves the previous checkpoint whole); remote
+    (``scheme://``) paths are saved by Lightning's own code. ``train.py`` and ``eval.py`` use it."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None or "://" in str(path):
@@ -38,15 +31,9 @@ class AtomicCheckpointIO(WeightsOnlyCheckpointIO):
 
 
 class InterruptCheckpoint(Callback):
-    """Save the full training state as ``<dirpath>/<filename>.ckpt`` when fitting stops on an exception.
-
-    Parameters
-    ----------
-    dirpath
-        The folder of the checkpoint (``<run>/checkpoints``).
-    filename
-        Its name without ``.ckpt`` (``last``: the file ModelCheckpoint also writes at each epoch end).
-    """
+    """Save the full training state as ``<dirpath>/<filename>.ckpt`` (default ``last``) when fitting stops
+    on Ctrl-C or a crash after an optimizer step, not on a ``ShiftProbeError`` (divergence, bad settings);
+    a plain ``Callback``, so ``fit(ckpt_path=None)`` never resumes silently."""
 
     FILE_EXTENSION = ".ckpt"
 

@@ -182,12 +182,8 @@ class ShiftProbeModule(L.LightningModule):
         n = len(y)
         # in the metric's dtype, as MeanMetric casts each value (a no-op in float32)
         loss_images, correct = loss.detach().to(self.train_loss.dtype) * n, (preds == y).sum()
-        if self._epoch_sums is None:
-            self._epoch_sums = [loss_images, correct, n]
-        else:
-            self._epoch_sums[0] += loss_images
-            self._epoch_sums[1] += correct
-            self._epoch_sums[2] += n
+        sums, step = self._epoch_sums, [loss_images, correct, n]
+        self._epoch_sums = step if sums is None else [a + b for a, b in zip(sums, step, strict=True)]
         self.step_metrics = {"train/loss_step": loss.detach()}
         return loss
 
@@ -212,19 +208,20 @@ class ShiftProbeModule(L.LightningModule):
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def _evaluation_step(self, batch, stage: str) -> None:
+        """``val`` / ``test``: the batch's loss and predictions into the stage's metrics, logged per epoch."""
         loss, preds, y = self._step(batch)
-        self.val_acc.update(preds, y)
-        self.val_loss.update(loss, weight=len(y))
-        self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
-        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+        acc, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
+        acc.update(preds, y)
+        mean_loss.update(loss, weight=len(y))
+        self.log(f"{stage}/loss", mean_loss, on_epoch=True, prog_bar=stage == "val")
+        self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        loss, preds, y = self._step(batch)
-        self.test_acc.update(preds, y)
-        self.test_loss.update(loss, weight=len(y))
-        self.log("test/loss", self.test_loss, on_epoch=True)
-        self.log("test/acc", self.test_acc, on_epoch=True)
+        self._evaluation_step(batch, "test")
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

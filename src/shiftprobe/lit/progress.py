@@ -1,10 +1,4 @@
-"""``StepLossProgressBar``: Lightning's tqdm bar, showing the latest batch loss when it redraws.
-
-The module keeps its latest batch figures on the device (``pl_module.step_metrics``); the bar turns
-them into numbers only when it redraws (every ``refresh_rate`` batches), so showing the loss costs one
-host read per redraw instead of one per step (Lightning converts ``prog_bar=True`` step values every
-step, a device synchronisation per step on a GPU).
-"""
+"""``StepLossProgressBar``: Lightning's tqdm bar, showing the latest batch loss when it redraws."""
 
 from __future__ import annotations
 
@@ -12,7 +6,9 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 
 class StepLossProgressBar(TQDMProgressBar):
-    """``TQDMProgressBar`` plus the module's ``step_metrics`` (e.g. ``train/loss_step``), read when drawn."""
+    """``TQDMProgressBar`` plus the module's ``step_metrics`` (e.g. ``train/loss_step``, kept on the device),
+    read only when the bar redraws: one host read per redraw, not a device synchronisation per step (as
+    ``prog_bar=True`` step values would be)."""
 
     def get_metrics(self, trainer, pl_module) -> dict:
         items = super().get_metrics(trainer, pl_module)

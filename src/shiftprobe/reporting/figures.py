@@ -1,10 +1,5 @@
-"""Every figure, drawn from a results dict alone (the network is never run; the example pairs come
-from the measurement): ``heatmaps.png`` and ``radial.png`` for translation, ``examples.png`` from its
-``examples``, ``<family>.png`` per other family and ``lie_layerwise.png`` for the Lie derivative's
-decomposition. Figures are plain :class:`matplotlib.figure.Figure` objects on an Agg canvas, never
-``pyplot``: nothing is displayed and no global registry fills up; ``writer.add_figure(tag, fig)``
-takes them as they are. Given ``path``, each is saved atomically as a PNG.
-"""
+"""Every figure, drawn from a results dict alone (the network is never run), as a plain
+:class:`matplotlib.figure.Figure` on an Agg canvas (never ``pyplot``); given ``path``, saved atomically."""
 
 from __future__ import annotations
 
@@ -138,16 +133,22 @@ def _shift_axes(t: Mapping) -> tuple[list[int], list[int]]:
     return full, full
 
 
-def sensitivity_grid(net: Mapping, layer: str, metric: str, dys: Sequence[int], dxs: Sequence[int]):
-    """``len(dys) x len(dxs)`` array of a metric of one network's translation section over the shift
-    grid; NaN where not measured."""
-    grid = np.full((len(dys), len(dxs)), np.nan)
-    row, col = {dy: i for i, dy in enumerate(dys)}, {dx: j for j, dx in enumerate(dxs)}
+def _param_grid(net: Mapping, layer: str, metric: str, ys, xs, where) -> np.ndarray:
+    """``len(ys) x len(xs)`` array of a metric over a 2-D parameter (``where(block)``: its ``(y, x)``);
+    NaN where not measured."""
+    grid = np.full((len(ys), len(xs)), np.nan)
+    row, col = {y: i for i, y in enumerate(ys)}, {x: j for j, x in enumerate(xs)}
     for b in v.blocks(net):
-        dy, dx = v.shift_of(b)
-        if dy in row and dx in col:
-            grid[row[dy], col[dx]] = _nan(b, layer, metric)
+        y, x = where(b)
+        if y in row and x in col:
+            grid[row[y], col[x]] = _nan(b, layer, metric)
     return grid
+
+
+def sensitivity_grid(net: Mapping, layer: str, metric: str, dys: Sequence[int], dxs: Sequence[int]):
+    """A metric of one network's translation section over the (dy, dx) shift grid; NaN where not
+    measured."""
+    return _param_grid(net, layer, metric, dys, dxs, v.shift_of)
 
 
 def _norm_for(metric: str, arrays: Sequence[np.ndarray]):
@@ -195,11 +196,17 @@ def _grid_axes(ax, dxs, dys, one_row: bool) -> None:
     ax.set_ylabel("dy (down)", fontsize=8)
 
 
-def _heatmap(ax, grid, cmap, norm, extent):
-    return ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
+def _extent(dys, dxs) -> tuple[float, float, float, float]:
+    return dxs[0] - 0.5, dxs[-1] + 0.5, dys[-1] + 0.5, dys[0] - 0.5
 
 
-def _annotate(ax, grid, dys, dxs, norm, cmap, fontsize, approx=None) -> None:
+def _heatmap(ax, grid, cmap, norm, dys, dxs):
+    return ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, extent=_extent(dys, dxs),
+                     interpolation="nearest")
+
+
+def _annotate(ax, grid, dys, dxs, norm, cmap, approx=None) -> None:
+    fontsize = 6 if len(dxs) > 5 else 7
     for i, dy in enumerate(dys):
         for j, dx in enumerate(dxs):
             value = grid[i, j]
@@ -236,11 +243,10 @@ def _draw_exact_rows(fig, exact_axes, t, nets, conv_cols, dys, dxs, one_row, ann
             ax.set_visible(True)
             _grid_axes(ax, dxs, dys, one_row)
             ax.set_title(f"{layer} · {name}\nexact test, log (≈: best alignment)", fontsize=9)
-            extent = (dxs[0] - 0.5, dxs[-1] + 0.5, dys[-1] + 0.5, dys[0] - 0.5)
             shown = np.where(np.isfinite(grid), np.maximum(grid, norm.vmin), np.nan)
-            image = _heatmap(ax, shown, cmap, norm, extent)
+            image = _heatmap(ax, shown, cmap, norm, dys, dxs)
             if annotate:
-                _annotate(ax, grid, dys, dxs, norm, cmap, fontsize=6 if len(dxs) > 5 else 7, approx=nearest)
+                _annotate(ax, grid, dys, dxs, norm, cmap, approx=nearest)
             elif nearest.any():
                 yy, xx = np.nonzero(nearest)
                 ax.scatter(np.asarray(dxs)[xx], np.asarray(dys)[yy], s=4, c="white", marker=".", linewidths=0)
@@ -270,7 +276,7 @@ def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, anno
     norm = _norm_for(metric, grids)
     cmap = _cmap_with_blank(SCORE_CMAP)
     image, any_interval = None, False
-    extent = (dxs[0] - 0.5, dxs[-1] + 0.5, dys[-1] + 0.5, dys[0] - 0.5)
+    extent = _extent(dys, dxs)
     for ax, (name, net), grid in zip(column, nets, grids, strict=True):
         _grid_axes(ax, dxs, dys, one_row)
         title = f"{layer} · {name}\n{_label(metric)}"
@@ -286,9 +292,9 @@ def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, anno
             _axes_text(ax, f"{metric}\nnot measured\nfor {layer}", fontsize=8, color="dimgray")
             continue
         shown = np.where(grid <= norm.vmin, norm.vmin, grid) if isinstance(norm, LogNorm) else grid
-        image = _heatmap(ax, shown, cmap, norm, extent)
+        image = _heatmap(ax, shown, cmap, norm, dys, dxs)
         if annotate:
-            _annotate(ax, grid, dys, dxs, norm, cmap, fontsize=6 if len(dxs) > 5 else 7)
+            _annotate(ax, grid, dys, dxs, norm, cmap)
     if image is not None:
         _colour_bar(fig, image, list(column), one_row)
     return any_interval
@@ -689,14 +695,7 @@ def grid_axes(section: Mapping) -> tuple[list[float], list[float]]:
 
 def family_grid(net: Mapping, layer: str, metric: str, oys, oxs) -> np.ndarray:
     """``metric`` on the (oy, ox) grid; NaN where not measured (the identity)."""
-    grid = np.full((len(oys), len(oxs)), np.nan)
-    row, col = {x: i for i, x in enumerate(oys)}, {x: j for j, x in enumerate(oxs)}
-    for b in v.blocks(net):
-        oy, ox = (float(x) for x in b.get("param"))
-        value = get(b, layer, metric)
-        if value is not None:
-            grid[row[oy], col[ox]] = value
-    return grid
+    return _param_grid(net, layer, metric, oys, oxs, lambda b: tuple(float(x) for x in b.get("param")))
 
 
 def _grid_norm(grids, metric: str, tol: float):
