@@ -1,17 +1,8 @@
-"""``evaluate(cfg)``: test a checkpoint with the data and model settings it was trained with.
-
-The settings come from the checkpoint itself (the run configuration saved in its hyper-parameters),
-or else from the run directory's ``.hydra/config.yaml``: the model and the test-relevant data keys
-always; the run's ``seed``, ``shift`` settings and the measurement settings that change its figures
-(``callbacks.shift_probe.max_images``, ``untrained``, ...) unless the eval command line sets them, so
-``eval.py`` on a run's checkpoint reproduces that run's results.json. What may differ from the
-training machine (the data root, download, batch sizes, workers) is taken from the current command line.
-
-``ckpt_path`` may also be a plain ``state_dict`` (``torch.save(model.state_dict(), path)`` from a plain
-PyTorch loop, with or without the ``net.`` prefix), measured with the ``model=`` of the command line
-(default lab), or a whole saved module (``torch.save(model, path)``); see ``shiftprobe.checkpoints``.
-Such files record no initial weights: the untrained control is then a fresh network initialised with
-``seed`` (or ``callbacks.shift_probe.initial_state``), and results.md says so.
+"""``evaluate(cfg)``: test a checkpoint with the settings it was trained with (from the checkpoint, else
+its run's ``.hydra/config.yaml``), so that ``eval.py`` on a run's checkpoint reproduces its results.json;
+the data root, download, batch sizes and workers come from the command line. A plain ``state_dict`` or
+a whole saved module (``shiftprobe.checkpoints``) is measured with the command line's ``model=`` and a
+fresh seeded network as its untrained control (``load_weights``).
 """
 
 from __future__ import annotations

@@ -50,12 +50,10 @@ def family_settings(transforms) -> list[tuple[str, object]]:
                 items.append((str(item["name"]), {k: v for k, v in item.items() if k != "name"}))
             else:
                 items.append((str(item.name), item))
-    out, seen = [], set()
+    first: dict = {}
     for name, settings in items:
-        if name not in seen:
-            seen.add(name)
-            out.append((name, settings))
-    return out
+        first.setdefault(name, settings)
+    return list(first.items())
 
 
 def build_family(name: str, settings):

@@ -733,10 +733,8 @@ def plot_family_heatmaps(name: str, section: Mapping, path: str | Path | None = 
                 for (r, c), value in np.ndenumerate(grid) if annotate else ():
                     if np.isfinite(value):
                         ax.text(c, r, fmt(value, 2), ha="center", va="center", fontsize=5, color="white")
-            ax.set_xticks(range(len(oxs)))
-            ax.set_xticklabels([f"{x:g}" for x in oxs], fontsize=6, rotation=90)
-            ax.set_yticks(range(len(oys)))
-            ax.set_yticklabels([f"{y:g}" for y in oys], fontsize=6)
+            ax.set_xticks(range(len(oxs)), [f"{x:g}" for x in oxs], fontsize=6, rotation=90)
+            ax.set_yticks(range(len(oys)), [f"{y:g}" for y in oys], fontsize=6)
             ax.set_title(f"{layer} · {net}{': aligned_rel' if metric == 'aligned_rel' else ''}", fontsize=8)
             if i == len(rows) - 1:
                 ax.set_xlabel("ox (px)", fontsize=7)

@@ -538,11 +538,14 @@ def _training_effect(t: Mapping, layer: str) -> str:
     )
 
 
+def _if_measured(block: Mapping | None, layer: str, metric: str, template: str, pct: bool = False) -> str:
+    """``template`` with the metric (and its ``±``) at ``{}``; ``""`` where the block does not have it."""
+    return "" if get(block, layer, metric) is None else template.format(val(block, layer, metric, pct))
+
+
 def _consistency_at(b: Mapping, layer: str) -> str:
-    text = f"{val(b, layer, 'consistency', pct=True)} of images at radius {b['param']}"
-    if get(b, layer, "consistency_correct") is not None:
-        text += f" ({val(b, layer, 'consistency_correct', pct=True)} of the correctly classified ones)"
-    return text
+    return (f"{val(b, layer, 'consistency', pct=True)} of images at radius {b['param']}"
+            + _if_measured(b, layer, "consistency_correct", " ({} of the correctly classified ones)", pct=True))
 
 
 def _classifier_sentence(t: Mapping, layer: str) -> str:
@@ -553,15 +556,10 @@ def _classifier_sentence(t: Mapping, layer: str) -> str:
     text = f" The predicted class is unchanged for {_consistency_at(first, layer)}"
     if last is not first:
         text += f" and {_consistency_at(last, layer)}"
-    summary = t.get("summary")
-    if get(summary, layer, "shifted_acc") is not None:
-        acc = fmt_pm(t.get("accuracy"), accuracy_halfwidth(t))
-        text += f"; accuracy on shifted images is {val(summary, layer, 'shifted_acc')} (unshifted {acc})"
-    if get(summary, layer, "consistency_two_shifts") is not None:
-        text += (
-            "; two random shifts of one image get the same prediction "
-            f"{val(summary, layer, 'consistency_two_shifts', pct=True)} of the time"
-        )
+    summary, acc = t.get("summary"), fmt_pm(t.get("accuracy"), accuracy_halfwidth(t))
+    text += _if_measured(summary, layer, "shifted_acc", f"; accuracy on shifted images is {{}} (unshifted {acc})")
+    text += _if_measured(summary, layer, "consistency_two_shifts",
+                         "; two random shifts of one image get the same prediction {} of the time", pct=True)
     return text + "."
 
 
@@ -1119,12 +1117,11 @@ def _translation_console(t: Mapping) -> list[str]:
                        f"{fmt(ex['max_aligned'])}); sorting hint {pair(layer, 'equivariance_score')}")
             continue
         text = f"{layer:<{width}}  invariance {pair(layer, 'invariance_score')}"
-        if get(summary, layer, "rel") is not None:  # beside the score, as results.md words it (issue 19)
+        if get(summary, layer, "rel") is not None:  # beside the score, as results.md words it
             text += f", rel {pair(layer, 'rel')}"
         if layer == v.classifier(t):
             text += f"; consistency {val(summary, layer, 'consistency')}"
-            if get(summary, layer, "consistency_correct") is not None:
-                text += f" ({val(summary, layer, 'consistency_correct')} among correct)"
+            text += _if_measured(summary, layer, "consistency_correct", " ({} among correct)")
             text += f", shifted acc {val(summary, layer, 'shifted_acc')}"
             text += "".join(f"; {name} predictions near-constant" for name, net in v.networks(t)
                             if v.near_constant(net))

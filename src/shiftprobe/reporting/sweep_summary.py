@@ -1,14 +1,6 @@
-"""Summarise a multirun sweep: every job's ``results.json`` (any schema) and the overrides that made it.
-
-``summarize_sweep(sweep_dir, out_dir=None, baseline=None)`` finds the jobs (folders below ``sweep_dir``
-holding ``.hydra/overrides.yaml`` or ``results.json``), groups them by configuration (their overrides
-without ``seed`` and without those every job shares) and writes ``summary.md`` (per configuration the
-mean over seeds with its 95 % Student-t interval, then each configuration's paired difference to the
-baseline, seed by seed over the seeds both ran, with a verdict), ``summary.csv`` (one row per job, with
-its configuration's ``_mean``, ``_ci_low``, ``_ci_high``, ``_n`` and ``_diff_*``, ``_verdict`` columns)
-and ``summary_radial.png``. Seeds are the unit of replication; a configuration with one seed shows the
-run's own interval over test images where results.json has one. The figures are named by the layers
-the results declare (the head's input, the classifier, the deepest stride-2 map), never by a fixed list.
+"""Summarise a multirun sweep (``summarize_sweep``): jobs grouped by configuration (their overrides without
+``seed`` and those every job shares), seeds the unit of replication, figures named by the layers the
+results declare (the head's input, the classifier, the deepest stride-2 map), never by a fixed list.
 
 Examples
 --------
@@ -184,19 +176,18 @@ class Job:
 
     @property
     def seed(self) -> str:
-        for item in self.overrides:
-            key, _, value = item.partition("=")
-            if key.lstrip("+~") in SEED_KEYS:
-                return value
-        return "default"
+        return next((o.partition("=")[2] for o in self.overrides if _is_seed(o)), "default")
 
     @property
     def config(self) -> str:
         """The job's configuration: its overrides without the seed and without those every job of the
         sweep shares (``default`` when nothing is left)."""
-        rest = [o for o in self.overrides
-                if o.partition("=")[0].lstrip("+~") not in SEED_KEYS and o not in self.common]
+        rest = [o for o in self.overrides if not _is_seed(o) and o not in self.common]
         return " ".join(sorted(rest)) or "default"
+
+
+def _is_seed(override: str) -> bool:
+    return override.partition("=")[0].lstrip("+~") in SEED_KEYS
 
 
 @dataclass
@@ -228,9 +219,13 @@ class Summary:
     def paired(self, config: str, key: str) -> Paired:
         return paired_difference(self.values(self.baseline, key), self.values(config, key))
 
+    @property
+    def finished(self) -> list[Job]:
+        return [job for jobs in self.configs.values() for job in jobs]
+
     def common_name(self, resolve) -> str | None:
         """``resolve(results)`` if every finished job gives the same name, else None."""
-        names = {resolve(job.results) for jobs in self.configs.values() for job in jobs}
+        names = {resolve(job.results) for job in self.finished}
         return names.pop() if len(names) == 1 else None
 
 
@@ -433,8 +428,7 @@ def _metrics(summary: Summary) -> list[tuple[str, str, int]]:
     else:  # architectures differ: compare what enters each head, and the classifiers
         out += [(f"head_input_invariance_r{k}", f"head input inv. r={k}", 3) for k in radii(summary)]
         out.append(("classifier_invariance", f"{clf} inv.", 3))
-    jobs = [j for js in summary.configs.values() for j in js]
-    for conv in dict.fromkeys(stride2_layer(v.translation(j.results)) for j in jobs):
+    for conv in dict.fromkeys(stride2_layer(v.translation(j.results)) for j in summary.finished):
         if conv is not None:
             out += [(f"{conv}_aligned_even", f"{conv} aligned_rel even", 3),
                     (f"{conv}_nearest_aligned_odd", f"{conv} nearest aligned odd", 3)]
@@ -468,8 +462,7 @@ def _legend(summary: Summary, metrics) -> str:
     """What the table's columns are, named by the layers of this sweep's results."""
     keys = [k for k, _, _ in metrics]
     clf = summary.common_name(lambda r: _resolve(r, CLASSIFIER)) or CLASSIFIER
-    jobs = [j for js in summary.configs.values() for j in js]
-    heads = sorted({h for j in jobs if (h := _resolve(j.results, HEAD_INPUT))})
+    heads = sorted({h for j in summary.finished if (h := _resolve(j.results, HEAD_INPUT))})
     if any(k.startswith("head_input_") for k in keys):
         text = ("head input inv. r=k: the invariance score of the first vector probe point, what the head "
                 f"classifies ({', '.join(heads)} here); {clf} inv.: the classifier's, over all non-zero "
