@@ -174,9 +174,7 @@ def restore_measurement_settings(cfg: DictConfig, saved: dict) -> None:
             for key in kept_by_user
         )
 
-    wanted: list[tuple[str, object]] = []
-    if "seed" in saved:
-        wanted.append(("seed", saved["seed"]))
+    wanted: list[tuple[str, object]] = [("seed", saved["seed"])] if "seed" in saved else []
     # only keys this version knows (an older run may have saved a key since removed)
     shift_keys = set(cfg.shift) if OmegaConf.is_dict(cfg.get("shift")) else set()
     wanted += [(f"shift.{k}", v) for k, v in (saved.get("shift") or {}).items() if k in shift_keys]

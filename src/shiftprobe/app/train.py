@@ -67,13 +67,8 @@ def flat_hparams(config: dict, choices: dict | None = None) -> dict:
     for section in HPARAM_SECTIONS:
         if isinstance(config.get(section), dict):
             _flatten(section, config[section], out)
-    for group, option in (choices or {}).items():
-        if (
-            not group.startswith("hydra")
-            and option is not None
-            and group in HPARAM_SECTIONS + ("experiment",)
-        ):
-            out[f"choice.{group}"] = str(option)
+    out |= {f"choice.{group}": str(option) for group, option in (choices or {}).items()
+            if option is not None and group in HPARAM_SECTIONS + ("experiment",)}
     return {k: v for k, v in out.items() if k not in HPARAM_SKIP}
 
 

@@ -1,9 +1,6 @@
 """``ShiftProbeModule``: a thin LightningModule around the network (``self.net``): NLL loss, accuracies,
-the optimizer from a Hydra ``_partial_`` config, the initial weights kept for the untrained control
-(``initial_net_state``, in every checkpoint), and a declared input normalisation (``data.normalize``)
-applied before the network while the measurement transforms pixels. A training step does no more than the
-loop needs (issue 12): metrics accumulate on the device, the step loss is read only when written, the
-optimizer step is manual unless the trainer clips or accumulates gradients."""
+the initial weights kept for the untrained control (``initial_net_state``, in every checkpoint), and a
+training step that does no more than the loop needs (metrics accumulate on the device)."""
 
 from __future__ import annotations
 

@@ -354,16 +354,15 @@ def _radial_series(net: Mapping, layer: str, metric: str) -> tuple[np.ndarray, n
 def radial_band(net: Mapping, layer: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """``(radii, lo, hi)`` of the 95 % interval of a metric per radius block of one network's translation
     section: ``<metric>_ci`` where given, else ``value ± Z95 * <metric>_se``; None without intervals."""
-    radii, lo, hi = [], [], []
+    rows = []
     for b in v.blocks(net, "radius"):
         value, hw = get(b, layer, metric), halfwidth(b, layer, metric)
-        if value is None or hw is None:
-            continue
-        ci = interval(b, layer, metric) or (value - hw, value + hw)
-        radii.append(int(b["param"]))
-        lo.append(ci[0])
-        hi.append(ci[1])
-    return (np.array(radii, dtype=float), np.array(lo), np.array(hi)) if radii else None
+        if value is not None and hw is not None:
+            rows.append((int(b["param"]), *(interval(b, layer, metric) or (value - hw, value + hw))))
+    if not rows:
+        return None
+    radii, lo, hi = zip(*rows, strict=True)
+    return np.array(radii, dtype=float), np.array(lo), np.array(hi)
 
 
 def _has_series(nets, layer: str, metric: str) -> bool:

@@ -1,9 +1,5 @@
 """Numbers and names as results.md, the figures and the console print them: three significant digits,
-``n/a`` for a missing figure, and ``± h``, the half-width of a figure's 95 % interval over test images:
-``(hi - lo) / 2`` of ``<metric>_ci`` for a score (a ratio of two means), ``Z95 * <metric>_se`` for any
-other mean (results written before intervals existed carry neither key and print no ``±``); a family's
-title and its parameters' labels.
-"""
+``n/a`` for a missing figure, ``± h`` for a 95 % interval (``halfwidth``), a family's title and labels."""
 
 from __future__ import annotations
 

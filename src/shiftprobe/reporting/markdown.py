@@ -107,12 +107,8 @@ def accuracy_halfwidth(section: Mapping) -> float | None:
 
 def _predictions_phrase(pred: Mapping) -> str:
     hist = pred.get("histogram")
-    cls = None
-    if isinstance(hist, Mapping) and hist:
-        cls = str(max(hist, key=lambda k: finite(hist[k]) or 0))
-    elif isinstance(hist, (list, tuple)) and hist:
-        values = [finite(x) or 0 for x in hist]
-        cls = str(values.index(max(values)))
+    hist = dict(enumerate(hist)) if isinstance(hist, (list, tuple)) else hist  # class index -> count
+    cls = str(max(hist, key=lambda k: finite(hist[k]) or 0)) if isinstance(hist, Mapping) and hist else None
     what = f"class {cls}" if cls is not None else "its most frequent class"
     return (
         f"{what} for {fmt_pct(pred.get('top_class_share'))} of the images (prediction entropy "
@@ -1038,16 +1034,16 @@ def lie_derivative_lines(section: Mapping | None) -> list[str]:
     if not section:
         return []
     generators = list(v.config(section, "generators") or [])
-    lines = ["", "## Lie derivative (infinitesimal transformations)", ""]
-    lines.append(
+    lines = [
+        "", "## Lie derivative (infinitesimal transformations)", "",
         "Each cell is rel: how fast the layer's representation changes under an infinitesimal "
         "transformation (per unit of its parameter, in the header: per input pixel for a translation, per "
         "radian for a rotation), the root mean square of its derivative over that of the activation (maps "
         "are moved back first, so a map scores its equivariance and a vector its invariance), 0 meaning "
         f"exact to first order, ± the 95 % half-width over {fmt(section.get('n_images'))} images "
-        f"({(section.get('config') or {}).get('method', 'bilinear')} interpolation)."
-    )
-    lines.append("")
+        f"({(section.get('config') or {}).get('method', 'bilinear')} interpolation).",
+        "",
+    ]
     rows, notes = [], []
     for layer in section.get("layers") or []:
         rows += [[layer, name, _measures(net, layer),
@@ -1080,17 +1076,16 @@ def _layerwise_lines(section: Mapping, generators: list[str]) -> list[str]:
     """The ``### Layer-wise decomposition`` subsection; ``[]`` when it was not measured."""
     if not v.layerwise(section, "layerwise"):
         return []
-    lines = ["", "### Layer-wise decomposition (lie_layerwise.png)", ""]
-    lines.append(
+    lines = [
+        "", "### Layer-wise decomposition (lie_layerwise.png)", "",
         "Each cell is a module's contribution to the output's Lie derivative: its own Lie derivative (its "
         "input transformed, its output transformed back) carried to the output through the rest of the "
         "network, rel to the root mean square of the output, ± the 95 % half-width over the images. "
         "Rows `a → b`: the operations between two modules (functional calls such as a ReLU or a flatten; "
         "shown where not exactly 0). The contributions add up, as vectors, to the end-to-end value "
-        "(the last row is the round-off); their rel values do not add."
-    )
-    rows = _layerwise_rows(section, generators)
-    lines += ["", *table(_lie_header(["module", "network"], section), rows), ""]
+        "(the last row is the round-off); their rel values do not add.",
+        "", *table(_lie_header(["module", "network"], section), _layerwise_rows(section, generators)), "",
+    ]
     ranking = v.layerwise(section, "layerwise_ranking")
     lines += [f"- largest for {g} (trained): {', '.join(list(ranking.get(g, []))[:TOP]) or 'n/a'}"
               for g in generators]
