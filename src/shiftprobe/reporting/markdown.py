@@ -189,10 +189,8 @@ def _radius_table(t: Mapping) -> list[str]:
         for metric, label in _layer_keys(t, layer):
             if metric in OPTIONAL_KEYS and not v.has_metric(t, metric):
                 continue
-            cells = []
-            for r in radii:
-                cell = val(v.block(t, "radius", r), layer, metric)
-                cells.append(f"{cell} / {val(v.block(un, 'radius', r), layer, metric)}" if un else cell)
+            cells = [val(v.block(t, "radius", r), layer, metric)
+                     + (f" / {val(v.block(un, 'radius', r), layer, metric)}" if un else "") for r in radii]
             rows.append([layer, label, *cells])
     return lines + table(["layer", "score", *[f"r={r}" for r in radii]], rows)
 
