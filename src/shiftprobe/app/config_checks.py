@@ -492,19 +492,25 @@ def check_layers(cfg: DictConfig) -> None:
                               f"{PROBE}.layers=[conv2,fc1], {LAYERS_FIX} ({PROBE}.layers=null).")
 
 
-def check_probe_layers(cfg: DictConfig) -> None:
-    """The layers against the network built from ``cfg.model`` (plain ``torch.nn``; a model that cannot
-    be built is left to the run to report)."""
+def check_network(cfg: DictConfig) -> None:
+    """The network built from ``cfg.model`` (plain ``torch.nn``): an argument its builder refuses
+    (``ArgumentError``: an unknown architecture, a variant it does not offer, images it cannot take) is the
+    one line naming ``model.<argument>``; then the layers against it. Any other failure is left to the run."""
     import hydra
 
+    from shiftprobe.errors import ArgumentError
     from shiftprobe.probe.capture import resolve_layers
 
-    layers = _get(cfg, f"{PROBE}.layers")
-    if layers is None or _get(cfg, "model._target_") is None:
+    if _get(cfg, "model._target_") is None:
         return
     try:
         net = hydra.utils.instantiate(cfg.model)
-    except Exception:  # e.g. a key the model does not take: the run's key check names it
+    except Exception as err:  # e.g. a key the model does not take: the run's key check names it
+        if isinstance(err.__cause__, ArgumentError):
+            raise err.__cause__.setting("model") from None
+        return
+    layers = _get(cfg, f"{PROBE}.layers")
+    if layers is None:
         return
     names = list(OmegaConf.to_container(layers))
     _engine_check(f"{PROBE}.layers", names, resolve_layers, net, names)
