@@ -15,7 +15,7 @@ See docs/api.md. The training / measurement app is ``python train.py`` (Hydra), 
 """
 
 from shiftprobe._lazy import lazy_exports
-from shiftprobe.probe import MODULES as PROBE_MODULES
+from shiftprobe.probe import _MODULES as PROBE_MODULES
 
 #: the public API: name -> the module that defines it. Imported on first use (PEP 562), so that
 #: ``import shiftprobe.app.config_checks`` (train.py's check of the settings) does not pull in the

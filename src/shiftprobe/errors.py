@@ -19,9 +19,9 @@ class ShiftProbeError(Exception):
 
 
 class ArgumentError(ShiftProbeError, ValueError):
-    """A bad argument of a network's constructor or builder, in one line that starts ``argument=value``
-    (the Python names: the message never names a config key). ``setting(section)`` is the same line for
-    the config key ``section.argument`` (the app's): e.g. ``pool='x' ...`` becomes ``model.pool='x' ...``."""
+    """A bad argument of a constructor or builder (the networks, the data module), in one line that starts
+    ``argument=value``: the Python names, never a config key. ``setting(section)`` is the same line for the
+    config key ``section.argument`` (the app's): e.g. ``pool='x' ...`` becomes ``model.pool='x' ...``."""
 
     def setting(self, section: str) -> ShiftProbeError:
         return ShiftProbeError(f"{section}.{self}")

@@ -8,7 +8,7 @@ from shiftprobe._lazy import lazy_exports
 
 #: each module with the names it gives the package, imported on first use (PEP 562): importing one part
 #: (e.g. ``translation``) does not import the engine and torchmetrics. ``shiftprobe`` exports them too.
-MODULES = {
+_MODULES = {
     "shiftprobe.probe.measure": ("measure", "measure_family"),
     "shiftprobe.probe.families": ("Flip", "Rotation", "Rotation90", "SubpixelTranslation", "family_from_name"),
     "shiftprobe.probe.results": ("Results", "load_results"),
@@ -17,6 +17,6 @@ MODULES = {
     "shiftprobe.probe.lie": ("lie_derivative",),
     "shiftprobe.probe.export": ("export_pairs",),
 }
-_EXPORTS = lazy_exports(globals(), MODULES)
+_EXPORTS = lazy_exports(globals(), _MODULES)
 
 __all__ = sorted(_EXPORTS)
