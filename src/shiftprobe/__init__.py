@@ -15,55 +15,21 @@ See docs/api.md. The training / measurement app is ``python train.py`` (Hydra), 
 """
 
 from shiftprobe._lazy import lazy_exports
-from shiftprobe.probe import _EXPORTS as PROBE_EXPORTS
+from shiftprobe.probe import _MODULES as PROBE_MODULES
 
 #: the public API: name -> the module that defines it. Imported on first use (PEP 562), so that
 #: ``import shiftprobe.app.config_checks`` (train.py's check of the settings) does not pull in the
 #: engine, torchmetrics and Lightning before it can report a bad value.
-_EXPORTS = {
-    **PROBE_EXPORTS,
-    "load_network": "shiftprobe.checkpoints",
-    "AllConvCNN": "shiftprobe.models",
-    "FlipPooledCNN": "shiftprobe.models",
-    "GapCNN": "shiftprobe.models",
-    "LabCNN": "shiftprobe.models",
-    "RotPooledCNN": "shiftprobe.models",
-    "SmallResNet": "shiftprobe.models",
-    "apply_variants": "shiftprobe.models",
-    "timm_model": "shiftprobe.models",
-    "torchvision_model": "shiftprobe.models",
-    "testing": "shiftprobe.testing",
-}
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+_EXPORTS = lazy_exports(globals(), {
+    **PROBE_MODULES,
+    "shiftprobe.checkpoints": ("load_network",),
+    "shiftprobe.models": (
+        "AllConvCNN", "FlipPooledCNN", "GapCNN", "LabCNN", "RotPooledCNN", "SmallResNet", "apply_variants",
+        "timm_model", "torchvision_model",
+    ),
+    "shiftprobe.testing": ("testing",),
+})
 
 __version__ = "0.3.0"
 
-__all__ = [
-    "AllConvCNN",
-    "Flip",
-    "FlipPooledCNN",
-    "GapCNN",
-    "LabCNN",
-    "Results",
-    "RotPooledCNN",
-    "Rotation",
-    "Rotation90",
-    "SmallResNet",
-    "SubpixelTranslation",
-    "Transform",
-    "Translation",
-    "__version__",
-    "apply_variants",
-    "export_pairs",
-    "family_from_name",
-    "lie_derivative",
-    "load_network",
-    "load_results",
-    "measure",
-    "measure_family",
-    "testing",
-    "timm_model",
-    "torchvision_model",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])

@@ -4,13 +4,15 @@ importing the modules behind it."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 
 
-def lazy_exports(package: str, exports: dict[str, str], namespace: dict) -> tuple[Callable, Callable]:
-    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps a name to the module defining it (or to the
-    submodule of that name); the first look-up imports it and stores it in ``namespace`` (the package's
-    globals), so later ones skip this."""
+def lazy_exports(namespace: dict, modules: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """Give the package whose globals are ``namespace`` the names ``modules`` lists under the module that
+    defines each (or a submodule under its own name): sets its ``__getattr__`` and ``__dir__`` and returns
+    name -> module. The first look-up of a name imports its module and stores the value in ``namespace``,
+    so later ones skip this."""
+    package = namespace["__name__"]
+    exports = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str):
         if name not in exports:
@@ -23,4 +25,5 @@ def lazy_exports(package: str, exports: dict[str, str], namespace: dict) -> tupl
     def __dir__() -> list[str]:
         return sorted(set(namespace) | set(exports))
 
-    return __getattr__, __dir__
+    namespace.update(__getattr__=__getattr__, __dir__=__dir__)
+    return exports

@@ -18,6 +18,15 @@ class ShiftProbeError(Exception):
     same_on_every_rank = False
 
 
+class ArgumentError(ShiftProbeError, ValueError):
+    """A bad argument of a constructor or builder (the networks, the data module), in one line that starts
+    ``argument=value``: the Python names, never a config key. ``setting(section)`` is the same line for the
+    config key ``section.argument`` (the app's): e.g. ``pool='x' ...`` becomes ``model.pool='x' ...``."""
+
+    def setting(self, section: str) -> ShiftProbeError:
+        return ShiftProbeError(f"{section}.{self}")
+
+
 def setting_error(key: str, value, allowed: str) -> ShiftProbeError:
     """The one-line error for a bad config value: ``key=value is not allowed: <allowed, with the fix>.``"""
     return ShiftProbeError(f"{key}={value!r} is not allowed: {allowed}.")

@@ -396,6 +396,23 @@ def test_unknown_key_is_refused(override, key):
 
 
 @pytest.mark.parametrize(
+    "model, allowed",
+    [
+        ("lab", "blur_filter_size, image_size, normalize, padding, pool"),
+        ("rot_pool", "blur_filter_size, image_size, normalize, padding, pool"),  # the lab CNN's, passed on to it
+        ("gap", "blur_filter_size, in_channels, normalize, padding, pool"),
+        ("resnet", "blur_filter_size, in_channels, normalize, padding, pool, width"),
+        ("allconv", "blur_filter_size, image_size, in_channels, normalize, padding, pool"),
+    ],
+)
+def test_the_key_check_reads_each_models_whole_signature(model, allowed):
+    """A model's keys are its constructor's parameters, also where they are passed on (``**settings``)."""
+    with pytest.raises(ShiftProbeError) as err:
+        check_known_keys(compose_config("train", [f"model={model}", "+model.depth=3"]))
+    assert str(err.value).endswith(f"Allowed keys: {allowed}.")
+
+
+@pytest.mark.parametrize(
     "override, closest",
     [(f"+{T}.max_imags=10", f"{T}.max_images"), ("+data.batch_sise=3", "data.batch_size"), ("+sead=5", "seed"),
      ("trainer.max_epoch=3", "trainer.max_epochs")],

@@ -45,7 +45,23 @@ FIRST = {
     "callbacks.shift_probe.layers=[]": "error: callbacks.shift_probe.layers=[] measures nothing: name at least one "
     "module, e.g. callbacks.shift_probe.layers=[conv2,fc1], or null for the model's default layers "
     "(callbacks.shift_probe.layers=null).",
+    # the model's arguments: the schema's rules, then the network's own check (ArgumentError) named as the key
+    "model.pool=bogus": "error: model.pool='bogus' is not allowed: use one of ['max', 'blur', 'aps'].",
+    "model=resnet model.width=0": "error: model.width=0 is not allowed: use an integer >= 1, e.g. model.width=16.",
+    "model=gap model.in_channels=0": "error: model.in_channels=0 is not allowed: use 1, the channels of the data "
+                                     "(data.channels).",
+    "model=allconv +model.image_size=8": "error: model.image_size=8 is not allowed: use an integer >= 16",
+    "model=torchvision model.name=resnt18": "error: model.name='resnt18' is not a torchvision classification model; "
+    "close matches: resnet18, resnet152, resnet101, resnet50, resnet34 (all: torchvision.models.list_models(module="
+    "torchvision.models))",
+    "model=torchvision model.name=squeezenet1_1 model.padding=circular": "error: model.padding='circular' is not "
+    "offered for name='squeezenet1_1': the variants are offered for torchvision's ResNets and VGGs (resnet*, "
+    "resnext*, wide_resnet*, vgg*) and the built-in CNNs; use pool='max', padding='zeros'",
+    "model=timm model.pool=blur": "error: model.pool='blur' is not offered for timm models: the variants are offered "
+    "for torchvision's ResNets and VGGs (resnet*, resnext*, wide_resnet*, vgg*) and the built-in CNNs; use "
+    "pool='max', padding='zeros'",
     "seed=0": None,
+    "model=torchvision model.name=shufflenet_v2_x0_5": None,
 }
 
 
@@ -59,7 +75,7 @@ from shiftprobe.app.preflight import check_settings_first
 out = {{}}
 for override in {list(FIRST)!r}:
     with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base="1.3"):
-        cfg = compose("train", overrides=[override, "paths.output_dir={tmp_path}", "data.root={tmp_path}"])
+        cfg = compose("train", overrides=[*override.split(), "paths.output_dir={tmp_path}", "data.root={tmp_path}"])
     err, code = io.StringIO(), None
     with contextlib.redirect_stderr(err):
         try:

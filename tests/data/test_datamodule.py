@@ -16,7 +16,7 @@ from synthetic import write_cifar, write_idx_dataset, write_image_folder
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.data import ImageDataModule, MNISTDataModule
 from shiftprobe.data.datasets import channel_stats
-from shiftprobe.errors import ShiftProbeError
+from shiftprobe.errors import ArgumentError, ShiftProbeError
 
 #: dataset -> (channels, side, classes, normalisation of its config)
 EXPECTED = {
@@ -214,9 +214,9 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "name, override, message",
     [
-        ("cifar10", "data.channels=1", "data.channels=1 is not allowed with data=cifar10"),
-        ("cifar10", "data.image_size=28", "data.image_size=28 is not allowed with data=cifar10"),
-        ("cifar100", "data.num_classes=10", "data.num_classes=10 is not allowed with data=cifar100"),
+        ("cifar10", "data.channels=1", "data.channels=1 is not allowed with dataset='cifar10'"),
+        ("cifar10", "data.image_size=28", "data.image_size=28 is not allowed with dataset='cifar10'"),
+        ("cifar100", "data.num_classes=10", "data.num_classes=10 is not allowed with dataset='cifar100'"),
         ("cifar10", "data.mean=[0.5,0.5]", "data.mean=[0.5, 0.5] is not allowed: use 3 finite number"),
         ("kmnist", "data.std=[0]", "data.std=[0] is not allowed: use 1 finite number(s), one per channel (each > 0)"),
         ("imagefolder", "data.channels=2", "data.channels=2 is not allowed: use 1 (grey) or 3 (RGB)"),
@@ -233,6 +233,29 @@ def test_bad_data_settings_are_one_line_before_anything_is_read(tmp_path, name, 
     with pytest.raises(ShiftProbeError) as err:
         validate_config(cfg, known_keys=False)
     assert str(err.value).startswith(message) and len(str(err.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"dataset": "cifar10", "channels": 1}, "channels=1 is not allowed with dataset='cifar10': CIFAR-10 images "
+                                                "have channels=3 (only the imagefolder dataset converts and resizes); "
+                                                "use channels=3"),
+        ({"dataset": "svhn"}, "dataset='svhn' is not known; use one of ['mnist', 'fashion_mnist', 'kmnist', "
+                              "'cifar10', 'cifar100', 'imagefolder']"),
+        ({"std": (0.0,)}, "std=[0.0] is not allowed: use 1 finite number(s), one per channel (each > 0), e.g. "
+                          "std=[0.5]"),
+    ],
+)
+def test_the_data_module_names_its_arguments_and_the_app_the_keys(tmp_path, kwargs, expected):
+    """The constructor's message names its argument; the settings check names the key ``data.<argument>``."""
+    with pytest.raises(ArgumentError) as err:
+        ImageDataModule(root=str(tmp_path), **kwargs)
+    assert str(err.value) == expected
+    overrides = [f"data.{k}={v}" if k != "std" else "data.std=[0.0]" for k, v in kwargs.items()]
+    with pytest.raises(ShiftProbeError) as err:
+        validate_config(data_config("mnist", tmp_path, tmp_path / "run", *overrides), known_keys=False)
+    assert str(err.value) == f"data.{expected}"
 
 
 def test_imagefolder_needs_a_root_and_the_right_number_of_classes(tmp_path):

@@ -3,6 +3,7 @@ lab's forward contract, the probe-layer attributes, other input sizes and channe
 step through the LightningModule, and their configs (compose, validate, instantiate)."""
 
 import functools
+import inspect
 
 import hydra
 import hydra.errors
@@ -13,9 +14,9 @@ from conftest import compose_config, test_overrides
 from torch.utils.data import DataLoader, TensorDataset
 
 from shiftprobe.app.config_checks import validate_config
-from shiftprobe.errors import ShiftProbeError
+from shiftprobe.errors import ArgumentError, ShiftProbeError
 from shiftprobe.lit.module import ShiftProbeModule
-from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet
+from shiftprobe.models import AllConvCNN, FlipPooledCNN, GapCNN, LabCNN, RotPooledCNN, SmallResNet
 
 # probe point -> output shape (without the batch axis) for a 28x28 grey image
 SHAPES = {
@@ -144,13 +145,38 @@ def test_other_sizes_and_channels(net, size, spatial):
     assert log_probs.shape == (2, 10) and tuple(rep.shape[1:]) == spatial
 
 
-def test_bad_arguments_are_clear_errors():
-    with pytest.raises(ValueError, match="model.width"):
-        SmallResNet(width=0)
-    with pytest.raises(ValueError, match="model.in_channels"):
-        GapCNN(in_channels=0)
-    with pytest.raises(ValueError, match="model.image_size"):
-        AllConvCNN(image_size=12)
+def test_signatures_list_every_setting_with_its_default():
+    """Hydra's key check and a checkpoint's added defaults read ``inspect.signature``: the variants list
+    their own parameters and the shared settings (with their own padding), the pooled models the lab's."""
+
+    def defaults(cls) -> dict:
+        return {name: p.default for name, p in inspect.signature(cls).parameters.items()}
+
+    shared = {"in_channels": 1, "normalize": False, "pool": "max", "blur_filter_size": 3}
+    assert defaults(GapCNN) == {**shared, "padding": "valid"}
+    assert defaults(SmallResNet) == {"width": 16, **shared, "padding": "zeros"}
+    assert defaults(AllConvCNN) == {"image_size": 28, **shared, "padding": "valid"}
+    assert defaults(RotPooledCNN) == defaults(FlipPooledCNN) == defaults(LabCNN)
+    assert SmallResNet(width=2).padding == "zeros" and GapCNN().padding == "valid"
+
+
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda: SmallResNet(width=0), "width=0 is not allowed: use an integer >= 1"),
+        (lambda: GapCNN(in_channels=0), "in_channels=0 is not allowed: use an integer >= 1"),
+        (lambda: AllConvCNN(image_size=12), "image_size=12 is not allowed: use an integer >= 16"),
+        (lambda: SmallResNet(pool="avg"), "pool='avg' is not known; use one of ['max', 'blur', 'aps']"),
+        (lambda: LabCNN(padding="zeros"), "padding='zeros' is not known; use one of ['valid', 'circular']"),
+        (lambda: RotPooledCNN(blur_filter_size=9, pool="blur"), "blur_filter_size=9 is not allowed: use an integer from 1 to 7"),
+    ],
+)
+def test_bad_arguments_are_one_line_naming_the_argument(make, expected):
+    """The Python API's message names the argument, not a config key; ``setting`` names the key."""
+    with pytest.raises(ArgumentError) as err:
+        make()
+    assert str(err.value) == expected and isinstance(err.value, ValueError)
+    assert str(err.value.setting("model")) == f"model.{expected}"
 
 
 @pytest.mark.parametrize("cls", MODELS, ids=IDS)

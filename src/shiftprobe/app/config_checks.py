@@ -22,7 +22,14 @@ from typing import Any, get_args, get_type_hints
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from shiftprobe.data.datasets import check_data_settings
-from shiftprobe.errors import ShiftProbeError, is_number, reject_setting, setting_error, unknown_key
+from shiftprobe.errors import (
+    ArgumentError,
+    ShiftProbeError,
+    is_number,
+    reject_setting,
+    setting_error,
+    unknown_key,
+)
 from shiftprobe.models import allconv, gap, lab, resnet, zoo
 from shiftprobe.models.variants import POOLS
 from shiftprobe.probe.budget import BUDGET_FIX, parse_memory_budget
@@ -335,9 +342,12 @@ def check_data(cfg: DictConfig) -> None:
     """The dataset's own check of what its images are, and ``data.root``: a folder."""
     if _get(cfg, "data") is None:
         return
-    spec = check_data_settings(*(_get(cfg, f"data.{k}", d) for k, d in (
-        ("dataset", "mnist"), ("channels", 1), ("image_size", 28), ("num_classes", 10),
-        ("mean", [0.1307]), ("std", [0.3081]))))
+    try:
+        spec = check_data_settings(*(_get(cfg, f"data.{k}", d) for k, d in (
+            ("dataset", "mnist"), ("channels", 1), ("image_size", 28), ("num_classes", 10),
+            ("mean", [0.1307]), ("std", [0.3081]))))
+    except ArgumentError as err:  # the data module's own check, in its arguments' names
+        raise err.setting("data") from None
     env = f"set {spec.root_env} or data.root" if spec.root_env else "set data.root"
     holds = f"{spec.folder}/" if spec.folder else "train/<class>/ and test/<class>/"
     root = _get(cfg, "data.root")
@@ -492,19 +502,24 @@ def check_layers(cfg: DictConfig) -> None:
                               f"{PROBE}.layers=[conv2,fc1], {LAYERS_FIX} ({PROBE}.layers=null).")
 
 
-def check_probe_layers(cfg: DictConfig) -> None:
-    """The layers against the network built from ``cfg.model`` (plain ``torch.nn``; a model that cannot
-    be built is left to the run to report)."""
+def check_network(cfg: DictConfig) -> None:
+    """The network built from ``cfg.model`` (plain ``torch.nn``): an argument its builder refuses
+    (``ArgumentError``: an unknown architecture, a variant it does not offer, images it cannot take) is the
+    one line naming ``model.<argument>``; then the layers against it. Any other failure is left to the run."""
     import hydra
 
     from shiftprobe.probe.capture import resolve_layers
 
-    layers = _get(cfg, f"{PROBE}.layers")
-    if layers is None or _get(cfg, "model._target_") is None:
+    if _get(cfg, "model._target_") is None:
         return
     try:
         net = hydra.utils.instantiate(cfg.model)
-    except Exception:  # e.g. a key the model does not take: the run's key check names it
+    except Exception as err:  # e.g. a key the model does not take: the run's key check names it
+        if isinstance(err.__cause__, ArgumentError):
+            raise err.__cause__.setting("model") from None
+        return
+    layers = _get(cfg, f"{PROBE}.layers")
+    if layers is None:
         return
     names = list(OmegaConf.to_container(layers))
     _engine_check(f"{PROBE}.layers", names, resolve_layers, net, names)

@@ -14,7 +14,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from shiftprobe.app.config_checks import check_probe_layers, validate_config
+from shiftprobe.app.config_checks import check_network, validate_config
 from shiftprobe.app.run_dir import is_multirun, remove_unstarted_run_dir
 from shiftprobe.errors import ShiftProbeError
 
@@ -32,15 +32,16 @@ def launch_rank() -> int:
 
 
 def check_settings_first(cfg: DictConfig, require_ckpt: bool = False) -> None:
-    """``validate_config(cfg, known_keys=False)`` and, for train.py, the probe points against the network
-    (eval.py takes the model from the checkpoint); on a bad setting print ``error: ...``, remove the
+    """``validate_config(cfg, known_keys=False)`` and, for train.py, the network's own check of its
+    arguments and the probe points against it (``check_network``; eval.py takes the model from the
+    checkpoint); on a bad setting print ``error: ...``, remove the
     unstarted run folder and exit with status 1. Nothing in a multirun."""
     if is_multirun():
         return
     try:
         validate_config(cfg, require_ckpt=require_ckpt, known_keys=False)
         if not require_ckpt:
-            check_probe_layers(cfg)
+            check_network(cfg)
     except ShiftProbeError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         remove_unstarted_run_dir(launch_rank())

@@ -8,27 +8,17 @@ check of ``train.py``) can be imported without Lightning.
 
 from shiftprobe._lazy import lazy_exports
 
-_SAMPLING = "shiftprobe.data.sampling"
-_EXPORTS = {
-    "AUGMENT_STREAM": _SAMPLING,
-    "FLIP_STREAM": _SAMPLING,
-    "ROTATE_STREAM": _SAMPLING,
-    "EpochSampler": _SAMPLING,
-    "InMemoryDataset": _SAMPLING,
-    "ShardSampler": _SAMPLING,
-    "stream_seed": _SAMPLING,
-    "DATASETS": "shiftprobe.data.datasets",
-    "ImageDataModule": "shiftprobe.data.datamodule",
-    "MNISTDataModule": "shiftprobe.data.datamodule",
-    "FolderDataset": "shiftprobe.data.folder",
-    "PairedShiftDataset": "shiftprobe.data.paired",
-    "ensure_mnist": "shiftprobe.data.mnist",
-    "load_split": "shiftprobe.data.mnist",
-    "raw_folder": "shiftprobe.data.mnist",
-    "flip_per_sample": "shiftprobe.data.augment",
-    "rotate_per_sample": "shiftprobe.data.augment",
-}
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+#: name -> module; each module with the names it gives the package
+_EXPORTS = lazy_exports(globals(), {
+    "shiftprobe.data.sampling": (
+        "AUGMENT_STREAM", "FLIP_STREAM", "ROTATE_STREAM", "EpochSampler", "InMemoryDataset", "ShardSampler", "stream_seed",
+    ),
+    "shiftprobe.data.datasets": ("DATASETS",),
+    "shiftprobe.data.datamodule": ("ImageDataModule", "MNISTDataModule"),
+    "shiftprobe.data.folder": ("FolderDataset",),
+    "shiftprobe.data.paired": ("PairedShiftDataset",),
+    "shiftprobe.data.mnist": ("ensure_mnist", "load_split", "raw_folder"),
+    "shiftprobe.data.augment": ("flip_per_sample", "rotate_per_sample"),
+})
 
 __all__ = sorted(_EXPORTS)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from shiftprobe.data.files import BrokenFile
-from shiftprobe.errors import ShiftProbeError
+from shiftprobe.errors import ArgumentError, ShiftProbeError
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,10 @@ DATASETS = {
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    """The spec of ``data.dataset=name``; one line listing the datasets for an unknown name."""
+    """The spec of the dataset ``name``; one line listing the datasets for an unknown name."""
     spec = DATASETS.get(str(name))
     if spec is None:
-        raise ShiftProbeError(
-            f"data.dataset={name!r} is not known; use one of {list(DATASETS)} (choose with data=<name>, conf/data/)"
-        )
+        raise ArgumentError(f"dataset={name!r} is not known; use one of {list(DATASETS)}")
     return spec
 
 
@@ -73,29 +71,29 @@ def _is_int(value) -> bool:
 
 
 def _fixed(spec: DatasetSpec, key: str, value) -> None:
-    """``data.<key>`` must be the dataset's own value (its files decide it)."""
+    """The argument ``key`` must be the dataset's own value (its files decide it)."""
     own = getattr(spec, key)
     if own is not None and value != own:
-        raise ShiftProbeError(
-            f"data.{key}={value!r} is not allowed with data={spec.name}: {spec.title} images have {key}={own} "
-            f"(only data=imagefolder converts and resizes); use data.{key}={own}"
+        raise ArgumentError(
+            f"{key}={value!r} is not allowed with dataset={spec.name!r}: {spec.title} images have {key}={own} "
+            f"(only the imagefolder dataset converts and resizes); use {key}={own}"
         )
 
 
 def check_image_settings(spec: DatasetSpec, channels, image_size, num_classes) -> None:
     """Channels (1 or 3), side (>= 1) and classes (>= 1); for a dataset with files of its own, its values."""
     if not _is_int(channels) or channels not in (1, 3):
-        raise ShiftProbeError(f"data.channels={channels!r} is not allowed: use 1 (grey) or 3 (RGB)")
+        raise ArgumentError(f"channels={channels!r} is not allowed: use 1 (grey) or 3 (RGB)")
     if not _is_int(image_size) or image_size < 1:
-        raise ShiftProbeError(f"data.image_size={image_size!r} is not allowed: use an integer >= 1, e.g. 32")
+        raise ArgumentError(f"image_size={image_size!r} is not allowed: use an integer >= 1, e.g. 32")
     if not _is_int(num_classes) or num_classes < 1:
-        raise ShiftProbeError(f"data.num_classes={num_classes!r} is not allowed: use an integer >= 1")
+        raise ArgumentError(f"num_classes={num_classes!r} is not allowed: use an integer >= 1")
     for key, value in (("channels", channels), ("image_size", image_size), ("num_classes", num_classes)):
         _fixed(spec, key, value)
 
 
 def check_normalization(channels: int, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` as tuples of floats, one per channel, every std > 0; else one line naming the key."""
+    """``(mean, std)`` as tuples of floats, one per channel, every std > 0; else one line naming the argument."""
     out = []
     for key, values in (("mean", mean), ("std", std)):
         try:
@@ -105,10 +103,10 @@ def check_normalization(channels: int, mean, std) -> tuple[tuple[float, ...], tu
         ok = len(numbers) == len(list(values)) == channels and all(math.isfinite(v) for v in numbers)
         if not ok or (key == "std" and min(numbers) <= 0):
             example = ", ".join(["0.5"] * channels)
-            raise ShiftProbeError(
-                f"data.{key}={list(values) if isinstance(values, (list, tuple)) else values!r} is not allowed: use "
+            raise ArgumentError(
+                f"{key}={list(values) if isinstance(values, (list, tuple)) else values!r} is not allowed: use "
                 f"{channels} finite number(s), one per channel{' (each > 0)' if key == 'std' else ''}, e.g. "
-                f"data.{key}=[{example}]"
+                f"{key}=[{example}]"
             )
         out.append(numbers)
     return out[0], out[1]

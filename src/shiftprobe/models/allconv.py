@@ -27,7 +27,7 @@ from shiftprobe.models.common import PixelInputNet, check_positive_int
 from shiftprobe.models.crop_windows import CropWindowModel, CropWindows
 from shiftprobe.models.lab import PADDINGS as LAB_PADDINGS
 from shiftprobe.models.lab import RECEPTIVE_FIELDS as LAB_RECEPTIVE_FIELDS
-from shiftprobe.models.variants import apply_variants, circular_same
+from shiftprobe.models.variants import circular_same
 
 # The lab's paddings, and its receptive fields (models/lab.py derives them) with down1 / down2 in place of
 # pool1 / pool2: a k2 s2 convolution sees the same pixel intervals as a k2 s2 max pool.
@@ -50,28 +50,21 @@ class AllConvCNN(CropWindowModel, PixelInputNet):
     #: display name -> module name
     layer_aliases: dict[str, str] = {"logits": "fc2"}
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        normalize: bool = False,
-        image_size: int = 28,
-        pool: str = "max",
-        padding: str = "valid",
-        blur_filter_size: int = 3,
-    ):
-        super().__init__(normalize)
-        self.set_variant(in_channels, pool, padding, PADDINGS)
-        side = self._last_side(check_positive_int("model.image_size", image_size))
-        if side < 1 or image_size < 16:
-            raise ValueError(f"model.image_size={image_size!r} is not allowed: use an integer >= 16")
-        self.image_size = image_size
-        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5, **circular_same(padding, 5))
+    PADDINGS = PADDINGS
+
+    def __init__(self, image_size: int = 28, **settings):
+        """``image_size``: the input's side (fc1's inputs follow it); then the variant settings
+        (``PixelInputNet``)."""
+        super().__init__(**settings)
+        self.image_size = check_positive_int("image_size", image_size, least=16)
+        side = self._last_side(image_size)
+        self.conv1 = nn.Conv2d(self.in_channels, 10, kernel_size=5, **circular_same(self.padding, 5))
         self.down1 = nn.Conv2d(10, 10, kernel_size=2, stride=2)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **circular_same(padding, 5))
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **circular_same(self.padding, 5))
         self.down2 = nn.Conv2d(20, 20, kernel_size=2, stride=2)
         self.fc1 = nn.Linear(20 * side * side, 50)
         self.fc2 = nn.Linear(50, 10)
-        apply_variants(self, pool, padding, blur_filter_size)
+        self.make_variant()
 
     def _last_side(self, image_size: int) -> int:
         """The side of the down2 map: each 5x5 convolution takes 4 (valid) or nothing (circular); each

@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shiftprobe.errors import ArgumentError
+
 
 def binomial_filter(size: int) -> torch.Tensor:
     """The normalised 2-D binomial filter of ``size`` taps (outer product of a Pascal-triangle row)."""
     if not isinstance(size, int) or size < 1 or size > 7:
-        raise ValueError(f"model.blur_filter_size must be an integer from 1 to 7, got {size!r}")
+        raise ArgumentError(f"blur_filter_size={size!r} is not allowed: use an integer from 1 to 7")
     row = torch.tensor([math.comb(size - 1, k) for k in range(size)], dtype=torch.float64)
     kernel = torch.outer(row, row)
     return (kernel / kernel.sum()).float()

@@ -1,30 +1,62 @@
-"""Pieces the model variants share: the fixed pixel normalisation and global average pooling."""
+"""Pieces the model variants share: the settings every variant takes, the fixed pixel normalisation and
+global average pooling."""
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch import nn
 
+from shiftprobe.errors import ArgumentError
 from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD
-from shiftprobe.models.variants import check_variant
+from shiftprobe.models.variants import apply_variants, check_variant
 
 
 class PixelInputNet(nn.Module):
     """Base of the variants: input pixels in [0, 1]; with ``normalize`` on, (x - 0.1307) / 0.3081
     (the same constants for every channel) is the network's first, fixed and pointwise step, so a
-    shift applied in pixel space commutes with it."""
+    shift applied in pixel space commutes with it.
 
-    def __init__(self, normalize: bool = False):
+    The settings every variant takes are the keywords of this ``__init__``: ``in_channels``,
+    ``normalize``, ``pool`` and ``padding`` (``shiftprobe.models.variants``; ``padding`` defaults to
+    ``PADDINGS[0]``, the network's own) and ``blur_filter_size``. A variant's ``__init__`` takes its own
+    parameters and ``**settings``, passes the settings here, builds its layers and calls
+    ``make_variant()``. Its signature (``inspect.signature``: what Hydra's key check and the checkpoints'
+    defaults read) lists both, made once by ``__init_subclass__``."""
+
+    #: the paddings the network offers, its own (the default) first
+    PADDINGS: tuple[str, ...] = ("valid", "circular")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in vars(cls):
+            return
+        own = [p for p in inspect.signature(cls.__init__).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        shared = list(inspect.signature(PixelInputNet.__init__).parameters.values())[1:]
+        shared = [p.replace(default=cls.PADDINGS[0], annotation="str") if p.name == "padding" else p for p in shared]
+        cls.__init__.__signature__ = inspect.Signature([*own, *shared])
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        normalize: bool = False,
+        pool: str = "max",
+        padding: str | None = None,
+        blur_filter_size: int = 3,
+    ):
         super().__init__()
-        self.normalize = bool(normalize)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.padding = self.PADDINGS[0] if padding is None else padding
+        check_variant(pool, self.padding, self.PADDINGS)
+        self.pool, self.blur_filter_size, self.normalize = pool, blur_filter_size, bool(normalize)
         self.register_buffer("mean", torch.tensor(MNIST_MEAN), persistent=False)
         self.register_buffer("std", torch.tensor(MNIST_STD), persistent=False)
 
-    def set_variant(self, in_channels: int, pool: str, padding: str, paddings: tuple[str, ...]) -> None:
-        """Check and keep the settings every variant network has: its input channels, pool and padding."""
-        self.in_channels = check_positive_int("model.in_channels", in_channels)
-        check_variant(pool, padding, paddings)
-        self.pool, self.padding = pool, padding
+    def make_variant(self) -> None:
+        """The built network rewritten for its ``pool`` and ``padding`` (``apply_variants``)."""
+        apply_variants(self, self.pool, self.padding, self.blur_filter_size)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1] -> network input (normalised when ``normalize`` is on)."""
@@ -39,7 +71,8 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(-2, -1))
 
 
-def check_positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} is not allowed: use an integer >= 1")
+def check_positive_int(name: str, value, least: int = 1) -> int:
+    """``value``, the argument ``name``, if it is an integer >= ``least``; else one line naming the argument."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ArgumentError(f"{name}={value!r} is not allowed: use an integer >= {least}")
     return value

@@ -29,7 +29,7 @@ from shiftprobe.models.crop_windows import CropWindowModel, CropWindows
 from shiftprobe.models.lab import PADDINGS as LAB_PADDINGS
 from shiftprobe.models.lab import RECEPTIVE_FIELDS as LAB_RECEPTIVE_FIELDS
 from shiftprobe.models.maxpool import MaxPool2x2
-from shiftprobe.models.variants import apply_variants, circular_same
+from shiftprobe.models.variants import circular_same
 
 # The lab's paddings and receptive fields (models/lab.py, which derives them): the same convolutions
 # and pools; gap, fc1 and fc2 are vectors that see every pixel.
@@ -50,24 +50,20 @@ class GapCNN(CropWindowModel, PixelInputNet):
     #: display name -> module name
     layer_aliases: dict[str, str] = {"logits": "fc2"}
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        normalize: bool = False,
-        pool: str = "max",
-        padding: str = "valid",
-        blur_filter_size: int = 3,
-    ):
-        super().__init__(normalize)
-        self.set_variant(in_channels, pool, padding, PADDINGS)
-        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5, **circular_same(padding, 5))
+    PADDINGS = PADDINGS
+
+    def __init__(self, **settings):
+        """The variant settings (``PixelInputNet``): ``in_channels``, ``normalize``, ``pool``, ``padding``,
+        ``blur_filter_size``."""
+        super().__init__(**settings)
+        self.conv1 = nn.Conv2d(self.in_channels, 10, kernel_size=5, **circular_same(self.padding, 5))
         self.pool1 = MaxPool2x2()
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **circular_same(padding, 5))
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **circular_same(self.padding, 5))
         self.pool2 = MaxPool2x2()
         self.gap = GlobalAvgPool()
         self.fc1 = nn.Linear(20, 50)
         self.fc2 = nn.Linear(50, 10)
-        apply_variants(self, pool, padding, blur_filter_size)
+        self.make_variant()
 
     def crop_windows(self) -> CropWindows | None:
         """The crop fast path (conv1 once on the padded images, pool1 and conv2 once per pooling phase, the head

@@ -36,6 +36,8 @@ the whole model on every shifted batch.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,19 +80,15 @@ class GroupPooledCNN(nn.Module):
     #: the probe points are modules of their own names: no aliases
     layer_aliases: dict[str, str] = {}
 
-    def __init__(
-        self,
-        pool: str = "max",
-        padding: str = "valid",
-        blur_filter_size: int = 3,
-        normalize: bool = False,
-        image_size: int = 28,
-    ):
+    def __init__(self, **lab_settings):
+        """The lab CNN's settings, passed to ``LabCNN`` (its signature is this one's)."""
         super().__init__()
-        self.cnn = LabCNN(pool, padding, blur_filter_size, normalize, image_size)
+        self.cnn = LabCNN(**lab_settings)
         for name in INNER_PROBE_POINTS:
             self.add_module(name, ProbePoint())
         self.logits = CopyMean()
+
+    __init__.__signature__ = inspect.signature(LabCNN.__init__)  # what Hydra's key check reads
 
     # the lab CNN's settings, read by the app and the tests as on LabCNN
     @property

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
-from shiftprobe.models.variants import apply_variants
 
 #: ``padding``: the network's own zero padding, or circular padding
 PADDINGS = ("zeros", "circular")
@@ -88,27 +87,21 @@ class SmallResNet(PixelInputNet):
     #: display name -> module name
     layer_aliases: dict[str, str] = {"logits": "fc"}
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        width: int = 16,
-        normalize: bool = False,
-        pool: str = "max",
-        padding: str = "zeros",
-        blur_filter_size: int = 3,
-    ):
-        super().__init__(normalize)
-        self.set_variant(in_channels, pool, padding, PADDINGS)
-        self.width = w = check_positive_int("model.width", width)
+    PADDINGS = PADDINGS
+
+    def __init__(self, width: int = 16, **settings):
+        """``width``: the channels of the stem and layer1; then the variant settings (``PixelInputNet``)."""
+        super().__init__(**settings)
+        self.width = w = check_positive_int("width", width)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()
+            nn.Conv2d(self.in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()
         )
         self.layer1 = BasicBlock(w, w, stride=1)
         self.layer2 = BasicBlock(w, 2 * w, stride=2)
         self.layer3 = BasicBlock(2 * w, 4 * w, stride=2)
         self.gap = GlobalAvgPool()
         self.fc = nn.Linear(4 * w, 10)
-        apply_variants(self, pool, padding, blur_filter_size)
+        self.make_variant()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         layer3 = self.layer3(self.layer2(self.layer1(self.stem(self.prepare(x)))))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from shiftprobe.errors import ArgumentError
 from shiftprobe.models.aps import APSDownsample2d, PolyphaseChoice
 from shiftprobe.models.blurpool import BlurPool2d
 from shiftprobe.models.maxpool import MaxPool2x2
@@ -74,7 +75,7 @@ def downsampler(pool: str, stride, blur_filter_size: int = 3, choice: PolyphaseC
         return BlurPool2d(None, blur_filter_size, _pairs(stride))
     if pool == "aps":
         return APSDownsample2d(stride, choice)
-    raise ValueError(f"model.pool={pool!r} has no down-sampling layer; use one of {list(POOLS[1:])}")
+    raise ArgumentError(f"pool={pool!r} has no down-sampling layer; use one of {list(POOLS[1:])}")
 
 
 def _stride_one_conv(conv: nn.Conv2d, down: nn.Module, circular: bool) -> DownsampledConv2d:
@@ -145,8 +146,8 @@ def check_editable(model: nn.Module, pool: str, padding: str) -> None:
         kind = type(module)
         known = kind in (*_CONV, *_POOLS, DownsampledConv2d, MaxPool2x2)
         if isinstance(module, (*_CONV, *_POOLS)) and not known:
-            setting = f"model.pool={pool}" if pool != "max" else f"model.padding={padding}"
-            raise ValueError(
+            setting = f"pool={pool!r}" if pool != "max" else f"padding={padding!r}"
+            raise ArgumentError(
                 f"{setting} cannot rewrite {name!r} ({kind.__name__}): only torch.nn.Conv2d, MaxPool2d and "
                 f"AvgPool2d layers are; use the built-in CNNs or torchvision's ResNets and VGGs"
             )
@@ -177,8 +178,7 @@ def apply_variants(model: nn.Module, pool: str = "max", padding: str = "zeros", 
     blur_filter_size : int
         Taps of the binomial filter of ``pool="blur"`` (1 to 7).
     """
-    if pool not in POOLS:
-        raise ValueError(f"model.pool={pool!r} is not known; use one of {list(POOLS)}")
+    check_choice("pool", pool, POOLS)
     circular = padding == "circular"
     if pool == "max" and not circular:
         return model
@@ -217,10 +217,14 @@ def _circular_padding(module: nn.Module) -> nn.Module:
 
 def check_variant(pool: str, padding: str, paddings: tuple[str, ...]) -> None:
     """Refuse a ``pool`` or ``padding`` a network does not offer (``paddings``: its own list), in one line."""
-    if pool not in POOLS:
-        raise ValueError(f"model.pool={pool!r} is not known; use one of {list(POOLS)}")
-    if padding not in paddings:
-        raise ValueError(f"model.padding={padding!r} is not known; use one of {list(paddings)}")
+    check_choice("pool", pool, POOLS)
+    check_choice("padding", padding, paddings)
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+    """Refuse an argument ``name`` that is not one of ``choices``, in one line naming it."""
+    if value not in choices:
+        raise ArgumentError(f"{name}={value!r} is not known; use one of {list(choices)}")
 
 
 def circular_same(padding: str, kernel_size: int) -> dict:

@@ -32,6 +32,7 @@ import difflib
 import torch
 from torch import nn
 
+from shiftprobe.errors import ArgumentError, ShiftProbeError
 from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD
 from shiftprobe.models.variants import apply_variants, check_variant
 
@@ -59,6 +60,16 @@ def close_matches(name: str, names: list[str]) -> str:
     return ", ".join(found)
 
 
+def refuse_variants(pool: str, padding: str, network: str) -> None:
+    """Refuse a ``pool`` or ``padding`` variant of ``network``, which offers none, in one line."""
+    if (pool, padding) != ("max", "zeros"):
+        setting = f"pool={pool!r}" if pool != "max" else f"padding={padding!r}"
+        raise ArgumentError(
+            f"{setting} is not offered for {network}: the variants are offered for {VARIANT_FAMILIES} and the "
+            f"built-in CNNs; use pool='max', padding='zeros'"
+        )
+
+
 def torchvision_names() -> list[str]:
     """The classification architectures of ``torchvision.models`` (no detection, segmentation, video)."""
     import torchvision
@@ -74,7 +85,7 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
 def _new_conv(conv: nn.Conv2d, in_channels: int, **changes) -> nn.Conv2d:
     """``conv`` with ``in_channels`` inputs (and ``changes``), initialised as torchvision's CNNs."""
     if conv.groups != 1:
-        raise ValueError(f"model.in_channels={in_channels}: the first convolution is grouped ({conv.groups} groups)")
+        raise ArgumentError(f"in_channels={in_channels!r}: the first convolution is grouped ({conv.groups} groups)")
     kwargs = dict(
         kernel_size=conv.kernel_size,
         stride=conv.stride,
@@ -95,7 +106,7 @@ def adapt_input_channels(model: nn.Module, in_channels: int) -> None:
     """Give the first convolution ``in_channels`` inputs (a new one when it takes another number)."""
     found = first_conv(model)
     if found is None:
-        raise ValueError(f"model.in_channels={in_channels}: {type(model).__name__} has no nn.Conv2d to take the images")
+        raise ArgumentError(f"in_channels={in_channels!r}: {type(model).__name__} has no nn.Conv2d to take the images")
     name, conv = found
     if conv.in_channels != in_channels:
         model.set_submodule(name, _new_conv(conv, in_channels))
@@ -109,9 +120,9 @@ def is_resnet(model: nn.Module) -> bool:
 def use_small_input_stem(model: nn.Module, name: str) -> None:
     """The CIFAR stem: ``conv1`` becomes a 3x3 stride-1 convolution (padding 1), ``maxpool`` the identity."""
     if not is_resnet(model) or not isinstance(model.conv1, nn.Conv2d):
-        raise ValueError(
-            f"model.small_input=true is not available for model.name={name!r}: it replaces a ResNet's "
-            f"conv1 and maxpool (resnet*, resnext*, wide_resnet*); use model.small_input=false"
+        raise ArgumentError(
+            f"small_input=True is not available for name={name!r}: it replaces a ResNet's "
+            f"conv1 and maxpool (resnet*, resnext*, wide_resnet*); use small_input=False"
         )
     conv = model.conv1
     model.conv1 = _new_conv(conv, conv.in_channels, kernel_size=3, stride=1, padding=1)
@@ -177,9 +188,9 @@ def check_image_size(model: nn.Module, what: str, in_channels: int, image_size: 
             model.eval()(torch.zeros(1, in_channels, image_size, image_size))
     except Exception as err:  # any failure of the architecture itself on this size (torch raises many kinds)
         cause = " ".join(str(err).split())[:200]
-        raise ValueError(
+        raise ArgumentError(
             f"{what} cannot take {in_channels}x{image_size}x{image_size} images ({type(err).__name__}: {cause}); "
-            f"use an architecture for small images, e.g. model=torchvision model.name=resnet18 model.small_input=true"
+            f"use an architecture for small images, e.g. name='resnet18' with small_input=True"
         ) from None
     finally:
         model.train(was_training)
@@ -189,14 +200,16 @@ def load_weights(model: nn.Module, weights: str, what: str) -> None:
     """Load the state_dict in the file ``weights`` into ``model`` (``torch.load(weights_only=True)``
     through ``read_checkpoint``); keep the random initial weights as ``model.untrained_state``."""
     from shiftprobe.checkpoints import fit_problems, read_checkpoint
-    from shiftprobe.errors import ShiftProbeError
 
-    stored = read_checkpoint(weights, what="model.weights", opt_in=None).weights  # weights only, never unpickled
+    try:
+        stored = read_checkpoint(weights, what="weights", opt_in=None).weights  # weights only, never unpickled
+    except ShiftProbeError as err:  # its line starts weights=<path>
+        raise ArgumentError(str(err)) from None
     problems = fit_problems(stored, model.state_dict())
     if problems:
-        raise ShiftProbeError(
-            f"model.weights={str(weights)!r} does not fit {what}: {problems}; give the weights of this "
-            f"architecture with the same model.* settings (in_channels, num_classes, small_input)"
+        raise ArgumentError(
+            f"weights={str(weights)!r} does not fit {what}: {problems}; give the weights of this "
+            f"architecture with the same settings (in_channels, num_classes, small_input)"
         )
     model.untrained_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(stored)
@@ -261,25 +274,20 @@ def torchvision_model(
 
     names = torchvision_names()
     if name not in names:
-        raise ValueError(
-            f"model.name={name!r} is not a torchvision classification model; close matches: "
+        raise ArgumentError(
+            f"name={name!r} is not a torchvision classification model; close matches: "
             f"{close_matches(name, names)} (all: torchvision.models.list_models(module=torchvision.models))"
         )
     check_variant(pool, padding, PADDINGS)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    if (pool, padding) != ("max", "zeros") and not isinstance(
-        model, (torchvision.models.ResNet, torchvision.models.VGG)
-    ):
-        raise ValueError(
-            f"model.pool={pool} model.padding={padding}: the variants are offered for {VARIANT_FAMILIES} "
-            f"and the built-in CNNs, not model.name={name!r}; use model.pool=max model.padding=zeros"
-        )
+    if not isinstance(model, (torchvision.models.ResNet, torchvision.models.VGG)):
+        refuse_variants(pool, padding, f"name={name!r}")
     adapt_input_channels(model, in_channels)
     if small_input:
         use_small_input_stem(model, name)
     layers = probe_layers(model, small_input)
     apply_variants(model, pool, padding, blur_filter_size)
-    what = f"model.name={name!r}"
+    what = f"name={name!r}"
     return finish(model, what, layers, in_channels=in_channels, image_size=image_size, normalize=normalize, weights=weights)
 
 
@@ -298,22 +306,18 @@ def timm_model(
     built for the data; the keys as ``torchvision_model``'s. The ``pool`` / ``padding`` variants are
     not offered for timm models (only ``pool="max"``, ``padding="zeros"``: the network as built).
     Needs the optional extra ``shiftprobe[timm]``."""
-    if (pool, padding) != ("max", "zeros"):
-        raise ValueError(
-            f"model.pool={pool} model.padding={padding}: the variants are offered for {VARIANT_FAMILIES} "
-            f"and the built-in CNNs, not for model=timm; use model.pool=max model.padding=zeros"
-        )
+    refuse_variants(pool, padding, "timm models")
     try:
         import timm
     except ImportError:
-        raise ValueError("model=timm needs the timm package: pip install 'shiftprobe[timm]' (or pip install timm)") from None
+        raise ValueError("timm_model needs the timm package: pip install 'shiftprobe[timm]' (or pip install timm)") from None
     if not timm.is_model(name):
         names = timm.list_models()
-        raise ValueError(
-            f"model.name={name!r} is not a timm model; close matches: {close_matches(name, names)} (all: timm.list_models())"
+        raise ArgumentError(
+            f"name={name!r} is not a timm model; close matches: {close_matches(name, names)} (all: timm.list_models())"
         )
     model = timm.create_model(name, pretrained=False, in_chans=in_channels, num_classes=num_classes)
     if small_input:
         use_small_input_stem(model, name)
-    what, layers = f"model.name={name!r}", probe_layers(model, small_input)
+    what, layers = f"name={name!r}", probe_layers(model, small_input)
     return finish(model, what, layers, in_channels=in_channels, image_size=image_size, normalize=normalize, weights=weights)

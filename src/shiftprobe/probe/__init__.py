@@ -6,25 +6,17 @@ Import the public API from ``shiftprobe`` itself (``shiftprobe.measure``, ``shif
 
 from shiftprobe._lazy import lazy_exports
 
-#: name -> module, imported on first use (PEP 562): importing one part (e.g. ``translation``) does not
-#: import the engine and torchmetrics
-_EXPORTS = {
-    "measure": "shiftprobe.probe.measure",
-    "measure_family": "shiftprobe.probe.measure",
-    "Flip": "shiftprobe.probe.families",
-    "Rotation": "shiftprobe.probe.families",
-    "Rotation90": "shiftprobe.probe.families",
-    "SubpixelTranslation": "shiftprobe.probe.families",
-    "family_from_name": "shiftprobe.probe.families",
-    "Results": "shiftprobe.probe.results",
-    "load_results": "shiftprobe.probe.results",
-    "Translation": "shiftprobe.probe.translation",
-    "Transform": "shiftprobe.probe.transform",
-    "lie_derivative": "shiftprobe.probe.lie",
-    "export_pairs": "shiftprobe.probe.export",
+#: each module with the names it gives the package, imported on first use (PEP 562): importing one part
+#: (e.g. ``translation``) does not import the engine and torchmetrics. ``shiftprobe`` exports them too.
+_MODULES = {
+    "shiftprobe.probe.measure": ("measure", "measure_family"),
+    "shiftprobe.probe.families": ("Flip", "Rotation", "Rotation90", "SubpixelTranslation", "family_from_name"),
+    "shiftprobe.probe.results": ("Results", "load_results"),
+    "shiftprobe.probe.translation": ("Translation",),
+    "shiftprobe.probe.transform": ("Transform",),
+    "shiftprobe.probe.lie": ("lie_derivative",),
+    "shiftprobe.probe.export": ("export_pairs",),
 }
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+_EXPORTS = lazy_exports(globals(), _MODULES)
 
 __all__ = sorted(_EXPORTS)
