@@ -502,21 +502,33 @@ def check_layers(cfg: DictConfig) -> None:
                               f"{PROBE}.layers=[conv2,fc1], {LAYERS_FIX} ({PROBE}.layers=null).")
 
 
-def check_network(cfg: DictConfig) -> None:
-    """The network built from ``cfg.model`` (plain ``torch.nn``): an argument its builder refuses
-    (``ArgumentError``: an unknown architecture, a variant it does not offer, images it cannot take) is the
-    one line naming ``model.<argument>``; then the layers against it. Any other failure is left to the run."""
+def build_model(model_cfg):
+    """``hydra.utils.instantiate(model_cfg)``; an argument the builder refuses (``ArgumentError``) is the one
+    line naming ``model.<argument>``. The preflight and the run build through this."""
     import hydra
+    from hydra.errors import InstantiationException
 
+    try:
+        return hydra.utils.instantiate(model_cfg)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ArgumentError):
+            raise err.__cause__.setting("model") from None
+        raise
+
+
+def check_network(cfg: DictConfig) -> None:
+    """The network built from ``cfg.model`` (plain ``torch.nn``, ``build_model``): an argument its builder
+    refuses (an unknown architecture, a variant it does not offer, images it cannot take) is one line; then
+    the layers against it. Any other failure is left to the run."""
     from shiftprobe.probe.capture import resolve_layers
 
     if _get(cfg, "model._target_") is None:
         return
     try:
-        net = hydra.utils.instantiate(cfg.model)
-    except Exception as err:  # e.g. a key the model does not take: the run's key check names it
-        if isinstance(err.__cause__, ArgumentError):
-            raise err.__cause__.setting("model") from None
+        net = build_model(cfg.model)
+    except ShiftProbeError:  # build_model's line naming model.<argument>
+        raise
+    except Exception:  # e.g. a key the model does not take: the run's key check names it
         return
     layers = _get(cfg, f"{PROBE}.layers")
     if layers is None:

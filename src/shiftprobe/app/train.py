@@ -21,11 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from shiftprobe.app import run_dir
 from shiftprobe.app.checkpoint_compat import check_checkpoint_fits
-from shiftprobe.app.config_checks import validate_config
+from shiftprobe.app.config_checks import build_model, validate_config
 from shiftprobe.app.interrupts import Stop, signals_as_interrupts
 from shiftprobe.atomic import quiet_full_log_files, write_error
 from shiftprobe.checkpoints import read_checkpoint
-from shiftprobe.errors import ArgumentError, ShiftProbeError
+from shiftprobe.errors import ShiftProbeError
 from shiftprobe.lit.module import ShiftProbeModule
 from shiftprobe.lit.quiet import quiet_lightning
 
@@ -132,12 +132,10 @@ def log_hparams(loggers: list, hparams: dict, metrics: tuple[str, ...] = HPARAM_
 def build_network(cfg: DictConfig) -> torch.nn.Module:
     """The network of ``cfg.model``; a setting it refuses (an unknown architecture, images it cannot
     take, weights that do not fit: ``ValueError`` / ``ShiftProbeError`` from the builder) is one line,
-    naming the key ``model.<argument>`` where the builder names its argument (``ArgumentError``)."""
+    naming the key ``model.<argument>`` where the builder names its argument (``build_model``)."""
     try:
-        return hydra.utils.instantiate(cfg.model)
+        return build_model(cfg.model)
     except InstantiationException as err:
-        if isinstance(err.__cause__, ArgumentError):
-            raise err.__cause__.setting("model") from None
         if isinstance(err.__cause__, (ValueError, ShiftProbeError)):
             raise ShiftProbeError(str(err.__cause__)) from None
         raise
