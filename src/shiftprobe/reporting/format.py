@@ -61,16 +61,12 @@ def get(block: Mapping | None, layer: str, metric: str) -> float | None:
 def interval(block: Mapping | None, layer: str, metric: str) -> tuple[float, float] | None:
     """The 95 % interval ``(lo, hi)`` of a score (``<metric>_ci``), None where the block has none."""
     ci = ((block or {}).get(layer) or {}).get(f"{metric}_ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2:
-        lo, hi = finite(ci[0]), finite(ci[1])
-        if lo is not None and hi is not None:
-            return lo, hi
-    return None
+    lo, hi = (finite(ci[0]), finite(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    return None if lo is None or hi is None else (lo, hi)
 
 
 def halfwidth(block: Mapping | None, layer: str, metric: str) -> float | None:
-    """Half-width of the 95 % interval of ``block[layer][metric]``: ``(hi - lo) / 2`` of its ``_ci``,
-    else ``Z95 * _se``; None where the block carries neither."""
+    """Half-width of the 95 % interval of a metric: from its ``_ci``, else ``Z95 * _se``; None without either."""
     ci = interval(block, layer, metric)
     if ci is not None:
         return abs(ci[1] - ci[0]) / 2
@@ -94,9 +90,7 @@ def val(block: Mapping | None, layer: str, metric: str, pct: bool = False) -> st
 def score_text(block: Mapping | None, layer: str, metric: str) -> str:
     """``0.62 [0.6, 0.64]`` for a score with its interval; ``0.95 ± 0.0078`` for a mean; ``n/a``."""
     v, ci = get(block, layer, metric), interval(block, layer, metric)
-    if v is None:
-        return "n/a"
-    if ci is not None:
+    if v is not None and ci is not None:
         return f"{fmt(v)} [{fmt(ci[0])}, {fmt(ci[1])}]"
     return fmt_pm(v, halfwidth(block, layer, metric))
 

@@ -73,10 +73,8 @@ def results_markdown(results: Mapping) -> str:
     Lie derivative's table."""
     results = migrate(results)
     t = v.translation(results)
-    if t is None:
-        return _families_only(results)
-    lines = _translation_lines(results, t) + family_markdown_lines(results)
-    return "\n".join(lines + lie_derivative_lines(v.lie_section(results)))
+    lines = _translation_lines(results, t) if t else _families_header(results)
+    return "\n".join(lines + family_markdown_lines(results) + lie_derivative_lines(v.lie_section(results)))
 
 
 def write_results_markdown(results: Mapping, path: str | Path) -> Path:
@@ -989,8 +987,8 @@ def family_markdown_lines(results: Mapping) -> list[str]:
             for line in [*family_section_lines(name, s), ""]]
 
 
-def _families_only(results: Mapping) -> str:
-    """results.md of a run that measured no translation (e.g. ``transform=rot90``)."""
+def _families_header(results: Mapping) -> list[str]:
+    """The head of results.md of a run that measured no translation (e.g. ``transform=rot90``)."""
     subset = results.get("subset") or {}
     lines = ["# shiftprobe: how invariant / equivariant is each layer?", ""]
     if subset.get("how") == "seeded random subset":
@@ -1001,11 +999,8 @@ def _families_only(results: Mapping) -> str:
     total = finite(results.get("seconds_total"))
     if total is not None:
         lines.append(f"- **Measurement time**: {total:.1f} s for every family, trained and untrained")
-    names = list(v.transform_families(results))
-    lines.append(f"- **Families**: {', '.join(names)} (no translation measured: add it with "
-                 "transform=[translation,...])")
-    lines += ["", *family_markdown_lines(results)]
-    return "\n".join(lines + lie_derivative_lines(v.lie_section(results)))
+    return lines + [f"- **Families**: {', '.join(v.transform_families(results))} (no translation measured: "
+                    "add it with transform=[translation,...])", ""]
 
 
 # -- the Lie derivative ---------------------------------------------------------------------------

@@ -1,12 +1,6 @@
-"""Reading a schema-3 results dict, and the verdicts the report words, as data.
-
-``families[name]`` is a section (``shiftprobe.probe.migrate``); translation's groups are ``param``
-(``[dy, dx]``), ``radius`` and ``parity``. A spatial layer with a stride (``geometry``) is a conv layer:
-its map moves by ``shift / stride``, its headline is the exact test (``aligned_rel``) and its score the
-sorting test (``equivariance_score``); every other layer is scored by ``invariance_score``. A verdict
-follows named thresholds (``shiftprobe.probe.thresholds``): "exact" below the section's exactness
-tolerance, a trained score "differs" from an untrained one only beyond ``SAME_SCORE`` and the intervals.
-"""
+"""Reading a schema-3 results dict (``families[name]`` is a section, docs/measurement.md), and the verdicts
+the report words, as data, by the named thresholds of ``shiftprobe.probe.thresholds``. A conv layer is a
+spatial layer with a stride: its headline is the exact test (``aligned_rel``)."""
 
 from __future__ import annotations
 
@@ -94,8 +88,12 @@ def stride_of(section: Mapping, layer: str):
     return int(stride) if not isinstance(stride, list) else tuple(int(v) for v in stride)
 
 
+def geometry(section: Mapping, layer: str) -> Mapping:
+    return (section.get("geometry") or {}).get(layer) or {}
+
+
 def is_spatial(section: Mapping, layer: str) -> bool:
-    return ((section.get("geometry") or {}).get(layer) or {}).get("kind") == "spatial"
+    return geometry(section, layer).get("kind") == "spatial"
 
 
 def vector_layers(section: Mapping) -> list[str]:
@@ -103,7 +101,7 @@ def vector_layers(section: Mapping) -> list[str]:
 
 
 def circular(section: Mapping, layer: str) -> bool:
-    return bool(((section.get("geometry") or {}).get(layer) or {}).get("circular"))
+    return bool(geometry(section, layer).get("circular"))
 
 
 def classifier(section: Mapping) -> str | None:
@@ -232,30 +230,23 @@ def invariance_profile(section: Mapping, layer: str) -> dict:
     return {"points": points, "lowest": lowest, "max_rel": max(rels) if rels else None, "verdict": verdict}
 
 
-def _direction(a: float | None, b: float | None, hw: float) -> int:
-    """+1 / -1 where ``a`` is above / below ``b`` by more than SAME_SCORE and the intervals; 0 otherwise."""
-    if a is None or b is None:
-        return 0
-    margin = max(SAME_SCORE, hw)
-    return 1 if a - b > margin else (-1 if b - a > margin else 0)
-
-
 def training_effect(trained: Mapping | None, untrained: Mapping | None, layer: str) -> tuple[int, int]:
-    """(direction of the invariance score, direction of rel), trained vs untrained, for one group block."""
+    """(direction of the invariance score, direction of rel), trained vs untrained, for one group block:
+    +1 / -1 where trained is above / below by more than SAME_SCORE and both half-widths; 0 otherwise."""
     def one(metric: str) -> int:
+        a, b = get(trained, layer, metric), get(untrained, layer, metric)
+        if a is None or b is None:
+            return 0
         hw = (halfwidth(trained, layer, metric) or 0.0) + (halfwidth(untrained, layer, metric) or 0.0)
-        return _direction(get(trained, layer, metric), get(untrained, layer, metric), hw)
+        margin = max(SAME_SCORE, hw)
+        return 1 if a - b > margin else (-1 if b - a > margin else 0)
 
     return one("invariance_score"), one("rel")
 
 
 def invariance_disagreement(section: Mapping, layer: str) -> dict | None:
-    """Where the invariance score and the relative change tell opposite stories about training.
-
-    The score rising means "more invariant", rel rising "changes more under shifts": both rising (or
-    both falling) disagree. None without an untrained network or when they agree; else the summary's
-    direction and the non-zero radii where the two disagree.
-    """
+    """Where training moves the invariance score and rel the same way (opposite stories: "more invariant"
+    but "changes more"): the summary's direction and the non-zero radii where they disagree; else None."""
     un = section.get("untrained")
     if not un:
         return None
@@ -273,16 +264,13 @@ def invariance_disagreement(section: Mapping, layer: str) -> dict | None:
 def largest_halfwidth(section: Mapping) -> tuple[float, str, str, int] | None:
     """The widest 95 % half-width of a layer's key score over the non-zero radius blocks:
     ``(half-width, layer, metric, radius)``; None where the results carry no interval."""
-    best = None
+    found = []
     for b in blocks(section, "radius"):
-        if int(b["param"]) == 0:
-            continue
-        for layer in section.get("layers", []):
+        for layer in section.get("layers", []) if int(b["param"]) else []:
             metric = key_metric(section, layer)
-            hw = halfwidth(b, layer, metric)
-            if hw is not None and (best is None or hw > best[0]):
-                best = (hw, layer, metric, int(b["param"]))
-    return best
+            if (hw := halfwidth(b, layer, metric)) is not None:
+                found.append((hw, layer, metric, int(b["param"])))
+    return max(found, key=lambda f: f[0], default=None)
 
 
 # -- other families: comparisons by their intervals -----------------------------------------------
