@@ -32,17 +32,12 @@ from shiftprobe.reporting.format import (
 #: the certified-region sorting score of an exact layer is 1; at or above this it "scores 1"
 CERTIFIED_ONE = 0.99
 #: the rows of the table by radius: (metric, label) by layer kind; the exact test leads for conv layers
-CONV_KEYS = (
-    ("aligned_rel", "aligned_rel (exact test)"),
-    ("equivariance_score", "the lab's sorting hint (sorted equivariance)"),
-    ("equivariance_score_certified", "sorting hint on the certified region"),
-)
+CONV_KEYS = (("aligned_rel", "aligned_rel (exact test)"),
+             ("equivariance_score", "the lab's sorting hint (sorted equivariance)"),
+             ("equivariance_score_certified", "sorting hint on the certified region"))
 INVARIANCE_KEYS = (("invariance_score", "invariance score"), ("rel", "relative change (rel)"))
-CLASSIFIER_ROWS = (
-    ("consistency", "consistency"),
-    ("consistency_correct", "consistency (correctly classified)"),
-    ("shifted_acc", "accuracy on shifted"),
-)
+CLASSIFIER_ROWS = (("consistency", "consistency"), ("consistency_correct", "consistency (correctly classified)"),
+                   ("shifted_acc", "accuracy on shifted"))
 SUMMARY_KEYS = (
     ("cos", "cos"), ("rel", "rel"), ("invariance_score", "invariance"),
     ("aligned_rel", "aligned_rel (exact test)"),
@@ -52,19 +47,17 @@ SUMMARY_KEYS = (
 )
 #: metrics whose row / column is left out of a table when no block of the results has them
 OPTIONAL_KEYS = {"equivariance_score_certified", "consistency_correct"}
-#: the classifier's extra columns of a family table
+#: a spatial layer's and the classifier's extra columns of a family table, where measured
+SPATIAL_COLUMNS = (("equivariance_score", "sorted equivariance"), ("aligned_rel", "aligned_rel"))
 CLASSIFIER_COLUMNS = (("consistency", "consistency"), ("shifted_acc", "shifted acc"))
 #: the short unit of each generator's long unit (the Lie derivative table's header)
 UNIT_SHORT = {g.unit: g.unit_short for g in GENERATORS.values()}
 #: the rows of the totals of the Lie derivative's decomposition: (key, label)
-TOTAL_ROWS = (
-    ("modules", "sum of the modules"),
-    ("between", "sum between modules"),
-    ("end_to_end", "end-to-end (the output's)"),
-    ("unexplained", "end-to-end − both sums"),
-)
+TOTAL_ROWS = (("modules", "sum of the modules"), ("between", "sum between modules"),
+              ("end_to_end", "end-to-end (the output's)"), ("unexplained", "end-to-end − both sums"))
 #: how many of the largest contributions the decomposition names per generator
 TOP = 3
+PM_NOTE = "± = half-width of the 95 % interval over test images."
 
 
 # -- entry points ---------------------------------------------------------------------------------
@@ -162,8 +155,7 @@ def _header_lines(results: Mapping, t: Mapping) -> list[str]:
         "hint = 1 - sorted_rel / control sorted_rel, each channel's values sorted: in crop mode content "
         "entering and leaving the frame lowers it even for an exact layer, so it is not on the scale of an "
         "invariance score; 'certified' = the same on the certified region, where an exact layer scores 1. "
-        + ("± = half-width of the 95 % interval over test images. " if v.has_intervals(t)
-           else "No ± : this results.json has no intervals (older version). ")
+        + (f"{PM_NOTE} " if v.has_intervals(t) else "No ± : this results.json has no intervals (older version). ")
         + "Radius = max(|dy|, |dx|).",
     ]
 
@@ -181,7 +173,7 @@ def _radius_table(t: Mapping) -> list[str]:
     if un:
         lines += ["Each cell: **trained / untrained**.", ""]
     if v.has_intervals(t):
-        lines += ["± = half-width of the 95 % interval over test images.", ""]
+        lines += [PM_NOTE, ""]
     rows = []
     for layer in t.get("layers", []):
         for metric, label in _layer_keys(t, layer):
@@ -194,17 +186,13 @@ def _radius_table(t: Mapping) -> list[str]:
 
 
 def _parity_row(t: Mapping, net: Mapping, layer: str, name: str, certified: bool) -> list[str]:
+    even, odd = v.block(net, "parity", "even"), v.block(net, "parity", "odd")
     row = [layer, str(v.strides(t)[layer]), name]
-    for group in ("even", "odd"):
-        b = v.block(net, "parity", group)
-        row.append(val(b, layer, "aligned_rel") if b is not None else "not measured")
-        row.append(v.exactness(v.worst(b, layer), v.exact_tol(net)) if b is not None else "–")
-    row.append(val(v.block(net, "parity", "odd"), layer, "nearest_aligned_rel"))
-    for group in ("even", "odd"):
-        row.append(val(v.block(net, "parity", group), layer, "equivariance_score"))
-        if certified:
-            row.append(val(v.block(net, "parity", group), layer, "equivariance_score_certified"))
-    return row
+    for b in (even, odd):
+        exact = v.exactness(v.worst(b, layer), v.exact_tol(net))
+        row += ["not measured", "–"] if b is None else [val(b, layer, "aligned_rel"), exact]
+    hints = ("equivariance_score", "equivariance_score_certified")[: 1 + certified]
+    return row + [val(odd, layer, "nearest_aligned_rel")] + [val(b, layer, m) for b in (even, odd) for m in hints]
 
 
 def _parity_table(t: Mapping) -> list[str]:
@@ -262,7 +250,7 @@ def _summary_table(t: Mapping) -> list[str]:
     k_inits = int(inits.get("k") or 1)
     lines = ["", "## Summary over all non-zero shifts", ""]
     if v.has_intervals(t) or k_inits > 1:
-        note = "± = half-width of the 95 % interval over test images." if v.has_intervals(t) else ""
+        note = PM_NOTE if v.has_intervals(t) else ""
         if k_inits > 1 and un:
             note += (f" 'untrained, {k_inits} inits' = mean (sd) over {k_inits} independent untrained "
                      "initialisations.")
@@ -320,7 +308,6 @@ def exactness_phrase(ex: Mapping) -> str:
 
 
 def _conv_sentence(t: Mapping, layer: str) -> str:
-    """The paragraph of a conv layer: the exact test first, then the lab's sorting hint."""
     ex = v.conv_exactness(t, layer)
     return f"{_exact_test_sentence(t, layer, ex)} {_sorting_hint(t, layer, ex)}"
 
@@ -563,7 +550,7 @@ def _invariance_sentence(t: Mapping, layer: str) -> str:
     elif any(get(b, layer, "rel") is not None for b in v.blocks(t, "radius")):
         text += f"; {_trend(t, layer, 'rel', 'its relative change under a shift (rel)')}"
     text += "."
-    note = ((t.get("geometry") or {}).get(layer) or {}).get("note")
+    note = v.geometry(t, layer).get("note")
     if note:
         text += f" (A {layer} map, but {note}.)"
     is_classifier = layer == v.classifier(t)
@@ -642,10 +629,6 @@ def _untrained_sentences(t: Mapping) -> list[str]:
     return [f"In the **untrained** network exact equivariance differs: {desc} (trained: {trained})."]
 
 
-def _metric_words(metric: str) -> str:
-    return "sorting hint" if metric == "equivariance_score" else metric.replace("_", " ")
-
-
 def _intervals_sentence(t: Mapping) -> str:
     if not v.has_intervals(t):
         return (
@@ -660,10 +643,11 @@ def _intervals_sentence(t: Mapping) -> str:
     )
     widest = v.largest_halfwidth(t)
     if widest is not None:
+        hw, layer, metric, radius = widest
+        words = "sorting hint" if metric == "equivariance_score" else metric.replace("_", " ")
         text += (
             " radial.png draws them as bands around each profile (the widest on a key score: "
-            f"±{fmt(widest[0], 2)}, {widest[1]}'s {_metric_words(widest[2])} at radius {widest[3]}); "
-            "heatmaps.png states each panel's widest."
+            f"±{fmt(hw, 2)}, {layer}'s {words} at radius {radius}); heatmaps.png states each panel's widest."
         )
     if t.get("untrained"):
         k = int((t.get("untrained_inits") or {}).get("k") or 1)
@@ -705,15 +689,10 @@ def columns(section: Mapping) -> list[tuple[str, str, str]]:
     """``(layer, metric, header)`` of a family table, in layer order."""
     out = []
     for layer in section.get("layers", []):
+        extra = SPATIAL_COLUMNS if v.is_spatial(section, layer) else ()
+        extra += CLASSIFIER_COLUMNS if layer == section.get("classifier") else ()
         out.append((layer, "invariance_score", f"{layer} invariance"))
-        if v.is_spatial(section, layer):
-            if v.has_value(section, layer, "equivariance_score"):
-                out.append((layer, "equivariance_score", f"{layer} sorted equivariance"))
-            if v.has_value(section, layer, "aligned_rel"):
-                out.append((layer, "aligned_rel", f"{layer} aligned_rel"))
-        if layer == section.get("classifier"):
-            out += [(layer, m, f"{layer} {label}") for m, label in CLASSIFIER_COLUMNS
-                    if v.has_value(section, layer, m)]
+        out += [(layer, m, f"{layer} {label}") for m, label in extra if v.has_value(section, layer, m)]
     return out
 
 
@@ -851,22 +830,21 @@ def trend_sentences(section: Mapping) -> list[str]:
 def _half_one_sentence(layer: str, half_one: Mapping[str, tuple[Mapping, Mapping]]) -> str:
     """Is ``layer`` more sensitive to a half-pixel shift than to a one-pixel one, per axis?"""
     metric = "invariance_score"
-    verdicts, whys, numbers = {}, {}, {}
-    for axis, (half, one) in sorted(half_one.items()):
-        verdicts[axis], whys[axis] = v.interval_compare(one, half, layer, metric)
-        numbers[axis] = f"{score_text(half, layer, metric)} vs {score_text(one, layer, metric)} along {axis}"
     words = {
         1: f"the half-pixel shift changes {layer} more than the one-pixel shift",
         -1: f"the half-pixel shift changes {layer} less than the one-pixel shift",
         0: f"the half-pixel and one-pixel shifts change {layer} about alike",
         None: f"{layer} at half a pixel and at one pixel",
     }
-    if len(set(verdicts.values())) == 1 and len(set(whys.values())) == 1:
-        verdict, why = next(iter(verdicts.values())), next(iter(whys.values()))
-        text = words[verdict] + (f" ({why})" if why else "")
-        return text[0].upper() + text[1:] + ": invariance score " + "; ".join(numbers.values()) + "."
-    text = "; ".join(f"along {axis}, {words[d]}{f' ({whys[axis]})' if whys[axis] else ''}: {numbers[axis]}"
-                     for axis, d in verdicts.items())
+    said, numbers = {}, {}
+    for axis, (half, one) in sorted(half_one.items()):
+        d, why = v.interval_compare(one, half, layer, metric)
+        said[axis] = words[d] + (f" ({why})" if why else "")
+        numbers[axis] = f"{score_text(half, layer, metric)} vs {score_text(one, layer, metric)} along {axis}"
+    if len(set(said.values())) == 1:  # every axis alike: said once
+        text = next(iter(said.values())) + ": invariance score " + "; ".join(numbers.values())
+    else:
+        text = "; ".join(f"along {axis}, {said[axis]}: {numbers[axis]}" for axis in said)
     return text[0].upper() + text[1:] + "."
 
 
@@ -1015,7 +993,7 @@ def _lie_cell(entry: Mapping | None) -> str:
 
 
 def _measures(section: Mapping, layer: str) -> str:
-    geo = (section.get("geometry") or {}).get(layer) or {}
+    geo = v.geometry(section, layer)
     what, stride = geo.get("measures") or "?", geo.get("stride")
     return what + (f" (stride {'x'.join(map(str, stride))})" if what == "equivariance" and stride else "")
 
@@ -1042,7 +1020,7 @@ def lie_derivative_lines(section: Mapping | None) -> list[str]:
         rows += [[layer, name, _measures(net, layer),
                   *[_lie_cell((v.block(net, "param", g) or {}).get(layer)) for g in generators]]
                  for name, net in v.networks(section) if layer in net.get("layers", [])]
-        note = ((section.get("geometry") or {}).get(layer) or {}).get("note")
+        note = v.geometry(section, layer).get("note")
         notes += [f"- {layer}: {note}"] if note else []
     lines += table(_lie_header(["layer", "network", "measures"], section), rows)
     return lines + (["", *notes] if notes else []) + _layerwise_lines(section, generators)
@@ -1066,7 +1044,6 @@ def _layerwise_rows(section: Mapping, generators: list[str]) -> list[list[str]]:
 
 
 def _layerwise_lines(section: Mapping, generators: list[str]) -> list[str]:
-    """The ``### Layer-wise decomposition`` subsection; ``[]`` when it was not measured."""
     if not v.layerwise(section, "layerwise"):
         return []
     lines = [
