@@ -277,10 +277,8 @@ def _translation_lines(results: Mapping, t: Mapping) -> list[str]:
 
 # -- translation: what this shows -----------------------------------------------------------------
 def conclusions(results: Mapping) -> list[str]:
-    """The 'What this shows' paragraphs of results (any schema) with translation measured: any
-    near-constant-prediction warning, one per layer (the exact test first for conv layers, invariance for
-    the others, each with its untrained comparison), the architecture sentence and how sure the figures
-    are."""
+    """The 'What this shows' paragraphs of results (any schema) with translation measured: warnings, one per
+    layer, the architecture sentence and how sure the figures are."""
     return _conclusions(v.translation(migrate(results)))
 
 
@@ -453,23 +451,26 @@ def _inits_phrase(t: Mapping, layer: str, metric: str) -> str:
     )
 
 
+def _vs(a: Mapping | None, b: Mapping | None, layer: str, metric: str, template: str = "{}") -> str:
+    """``template`` with ``a's value vs b's`` (each with its ``±``) at ``{}``; ``""`` where either is missing."""
+    if get(a, layer, metric) is None or get(b, layer, metric) is None:
+        return ""
+    return template.format(f"{val(a, layer, metric)} vs {val(b, layer, metric)}")
+
+
 def _disagreement_sentence(t: Mapping, layer: str, dis: Mapping) -> str:
     un = t["untrained"]
     summary, usummary = t.get("summary"), un.get("summary")
     verb = "raised" if dis["direction"] > 0 else "lowered"
     text = (
-        f"Training {verb} its invariance score ({val(summary, layer, 'invariance_score')} vs "
-        f"{val(usummary, layer, 'invariance_score')} "
+        f"Training {verb} its invariance score ({_vs(summary, usummary, layer, 'invariance_score')} "
         f"**untrained**{_inits_phrase(t, layer, 'invariance_score')}) but also {verb} its relative change "
-        f"under shifts (rel {val(summary, layer, 'rel')} vs {val(usummary, layer, 'rel')}"
+        f"under shifts (rel {_vs(summary, usummary, layer, 'rel')}"
     )
     if dis["radii"]:
         r = dis["radii"][-1]
         a, b = v.block(t, "radius", r), v.block(un, "radius", r)
-        text += (
-            f"; at radius {r}: score {val(a, layer, 'invariance_score')} vs "
-            f"{val(b, layer, 'invariance_score')}, rel {val(a, layer, 'rel')} vs {val(b, layer, 'rel')}"
-        )
+        text += f"; at radius {r}: score {_vs(a, b, layer, 'invariance_score')}, rel {_vs(a, b, layer, 'rel')}"
     text += ("): **the two disagree, and both are true**. The score divides by the distance between "
              "unrelated images")
     control = _ratio(get(t.get("control"), layer, "dist"), get(un.get("control"), layer, "dist"))
@@ -507,9 +508,7 @@ def _training_effect(t: Mapping, layer: str) -> str:
     score, _ = v.training_effect(summary, usummary, layer)
     effect = {1: "training made it more invariant", -1: "training made it less invariant",
               0: "training changed its invariance little"}[score]
-    rel = ""
-    if get(summary, layer, "rel") is not None and get(usummary, layer, "rel") is not None:
-        rel = f"; rel {val(summary, layer, 'rel')} vs {val(usummary, layer, 'rel')} agrees"
+    rel = _vs(summary, usummary, layer, "rel", "; rel {} agrees")
     return (
         f" Over all non-zero shifts its invariance score is {val(summary, layer, 'invariance_score')} "
         f"trained vs {val(usummary, layer, 'invariance_score')} **untrained** "
@@ -600,11 +599,7 @@ def _consistency_comparison(t: Mapping, layer: str) -> str:
         f" Consistency over all non-zero shifts: {val(summary, layer, 'consistency')} trained vs "
         f"{val(usummary, layer, 'consistency')} untrained"
     )
-    if None not in (get(summary, layer, "consistency_correct"), get(usummary, layer, "consistency_correct")):
-        text += (
-            f"; among correctly classified images {val(summary, layer, 'consistency_correct')} vs "
-            f"{val(usummary, layer, 'consistency_correct')}"
-        )
+    text += _vs(summary, usummary, layer, "consistency_correct", "; among correctly classified images {}")
     flagged = [name for name, net in v.networks(t) if v.near_constant(net)]
     if flagged:
         text += (
@@ -895,11 +890,10 @@ def classifier_sentences(section: Mapping) -> list[str]:
 
 def training_sentences(section: Mapping) -> list[str]:
     """Trained against untrained: each vector layer's score over every parameter."""
-    un = section.get("untrained") or {}
-    out = []
+    un, out = section.get("untrained") or {}, []
     family = FAMILY_TITLES.get(kind_of(section), section.get("family", "")).lower()
+    a, b = section.get("summary"), un.get("summary")
     for layer in v.vector_layers(section) if un else []:
-        a, b = section.get("summary"), un.get("summary")
         if get(a, layer, "invariance_score") is None or get(b, layer, "invariance_score") is None:
             continue
         d, why = v.interval_compare(a, b, layer)
@@ -908,11 +902,9 @@ def training_sentences(section: Mapping) -> list[str]:
         if d is None:
             out.append(f"The invariance score of {layer} over every parameter: {numbers} ({why}).")
         elif d == 0:
-            out.append(f"Training left the invariance of {layer} to {family} about the same ({why}): "
-                       f"{numbers}.")
+            out.append(f"Training left the invariance of {layer} to {family} about the same ({why}): {numbers}.")
         else:
-            more = "more" if d > 0 else "less"
-            out.append(f"Training made {layer} {more} invariant to {family}: {numbers}.")
+            out.append(f"Training made {layer} {'more' if d > 0 else 'less'} invariant to {family}: {numbers}.")
     return out
 
 
@@ -999,9 +991,8 @@ def _measures(section: Mapping, layer: str) -> str:
 
 
 def lie_derivative_lines(section: Mapping | None) -> list[str]:
-    """A ``## Lie derivative`` section (one sentence and the table of layers x generators, the untrained
-    network's rows beside the trained ones, then the layer-wise decomposition when measured); ``[]``
-    without a Lie derivative section."""
+    """A ``## Lie derivative`` section: how to read, the table of layers x generators (trained and untrained),
+    the layer-wise decomposition when measured; ``[]`` without a Lie derivative section."""
     if not section:
         return []
     generators = list(v.config(section, "generators") or [])

@@ -66,12 +66,9 @@ def config(section: Mapping, key: str):
 # -- layers ---------------------------------------------------------------------------------------
 def strides(section: Mapping) -> dict:
     """The conv layers' strides as results.json wrote them before schema 3: ``2``, or ``[sy, sx]``."""
-    out = {}
-    for name, g in (section.get("geometry") or {}).items():
-        stride = (g or {}).get("stride")
-        if g.get("kind") == "spatial" and stride is not None:
-            out[name] = stride[0] if stride[0] == stride[1] else list(stride)
-    return out
+    spatial = {name: g["stride"] for name, g in (section.get("geometry") or {}).items()
+               if g.get("kind") == "spatial" and g.get("stride") is not None}
+    return {name: s[0] if s[0] == s[1] else list(s) for name, s in spatial.items()}
 
 
 def is_conv(section: Mapping, layer: str) -> bool:
@@ -166,12 +163,9 @@ def _weighted_mean(entries: Iterable[Mapping], layer: str, metric: str) -> float
 
 
 def conv_exactness(section: Mapping, layer: str) -> dict:
-    """What holds exactly for a conv layer, from the per-shift ``aligned_rel`` of non-zero shifts.
-
-    ``kind`` is ``every`` (exact at every measured shift), ``stride`` (exact at every shift the stride
-    divides, no exact alignment at the rest), ``partial`` / ``none`` (some / no alignable shift is
-    exact) or ``untestable`` (no measured shift is alignable).
-    """
+    """What holds exactly for a conv layer, from the per-shift ``aligned_rel`` of non-zero shifts: ``kind``
+    ``every`` (exact at every measured shift), ``stride`` (exact at every shift the stride divides, no exact
+    alignment at the rest), ``partial`` / ``none`` (some / no alignable shift is exact) or ``untestable``."""
     tol = exact_tol(section)
     shifts = nonzero_shifts(section)
     scored = [(s, worst(s, layer)) for s in shifts]
@@ -212,11 +206,11 @@ def radius_points(section: Mapping, layer: str, metric: str) -> list[Mapping]:
 
 
 def invariance_profile(section: Mapping, layer: str) -> dict:
-    """Invariance score over the non-zero radii, the lowest one, and the verdict (named thresholds)."""
-    points = [(int(b["param"]), get(b, layer, "invariance_score"))
-              for b in radius_points(section, layer, "invariance_score")]
+    """The verdict on a layer's invariance (by named thresholds on its lowest score over the non-zero radii)
+    and its largest rel over the non-zero shifts."""
+    scores = [get(b, layer, "invariance_score") for b in radius_points(section, layer, "invariance_score")]
     rels = [v for v in (get(s, layer, "rel") for s in nonzero_shifts(section)) if v is not None]
-    lowest = min((v for _, v in points), default=None)
+    lowest = min(scores, default=None)
     if rels and max(rels) < exact_tol(section):
         verdict = "exactly invariant"
     elif lowest is None:
@@ -227,7 +221,7 @@ def invariance_profile(section: Mapping, layer: str) -> dict:
         verdict = "only partly invariant"
     else:
         verdict = "not invariant"
-    return {"points": points, "lowest": lowest, "max_rel": max(rels) if rels else None, "verdict": verdict}
+    return {"max_rel": max(rels) if rels else None, "verdict": verdict}
 
 
 def training_effect(trained: Mapping | None, untrained: Mapping | None, layer: str) -> tuple[int, int]:
