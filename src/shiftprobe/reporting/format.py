@@ -61,12 +61,14 @@ def get(block: Mapping | None, layer: str, metric: str) -> float | None:
 def interval(block: Mapping | None, layer: str, metric: str) -> tuple[float, float] | None:
     """The 95 % interval ``(lo, hi)`` of a score (``<metric>_ci``), None where the block has none."""
     ci = ((block or {}).get(layer) or {}).get(f"{metric}_ci")
-    lo, hi = (finite(ci[0]), finite(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2):
+        return None
+    lo, hi = finite(ci[0]), finite(ci[1])
     return None if lo is None or hi is None else (lo, hi)
 
 
 def halfwidth(block: Mapping | None, layer: str, metric: str) -> float | None:
-    """Half-width of the 95 % interval of a metric: from its ``_ci``, else ``Z95 * _se``; None without either."""
+    """Half-width of a metric's 95 % interval: from its ``_ci``, else ``Z95 * _se``; None without either."""
     ci = interval(block, layer, metric)
     if ci is not None:
         return abs(ci[1] - ci[0]) / 2

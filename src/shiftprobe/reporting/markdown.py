@@ -36,7 +36,8 @@ CONV_KEYS = (("aligned_rel", "aligned_rel (exact test)"),
              ("equivariance_score", "the lab's sorting hint (sorted equivariance)"),
              ("equivariance_score_certified", "sorting hint on the certified region"))
 INVARIANCE_KEYS = (("invariance_score", "invariance score"), ("rel", "relative change (rel)"))
-CLASSIFIER_ROWS = (("consistency", "consistency"), ("consistency_correct", "consistency (correctly classified)"),
+CLASSIFIER_ROWS = (("consistency", "consistency"),
+                   ("consistency_correct", "consistency (correctly classified)"),
                    ("shifted_acc", "accuracy on shifted"))
 SUMMARY_KEYS = (
     ("cos", "cos"), ("rel", "rel"), ("invariance_score", "invariance"),
@@ -155,7 +156,8 @@ def _header_lines(results: Mapping, t: Mapping) -> list[str]:
         "hint = 1 - sorted_rel / control sorted_rel, each channel's values sorted: in crop mode content "
         "entering and leaving the frame lowers it even for an exact layer, so it is not on the scale of an "
         "invariance score; 'certified' = the same on the certified region, where an exact layer scores 1. "
-        + (f"{PM_NOTE} " if v.has_intervals(t) else "No ± : this results.json has no intervals (older version). ")
+        + (f"{PM_NOTE} " if v.has_intervals(t)
+           else "No ± : this results.json has no intervals (older version). ")
         + "Radius = max(|dy|, |dx|).",
     ]
 
@@ -192,7 +194,8 @@ def _parity_row(t: Mapping, net: Mapping, layer: str, name: str, certified: bool
         exact = v.exactness(v.worst(b, layer), v.exact_tol(net))
         row += ["not measured", "–"] if b is None else [val(b, layer, "aligned_rel"), exact]
     hints = ("equivariance_score", "equivariance_score_certified")[: 1 + certified]
-    return row + [val(odd, layer, "nearest_aligned_rel")] + [val(b, layer, m) for b in (even, odd) for m in hints]
+    row.append(val(odd, layer, "nearest_aligned_rel"))
+    return row + [val(b, layer, m) for b in (even, odd) for m in hints]
 
 
 def _parity_table(t: Mapping) -> list[str]:
@@ -452,7 +455,7 @@ def _inits_phrase(t: Mapping, layer: str, metric: str) -> str:
 
 
 def _vs(a: Mapping | None, b: Mapping | None, layer: str, metric: str, template: str = "{}") -> str:
-    """``template`` with ``a's value vs b's`` (each with its ``±``) at ``{}``; ``""`` where either is missing."""
+    """``template`` with ``a's value vs b's`` (each with its ``±``) at ``{}``; ``""`` without either."""
     if get(a, layer, metric) is None or get(b, layer, metric) is None:
         return ""
     return template.format(f"{val(a, layer, metric)} vs {val(b, layer, metric)}")
@@ -470,7 +473,8 @@ def _disagreement_sentence(t: Mapping, layer: str, dis: Mapping) -> str:
     if dis["radii"]:
         r = dis["radii"][-1]
         a, b = v.block(t, "radius", r), v.block(un, "radius", r)
-        text += f"; at radius {r}: score {_vs(a, b, layer, 'invariance_score')}, rel {_vs(a, b, layer, 'rel')}"
+        text += (f"; at radius {r}: score {_vs(a, b, layer, 'invariance_score')}, "
+                 f"rel {_vs(a, b, layer, 'rel')}")
     text += ("): **the two disagree, and both are true**. The score divides by the distance between "
              "unrelated images")
     control = _ratio(get(t.get("control"), layer, "dist"), get(un.get("control"), layer, "dist"))
@@ -707,11 +711,10 @@ def family_table(section: Mapping) -> list[str]:
     def cell(b: Mapping | None, other: Mapping | None, layer: str, metric: str) -> str:
         return score_text(b, layer, metric) + (f" / {fmt(get(other, layer, metric))}" if un else "")
 
-    rows = [[param_label(section, b.get("param"))]
-            + [cell(b, un_blocks.get(repr(b.get("param"))), layer, m) for layer, m, _ in cols]
-            for b in v.blocks(section)]
-    summary, un_summary = section.get("summary") or {}, (un or {}).get("summary")
-    rows.append(["**all**"] + [cell(summary, un_summary, layer, m) for layer, m, _ in cols])
+    pairs = [(param_label(section, b.get("param")), b, un_blocks.get(repr(b.get("param"))))
+             for b in v.blocks(section)]
+    pairs.append(("**all**", section.get("summary") or {}, (un or {}).get("summary")))
+    rows = [[label] + [cell(b, other, layer, m) for layer, m, _ in cols] for label, b, other in pairs]
     return table([_parameter_header(section), *[header for _, _, header in cols]], rows)
 
 
@@ -741,8 +744,8 @@ def exact_sentences(section: Mapping) -> list[str]:
     """The exact test of spatial layers (``exact``): at every, some or no parameter."""
     tol, out = v.exact_tol(section), []
     for layer, ex in (section.get("exact") or {}).items():
-        worst = [(b.get("param"), get(b, layer, "aligned_rel_max")) for b in v.blocks(section)]
-        worst = [(p, w) for p, w in worst if w is not None]
+        worst = [(b.get("param"), w) for b in v.blocks(section)
+                 if (w := get(b, layer, "aligned_rel_max")) is not None]
         hits = list(ex.get("exact_params") or [])
         if not worst:
             continue
@@ -902,9 +905,11 @@ def training_sentences(section: Mapping) -> list[str]:
         if d is None:
             out.append(f"The invariance score of {layer} over every parameter: {numbers} ({why}).")
         elif d == 0:
-            out.append(f"Training left the invariance of {layer} to {family} about the same ({why}): {numbers}.")
+            out.append(f"Training left the invariance of {layer} to {family} about the same ({why}): "
+                       f"{numbers}.")
         else:
-            out.append(f"Training made {layer} {'more' if d > 0 else 'less'} invariant to {family}: {numbers}.")
+            more = "more" if d > 0 else "less"
+            out.append(f"Training made {layer} {more} invariant to {family}: {numbers}.")
     return out
 
 

@@ -133,11 +133,8 @@ def has_intervals(section: Mapping) -> bool:
 
 def has_metric(section: Mapping, metric: str) -> bool:
     """Whether the summary or a radius block of the trained or untrained network has ``metric``."""
-    for _, net in networks(section):
-        for b in [net.get("summary") or {}, *blocks(net, "radius")]:
-            if any(isinstance(e, Mapping) and finite(e.get(metric)) is not None for e in b.values()):
-                return True
-    return False
+    return any(isinstance(e, Mapping) and finite(e.get(metric)) is not None for _, net in networks(section)
+               for b in [net.get("summary") or {}, *blocks(net, "radius")] for e in b.values())
 
 
 def has_value(section: Mapping, layer: str, metric: str) -> bool:
