@@ -850,8 +850,7 @@ def grid_sentences(section: Mapping) -> list[str]:
     """A 2-D family: where each vector layer's score is lowest and highest on the grid."""
     out = []
     for layer in v.vector_layers(section) if section.get("dims", 1) == 2 else []:
-        scored = [(get(b, layer, "invariance_score"), b) for b in v.blocks(section)]
-        scored = [(s, b) for s, b in scored if s is not None]
+        scored = [(s, b) for b in v.blocks(section) if (s := get(b, layer, "invariance_score")) is not None]
         if len(scored) < 2:
             continue
         low, high = min(scored, key=lambda sb: sb[0])[1], max(scored, key=lambda sb: sb[0])[1]

@@ -150,13 +150,9 @@ def worst(entry: Mapping | None, layer: str) -> float | None:
 
 
 def _weighted_mean(entries: Iterable[Mapping], layer: str, metric: str) -> float | None:
-    total = weight = 0.0
-    for e in entries:
-        v = get(e, layer, metric)
-        if v is not None:
-            w = float(e.get("count") or 1)
-            total, weight = total + w * v, weight + w
-    return total / weight if weight else None
+    weighted = [(float(e.get("count") or 1), v) for e in entries if (v := get(e, layer, metric)) is not None]
+    weight = sum(w for w, _ in weighted)
+    return sum(w * v for w, v in weighted) / weight if weight else None
 
 
 def conv_exactness(section: Mapping, layer: str) -> dict:
