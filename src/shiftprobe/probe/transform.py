@@ -149,7 +149,8 @@ class Transform:
         return MapAction(expected if region is None else expected[..., region[0], region[1]], region)
 
     def _act_on_map(self, feature: torch.Tensor, param, geometry) -> torch.Tensor:
-        raise NotImplementedError
+        """The map action on a map of ``geometry``: by default ``act`` on the map itself."""
+        return self.act(feature, param)
 
     def map_region(self, param, geometry) -> tuple[slice, slice] | None:
         """The map positions ``aligned_rel`` compares (rows, columns); None: the whole map."""
