@@ -185,11 +185,9 @@ class Flip(Transform):
 
 
 def _flip_dim(param) -> int:
-    if param == "horizontal":
-        return -1
-    if param == "vertical":
-        return -2
-    raise ValueError(f"Flip parameter {param!r}: use one of {list(FLIP_AXES)}")
+    if param not in FLIP_AXES:
+        raise ValueError(f"Flip parameter {param!r}: use one of {list(FLIP_AXES)}")
+    return -1 if param == "horizontal" else -2
 
 
 @dataclass(frozen=True)

@@ -162,10 +162,8 @@ def fourier_derivative(x: torch.Tensor, offset: tuple[float, float]) -> torch.Te
     out = torch.zeros_like(work)
     for axis, b in ((-1, offset[0]), (-2, offset[1])):
         if b:
-            n = x.shape[axis]
-            shape = [1] * x.dim()
-            shape[axis] = n
-            freq = torch.fft.fftfreq(n, device=x.device, dtype=work.dtype).view(shape)
+            freq = torch.fft.fftfreq(x.shape[axis], device=x.device, dtype=work.dtype)
+            freq = freq if axis == -1 else freq.view(-1, 1)
             spectrum = torch.fft.fft(work, dim=axis) * (-2j * torch.pi * b * freq)
             out = out + torch.fft.ifft(spectrum, dim=axis).real
     return out.to(x.dtype)
