@@ -1,7 +1,8 @@
 """The families beyond integer shifts, ``Rotation90``, ``Flip``, ``Rotation``, ``SubpixelTranslation``:
 ``Transform`` dataclasses over ``shiftprobe.probe.resample``'s pixel operations. A map action needs the
 layer's sampling grid symmetric about the image centre, ``a + b + r (h - 1) = H - 1`` (``grid_asymmetry``;
-docs/measurement.md, "Transformation families"). ``family_from_name`` builds any family from its option name."""
+docs/measurement.md, "Transformation families"). ``family_from_name`` builds any family from its option name;
+a family's ``name`` is its key in the results."""
 
 from __future__ import annotations
 
@@ -82,8 +83,7 @@ class Rotation90(Transform):
     """Quarter turns ``k * 90`` degrees counter-clockwise (``torch.rot90(x, k, dims=(-2, -1))``).
 
     A permutation of the pixels of a square image (the sorting test applies); the map action is the same
-    quarter turn of the map (a symmetric grid on both axes, equal strides, a square map). ``name``: the
-    results key.
+    quarter turn of the map (a symmetric grid on both axes, equal strides, a square map).
 
     Examples
     --------
@@ -140,7 +140,7 @@ class Flip(Transform):
     """Mirror images: ``"horizontal"`` (left-right, the columns reversed) and ``"vertical"`` (up-down).
 
     A permutation of the pixels (the sorting test applies); the map action is the same flip of the map.
-    ``axes``: the flips measured, each once; ``name``: the results key.
+    ``axes``: the flips measured, each once.
 
     Examples
     --------
@@ -196,7 +196,7 @@ class Rotation(Transform):
 
     The angles are ``k * step`` degrees, ``0 < |k * step| <= max_angle <= 180``, counter-clockwise positive.
     The map action rotates the map by the same angle: approximate (interpolation, the corners), never an exact
-    test. ``name``: the results key.
+    test.
 
     Examples
     --------
@@ -241,7 +241,6 @@ class SubpixelTranslation(Transform):
     ``method``: ``bilinear_shift`` or ``fourier_shift``; ``mode``: ``roll`` (circular) or ``crop`` (zero fill).
     The map action moves the map by ``offset / stride`` with the same method and mode, compared over the whole
     map for a circular layer under roll, else on the positions certified for both integer offsets around it.
-    ``name``: the results key.
 
     Examples
     --------

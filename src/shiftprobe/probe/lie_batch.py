@@ -12,7 +12,7 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import nn
 
-from shiftprobe.probe.capture import LayerCapture, first_tensor
+from shiftprobe.probe.capture import Feed, LayerCapture
 from shiftprobe.probe.generators import GENERATORS, image_derivative, map_derivative
 from shiftprobe.probe.geometry import CANVAS_PAD, growth_stride
 
@@ -22,7 +22,7 @@ INPUT, OUTPUT = "input", "output"
 Norms = dict[str, torch.Tensor]
 
 
-def per_image_norms(d: torch.Tensor, ref: torch.Tensor, acc: torch.dtype = torch.float64) -> Norms:
+def per_image_norms(d: torch.Tensor, ref: torch.Tensor, acc: torch.dtype) -> Norms:
     """``abs``: per image, the RMS of ``d`` over its elements; ``rel``: ``abs`` over the RMS of ``ref``
     (NaN where that is 0). Both ``(B,)`` in ``acc``."""
     b = len(ref)
@@ -38,8 +38,7 @@ def _primal_tangent(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 # -- per probe point --------------------------------------------------------------------------------
 def layer_values(cap: LayerCapture, x: torch.Tensor, actions: dict[tuple[str, str], tuple[int, int] | None],
-                 generators: Sequence[str], method: str, acc: torch.dtype = torch.float64
-                 ) -> dict[tuple[str, str], Norms]:
+                 generators: Sequence[str], method: str, acc: torch.dtype) -> dict[tuple[str, str], Norms]:
     """Per (probe point, generator) in ``actions``: the per-image ``abs`` and ``rel`` of its Lie derivative
     for the batch ``x`` (pixels in the model's dtype). ``actions[layer, g]``: the map's stride (scored for
     equivariance: the map is moved back) or None (scored for invariance). One forward-mode pass carries
@@ -135,14 +134,12 @@ def _candidates(model: nn.Module, modules: Sequence[str] | None) -> tuple[dict[s
     return {n: named[n] for n in chosen}, True
 
 
-def _forward(model: nn.Module, x: torch.Tensor, feed=None) -> torch.Tensor:
-    """The model's output tensor for pixels ``x``, through ``feed`` (normalisation, output key) if given."""
-    if feed is None:
-        return first_tensor(model(x))
+def _forward(model: nn.Module, x: torch.Tensor, feed: Feed) -> torch.Tensor:
+    """The model's output tensor for pixels ``x``, through ``feed`` (normalisation, output key)."""
     return feed.model_output(model(feed.model_input(x)))
 
 
-def _record(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module], feed=None
+def _record(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module], feed: Feed
             ) -> tuple[dict, torch.Tensor | None]:
     """One forward pass of ``x``: per module, its calls (order, input, output); and the output (None if
     the pass failed, e.g. a canvas a fixed-size layer cannot take)."""
@@ -192,7 +189,7 @@ def _point(t: torch.Tensor | None, grown: torch.Tensor | None, is_image: bool) -
     return Point("map", stride), None
 
 
-def plan_layerwise(model: nn.Module, sample: torch.Tensor, modules: Sequence[str] | None = None, feed=None
+def plan_layerwise(model: nn.Module, sample: torch.Tensor, modules: Sequence[str] | None, feed: Feed
                    ) -> LayerwisePlan:
     """Which modules the decomposition uses (``modules``, or every leaf but dropout and identity), in the
     order they run on ``sample`` (a few images in the model's dtype and device), and what each one's
@@ -237,7 +234,7 @@ Hook = tuple[nn.Module, str, Callable]
 
 def _output_tangent(model: nn.Module, x: torch.Tensor, generator: str, method: str, *,
                     x_tangent: torch.Tensor | None = None, hooks: Sequence[Hook] = (),
-                    output: Point | None = None, feed=None) -> torch.Tensor:
+                    output: Point | None = None, feed: Feed) -> torch.Tensor:
     """The output's tangent after one forward-mode pass of ``x`` (tangent ``x_tangent``, or none), with
     ``hooks`` (``(module, "pre" or "post", hook)``) injecting tangents; ``- D(y)`` when ``output`` is
     given."""
@@ -314,8 +311,7 @@ def _own_hooks(step: Step, generator: str, method: str, record: dict) -> list[Ho
 
 
 def layerwise_values(model: nn.Module, x: torch.Tensor, plan: LayerwisePlan, generators: Sequence[str],
-                     method: str, acc: torch.dtype = torch.float64, feed=None
-                     ) -> dict[tuple[str, str, str, str], Norms]:
+                     method: str, acc: torch.dtype, feed: Feed) -> dict[tuple[str, str, str, str], Norms]:
     """The layer-wise decomposition of the output's Lie derivative for the batch ``x`` (module docstring).
 
     Returns per-image ``{"abs", "rel"}`` (relative to the RMS of the network's output; ``own``: of the
