@@ -316,3 +316,12 @@ def test_the_symmetric_grid_condition_decides_whether_a_flip_acts_on_the_map(siz
     else:
         assert expected is None and "not symmetric" in fam.map_action_note(geo, (size, size))
         assert f"H - 1 = {size - 1}" in problem
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from shiftprobe.probe import families
+
+    result = doctest.testmod(families)
+    assert result.failed == 0 and result.attempted > 0

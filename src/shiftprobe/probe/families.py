@@ -1,7 +1,8 @@
 """The families beyond integer shifts, ``Rotation90``, ``Flip``, ``Rotation``, ``SubpixelTranslation``:
 ``Transform`` dataclasses over ``shiftprobe.probe.resample``'s pixel operations. A map action needs the
 layer's sampling grid symmetric about the image centre, ``a + b + r (h - 1) = H - 1`` (``grid_asymmetry``;
-docs/measurement.md, "Transformation families"). ``family_from_name`` builds any family from its option name."""
+docs/measurement.md, "Transformation families"). ``family_from_name`` builds any family from its option name;
+a family's ``name`` is its key in the results."""
 
 from __future__ import annotations
 
@@ -35,30 +36,44 @@ def _check_name(cls_name: str, name: Any) -> None:
         raise ValueError(f"{cls_name}(name={name!r}): use a non-empty name without spaces around it, e.g. 'rot90'")
 
 
+def _max_and_step(family, key: str, unit: str, top: float, allowed: str) -> None:
+    """Check ``family.<key>`` (in ``(0, top]``, ``allowed`` in words) and ``family.step`` (in ``(0, <key>]``)
+    and store both as floats; a ValueError names the value and gives the default as the example."""
+    cls, default = type(family).__name__, {f.name: f.default for f in fields(family)}
+    largest = _number(getattr(family, key), f"{cls}({key}={{!r}})", repr(default[key]))
+    step = _number(family.step, f"{cls}(step={{!r}})", repr(default["step"]))
+    if not 0 < largest <= top:
+        raise ValueError(f"{cls}({key}={getattr(family, key)!r}): use {allowed}, e.g. {default[key]!r}")
+    if not 0 < step <= largest:
+        raise ValueError(f"{cls}(step={family.step!r}): use a positive step of at most {key}={largest:g} "
+                         f"{unit}, e.g. {default['step']!r}")
+    object.__setattr__(family, key, largest)
+    object.__setattr__(family, "step", step)
+
+
 def _steps(max_value: float, step: float) -> int:
     """How many whole ``step``s fit in ``max_value`` (tolerant of float round-off)."""
     return int(math.floor(max_value / step + 1e-9))
 
 
 # -- geometry of a map: is its sampling grid symmetric about the image centre? --------------------
-def grid_asymmetry(geometry, image_size: tuple[int, int], axis: int) -> str | None:
-    """None when the map's sampling grid along ``axis`` (0: rows, 1: columns) is symmetric about the
-    image centre (``a + b + r (h - 1) = H - 1``, module docstring), else why not."""
+def grid_asymmetry(geometry, image_size: tuple[int, int], axis: int | None = None) -> str | None:
+    """None when the map's sampling grid along ``axis`` (0: rows, 1: columns; None: both) is symmetric
+    about the image centre (``a + b + r (h - 1) = H - 1``, module docstring), else why not."""
     if geometry is None or not getattr(geometry, "spatial", False):
         return "not a spatial map"
     if geometry.stride is None or geometry.receptive_field is None:
         return "the layer's stride and receptive field are not inferred"
-    r = geometry.stride[axis]
-    a, b = geometry.receptive_field[2 * axis : 2 * axis + 2]
-    h = geometry.shape[1 + axis]
-    size = image_size[axis]
-    total = a + b + r * (h - 1)
-    if total != size - 1:
-        name = "rows" if axis == 0 else "columns"
-        return (
-            f"its sampling grid is not symmetric about the image centre along the {name} "
-            f"(a + b + r (h - 1) = {a} + {b} + {r}*{h - 1} = {total}, not H - 1 = {size - 1})"
-        )
+    for i in (0, 1) if axis is None else (axis,):
+        r, (a, b) = geometry.stride[i], geometry.receptive_field[2 * i : 2 * i + 2]
+        h, size = geometry.shape[1 + i], image_size[i]
+        total = a + b + r * (h - 1)
+        if total != size - 1:
+            name = "rows" if i == 0 else "columns"
+            return (
+                f"its sampling grid is not symmetric about the image centre along the {name} "
+                f"(a + b + r (h - 1) = {a} + {b} + {r}*{h - 1} = {total}, not H - 1 = {size - 1})"
+            )
     return None
 
 
@@ -69,11 +84,6 @@ class Rotation90(Transform):
 
     A permutation of the pixels of a square image (the sorting test applies); the map action is the same
     quarter turn of the map (a symmetric grid on both axes, equal strides, a square map).
-
-    Parameters
-    ----------
-    name : str
-        The results key (default ``"rot90"``).
 
     Examples
     --------
@@ -110,19 +120,13 @@ class Rotation90(Transform):
             )
 
     def map_problem(self, param, geometry, image_size) -> str | None:
-        for axis in (0, 1):
-            problem = grid_asymmetry(geometry, image_size, axis)
-            if problem is not None:
-                return problem
-        if geometry.stride[0] != geometry.stride[1] or geometry.shape[1] != geometry.shape[2]:
-            return (
-                f"a quarter turn needs a square map with equal strides (map {geometry.shape[1]}x{geometry.shape[2]}, "
-                f"stride {geometry.stride[0]}x{geometry.stride[1]})"
-            )
+        problem = grid_asymmetry(geometry, image_size)
+        if problem is not None:
+            return problem
+        (sy, sx), h, w = geometry.stride, geometry.shape[1], geometry.shape[2]
+        if sy != sx or h != w:
+            return f"a quarter turn needs a square map with equal strides (map {h}x{w}, stride {sy}x{sx})"
         return None
-
-    def _act_on_map(self, feature, param, geometry):
-        return torch.rot90(feature, _quarter_turns(param), dims=(-2, -1))
 
 
 def _quarter_turns(param) -> int:
@@ -136,13 +140,7 @@ class Flip(Transform):
     """Mirror images: ``"horizontal"`` (left-right, the columns reversed) and ``"vertical"`` (up-down).
 
     A permutation of the pixels (the sorting test applies); the map action is the same flip of the map.
-
-    Parameters
-    ----------
-    axes : tuple of {"horizontal", "vertical"}
-        The flips measured, each once.
-    name : str
-        The results key (default ``"flip"``).
+    ``axes``: the flips measured, each once.
 
     Examples
     --------
@@ -185,33 +183,20 @@ class Flip(Transform):
     def map_problem(self, param, geometry, image_size) -> str | None:
         return grid_asymmetry(geometry, image_size, 1 if _flip_dim(param) == -1 else 0)
 
-    def _act_on_map(self, feature, param, geometry):
-        return torch.flip(feature, dims=(_flip_dim(param),))
-
 
 def _flip_dim(param) -> int:
-    if param == "horizontal":
-        return -1
-    if param == "vertical":
-        return -2
-    raise ValueError(f"Flip parameter {param!r}: use one of {list(FLIP_AXES)}")
+    if param not in FLIP_AXES:
+        raise ValueError(f"Flip parameter {param!r}: use one of {list(FLIP_AXES)}")
+    return -1 if param == "horizontal" else -2
 
 
 @dataclass(frozen=True)
 class Rotation(Transform):
     """Rotations by continuous angles about the image centre: bilinear, zero fill.
 
-    The angles are ``k * step`` degrees, ``0 < |k * step| <= max_angle``, counter-clockwise positive. The map
-    action rotates the map by the same angle: approximate (interpolation, the corners), never an exact test.
-
-    Parameters
-    ----------
-    max_angle : float
-        The largest ``|angle|`` in degrees, at most 180.
-    step : float
-        The spacing of the angles in degrees, positive and at most ``max_angle``.
-    name : str
-        The results key (default ``"rotation"``).
+    The angles are ``k * step`` degrees, ``0 < |k * step| <= max_angle <= 180``, counter-clockwise positive.
+    The map action rotates the map by the same angle: approximate (interpolation, the corners), never an exact
+    test.
 
     Examples
     --------
@@ -230,16 +215,7 @@ class Rotation(Transform):
 
     def __post_init__(self):
         _check_name("Rotation", self.name)
-        max_angle = _number(self.max_angle, "Rotation(max_angle={!r})", "45.0")
-        step = _number(self.step, "Rotation(step={!r})", "5.0")
-        if not 0 < max_angle <= 180:
-            raise ValueError(f"Rotation(max_angle={self.max_angle!r}): use a number of degrees in (0, 180], e.g. 45.0")
-        if not 0 < step <= max_angle:
-            raise ValueError(
-                f"Rotation(step={self.step!r}): use a positive step of at most max_angle={max_angle:g} degrees, e.g. 5.0"
-            )
-        object.__setattr__(self, "max_angle", max_angle)
-        object.__setattr__(self, "step", step)
+        _max_and_step(self, "max_angle", "degrees", 180, "a number of degrees in (0, 180]")
 
     def params(self) -> list[float]:
         n = _steps(self.max_angle, self.step)
@@ -249,16 +225,10 @@ class Rotation(Transform):
         return rotate(x, _number(param, "Rotation angle {!r}", "5.0"))
 
     def map_problem(self, param, geometry, image_size) -> str | None:
-        for axis in (0, 1):
-            problem = grid_asymmetry(geometry, image_size, axis)
-            if problem is not None:
-                return problem
-        if geometry.stride[0] != geometry.stride[1]:
+        problem = grid_asymmetry(geometry, image_size)
+        if problem is None and geometry.stride[0] != geometry.stride[1]:
             return f"a rotation needs equal strides along rows and columns (stride {geometry.stride[0]}x{geometry.stride[1]})"
-        return None
-
-    def _act_on_map(self, feature, param, geometry):
-        return rotate(feature, float(param))
+        return problem
 
 
 @dataclass(frozen=True)
@@ -271,18 +241,6 @@ class SubpixelTranslation(Transform):
     ``method``: ``bilinear_shift`` or ``fourier_shift``; ``mode``: ``roll`` (circular) or ``crop`` (zero fill).
     The map action moves the map by ``offset / stride`` with the same method and mode, compared over the whole
     map for a circular layer under roll, else on the positions certified for both integer offsets around it.
-
-    Parameters
-    ----------
-    max_offset : float
-        The largest offset in pixels.
-    step : float
-        The spacing of the offsets in pixels, positive and at most ``max_offset``.
-    axes : {"xy", "x", "y", "both"}
-    method : {"bilinear", "fourier"}
-    mode : {"crop", "roll"}
-    name : str
-        The results key (default ``"subpixel"``).
 
     Examples
     --------
@@ -306,21 +264,11 @@ class SubpixelTranslation(Transform):
 
     def __post_init__(self):
         _check_name("SubpixelTranslation", self.name)
-        max_offset = _number(self.max_offset, "SubpixelTranslation(max_offset={!r})", "1.0")
-        step = _number(self.step, "SubpixelTranslation(step={!r})", "0.125")
-        if max_offset <= 0:
-            raise ValueError(f"SubpixelTranslation(max_offset={self.max_offset!r}): use a positive number of pixels, e.g. 1.0")
-        if not 0 < step <= max_offset:
-            raise ValueError(
-                f"SubpixelTranslation(step={self.step!r}): use a positive step of at most max_offset={max_offset:g} "
-                "pixels, e.g. 0.125"
-            )
+        _max_and_step(self, "max_offset", "pixels", math.inf, "a positive number of pixels")
         for key, value, allowed in (("axes", self.axes, SUBPIXEL_AXES), ("method", self.method, SUBPIXEL_METHODS),
                                     ("mode", self.mode, SHIFT_MODES)):
             if value not in allowed:
                 raise ValueError(f"SubpixelTranslation({key}={value!r}): use one of {list(allowed)}")
-        object.__setattr__(self, "max_offset", max_offset)
-        object.__setattr__(self, "step", step)
 
     @property
     def dims(self) -> int:
@@ -356,8 +304,7 @@ class SubpixelTranslation(Transform):
             )
 
     def act(self, x: torch.Tensor, param) -> torch.Tensor:
-        oy, ox = subpixel_offsets(param)
-        return self._shift(x, oy, ox)
+        return self._shift(x, *subpixel_offsets(param))
 
     def _shift(self, x, oy, ox):
         if self.method == "fourier":

@@ -45,29 +45,19 @@ class Generator:
         return self.matrix[0][0] + self.matrix[1][1]
 
 
-GENERATORS: dict[str, Generator] = {
-    g.name: g
-    for g in (
+GENERATORS: dict[str, Generator] = {g.name: g for g in (
         Generator("translate_x", "(1, 0)", "per input pixel", "per px", offset=(1.0, 0.0)),
         Generator("translate_y", "(0, 1)", "per input pixel", "per px", offset=(0.0, 1.0)),
         Generator("rotate", "(u_y, -u_x)", "per radian", "per rad", ((0.0, 1.0), (-1.0, 0.0))),
         Generator("scale", "(u_x, u_y)", "per unit of log-scale", "per log-scale", ((1.0, 0.0), (0.0, 1.0))),
         Generator("shear", "(u_y, 0)", "per unit of shear", "per shear", ((0.0, 1.0), (0.0, 0.0))),
-        Generator(
-            "stretch", "(u_x, -u_y)", "per unit of log-stretch", "per log-stretch", ((1.0, 0.0), (0.0, -1.0))
-        ),
-        Generator(
-            "hyperbolic_rotate",
-            "(u_y, u_x)",
-            "per unit of hyperbolic angle",
-            "per hyp. angle",
-            ((0.0, 1.0), (1.0, 0.0)),
-        ),
-        Generator(
-            "saturate", "gray + (1 + t)(x - gray)", "per unit of saturation", "per saturation", colour=True
-        ),
-    )
-}
+        Generator("stretch", "(u_x, -u_y)", "per unit of log-stretch", "per log-stretch",
+                  ((1.0, 0.0), (0.0, -1.0))),
+        Generator("hyperbolic_rotate", "(u_y, u_x)", "per unit of hyperbolic angle", "per hyp. angle",
+                  ((0.0, 1.0), (1.0, 0.0))),
+        Generator("saturate", "gray + (1 + t)(x - gray)", "per unit of saturation", "per saturation",
+                  colour=True),
+)}
 
 
 def _unknown(name, what: str, choices: Sequence[str]) -> str:
@@ -141,21 +131,20 @@ def central_difference(x: torch.Tensor, axis: int, fill: str) -> torch.Tensor:
     return (padded.narrow(axis, 2, n) - padded.narrow(axis, 0, n)) / 2
 
 
-def _field(
-    coefficients: tuple[float, float], offset: float, h: int, w: int, like: torch.Tensor
-) -> torch.Tensor:
-    """``a u_x + b u_y + offset`` on the ``h x w`` grid about its centre, in ``like``'s dtype."""
+def _field(row: tuple[float, float], offset: float, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """``row[0] u_x + row[1] u_y + offset`` on the ``h x w`` grid about its centre, in ``like``'s dtype."""
     ux = torch.arange(w, dtype=torch.float64, device=like.device) - (w - 1) / 2
     uy = torch.arange(h, dtype=torch.float64, device=like.device) - (h - 1) / 2
-    field = coefficients[0] * ux.view(1, w) + coefficients[1] * uy.view(h, 1) + offset
+    field = row[0] * ux.view(1, w) + row[1] * uy.view(h, 1) + offset
     return field.to(like.dtype)
 
 
-def flow_derivative(
-    x: torch.Tensor, matrix: Matrix, offset: tuple[float, float], fill: str = "zeros"
-) -> torch.Tensor:
-    """``-v(u) . grad x`` for ``v(u) = matrix @ u + offset`` (bilinear's symmetric derivative), for a batch
-    of images or maps ``x`` (``... x h x w``)."""
+def flow_derivative(x: torch.Tensor, matrix: Matrix, offset: tuple[float, float], fill: str, method: str
+                    ) -> torch.Tensor:
+    """``-v(u) . grad x`` for ``v(u) = matrix @ u + offset``, for a batch of images or maps ``x``
+    (``... x h x w``): bilinear's symmetric derivative, or ``method="fourier"``'s (a translation)."""
+    if method == "fourier":
+        return fourier_derivative(x, offset)
     h, w = x.shape[-2:]
     out = torch.zeros_like(x)
     for axis, row, b in ((-1, matrix[0], offset[0]), (-2, matrix[1], offset[1])):
@@ -173,37 +162,26 @@ def fourier_derivative(x: torch.Tensor, offset: tuple[float, float]) -> torch.Te
     out = torch.zeros_like(work)
     for axis, b in ((-1, offset[0]), (-2, offset[1])):
         if b:
-            n = x.shape[axis]
-            shape = [1] * x.dim()
-            shape[axis] = n
-            freq = torch.fft.fftfreq(n, device=x.device, dtype=work.dtype).view(shape)
+            freq = torch.fft.fftfreq(x.shape[axis], device=x.device, dtype=work.dtype)
+            freq = freq if axis == -1 else freq.view(-1, 1)
             spectrum = torch.fft.fft(work, dim=axis) * (-2j * torch.pi * b * freq)
             out = out + torch.fft.ifft(spectrum, dim=axis).real
     return out.to(x.dtype)
 
 
-def colour_derivative(x: torch.Tensor) -> torch.Tensor:
-    """``x - gray`` (``saturate``) for RGB images ``(..., 3, h, w)``."""
+def image_derivative(x: torch.Tensor, name: str, method: str = "bilinear") -> torch.Tensor:
+    """``d/dt T_t x`` at ``t = 0`` for a batch of input images ``(N, C, H, W)`` (zero fill outside);
+    ``saturate``: ``x - gray`` (RGB only)."""
+    g = GENERATORS[name]
+    if not g.colour:
+        return flow_derivative(x, g.matrix, g.offset, "zeros", method)
     if x.dim() < 3 or x.shape[-3] != 3:
         raise ValueError(f"saturate needs RGB images (3 channels), got shape {tuple(x.shape)}")
     weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64, device=x.device).to(x.dtype).view(3, 1, 1)
     return x - (x * weights).sum(dim=-3, keepdim=True)
 
 
-def image_derivative(x: torch.Tensor, name: str, method: str = "bilinear") -> torch.Tensor:
-    """``d/dt T_t x`` at ``t = 0`` for a batch of input images ``(N, C, H, W)`` (zero fill outside)."""
-    g = GENERATORS[name]
-    if g.colour:
-        return colour_derivative(x)
-    if method == "fourier":
-        return fourier_derivative(x, g.offset)
-    return flow_derivative(x, g.matrix, g.offset, fill="zeros")
-
-
 def map_derivative(m: torch.Tensor, name: str, method: str, stride: tuple[int, int]) -> torch.Tensor:
     """``d/ds T'_s m`` at ``s = 0`` for a map of stride ``(r_y, r_x)`` (edge fill): the image's flow in map
     coordinates (:func:`map_flow`). Not for ``saturate`` (a colour change does not move a map)."""
-    matrix, offset = map_flow(GENERATORS[name], stride)
-    if method == "fourier":
-        return fourier_derivative(m, offset)
-    return flow_derivative(m, matrix, offset, fill="border")
+    return flow_derivative(m, *map_flow(GENERATORS[name], stride), "border", method)

@@ -1,10 +1,7 @@
-"""The Lie derivative of each layer (Gruver et al. 2022) measured by the engine, JVPs as its pair values.
-
-A map of inferred stride is scored for equivariance, ``J_f(x) D(x) - D'(f(x))``, a vector (or any layer under a
-colour generator) for invariance, ``J_f(x) D(x)`` (docs/measurement.md, "The Lie derivative"). ``LieComputer``
-gives per image and generator ``abs_i`` (RMS of the derivative) and ``rel_i`` (over the RMS of the activation)
-as the pair values of the one loop, so means, standard errors, the DDP reduction, the control and untrained
-networks come from the engine; ``lie_derivative`` returns the same numbers in its own dict."""
+"""The Lie derivative of each layer (Gruver et al. 2022; docs/measurement.md, "The Lie derivative"), measured
+by the engine: ``LieComputer`` gives per image and generator ``abs`` and ``rel`` as the pair values of the
+one loop (means, standard errors, DDP, control and untrained network as for any family); ``lie_derivative``
+returns them in its own dict."""
 
 from __future__ import annotations
 
@@ -43,11 +40,13 @@ NORM = (
     "per image: RMS over the layer's elements of the derivative (abs), divided by the RMS of the "
     "layer's activation f(x) (rel); then mean and standard error over images"
 )
-LAYERWISE_KEYS = ("layerwise", "layerwise_between", "layerwise_total", "layerwise_ranking", "layerwise_notes")
 #: top-level keys of ``lie_derivative``'s result (a layer may not be named like one)
 RESERVED_KEYS = ("n_images", "norm", "units", "flows", "method", "generators", "layers", "geometry", "seconds",
-                 *LAYERWISE_KEYS)
+                 "layerwise", "layerwise_between", "layerwise_total", "layerwise_ranking", "layerwise_notes")
 LIE_METRICS = ("abs", "rel")
+CONTROL_METRICS = ("cos", "dist", "rel")
+#: a layer's (or part's) entry per generator
+BLOCK_KEYS = ("rel", "rel_se", "abs", "abs_se")
 
 
 def layer_actions(geometry: dict, generators: Sequence[str]) -> tuple[dict, dict[str, list[str]]]:
@@ -76,8 +75,7 @@ class LieComputer:
         self.net, self.generators, self.method, self.actions, self.plan = net, generators, method, actions, plan
         self.capture = LayerCapture(net.model, net.layers, feed=net.feed)
         self.parts = layerwise_parts(plan, generators) if plan is not None else []
-        control = ("cos", "dist", "rel")
-        self.metrics = {name: (LIE_METRICS, control) for name in net.names}
+        self.metrics = {name: (LIE_METRICS, CONTROL_METRICS) for name in net.names}
         self.metrics.update({part: (LIE_METRICS, ()) for part in self.parts})
         self.image_keys: tuple = ()
         self.membership: torch.Tensor | None = None
@@ -98,9 +96,8 @@ class LieComputer:
         control = {}
         for name in self.net.names:
             m = pair_metrics(base[name].flatten(1), ctrl[name].flatten(1))
-            control.update({(name, k): m[k] for k in ("cos", "dist", "rel")})
-        values = {(name, g): v for (name, g), v in layer_values(self.capture, x, self.actions, self.generators,
-                                                                 self.method, acc).items()}
+            control.update({(name, k): m[k] for k in CONTROL_METRICS})
+        values = layer_values(self.capture, x, self.actions, self.generators, self.method, acc)
         if self.plan is not None:
             for (kind, name, g, part), v in layerwise_values(self.net.model, x, self.plan, self.generators,
                                                               self.method, acc, self.net.feed).items():
@@ -113,13 +110,6 @@ class LieComputer:
         update = {"shift_ids": ids, "pair_values": pair_values, "no_overlap": {}}
         return [{"control": control, "n_images": len(x)}, update,
                 image_update(pair_values, self.membership, self.image_keys, control)]
-
-
-def generator_plan(generators: Sequence[str]) -> Plan:
-    """Every image with every generator; a group per generator and the summary."""
-    ids = tuple(range(len(generators)))
-    return Plan(tuple(generators), tuple(("param", g, (j,)) for j, g in enumerate(generators)) + (("summary", None, ids),),
-                ids)
 
 
 def lie_section(model: nn.Module, pixels: torch.Tensor, feed, generators, *, layers=None, method: str = "bilinear",
@@ -143,18 +133,15 @@ def lie_section(model: nn.Module, pixels: torch.Tensor, feed, generators, *, lay
         source = LieComputer(net, generators, method, actions, plan)
         acc = new_accumulator(len(generators), source.metrics, net.device, n_groups=len(generators) + 1,
                               masked=(*MASKED, *LIE_METRICS))
-        gplan = generator_plan(generators)
+        gplan = Plan.every(generators)
         source.bind(acc.image_keys, gplan.membership(acc.pair_count.dtype).to(net.device))
         k = control_offset(len(images), control_seed) if len(images) > 1 else 0  # one image: itself
         raw = run(source, acc, images, net, k=k, batch_size=batch_size, rank=rank, world_size=world_size,
                   progress=progress, desc=desc, pairs_per_image=len(generators))
-
-    def build(raw: dict) -> dict:
-        return build_lie_section(raw, net, k, gplan, method, actions, notes, plan)
-
     if sums is not None:
-        sums.update(raw=raw, section=build)
-    section = build(raw)
+        sums.update(raw=raw,
+                    section=lambda r: build_lie_section(r, net, k, gplan, method, actions, notes, plan))
+    section = build_lie_section(raw, net, k, gplan, method, actions, notes, plan)
     section["seconds"] = time.perf_counter() - start
     return section
 
@@ -197,7 +184,7 @@ def _part_block(raw: dict, part, j: int) -> dict | None:
     block = group_metrics(raw, torch.tensor([j]), [part], (), {part: {}}, col=j)[part]
     if float(raw["pair", part, "abs_count"][j]) == 0:
         return None
-    return {m: block.get(m) for m in ("rel", "rel_se", "abs", "abs_se")}
+    return {m: block.get(m) for m in BLOCK_KEYS}
 
 
 def _layerwise(raw: dict, plan, generators) -> dict:
@@ -224,7 +211,7 @@ def lie_result(section: dict) -> dict:
     blocks = {block["param"]: block for block in section["groups"]["param"]}
     out: dict = {}
     for name in section["layers"]:
-        out[name] = {g: ({m: blocks[g][name].get(m) for m in ("rel", "rel_se", "abs", "abs_se")}
+        out[name] = {g: ({m: blocks[g][name].get(m) for m in BLOCK_KEYS}
                          if name in blocks[g] else None) for g in config["generators"]}
     out["geometry"] = {name: {"kind": section["geometry"][name]["kind"],
                               "measures": section["map_action"][name]["measures"],
@@ -237,45 +224,17 @@ def lie_result(section: dict) -> dict:
     return out
 
 
-def lie_derivative(
-    model: nn.Module,
-    images: torch.Tensor,
-    layers: Sequence[str] | None = None,
-    generators: Sequence[str] = DEFAULT_GENERATORS,
-    *,
-    method: str = "bilinear",
-    batch_size: int = 64,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    layerwise: bool = False,
-    layerwise_modules: Sequence[str] | None = None,
-    normalization=None,
-    output_key: str | int | None = None,
-) -> dict:
-    """The Lie derivative of each probe point of ``model``, per generator (see the module docstring).
-
-    Parameters
-    ----------
-    model, images, layers, device, progress, normalization, output_key
-        As in :func:`shiftprobe.measure`.
-    generators : sequence of str
-        ``translate_x``, ``translate_y`` (per input pixel), ``rotate`` (per radian), ``scale``, ``shear``,
-        ``stretch``, ``hyperbolic_rotate``, ``saturate`` (RGB only); default the first three.
-    method : {"bilinear", "fourier"}
-        Bilinear (images zero-filled, maps edge-filled) or a phase ramp (circular; translations only).
-    batch_size : int
-        Images per forward pass (each carries ``batch_size x len(generators)`` inputs).
-    layerwise, layerwise_modules : bool, list of str
-        The layer-wise decomposition of the output's Lie derivative, over these modules (default: every leaf but
-        dropout and identity that runs once).
-
-    Returns
-    -------
-    dict
-        ``{layer: {generator: {"rel", "rel_se", "abs", "abs_se"} or None}, "n_images", "norm", "units", "flows",
-        "method", "generators", "layers", "geometry": {layer: {"kind", "measures", "stride", "note"}}, "seconds"}``;
-        with ``layerwise`` also ``layerwise``, ``layerwise_between``, ``layerwise_total``, ``layerwise_ranking``,
-        ``layerwise_notes``.
+def lie_derivative(model: nn.Module, images: torch.Tensor, layers: Sequence[str] | None = None,
+                   generators: Sequence[str] = DEFAULT_GENERATORS, *, method: str = "bilinear",
+                   batch_size: int = 64, device: torch.device | str | None = None, progress: bool = False,
+                   layerwise: bool = False, layerwise_modules: Sequence[str] | None = None,
+                   normalization=None, output_key: str | int | None = None) -> dict:
+    """The Lie derivative of each probe point of ``model``, per generator: ``{layer: {generator: {"rel",
+    "rel_se", "abs", "abs_se"} or None}, "n_images", "norm", "units", "flows", "method", "generators",
+    "layers", "geometry", "seconds"}`` (with ``layerwise``: the ``layerwise*`` keys too). The arguments as in
+    docs/api.md, "The Lie derivative"; ``model``, ``images``, ``layers``, ``device``, ``progress``,
+    ``normalization`` and ``output_key`` as in :func:`shiftprobe.measure`; ``batch_size`` images (each
+    ``len(generators)`` inputs) per forward pass.
 
     Examples
     --------
@@ -286,8 +245,6 @@ def lie_derivative(
     >>> out["0"]["translate_x"]["rel"] < 1e-5  # a stride-1 circular convolution is equivariant
     True
     """
-    generators = check_generators(generators)
-    method = check_method(method, generators)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: use a number of images >= 1")
     if not isinstance(layerwise, bool):

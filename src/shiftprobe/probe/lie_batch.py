@@ -1,10 +1,7 @@
-"""The Lie derivative of one batch, per image: pure functions of the network, the images and the generators.
-
-``layer_values``: each probe point's ``abs`` and ``rel`` by one forward-mode pass per batch. ``layerwise_values``:
-the layer-wise decomposition of the output's Lie derivative (docs/measurement.md, "The layer-wise
-decomposition"): each module's own Lie derivative ``L_m = J_m(a) D(a) - D(b)``, its contribution ``J_{y<-b} L_m``
-carried to the output in forward mode, and what happens between consecutive modules; the parts telescope
-exactly to the end-to-end value (``unexplained``: the round-off)."""
+"""The Lie derivative of one batch, per image: ``layer_values`` (each probe point, one forward-mode pass) and
+``layerwise_values``, the layer-wise decomposition of the output's (docs/measurement.md, "The layer-wise
+decomposition"): each module's own ``L_m = J_m(a) D(a) - D(b)`` carried to the output, and the gaps between
+modules; the parts telescope to the end-to-end value (``unexplained``: the round-off)."""
 
 from __future__ import annotations
 
@@ -15,7 +12,7 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import nn
 
-from shiftprobe.probe.capture import LayerCapture, first_tensor
+from shiftprobe.probe.capture import Feed, LayerCapture
 from shiftprobe.probe.generators import GENERATORS, image_derivative, map_derivative
 from shiftprobe.probe.geometry import CANVAS_PAD, growth_stride
 
@@ -25,7 +22,7 @@ INPUT, OUTPUT = "input", "output"
 Norms = dict[str, torch.Tensor]
 
 
-def per_image_norms(d: torch.Tensor, ref: torch.Tensor, acc: torch.dtype = torch.float64) -> Norms:
+def per_image_norms(d: torch.Tensor, ref: torch.Tensor, acc: torch.dtype) -> Norms:
     """``abs``: per image, the RMS of ``d`` over its elements; ``rel``: ``abs`` over the RMS of ``ref``
     (NaN where that is 0). Both ``(B,)`` in ``acc``."""
     b = len(ref)
@@ -40,14 +37,8 @@ def _primal_tangent(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- per probe point --------------------------------------------------------------------------------
-def layer_values(
-    cap: LayerCapture,
-    x: torch.Tensor,
-    actions: dict[tuple[str, str], tuple[int, int] | None],
-    generators: Sequence[str],
-    method: str,
-    acc: torch.dtype = torch.float64,
-) -> dict[tuple[str, str], Norms]:
+def layer_values(cap: LayerCapture, x: torch.Tensor, actions: dict[tuple[str, str], tuple[int, int] | None],
+                 generators: Sequence[str], method: str, acc: torch.dtype) -> dict[tuple[str, str], Norms]:
     """Per (probe point, generator) in ``actions``: the per-image ``abs`` and ``rel`` of its Lie derivative
     for the batch ``x`` (pixels in the model's dtype). ``actions[layer, g]``: the map's stride (scored for
     equivariance: the map is moved back) or None (scored for invariance). One forward-mode pass carries
@@ -115,57 +106,41 @@ class LayerwisePlan:
     def gaps(self) -> list[tuple[str, Step | None, Step | None]]:
         """``(label, module before or None for the input, module after or None for the output)`` for
         every gap between consecutive points."""
-        before = [None, *self.steps]
-        after = [*self.steps, None]
-        return [
-            (f"{p.name if p else INPUT} → {q.name if q else OUTPUT}", p, q)
-            for p, q in zip(before, after, strict=True)
-        ]
+        return [(f"{p.name if p else INPUT} → {q.name if q else OUTPUT}", p, q)
+                for p, q in zip([None, *self.steps], [*self.steps, None], strict=True)]
 
 
 def _candidates(model: nn.Module, modules: Sequence[str] | None) -> tuple[dict[str, nn.Module], bool]:
     """The modules asked for (checked) or, by default, every leaf module but dropout and identity."""
     named = dict(model.named_modules())
     if modules is None:
-        leaves = {
-            n: m
-            for n, m in named.items()
-            if n and not list(m.children()) and not isinstance(m, SKIPPED_MODULES)
-        }
-        return leaves, False
+        return {n: m for n, m in named.items()
+                if n and not list(m.children()) and not isinstance(m, SKIPPED_MODULES)}, False
     chosen = list(modules)
     if not chosen:
-        raise ValueError(
-            "layerwise_modules=[] decomposes nothing: name modules, or leave it None (every leaf)"
-        )
+        raise ValueError("layerwise_modules=[] decomposes nothing: name modules, or leave it None "
+                         "(every leaf)")
     for name in chosen:
         if name not in named or name == "":
-            raise ValueError(
-                f"layerwise module {name!r} is not a module of {type(model).__name__}; use names from "
-                f"model.named_modules(), e.g. {[n for n in named if n][:12]}"
-            )
+            raise ValueError(f"layerwise module {name!r} is not a module of {type(model).__name__}; use "
+                             f"names from model.named_modules(), e.g. {[n for n in named if n][:12]}")
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"layerwise_modules={chosen} lists a module twice; list each once")
     for a in chosen:
         for b in chosen:
             if b.startswith(a + "."):
-                raise ValueError(
-                    f"layerwise modules {a!r} and {b!r} are nested; choose modules that do not contain "
-                    "each other"
-                )
+                raise ValueError(f"layerwise modules {a!r} and {b!r} are nested; choose modules that do not "
+                                 "contain each other")
     return {n: named[n] for n in chosen}, True
 
 
-def _forward(model: nn.Module, x: torch.Tensor, feed=None) -> torch.Tensor:
-    """The model's output tensor for pixels ``x``, through ``feed`` (normalisation, output key) if given."""
-    if feed is None:
-        return first_tensor(model(x))
+def _forward(model: nn.Module, x: torch.Tensor, feed: Feed) -> torch.Tensor:
+    """The model's output tensor for pixels ``x``, through ``feed`` (normalisation, output key)."""
     return feed.model_output(model(feed.model_input(x)))
 
 
-def _record(
-    model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module], feed=None
-) -> tuple[dict, torch.Tensor | None]:
+def _record(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module], feed: Feed
+            ) -> tuple[dict, torch.Tensor | None]:
     """One forward pass of ``x``: per module, its calls (order, input, output); and the output (None if
     the pass failed, e.g. a canvas a fixed-size layer cannot take)."""
     seen: dict[str, dict] = {name: {"calls": 0} for name in modules}
@@ -214,9 +189,8 @@ def _point(t: torch.Tensor | None, grown: torch.Tensor | None, is_image: bool) -
     return Point("map", stride), None
 
 
-def plan_layerwise(
-    model: nn.Module, sample: torch.Tensor, modules: Sequence[str] | None = None, feed=None
-) -> LayerwisePlan:
+def plan_layerwise(model: nn.Module, sample: torch.Tensor, modules: Sequence[str] | None, feed: Feed
+                   ) -> LayerwisePlan:
     """Which modules the decomposition uses (``modules``, or every leaf but dropout and identity), in the
     order they run on ``sample`` (a few images in the model's dtype and device), and what each one's
     input and output are (the input image, a map of known stride, or neither). A default module that
@@ -224,14 +198,8 @@ def plan_layerwise(
     a module named in ``modules`` is refused (ValueError)."""
     chosen, explicit = _candidates(model, modules)
     seen, y = _record(model, sample, chosen, feed)
-    pad = CANVAS_PAD
-    canvas = torch.zeros(
-        *sample.shape[:-2],
-        sample.shape[-2] + 2 * pad,
-        sample.shape[-1] + 2 * pad,
-        dtype=sample.dtype,
-        device=sample.device,
-    )
+    h, w = sample.shape[-2:]
+    canvas = sample.new_zeros(*sample.shape[:-2], h + 2 * CANVAS_PAD, w + 2 * CANVAS_PAD)
     grown, y_grown = _record(model, canvas, chosen, feed)
     steps, notes = [], []
     for name in sorted(chosen, key=lambda n: seen[n].get("order", -1)):
@@ -248,16 +216,12 @@ def plan_layerwise(
             continue
         a, a_note = _point(rec["input"], grown[name].get("input"), rec["is_image"])
         b, b_note = _point(rec["output"], grown[name].get("output"), False)
-        notes += [
-            f"{name} {side}: {note}, not transformed"
-            for side, note in (("input", a_note), ("output", b_note))
-            if note
-        ]
+        notes += [f"{name} {side}: {note}, not transformed"
+                  for side, note in (("input", a_note), ("output", b_note)) if note]
         steps.append(Step(name, chosen[name], a, b))
     if not steps:
-        raise ValueError(
-            f"no module of {type(model).__name__} can be decomposed: {'; '.join(notes) or 'none ran'}"
-        )
+        raise ValueError(f"no module of {type(model).__name__} can be decomposed: "
+                         f"{'; '.join(notes) or 'none ran'}")
     out_point, note = _point(y, y_grown, False)
     if note:
         notes.append(f"output: {note}, not transformed")
@@ -268,26 +232,17 @@ def plan_layerwise(
 Hook = tuple[nn.Module, str, Callable]
 
 
-def _output_tangent(
-    model: nn.Module,
-    x: torch.Tensor,
-    generator: str,
-    method: str,
-    *,
-    x_tangent: torch.Tensor | None = None,
-    hooks: Sequence[Hook] = (),
-    output: Point | None = None,
-    feed=None,
-) -> torch.Tensor:
+def _output_tangent(model: nn.Module, x: torch.Tensor, generator: str, method: str, *,
+                    x_tangent: torch.Tensor | None = None, hooks: Sequence[Hook] = (),
+                    output: Point | None = None, feed: Feed) -> torch.Tensor:
     """The output's tangent after one forward-mode pass of ``x`` (tangent ``x_tangent``, or none), with
     ``hooks`` (``(module, "pre" or "post", hook)``) injecting tangents; ``- D(y)`` when ``output`` is
     given."""
     handles = []
     try:
         for module, kind, fn in hooks:
-            handles.append(
-                module.register_forward_pre_hook(fn) if kind == "pre" else module.register_forward_hook(fn)
-            )
+            register = module.register_forward_pre_hook if kind == "pre" else module.register_forward_hook
+            handles.append(register(fn))
         with torch.no_grad(), fwad.dual_level():
             inp = x if x_tangent is None else fwad.make_dual(x, x_tangent)
             primal, tangent = _primal_tangent(_forward(model, inp, feed))
@@ -318,9 +273,8 @@ def _gap_hooks(p: Step | None, q: Step | None, generator: str, method: str) -> l
     if q is not None and q.input.acts(generator):
 
         def pre(module, args):
-            return (
-                _with_tangent(args[0], -q.input.tangent(fwad.unpack_dual(args[0]).primal, generator, method)),
-            )
+            d = q.input.tangent(fwad.unpack_dual(args[0]).primal, generator, method)
+            return (_with_tangent(args[0], -d),)
 
         hooks.append((q.module, "pre", pre))
     return hooks
@@ -356,15 +310,8 @@ def _own_hooks(step: Step, generator: str, method: str, record: dict) -> list[Ho
     return [(step.module, "pre", pre), (step.module, "post", post)]
 
 
-def layerwise_values(
-    model: nn.Module,
-    x: torch.Tensor,
-    plan: LayerwisePlan,
-    generators: Sequence[str],
-    method: str,
-    acc: torch.dtype = torch.float64,
-    feed=None,
-) -> dict[tuple[str, str, str, str], Norms]:
+def layerwise_values(model: nn.Module, x: torch.Tensor, plan: LayerwisePlan, generators: Sequence[str],
+                     method: str, acc: torch.dtype, feed: Feed) -> dict[tuple[str, str, str, str], Norms]:
     """The layer-wise decomposition of the output's Lie derivative for the batch ``x`` (module docstring).
 
     Returns per-image ``{"abs", "rel"}`` (relative to the RMS of the network's output; ``own``: of the
@@ -376,16 +323,12 @@ def layerwise_values(
     with torch.no_grad():
         y = _forward(model, x, feed).clone()
     n = len(x)
-    zero: Norms = {
-        "abs": torch.zeros(n, dtype=acc, device=x.device),
-        "rel": torch.zeros(n, dtype=acc, device=x.device),
-    }
+    zero: Norms = {key: torch.zeros(n, dtype=acc, device=x.device) for key in ("abs", "rel")}
     gaps = acting_gaps(plan, generators)
     out: dict[tuple[str, str, str, str], Norms] = {}
     for g in generators:
-        end = _output_tangent(
-            model, x, g, method, x_tangent=image_derivative(x, g, method), output=plan.output, feed=feed
-        )
+        end = _output_tangent(model, x, g, method, x_tangent=image_derivative(x, g, method),
+                              output=plan.output, feed=feed)
         total = {"modules": torch.zeros_like(y), "between": torch.zeros_like(y)}
         for step in plan.steps:
             if not (step.input.acts(g) or step.output.acts(g)):
@@ -402,24 +345,15 @@ def layerwise_values(
                 out["between", label, g, "contribution"] = zero
                 continue
             x_tangent = image_derivative(x, g, method) if p is None else None
-            c = _output_tangent(
-                model,
-                x,
-                g,
-                method,
-                x_tangent=x_tangent,
-                hooks=_gap_hooks(p, q, g, method),
-                output=plan.output if q is None else None,
-                feed=feed,
-            )
+            c = _output_tangent(model, x, g, method, x_tangent=x_tangent, hooks=_gap_hooks(p, q, g, method),
+                                output=plan.output if q is None else None, feed=feed)
             total["between"] += c
             out["between", label, g, "contribution"] = per_image_norms(c, y, acc)
         out["total", "end_to_end", g, "value"] = per_image_norms(end, y, acc)
         for part, value in total.items():
             out["total", part, g, "value"] = per_image_norms(value, y, acc)
-        out["total", "unexplained", g, "value"] = per_image_norms(
-            end - total["modules"] - total["between"], y, acc
-        )
+        unexplained = end - total["modules"] - total["between"]
+        out["total", "unexplained", g, "value"] = per_image_norms(unexplained, y, acc)
     return out
 
 

@@ -109,14 +109,10 @@ def fourier_shift(x: torch.Tensor, oy: float, ox: float, mode: str = "roll") -> 
             continue
         n = out.shape[dim]
         if mode == "crop":
-            pad = [0, 0, 0, 0]
-            pad[1 if dim == -1 else 3] = n
-            out = F.pad(out, pad)
+            out = F.pad(out, [0, n, 0, 0] if dim == -1 else [0, 0, 0, n])
         size = out.shape[dim]
-        spec = torch.fft.rfft(out, dim=dim)
-        shape = [1] * spec.dim()
-        shape[dim] = spec.shape[dim]
-        spec = spec * _phase(size, t, work.dtype, work.device).view(shape)
+        phase = _phase(size, t, work.dtype, work.device)
+        spec = torch.fft.rfft(out, dim=dim) * (phase if dim == -1 else phase.view(-1, 1))
         out = torch.fft.irfft(spec, n=size, dim=dim)
         if mode == "crop":
             out = out.narrow(dim, 0, n)

@@ -49,6 +49,14 @@ class Plan:
         """The numeric parameters (translation's shifts) of ``ids`` as a host tensor (``ids.shape x P``)."""
         return torch.tensor(self.params, dtype=torch.long)[ids]
 
+    @classmethod
+    def every(cls, params) -> Plan:
+        """Every image with every parameter; a group per parameter and the summary."""
+        params = tuple(params)
+        ids = tuple(range(len(params)))
+        groups = tuple(("param", p, (j,)) for j, p in enumerate(params)) + (("summary", None, ids),)
+        return cls(params, groups, ids)
+
     def membership(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """``n_params x n_groups``: 1 where parameter ``j`` is in group ``g``."""
         out = torch.zeros(len(self.params), len(self.groups), dtype=dtype)
@@ -120,10 +128,8 @@ class Transform:
             raise ValueError(f"{type(self).__name__} needs images of at least 2x2 pixels, got {height}x{width}")
 
     def plan(self, n_images: int, image_size: tuple[int, int]) -> Plan:
-        """Every image with every parameter; a group per parameter and the summary."""
-        params = tuple(self.params())
-        ids = tuple(range(len(params)))
-        return Plan(params, tuple(("param", p, (j,)) for j, p in enumerate(params)) + (("summary", None, ids),), ids)
+        """``Plan.every`` of the family's parameters."""
+        return Plan.every(self.params())
 
     def map_problem(self, param, geometry, image_size: tuple[int, int]) -> str | None:
         """Why the map action of ``param`` is undefined for ``geometry`` (None: it is defined)."""
@@ -149,7 +155,8 @@ class Transform:
         return MapAction(expected if region is None else expected[..., region[0], region[1]], region)
 
     def _act_on_map(self, feature: torch.Tensor, param, geometry) -> torch.Tensor:
-        raise NotImplementedError
+        """The map action on a map of ``geometry``: by default ``act`` on the map itself."""
+        return self.act(feature, param)
 
     def map_region(self, param, geometry) -> tuple[slice, slice] | None:
         """The map positions ``aligned_rel`` compares (rows, columns); None: the whole map."""
