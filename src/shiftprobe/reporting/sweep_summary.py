@@ -503,7 +503,8 @@ def _paired_markdown(summary: Summary, metrics) -> list[str]:
         rows += [[f"`{config}`", label, ", ".join(p.seeds) or "none",
                   fmt_interval(p.diff, digits, sign=True) if p.diff.n >= 2 else "n/a", p.verdict]
                  for label, digits, p in pairs]
-    head = ["configuration", "figure", "shared seeds", f"difference to `{base}` (95 % CI)", f"verdict vs `{base}`"]
+    head = ["configuration", "figure", "shared seeds", f"difference to `{base}` (95 % CI)",
+            f"verdict vs `{base}`"]
     return lines + table(head, rows)
 
 
