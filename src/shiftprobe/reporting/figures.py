@@ -191,10 +191,10 @@ def _exact_norm(grids: Sequence[np.ndarray], tol: float) -> LogNorm:
     return LogNorm(max(lo, LOG_FLOOR), hi)
 
 
-def _grid_axes(ax, dxs, dys, one_row: bool) -> None:
+def _grid_axes(ax, dxs, dys) -> None:
     step = 1 if len(dxs) <= 9 else 2
     ax.set_xticks(dxs[::step])
-    ax.set_yticks(dys[::step] if not one_row else dys)
+    ax.set_yticks(dys[::step])
     ax.tick_params(labelsize=7)
     ax.set_xlabel("dx (right)", fontsize=8)
     ax.set_ylabel("dy (down)", fontsize=8)
@@ -231,10 +231,8 @@ def _annotate(ax, grid, dys, dxs, norm, cmap, approx=None) -> None:
 
 
 def _colour_bar(fig, image, axes, one_row: bool):
-    if one_row:
-        bar = fig.colorbar(image, ax=axes, location="bottom", shrink=0.8, aspect=30)
-    else:
-        bar = fig.colorbar(image, ax=axes, shrink=0.9, aspect=25)
+    where = {"location": "bottom", "shrink": 0.8, "aspect": 30} if one_row else {"shrink": 0.9, "aspect": 25}
+    bar = fig.colorbar(image, ax=axes, **where)
     bar.ax.tick_params(labelsize=7)
     return bar
 
@@ -251,7 +249,7 @@ def _draw_exact_rows(fig, exact_axes, t, nets, conv_cols, dys, dxs, one_row, ann
         image = None
         for (name, _), (grid, nearest), ax in zip(nets, grids, exact_axes[:, col], strict=True):
             ax.set_visible(True)
-            _grid_axes(ax, dxs, dys, one_row)
+            _grid_axes(ax, dxs, dys)
             ax.set_title(f"{layer} · {name}\nexact test, log (≈: best alignment)", fontsize=9)
             image = _heatmap(ax, grid, cmap, norm, dys, dxs, annotate, approx=nearest)
             if not annotate and nearest.any():
@@ -284,7 +282,7 @@ def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, anno
     cmap = _cmap_with_blank(SCORE_CMAP)
     image, any_interval = None, False
     for ax, (name, net), grid in zip(column, nets, grids, strict=True):
-        _grid_axes(ax, dxs, dys, one_row)
+        _grid_axes(ax, dxs, dys)
         title = f"{layer} · {name}\n{_label(metric)}"
         widest = _widest(halfwidth(b, layer, metric) for b in v.nonzero_shifts(net))
         if widest is not None:
@@ -640,7 +638,7 @@ def plot_family_curves(name: str, section: Mapping, path: str | Path | None = No
     layers = section.get("layers", [])
     rows = [row for row in CURVE_ROWS
             if any(v.has_value(section, layer, m) for layer in layers for m in row[0])]
-    colours = {layer: f"C{i % 10}" for i, layer in enumerate(section.get("layers", []))}
+    colours = {layer: f"C{i % 10}" for i, layer in enumerate(layers)}
     fig = _new_figure(max(6.5, 4.6 * len(series) + 0.6), 2.6 * max(1, len(rows)) + 0.8)
     axes = fig.subplots(max(1, len(rows)), max(1, len(series)), squeeze=False)
     clf, widths = section.get("classifier"), []
@@ -666,12 +664,8 @@ def plot_family_curves(name: str, section: Mapping, path: str | Path | None = No
 
 def grid_axes(section: Mapping) -> tuple[list[float], list[float]]:
     """The oy (rows) and ox (columns) values of a 2-D section's grid, the identity (0, 0) included."""
-    oys, oxs = {0.0}, {0.0}
-    for b in v.blocks(section):
-        oy, ox = b.get("param")
-        oys.add(float(oy))
-        oxs.add(float(ox))
-    return sorted(oys), sorted(oxs)
+    params = [b.get("param") for b in v.blocks(section)]
+    return sorted({0.0} | {float(p[0]) for p in params}), sorted({0.0} | {float(p[1]) for p in params})
 
 
 def family_grid(net: Mapping, layer: str, metric: str, oys, oxs) -> np.ndarray:

@@ -61,10 +61,7 @@ def t_quantile(q: float, df: int) -> float:
         lo, hi = hi, hi * 2
     for _ in range(200):
         mid = 0.5 * (lo + hi)
-        if _t_central_mass(mid, df) < target:
-            lo = mid
-        else:
-            hi = mid
+        lo, hi = (mid, hi) if _t_central_mass(mid, df) < target else (lo, mid)
         if hi - lo <= 1e-13 * hi:
             break
     return 0.5 * (lo + hi)
@@ -358,10 +355,8 @@ def radii(summary: Summary, prefix: str = "head_input") -> list[int]:
 
 # -- markdown --------------------------------------------------------------------------------------
 def _num(x: float, digits: int, sign: bool = False) -> str:
-    plus = "+" if sign else ""
-    if x != 0 and abs(x) < 10 ** -digits:
-        return f"{x:{plus}.1e}"
-    return f"{x:{plus}.{digits}f}"
+    spec = ".1e" if x != 0 and abs(x) < 10 ** -digits else f".{digits}f"
+    return format(x, ("+" if sign else "") + spec)
 
 
 def fmt_interval(iv: Interval, digits: int = 3, sign: bool = False) -> str:
