@@ -322,12 +322,11 @@ def plot_sensitivity_heatmaps(results: Mapping, metric_by_layer: Mapping[str, st
         if free:
             _exact_note(axes[0, free[0]], v.exact_tol(t))
     score_axes = axes[len(nets):] if conv_cols else axes
+    chosen = metric_by_layer or {}
+    chosen = dict.fromkeys(layers, chosen) if isinstance(chosen, str) else chosen
     any_interval = False
     for j, layer in enumerate(layers):
-        if isinstance(metric_by_layer, str):
-            metric = metric_by_layer
-        else:
-            metric = (metric_by_layer or {}).get(layer) or v.key_metric(t, layer)
+        metric = chosen.get(layer) or v.key_metric(t, layer)
         any_interval |= _draw_score_column(fig, score_axes[:, j], nets, layer, metric, dys, dxs, one_row,
                                            annotate)
     sure = ("each score panel states its widest 95 % interval over test images" if any_interval

@@ -214,10 +214,9 @@ def _read_job(path: Path) -> Job:
             overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])]
         except yaml.YAMLError as err:
             return Job(path, [], problem=f"unreadable .hydra/overrides.yaml ({err.__class__.__name__})")
-    job = Job(path, overrides)
     if not results_file.is_file():
-        job.problem = "no results.json (job failed or still running)"
-        return job
+        return Job(path, overrides, problem="no results.json (job failed or still running)")
+    job = Job(path, overrides)
     try:
         data = json.loads(results_file.read_text())
         if not isinstance(data, dict):
