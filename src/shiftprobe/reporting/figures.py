@@ -184,11 +184,8 @@ def exact_test_grid(net: Mapping, layer: str, dys: Sequence[int], dxs: Sequence[
 
 def _exact_norm(grids: Sequence[np.ndarray], tol: float) -> LogNorm:
     """Log scale from well below the exactness threshold to at least 1: exact cells sit at the bottom."""
-    vals = np.concatenate([g[np.isfinite(g)].ravel() for g in grids]) if grids else np.array([])
-    positive = vals[vals > 0]
-    lo = min(tol / 100, float(positive.min())) if positive.size else tol / 100
-    hi = max(1.0, float(positive.max())) if positive.size else 1.0
-    return LogNorm(max(lo, LOG_FLOOR), hi)
+    positive = np.concatenate([g[np.isfinite(g) & (g > 0)] for g in grids] + [np.array([tol / 100])])
+    return LogNorm(max(float(positive.min()), LOG_FLOOR), max(1.0, float(positive.max())))
 
 
 def _grid_axes(ax, dxs, dys) -> None:
