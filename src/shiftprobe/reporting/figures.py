@@ -98,7 +98,12 @@ def _cmap_with_blank(name: str):
     return matplotlib.colormaps[name].with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
 
 
-def _axes_text(ax, text: str, **kw) -> None:
+def _axes_text(ax, text: str, extent=None, **kw) -> None:
+    """``text`` in the middle of ``ax``; with ``extent``, the empty panel keeps that image extent."""
+    if extent is not None:
+        ax.set_xlim(*extent[:2])
+        ax.set_ylim(*extent[2:])
+        ax.set_aspect("equal")
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", **kw)
 
 
@@ -146,8 +151,7 @@ def _param_grid(net: Mapping, layer: str, metric: str, ys, xs, where) -> np.ndar
 
 
 def sensitivity_grid(net: Mapping, layer: str, metric: str, dys: Sequence[int], dxs: Sequence[int]):
-    """A metric of one network's translation section over the (dy, dx) shift grid; NaN where not
-    measured."""
+    """A metric of one network's translation section over the (dy, dx) shift grid; NaN where not measured."""
     return _param_grid(net, layer, metric, dys, dxs, v.shift_of)
 
 
@@ -180,17 +184,14 @@ def exact_test_grid(net: Mapping, layer: str, dys: Sequence[int], dxs: Sequence[
 
 def _exact_norm(grids: Sequence[np.ndarray], tol: float) -> LogNorm:
     """Log scale from well below the exactness threshold to at least 1: exact cells sit at the bottom."""
-    vals = np.concatenate([g[np.isfinite(g)].ravel() for g in grids]) if grids else np.array([])
-    positive = vals[vals > 0]
-    lo = min(tol / 100, float(positive.min())) if positive.size else tol / 100
-    hi = max(1.0, float(positive.max())) if positive.size else 1.0
-    return LogNorm(max(lo, LOG_FLOOR), hi)
+    positive = np.concatenate([g[np.isfinite(g) & (g > 0)] for g in grids] + [np.array([tol / 100])])
+    return LogNorm(max(float(positive.min()), LOG_FLOOR), max(1.0, float(positive.max())))
 
 
-def _grid_axes(ax, dxs, dys, one_row: bool) -> None:
+def _grid_axes(ax, dxs, dys) -> None:
     step = 1 if len(dxs) <= 9 else 2
     ax.set_xticks(dxs[::step])
-    ax.set_yticks(dys[::step] if not one_row else dys)
+    ax.set_yticks(dys[::step])
     ax.tick_params(labelsize=7)
     ax.set_xlabel("dx (right)", fontsize=8)
     ax.set_ylabel("dy (down)", fontsize=8)
@@ -200,9 +201,15 @@ def _extent(dys, dxs) -> tuple[float, float, float, float]:
     return dxs[0] - 0.5, dxs[-1] + 0.5, dys[-1] + 0.5, dys[0] - 0.5
 
 
-def _heatmap(ax, grid, cmap, norm, dys, dxs):
-    return ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, extent=_extent(dys, dxs),
-                     interpolation="nearest")
+def _heatmap(ax, grid, cmap, norm, dys, dxs, annotate: bool, approx=None):
+    """``grid`` over (dy, dx), values below a log scale's floor drawn at the floor; written in the cells
+    with ``annotate`` (``≈`` where ``approx``)."""
+    shown = np.where(grid <= norm.vmin, norm.vmin, grid) if isinstance(norm, LogNorm) else grid
+    image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, extent=_extent(dys, dxs),
+                      interpolation="nearest")
+    if annotate:
+        _annotate(ax, grid, dys, dxs, norm, cmap, approx)
+    return image
 
 
 def _annotate(ax, grid, dys, dxs, norm, cmap, approx=None) -> None:
@@ -221,10 +228,8 @@ def _annotate(ax, grid, dys, dxs, norm, cmap, approx=None) -> None:
 
 
 def _colour_bar(fig, image, axes, one_row: bool):
-    if one_row:
-        bar = fig.colorbar(image, ax=axes, location="bottom", shrink=0.8, aspect=30)
-    else:
-        bar = fig.colorbar(image, ax=axes, shrink=0.9, aspect=25)
+    where = {"location": "bottom", "shrink": 0.8, "aspect": 30} if one_row else {"shrink": 0.9, "aspect": 25}
+    bar = fig.colorbar(image, ax=axes, **where)
     bar.ax.tick_params(labelsize=7)
     return bar
 
@@ -241,13 +246,10 @@ def _draw_exact_rows(fig, exact_axes, t, nets, conv_cols, dys, dxs, one_row, ann
         image = None
         for (name, _), (grid, nearest), ax in zip(nets, grids, exact_axes[:, col], strict=True):
             ax.set_visible(True)
-            _grid_axes(ax, dxs, dys, one_row)
+            _grid_axes(ax, dxs, dys)
             ax.set_title(f"{layer} · {name}\nexact test, log (≈: best alignment)", fontsize=9)
-            shown = np.where(np.isfinite(grid), np.maximum(grid, norm.vmin), np.nan)
-            image = _heatmap(ax, shown, cmap, norm, dys, dxs)
-            if annotate:
-                _annotate(ax, grid, dys, dxs, norm, cmap, approx=nearest)
-            elif nearest.any():
+            image = _heatmap(ax, grid, cmap, norm, dys, dxs, annotate, approx=nearest)
+            if not annotate and nearest.any():
                 yy, xx = np.nonzero(nearest)
                 ax.scatter(np.asarray(dxs)[xx], np.asarray(dys)[yy], s=4, c="white", marker=".", linewidths=0)
         if image is not None:
@@ -276,9 +278,8 @@ def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, anno
     norm = _norm_for(metric, grids)
     cmap = _cmap_with_blank(SCORE_CMAP)
     image, any_interval = None, False
-    extent = _extent(dys, dxs)
     for ax, (name, net), grid in zip(column, nets, grids, strict=True):
-        _grid_axes(ax, dxs, dys, one_row)
+        _grid_axes(ax, dxs, dys)
         title = f"{layer} · {name}\n{_label(metric)}"
         widest = _widest(halfwidth(b, layer, metric) for b in v.nonzero_shifts(net))
         if widest is not None:
@@ -286,15 +287,10 @@ def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, anno
             title += f"\n95 % interval: ± ≤ {fmt(widest, 2)}"
         ax.set_title(title, fontsize=9)
         if norm is None:  # the metric does not exist for this layer (e.g. aligned_rel of a vector layer)
-            ax.set_xlim(extent[0], extent[1])
-            ax.set_ylim(extent[2], extent[3])
-            ax.set_aspect("equal")
-            _axes_text(ax, f"{metric}\nnot measured\nfor {layer}", fontsize=8, color="dimgray")
-            continue
-        shown = np.where(grid <= norm.vmin, norm.vmin, grid) if isinstance(norm, LogNorm) else grid
-        image = _heatmap(ax, shown, cmap, norm, dys, dxs)
-        if annotate:
-            _annotate(ax, grid, dys, dxs, norm, cmap)
+            _axes_text(ax, f"{metric}\nnot measured\nfor {layer}", _extent(dys, dxs), fontsize=8,
+                       color="dimgray")
+        else:
+            image = _heatmap(ax, grid, cmap, norm, dys, dxs, annotate)
     if image is not None:
         _colour_bar(fig, image, list(column), one_row)
     return any_interval
@@ -303,16 +299,10 @@ def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, anno
 def plot_sensitivity_heatmaps(results: Mapping, metric_by_layer: Mapping[str, str] | str | None = None,
                               path: str | Path | None = None, dpi: int = DPI,
                               exact_test: bool | None = None) -> Figure:
-    """Translation-sensitivity maps (Kauderer-Abrams 2017): one heatmap per layer over (dy, dx).
-
-    Columns are layers, rows trained / untrained. Each layer shows ``metric_by_layer[layer]`` (a dict,
-    or one metric name for all), by default the sorting hint for conv layers and the invariance score
-    otherwise; dx grows to the right, dy downwards; blank cells were not measured or are undefined.
-    With ``exact_test`` (default: when no ``metric_by_layer`` is given) two rows come first for the conv
-    layers: ``aligned_rel`` where the stride divides the shift and the best integer alignment (``≈``)
-    elsewhere, on a log scale, so a stride-2 layer shows the even/odd checkerboard. Each score panel
-    states its widest 95 % interval.
-    """
+    """``heatmaps.png``: a heatmap per layer (columns) and network (rows) over (dy, dx) of
+    ``metric_by_layer[layer]`` (a dict, or one metric name for all; default: each layer's key score).
+    ``exact_test`` (default: when no ``metric_by_layer`` is given) puts the conv layers' exact test in
+    rows above (docs/measurement.md, Figures)."""
     t = v.translation(migrate(results))
     layers, nets, (dys, dxs) = list(t.get("layers", [])), v.networks(t), _shift_axes(t)
     one_row = len(dys) == 1
@@ -329,12 +319,11 @@ def plot_sensitivity_heatmaps(results: Mapping, metric_by_layer: Mapping[str, st
         if free:
             _exact_note(axes[0, free[0]], v.exact_tol(t))
     score_axes = axes[len(nets):] if conv_cols else axes
+    chosen = metric_by_layer or {}
+    chosen = dict.fromkeys(layers, chosen) if isinstance(chosen, str) else chosen
     any_interval = False
     for j, layer in enumerate(layers):
-        if isinstance(metric_by_layer, str):
-            metric = metric_by_layer
-        else:
-            metric = (metric_by_layer or {}).get(layer) or v.key_metric(t, layer)
+        metric = chosen.get(layer) or v.key_metric(t, layer)
         any_interval |= _draw_score_column(fig, score_axes[:, j], nets, layer, metric, dys, dxs, one_row,
                                            annotate)
     sure = ("each score panel states its widest 95 % interval over test images" if any_interval
@@ -373,7 +362,7 @@ def _draw_profiles(ax, nets, layer, metrics, colours, log_axis: bool) -> tuple[b
     """Lines (trained solid, untrained dashed) with their interval bands; returns (any point, a zero was
     clipped to the log floor, the widest half-width drawn)."""
     any_point = clipped = False
-    widest = None
+    widths = []
     shown = [m for m in metrics if _has_series(nets, layer, m)]
     for k, metric in enumerate(shown):
         colour = colours[k % len(colours)]
@@ -389,11 +378,9 @@ def _draw_profiles(ax, nets, layer, metrics, colours, log_axis: bool) -> tuple[b
             ax.plot(r, values, color=colour, label=label, **_style(name))
             band = None if log_axis else radial_band(net, layer, metric)
             if band is not None:
-                br, lo, hi = band
-                ax.fill_between(br, lo, hi, color=colour, alpha=BAND_ALPHA, linewidth=0)
-                half = float(np.max((hi - lo) / 2)) if br.size else 0.0
-                widest = half if widest is None else max(widest, half)
-    return any_point, clipped, widest
+                ax.fill_between(*band, color=colour, alpha=BAND_ALPHA, linewidth=0)
+                widths.append(float(np.max((band[2] - band[1]) / 2)))
+    return any_point, clipped, _widest(widths)
 
 
 def _conv_panels(top, bottom, nets, layer: str, tol: float) -> list[float | None]:
@@ -432,13 +419,9 @@ def _vector_panels(top, bottom, nets, layer: str, is_classifier: bool) -> list[f
 
 
 def plot_radial_profiles(results: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
-    """Per layer, two panels over the radius max(|dy|, |dx|); trained solid, untrained dashed.
-
-    Conv layers: the exact test on top (aligned_rel and the best integer alignment, log axis, with the
-    threshold; zeros drawn at ``LOG_FLOOR``), the sorting hint below (whole map and certified region).
-    Other layers: the invariance score on top; below, rel or, for the classifier, consistency and
-    accuracy on shifted images. Shaded bands are the 95 % intervals; the title states the widest.
-    """
+    """``radial.png``: per layer, two panels over the radius max(|dy|, |dx|), the conv layers' exact test
+    and sorting hint or the other layers' invariance score and rel (the classifier: consistency and
+    accuracy), trained solid, untrained dashed, 95 % intervals as bands."""
     t = v.translation(migrate(results))
     layers, nets = list(t.get("layers", [])), v.networks(t)
     fig = _new_figure(3.3 * len(layers) + 0.4, 6.3)
@@ -473,12 +456,9 @@ def plot_radial_profiles(results: Mapping, path: str | Path | None = None, dpi: 
 # -- translation: example pairs -------------------------------------------------------------------
 def _no_alignment(ax, shape, stride, stride_txt: str) -> None:
     reason = f"(stride {stride_txt} does not divide)" if stride is not None else "(no stride)"
-    _axes_text(ax, f"no exact\nalignment\n{reason}", fontsize=6.5, color="dimgray")
+    _axes_text(ax, f"no exact\nalignment\n{reason}", _extent(range(shape[0]), range(shape[1])), fontsize=6.5,
+               color="dimgray")
     ax.set_facecolor("#f2f2f2")
-    h, w = shape
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.set_aspect("equal")
 
 
 def _aligned_panel(ax, diff: np.ndarray, lim: float) -> None:
@@ -520,12 +500,9 @@ def _example_row(fig, ax_row, pair: Mapping, channels, stride, stride_txt: str) 
 
 
 def plot_example_pairs(examples: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
-    """Rows: every (image, shift) pair of ``examples`` (the translation section's ``examples``, computed
-    during the measurement; arrays as nested lists or tensors). Columns: x, T(s)x, then for a few channels
-    of the layer f(x), f(Tx) and their difference after aligning by shift/stride on the certified region
-    ("no exact alignment" where the stride does not divide the shift, "0 everywhere" on an exact match).
-    Each channel's three panels share one symmetric colour scale, so a match shows as white.
-    """
+    """``examples.png``: a row per (image, shift) pair of ``examples`` (the translation section's
+    ``examples``; arrays as nested lists or tensors): x, T(s)x, then per channel f(x), f(Tx) and their
+    aligned difference on one symmetric colour scale, so a match shows as white."""
     pairs, channels = examples["pairs"], examples["channels"]
     layer, mode, stride = examples["layer"], examples["mode"], examples["stride"]
     n_cols = 2 + 3 * len(channels)
@@ -651,14 +628,13 @@ def _curve_axes(ax, section, points, label: str, log: bool, tol: float) -> None:
 
 
 def plot_family_curves(name: str, section: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
-    """A 1-D family: rows = metrics (invariance; the sorting test and aligned_rel of spatial layers where
-    measured; the classifier's consistency and accuracy), columns = curves (x and y for sub-pixel
+    """A 1-D family: a row per metric of ``CURVE_ROWS`` measured, a column per curve (x and y for sub-pixel
     shifts); a line per layer, trained solid and untrained dashed, the 95 % intervals as bands."""
     series = curve_series(section)
     layers = section.get("layers", [])
     rows = [row for row in CURVE_ROWS
             if any(v.has_value(section, layer, m) for layer in layers for m in row[0])]
-    colours = {layer: f"C{i % 10}" for i, layer in enumerate(section.get("layers", []))}
+    colours = {layer: f"C{i % 10}" for i, layer in enumerate(layers)}
     fig = _new_figure(max(6.5, 4.6 * len(series) + 0.6), 2.6 * max(1, len(rows)) + 0.8)
     axes = fig.subplots(max(1, len(rows)), max(1, len(series)), squeeze=False)
     clf, widths = section.get("classifier"), []
@@ -684,12 +660,8 @@ def plot_family_curves(name: str, section: Mapping, path: str | Path | None = No
 
 def grid_axes(section: Mapping) -> tuple[list[float], list[float]]:
     """The oy (rows) and ox (columns) values of a 2-D section's grid, the identity (0, 0) included."""
-    oys, oxs = {0.0}, {0.0}
-    for b in v.blocks(section):
-        oy, ox = b.get("param")
-        oys.add(float(oy))
-        oxs.add(float(ox))
-    return sorted(oys), sorted(oxs)
+    params = [b.get("param") for b in v.blocks(section)]
+    return sorted({0.0} | {float(p[0]) for p in params}), sorted({0.0} | {float(p[1]) for p in params})
 
 
 def family_grid(net: Mapping, layer: str, metric: str, oys, oxs) -> np.ndarray:
@@ -765,10 +737,9 @@ def _contribution(net: Mapping, name: str, generator: str) -> tuple[float, float
 
 
 def plot_lie_layerwise(section: Mapping, path: str | Path | None = None, dpi: int = DPI) -> Figure:
-    """``lie_layerwise.png``: a panel per generator of a Lie derivative section; in each, a bar per module
-    (and per gap between modules with anything in it) in the order they run: its contribution's rel with
-    the 95 % interval, trained solid and untrained hatched beside it, the end-to-end value as a line (log
-    axis: a contribution of exactly 0 has no bar)."""
+    """``lie_layerwise.png``: a panel per generator of a Lie derivative section, a bar per module (and per
+    non-empty gap between modules) in running order: its contribution's rel with the 95 % interval,
+    trained solid, untrained hatched, the end-to-end value as a line (log axis: 0 has no bar)."""
     generators = list(v.config(section, "generators") or [])
     gaps = [label for label, entry in v.layerwise(section, "layerwise_between").items()
             if v.has_contribution(entry, generators)]
@@ -798,11 +769,9 @@ def plot_lie_layerwise(section: Mapping, path: str | Path | None = None, dpi: in
 # -- everything at once ---------------------------------------------------------------------------
 def save_all_figures(results: Mapping, out_dir: str | Path, examples: Mapping | None = None,
                      dpi: int = DPI) -> dict[str, Figure]:
-    """Write every figure of ``results`` (any schema) into ``out_dir``: ``heatmaps.png``, ``radial.png``
-    and ``examples.png`` (from ``examples``, default the translation section's) when translation was
-    measured, ``<family>.png`` per other family, ``lie_layerwise.png`` with the Lie derivative's
-    decomposition. Returns ``{name: Figure}``, not closed, so a caller can log them
-    (``writer.add_figure(name, fig)``)."""
+    """Write every figure of ``results`` (any schema) into ``out_dir``: those of translation (``examples``
+    default: the translation section's), ``<family>.png`` per other family, ``lie_layerwise.png``.
+    Returns ``{name: Figure}``, not closed, so a caller can log them (``writer.add_figure(name, fig)``)."""
     results, out_dir, figures = migrate(results), Path(out_dir), {}
     t = v.translation(results)
     if t is not None:

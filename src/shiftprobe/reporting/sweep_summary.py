@@ -1,15 +1,6 @@
 """Summarise a multirun sweep (``summarize_sweep``): jobs grouped by configuration (their overrides without
 ``seed`` and those every job shares), seeds the unit of replication, figures named by the layers the
-results declare (the head's input, the classifier, the deepest stride-2 map), never by a fixed list.
-
-Examples
---------
->>> iv = t_interval([1.0, 2.0, 3.0])
->>> round(iv.mean, 6), round(iv.half, 4), iv.n   # 4.303 * 1 / sqrt(3)
-(2.0, 2.4841, 3)
->>> paired_difference({"0": 1.0, "1": 2.0, "2": 3.0}, {"0": 1.1, "1": 2.1, "2": 3.1, "7": 9.0}).verdict
-'higher'
-"""
+results declare (the head's input, the classifier, the deepest stride-2 map), never by a fixed list."""
 
 from __future__ import annotations
 
@@ -36,9 +27,7 @@ ONE_SEED = "1 seed: no interval over seeds; run seed=0,1,2"
 HEAD_INPUT, CLASSIFIER = "head input", "classifier"
 
 
-# --------------------------------------------------------------------------- Student-t interval
-
-
+# -- Student-t interval ----------------------------------------------------------------------------
 def _t_central_mass(t: float, df: int) -> float:
     """P(|T| < t) for Student's t with integer ``df`` degrees of freedom, exactly (a finite series).
 
@@ -50,28 +39,17 @@ def _t_central_mass(t: float, df: int) -> float:
         return 0.0
     theta = math.atan(t / math.sqrt(df))
     sin, cos = math.sin(theta), math.cos(theta)
-    c = cos * cos
-    if df % 2:
-        series, term = (1.0 if df >= 3 else 0.0), 1.0
-        for k in range(1, (df - 3) // 2 + 1):  # term_k = term_{k-1} * (2k) / (2k + 1) * c
-            term *= (2 * k) / (2 * k + 1) * c
-            series += term
-        return min(1.0, 2.0 / math.pi * (theta + sin * cos * series))
-    series, term = 1.0, 1.0
-    for k in range(1, (df - 2) // 2 + 1):  # term_k = term_{k-1} * (2k - 1) / (2k) * c
-        term *= (2 * k - 1) / (2 * k) * c
+    odd = df % 2
+    series, term = (1.0 if df >= 2 else 0.0), 1.0
+    for k in range(1, (df - 2 - odd) // 2 + 1):  # the factors above: (2k)/(2k+1) odd, (2k-1)/(2k) even
+        term *= (2 * k - 1 + odd) / (2 * k + odd) * (cos * cos)
         series += term
-    return min(1.0, sin * series)
+    return min(1.0, 2.0 / math.pi * (theta + sin * cos * series) if odd else sin * series)
 
 
 def t_quantile(q: float, df: int) -> float:
-    """The ``q`` quantile (0.5 < q < 1) of Student's t with integer ``df`` >= 1, to about 1e-12.
-
-    Inverts the exact distribution function by bisection (no scipy needed).
-
-    >>> round(t_quantile(0.975, 2), 3), round(t_quantile(0.975, 1), 3)
-    (4.303, 12.706)
-    """
+    """The ``q`` quantile (0.5 < q < 1) of Student's t with integer ``df`` >= 1, to about 1e-12: the exact
+    distribution function inverted by bisection (no scipy needed)."""
     if not 0.5 < q < 1:
         raise ValueError(f"q must be in (0.5, 1), got {q}")
     if int(df) != df or df < 1:
@@ -83,10 +61,7 @@ def t_quantile(q: float, df: int) -> float:
         lo, hi = hi, hi * 2
     for _ in range(200):
         mid = 0.5 * (lo + hi)
-        if _t_central_mass(mid, df) < target:
-            lo = mid
-        else:
-            hi = mid
+        lo, hi = (mid, hi) if _t_central_mass(mid, df) < target else (lo, mid)
         if hi - lo <= 1e-13 * hi:
             break
     return 0.5 * (lo + hi)
@@ -163,9 +138,7 @@ def _seed_sort_key(seed: str):
     return (0, int(seed), "") if seed.lstrip("-").isdigit() else (1, 0, seed)
 
 
-# --------------------------------------------------------------------------- jobs
-
-
+# -- jobs ------------------------------------------------------------------------------------------
 @dataclass
 class Job:
     path: Path
@@ -241,10 +214,9 @@ def _read_job(path: Path) -> Job:
             overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])]
         except yaml.YAMLError as err:
             return Job(path, [], problem=f"unreadable .hydra/overrides.yaml ({err.__class__.__name__})")
-    job = Job(path, overrides)
     if not results_file.is_file():
-        job.problem = "no results.json (job failed or still running)"
-        return job
+        return Job(path, overrides, problem="no results.json (job failed or still running)")
+    job = Job(path, overrides)
     try:
         data = json.loads(results_file.read_text())
         if not isinstance(data, dict):
@@ -255,16 +227,6 @@ def _read_job(path: Path) -> Job:
     except (json.JSONDecodeError, ValueError) as err:
         job.results, job.problem = None, f"broken results.json ({err})"
     return job
-
-
-def find_jobs(sweep_dir: Path) -> list[Job]:
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist; pass "
-                                "outputs/multirun/<date>/<time>")
-    dirs = {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
-    dirs |= {p.parent for p in sweep_dir.rglob("results.json")}
-    return [_read_job(path) for path in sorted(dirs, key=_job_sort_key)]
 
 
 def _job_sort_key(path: Path):
@@ -285,9 +247,7 @@ def within_run_interval(block, key: str) -> tuple[float, float] | None:
     return None
 
 
-# --------------------------------------------------------------------------- a job's figures
-
-
+# -- a job's figures -------------------------------------------------------------------------------
 def head_input_layer(section: dict | None) -> str | None:
     """The first vector probe point that is not the classifier (a dense layer, or the pooled features
     after global pooling): the representation the head classifies."""
@@ -339,22 +299,16 @@ def _sources(r: dict):
             yield f"family_{name}_{label}_invariance", summary.get(layer), "invariance_score"
 
 
-def job_row(job: Job) -> tuple[dict, dict[str, tuple[float, float]]]:
-    """The job's figures (one csv row) and their within-run intervals where results.json has them."""
-    row = {"config": job.config, "seed": job.seed, "path": str(job.path)}
-    within = {}
-    for column, block, key in _sources(job.results):
-        row[column] = block.get(key) if isinstance(block, dict) else None
-        ci = within_run_interval(block, key)
-        if ci is not None:
-            within[column] = ci
-    return row, within
-
-
 def labelled_jobs(sweep_dir) -> tuple[list[Job], set[str]]:
     """The sweep's jobs, each knowing the overrides every job shares (so ``job.config`` is its
     configuration's label), and those shared overrides."""
-    jobs = find_jobs(Path(sweep_dir))
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist; pass "
+                                "outputs/multirun/<date>/<time>")
+    dirs = {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
+    dirs |= {p.parent for p in sweep_dir.rglob("results.json")}
+    jobs = [_read_job(path) for path in sorted(dirs, key=_job_sort_key)]
     common = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
     for job in jobs:
         job.common = tuple(sorted(common))
@@ -366,12 +320,15 @@ def summarize(sweep_dir, baseline: str | None = None) -> Summary:
     paired differences are taken against. Raises ``UnknownBaseline`` naming the labels there are."""
     jobs, common = labelled_jobs(sweep_dir)
     summary = Summary(jobs)
-    for job in jobs:
-        if job.results is not None:
-            row, within = job_row(job)
-            summary.rows.append(row)
-            summary.within[row["path"]] = within
-            summary.configs.setdefault(job.config, []).append(job)
+    for job in (j for j in jobs if j.results is not None):  # a csv row and its within-run intervals
+        row = {"config": job.config, "seed": job.seed, "path": str(job.path)}
+        within = summary.within[row["path"]] = {}
+        for column, block, key in _sources(job.results):
+            row[column] = block.get(key) if isinstance(block, dict) else None
+            if (ci := within_run_interval(block, key)) is not None:
+                within[column] = ci
+        summary.rows.append(row)
+        summary.configs.setdefault(job.config, []).append(job)
     summary.baseline = _pick_baseline(summary, baseline, common)
     return summary
 
@@ -395,14 +352,10 @@ def radii(summary: Summary, prefix: str = "head_input") -> list[int]:
     return sorted(r for r in found if r > 0)
 
 
-# --------------------------------------------------------------------------- markdown
-
-
+# -- markdown --------------------------------------------------------------------------------------
 def _num(x: float, digits: int, sign: bool = False) -> str:
-    plus = "+" if sign else ""
-    if x != 0 and abs(x) < 10 ** -digits:
-        return f"{x:{plus}.1e}"
-    return f"{x:{plus}.{digits}f}"
+    spec = ".1e" if x != 0 and abs(x) < 10 ** -digits else f".{digits}f"
+    return format(x, ("+" if sign else "") + spec)
 
 
 def fmt_interval(iv: Interval, digits: int = 3, sign: bool = False) -> str:
@@ -411,9 +364,8 @@ def fmt_interval(iv: Interval, digits: int = 3, sign: bool = False) -> str:
         return "n/a"
     if iv.low is None:
         return _num(iv.mean, digits, sign)
-    half = f"{iv.half:.1e}" if 0 < iv.half < 10 ** -digits else f"{iv.half:.{digits}f}"
     return (
-        f"{_num(iv.mean, digits, sign)} ± {half} "
+        f"{_num(iv.mean, digits, sign)} ± {_num(iv.half, digits)} "
         f"({LEVEL * 100:.0f} % CI [{_num(iv.low, digits, sign)}, {_num(iv.high, digits, sign)}], n={iv.n})"
     )
 
@@ -483,12 +435,11 @@ def _legend(summary: Summary, metrics) -> str:
 
 def summary_markdown(summary: Summary) -> str:
     metrics = _metrics(summary)
-    lines = ["# Sweep summary", ""]
-    lines.append(
-        f"{len(summary.rows)} finished job(s) in {len(summary.configs)} configuration(s). Each figure: the "
-        "mean over seeds ± the half-width of its 95 % Student-t interval (t quantile with n - 1 degrees of "
-        "freedom × std / √n), then the interval itself and n, the number of seeds with that figure."
-    )
+    lines = ["# Sweep summary", "",
+             f"{len(summary.rows)} finished job(s) in {len(summary.configs)} configuration(s). Each figure: "
+             "the mean over seeds ± the half-width of its 95 % Student-t interval (t quantile with n - 1 "
+             "degrees of freedom × std / √n), then the interval itself and n, the number of seeds with that "
+             "figure."]
     common = summary.jobs[0].common if summary.jobs else ()
     if common:
         lines += ["", "Overrides shared by every job: " + " ".join(f"`{o}`" for o in common) + "."]
@@ -546,15 +497,15 @@ def _paired_markdown(summary: Summary, metrics) -> list[str]:
         rows += [[f"`{config}`", label, ", ".join(p.seeds) or "none",
                   fmt_interval(p.diff, digits, sign=True) if p.diff.n >= 2 else "n/a", p.verdict]
                  for label, digits, p in pairs]
-    head = ["configuration", "figure", "shared seeds", f"difference to `{base}` (95 % CI)", f"verdict vs `{base}`"]
+    head = ["configuration", "figure", "shared seeds", f"difference to `{base}` (95 % CI)",
+            f"verdict vs `{base}`"]
     return lines + table(head, rows)
 
 
-# --------------------------------------------------------------------------- csv and plot
-
-
-def csv_rows(summary: Summary) -> list[dict]:
-    """summary.csv's rows: each job's figures and its configuration's interval and paired difference."""
+# -- csv and plot ----------------------------------------------------------------------------------
+def write_csv(summary: Summary, path: Path) -> None:
+    """summary.csv: a row per job, its figures and its configuration's interval and paired difference,
+    then a row per job without usable results."""
     metric_keys = [k for k in _ordered_keys(summary.rows) if k not in ("config", "seed", "path")]
     per_config: dict[str, dict] = {}
     for config in summary.configs:
@@ -565,14 +516,20 @@ def csv_rows(summary: Summary) -> list[dict]:
             p = summary.paired(config, key)
             agg |= _interval_columns(f"{key}_diff", p.diff) | {f"{key}_verdict": p.verdict}
         per_config[config] = agg
-    out = []
+    rows = []
     for row in summary.rows:
         full = dict(row)
         for key, (lo, hi) in summary.within[row["path"]].items():
             full[f"{key}_within_ci_low"], full[f"{key}_within_ci_high"] = lo, hi
-        full |= per_config[row["config"]]
-        out.append(full)
-    return out
+        rows.append(full | per_config[row["config"]])
+    keys = (_ordered_keys(rows) or ["config", "seed", "path"]) + ["problem"]
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        for job in summary.broken:
+            writer.writerow({"config": job.config, "seed": job.seed, "path": str(job.path),
+                             "problem": job.problem})
 
 
 def _interval_columns(prefix: str, iv: Interval) -> dict:
@@ -583,18 +540,6 @@ def _interval_columns(prefix: str, iv: Interval) -> dict:
 def _ordered_keys(rows: list[dict]) -> list[str]:
     """Every key of ``rows``, in the order they first appear."""
     return list(dict.fromkeys(k for row in rows for k in row))
-
-
-def write_csv(summary: Summary, path: Path) -> None:
-    rows = csv_rows(summary)
-    keys = (_ordered_keys(rows) or ["config", "seed", "path"]) + ["problem"]
-    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-        for job in summary.broken:
-            writer.writerow({"config": job.config, "seed": job.seed, "path": str(job.path),
-                             "problem": job.problem})
 
 
 def radial_band(summary: Summary, config: str, layer: str, metric: str):
@@ -610,15 +555,13 @@ def radial_band(summary: Summary, config: str, layer: str, metric: str):
                 radius = int(ring["param"])
                 per_radius.setdefault(radius, {}).setdefault(job.seed, []).extend(value)
                 within[radius] = within_run_interval(ring.get(name), metric)
-    xs = sorted(per_radius)
-    means, lows, highs = [], [], []
-    for x in xs:
+    out = ([], [], [], [])
+    for x in sorted(per_radius):
         iv = t_interval([math.fsum(s) / len(s) for s in per_radius[x].values()])
-        low, high = (within[x] if iv.n == 1 and within.get(x) is not None else (iv.low, iv.high))
-        means.append(iv.mean)
-        lows.append(low)
-        highs.append(high)
-    return xs, means, lows, highs
+        low, high = within[x] if iv.n == 1 and within.get(x) is not None else (iv.low, iv.high)
+        for column, value in zip(out, (x, iv.mean, low, high), strict=True):
+            column.append(value)
+    return out
 
 
 def _panels(summary: Summary) -> list[tuple[str, str]]:
