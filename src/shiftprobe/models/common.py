@@ -1,4 +1,4 @@
-"""Pieces the built-in networks share: their settings, the fixed pixel normalisation, global average pooling."""
+"""Pieces the built-in networks share: their settings, the pixel normalisation, global average pooling."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ class CropWindowModel:
         return self.conv1(self.prepare(x))
 
     def probe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every probe point by name: ``conv1`` and ``conv2`` (before their down-sampling), then the head's."""
+        """Every probe point by name: ``conv1``, ``conv2`` (before their down-sampling), then the head's."""
         conv1 = self.input_conv1(x)
         conv2 = self.to_conv2(conv1)
         return {"conv1": conv1, "conv2": conv2, **self.head(conv2)}

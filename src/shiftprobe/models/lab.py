@@ -94,9 +94,9 @@ class LabCNN(CropWindowModel, nn.Module):
         return self.conv2(F.relu(self.pool1[1](windows)))
 
 
-# Hand-derived receptive fields (pool='max', padding='valid'), checked by tests/models/test_receptive_fields.py:
-# map position i sees the pixels [r*i + a, r*i + b]; a layer with kernel k, stride s, padding p on a map with
-# (r, a, b) gives (r*s, a - r*p, b + r*(k - 1 - p)); ReLU is pointwise.
+# Hand-derived receptive fields (pool='max', padding='valid'; tests/models/test_receptive_fields.py):
+# map position i sees the pixels [r*i + a, r*i + b]; a layer with kernel k, stride s, padding p on a map
+# with (r, a, b) gives (r*s, a - r*p, b + r*(k - 1 - p)); ReLU is pointwise.
 RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
     "conv1": (1, 0, 4),
     "pool1": (2, 0, 5),

@@ -101,7 +101,7 @@ class RotPooledCNN(GroupPooledCNN):
 
 
 class FlipPooledCNN(GroupPooledCNN):
-    """``model=flip_pool``: the identity, the horizontal, the vertical flip and both, invariant to ``Flip``."""
+    """``model=flip_pool``: the identity, the horizontal, the vertical flip and both; invariant to Flip."""
 
     group = ("identity", "horizontal", "vertical", "both")
     _DIMS = {"identity": (), "horizontal": (-1,), "vertical": (-2,), "both": (-2, -1)}

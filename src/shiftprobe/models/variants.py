@@ -1,7 +1,7 @@
 """Architecture variants made by editing a built network in place (``apply_variants``): ``pool="blur"|"aps"``
 (every strided convolution or pool at stride 1, then a ``BlurPool2d`` or ``APSDownsample2d``; the
-state_dict stays the original's) and ``padding="circular"``. Only ``nn.Conv2d``, ``MaxPool2d``,
-``AvgPool2d`` and ``MaxPool2x2`` are rewritten, any other strided or padded layer is refused (docs/models.md)."""
+state_dict stays the original's) and ``padding="circular"``. Only ``nn.Conv2d``, ``MaxPool2d``, ``AvgPool2d``
+and ``MaxPool2x2`` are rewritten; other strided or padded layers are refused (docs/models.md)."""
 
 from __future__ import annotations
 

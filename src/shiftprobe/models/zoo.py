@@ -50,7 +50,8 @@ def _new_conv(conv: nn.Conv2d, in_channels: int, **changes) -> nn.Conv2d:
     if conv.groups != 1:
         raise ArgumentError(f"in_channels={in_channels!r}: the first convolution is grouped ({conv.groups} groups)")
     kwargs = {"kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding,
-              "dilation": conv.dilation, "bias": conv.bias is not None, "padding_mode": conv.padding_mode, **changes}
+              "dilation": conv.dilation, "bias": conv.bias is not None, "padding_mode": conv.padding_mode,
+              **changes}
     new = nn.Conv2d(in_channels, conv.out_channels, **kwargs)
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     if new.bias is not None:
@@ -59,7 +60,7 @@ def _new_conv(conv: nn.Conv2d, in_channels: int, **changes) -> nn.Conv2d:
 
 
 def adapt_input_channels(model: nn.Module, in_channels: int) -> None:
-    """Give the first ``nn.Conv2d`` in module order ``in_channels`` inputs (a new one when it takes another number)."""
+    """Give the first ``nn.Conv2d`` in module order ``in_channels`` inputs (a new one if it takes others)."""
     found = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
     if found is None:
         raise ArgumentError(f"in_channels={in_channels!r}: {type(model).__name__} has no nn.Conv2d to take the images")
@@ -244,5 +245,5 @@ def timm_model(
             f"name={name!r} is not a timm model; close matches: {close_matches(name, names)} (all: timm.list_models())"
         )
     model = timm.create_model(name, pretrained=False, in_chans=in_channels, num_classes=num_classes)
-    return finish(model, name, small_input, in_channels=in_channels, image_size=image_size, normalize=normalize,
-                  weights=weights)
+    return finish(model, name, small_input, in_channels=in_channels, image_size=image_size,
+                  normalize=normalize, weights=weights)
