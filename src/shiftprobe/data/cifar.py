@@ -36,19 +36,15 @@ CIFAR_LAYOUTS = {
 CIFAR_SIZE, CIFAR_CHANNELS = 32, 3
 
 
-def _allowed_globals() -> dict[tuple[str, str], object]:
-    reconstruct = np.zeros(0).__reduce__()[0]  # NumPy's own array reconstruction function
-    return {
-        ("numpy.core.multiarray", "_reconstruct"): reconstruct,  # the official files (NumPy 1)
-        ("numpy._core.multiarray", "_reconstruct"): reconstruct,  # written by NumPy 2
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _codecs.encode,  # byte strings in a protocol-2 pickle from Python 3
-    }
-
-
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # NumPy's own array reconstruction function
 #: ``(module, name)`` -> the object: the only globals a CIFAR batch may name
-ALLOWED_GLOBALS = _allowed_globals()
+ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,  # the official files (NumPy 1)
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # written by NumPy 2
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _codecs.encode,  # byte strings in a protocol-2 pickle from Python 3
+}
 
 
 class RefusedGlobal(pickle.UnpicklingError):

@@ -168,17 +168,15 @@ class ImageDataModule(L.LightningDataModule):
                 dataset.to(device)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        sampler = None
-        if shuffle:
+        batching: dict = {"batch_size": batch_size, "sampler": None}
+        if shuffle:  # training: each batch one slice of the epoch's order
             sampler = EpochSampler(len(dataset), self._shuffle_seed)
             if self._resume is not None:
                 sampler.resume_at(self._resume[0], self._resume[1] * batch_size)
                 self._resume = None
-        elif getattr(getattr(self, "trainer", None), "world_size", 1) > 1:  # val / test under DDP
-            sampler = ShardSampler(len(dataset), self.trainer.world_size, self.trainer.global_rank)
-        batching: dict = {"batch_size": batch_size, "sampler": sampler}
-        if shuffle:  # training: each batch one slice of the epoch's order
             batching = {"batch_sampler": EpochBatchSampler(sampler, batch_size, drop_last=False)}
+        elif getattr(getattr(self, "trainer", None), "world_size", 1) > 1:  # val / test under DDP
+            batching["sampler"] = ShardSampler(len(dataset), self.trainer.world_size, self.trainer.global_rank)
         return DataLoader(
             dataset,
             **batching,

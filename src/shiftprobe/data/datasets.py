@@ -50,14 +50,6 @@ DATASETS = {
 }
 
 
-def dataset_spec(name: str) -> DatasetSpec:
-    """The spec of the dataset ``name``; one line listing the datasets for an unknown name."""
-    spec = DATASETS.get(str(name))
-    if spec is None:
-        raise ArgumentError(f"dataset={name!r} is not known; use one of {list(DATASETS)}")
-    return spec
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -72,8 +64,12 @@ def _fixed(spec: DatasetSpec, key: str, value) -> None:
         )
 
 
-def check_image_settings(spec: DatasetSpec, channels, image_size, num_classes) -> None:
-    """Channels (1 or 3), side (>= 1) and classes (>= 1); for a dataset with files of its own, its values."""
+def check_data_settings(dataset, channels, image_size, num_classes, mean, std) -> DatasetSpec:
+    """Every check of the dataset's settings that needs no file (channels 1 or 3, side and classes >= 1, a
+    dataset's own values, the normalisation), each a line naming the argument; returns its spec."""
+    spec = DATASETS.get(str(dataset))
+    if spec is None:
+        raise ArgumentError(f"dataset={dataset!r} is not known; use one of {list(DATASETS)}")
     if not _is_int(channels) or channels not in (1, 3):
         raise ArgumentError(f"channels={channels!r} is not allowed: use 1 (grey) or 3 (RGB)")
     if not _is_int(image_size) or image_size < 1:
@@ -82,11 +78,12 @@ def check_image_settings(spec: DatasetSpec, channels, image_size, num_classes) -
         raise ArgumentError(f"num_classes={num_classes!r} is not allowed: use an integer >= 1")
     for key, value in (("channels", channels), ("image_size", image_size), ("num_classes", num_classes)):
         _fixed(spec, key, value)
+    check_normalization(channels, mean, std)
+    return spec
 
 
-def check_normalization(channels: int, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` as tuples of floats, one per channel, every std > 0; else one line naming the argument."""
-    out = []
+def check_normalization(channels: int, mean, std) -> None:
+    """``mean`` and ``std``: one finite number per channel, every std > 0; else one line naming the argument."""
     for key, values in (("mean", mean), ("std", std)):
         try:
             numbers = tuple(float(v) for v in values if not isinstance(v, bool))
@@ -100,16 +97,6 @@ def check_normalization(channels: int, mean, std) -> tuple[tuple[float, ...], tu
                 f"{channels} finite number(s), one per channel{' (each > 0)' if key == 'std' else ''}, e.g. "
                 f"{key}=[{example}]"
             )
-        out.append(numbers)
-    return out[0], out[1]
-
-
-def check_data_settings(dataset, channels, image_size, num_classes, mean, std) -> DatasetSpec:
-    """Every check of the dataset's settings that needs no file; returns its spec."""
-    spec = dataset_spec(dataset)
-    check_image_settings(spec, channels, image_size, num_classes)
-    check_normalization(channels, mean, std)
-    return spec
 
 
 def _root_hint(spec: DatasetSpec) -> str:

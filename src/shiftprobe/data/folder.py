@@ -59,14 +59,6 @@ def scan_split(root: Path, split: str, classes: list[str]) -> tuple[list[str], l
     return paths, labels
 
 
-def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
-    """``(width, height)`` with the shorter side ``image_size`` and the longer one scaled alike, rounded
-    down (torchvision's ``Resize(image_size)``)."""
-    if width <= height:
-        return image_size, int(image_size * height / width)
-    return int(image_size * width / height), image_size
-
-
 def load_image(path: str, image_size: int, channels: int) -> torch.Tensor:
     """One image file as uint8 ``channels x image_size x image_size``: RGB (3) or grey (1), the pixels of
     torchvision's ``Resize(S)`` (PIL's bilinear) then ``CenterCrop(S)``."""
@@ -75,7 +67,11 @@ def load_image(path: str, image_size: int, channels: int) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img = img.convert("RGB" if channels == 3 else "L")
-            size = resized_size(*img.size, image_size)
+            width, height = img.size  # the shorter side to image_size, the longer scaled alike, rounded down
+            if width <= height:
+                size = (image_size, int(image_size * height / width))
+            else:
+                size = (int(image_size * width / height), image_size)
             if size != img.size:
                 img = img.resize(size, Image.Resampling.BILINEAR)
             left, top = (int(round((side - image_size) / 2.0)) for side in size)
