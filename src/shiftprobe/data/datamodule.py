@@ -149,23 +149,12 @@ class ImageDataModule(L.LightningDataModule):
             if not isinstance(test, InMemoryDataset):  # the measurement reads the test images as one tensor
                 test = InMemoryDataset(*test.read_all(self.hparams.eval_batch_size, self.hparams.num_workers))
             self.test_set = test
-        device = self.resident_device()
-        if device is not None:
-            self.to_device(device)
-
-    def resident_device(self) -> torch.device | None:
-        """The trainer's device when the splits should live there (not the CPU, no worker processes)."""
         strategy = getattr(getattr(self, "trainer", None), "strategy", None)
-        if strategy is None or self.hparams.num_workers > 0:
-            return None
-        device = torch.device(strategy.root_device)
-        return None if device.type == "cpu" else device
-
-    def to_device(self, device: torch.device | str) -> None:
-        """Move every split held in memory onto ``device`` (once; a no-op for splits already there)."""
-        for dataset in (self.train_set, self.val_set, self.test_set):
-            if dataset is not None:
-                dataset.to(device)
+        if strategy is not None and self.hparams.num_workers <= 0:  # the splits live on the trainer's GPU
+            device = torch.device(strategy.root_device)
+            for dataset in (self.train_set, self.val_set, self.test_set):
+                if dataset is not None and device.type != "cpu":
+                    dataset.to(device)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         batching: dict = {"batch_size": batch_size, "sampler": None}
@@ -177,13 +166,9 @@ class ImageDataModule(L.LightningDataModule):
             batching = {"batch_sampler": EpochBatchSampler(sampler, batch_size, drop_last=False)}
         elif getattr(getattr(self, "trainer", None), "world_size", 1) > 1:  # val / test under DDP
             batching["sampler"] = ShardSampler(len(dataset), self.trainer.world_size, self.trainer.global_rank)
-        return DataLoader(
-            dataset,
-            **batching,
-            collate_fn=identity_collate,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, **batching, collate_fn=identity_collate, num_workers=workers,
+                          persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
