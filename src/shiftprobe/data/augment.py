@@ -1,19 +1,4 @@
-"""Training-time rotations and flips of a whole batch at once, each image with its own parameter.
-
-``rotate_per_sample(x, angles)``: image ``b`` rotated by ``angles[b]`` degrees about its centre (pixel
-``((H - 1) / 2, (W - 1) / 2)``), counter-clockwise as displayed for a positive angle (the direction of
-``torch.rot90(x, 1, dims=(-2, -1))`` and of torchvision's ``RandomAffine``), bilinear, zero fill: the
-output pixel at ``p`` takes the input at ``R(-angle) p``, read with ``grid_sample`` from ONE batched
-affine grid. ``flip_per_sample(x, flips)``: image ``b`` mirrored left-right (``x.flip(-1)``) where
-``flips[b]`` is true.
-
-Examples
---------
->>> import torch
->>> x = torch.rand(2, 1, 6, 6)
->>> torch.allclose(rotate_per_sample(x, torch.tensor([90.0, 0.0])), torch.stack([x[0].rot90(1, (-2, -1)), x[1]]), atol=1e-6)
-True
-"""
+"""Training-time rotations and flips of a whole batch at once, each image with its own parameter."""
 
 from __future__ import annotations
 
@@ -24,14 +9,9 @@ import torch.nn.functional as F
 
 
 def rotation_thetas(angles: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``B x 2 x 3`` ``affine_grid`` matrices (float64): output grid point -> where to read the input.
-
-    In pixel units about the centre, with x to the right and y down, a counter-clockwise (as displayed)
-    rotation by ``a`` moves the pixel at ``(x, y)`` to ``(x cos a + y sin a, -x sin a + y cos a)``; the
-    output at ``p`` therefore reads the input at ``(x cos a - y sin a, x sin a + y cos a)``. ``affine_grid``
-    works in coordinates normalised to [-1, 1] (``align_corners=False``: ``u = 2 x / W``, ``v = 2 y / H``),
-    so the matrix is ``S R S^-1`` with ``S = diag(2 / W, 2 / H)`` (``S`` cancels for square images).
-    """
+    """``B x 2 x 3`` ``affine_grid`` matrices (float64): the output at ``(x, y)`` (pixels about the centre,
+    y down) reads the input at ``(x cos a - y sin a, x sin a + y cos a)``, i.e. ``S R S^-1`` in
+    ``affine_grid``'s coordinates with ``S = diag(2 / W, 2 / H)``."""
     a = angles.to(torch.float64) * (math.pi / 180.0)
     cos, sin = torch.cos(a), torch.sin(a)
     zero = torch.zeros_like(a)
@@ -43,8 +23,9 @@ def rotation_thetas(angles: torch.Tensor, height: int, width: int) -> torch.Tens
 
 
 def rotate_per_sample(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate each image of ``x`` (``B x C x H x W`` float) by its own ``angles[b]`` degrees (see the
-    module docstring): bilinear, zero fill, about the centre, no per-image loop."""
+    """Rotate image ``b`` of ``x`` (``B x C x H x W`` float) by ``angles[b]`` degrees about its centre
+    (pixel ``((H - 1) / 2, (W - 1) / 2)``), counter-clockwise as displayed for a positive angle (as
+    ``torch.rot90(x, 1, dims=(-2, -1))``), bilinear, zero fill, with ONE batched affine grid."""
     if x.dim() != 4:
         raise ValueError(f"expected a B x C x H x W batch, got shape {tuple(x.shape)}")
     b, _, h, w = x.shape

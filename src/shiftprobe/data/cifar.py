@@ -1,18 +1,6 @@
-"""The CIFAR-10 / CIFAR-100 "python version" batches, read without running anything from the files.
-
-Each batch is a Python pickle of a dict: ``data``, a ``N x 3072`` uint8 array (per image 1024 red, 1024
-green, 1024 blue values, rows of 32), and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100), a list
-of ints. The official files were written by Python 2 (protocol 2, keys as byte strings); they are read
-with ``encoding="bytes"`` as the CIFAR page says, and keys given as text are accepted as well.
-
-A pickle can name any Python function and have it called while it loads. ``RestrictedUnpickler`` lets
-a file name only what a batch of NumPy arrays needs: NumPy's array reconstruction (under the module
-name of NumPy 1 or 2), ``numpy.ndarray``, ``numpy.dtype`` and ``_codecs.encode`` (how Python 3 writes
-byte strings in a protocol-2 pickle). Anything else is refused before it is looked up, so nothing in
-the file runs; the batch's contents are then checked (a uint8 array of the right shape, one label per
-image, each label a class). torchvision's own CIFAR classes are not used to read: they unpickle
-without restriction and check the md5 sums of the official files, so they refuse synthetic files.
-"""
+"""The CIFAR-10 / CIFAR-100 "python version" batches (pickles of ``data``, ``N x 3072`` uint8, and
+``labels`` / ``fine_labels``), read by ``RestrictedUnpickler``, which lets a file name only what a batch
+of NumPy arrays needs, so nothing in a file runs; the contents are then checked (docs/data.md)."""
 
 from __future__ import annotations
 
@@ -48,19 +36,15 @@ CIFAR_LAYOUTS = {
 CIFAR_SIZE, CIFAR_CHANNELS = 32, 3
 
 
-def _allowed_globals() -> dict[tuple[str, str], object]:
-    reconstruct = np.zeros(0).__reduce__()[0]  # NumPy's own array reconstruction function
-    return {
-        ("numpy.core.multiarray", "_reconstruct"): reconstruct,  # the official files (NumPy 1)
-        ("numpy._core.multiarray", "_reconstruct"): reconstruct,  # written by NumPy 2
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _codecs.encode,  # byte strings in a protocol-2 pickle from Python 3
-    }
-
-
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # NumPy's own array reconstruction function
 #: ``(module, name)`` -> the object: the only globals a CIFAR batch may name
-ALLOWED_GLOBALS = _allowed_globals()
+ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,  # the official files (NumPy 1)
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # written by NumPy 2
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _codecs.encode,  # byte strings in a protocol-2 pickle from Python 3
+}
 
 
 class RefusedGlobal(pickle.UnpicklingError):

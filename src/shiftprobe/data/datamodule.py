@@ -1,33 +1,7 @@
-"""``ImageDataModule``: every dataset of ``data=<name>`` (MNIST, Fashion-MNIST, KMNIST, CIFAR-10/100, any
-image folder), as uint8 tensors batched by indexing, converted to [0, 1] floats on the device.
-
-A dataset that fits is held in memory, each split ONE uint8 tensor (``N x H x W`` for the grey IDX
-datasets, ``N x 3 x 32 x 32`` for CIFAR: 50,000 training images are 150 MB), and a batch is
-``images[idx]`` for a whole index batch (``InMemoryDataset.__getitems__``), with no per-image pipeline.
-When the trainer runs on a GPU (any non-CPU device) and ``num_workers`` is 0, ``setup`` moves the splits
-onto that device once, so batches are cut there and never copied from the CPU. ``data=imagefolder``
-reads its training and validation images from disk, batch by batch, in ``num_workers`` worker
-processes (``FolderDataset``); its test images are read once into memory (``test_images``, N x 3 x S x S
-bytes), which is what the measurement reads.
-
-``on_after_batch_transfer`` turns the uint8 batch into ``B x C x H x W`` floats in [0, 1] (exactly
-``ToTensor``: ``x / 255``) on the device and, for training batches only, applies the optional
-augmentations, in this order: a random shift (``data.train_shift``), a random rotation
-(``data.train_rotate``) and a random horizontal flip (``data.train_flip``), each a whole-batch tensor
-operation with one random parameter per image (see ``ImageDataModule.augment``), for any number of
-channels.
-
-Randomness of the data has its own seeds, derived from the run seed (``data.seed``, i.e. ``${seed}``)
-alone and never drawn from the global generator: the training order (one permutation per epoch) and
-each augmentation's draws (shifts, angles, flips: one generator each, per epoch and rank, so switching
-one augmentation on does not change another's draws). So two model variants trained with the same
-seed see the same images in the same order with the same augmentation, whatever their initialisation
-draws. All are saved in checkpoints, so a run resumed mid-epoch continues with the same images and draws.
-
-Normalisation is not done here: the data stay pixels in [0, 1], so every shift of the measurement acts
-in pixel space. ``normalization`` declares the dataset's per-channel ``(mean, std)`` when
-``data.normalize`` is on (None otherwise); the training module applies it to the network's input.
-"""
+"""``ImageDataModule``: every dataset of ``data=<name>``, each split held in memory as ONE uint8 tensor (on
+the trainer's GPU when ``num_workers`` is 0) and batched by one indexing (``imagefolder``: training images
+read from disk), converted to [0, 1] floats and augmented on the device, with its own seeded, resumable
+random streams (docs/data.md). Normalisation is declared (``normalization``), not applied here."""
 
 from __future__ import annotations
 
@@ -53,38 +27,17 @@ from shiftprobe.data.sampling import (
     stream_seed,
 )
 from shiftprobe.errors import ShiftProbeError
+from shiftprobe.probe.inputs import as_image_batch, to_pixels
 from shiftprobe.probe.resample import shift_images_per_sample
 
 #: MNIST's settings: the defaults of ``ImageDataModule``
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
 
-def to_pixels(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``B x H x W`` (grey) or ``B x C x H x W`` -> float ``B x C x H x W`` in [0, 1] (``x / 255``)."""
-    x = images.unsqueeze(1) if images.dim() == 3 else images
-    return x.float().div_(255)
-
-
 class ImageDataModule(L.LightningDataModule):
-    """One dataset (``dataset``: see ``shiftprobe.data.datasets.DATASETS``): train / val (``val_size``
-    images of the official training set, a split seeded by ``split_seed``) / test (the official test set).
-
-    ``root`` holds the dataset's files (``download``: fetch them when missing). ``channels``,
-    ``image_size`` and ``num_classes`` describe the images (fixed by the files, except for
-    ``imagefolder``, which converts to ``channels`` and resizes to ``image_size``); ``mean`` / ``std``
-    (one per channel) are the normalisation ``normalization`` declares when ``normalize`` is on.
-
-    ``seed`` (the run seed, ``data.seed: ${seed}``) alone decides the training order and the
-    augmentation draws; training augmentation, on the device, per batch, training batches only:
-
-    - ``train_shift=K`` (int, 0 = off): each image shifted by a random ``(dy, dx)`` in ``[-K, K]^2``
-      (crop: zero fill), uniform over the integers;
-    - ``train_rotate=D`` (degrees, 0 = off): each image rotated about its centre by an angle uniform in
-      ``[-D, D]``, bilinear, zero fill (as torchvision's ``RandomAffine(degrees=D)``);
-    - ``train_flip=True``: each image mirrored left-right with probability 0.5 (as torchvision's
-      ``RandomHorizontalFlip``; a mirrored digit is not always the same digit: for MNIST this is the
-      control for the ``Flip`` family, not a label-preserving augmentation).
-    """
+    """One dataset (``shiftprobe.data.datasets.DATASETS``; the keys of ``data=``, docs/data.md): train /
+    val (``val_size`` images of the official training set, split by ``split_seed``) / test (the official
+    test set). ``seed`` alone decides the training order and the augmentation draws."""
 
     def __init__(
         self,
@@ -117,19 +70,12 @@ class ImageDataModule(L.LightningDataModule):
         self.test_set: InMemoryDataset | None = None
         #: the class folders of ``imagefolder`` (label i is ``classes[i]``); None for the other datasets
         self.classes: list[str] | None = None
-        # the training order: a seed derived from the run seed, then one permutation per epoch
-        # (EpochSampler); saved in checkpoints with the position, so a run interrupted mid-epoch resumes
-        # exactly (a checkpoint's seed wins over this one)
+        # the training order (one permutation per epoch) and the augmentation draws, saved in checkpoints
         self._shuffle_seed: int = stream_seed(seed, ORDER_STREAM)
         self._resume: tuple[int, int] | None = None
-        # the augmentation draws: one CPU generator each, seeded per epoch (and rank); see ``augment``
-        self._streams = {
-            "shift": AugmentStream(AUGMENT_STREAM),
-            "rotate": AugmentStream(ROTATE_STREAM),
-            "flip": AugmentStream(FLIP_STREAM),
-        }
+        streams = {"shift": AUGMENT_STREAM, "rotate": ROTATE_STREAM, "flip": FLIP_STREAM}
+        self._streams = {name: AugmentStream(stream) for name, stream in streams.items()}
 
-    # -- what the rest of the app reads ------------------------------------------------------------
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """``(mean, std)``, one value per channel, when ``normalize`` is on; None when it is off."""
@@ -149,12 +95,9 @@ class ImageDataModule(L.LightningDataModule):
     train_labels = property(lambda self: self._split_tensor("train", "labels"))
     val_images = property(lambda self: self._split_tensor("val", "images"), doc="uint8, in memory (else None)")
     val_labels = property(lambda self: self._split_tensor("val", "labels"))
-    test_images = property(
-        lambda self: self._split_tensor("test", "images"), doc="uint8 test images, always in memory (the measurement's)"
-    )
+    test_images = property(lambda self: self._split_tensor("test", "images"), doc="uint8, always in memory")
     test_labels = property(lambda self: self._split_tensor("test", "labels"))
 
-    # -- reading -----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         ensure_dataset(self.spec, self.root, self.hparams.download)
         self._checked = True
@@ -206,44 +149,26 @@ class ImageDataModule(L.LightningDataModule):
             if not isinstance(test, InMemoryDataset):  # the measurement reads the test images as one tensor
                 test = InMemoryDataset(*test.read_all(self.hparams.eval_batch_size, self.hparams.num_workers))
             self.test_set = test
-        device = self.resident_device()
-        if device is not None:
-            self.to_device(device)
-
-    def resident_device(self) -> torch.device | None:
-        """The trainer's device when the splits should live there (not the CPU, no worker processes)."""
         strategy = getattr(getattr(self, "trainer", None), "strategy", None)
-        if strategy is None or self.hparams.num_workers > 0:
-            return None
-        device = torch.device(strategy.root_device)
-        return None if device.type == "cpu" else device
+        if strategy is not None and self.hparams.num_workers <= 0:  # the splits live on the trainer's GPU
+            device = torch.device(strategy.root_device)
+            for dataset in (self.train_set, self.val_set, self.test_set):
+                if dataset is not None and device.type != "cpu":
+                    dataset.to(device)
 
-    def to_device(self, device: torch.device | str) -> None:
-        """Move every split held in memory onto ``device`` (once; a no-op for splits already there)."""
-        for dataset in (self.train_set, self.val_set, self.test_set):
-            if dataset is not None:
-                dataset.to(device)
-
-    # -- loaders -----------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        sampler = None
-        if shuffle:
+        batching: dict = {"batch_size": batch_size, "sampler": None}
+        if shuffle:  # training: each batch one slice of the epoch's order
             sampler = EpochSampler(len(dataset), self._shuffle_seed)
             if self._resume is not None:
                 sampler.resume_at(self._resume[0], self._resume[1] * batch_size)
                 self._resume = None
-        elif getattr(getattr(self, "trainer", None), "world_size", 1) > 1:  # val / test under DDP
-            sampler = ShardSampler(len(dataset), self.trainer.world_size, self.trainer.global_rank)
-        batching: dict = {"batch_size": batch_size, "sampler": sampler}
-        if shuffle:  # training: each batch one slice of the epoch's order
             batching = {"batch_sampler": EpochBatchSampler(sampler, batch_size, drop_last=False)}
-        return DataLoader(
-            dataset,
-            **batching,
-            collate_fn=identity_collate,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        elif getattr(getattr(self, "trainer", None), "world_size", 1) > 1:  # val / test under DDP
+            batching["sampler"] = ShardSampler(len(dataset), self.trainer.world_size, self.trainer.global_rank)
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, **batching, collate_fn=identity_collate, num_workers=workers,
+                          persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
@@ -265,15 +190,13 @@ class ImageDataModule(L.LightningDataModule):
             self.setup("test")
         return PairedShiftDataset(self.test_images, self.test_labels, Translation(max_shift, mode, pattern, seed))
 
-    # -- checkpoints: resume mid-epoch with the same order of images and the same shifts -------------
     #: checkpoint keys of each augmentation stream: ``<prefix>_epoch``, ``<prefix>_state`` (the shifts'
     #: keep the names of checkpoints written before rotations and flips existed)
     STATE_PREFIXES = {"shift": "augment", "rotate": "rotate", "flip": "flip"}
 
     def state_dict(self) -> dict:
-        """The training order's seed, how far the current epoch got (batches completed) and each
-        augmentation generator that has drawn (its epoch and state before the first batch not yet
-        completed)."""
+        """The training order's seed, the batches completed this epoch and each augmentation generator that
+        has drawn (so a run resumes mid-epoch with the same images and draws)."""
         state: dict = {"shuffle_seed": self._shuffle_seed}
         trainer = getattr(self, "trainer", None)
         done = None
@@ -301,17 +224,12 @@ class ImageDataModule(L.LightningDataModule):
                     state[f"{prefix}_epoch"], state[f"{prefix}_state"], state.get("batches_done", 0)
                 )
         if trainer is not None and "epoch" in state:
-            # the rest of the epoch is the same images in the same order, so Lightning's generic warning
-            # about non-resumable loaders does not apply; under DDP Lightning's distributed sampler
-            # reorders the images, so there the epoch's remaining batches are drawn afresh (and it warns)
+            # the rest of the epoch is the same images in the same order: Lightning's warning does not apply
             self._resume = (int(state["epoch"]), int(state["batches_done"]))
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
-    # -- augmentation --------------------------------------------------------------------------------
     def _generator(self, name: str) -> torch.Generator:
-        """The generator of augmentation ``name`` for the next batch: seeded at the start of every epoch
-        from ``(seed, stream, epoch, rank)`` alone, or continuing the state restored from a checkpoint of
-        that epoch; never the global generator, so the model's own random draws cannot change it."""
+        """The generator of augmentation ``name`` for the next batch (never the global one)."""
         trainer = getattr(self, "trainer", None)
         epoch = int(getattr(trainer, "current_epoch", 0))
         rank = int(getattr(trainer, "global_rank", 0))
@@ -322,8 +240,7 @@ class ImageDataModule(L.LightningDataModule):
         return torch.randint(-k, k + 1, (n, 2), generator=self._generator("shift"))
 
     def augment_angles(self, n: int, degrees: float) -> torch.Tensor:
-        """``n`` training angles uniform in ``[-degrees, degrees]`` (float64 degrees, on the CPU) for the
-        next batch."""
+        """``n`` training angles uniform in ``[-degrees, degrees]`` (float64, CPU) for the next batch."""
         u = torch.rand(n, generator=self._generator("rotate"), dtype=torch.float64)
         return (2.0 * u - 1.0) * float(degrees)
 
@@ -332,9 +249,8 @@ class ImageDataModule(L.LightningDataModule):
         return torch.rand(n, generator=self._generator("flip")) < 0.5
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """A training batch (``B x C x H x W`` floats, on the device) augmented: shift, then rotate, then
-        flip, each only when switched on (so an unused augmentation neither draws nor changes a pixel);
-        every channel of an image moves together."""
+        """A training batch (``B x C x H x W`` floats) shifted, rotated, then flipped, each only when switched
+        on (an unused augmentation neither draws nor changes a pixel)."""
         k = int(self.hparams.train_shift)
         if k > 0:
             x = shift_images_per_sample(x, self.augment_shifts(x.shape[0], k).to(x.device), "crop")
@@ -347,12 +263,11 @@ class ImageDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         images, labels = batch
-        x = to_pixels(images)  # B x C x H x W in [0, 1], as ToTensor
+        x = to_pixels(as_image_batch(images), torch.float32)  # B x C x H x W in [0, 1], as ToTensor
         if self.trainer is not None and self.trainer.training:
             x = self.augment(x)
         return x, labels
 
 
 class MNISTDataModule(ImageDataModule):
-    """``ImageDataModule`` with MNIST's defaults (``data=mnist``): the same class under the name that
-    checkpoints of MNIST runs store their data state (order, augmentation draws) under, so they resume."""
+    """``ImageDataModule`` (``data=mnist``) under the name MNIST checkpoints store their data state under."""

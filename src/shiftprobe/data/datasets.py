@@ -1,12 +1,6 @@
-"""The datasets of ``data=<name>``: where their files are, checking and downloading them, reading a split.
-
-Lightning-free (``train.py`` checks the settings with ``check_data_settings`` before Lightning is
-imported). Each dataset has a ``DatasetSpec``: its reader (``idx``, ``cifar`` or ``folder``), the
-folder under ``data.root`` that holds its files, and what its images are (channels, side, classes);
-``imagefolder`` takes those from the settings. ``data.download=true`` fetches a missing dataset with
-torchvision's downloaders (md5-checked official files) into ``data.root``; the project's own readers
-then read the files, so synthetic files in the same formats are read the same way.
-"""
+"""The datasets of ``data=<name>``: where their files are, checking and downloading them (torchvision's
+md5-checked downloaders), reading a split with the project's own readers. Lightning-free: ``train.py``
+checks the settings with ``check_data_settings`` before Lightning is imported."""
 
 from __future__ import annotations
 
@@ -29,9 +23,8 @@ DOWNLOAD_TIMEOUT_S = 30
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset: ``reader`` (``idx`` | ``cifar`` | ``folder``), ``folder`` (under ``data.root``),
-    its images (``channels``, ``image_size``, ``num_classes``; None: set by the config), the
-    torchvision class that downloads it and how big the download is."""
+    """One dataset: ``reader`` (``idx`` | ``cifar`` | ``folder``), ``folder`` (under ``data.root``), its
+    images (None: set by the config), the torchvision class that downloads it and the download's size."""
 
     name: str
     title: str
@@ -57,15 +50,6 @@ DATASETS = {
 }
 
 
-def dataset_spec(name: str) -> DatasetSpec:
-    """The spec of the dataset ``name``; one line listing the datasets for an unknown name."""
-    spec = DATASETS.get(str(name))
-    if spec is None:
-        raise ArgumentError(f"dataset={name!r} is not known; use one of {list(DATASETS)}")
-    return spec
-
-
-# -- the settings ------------------------------------------------------------------------------------
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -80,8 +64,12 @@ def _fixed(spec: DatasetSpec, key: str, value) -> None:
         )
 
 
-def check_image_settings(spec: DatasetSpec, channels, image_size, num_classes) -> None:
-    """Channels (1 or 3), side (>= 1) and classes (>= 1); for a dataset with files of its own, its values."""
+def check_data_settings(dataset, channels, image_size, num_classes, mean, std) -> DatasetSpec:
+    """Every check of the dataset's settings that needs no file (channels 1 or 3, side and classes >= 1, a
+    dataset's own values, the normalisation), each a line naming the argument; returns its spec."""
+    spec = DATASETS.get(str(dataset))
+    if spec is None:
+        raise ArgumentError(f"dataset={dataset!r} is not known; use one of {list(DATASETS)}")
     if not _is_int(channels) or channels not in (1, 3):
         raise ArgumentError(f"channels={channels!r} is not allowed: use 1 (grey) or 3 (RGB)")
     if not _is_int(image_size) or image_size < 1:
@@ -90,11 +78,12 @@ def check_image_settings(spec: DatasetSpec, channels, image_size, num_classes) -
         raise ArgumentError(f"num_classes={num_classes!r} is not allowed: use an integer >= 1")
     for key, value in (("channels", channels), ("image_size", image_size), ("num_classes", num_classes)):
         _fixed(spec, key, value)
+    check_normalization(channels, mean, std)
+    return spec
 
 
-def check_normalization(channels: int, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` as tuples of floats, one per channel, every std > 0; else one line naming the argument."""
-    out = []
+def check_normalization(channels: int, mean, std) -> None:
+    """``mean`` and ``std``: one finite number per channel, every std > 0; else one line naming the argument."""
     for key, values in (("mean", mean), ("std", std)):
         try:
             numbers = tuple(float(v) for v in values if not isinstance(v, bool))
@@ -108,19 +97,8 @@ def check_normalization(channels: int, mean, std) -> tuple[tuple[float, ...], tu
                 f"{channels} finite number(s), one per channel{' (each > 0)' if key == 'std' else ''}, e.g. "
                 f"{key}=[{example}]"
             )
-        out.append(numbers)
-    return out[0], out[1]
 
 
-def check_data_settings(dataset, channels, image_size, num_classes, mean, std) -> DatasetSpec:
-    """Every check of the dataset's settings that needs no file; returns its spec."""
-    spec = dataset_spec(dataset)
-    check_image_settings(spec, channels, image_size, num_classes)
-    check_normalization(channels, mean, std)
-    return spec
-
-
-# -- messages ----------------------------------------------------------------------------------------
 def _root_hint(spec: DatasetSpec) -> str:
     return f"{spec.root_env} (or data.root)" if spec.root_env else "data.root"
 
@@ -168,7 +146,6 @@ def broken_message(spec: DatasetSpec, err: BrokenFile) -> str:
     )
 
 
-# -- files on disk -----------------------------------------------------------------------------------
 def missing_files(spec: DatasetSpec, root: str | Path) -> list[str]:
     """The expected files (or split folders) that ``root`` lacks (a ``.gz`` counts for an IDX file)."""
     folder = Path(root) / spec.folder
@@ -182,23 +159,20 @@ def missing_files(spec: DatasetSpec, root: str | Path) -> list[str]:
 
 
 def download_dataset(spec: DatasetSpec, root: Path) -> None:
-    """Fetch the official files with torchvision into ``root`` (md5-checked; nothing of them is loaded here)."""
+    """Fetch the official files with torchvision into ``root`` (md5-checked; nothing of them is loaded here);
+    a failure (offline, proxy, read-only folder) is one line."""
     import torchvision
 
-    if spec.reader == "idx":
-        cls = getattr(torchvision.datasets, spec.torchvision)
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-        return
     cls = getattr(torchvision.datasets, spec.torchvision)
-    torchvision.datasets.utils.download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-
-
-def _download(spec: DatasetSpec, root: Path) -> None:
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        download_dataset(spec, root)
+        if spec.reader == "idx":
+            for train in (True, False):
+                cls(str(root), train=train, download=True)
+        else:
+            torchvision.datasets.utils.download_and_extract_archive(cls.url, str(root), filename=cls.filename,
+                                                                    md5=cls.tgz_md5)
     except Exception as err:  # offline, proxy, read-only folder, ...: one clear message
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         first = lines[-1] if lines else err.__class__.__name__
@@ -232,7 +206,7 @@ def ensure_dataset(spec: DatasetSpec, root: str | Path, download: bool) -> None:
         off = [] if spec.reader == "folder" else ["data.download=false"]
         raise ShiftProbeError(missing_message(spec, root, "; ".join(off + which)))
     if missing:
-        _download(spec, root)
+        download_dataset(spec, root)
         still = missing_files(spec, root)
         if still:
             raise ShiftProbeError(missing_message(spec, root, "the download did not bring " + ", ".join(still)))
@@ -258,9 +232,9 @@ def load_split(spec: DatasetSpec, root: str | Path, split: str, num_classes: int
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation (over every pixel of every image, the population's) of
-    uint8 images as pixels in [0, 1]: a dataset's ``data.mean`` / ``data.std``. ``images``: ``N x H x W``
-    (grey) or ``N x C x H x W``; summed in float64, ``chunk`` images at a time."""
+    """Per-channel mean and (population) standard deviation of uint8 images (``N x H x W`` or
+    ``N x C x H x W``) as pixels in [0, 1]: a dataset's ``data.mean`` / ``data.std``; summed in float64,
+    ``chunk`` images at a time."""
     x = images.unsqueeze(1) if images.dim() == 3 else images
     channels = x.shape[1]
     sums = torch.zeros(channels, dtype=torch.float64)

@@ -1,12 +1,6 @@
-"""Any folder of images: ``<root>/train/<class>/*.png|jpg`` and ``<root>/test/<class>/...``.
-
-The classes are the sub-folders of ``train`` in sorted order (label 0 is the first); ``test`` may
-hold the same classes or fewer, never others. Images are read from disk when a batch needs them
-(``FolderDataset``, in the data loader's worker processes), converted to RGB or grey, resized so that
-the shorter side is ``image_size`` (bilinear) and centre-cropped to ``image_size x image_size``, the
-pixels of torchvision's ``Resize(S)`` then ``CenterCrop(S)``: uint8 ``C x S x S``, as every other dataset. A file that cannot be read
-ends the run with one line naming it (``ImageFileError``, also from a worker process).
-"""
+"""Any folder of images: ``<root>/train/<class>/*.png|jpg`` and ``<root>/test/<class>/...`` (the classes are
+the sorted sub-folders of ``train``; ``test`` may hold fewer, never others), read from disk when a batch
+needs them (docs/data.md)."""
 
 from __future__ import annotations
 
@@ -25,8 +19,8 @@ FOLDER_SPLITS = ("train", "test")
 
 
 class ImageFileError(ShiftProbeError):
-    """An image file that cannot be read. Raised in a data-loader worker, torch re-raises it in the main
-    process with the worker's traceback as its text; only the original one-line message is kept."""
+    """An image file that cannot be read; re-raised by torch from a data-loader worker with the worker's
+    traceback as its text, of which only the original one-line message is kept."""
 
     def __init__(self, text: str):
         text = str(text)
@@ -65,24 +59,19 @@ def scan_split(root: Path, split: str, classes: list[str]) -> tuple[list[str], l
     return paths, labels
 
 
-def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
-    """``(width, height)`` with the shorter side ``image_size`` and the longer one scaled alike, rounded
-    down (torchvision's ``Resize(image_size)``)."""
-    if width <= height:
-        return image_size, int(image_size * height / width)
-    return int(image_size * width / height), image_size
-
-
 def load_image(path: str, image_size: int, channels: int) -> torch.Tensor:
-    """One image file as uint8 ``channels x image_size x image_size``: converted to RGB (3) or grey (1),
-    the shorter side resized to ``image_size`` (PIL's bilinear), then the centre square cut, offsets
-    rounded as torchvision's ``CenterCrop`` (the same pixels as ``Resize(S)`` then ``CenterCrop(S)``)."""
+    """One image file as uint8 ``channels x image_size x image_size``: RGB (3) or grey (1), the pixels of
+    torchvision's ``Resize(S)`` (PIL's bilinear) then ``CenterCrop(S)``."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img = img.convert("RGB" if channels == 3 else "L")
-            size = resized_size(*img.size, image_size)
+            width, height = img.size  # the shorter side to image_size, the longer scaled alike, rounded down
+            if width <= height:
+                size = (image_size, int(image_size * height / width))
+            else:
+                size = (int(image_size * width / height), image_size)
             if size != img.size:
                 img = img.resize(size, Image.Resampling.BILINEAR)
             left, top = (int(round((side - image_size) / 2.0)) for side in size)
@@ -97,8 +86,7 @@ def load_image(path: str, image_size: int, channels: int) -> torch.Tensor:
 
 
 class FolderDataset(Dataset):
-    """Image files read when a batch asks for them; ``__getitems__`` returns ``(uint8 B x C x S x S,
-    long B)``, as ``InMemoryDataset`` does, so both share the data loader's code."""
+    """Image files read when a batch asks for them; batches as ``InMemoryDataset``'s (uint8 B x C x S x S)."""
 
     def __init__(self, paths: list[str], labels, image_size: int, channels: int):
         self.paths = list(paths)
@@ -126,8 +114,8 @@ class FolderDataset(Dataset):
         return self
 
     def read_all(self, batch_size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every image read once into memory, in order: ``(uint8 N x C x S x S, long N)``, with
-        ``num_workers`` worker processes. N x C x S x S bytes (10,000 RGB images of 224: 1.5 GB)."""
+        """Every image read once into memory, in order, by ``num_workers`` worker processes:
+        ``(uint8 N x C x S x S, long N)``."""
         from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
         from shiftprobe.data.sampling import identity_collate

@@ -1,14 +1,6 @@
-"""The IDX format of MNIST, Fashion-MNIST and Kuzushiji-MNIST: a reader for plain and gzipped files.
-
-An IDX file is a big-endian header, ``0 0 <type> <ndim>`` then ``ndim`` int32 sizes, followed by the
-items: here unsigned bytes (type ``0x08``), 3 dimensions for images (magic 2051), 1 for labels (2049).
-Each split is a pair of files, ``<split>-images-idx3-ubyte`` and ``<split>-labels-idx1-ubyte``, plain
-or with ``.gz`` (a plain file wins when both are there; a gzipped one is read without writing anything).
-
-Every problem is a ``BrokenFile`` naming the file and what is wrong: a header shorter than itself, a
-wrong magic number, images of another size, a length other than the header announces (truncated), a
-label count other than the image count, a label outside the classes.
-"""
+"""The IDX format of MNIST, Fashion-MNIST and Kuzushiji-MNIST (a big-endian header ``0 0 <type> <ndim>``,
+``ndim`` int32 sizes, then unsigned bytes), plain or gzipped; every problem is a ``BrokenFile`` naming the
+file and what is wrong."""
 
 from __future__ import annotations
 
@@ -73,10 +65,7 @@ def read_idx(path: Path, magic: int, image_size: int | None = None) -> np.ndarra
 def read_idx_split(
     folder: Path, split: str, image_size: int, num_classes: int, what: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split of an IDX dataset in ``folder``: ``(uint8 N x H x W, long N)``.
-
-    ``what`` names the dataset in the message about a label outside ``0 .. num_classes - 1``.
-    """
+    """One split of an IDX dataset in ``folder``: ``(uint8 N x H x W, long N)``; ``what``: its name."""
     images_name, labels_name = IDX_FILES[split]
     images_path, labels_path = (find_idx_file(folder, name) for name in (images_name, labels_name))
     if images_path is None or labels_path is None:

@@ -1,8 +1,4 @@
-"""MNIST's files for scripts and notebooks, without Lightning: ``ensure_mnist`` and ``load_split``.
-
-``data=mnist`` itself is ``shiftprobe.data.MNISTDataModule``, one configuration of the generic
-``ImageDataModule``; the files are read by the IDX reader (``shiftprobe.data.idx``).
-"""
+"""MNIST's files for scripts and notebooks, without Lightning (``data=mnist`` is ``MNISTDataModule``)."""
 
 from __future__ import annotations
 

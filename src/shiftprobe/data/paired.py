@@ -1,9 +1,5 @@
-"""The paired-translation test set: items ``(x, T(s) x, y, s)``, deterministic for a seed.
-
-Which shifts pair with which images is the engine's plan of a ``Translation`` (``Translation.plan``).
-``PairedShiftDataset`` exposes the plan item by item (image-major order) for inspection, loaders and
-tests; the measurement engine reads the same plan block-wise, which is much faster.
-"""
+"""The paired-translation test set: items ``(x, T(s) x, y, s)``, item by item, of the plan the measurement
+engine reads block-wise (``Translation.plan``), deterministic for a seed."""
 
 from __future__ import annotations
 
@@ -14,12 +10,8 @@ from shiftprobe.probe.translation import Translation
 
 
 class PairedShiftDataset(Dataset):
-    """Items ``(x, T(s) x, y, s)``: float pixel images ``C x H x W`` in [0, 1], label, shift ``(dy, dx)``.
-
-    Built from the test split held as one uint8 tensor, ``N x H x W`` (grey: ``C = 1``) or
-    ``N x C x H x W``; shifts are applied in pixel space, to every channel alike, before any
-    normalisation (which the training module applies to the network's input).
-    """
+    """Items ``(x, T(s) x, y, s)``: float pixel images ``C x H x W`` in [0, 1], label, shift ``(dy, dx)``,
+    of the uint8 test images ``N x H x W`` or ``N x C x H x W`` (shifted in pixel space, not normalised)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Translation):
         if images.dim() not in (3, 4) or images.dtype != torch.uint8:

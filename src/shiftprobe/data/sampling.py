@@ -1,6 +1,5 @@
-"""Lightning-free pieces of the data module: the data's own random streams, datasets batched by one
-indexing, and the samplers that give a seeded, resumable training order and an unpadded evaluation
-split across ranks."""
+"""Lightning-free pieces of the data module: its own random streams, datasets batched by one indexing, a
+seeded, resumable training order and an unpadded evaluation split across ranks."""
 
 from __future__ import annotations
 
@@ -14,17 +13,8 @@ ORDER_STREAM, AUGMENT_STREAM, ROTATE_STREAM, FLIP_STREAM = 1, 2, 3, 4
 
 
 def stream_seed(seed: int, *stream: int) -> int:
-    """A seed for one random stream of a run, a function of the run ``seed`` and the stream key only.
-
-    ``stream`` names the stream, e.g. ``(AUGMENT_STREAM, epoch, rank)``; different keys give
-    independent streams (NumPy's ``SeedSequence`` spawn keys), and nothing is drawn from a global
-    generator, so what else a run draws (e.g. a larger model's initial weights) cannot change them.
-
-    Examples
-    --------
-    >>> stream_seed(0, ORDER_STREAM) == stream_seed(0, ORDER_STREAM) != stream_seed(1, ORDER_STREAM)
-    True
-    """
+    """A seed for one random stream of a run (``stream``, e.g. ``(AUGMENT_STREAM, epoch, rank)``): a function
+    of the run ``seed`` and the stream key only (``SeedSequence`` spawn keys), never of a global generator."""
     state = np.random.SeedSequence(int(seed) % 2**64, spawn_key=tuple(int(k) for k in stream))
     return int(state.generate_state(1, np.uint64)[0] >> np.uint64(2))  # 62 bits: fits torch's int64
 
@@ -35,8 +25,7 @@ def identity_collate(batch):
 
 
 class InMemoryDataset(Dataset):
-    """Images and labels held as tensors (uint8 ``N x H x W`` for grey sets read from files, or
-    ``N x C x H x W``); ``__getitems__`` returns a whole batch by one indexing."""
+    """Images (uint8 ``N x H x W`` or ``N x C x H x W``) and labels as tensors, batched by one indexing."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
@@ -63,9 +52,8 @@ class InMemoryDataset(Dataset):
 
 
 class AugmentStream:
-    """One augmentation's random draws: a CPU generator seeded at the start of every epoch from
-    ``(seed, stream, epoch, rank)`` alone, drawn from once per training batch, with what a checkpoint
-    needs to resume it mid-epoch (its epoch, its state, and its state before the last draw)."""
+    """One augmentation's random draws: a CPU generator seeded every epoch from ``(seed, stream, epoch,
+    rank)`` alone, drawn from once per training batch, resumable mid-epoch from a checkpoint."""
 
     def __init__(self, stream: int):
         self.stream = int(stream)
@@ -129,10 +117,8 @@ class EpochSampler(Sampler):
 
 
 class EpochBatchSampler(BatchSampler):
-    """``BatchSampler`` over an ``EpochSampler`` that yields each batch as one slice of the epoch's index
-    tensor (the same indices in the same batches), so the data loader builds no list of 64 ints per batch.
-    Over any other sampler (e.g. the ``DistributedSampler`` Lightning puts in under DDP, built by
-    Lightning with the same arguments) it is a plain ``BatchSampler``."""
+    """``BatchSampler`` that yields each batch of an ``EpochSampler`` as one slice of the epoch's index tensor
+    (no list of ints per batch); over any other sampler (Lightning's under DDP) a plain ``BatchSampler``."""
 
     def __iter__(self):
         if not isinstance(self.sampler, EpochSampler):
@@ -145,10 +131,8 @@ class EpochBatchSampler(BatchSampler):
 
 
 class ShardSampler(DistributedSampler):
-    """Rank ``r`` of ``W`` gets the indices ``r, r + W, r + 2W, ...`` in order, without padding, so every
-    image is evaluated exactly once over all ranks (the per-rank counts may differ by one; the metrics
-    sum their states across ranks). Lightning's own ``DistributedSampler`` pads the last ranks with
-    repeated images; being a ``DistributedSampler``, this one is used as it is instead."""
+    """Rank ``r`` of ``W`` gets the indices ``r, r + W, r + 2W, ...``, without the padding of Lightning's own
+    ``DistributedSampler`` (which it then uses as it is), so every image is evaluated exactly once."""
 
     def __init__(self, n: int, num_replicas: int, rank: int):
         super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=False)

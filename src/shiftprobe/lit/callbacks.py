@@ -157,7 +157,6 @@ class ShiftProbeCallback(L.Callback):
             raise ValueError(f"{PROBE}.transforms=[] measures nothing: give a family, e.g. [translation, rot90]")
         self.families = [self.translation if name == "translation" else build_family(name, settings)
                          for name, settings in self.transforms]
-        self.measures_translation = any(name == "translation" for name, _ in self.transforms)
         if isinstance(layers, str) or (layers is not None and len(layers) == 0):
             raise ValueError(f"layers={layers!r}: give a list of module names, or None for the model's defaults")
         self.layers = list(layers) if layers is not None else None
@@ -266,8 +265,7 @@ class ShiftProbeCallback(L.Callback):
         from shiftprobe.probe.results import Results
         from shiftprobe.reporting.markdown import summary_lines, write_results_markdown
 
-        # every file atomically, and all or none: a stop half-way (Ctrl-C, SIGTERM, a full disk) removes the
-        # files already written, so no results.json is left without its results.md, figures and pairs
+        # every file atomically, and all or none (a stop half-way removes the files already written)
         with all_or_none():
             Results(results).save(out / "results.json")
             write_results_markdown(results, out / "results.md")
@@ -296,8 +294,7 @@ class ShiftProbeCallback(L.Callback):
 
     # -- logging -----------------------------------------------------------------------------------
     def answer_keys(self, net) -> list[str]:
-        """The first screen's scalar tags (``answer/<layer>``) for ``net``'s probe points: TensorBoard's HPARAMS
-        (none for layers the network does not have: ``setup`` reports them)."""
+        """TensorBoard's HPARAMS tags (``answer/<layer>``) of ``net``'s probe points (none if unknown)."""
         try:
             return [f"answer/{layer.name}" for layer in resolve_layers(net, self.layers)]
         except ValueError:
@@ -321,10 +318,9 @@ class ShiftProbeCallback(L.Callback):
 
     @staticmethod
     def scalars(results: dict) -> dict[str, float]:
-        """Every logged scalar. TensorBoard groups tags by their first part and sorts the groups: ``answer``
-        and ``answer_untrained`` come first, the lab's answer (each layer's score: equivariance for a map,
-        invariance for a vector, of the primary family); then ``probe`` (the primary family's headline
-        scores with intervals), ``probe_untrained``, ``probe_radius`` (translation) and ``probe_<family>``."""
+        """Every logged scalar, in TensorBoard's sorted groups: ``answer`` and ``answer_untrained`` (each
+        layer's score of the primary family) first; then ``probe`` (its headline scores with intervals),
+        ``probe_untrained``, ``probe_radius`` (translation) and ``probe_<family>``."""
         out = {}
         primary = results["families"][results["primary"]]
         for tag, section in (("answer", primary), ("answer_untrained", primary.get("untrained"))):

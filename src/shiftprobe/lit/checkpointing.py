@@ -58,22 +58,13 @@ class InterruptCheckpoint(Callback):
         except WriteError as err:  # the disk: the run's own error goes on, the last good last.ckpt stays
             log.warning("run stopped (%s), but its state could not be saved: %s", type(exception).__name__, err)
             return
-        log.info(
-            "run stopped (%s): saved %s; resume with ckpt_path=%s",
-            type(exception).__name__,
-            self.ckpt_path,
-            self.ckpt_path,
-        )
+        log.info("run stopped (%s): saved %s; resume with ckpt_path=%s", type(exception).__name__,
+                 self.ckpt_path, self.ckpt_path)
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` is the state at the end of every epoch.
-
-    Lightning (2.5 and later) refreshes ``last.ckpt`` only when a top-k checkpoint was saved in the
-    same step: with ``monitor=val/acc`` an epoch that does not improve the accuracy left ``last.ckpt``
-    at an older epoch, and resuming from it silently repeated epochs. This subclass writes it after
-    every save point whether or not the monitored value improved.
-    """
+    """``ModelCheckpoint`` whose ``last.ckpt`` is written at every save point, whether or not the monitored
+    value improved (Lightning 2.5 refreshes it only with a top-k save, so resuming repeated epochs)."""
 
     def _refresh_last(self, trainer) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:

@@ -36,11 +36,9 @@ class ShiftProbeModule(L.LightningModule):
         normalization: tuple | None = None,
         num_classes: int = 10,
     ):
-        """``net``: the network (e.g. the LabCNN). ``optimizer``: ``params -> Optimizer`` (Hydra
-        ``_partial_: true``). ``config``: the run's resolved configuration (plain dict), kept in hparams and
-        checkpoints. ``normalization``: ``(mean, std)``, one value per channel (the data module's
-        ``normalization``), applied to every input before ``net`` (see ``input_normalization``).
-        ``num_classes``: the classes of the data (the accuracy metrics)."""
+        """``optimizer``: ``params -> Optimizer`` (Hydra ``_partial_: true``); ``config``: the run's resolved
+        configuration, kept in hparams and checkpoints; ``normalization``: the data module's ``(mean, std)``,
+        applied to every input before ``net``."""
         super().__init__()
         # the net is a module (saved in the state dict) and the optimizer a callable: neither is a
         # hyper-parameter, and leaving them out keeps checkpoints loadable with weights_only=True
@@ -54,9 +52,8 @@ class ShiftProbeModule(L.LightningModule):
         #: where ``initial_net_state`` comes from, in words (results.json ``untrained_origin``)
         seed = (config or {}).get("seed")
         self.initial_net_origin = "the initial weights of this training run" + (f" (seed={seed})" if seed is not None else "")
-        # the training metrics: a step adds its loss x images and its correct predictions to running sums
-        # on the device (``_epoch_sums``), handed to these once per epoch; the figures are exactly those of
-        # torchmetrics' MeanMetric (image-weighted) and micro MulticlassAccuracy, without their per-step cost
+        # a training step adds loss x images and correct predictions to sums on the device (``_epoch_sums``),
+        # handed to these once per epoch: MeanMetric's and micro MulticlassAccuracy's figures, cheaper
         self.train_loss = EpochRatio(integer=False)
         self.train_acc = EpochRatio(integer=True)
         self._epoch_sums: list | None = None  # [loss x images, correct predictions, images] this epoch
@@ -66,17 +63,15 @@ class ShiftProbeModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=int(num_classes), average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=int(num_classes), average="micro")
         self._set_normalization(normalization)
-        # image-weighted mean losses whose sums are synchronised across ranks: under DDP a rank may hold
-        # one image more than another, and Lightning's sync_dist mean then truncates the averaged image
-        # count (an integer) on gloo. nan_strategy=nan keeps a NaN loss NaN instead of dropping it.
+        # image-weighted mean losses synchronised by their sums (Lightning's sync_dist mean truncates an
+        # uneven image count on gloo); nan_strategy=nan keeps a NaN loss NaN instead of dropping it
         self.val_loss = MeanMetric(nan_strategy=math.nan)
         self.test_loss = MeanMetric(nan_strategy=math.nan)
 
     @property
     def automatic_optimization(self) -> bool:
-        """False (the step is taken in ``training_step``) unless the trainer clips or accumulates gradients:
-        Lightning does those only in its automatic loop. Lightning's closure, its wrappers and hooks cost
-        about a tenth of a CPU training step of the lab CNN; the numbers are the same either way."""
+        """False (the step is taken in ``training_step``, saving Lightning's closure: a tenth of a CPU step
+        of the lab CNN) unless the trainer clips or accumulates gradients (only Lightning's loop does)."""
         trainer = self._trainer
         if trainer is None:
             return True
@@ -89,8 +84,7 @@ class ShiftProbeModule(L.LightningModule):
     def _set_normalization(self, normalization: tuple | None) -> None:
         if normalization is not None and getattr(self.net, "normalize", False) is True:
             normalization = None  # the network normalises its input itself (model.normalize=true)
-        #: ``(mean, std)`` the module applies to the network's input, or None; what the measurement must
-        #: apply after each transform of the pixel-space test images (shifts and fills in pixel space)
+        #: ``(mean, std)`` applied to the network's input (by the measurement after each transform), or None
         self.input_normalization = None
         if normalization is not None:
             mean, std = (tuple(float(v) for v in values) for values in normalization)
@@ -106,9 +100,8 @@ class ShiftProbeModule(L.LightningModule):
         return (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities: the network's output for the pixels ``x`` (normalised first when the data
-        declare a normalisation), or its first element when it returns a tuple (the lab's); ``log_softmax``
-        of it when the network returns logits (``net.outputs_logits``: torchvision, timm)."""
+        """Log-probabilities of the pixels ``x``: the network's output (its first element for the lab's tuple;
+        ``log_softmax`` of it for a network returning logits, ``net.outputs_logits``)."""
         out = self.net(self.normalize_input(x))
         out = out if isinstance(out, torch.Tensor) else out[0]
         return F.log_softmax(out, dim=1) if getattr(self.net, "outputs_logits", False) else out
@@ -122,36 +115,29 @@ class ShiftProbeModule(L.LightningModule):
         return F.nll_loss(log_probs.float(), y), log_probs.argmax(dim=1), y
 
     def diverged_loss(self, loss: torch.Tensor) -> float | None:
-        """The loss if training has diverged (not finite, or above ``DIVERGED_LOSS``), else None.
-
-        Under DDP the decision is taken over all ranks at once (the worst loss of any rank, one small
-        all-reduce per step), so every rank stops at the same step and none is left waiting in the
-        gradient all-reduce. One process on the CPU: checked every step (reading a CPU tensor waits for
-        nothing). One process on an accelerator: the worst loss (NaN first) is kept on the device and read
-        every ``DIVERGENCE_CHECK_EVERY`` steps, so a diverged run stops at most that many steps later
-        without a host sync per step."""
+        """The loss if training has diverged (not finite, or above ``DIVERGED_LOSS``), else None. Under DDP
+        the worst loss of any rank (one small all-reduce per step), so every rank stops at the same step;
+        one process on the CPU: every step; on an accelerator: the worst loss (NaN first) kept on the device
+        and read every ``DIVERGENCE_CHECK_EVERY`` steps, without a host sync per step."""
         value = loss.detach()
         trainer = self._trainer
-        if (trainer is None or trainer.world_size <= 1) and value.device.type != "cpu":
-            worst = torch.stack([torch.isnan(value).float(), torch.nan_to_num(value.float(), nan=math.inf)])
+        single = trainer is None or trainer.world_size <= 1
+        if single and value.device.type == "cpu":
+            return None if bool(torch.isfinite(value) & (value <= DIVERGED_LOSS)) else float(value)
+        # [is NaN, loss with NaN as +inf]: their maxima tell whether any step (or rank) diverged and how
+        as_max = torch.nan_to_num(value.float(), nan=math.inf, posinf=None if single else math.inf)
+        worst = torch.stack([torch.isnan(value).float(), as_max])
+        if not single:
+            worst = trainer.strategy.reduce(worst, reduce_op="max")
+        else:
             self._worst = worst if self._worst is None else torch.maximum(self._worst, worst)
             if (self.global_step + 1) % DIVERGENCE_CHECK_EVERY and trainer is not None:
                 return None
-            (is_nan, loss_max), self._worst = self._worst.tolist(), None
-            if is_nan:
-                return math.nan
-            return None if loss_max <= DIVERGED_LOSS else loss_max
-        if trainer is None or trainer.world_size <= 1:
-            return None if bool(torch.isfinite(value) & (value <= DIVERGED_LOSS)) else float(value)
-        # [is NaN, loss with NaN as +inf]: their maxima over the ranks tell whether any diverged and how
-        value = value.float()
-        worst = torch.stack(
-            [torch.isnan(value).float(), torch.nan_to_num(value, nan=math.inf, posinf=math.inf)]
-        )
-        is_nan, loss_max = trainer.strategy.reduce(worst, reduce_op="max").tolist()
+            worst, self._worst = self._worst, None
+        is_nan, loss_max = worst.tolist()
         if is_nan:
             return math.nan
-        return None if math.isfinite(loss_max) and loss_max <= DIVERGED_LOSS else loss_max
+        return None if loss_max <= DIVERGED_LOSS else loss_max
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, preds, y = self._step(batch)
@@ -168,10 +154,7 @@ class ShiftProbeModule(L.LightningModule):
                 f"(epoch {self.current_epoch}, batch {batch_idx}){lr_text}. Training "
                 f"stopped; no test results were written. Use a lower learning rate, e.g. optimizer.lr=1e-3."
             )
-        if not self.automatic_optimization:
-            # Lightning's automatic loop, without its closure: forward, zero_grad, backward, step; the
-            # Lightning optimizer counts the step (global_step) and runs the precision plugin and the
-            # on_before_optimizer_step hooks
+        if not self.automatic_optimization:  # Lightning's optimizer counts the step and runs the hooks
             optimizer = self.optimizers()
             optimizer.zero_grad()
             self.manual_backward(loss)
@@ -185,9 +168,8 @@ class ShiftProbeModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # per step: this rank's batch loss, logged on the steps the loggers write (Lightning's own rule,
-        # asked after every callback's on_train_batch_end, as Lightning does; it writes the step's values
-        # right after this hook). Logging it on every step cost a third of the loop's time on the CPU.
+        # this rank's batch loss, only on the steps the loggers write (Lightning's own rule): logging it on
+        # every step cost a third of the loop's time on the CPU
         connector = getattr(self._trainer, "_logger_connector", None)
         if connector is None or connector.should_update_logs or self._trainer.fast_dev_run:
             self.log("train/loss_step", self.step_metrics["train/loss_step"], on_step=True, on_epoch=False)
@@ -238,9 +220,8 @@ class ShiftProbeModule(L.LightningModule):
 
 
 class EpochRatio(Metric):
-    """``num / den`` summed over the updates and the ranks (states summed, as torchmetrics' own metrics
-    do). ``integer=False``: float sums in the default dtype, as ``MeanMetric`` (loss x images / images);
-    ``integer=True``: counts, divided as floats, as micro ``MulticlassAccuracy`` (correct / images)."""
+    """``num / den`` summed over the updates and the ranks: float sums as ``MeanMetric`` (``integer=False``)
+    or counts divided as floats, as micro ``MulticlassAccuracy`` (``integer=True``)."""
 
     full_state_update = False
 
@@ -262,9 +243,7 @@ class EpochRatio(Metric):
 
 def _sync_step_progress(checkpoint: dict) -> None:
     """Make the checkpoint's optimizer-step counts of Lightning's automatic and manual loops agree (the
-    larger of the two), so ``global_step`` resumes from the same count whichever loop wrote the checkpoint
-    and whichever resumes it (a checkpoint of automatic optimization resumed with manual, or the reverse:
-    Lightning reads ``global_step`` from the running loop's own count)."""
+    larger), so ``global_step`` resumes alike whichever loop wrote the checkpoint and whichever resumes it."""
     loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
     auto, manual = loop.get(_AUTO_PROGRESS), loop.get(_MANUAL_PROGRESS)
     if not isinstance(auto, dict) or not isinstance(manual, dict):

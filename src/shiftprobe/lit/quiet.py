@@ -1,10 +1,5 @@
-"""``quiet_lightning()``: silence what Lightning and PyTorch print that a user can do nothing about, by message
-only (``SILENCED_WARNINGS``; Lightning's litlogger advertisement, ``SILENCED_LOG_LINES``); warnings the user
-can act on stay.
-
->>> quiet_lightning()
->>> quiet_lightning()  # idempotent: no duplicate filters
-"""
+"""``quiet_lightning()``: silence, by message only, what Lightning and PyTorch print that a user can do
+nothing about; warnings the user can act on stay."""
 
 from __future__ import annotations
 

@@ -1,16 +1,6 @@
-"""The lab CNN and the model variants, each a plain ``torch.nn.Module`` in its own module.
-
-Each class carries ``default_probe_layers`` (module names the measurement probes by default) and
-``layer_aliases`` (display name -> module name, e.g. ``{"logits": "fc2"}``); each module holds
-``RECEPTIVE_FIELDS``, the hand-derived (stride, a, b) of its spatial probe points.
-``forward(x)`` keeps the lab's contract ``(log_probs, spatial_repr, vector_repr)``.
-``RotPooledCNN`` and ``FlipPooledCNN`` (``shiftprobe.models.pooled``) are controls: the lab CNN pooled
-over quarter-turns or flips, invariant by construction.
-
-``torchvision_model`` and ``timm_model`` (``shiftprobe.models.zoo``) build any torchvision or timm
-classification network for the data; ``apply_variants`` (``shiftprobe.models.variants``) makes the
-``pool`` (max, blur, aps) and ``padding`` (circular) variants of a built network.
-"""
+"""The built-in networks (each class carries ``default_probe_layers`` and ``layer_aliases``; ``forward``
+returns the lab's ``(log_probs, spatial_repr, vector_repr)``), the torchvision / timm builders and
+``apply_variants``; docs/models.md describes them."""
 
 from shiftprobe.models.allconv import AllConvCNN
 from shiftprobe.models.gap import GapCNN

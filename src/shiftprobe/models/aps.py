@@ -1,27 +1,7 @@
 """Adaptive polyphase sampling (A. Chaman and I. Dokmanić 2021, "Truly Shift-Invariant Convolutional
-Neural Networks").
-
-Down-sampling by ``s`` keeps one of the ``s x s`` polyphase components of a map, ``x[:, :, i::s, j::s]``.
-A plain stride keeps component ``(0, 0)`` whatever the input; APS keeps, per image, the component of
-largest l2 norm over all channels. A circular shift of an ``H x W`` map (``H``, ``W`` multiples of ``s``)
-permutes the components cyclically and shifts each one circularly, so it leaves the set of norms
-unchanged: APS keeps the same component, circularly shifted. Behind circularly padded convolutions
-and before a global pool, this makes a network exactly invariant to circular shifts (the positive
-control in docs/measurement.md).
-
-- Norms are summed in float64 (float32 on Apple MPS, which has no float64): a square of a float32 is
-  exact in float64, so the order of the sum barely matters and two components tie only if their norms
-  are equal; a tie keeps the lowest index ``i * s + j`` (``torch.argmax`` returns the first maximum).
-- A map whose side is not a multiple of ``s`` is first padded circularly at its end (bottom, right) to
-  the next multiple: the output has ``ceil(H / s) x ceil(W / s)`` positions, as a strided 3x3 "same"
-  convolution would. Circular shifts of such a map do not permute its components: exact invariance
-  needs sides that are multiples of ``s`` at every APS layer.
-- A residual block down-samples twice, in its main path and in its skip path; both must keep the same
-  component, or the two paths' outputs shift by different amounts and their sum is no longer a shifted
-  copy. ``PolyphaseChoice`` shares one choice between them (the reference implementation passes the
-  main path's indices to the skip path): the first APS layer of the pair to run in a call of the block
-  chooses from its own map, the other one takes the same components.
-"""
+Neural Networks"): down-sampling by ``s`` that keeps, per image, the polyphase component
+``x[:, :, i::s, j::s]`` of largest l2 norm (summed in float64, float32 on MPS; a tie keeps the lowest
+index ``i * s + j``). Why it makes a network exactly invariant to circular shifts: docs/measurement.md."""
 
 from __future__ import annotations
 
@@ -40,9 +20,8 @@ def _pair(stride) -> tuple[int, int]:
 
 
 def polyphase_components(x: torch.Tensor, stride) -> torch.Tensor:
-    """``(B, sy * sx, C, ceil(H / sy), ceil(W / sx))``: the polyphase components of ``x`` (B, C, H, W),
-    component ``i * sx + j`` being ``x[:, :, i::sy, j::sx]`` (after circular padding to multiples of
-    the stride)."""
+    """``(B, sy * sx, C, ceil(H / sy), ceil(W / sx))``: component ``i * sx + j`` is ``x[:, :, i::sy, j::sx]``,
+    after padding ``x`` circularly at its end (bottom, right) to multiples of the stride."""
     sy, sx = _pair(stride)
     b, c, h, w = x.shape
     pad_h, pad_w = -h % sy, -w % sx
@@ -61,12 +40,10 @@ def largest_component(components: torch.Tensor) -> torch.Tensor:
 
 
 class PolyphaseChoice:
-    """One polyphase choice shared by the APS layers of a residual block (see the module docstring).
-
-    ``reset`` is the block's forward pre-hook: every call of the block starts without a choice. The
-    choice is kept per thread (the measurement runs batches in parallel threads on one model); a copy
-    (``copy.deepcopy``, pickling) starts empty.
-    """
+    """One polyphase choice shared by the main-path and skip-path APS layers of a residual block: the first
+    to run in a call of the block chooses, the other takes the same components. ``reset`` is the block's
+    forward pre-hook; the choice is kept per thread (the measurement runs batches in parallel threads on
+    one model); a copy (``copy.deepcopy``, pickling) starts empty."""
 
     def __init__(self):
         self._local = threading.local()
@@ -91,15 +68,8 @@ class PolyphaseChoice:
 
 
 class APSDownsample2d(nn.Module):
-    """Down-sampling by ``stride`` that keeps, per image, the polyphase component of largest l2 norm.
-
-    Parameters
-    ----------
-    stride : int or (int, int)
-        The down-sampling factor (2: half the rows and columns).
-    choice : PolyphaseChoice, optional
-        Shared with the other APS layer of a residual block: both keep the same component.
-    """
+    """Down-sampling by ``stride`` (int or pair) that keeps, per image, the polyphase component of largest
+    l2 norm; ``choice``: shared with the other APS layer of a residual block."""
 
     def __init__(self, stride=2, choice: PolyphaseChoice | None = None):
         super().__init__()

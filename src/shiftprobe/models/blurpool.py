@@ -1,8 +1,4 @@
-"""Anti-aliased down-sampling (R. Zhang 2019, "Making Convolutional Networks Shift-Invariant Again").
-
-``BlurPool2d`` low-passes each channel with a normalised binomial filter, then subsamples by ``stride``.
-The lab network's ``max_pool2d(2)`` becomes ``MaxPool2d(2, stride=1)`` followed by ``BlurPool2d``.
-"""
+"""Anti-aliased down-sampling (R. Zhang 2019, "Making Convolutional Networks Shift-Invariant Again")."""
 
 from __future__ import annotations
 
@@ -25,13 +21,9 @@ def binomial_filter(size: int) -> torch.Tensor:
 
 
 class BlurPool2d(nn.Module):
-    """Per-channel binomial blur with reflect padding, then subsampling by ``stride``.
-
-    ``channels``: the number of channels, kept with the filter in the state_dict (the lab network's
-    ``pool=blur``, whose checkpoints hold ``pool1.1.kernel``); None: any number of channels, the filter
-    is not part of the state_dict (the variants of ``shiftprobe.models.variants``, so a network's
-    weights load into its anti-aliased variant).
-    """
+    """Per-channel binomial blur with reflect padding, then subsampling by ``stride``. ``channels``: kept
+    with the filter in the state_dict (the lab's ``pool=blur``: ``pool1.1.kernel``); None: any number of
+    channels, the filter not in the state_dict (``apply_variants``: the plain weights load)."""
 
     def __init__(self, channels: int | None, filter_size: int = 3, stride=2):
         super().__init__()

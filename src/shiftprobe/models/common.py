@@ -1,5 +1,4 @@
-"""Pieces the model variants share: the settings every variant takes, the fixed pixel normalisation and
-global average pooling."""
+"""Pieces the built-in networks share: their settings, the pixel normalisation, global average pooling."""
 
 from __future__ import annotations
 
@@ -14,16 +13,10 @@ from shiftprobe.models.variants import apply_variants, check_variant
 
 
 class PixelInputNet(nn.Module):
-    """Base of the variants: input pixels in [0, 1]; with ``normalize`` on, (x - 0.1307) / 0.3081
-    (the same constants for every channel) is the network's first, fixed and pointwise step, so a
-    shift applied in pixel space commutes with it.
-
-    The settings every variant takes are the keywords of this ``__init__``: ``in_channels``,
-    ``normalize``, ``pool`` and ``padding`` (``shiftprobe.models.variants``; ``padding`` defaults to
-    ``PADDINGS[0]``, the network's own) and ``blur_filter_size``. A variant's ``__init__`` takes its own
-    parameters and ``**settings``, passes the settings here, builds its layers and calls
-    ``make_variant()``. Its signature (``inspect.signature``: what Hydra's key check and the checkpoints'
-    defaults read) lists both, made once by ``__init_subclass__``."""
+    """Base of the built-in networks but the lab's: input pixels in [0, 1], ``(x - 0.1307) / 0.3081`` first
+    when ``normalize`` is on. A subclass's ``__init__`` takes its own parameters and ``**settings`` (the
+    keywords of this ``__init__``; ``padding`` defaults to ``PADDINGS[0]``), builds its layers and calls
+    ``make_variant()``; ``__init_subclass__`` gives it the signature listing both (Hydra's key check)."""
 
     #: the paddings the network offers, its own (the default) first
     PADDINGS: tuple[str, ...] = ("valid", "circular")
@@ -64,8 +57,7 @@ class PixelInputNet(nn.Module):
 
 
 class GlobalAvgPool(nn.Module):
-    """Mean over the spatial axes: ``(B, C, H, W) -> (B, C)`` for any ``H, W``
-    (``nn.AdaptiveAvgPool2d(1)`` then flatten, as one probe point)."""
+    """Mean over the spatial axes, as one probe point: ``(B, C, H, W) -> (B, C)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(-2, -1))

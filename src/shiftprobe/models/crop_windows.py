@@ -1,12 +1,7 @@
-"""The crop fast path: every crop-mode shift of a batch from one pass over the zero-padded images.
-
-A crop shift of ``x`` by ``(dy, dx)`` is a window of ``x`` padded by ``m = max |shift|``, and a valid stride-1
-convolution of a window is the window of the convolution. A network ``conv1 -> 2x2 stride-2 down-sampling ->
-conv2 -> head`` (the lab CNN, ``GapCNN``, ``AllConvCNN``) subclasses ``CropWindowModel`` and returns a
-``CropWindows`` (None where a variant breaks the contract): conv1 runs once on the padded images, the
-down-sampling and conv2 once per pooling phase, the head per shift (a blur pool: its stride-1 max pool is shared,
-the rest runs per shift). Contract: every probe point of the shifted images equals the network's, to another
-kernel's rounding; the engine runs ``self_check`` once and otherwise measures on the plain path."""
+"""The crop fast path: every crop-mode shift of a batch from one pass over the zero-padded images (a valid
+stride-1 convolution of a window is the window of the convolution). ``CropWindowModel`` is the base of the
+networks ``conv1 -> 2x2 stride-2 down-sampling -> conv2 -> head`` that offer it; the engine runs
+``self_check`` once and otherwise measures on the plain path (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -14,25 +9,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
 class CropWindows:
-    """The crop fast path of one network (see the module docstring).
-
-    Parameters
-    ----------
-    layers : tuple of str
-        The probe points ``shifted`` returns (names as the engine resolves them: modules or aliases).
-    conv1 : callable
-        The network input (padded) -> the conv1 map.
-    head : callable
-        Conv2 maps -> ``{probe point: tensor}`` of every probe point after conv2.
-    conv2 : callable, optional
-        A conv1 map (one pooling phase) -> its conv2 map (down-sampling and conv2).
-    prewindow, after_prewindow : callable, optional
-        Instead of ``conv2``: the window-compatible first part of the down-sampling, and the rest with conv2.
-    """
+    """The crop fast path of one network: ``layers`` (the probe points ``shifted`` returns), ``conv1`` (padded
+    input -> conv1 map), ``head`` (conv2 maps -> ``{probe point: tensor}`` after conv2), and either ``conv2``
+    (a conv1 map of one pooling phase -> its conv2 map) or ``prewindow`` (the window-compatible first part
+    of the down-sampling) with ``after_prewindow`` (the rest, then conv2)."""
 
     layers: tuple[str, ...]
     conv1: Callable[[torch.Tensor], torch.Tensor]
@@ -112,7 +97,28 @@ class CropWindows:
 
 
 class CropWindowModel:
-    """Mixin of the networks that may offer the crop fast path: ``crop_windows()`` returns it, or None."""
+    """Base of the networks ``conv1 -> down-sampling -> conv2 -> head``: a subclass defines ``to_conv2`` (a
+    conv1 map -> its conv2 map), ``head`` (conv2 -> ``{"fc1": ..., "logits": ..., ...}``) and ``crop_layers``;
+    ``crop_windows()`` returns the fast path of the network as built (valid convolutions, stride-2
+    down-sampling), None for a variant."""
+
+    crop_layers: tuple[str, ...] = ("conv1", "conv2", "fc1", "logits")
 
     def crop_windows(self) -> CropWindows | None:
-        raise NotImplementedError
+        if (self.pool, self.padding) != ("max", "valid"):
+            return None
+        return CropWindows(self.crop_layers, self.input_conv1, self.head, conv2=self.to_conv2)
+
+    def input_conv1(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.prepare(x))
+
+    def probe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every probe point by name: ``conv1``, ``conv2`` (before their down-sampling), then the head's."""
+        conv1 = self.input_conv1(x)
+        conv2 = self.to_conv2(conv1)
+        return {"conv1": conv1, "conv2": conv2, **self.head(conv2)}
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The lab's contract: ``(log_probs, conv2_repr, fc1_repr)``."""
+        p = self.probe(x)
+        return F.log_softmax(p["logits"], dim=1), p["conv2"], p["fc1"]

@@ -9,11 +9,9 @@ from torch import nn
 
 
 class MaxPool2x2(nn.Module):
-    """``max_pool2d(x, 2, stride)`` for ``stride`` 2 (the lab's pool) or 1 (the blur-pool variant's first
-    step). Without autograd it runs as two element-wise maxima of shifted (stride 1) or strided (stride 2)
-    views: the same values (a maximum is exact, NaN propagates as in the pooling kernel), several times
-    faster than PyTorch's CPU pooling kernel for these small maps. With autograd it is ``F.max_pool2d``
-    itself, so training follows the lab exactly (ties included)."""
+    """``max_pool2d(x, 2, stride)``, ``stride`` 2 or 1. Without autograd: two element-wise maxima of shifted
+    or strided views (the same values, NaN included; several times faster on the CPU); with autograd
+    ``F.max_pool2d`` itself, so training follows the lab exactly (ties included)."""
 
     def __init__(self, stride: int = 2):
         super().__init__()

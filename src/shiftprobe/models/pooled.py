@@ -1,38 +1,7 @@
-"""Controls whose answer is known by construction: the lab CNN pooled over a group of transformations.
-
-``RotPooledCNN`` (``model=rot_pool``) runs one lab CNN (``LabCNN``, same settings as ``model=lab``) on
-the 4 quarter-turns of the input (``torch.rot90(x, k, dims=(-2, -1))``, k = 0, 1, 2, 3) and averages
-the 4 logit vectors, then ``log_softmax``; ``FlipPooledCNN`` (``model=flip_pool``) does the same over
-the identity, the horizontal flip, the vertical flip and both (the group the two flips generate).
-Rotating (flipping) the input permutes the copies, so the averaged logits are invariant to
-``Rotation90`` (``Flip``) by construction, up to the order of a float sum (< 1e-5 in float32). The
-layers inside are those of a plain lab CNN, and are not equivariant to the group.
-
-::
-
-    x -> [g x for g in group, identity first] -> stacked along the batch axis (G B images)
-      -> cnn: the lab CNN's conv1, pool1, conv2, pool2, fc1, fc2 on all G B images at once
-      -> logits: the mean of the G logit vectors of each image -> log_softmax
-
-Probe points. The shared network (the submodule ``cnn``) runs ONCE per forward, on the G copies
-stacked along the batch axis, so a hook on ``cnn.conv1`` would see a ``G B`` batch, not a probe point.
-The probe points are separate, parameter-free modules: ``conv1``, ``pool1``, ``conv2``, ``pool2``
-and ``fc1`` (``ProbePoint``, the identity) are called once per forward, each right after the shared
-layer computed it, on the slice of the identity copy (the UNTRANSFORMED input), and ``logits``
-(``CopyMean``) is the module that averages the copies. So:
-
-- ``conv1``, ``pool1``, ``conv2`` (pre-pool), ``pool2``, ``fc1`` (pre-ReLU) are exactly what the lab
-  CNN ``cnn`` computes on ``x`` itself (``cnn.probe(x)``): the probe sees a plain, non-equivariant
-  CNN inside the pooled model;
-- ``logits`` is the average over the group, the invariant output; ``output`` its ``log_softmax``;
-- each probe point fires once, in the order of the computation, so a capture that stops early (the
-  geometry inference on a larger canvas) sees the same values.
-
-``forward(x)`` keeps the lab's contract ``(log_probs, conv2_repr, fc1_repr)``: the pooled
-log-probabilities, and the conv2 map and fc1 vector of the identity copy (the ``conv2`` and ``fc1``
-probe points). There is no crop fast path (no ``crop_windows()``): the engine runs
-the whole model on every shifted batch.
-"""
+"""Controls whose answer is known by construction: the lab CNN (submodule ``cnn``) run once on the G
+transformed copies of the input stacked along the batch axis, logits averaged (``RotPooledCNN``: the 4
+quarter-turns, ``FlipPooledCNN``: the flips). The probe points are parameter-free modules of their own,
+called on the identity copy's slice (docs/measurement.md); there is no crop fast path."""
 
 from __future__ import annotations
 
@@ -47,15 +16,12 @@ from shiftprobe.models.lab import LabCNN
 
 #: the lab CNN's probe points inside a pooled model (module names of the ``ProbePoint``s)
 INNER_PROBE_POINTS = ("conv1", "pool1", "conv2", "pool2", "fc1")
-# The spatial probe points are the lab CNN's maps of the untransformed input, so their receptive
-# fields (pool='max', padding='valid') are the lab's: (stride r, a, b), map position i sees the
-# pixels [r*i + a, r*i + b] (derivation in shiftprobe.models.lab).
+# the spatial probe points are the lab CNN's maps of the untransformed input: the lab's receptive fields
 RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = dict(LAB_RECEPTIVE_FIELDS)
 
 
 class ProbePoint(nn.Module):
-    """The identity: called on the identity copy's slice of a layer's output, so a forward hook
-    on it captures that layer for the untransformed input (once per forward)."""
+    """The identity: a forward hook on it captures a layer for the untransformed input."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -69,19 +35,14 @@ class CopyMean(nn.Module):
 
 
 class GroupPooledCNN(nn.Module):
-    """The lab CNN applied to every transformation of a finite group, logits averaged (see the module
-    docstring). Subclasses name the group's elements (``group``, identity first) and apply them
-    (``transform``)."""
+    """The lab CNN (``LabCNN``'s settings) applied to every element of a finite group, logits averaged.
+    Subclasses name the group's elements (``group``, identity first) and apply them (``transform``)."""
 
-    #: the group's elements, identity first
     group: tuple = ()
-    #: probe points measured by default (the lab's)
     default_probe_layers: tuple[str, ...] = ("conv1", "conv2", "fc1", "logits")
-    #: the probe points are modules of their own names: no aliases
     layer_aliases: dict[str, str] = {}
 
     def __init__(self, **lab_settings):
-        """The lab CNN's settings, passed to ``LabCNN`` (its signature is this one's)."""
         super().__init__()
         self.cnn = LabCNN(**lab_settings)
         for name in INNER_PROBE_POINTS:
@@ -91,17 +52,9 @@ class GroupPooledCNN(nn.Module):
     __init__.__signature__ = inspect.signature(LabCNN.__init__)  # what Hydra's key check reads
 
     # the lab CNN's settings, read by the app and the tests as on LabCNN
-    @property
-    def pool(self) -> str:
-        return self.cnn.pool
-
-    @property
-    def padding(self) -> str:
-        return self.cnn.padding
-
-    @property
-    def normalize(self) -> bool:
-        return self.cnn.normalize
+    pool = property(lambda self: self.cnn.pool)
+    padding = property(lambda self: self.cnn.padding)
+    normalize = property(lambda self: self.cnn.normalize)
 
     def transform(self, x: torch.Tensor, g) -> torch.Tensor:
         raise NotImplementedError
@@ -130,9 +83,8 @@ class GroupPooledCNN(nn.Module):
 
 
 class RotPooledCNN(GroupPooledCNN):
-    """``model=rot_pool``: the lab CNN on the 4 quarter-turns of the input (``torch.rot90`` over the
-    last two axes, k = 0, 1, 2, 3, counter-clockwise), logits averaged: invariant to ``Rotation90``.
-    The images must be square."""
+    """``model=rot_pool``: the 4 quarter-turns (``torch.rot90``, k = 0..3, counter-clockwise), invariant to
+    ``Rotation90``; square images only."""
 
     group = (0, 1, 2, 3)
 
@@ -149,8 +101,7 @@ class RotPooledCNN(GroupPooledCNN):
 
 
 class FlipPooledCNN(GroupPooledCNN):
-    """``model=flip_pool``: the lab CNN on the identity, the horizontal flip (``x.flip(-1)``), the
-    vertical flip (``x.flip(-2)``) and both, logits averaged: invariant to ``Flip``."""
+    """``model=flip_pool``: the identity, the horizontal, the vertical flip and both; invariant to Flip."""
 
     group = ("identity", "horizontal", "vertical", "both")
     _DIMS = {"identity": (), "horizontal": (-1,), "vertical": (-2,), "both": (-2, -1)}

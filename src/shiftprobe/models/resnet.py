@@ -1,7 +1,5 @@
 """``SmallResNet`` (``model=resnet``): a small ResNet for 28x28 grey images, zero padding and skip
-connections (He et al. 2016, CIFAR-style stem without max pool).
-
-::
+connections (He et al. 2016, CIFAR-style stem without max pool)::
 
     stem   conv3x3 1->w pad 1 + BN + ReLU                         -> [stem,   w x 28 x 28]
     layer1 BasicBlock w->w, stride 1 (identity skip)               -> [layer1, w x 28 x 28]
@@ -9,16 +7,6 @@ connections (He et al. 2016, CIFAR-style stem without max pool).
     layer3 BasicBlock 2w->4w, stride 2 (skip: 1x1 s2 conv + BN)    -> [layer3, 4w x 7 x 7]
     gap    global average pool                                     -> [gap, B x 4w]
     fc     4w->10                                                  -> [fc = logits]
-
-BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + skip(x))``, conv1 3x3 with the block's stride,
-conv2 3x3 stride 1, both zero-padded by 1. ``w = width`` (default 16). Any input size (global pool).
-Zero padding is not moved by a shift, so equivariance holds only away from the map borders.
-
-Variants (``shiftprobe.models.variants``): ``pool="blur"`` or ``"aps"`` (each stride-2 convolution runs
-at stride 1, then a blur or APS down-sampling; in layer2 and layer3 the main and skip paths keep the
-same polyphase component) and ``padding="circular"`` (every 3x3 convolution pads circularly). With
-``pool="aps", padding="circular"`` the network is exactly invariant to circular shifts of images whose
-side is a multiple of 4.
 """
 
 from __future__ import annotations
@@ -32,18 +20,9 @@ from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positiv
 #: ``padding``: the network's own zero padding, or circular padding
 PADDINGS = ("zeros", "circular")
 
-# Receptive field of map position i (one axis, unbounded input), as (stride r, a, b): the inclusive
-# pixel interval [r*i + a, r*i + b]. A layer with kernel k, stride s, zero padding p on a map with
-# (r, a, b) gives (r*s, a - r*p, b + r*(k - 1 - p)); a skip connection takes the union of its paths.
-#   stem    3x3 s1 p1 on pixels:                    [i-1, i+1]                          -> (1, -1, 1)
-#   layer1  main: conv1 3x3 s1 p1 then conv2 3x3 s1 p1 on stem: stem [i-2, i+2]
-#           skip: identity, stem [i, i]; union stem [i-2, i+2] -> pixels [i-3, i+3]     -> (1, -3, 3)
-#   layer2  main: conv1 3x3 s2 p1 sees layer1 [2j-1, 2j+1]; conv2 3x3 s1 p1 sees conv1 [i-1, i+1],
-#           i.e. layer1 [2i-3, 2i+3]; skip: 1x1 s2 sees layer1 [2i, 2i]
-#           union layer1 [2i-3, 2i+3] -> pixels [(2i-3)-3, (2i+3)+3]                   -> (2, -6, 6)
-#   layer3  the same block on layer2: layer2 [2i-3, 2i+3] -> pixels [2(2i-3)-6, 2(2i+3)+6] -> (4, -12, 12)
-# gap and fc are vectors: every pixel of the input. (BatchNorm is pointwise in eval mode; in train
-# mode its batch statistics make every output depend on every input of the batch.)
+# Receptive fields (stride r, a, b: position i sees the pixels [r*i + a, r*i + b]; the rule in
+# shiftprobe.models.lab; a skip connection takes the union of its paths; BatchNorm in eval mode is pointwise).
+# layer1: stem [i-2, i+2]; layer2: layer1 [2i-3, 2i+3]; layer3: the same block on layer2.
 RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
     "stem": (1, -1, 1),
     "layer1": (1, -3, 3),
@@ -76,21 +55,14 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(PixelInputNet):
-    """Stem, three BasicBlocks (strides 1, 2, 2), global average pooling, a linear classifier.
+    """Stem, three BasicBlocks (strides 1, 2, 2; ``width`` channels in the stem and layer1), global average
+    pooling, a linear classifier; ``forward(x)`` returns ``(log_probs, layer3_repr, gap_repr)``."""
 
-    ``forward(x)`` returns ``(log_probs, layer3_repr, gap_repr)`` (the lab's contract: log-probabilities,
-    the last spatial map, a vector representation).
-    """
-
-    #: module names the measurement probes by default
     default_probe_layers: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "gap", "fc")
-    #: display name -> module name
     layer_aliases: dict[str, str] = {"logits": "fc"}
-
     PADDINGS = PADDINGS
 
     def __init__(self, width: int = 16, **settings):
-        """``width``: the channels of the stem and layer1; then the variant settings (``PixelInputNet``)."""
         super().__init__(**settings)
         self.width = w = check_positive_int("width", width)
         self.stem = nn.Sequential(

@@ -1,26 +1,7 @@
-"""Architecture variants made by editing a built network: ``pool`` (how it down-samples) and ``padding``.
-
-``apply_variants(model, pool, padding)`` rewrites, in place:
-
-- ``pool="blur"`` (R. Zhang 2019, antialiased-cnns) and ``pool="aps"`` (adaptive polyphase sampling,
-  Chaman & Dokmanić 2021): every strided max pool, average pool and convolution becomes the same layer
-  at stride 1 followed by a down-sampling layer (``BlurPool2d``: a binomial blur with reflect padding,
-  then subsampling; ``APSDownsample2d``: the polyphase component of largest norm). A strided
-  convolution becomes a ``DownsampledConv2d``, which holds the same parameters under the same names,
-  so the state_dict is the original network's and its weights load into every variant. In a residual
-  block (a module with a ``downsample`` or ``shortcut`` child) whose main path and skip path each
-  down-sample once, the two APS layers keep the same polyphase component (``PolyphaseChoice``).
-  ``pool="max"`` changes nothing.
-- ``padding="circular"``: every padded convolution pads circularly (``padding_mode="circular"``), a
-  padded max or average pool pads circularly first; the stride-1 layers made by ``pool`` pad
-  circularly to keep the map size ("same" padding). Any other value (``"zeros"``, ``"valid"``) leaves
-  the padding as built.
-
-Only ``torch.nn.Conv2d``, ``MaxPool2d``, ``AvgPool2d`` and the lab's ``MaxPool2x2`` are rewritten: a
-network with another strided or padded layer type (or one that pools with ``torch.nn.functional``
-inside its ``forward``, which no editing can see) is refused for the variant, not half converted.
-That is why the variants are offered for the built-in CNNs and torchvision's ResNets and VGGs.
-"""
+"""Architecture variants made by editing a built network in place (``apply_variants``): ``pool="blur"|"aps"``
+(every strided convolution or pool at stride 1, then a ``BlurPool2d`` or ``APSDownsample2d``; the
+state_dict stays the original's) and ``padding="circular"``. Only ``nn.Conv2d``, ``MaxPool2d``, ``AvgPool2d``
+and ``MaxPool2x2`` are rewritten; other strided or padded layers are refused (docs/models.md)."""
 
 from __future__ import annotations
 
@@ -102,29 +83,25 @@ def _stride_one_conv(conv: nn.Conv2d, down: nn.Module, circular: bool) -> Downsa
 
 def _stride_one_pool(pool: nn.Module, down: nn.Module, circular: bool) -> nn.Sequential:
     """``pool`` at stride 1 followed by ``down`` (circular: a circular "same" padding first)."""
+    kernel, dilation = 2, 1
     if isinstance(pool, MaxPool2x2):
-        layers = [MaxPool2x2(1), down]
-        return nn.Sequential(nn.CircularPad2d(same_padding(2)), *layers) if circular else nn.Sequential(*layers)
-    dilation = getattr(pool, "dilation", 1)
-    kwargs = {"ceil_mode": False}
-    if isinstance(pool, nn.MaxPool2d):
-        kwargs["dilation"] = dilation
-        cls = nn.MaxPool2d
+        stride_one = MaxPool2x2(1)
     else:
-        kwargs.update(count_include_pad=pool.count_include_pad, divisor_override=pool.divisor_override)
-        cls = nn.AvgPool2d
+        kernel, dilation = pool.kernel_size, getattr(pool, "dilation", 1)
+        kwargs = {"padding": 0 if circular else pool.padding, "ceil_mode": False}
+        if isinstance(pool, nn.MaxPool2d):
+            stride_one = nn.MaxPool2d(kernel, stride=1, dilation=dilation, **kwargs)
+        else:
+            stride_one = nn.AvgPool2d(kernel, stride=1, count_include_pad=pool.count_include_pad,
+                                      divisor_override=pool.divisor_override, **kwargs)
     if not circular:
-        return nn.Sequential(cls(pool.kernel_size, stride=1, padding=pool.padding, **kwargs), down)
-    padded = cls(pool.kernel_size, stride=1, padding=0, **kwargs)
-    return nn.Sequential(nn.CircularPad2d(same_padding(pool.kernel_size, dilation)), padded, down)
-
-
+        return nn.Sequential(stride_one, down)
+    return nn.Sequential(nn.CircularPad2d(same_padding(kernel, dilation)), stride_one, down)
 
 
 def shared_choices(model: nn.Module) -> dict[int, PolyphaseChoice]:
     """``id(layer) -> PolyphaseChoice`` for the two strided layers of every residual block whose main
-    path and skip path (a child named in ``SKIP_NAMES``) each down-sample once; the block resets the
-    choice at each call (a forward pre-hook)."""
+    path and skip path (a child named in ``SKIP_NAMES``) each down-sample once (reset by the block's hook)."""
     out: dict[int, PolyphaseChoice] = {}
     for block in model.modules():
         children = dict(block.named_children())
@@ -165,19 +142,8 @@ def _replace(model: nn.Module, edit) -> None:
 
 
 def apply_variants(model: nn.Module, pool: str = "max", padding: str = "zeros", blur_filter_size: int = 3) -> nn.Module:
-    """Rewrite ``model`` in place for ``pool`` and ``padding`` (see the module docstring); return it.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A built network (its weights are kept; no random numbers are drawn).
-    pool : {"max", "blur", "aps"}
-        How strided layers down-sample: as built, blur then subsample, or adaptive polyphase sampling.
-    padding : str
-        ``"circular"``: every padding wraps around; anything else: as built.
-    blur_filter_size : int
-        Taps of the binomial filter of ``pool="blur"`` (1 to 7).
-    """
+    """Rewrite ``model`` in place for ``pool`` (max: as built) and ``padding`` (circular: every padding wraps
+    around; anything else: as built), keeping its weights and drawing no random numbers; return it."""
     check_choice("pool", pool, POOLS)
     circular = padding == "circular"
     if pool == "max" and not circular:

@@ -1,29 +1,7 @@
-"""Any torchvision or timm classification network, built for the data: ``model=torchvision`` and
-``model=timm`` (``model.name=<architecture>``).
-
-``torchvision_model(name, ...)`` builds ``torchvision.models.get_model(name, weights=None,
-num_classes=...)`` and ``timm_model(name, ...)`` builds ``timm.create_model(name, pretrained=False,
-in_chans=..., num_classes=...)`` (timm is the optional extra ``pip install shiftprobe[timm]``). Then:
-
-- **channels**: a torchvision network whose first convolution (the first ``nn.Conv2d`` in module order:
-  a ResNet's ``conv1``, a ViT's ``conv_proj``) takes another number of channels gets a new one with
-  ``in_channels`` inputs, initialised as torchvision initialises its CNNs (Kaiming normal, fan out).
-- **small_input** (ResNets): the usual CIFAR stem, a 3x3 stride-1 convolution and no max pool, so a
-  28x28 or 32x32 image is not down-sampled 4x before the first stage.
-- **pool**, **padding** (``shiftprobe.models.variants``; torchvision's ResNets and VGGs only):
-  ``pool=blur|aps``, ``padding=circular``.
-- **probe points** (``default_probe_layers``): the stem, each stage and the head, per architecture
-  (``probe_layers``); the head is aliased ``logits``.
-- **normalize**: ``(x - 0.1307) / 0.3081`` as the network's first step (a forward pre-hook), as the
-  built-in CNNs do with ``data.normalize=true``.
-- **checked**: one forward pass on a blank ``image_size`` image, so an architecture that cannot take
-  the images (a ViT wants 224x224 pixels, a VGG at least 32x32) is refused in one line at build time.
-- **weights**: ``weights=<file>`` loads a state_dict (or a train.py ``.ckpt``) with
-  ``shiftprobe.checkpoints.read_checkpoint``; the network's random initial weights stay on it as
-  ``untrained_state`` (the measurement's untrained control, read once by the Lightning module).
-
-The network returns logits (``outputs_logits = True``: the Lightning module applies ``log_softmax``).
-"""
+"""Any torchvision or timm classification network, untrained, built for the data (``model=torchvision``,
+``model=timm``): input channels, the CIFAR stem (``small_input``), the ``pool`` / ``padding`` variants,
+default probe points, pixel normalisation, an image-size check and loaded weights (docs/models.md).
+The network returns logits (``outputs_logits = True``)."""
 
 from __future__ import annotations
 
@@ -45,13 +23,10 @@ _QUIET = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Flatten
 
 
 class PixelNormalization:
-    """Forward pre-hook: ``(x - mean) / std`` on the network's input (``data.normalize=true``)."""
-
-    def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD):
-        self.mean, self.std = float(mean), float(std)
+    """Forward pre-hook: ``(x - 0.1307) / 0.3081`` on the network's input (``data.normalize=true``)."""
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple:
-        return ((args[0] - self.mean) / self.std, *args[1:])
+        return ((args[0] - MNIST_MEAN) / MNIST_STD, *args[1:])
 
 
 def close_matches(name: str, names: list[str]) -> str:
@@ -70,31 +45,13 @@ def refuse_variants(pool: str, padding: str, network: str) -> None:
         )
 
 
-def torchvision_names() -> list[str]:
-    """The classification architectures of ``torchvision.models`` (no detection, segmentation, video)."""
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
-    """``(name, module)`` of the first ``nn.Conv2d`` in module order (None: there is none)."""
-    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-
-
 def _new_conv(conv: nn.Conv2d, in_channels: int, **changes) -> nn.Conv2d:
     """``conv`` with ``in_channels`` inputs (and ``changes``), initialised as torchvision's CNNs."""
     if conv.groups != 1:
         raise ArgumentError(f"in_channels={in_channels!r}: the first convolution is grouped ({conv.groups} groups)")
-    kwargs = dict(
-        kernel_size=conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-    )
-    kwargs.update(changes)
+    kwargs = {"kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding,
+              "dilation": conv.dilation, "bias": conv.bias is not None, "padding_mode": conv.padding_mode,
+              **changes}
     new = nn.Conv2d(in_channels, conv.out_channels, **kwargs)
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     if new.bias is not None:
@@ -103,8 +60,8 @@ def _new_conv(conv: nn.Conv2d, in_channels: int, **changes) -> nn.Conv2d:
 
 
 def adapt_input_channels(model: nn.Module, in_channels: int) -> None:
-    """Give the first convolution ``in_channels`` inputs (a new one when it takes another number)."""
-    found = first_conv(model)
+    """Give the first ``nn.Conv2d`` in module order ``in_channels`` inputs (a new one if it takes others)."""
+    found = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
     if found is None:
         raise ArgumentError(f"in_channels={in_channels!r}: {type(model).__name__} has no nn.Conv2d to take the images")
     name, conv = found
@@ -129,15 +86,6 @@ def use_small_input_stem(model: nn.Module, name: str) -> None:
     model.maxpool = nn.Identity()
 
 
-def _named(model: nn.Module, module: nn.Module) -> str | None:
-    return next((n for n, m in model.named_modules() if m is module and n), None)
-
-
-def _ends_in_linear(module: nn.Module) -> bool:
-    last = list(module.modules())[-1]
-    return isinstance(last, nn.Linear)
-
-
 def heuristic_probe_layers(model: nn.Module) -> tuple[list[str], dict[str, str]]:
     """The documented fallback: every top-level child that computes (no activation, dropout, flatten,
     identity, auxiliary head), a ``features`` sequence child by child; the last child is the head,
@@ -150,19 +98,14 @@ def heuristic_probe_layers(model: nn.Module) -> tuple[list[str], dict[str, str]]
             names += [f"features.{n}" for n, _ in child.named_children()]
         else:
             names.append(name)
-    if names and _ends_in_linear(model.get_submodule(names[-1])):
+    if names and isinstance(list(model.get_submodule(names[-1]).modules())[-1], nn.Linear):
         return names, {"logits": names[-1]}
     return [*names, "output"], {}
 
 
 def probe_layers(model: nn.Module, small_input: bool = False) -> tuple[list[str], dict[str, str]]:
-    """``(default probe points, aliases)``: the stem, each stage and the head (aliased ``logits``).
-
-    ResNets: ``maxpool`` (``relu`` / ``act1`` with ``small_input``), ``layer1`` ... ``layer4``, the pooled
-    features the head classifies (``avgpool``, timm's ``global_pool``) and ``fc``.
-    VGGs: each max pool of ``features``, ``classifier``. timm: the modules of ``feature_info`` and the
-    classifier. Anything else: ``heuristic_probe_layers``.
-    """
+    """``(default probe points, aliases)``: the stem, each stage and the head (aliased ``logits``), per
+    architecture (the table in docs/models.md)."""
     modules = dict(model.named_modules())
     if is_resnet(model):
         stem = "maxpool" if not small_input else ("relu" if "relu" in modules else "act1")
@@ -173,9 +116,10 @@ def probe_layers(model: nn.Module, small_input: bool = False) -> tuple[list[str]
         return [*pools, "classifier"], {"logits": "classifier"}
     info = getattr(model, "feature_info", None)
     head = model.get_classifier() if callable(getattr(model, "get_classifier", None)) else None
-    if info is not None and isinstance(head, nn.Module) and _named(model, head):
+    head_name = next((n for n, m in modules.items() if m is head and n), None)
+    if info is not None and isinstance(head, nn.Module) and head_name:
         stages = [str(f["module"]) for f in info if str(f.get("module", "")) in modules and f.get("module")]
-        return [*dict.fromkeys(stages), _named(model, head)], {"logits": _named(model, head)}
+        return [*dict.fromkeys(stages), head_name], {"logits": head_name}
     return heuristic_probe_layers(model)
 
 
@@ -217,17 +161,24 @@ def load_weights(model: nn.Module, weights: str, what: str) -> None:
 
 def finish(
     model: nn.Module,
-    what: str,
-    layers: tuple,
+    name: str,
+    small_input: bool,
+    variants: tuple = ("max", "zeros", 3),
     *,
     in_channels: int,
     image_size: int | None,
     normalize: bool,
     weights: str | None,
 ) -> nn.Module:
-    """What every built network gets: its probe points and aliases (``layers``), the logits flag, the
-    pixel normalisation, the image-size check and the weights."""
-    model.default_probe_layers, model.layer_aliases = tuple(layers[0]), dict(layers[1])
+    """What every built network gets: the CIFAR stem (``small_input``), its probe points and aliases, the
+    ``(pool, padding, blur_filter_size)`` variants, the logits flag, the pixel normalisation, the
+    image-size check and the weights."""
+    what = f"name={name!r}"
+    if small_input:
+        use_small_input_stem(model, name)
+    layers, aliases = probe_layers(model, small_input)
+    model.default_probe_layers, model.layer_aliases = tuple(layers), dict(aliases)
+    apply_variants(model, *variants)
     model.outputs_logits = True
     if normalize:
         model.register_forward_pre_hook(PixelNormalization())
@@ -250,29 +201,12 @@ def torchvision_model(
     normalize: bool = False,
     image_size: int | None = None,
 ) -> nn.Module:
-    """A torchvision classification network, untrained, built for the data (see the module docstring).
-
-    Parameters
-    ----------
-    name : str
-        One of ``torchvision.models.list_models(module=torchvision.models)``, e.g. ``"resnet18"``.
-    in_channels, num_classes : int
-        Image channels and classes of the data.
-    small_input : bool
-        ResNets: the CIFAR stem (3x3 stride-1 ``conv1``, no max pool).
-    pool, padding, blur_filter_size
-        The variants of ``shiftprobe.models.variants`` (ResNets and VGGs): ``pool`` in max, blur, aps;
-        ``padding`` in zeros, circular.
-    weights : str, optional
-        A state_dict file (``torch.save(model.state_dict(), path)``) or a train.py ``.ckpt``.
-    normalize : bool
-        ``(x - 0.1307) / 0.3081`` as the first step.
-    image_size : int, optional
-        Check that the network takes ``image_size`` x ``image_size`` images (one blank forward pass).
-    """
+    """``torchvision.models.get_model(name, weights=None, num_classes=num_classes)`` for the data: ``name``
+    one of ``torchvision.models.list_models(module=torchvision.models)``; ``weights`` a state_dict file or a
+    train.py ``.ckpt``; ``image_size``: check the network takes such images (one blank forward pass)."""
     import torchvision
 
-    names = torchvision_names()
+    names = sorted(torchvision.models.list_models(module=torchvision.models))
     if name not in names:
         raise ArgumentError(
             f"name={name!r} is not a torchvision classification model; close matches: "
@@ -283,12 +217,8 @@ def torchvision_model(
     if not isinstance(model, (torchvision.models.ResNet, torchvision.models.VGG)):
         refuse_variants(pool, padding, f"name={name!r}")
     adapt_input_channels(model, in_channels)
-    if small_input:
-        use_small_input_stem(model, name)
-    layers = probe_layers(model, small_input)
-    apply_variants(model, pool, padding, blur_filter_size)
-    what = f"name={name!r}"
-    return finish(model, what, layers, in_channels=in_channels, image_size=image_size, normalize=normalize, weights=weights)
+    return finish(model, name, small_input, (pool, padding, blur_filter_size), in_channels=in_channels,
+                  image_size=image_size, normalize=normalize, weights=weights)
 
 
 def timm_model(
@@ -302,10 +232,8 @@ def timm_model(
     normalize: bool = False,
     image_size: int | None = None,
 ) -> nn.Module:
-    """A timm classification network, untrained (``timm.create_model(name, pretrained=False, ...)``),
-    built for the data; the keys as ``torchvision_model``'s. The ``pool`` / ``padding`` variants are
-    not offered for timm models (only ``pool="max"``, ``padding="zeros"``: the network as built).
-    Needs the optional extra ``shiftprobe[timm]``."""
+    """``timm.create_model(name, pretrained=False, ...)`` for the data, the keys as ``torchvision_model``'s
+    (only ``pool="max"``, ``padding="zeros"``); needs the optional extra ``shiftprobe[timm]``."""
     refuse_variants(pool, padding, "timm models")
     try:
         import timm
@@ -317,7 +245,5 @@ def timm_model(
             f"name={name!r} is not a timm model; close matches: {close_matches(name, names)} (all: timm.list_models())"
         )
     model = timm.create_model(name, pretrained=False, in_chans=in_channels, num_classes=num_classes)
-    if small_input:
-        use_small_input_stem(model, name)
-    what, layers = f"name={name!r}", probe_layers(model, small_input)
-    return finish(model, what, layers, in_channels=in_channels, image_size=image_size, normalize=normalize, weights=weights)
+    return finish(model, name, small_input, in_channels=in_channels, image_size=image_size,
+                  normalize=normalize, weights=weights)
