@@ -1,27 +1,7 @@
-"""Sorted values of many windows of the same maps, from one sort per map (the sorting test's shared sort).
-
-The sorting test sorts each channel of every shifted map. In the crop fast path the shifted maps of a
-layer are windows of one padded map (``shiftprobe.models.crop_windows``): the 81 shifts of the 9x9 grid
-are 81 windows ``padded[b, c, y0:y0 + h, x0:x0 + w]``. ``sorted_windows`` sorts each padded channel once,
-remembering every value's position, and takes for each window the sorted values whose positions fall
-inside it, in order: one linear selection per window instead of a sort. Selection keeps the order, so
-the result equals sorting each window on its own (``torch.equal``; NaN last, as NumPy sorts them).
-
-On the CPU (float32, float64) this is NumPy: the shared sort sorts 64-bit keys (a float32's bits made
-order-preserving, above its position: one ``np.sort``, several times faster than ``np.argsort``; float64
-uses a stable ``np.argsort``), then per image and block of windows a boolean mask of the positions in
-each window (two comparisons of small unsigned positions), ``np.flatnonzero`` and one gather. Where the
-windows cover less than half of the map (the lab CNN's conv2: 8x8 windows of 12x12 maps), selection
-scans more positions than it keeps and sorting each window is faster: ``method="auto"`` then sorts the
-windows (``shiftprobe.probe.metrics.sort_channels``). Other devices and dtypes sort the windows too.
-The engine (``PairComputer.window_sorters``) keeps one ``WindowSorter`` per batch and window layer where
-``select_pays``: the shared sort once (``SharedOrder``), a selection per chunk of shifts.
-
-Equal values: ``-0.0`` and ``0.0`` compare equal, so a sort may put them in either order (NumPy's own
-order depends on its algorithm); here ``-0.0`` comes first. Every other value is at the position the
-per-window sort gives it, bit for bit; NaN come last, keeping their bits (NumPy's vectorised sort
-returns them as the canonical NaN).
-"""
+"""Sorted values of many windows of the same maps from one sort per map (the sorting test's shared sort in the crop
+fast path, docs/performance.md): each channel is sorted once with every value's position, and a window's sorted
+values are those whose positions fall inside it, in order. The result equals sorting each window on its own,
+except that ``-0.0`` comes before ``0.0``; NaN come last, keeping their bits."""
 
 from __future__ import annotations
 
@@ -41,26 +21,11 @@ BLOCK_TILE_BYTES = 1 << 20
 def sorted_windows(
     padded: torch.Tensor, origins: torch.Tensor | Sequence, h: int, w: int, method: str = "auto"
 ) -> torch.Tensor:
-    """Each channel's values of every window, sorted ascending: ``(B, C, H, W) -> (B, S, C, h * w)``.
+    """Each channel's values of every window, sorted ascending: ``(B, C, H, W) -> (B, S, C, h * w)``, contiguous.
 
-    Parameters
-    ----------
-    padded : torch.Tensor
-        ``(B, C, H, W)`` maps (half precision is sorted in float32, as ``sort_channels`` does).
-    origins : torch.Tensor or sequence of (int, int)
-        ``(S, 2)``: each window's top-left corner ``(y0, x0)``; the window is
-        ``padded[:, :, y0:y0 + h, x0:x0 + w]`` and must lie inside the map.
-    h, w : int
-        The windows' height and width.
-    method : {"auto", "select", "sort"}
-        ``"select"``: one sort per map and a selection per window (CPU float32 / float64);
-        ``"sort"``: every window sorted on its own; ``"auto"``: ``"select"`` where it is faster (CPU,
-        windows covering at least half the map), else ``"sort"``. All three give the same values.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(B, S, C, h * w)``, contiguous, on the CPU for ``"select"``, else on ``padded``'s device.
+    ``origins``: ``(S, 2)`` top-left corners ``(y0, x0)`` of ``h x w`` windows inside the map. ``method``:
+    ``"select"`` (one sort per map, a selection per window; CPU float32 / float64, the result on the CPU),
+    ``"sort"`` (each window sorted on its own) or ``"auto"`` (``"select"`` where ``select_pays``); the same values.
     """
     corners = _check(padded, origins, h, w, method)
     padded = working(padded)
