@@ -12,11 +12,12 @@ import warnings
 
 import pytest
 import torch
+from reference import merge_sums
 from tolerances import approx, assert_same_figures, tol
 
 import shiftprobe.probe.measure as measure_module
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.probe.accumulator import PairMetricAccumulator, merge_sums
+from shiftprobe.probe.accumulator import PairMetricAccumulator
 from shiftprobe.probe.capture import Feed
 from shiftprobe.probe.engine import control_offset, setup
 from shiftprobe.probe.measure import measure, measure_family

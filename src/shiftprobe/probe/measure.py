@@ -142,32 +142,13 @@ def _with_untrained(measure_one, model, untrained, copies: list) -> dict:
     return section
 
 
-def measure(
-    model: nn.Module,
-    images,
-    labels: torch.Tensor | None = None,
-    layers: Sequence[str] | None = None,
-    transform=None,
-    *,
-    untrained: nn.Module | None = None,
-    untrained_inits: int = 1,
-    lie_derivative: Sequence[str] | bool | None = None,
-    lie_derivative_images: int | None = None,
-    layerwise: bool = False,
-    examples: bool = True,
-    control_seed: int = 0,
-    max_images: int | None = None,
-    batch_size: int = 64,
-    pairs_per_chunk: int | None = None,
-    memory_budget: int | str | None = None,
-    fast_path: bool = True,
-    device: torch.device | str | None = None,
-    progress: bool | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    normalization=None,
-    output_key: str | int | None = None,
-) -> Results:
+def measure(model: nn.Module, images, labels: torch.Tensor | None = None, layers: Sequence[str] | None = None,
+            transform=None, *, untrained: nn.Module | None = None, untrained_inits: int = 1,
+            lie_derivative: Sequence[str] | bool | None = None, lie_derivative_images: int | None = None,
+            layerwise: bool = False, examples: bool = True, control_seed: int = 0, max_images: int | None = None,
+            batch_size: int = 64, pairs_per_chunk: int | None = None, memory_budget: int | str | None = None,
+            fast_path: bool = True, device: torch.device | str | None = None, progress: bool | None = None,
+            rank: int = 0, world_size: int = 1, normalization=None, output_key: str | int | None = None) -> Results:
     """Measure how invariant / equivariant each probe point of ``model`` is to each transform (default
     ``Translation(max_shift=4)``; ``[]`` with ``lie_derivative``: the Lie derivative only), in eval mode.
 

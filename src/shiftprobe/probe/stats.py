@@ -7,19 +7,8 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-import numpy as np
-
-#: the interval's coverage
-LEVEL = 0.95
-
-
-def z_value(level: float = LEVEL) -> float:
-    """The two-sided normal quantile of ``level`` (1.95996... for 0.95)."""
-    return NormalDist().inv_cdf(0.5 + level / 2)
-
-
-#: the z of a two-sided 95 % normal interval, the one constant the engine and the reports use
-Z95 = z_value(LEVEL)
+#: the z of a two-sided 95 % normal interval (1.95996...), the one constant the engine and the reports use
+Z95 = NormalDist().inv_cdf(0.975)
 
 
 def _sample_var(n: float, total: float, total_sq: float) -> float:
@@ -58,21 +47,8 @@ def ratio_se(
     return r, math.sqrt(max(0.0, var_r))
 
 
-def score_interval(score: float | None, r_se: tuple[float, float] | None, level: float = LEVEL) -> list[float] | None:
-    """``[lo, hi]`` for ``score = 1 - R`` given ``(R, se(R))``; None when either is unknown."""
+def score_interval(score: float | None, r_se: tuple[float, float] | None) -> list[float] | None:
+    """The 95 % interval ``[lo, hi]`` of ``score = 1 - R`` given ``(R, se(R))``; None when either is unknown."""
     if score is None or r_se is None:
         return None
-    half = (Z95 if level == LEVEL else z_value(level)) * r_se[1]
-    return [score - half, score + half]
-
-
-def ratio_interval_from_values(a, c, level: float = LEVEL) -> tuple[float, list[float]] | None:
-    """``(1 - R, [lo, hi])`` for paired per-image values ``a`` (pair metric) and ``c`` (control),
-    through the same sums and the same ``ratio_se`` as the engine."""
-    a, c = np.asarray(a, dtype=np.float64), np.asarray(c, dtype=np.float64)
-    n = len(a)
-    r_se = ratio_se(n, a.sum(), (a * a).sum(), (a * c).sum(), c.sum(), n, c.sum(), (c * c).sum())
-    if r_se is None:
-        return None
-    score = 1.0 - r_se[0]
-    return score, score_interval(score, r_se, level)
+    return [score - Z95 * r_se[1], score + Z95 * r_se[1]]
