@@ -18,10 +18,11 @@ from shiftprobe.probe.thresholds import exact_tolerance
 def assert_equivariant(model: nn.Module, transform, layer: str, atol: float | None = None, *,
                        images: torch.Tensor | None = None, image_shape: Sequence[int] = (1, 28, 28),
                        n_images: int = 4, seed: int = 0) -> dict:
-    """Assert that probe point ``layer`` of ``model`` (eval mode, its own dtype) is equivariant (a map) or invariant
-    (a vector) to every parameter of ``transform`` (a ``Transform`` or a family's name) where its map action is
-    defined, on the compared positions only, for ``images`` (default ``n_images`` seeded uniform images of
-    ``image_shape``). ``atol`` defaults to ``exact_tolerance(dtype)`` times the largest ``|f(x)|`` (at least 1).
+    """Assert that probe point ``layer`` of ``model`` (eval mode, its own dtype) is equivariant (a map) or
+    invariant (a vector) to every parameter of ``transform`` (a ``Transform`` or a family's name) where its
+    map action is defined, on the compared positions only, for ``images`` (default ``n_images`` seeded uniform
+    images of ``image_shape``). ``atol`` defaults to ``exact_tolerance(dtype)`` times the largest ``|f(x)|``
+    (at least 1).
 
     Returns the largest absolute difference at each parameter checked (keyed by the parameter's JSON form).
     Raises an AssertionError naming the worst parameter, or a ValueError when the map action is defined at no

@@ -25,12 +25,14 @@ IMAGE_ROWS = ("n", "sum", "sum_sq", "sum_xc", "sum_c")
 class PairMetricAccumulator(Metric):
     """Sums of per-pair metrics by parameter id, control sums and image-level counts.
 
-    ``update`` takes any of: ``shift_ids`` (B, S) with ``pair_values`` (K, B, S) (every metric of ``image_keys``;
-    NaN: undefined, counted apart for the masked metrics) and ``no_overlap`` flags (the NaNs that mean "no certified position"); ``control`` {(layer, metric): (B,)};
-    ``n_images``, ``correct``, ``two_shift_agree``, ``predicted`` (a class histogram); ``image_means`` (K, B, G)
-    with ``image_control`` (K, B). ``sums()`` (``compute``) returns a dict keyed ``"pair_count"``, ``"images"``,
-    ``"correct"``, ``"two_shift_agree"``, ``("pair", layer, metric)`` (+ ``_count``, ``_no_overlap``, ``_max``),
-    ``("control", ...)``, ``("control_sq", ...)``, ``("image", layer, metric)`` (``IMAGE_ROWS x G``), ``"pred_hist"``.
+    ``update`` takes any of: ``shift_ids`` (B, S) with ``pair_values`` (K, B, S) (every metric of
+    ``image_keys``; NaN: undefined, counted apart for the masked metrics) and ``no_overlap`` flags (the NaNs
+    that mean "no certified position"); ``control`` {(layer, metric): (B,)}; ``n_images``, ``correct``,
+    ``two_shift_agree``, ``predicted`` (a class histogram); ``image_means`` (K, B, G) with ``image_control``
+    (K, B). ``sums()`` (``compute``) returns a dict keyed ``"pair_count"``, ``"images"``, ``"correct"``,
+    ``"two_shift_agree"``, ``("pair", layer, metric)`` (+ ``_count``, ``_no_overlap``, ``_max``),
+    ``("control", ...)``, ``("control_sq", ...)``, ``("image", layer, metric)`` (``IMAGE_ROWS x G``),
+    ``"pred_hist"``.
     """
 
     full_state_update = False
@@ -38,7 +40,8 @@ class PairMetricAccumulator(Metric):
     is_differentiable = False
 
     def __init__(self, n_shift_ids: int, metrics: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
-                 dtype=torch.float64, n_groups: int = 0, n_classes: int = 0, masked: tuple[str, ...] = MASKED, **kwargs):
+                 dtype=torch.float64, n_groups: int = 0, n_classes: int = 0, masked: tuple[str, ...] = MASKED,
+                 **kwargs):
         super().__init__(**kwargs)
         self.masked = tuple(masked)
         self.n_shift_ids = int(n_shift_ids)
@@ -79,8 +82,9 @@ class PairMetricAccumulator(Metric):
     def _state(self, key) -> torch.Tensor:
         return getattr(self, self._pair_keys[key])
 
-    def update(self, shift_ids=None, pair_values=None, no_overlap=None, control=None, n_images=None, correct=None,
-               two_shift_agree=None, predicted=None, image_means=None, image_control=None) -> None:
+    def update(self, shift_ids=None, pair_values=None, no_overlap=None, control=None, n_images=None,
+               correct=None, two_shift_agree=None, predicted=None, image_means=None,
+               image_control=None) -> None:
         dtype = self.pair_count.dtype
         if pair_values is not None:
             self._add_pair_values(shift_ids, pair_values, no_overlap or {})

@@ -137,14 +137,14 @@ def export_pairs(
     output_key: str | int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Record ``n`` seeded shifted pairs (images without replacement while ``n <= N``; each shift uniform over
-    ``transform``'s non-zero shifts, default ``Translation(max_shift=4)``) and their activations at every probe
-    layer, of ``untrained`` too. The other arguments are those of :func:`shiftprobe.measure`.
+    ``transform``'s non-zero shifts, default ``Translation(max_shift=4)``) and their activations at every
+    probe layer, of ``untrained`` too. The other arguments are those of :func:`shiftprobe.measure`.
 
     Returns ``x``, ``tx`` (``n x C x H x W`` pixels), ``shift`` (``n x 2``), ``label`` (-1 without labels),
-    ``index`` and per probe layer ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/...``), float32;
-    with ``path`` (a folder, or a ``.pt`` / ``.npz`` file name) also writes ``pairs.pt`` and ``pairs.npz``,
-    atomically, both or neither. A ValueError when ``n`` pairs would take more than half of the available memory
-    names the largest ``n`` that fits.
+    ``index`` and per probe layer ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/...``),
+    float32; with ``path`` (a folder, or a ``.pt`` / ``.npz`` file name) also writes ``pairs.pt`` and
+    ``pairs.npz``, atomically, both or neither. A ValueError when ``n`` pairs would take more than half of the
+    available memory names the largest ``n`` that fits.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"export_pairs: n={n!r}; use a positive number of pairs")

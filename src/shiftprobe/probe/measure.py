@@ -96,7 +96,7 @@ def measure_section(model: nn.Module, images: Images, transform, feed, *, layers
                     progress: bool = False, desc: str = "measuring", workers: int | None = None,
                     sums: dict | None = None, examples: bool = False) -> dict:
     """The section of one network under one transform (``images``, ``feed``: checked). ``sums``, if given,
-    receives this process's raw sums (``"raw"``) and ``"section"``, the function of (merged) sums to the section."""
+    receives this process's raw sums (``"raw"``) and ``"section"``: merged sums -> the section."""
     start = time.perf_counter()
     image_size = tuple(images.shape[-2:])
     transform.check_image_size(*image_size)
@@ -145,16 +145,17 @@ def _with_untrained(measure_one, model, untrained, copies: list) -> dict:
 def measure(model: nn.Module, images, labels: torch.Tensor | None = None, layers: Sequence[str] | None = None,
             transform=None, *, untrained: nn.Module | None = None, untrained_inits: int = 1,
             lie_derivative: Sequence[str] | bool | None = None, lie_derivative_images: int | None = None,
-            layerwise: bool = False, examples: bool = True, control_seed: int = 0, max_images: int | None = None,
-            batch_size: int = 64, pairs_per_chunk: int | None = None, memory_budget: int | str | None = None,
-            fast_path: bool = True, device: torch.device | str | None = None, progress: bool | None = None,
-            rank: int = 0, world_size: int = 1, normalization=None, output_key: str | int | None = None) -> Results:
+            layerwise: bool = False, examples: bool = True, control_seed: int = 0,
+            max_images: int | None = None, batch_size: int = 64, pairs_per_chunk: int | None = None,
+            memory_budget: int | str | None = None, fast_path: bool = True,
+            device: torch.device | str | None = None, progress: bool | None = None, rank: int = 0,
+            world_size: int = 1, normalization=None, output_key: str | int | None = None) -> Results:
     """Measure how invariant / equivariant each probe point of ``model`` is to each transform (default
     ``Translation(max_shift=4)``; ``[]`` with ``lie_derivative``: the Lie derivative only), in eval mode.
 
-    ``images``: ``(N, [C,] H, W)`` pixels (uint8, floats in [0, 1], or normalised with ``normalization``), or a
-    map-style ``Dataset`` / ``DataLoader`` streamed a batch at a time. Every argument: docs/api.md. Returns the
-    ``Results`` of results.json schema 3 (``res.families[name]``, ``res.summary``, ``res.save(path)``).
+    ``images``: ``(N, [C,] H, W)`` pixels (uint8, floats in [0, 1], or normalised with ``normalization``),
+    or a map-style ``Dataset`` / ``DataLoader`` streamed a batch at a time. Every argument: docs/api.md.
+    Returns the ``Results`` of results.json schema 3 (``res.families[name]``, ``res.summary``, ``res.save``).
 
     >>> import torch, shiftprobe
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(10))

@@ -48,7 +48,7 @@ def ratio_se(
 
 
 def score_interval(score: float | None, r_se: tuple[float, float] | None) -> list[float] | None:
-    """The 95 % interval ``[lo, hi]`` of ``score = 1 - R`` given ``(R, se(R))``; None when either is unknown."""
+    """The 95 % interval ``[lo, hi]`` of ``score = 1 - R`` given ``(R, se(R))``; None if either is unknown."""
     if score is None or r_se is None:
         return None
     return [score - Z95 * r_se[1], score + Z95 * r_se[1]]

@@ -67,9 +67,10 @@ def random_shifts(n: int, max_shift: int, seed: int, nonzero: bool = True, patte
 
 @dataclass(frozen=True)
 class Translation(Transform):
-    """Integer translations of at most ``max_shift`` pixels along each axis. ``mode``: ``"crop"`` (zero fill) or
-    ``"roll"`` (circular); ``pattern``: ``"grid"`` (every ``(dy, dx)`` of the square), ``"axis"`` (horizontal
-    only) or ``"random"`` (one seeded non-zero shift per image); ``seed`` also seeds the two-shift consistency."""
+    """Integer translations of at most ``max_shift`` pixels along each axis. ``mode``: ``"crop"`` (zero fill)
+    or ``"roll"`` (circular); ``pattern``: ``"grid"`` (every ``(dy, dx)`` of the square), ``"axis"``
+    (horizontal only) or ``"random"`` (one seeded non-zero shift per image, drawn with ``seed``, which also
+    draws the two-shift consistency's shifts)."""
 
     max_shift: int = 4
     mode: str = "crop"
@@ -87,7 +88,9 @@ class Translation(Transform):
         check_max_shift(self.max_shift, self.max_shift + 1)
         check_mode(self.mode)
         if self.pattern not in SHIFT_PATTERNS:
-            raise ValueError(f"Translation(pattern={self.pattern!r}) is not known; use one of {list(SHIFT_PATTERNS)}")
+            raise ValueError(
+                f"Translation(pattern={self.pattern!r}) is not known; use one of {list(SHIFT_PATTERNS)}"
+            )
         if self.pattern == "random" and self.max_shift == 0:
             raise ValueError("Translation(pattern='random', max_shift=0) has no non-zero shift: use max_shift >= 1")
 

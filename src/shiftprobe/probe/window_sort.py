@@ -1,7 +1,7 @@
-"""Sorted values of many windows of the same maps from one sort per map (the sorting test's shared sort in the crop
-fast path, docs/performance.md): each channel is sorted once with every value's position, and a window's sorted
-values are those whose positions fall inside it, in order. The result equals sorting each window on its own,
-except that ``-0.0`` comes before ``0.0``; NaN come last, keeping their bits."""
+"""Sorted values of many windows of the same maps from one sort per map (the sorting test's shared sort in the
+crop fast path, docs/performance.md): each channel is sorted once with every value's position, and a window's
+sorted values are those whose positions fall inside it, in order. The result equals sorting each window on its
+own, except that ``-0.0`` comes before ``0.0``; NaN come last, keeping their bits."""
 
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ BLOCK_TILE_BYTES = 1 << 20
 def sorted_windows(
     padded: torch.Tensor, origins: torch.Tensor | Sequence, h: int, w: int, method: str = "auto"
 ) -> torch.Tensor:
-    """Each channel's values of every window, sorted ascending: ``(B, C, H, W) -> (B, S, C, h * w)``, contiguous.
+    """Each channel's values of every window in ascending order: ``(B, C, H, W) -> (B, S, C, h * w)``.
 
     ``origins``: ``(S, 2)`` top-left corners ``(y0, x0)`` of ``h x w`` windows inside the map. ``method``:
     ``"select"`` (one sort per map, a selection per window; CPU float32 / float64, the result on the CPU),
-    ``"sort"`` (each window sorted on its own) or ``"auto"`` (``"select"`` where ``select_pays``); the same values.
+    ``"sort"`` (each window sorted on its own) or ``"auto"`` (``"select"`` where ``select_pays``); the same
+    values.
     """
     corners = _check(padded, origins, h, w, method)
     padded = working(padded)
