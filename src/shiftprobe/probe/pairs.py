@@ -56,10 +56,6 @@ def host_read():
         _host_reads.depth -= 1
 
 
-def host_reads_allowed() -> bool:
-    return _host_reads.depth > 0
-
-
 def layer_metrics(transform, geo, image_size, classifier: bool, labels: bool) -> tuple[tuple, tuple]:
     """``(pair metrics, control metrics)`` of one layer under ``transform`` (the accumulator's spec)."""
     pair, control = ["cos", "dist", "rel"], ["cos", "dist", "rel"]
