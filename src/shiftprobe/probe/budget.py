@@ -1,8 +1,6 @@
-"""The memory budget of a measurement, in bytes: how many images a batch holds and how many image-parameter pairs
-a chunk holds, from the probe points' map shapes (the geometry inferred on the first images). The budget covers
-the maps a measurement holds (a batch's maps, its chunk's maps and their temporaries, per worker thread), not the
-model's weights or the images themselves. Default: a fraction of the available RAM (of the free memory of an
-accelerator)."""
+"""The memory budget of a measurement, in bytes: the images a batch and the image-parameter pairs a chunk
+hold, from the probe points' map shapes; it covers the maps of the batches and chunks in flight and their
+temporaries, not the weights or the images (docs/performance.md)."""
 
 from __future__ import annotations
 

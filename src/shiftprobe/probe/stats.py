@@ -26,13 +26,9 @@ def mean_se(n: float, total: float, total_sq: float) -> float | None:
 def ratio_se(
     n_a: float, sum_a: float, sumsq_a: float, sum_ac: float, sum_c_a: float, n_c: float, sum_c: float, sumsq_c: float
 ) -> tuple[float, float] | None:
-    """``(R, se(R))`` for ``R = mean(a) / mean(c)`` by the delta method (see the module docstring).
-
-    ``a`` has ``n_a`` per-image values with sums ``sum_a``, ``sumsq_a``; ``sum_ac`` and ``sum_c_a`` are
-    the sums of ``a_i c_i`` and ``c_i`` over the same images; ``c`` has ``n_c >= n_a`` values (every
-    measured image, a superset) with sums ``sum_c``, ``sumsq_c``. None when ``n_a < 2`` or
-    ``mean(c) == 0``.
-    """
+    """``(R, se(R))`` for ``R = mean(a) / mean(c)`` by the delta method, from the sums of ``a``, ``a^2``,
+    ``a c`` and ``c`` over the ``n_a`` images of ``a`` and of ``c``, ``c^2`` over all ``n_c >= n_a`` images;
+    None when ``n_a < 2`` or ``mean(c) == 0``."""
     n_a, n_c = float(n_a), float(n_c)
     if n_a < 2 or n_c < 2:
         return None
