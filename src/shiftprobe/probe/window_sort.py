@@ -60,18 +60,15 @@ def _check(padded: torch.Tensor, origins, h: int, w: int, method: str) -> np.nda
 
 
 def select_pays(padded: torch.Tensor, h: int, w: int) -> bool:
-    """Selection scans the whole map per window: it beats sorting the window where the window covers at
-    least half of the map (one thread, 64 maps of normal values, ``sorted_windows`` with each method: at
-    24x24 of 32x32, 10 channels, selection takes 0.6x the time of stacking and sorting the windows; at
-    8x8 of 12x12, 20 channels, 1.9x)."""
+    """Whether selection (it scans the whole map per window) beats sorting each window: on the CPU where the
+    window covers at least half of the map (0.6x the time at 24x24 of 32x32, 1.9x at 8x8 of 12x12)."""
     cpu = padded.device.type == "cpu" and padded.dtype in (torch.float32, torch.float64)
     return cpu and 2 * h * w >= padded.shape[-2] * padded.shape[-1]
 
 
 def _sort_each(padded: torch.Tensor, corners: np.ndarray, h: int, w: int) -> torch.Tensor:
-    """Every window copied and sorted on its own (``sort_channels``). On the CPU the windows are stacked by
-    NumPy (one thread: 3x faster than ``torch.stack`` of the strided views for 24x24 windows of 32x32
-    maps, about as fast for 8x8 of 12x12)."""
+    """Every window copied and sorted on its own (``sort_channels``); on the CPU stacked by NumPy (faster than
+    ``torch.stack`` of the strided views)."""
     windows = [(y0, x0, y0 + h, x0 + w) for y0, x0 in corners.tolist()]
     if padded.device.type == "cpu":
         maps = padded.detach().numpy()
@@ -105,8 +102,7 @@ def shared_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class SharedOrder:
     """One sort of every channel of ``padded`` (CPU float32 / float64 ``(B, C, H, W)``), then any windows'
-    sorted values by selection (``windows``): the shared sort done once for many calls (one per chunk of
-    shifts in the engine)."""
+    sorted values by selection (``windows``), once per chunk of shifts in the engine."""
 
     def __init__(self, padded: torch.Tensor):
         maps = padded.detach().contiguous().numpy()
@@ -120,12 +116,9 @@ class SharedOrder:
         self.xs = (cells % width).astype(self.small)[pos].reshape(b, c, height * width)
 
     def windows(self, corners: np.ndarray, h: int, w: int) -> torch.Tensor:
-        """``(B, S, C, h * w)``: the sorted values of the windows at ``corners`` (``(S, 2)`` int64, checked).
-
-        Per image and block of windows: the image's sorted values copied once per window of the block
-        (a ``(S, C, N)`` tile), a mask of the positions inside each window (two comparisons of small
-        unsigned positions: below the window's start wraps to a large value), and one ``np.take`` of the
-        mask's true positions (in order: window, channel, then ascending value)."""
+        """``(B, S, C, h * w)``: the sorted values of the windows at ``corners`` (``(S, 2)`` int64, checked):
+        per image and block of windows, a mask of the positions inside each window (two comparisons of small
+        unsigned positions) and one ``np.take`` of its true positions (window, channel, ascending value)."""
         b, c, height, width = self.shape
         n, k = height * width, h * w
         out = np.empty((b, len(corners), c * k), dtype=self.values.dtype)
