@@ -210,7 +210,7 @@ def test_control_as_pair_gives_score_zero(net, data):
     control["logits", "consistency"] = pairs["logits", "consistency"] = agree
     pairs["logits", "shifted_correct"] = agree
     acc.update(control=control, n_images=N, correct=torch.ones(N, dtype=torch.bool))
-    undefined = torch.full((N,), float("nan"), dtype=torch.float64)  # the metrics not set here: no pair defined
+    undefined = torch.full((N,), float("nan"), dtype=torch.float64)  # the metrics not set here: undefined
     values = torch.stack([pairs.get(key, undefined) for key in acc.image_keys])
     acc.update(shift_ids=torch.full((N,), 8), pair_values=values)  # shift (1, 1) in a max_shift=1 plan
     res = build_section(acc.compute(), t, t.plan(N, (28, 28)), network, k, metrics, (28, 28))

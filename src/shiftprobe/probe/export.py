@@ -55,9 +55,8 @@ def feature_shapes(model: nn.Module, layers: Sequence[str] | None, image_shape: 
 
 def pair_bytes(model: nn.Module, layers: Sequence[str] | None, image_shape: Sequence[int], networks: int = 1,
                device: torch.device | str | None = None, feed: Feed | None = None) -> int:
-    """Host memory one exported pair takes: ``x`` and ``Tx`` (float32), its shift, label and index
-    (int64), and ``f(x)``, ``f(Tx)`` at every probe layer (float32) of each of ``networks`` networks
-    of this architecture."""
+    """Host memory one exported pair takes: ``x``, ``Tx`` (float32), its shift, label and index (int64), and
+    ``f(x)``, ``f(Tx)`` at every probe layer (float32) of each of ``networks`` networks."""
     shapes = feature_shapes(model, layers, image_shape, device, feed)
     features = sum(math.prod(shape) for shape in shapes.values())
     return 4 * 2 * math.prod(image_shape) + 8 * 4 + networks * 4 * 2 * features
@@ -83,9 +82,8 @@ def check_export_memory(n: int, bytes_per_pair: int, key: str = "n") -> None:
 
 def _activations(model: nn.Module, layers: Sequence[str] | None, x: torch.Tensor, tx: torch.Tensor,
                  batch_size: int, device: torch.device | None, feed: Feed) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``{layer: (f(x), f(Tx))}`` on the CPU in float32, through LayerCapture (model left as it was);
-    ``x``, ``tx``: pixels, given to the model through ``feed``. The outputs are allocated once, at their
-    final size, and filled batch by batch."""
+    """``{layer: (f(x), f(Tx))}`` of the pixels ``x``, ``tx`` on the CPU in float32 (model left as it was),
+    allocated once and filled batch by batch."""
     check_model(model)  # the untrained control too
     device = torch.device(device) if device is not None else model_device(model)
     dtype = model_dtype(model)

@@ -85,9 +85,8 @@ class Results(Mapping):
         return to_jsonable(self.data)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``results.json`` (NaN and infinities become ``null``) atomically: a temporary file in the
-        same folder renamed into place (``shiftprobe.atomic``); a full disk or a read-only folder raises a
-        one-line ``WriteError`` (an ``OSError``)."""
+        """Write ``results.json`` (NaN and infinities become ``null``) atomically (``shiftprobe.atomic``); a
+        full disk or a read-only folder raises a one-line ``WriteError`` (an ``OSError``)."""
         return write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def to_dataframe(self):
