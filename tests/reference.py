@@ -378,3 +378,17 @@ def reference_measure(
         "per_shift": per_shift, "summary": summary, "control": control, "accuracy": accuracy,
         "strides": strides, "receptive_fields": rfs, "pairs": pairs,
     }  # fmt: skip
+
+
+def merge_sums(parts: list[dict]) -> dict:
+    """Combine the ``compute()`` dicts of processes that measured disjoint images, as DDP's reduction
+    does: maxima (``<metric>_max``) by maximum, everything else by sum."""
+    out = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        is_max = isinstance(key, tuple) and key[0] == "pair" and key[2].endswith("_max")
+        total = values[0].clone()
+        for v in values[1:]:
+            total = torch.maximum(total, v) if is_max else total + v
+        out[key] = total
+    return out

@@ -1,17 +1,9 @@
 """shiftprobe: how invariant and how equivariant is each layer of a network to shifts of its input?
 
-The public API (no Lightning or Hydra needed)::
-
-    import shiftprobe
-    res = shiftprobe.measure(model, images, labels, layers=[...], transform=shiftprobe.Translation(max_shift=4))
-    res.summary["fc1"]["invariance_score"]; res.to_dataframe(); res.save("results.json"); res.markdown()
-    shiftprobe.load_results("results.json")
-    net = shiftprobe.load_network("lab_net.pt")      # a train.py .ckpt or a state_dict (trusted=True: a whole module)
-    shiftprobe.export_pairs(net, images, labels, ["conv2", "fc1"], n=100, seed=0, path="pairs")  # pairs.pt/.npz
-    res = shiftprobe.measure(model, images, transform=[shiftprobe.Translation(), shiftprobe.Rotation90(),
-                             shiftprobe.SubpixelTranslation(method="fourier")])   # res.families["rot90"], ...
-
-See docs/api.md. The training / measurement app is ``python train.py`` (Hydra), built on the same engine.
+``res = shiftprobe.measure(model, images, labels, layers=[...], transform=shiftprobe.Translation())`` gives
+``Results`` (``res.summary["fc1"]["invariance_score"]``, ``res.families``, ``res.to_dataframe()``,
+``res.save(path)``); also ``load_results``, ``load_network``, ``export_pairs``, ``lie_derivative``, the
+other families (docs/api.md). The training / measurement app is ``python train.py`` (Hydra), same engine.
 """
 
 from shiftprobe._lazy import lazy_exports

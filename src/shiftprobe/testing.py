@@ -18,42 +18,20 @@ from shiftprobe.probe.thresholds import exact_tolerance
 def assert_equivariant(model: nn.Module, transform, layer: str, atol: float | None = None, *,
                        images: torch.Tensor | None = None, image_shape: Sequence[int] = (1, 28, 28),
                        n_images: int = 4, seed: int = 0) -> dict:
-    """Assert that probe point ``layer`` of ``model`` is equivariant (a map) or invariant (a vector) to every
-    parameter of ``transform`` where its map action is defined, on the compared positions only.
+    """Assert that probe point ``layer`` of ``model`` (eval mode, its own dtype) is equivariant (a map) or
+    invariant (a vector) to every parameter of ``transform`` (a ``Transform`` or a family's name) where its
+    map action is defined, on the compared positions only, for ``images`` (default ``n_images`` seeded uniform
+    images of ``image_shape``). ``atol`` defaults to ``exact_tolerance(dtype)`` times the largest ``|f(x)|``
+    (at least 1).
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Measured in eval mode, in its own dtype.
-    transform : Transform or str
-        E.g. ``shiftprobe.Translation(max_shift=2)``, ``shiftprobe.Rotation90()``, or a family's name.
-    layer : str
-        A probe point, as in :func:`shiftprobe.measure`.
-    atol : float, optional
-        The largest absolute difference allowed; default ``exact_tolerance(dtype)`` (1e-5 in float32, 1e-9 in
-        float64) times the largest ``|value|`` of the layer's map (at least 1).
-    images, image_shape, n_images, seed
-        Pixels ``(N, C, H, W)`` in [0, 1]; default ``n_images`` seeded uniform images of ``image_shape``.
+    Returns the largest absolute difference at each parameter checked (keyed by the parameter's JSON form).
+    Raises an AssertionError naming the worst parameter, or a ValueError when the map action is defined at no
+    parameter for this layer.
 
-    Returns
-    -------
-    dict
-        The largest absolute difference at each parameter checked (the JSON form of the parameter as key).
-
-    Raises
-    ------
-    AssertionError
-        One line naming the worst parameter, its difference and the tolerance.
-    ValueError
-        The map action is defined at no parameter for this layer (with the reason).
-
-    Examples
-    --------
     >>> import torch, shiftprobe
     >>> from shiftprobe.testing import assert_equivariant
     >>> conv = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3))
-    >>> worst = assert_equivariant(conv, shiftprobe.Translation(max_shift=2), "0", image_shape=(1, 12, 12))
-    >>> len(worst)
+    >>> len(assert_equivariant(conv, shiftprobe.Translation(max_shift=2), "0", image_shape=(1, 12, 12)))
     25
     """
     (transform,) = as_transforms(transform)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from reference import merge_sums
 
 import shiftprobe
-from shiftprobe.probe.accumulator import MASKED, PairMetricAccumulator, merge_sums
+from shiftprobe.probe.accumulator import MASKED, PairMetricAccumulator
 
 
 def _update(acc, ids, values):

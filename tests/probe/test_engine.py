@@ -12,11 +12,12 @@ import warnings
 
 import pytest
 import torch
+from reference import merge_sums
 from tolerances import approx, assert_same_figures, tol
 
 import shiftprobe.probe.measure as measure_module
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.probe.accumulator import PairMetricAccumulator, merge_sums
+from shiftprobe.probe.accumulator import PairMetricAccumulator
 from shiftprobe.probe.capture import Feed
 from shiftprobe.probe.engine import control_offset, setup
 from shiftprobe.probe.measure import measure, measure_family
@@ -209,7 +210,9 @@ def test_control_as_pair_gives_score_zero(net, data):
     control["logits", "consistency"] = pairs["logits", "consistency"] = agree
     pairs["logits", "shifted_correct"] = agree
     acc.update(control=control, n_images=N, correct=torch.ones(N, dtype=torch.bool))
-    acc.update(shift_ids=torch.full((N,), 8), pairs=pairs)  # shift (1, 1) in a max_shift=1 plan
+    undefined = torch.full((N,), float("nan"), dtype=torch.float64)  # the metrics not set here: undefined
+    values = torch.stack([pairs.get(key, undefined) for key in acc.image_keys])
+    acc.update(shift_ids=torch.full((N,), 8), pair_values=values)  # shift (1, 1) in a max_shift=1 plan
     res = build_section(acc.compute(), t, t.plan(N, (28, 28)), network, k, metrics, (28, 28))
     assert res["accuracy"] == 1.0 and res["control"]["offset"] == k
     entry = res["groups"]["param"][0]

@@ -17,10 +17,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from reference import merge_sums
 from tolerances import TOLERANCES, assert_same_figures
 from torch import nn
 
-from shiftprobe.probe.accumulator import merge_sums
 from shiftprobe.probe.families import Flip, Rotation, Rotation90, SubpixelTranslation
 from shiftprobe.probe.measure import measure, measure_family, reinitialised_copy
 from shiftprobe.probe.results import Results

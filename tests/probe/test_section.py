@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 import torch
+from reference import merge_sums
 from tolerances import assert_close_dtype, assert_same_figures
 from torch import nn
 
 from shiftprobe.models.lab import LabCNN
-from shiftprobe.probe.accumulator import merge_sums
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
 from shiftprobe.probe.engine import control_offset
 from shiftprobe.probe.geometry import infer_geometry
@@ -38,7 +39,7 @@ from shiftprobe.probe.migrate import migrate
 from shiftprobe.probe.resample import shift_images
 from shiftprobe.probe.results import Results
 from shiftprobe.probe.section import predictions_block
-from shiftprobe.probe.stats import ratio_interval_from_values, ratio_se, score_interval, z_value
+from shiftprobe.probe.stats import ratio_se, score_interval
 from shiftprobe.probe.translation import Translation
 
 DATA = Path(__file__).parent / "data"
@@ -261,8 +262,17 @@ def test_score_interval_is_the_delta_method_on_per_image_values(case):
             var = (a.var(ddof=1) / n_a - 2 * r * cov / n_c + r**2 * c_all.var(ddof=1) / n_c) / c_all.mean() ** 2
             lo, hi = block[layer][f"{score}_ci"]
             assert block[layer][score] == pytest.approx(1 - r, abs=1e-12)
-            half = z_value() * math.sqrt(var)
+            half = NormalDist().inv_cdf(0.975) * math.sqrt(var)
             assert lo == pytest.approx(1 - r - half, abs=1e-9) and hi == pytest.approx(1 - r + half, abs=1e-9)
+
+
+def ratio_interval_from_values(a, c) -> tuple[float, list[float]] | None:
+    """``(1 - R, [lo, hi])`` for paired per-image values ``a`` (pair metric) and ``c`` (control), through the
+    same sums and the same ``ratio_se`` as the engine."""
+    a, c = np.asarray(a, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    n = len(a)
+    r_se = ratio_se(n, a.sum(), (a * a).sum(), (a * c).sum(), c.sum(), n, c.sum(), (c * c).sum())
+    return None if r_se is None else (1.0 - r_se[0], score_interval(1.0 - r_se[0], r_se))
 
 
 def test_uniform_plan_interval_is_the_issue_formula():
@@ -275,7 +285,7 @@ def test_uniform_plan_interval_is_the_issue_formula():
     s = np.cov(a, c, ddof=1)
     var = (s[0, 0] - 2 * r * s[0, 1] + r**2 * s[1, 1]) / (50 * c.mean() ** 2)
     assert score == pytest.approx(1 - r, abs=1e-12)
-    assert (hi - lo) / 2 == pytest.approx(z_value() * math.sqrt(var), rel=1e-9)
+    assert (hi - lo) / 2 == pytest.approx(NormalDist().inv_cdf(0.975) * math.sqrt(var), rel=1e-9)
 
 
 def test_score_interval_close_to_a_paired_bootstrap_over_images(net64):

@@ -25,29 +25,23 @@ IMAGE_ROWS = ("n", "sum", "sum_sq", "sum_xc", "sum_c")
 class PairMetricAccumulator(Metric):
     """Sums of per-pair metrics by parameter id, control sums and image-level counts.
 
-    ``update`` takes any of: ``shift_ids`` (B, S) with ``pair_values`` (K, B, S) (every metric of ``image_keys``;
-    NaN: undefined, counted apart for the masked metrics) or with ``pairs`` {(layer, metric): values}, and
-    ``no_overlap`` flags (the NaNs that mean "no certified position"); ``control`` {(layer, metric): (B,)};
-    ``n_images``, ``correct``, ``two_shift_agree``, ``predicted`` (a class histogram); ``image_means`` (K, B, G)
-    with ``image_control`` (K, B). ``sums()`` (``compute``) returns a dict keyed ``"pair_count"``, ``"images"``,
-    ``"correct"``, ``"two_shift_agree"``, ``("pair", layer, metric)`` (+ ``_count``, ``_no_overlap``, ``_max``),
-    ``("control", ...)``, ``("control_sq", ...)``, ``("image", layer, metric)`` (``IMAGE_ROWS x G``), ``"pred_hist"``.
+    ``update`` takes any of: ``shift_ids`` (B, S) with ``pair_values`` (K, B, S) (every metric of
+    ``image_keys``; NaN: undefined, counted apart for the masked metrics) and ``no_overlap`` flags (the NaNs
+    that mean "no certified position"); ``control`` {(layer, metric): (B,)}; ``n_images``, ``correct``,
+    ``two_shift_agree``, ``predicted`` (a class histogram); ``image_means`` (K, B, G) with ``image_control``
+    (K, B). ``sums()`` (``compute``) returns a dict keyed ``"pair_count"``, ``"images"``, ``"correct"``,
+    ``"two_shift_agree"``, ``("pair", layer, metric)`` (+ ``_count``, ``_no_overlap``, ``_max``),
+    ``("control", ...)``, ``("control_sq", ...)``, ``("image", layer, metric)`` (``IMAGE_ROWS x G``),
+    ``"pred_hist"``.
     """
 
     full_state_update = False
     higher_is_better = None
     is_differentiable = False
 
-    def __init__(
-        self,
-        n_shift_ids: int,
-        metrics: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
-        dtype=torch.float64,
-        n_groups: int = 0,
-        n_classes: int = 0,
-        masked: tuple[str, ...] = MASKED,
-        **kwargs,
-    ):
+    def __init__(self, n_shift_ids: int, metrics: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
+                 dtype=torch.float64, n_groups: int = 0, n_classes: int = 0, masked: tuple[str, ...] = MASKED,
+                 **kwargs):
         super().__init__(**kwargs)
         self.masked = tuple(masked)
         self.n_shift_ids = int(n_shift_ids)
@@ -88,27 +82,12 @@ class PairMetricAccumulator(Metric):
     def _state(self, key) -> torch.Tensor:
         return getattr(self, self._pair_keys[key])
 
-    def update(
-        self,
-        shift_ids=None,
-        pairs=None,
-        pair_values=None,
-        no_overlap=None,
-        control=None,
-        n_images=None,
-        correct=None,
-        two_shift_agree=None,
-        predicted=None,
-        image_means=None,
-        image_control=None,
-    ) -> None:
+    def update(self, shift_ids=None, pair_values=None, no_overlap=None, control=None, n_images=None,
+               correct=None, two_shift_agree=None, predicted=None, image_means=None,
+               image_control=None) -> None:
         dtype = self.pair_count.dtype
         if pair_values is not None:
-            self._add_pair_values(shift_ids, self.image_keys, pair_values, no_overlap or {})
-        if pairs is not None:
-            keys = list(pairs)
-            values = torch.stack([pairs[key].reshape(-1) for key in keys]) if keys else torch.empty(0, shift_ids.numel())
-            self._add_pair_values(shift_ids, keys, values, no_overlap or {})
+            self._add_pair_values(shift_ids, pair_values, no_overlap or {})
         if control is not None:
             for (layer, metric), values in control.items():
                 state = getattr(self, self._control_keys[layer, metric])
@@ -127,13 +106,13 @@ class PairMetricAccumulator(Metric):
         if two_shift_agree is not None:
             self.two_shift_agree += two_shift_agree.to(self.correct.device, dtype).sum()
 
-    def _add_pair_values(self, shift_ids: torch.Tensor, keys, values: torch.Tensor, no_overlap: dict) -> None:
-        """Add the per-pair values ``(K, ...)`` of the metrics ``keys`` (``K`` (layer, metric) pairs) at
+    def _add_pair_values(self, shift_ids: torch.Tensor, values: torch.Tensor, no_overlap: dict) -> None:
+        """Add the per-pair values ``(K, ...)`` of the metrics ``image_keys`` at
         ``shift_ids`` (the pairs' shape): one ``index_add_`` of the ``K x P`` values gives every sum, one of
         the defined-flags every count of a masked metric (an undefined pair adds 0 there: NaN means
         undefined only for ``MASKED`` metrics, elsewhere it stays in the sum), one ``scatter_reduce_``
         (undefined as -inf) every maximum."""
-        dtype, device = self.pair_count.dtype, self.pair_count.device
+        dtype, device, keys = self.pair_count.dtype, self.pair_count.device, self.image_keys
         ids = shift_ids.reshape(-1).to(device, non_blocking=True)
         values = values.reshape(len(keys), -1).to(device, dtype)
         defined = ~torch.isnan(values)
@@ -180,12 +159,10 @@ class PairMetricAccumulator(Metric):
 
     def compute(self) -> dict:
         out = {name: getattr(self, name).detach().cpu().double() for name in ("pair_count", "images", "correct", "two_shift_agree")}
-        for (layer, metric), attr in self._pair_keys.items():
-            out["pair", layer, metric] = getattr(self, attr).detach().cpu().double()
-        for (layer, metric), attr in self._control_keys.items():
-            out["control", layer, metric] = getattr(self, attr).detach().cpu().double()
-        for (layer, metric), attr in self._control_sq_keys.items():
-            out["control_sq", layer, metric] = getattr(self, attr).detach().cpu().double()
+        for kind, states in (("pair", self._pair_keys), ("control", self._control_keys),
+                             ("control_sq", self._control_sq_keys)):
+            for (layer, metric), attr in states.items():
+                out[kind, layer, metric] = getattr(self, attr).detach().cpu().double()
         if self.n_groups:
             stats = self.image_stats.detach().cpu().double()
             for k, key in enumerate(self.image_keys):
@@ -194,27 +171,12 @@ class PairMetricAccumulator(Metric):
             out["pred_hist"] = self.pred_hist.detach().cpu().double()
         return out
 
-
     def sums(self) -> dict:
         """``compute()`` with every per-id sum of shape ``(n_ids,)`` (torchmetrics squeezes one-element
         results to scalars: a family of one parameter)."""
         raw = self.compute()
         return {k: v.reshape(self.n_shift_ids) if k == "pair_count" or (isinstance(k, tuple) and k[0] == "pair") else v
                 for k, v in raw.items()}
-
-
-def merge_sums(parts: list[dict]) -> dict:
-    """Combine the ``compute()`` dicts of processes that measured disjoint images, as DDP's reduction
-    does: maxima (``<metric>_max``) by maximum, everything else by sum."""
-    out = {}
-    for key in parts[0]:
-        values = [p[key] for p in parts]
-        is_max = isinstance(key, tuple) and key[0] == "pair" and key[2].endswith("_max")
-        total = values[0].clone()
-        for v in values[1:]:
-            total = torch.maximum(total, v) if is_max else total + v
-        out[key] = total
-    return out
 
 
 def new_accumulator(n_ids: int, metrics: dict, device, n_groups: int = 0, n_classes: int = 0,

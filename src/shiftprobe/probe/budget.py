@@ -1,12 +1,12 @@
-"""The memory budget of a measurement, in bytes: how many images a batch holds and how many image-parameter pairs
-a chunk holds, from the probe points' map shapes (the geometry inferred on the first images). The budget covers
-the maps a measurement holds (a batch's maps, its chunk's maps and their temporaries, per worker thread), not the
-model's weights or the images themselves. Default: a fraction of the available RAM (of the free memory of an
-accelerator)."""
+"""The memory budget of a measurement, in bytes: the images a batch and the image-parameter pairs a chunk
+hold, from the probe points' map shapes; it covers the maps of the batches and chunks in flight and their
+temporaries, not the weights or the images (docs/performance.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -48,30 +48,27 @@ def parse_memory_budget(value) -> int | None:
     raise ValueError(f"memory_budget={value!r}: {BUDGET_FIX}")
 
 
-def available_memory(device) -> int:
-    """Free memory of a CUDA device, else the available RAM (psutil, else /proc/meminfo, else sysconf)."""
-    device = torch.device(device)
-    if device.type == "cuda":
+def available_memory(device="cpu") -> int | None:
+    """Free memory of a CUDA device, else the available RAM (psutil, else ``MemAvailable`` of /proc/meminfo,
+    else the free physical pages); None where none of them is known."""
+    if torch.device(device).type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
+    with contextlib.suppress(ImportError):
         import psutil
 
         return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
+    with contextlib.suppress(OSError, StopIteration, ValueError, IndexError), open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration):
-        import os
-
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def default_memory_budget(device) -> int:
     """A quarter of the available RAM, at most ``CPU_DEFAULT_CAP`` (CPU); half the free memory (accelerator)."""
-    kind = _kind(device)
-    budget = int(available_memory(device) * DEFAULT_FRACTION[kind])
+    kind, available = _kind(device), available_memory(device)
+    budget = int(available * DEFAULT_FRACTION[kind]) if available is not None else CPU_DEFAULT_CAP
     return min(budget, CPU_DEFAULT_CAP) if kind == "cpu" else budget
 
 

@@ -124,13 +124,9 @@ def _named_entries(output) -> dict | None:
 
 
 def select_output(output, output_key: str | int | None = None) -> torch.Tensor:
-    """The model's output as the one tensor that is measured (probe point ``"output"``).
-
-    A tensor is itself. A dict or named tuple gives the entry ``output_key`` names, or, without it, the
-    one tensor it holds (``None`` entries, e.g. Hugging Face's ``loss``, are skipped); with several
-    tensors a ValueError lists them. A plain tuple or list gives its entry at position ``output_key``,
-    or its first tensor.
-    """
+    """The model's output as the one tensor measured (probe point ``"output"``): a tensor itself; of a dict
+    or named tuple the entry ``output_key``, or else its one tensor (``None`` entries skipped; several
+    tensors: a ValueError listing them); of a tuple or list the entry ``output_key``, else its first."""
     entries = _named_entries(output)
     if output_key is not None:
         return first_tensor(_pick(output, entries, output_key))
@@ -166,21 +162,14 @@ def _pick(output, entries: dict | None, key):
 
 @dataclass(frozen=True)
 class Feed:
-    """How the probe feeds the model and reads its output.
-
-    ``mean``, ``std``: the model's input normalisation (``(C, 1, 1)`` tensors, or None): pixels in [0, 1]
-    become ``(pixels - mean) / std`` just before the forward pass, so every transformation acts on
-    pixels. ``output_key``: which entry of the model's output is ``"output"`` (``select_output``).
-    """
+    """How the probe feeds the model and reads its output: ``mean``, ``std`` (``(C, 1, 1)``, or None)
+    normalise the pixels just before the forward pass, so every transformation acts on pixels;
+    ``output_key``: which entry of the model's output is ``"output"`` (``select_output``)."""
 
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
     output_key: str | int | None = None
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def normalizes(self) -> bool:
-        return self.mean is not None
 
     def model_input(self, pixels: torch.Tensor) -> torch.Tensor:
         """What the model is given for ``pixels`` (``N x C x H x W`` in [0, 1])."""
@@ -198,18 +187,10 @@ class Feed:
 
 
 class LayerCapture:
-    """Forward hooks on the probe modules; ``run(x)`` returns ``{layer name: output}``.
-
-    The hooks record only inside ``run``, so other forwards of the model (e.g. a fast path that calls
-    the same modules on other inputs) leave no trace. Use as a context manager (hooks are removed on exit).
-    A hook counts its module's calls in each ``run``: a ``Layer`` with ``call=k`` records the ``k``-th,
-    one without a call number the first, and ``run`` refuses a module without a call number that ran
-    more than once (and a call number beyond the calls made).
-
-    ``stop_early``: end the forward as soon as every probe point is captured (for inputs the later
-    layers cannot take, e.g. a larger canvas before a fixed-size linear layer). ``"output"`` is then
-    not available. ``feed``: how the model is given its input and how its output is read (``Feed``).
-    """
+    """Forward hooks on the probe modules (removed on exit of the context); ``run(x)`` returns ``{layer name:
+    output}``, recorded only inside ``run``. A ``Layer`` with ``call=k`` records its module's ``k``-th call in
+    the pass; ``run`` refuses a module without a call number that ran more than once. ``stop_early``: end the
+    forward once every probe point is captured (no ``"output"``: for inputs later layers cannot take)."""
 
     def __init__(self, model: nn.Module, layers: Sequence[Layer], stop_early: bool = False, feed: Feed | None = None):
         self.model, self.layers, self.stop_early = model, list(layers), stop_early
@@ -255,9 +236,6 @@ class LayerCapture:
         self._check_calls(calls, complete=output is not None)
         if output is not None:
             out[OUTPUT] = self.feed.model_output(output)
-        for layer in self.layers:
-            if layer.module == OUTPUT and output is not None:
-                out[layer.name] = out[OUTPUT]
         return out
 
     def _check_calls(self, calls: dict[str, int], complete: bool) -> None:

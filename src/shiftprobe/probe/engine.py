@@ -181,11 +181,9 @@ def run(source, acc, images: Images, net: Network, *, k: int, batch_size: int, r
 
 
 def run_in_order(run, batches, threads: int, n_batches: int | None = None, name: str = "shiftprobe-measure"):
-    """``run(batch)`` for every batch, yielded in batch order; with ``threads > 1`` in a pool of threads
-    named ``name``, torch at one thread each. Close the generator (``contextlib.closing``) to restore
-    torch's threads at once. At most ``QUEUED_PER_THREAD * threads`` batches are queued or running ahead of
-    the caller; when it stops (an error, Ctrl-C or SIGTERM, the generator closed) the queued batches are
-    cancelled and only the running ones finish: the loop stops within about one batch time."""
+    """``run(batch)`` for every batch, in batch order; with ``threads > 1`` in a thread pool (torch at one
+    thread each, restored when the generator is closed), at most ``QUEUED_PER_THREAD * threads`` batches ahead
+    of the caller: when it stops, the queued batches are cancelled and only the running ones finish."""
     threads = max(1, min(threads, len(batches) if n_batches is None else n_batches))
     if threads == 1:
         for idx in batches:

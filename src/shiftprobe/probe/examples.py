@@ -17,11 +17,6 @@ def display_image(x: torch.Tensor) -> torch.Tensor:
     return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0).contiguous()
 
 
-def example_shifts(max_shift: int) -> list[tuple[int, int]]:
-    """One odd and one even diagonal shift within ``max_shift``: (1, 1) and (2, 2)."""
-    return [(s, s) for s in (1, 2) if s <= max_shift] or [(0, 0)]
-
-
 def aligned_difference(f_x: torch.Tensor, f_t: torch.Tensor, shift, geo, transform, image_size):
     """``f(Tx) - A f(x)`` on the compared positions, NaN elsewhere; None where the map action is undefined."""
     action = transform.map_action(f_x, shift, geo, image_size)
@@ -42,7 +37,7 @@ def example_pairs(net, pixels: torch.Tensor, transform, n_images: int = 3, n_cha
     if not layers:
         return None
     layer, geo = layers[-1], net.geometry[layers[-1].name]
-    shifts = example_shifts(transform.max_shift)
+    shifts = [(s, s) for s in (1, 2) if s <= transform.max_shift] or [(0, 0)]  # one odd, one even
     x = to_pixels(pixels[:n_images].to(net.device), net.dtype)
     with torch.inference_mode(), LayerCapture(net.model, [layer], feed=net.feed) as capture:
         f_x = capture.run(x)[layer.name].float().cpu()

@@ -4,7 +4,6 @@ untrained, as ``pairs.pt`` / ``pairs.npz``, sized to the available memory before
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from shiftprobe.atomic import all_or_none, atomic_write
+from shiftprobe.probe.budget import available_memory
 from shiftprobe.probe.capture import Feed, LayerCapture, resolve_layers
 from shiftprobe.probe.engine import exact_float32, model_device, model_dtype
 from shiftprobe.probe.inputs import check_forward, check_inputs, check_model, eval_mode, run_first, to_pixels
@@ -55,39 +55,21 @@ def feature_shapes(model: nn.Module, layers: Sequence[str] | None, image_shape: 
 
 def pair_bytes(model: nn.Module, layers: Sequence[str] | None, image_shape: Sequence[int], networks: int = 1,
                device: torch.device | str | None = None, feed: Feed | None = None) -> int:
-    """Host memory one exported pair takes: ``x`` and ``Tx`` (float32), its shift, label and index
-    (int64), and ``f(x)``, ``f(Tx)`` at every probe layer (float32) of each of ``networks`` networks
-    of this architecture."""
+    """Host memory one exported pair takes: ``x``, ``Tx`` (float32), its shift, label and index (int64), and
+    ``f(x)``, ``f(Tx)`` at every probe layer (float32) of each of ``networks`` networks."""
     shapes = feature_shapes(model, layers, image_shape, device, feed)
     features = sum(math.prod(shape) for shape in shapes.values())
     return 4 * 2 * math.prod(image_shape) + 8 * 4 + networks * 4 * 2 * features
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this machine can give without swapping: ``MemAvailable`` of ``/proc/meminfo``
-    (Linux), else the free physical pages (``os.sysconf``); None where neither is known."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _gb(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
 
 
-def check_export_memory(n: int, bytes_per_pair: int, available: int | None = None, key: str = "n") -> None:
+def check_export_memory(n: int, bytes_per_pair: int, key: str = "n") -> None:
     """Refuse ``n`` pairs whose arrays would take more than ``MEMORY_SHARE`` of the available memory
-    (a ValueError naming ``key``, the need and the largest count that fits); nothing when the available
-    memory is unknown. ``available`` defaults to :func:`available_memory`."""
-    available = available_memory() if available is None else available
+    (a ValueError naming ``key``, the need and the largest count that fits); nothing when it is unknown."""
+    available = available_memory()
     if available is None or n * bytes_per_pair <= MEMORY_SHARE * available:
         return
     largest = int(MEMORY_SHARE * available // bytes_per_pair)
@@ -100,9 +82,8 @@ def check_export_memory(n: int, bytes_per_pair: int, available: int | None = Non
 
 def _activations(model: nn.Module, layers: Sequence[str] | None, x: torch.Tensor, tx: torch.Tensor,
                  batch_size: int, device: torch.device | None, feed: Feed) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``{layer: (f(x), f(Tx))}`` on the CPU in float32, through LayerCapture (model left as it was);
-    ``x``, ``tx``: pixels, given to the model through ``feed``. The outputs are allocated once, at their
-    final size, and filled batch by batch."""
+    """``{layer: (f(x), f(Tx))}`` of the pixels ``x``, ``tx`` on the CPU in float32 (model left as it was),
+    allocated once and filled batch by batch."""
     check_model(model)  # the untrained control too
     device = torch.device(device) if device is not None else model_device(model)
     dtype = model_dtype(model)
@@ -153,41 +134,15 @@ def export_pairs(
     normalization=None,
     output_key: str | int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Record ``n`` seeded shifted pairs and their activations at every probe layer.
+    """Record ``n`` seeded shifted pairs (images without replacement while ``n <= N``; each shift uniform over
+    ``transform``'s non-zero shifts, default ``Translation(max_shift=4)``) and their activations at every
+    probe layer, of ``untrained`` too. The other arguments are those of :func:`shiftprobe.measure`.
 
-    Parameters
-    ----------
-    model, images, labels, layers
-        As in :func:`shiftprobe.measure` (``labels`` may be None).
-    transform : Translation, optional
-        Where the shifts come from (default ``Translation(max_shift=4)``): each pair's shift uniform over its
-        non-zero shifts (``pattern="random"``: the image's own).
-    n, seed : int
-        Pairs (images without replacement while ``n <= N``), and the seed of the draws.
-    untrained : torch.nn.Module, optional
-        Its activations are recorded too (``untrained/...``).
-    path : str or Path, optional
-        A folder (``pairs.pt``, ``pairs.npz``) or a ``.pt`` / ``.npz`` file name; written atomically, both or neither.
-    batch_size, device, normalization, output_key
-        As in :func:`shiftprobe.measure`; ``x`` and ``tx`` are pixels either way.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        ``x``, ``tx`` (``n x C x H x W`` pixels), ``shift`` (``n x 2``), ``label`` (-1 without labels), ``index``,
-        and per probe layer ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/...``), float32.
-
-    Raises
-    ------
-    ValueError
-        ``n`` pairs would take more than half of the available memory (the largest ``n`` that fits is named).
-
-    Examples
-    --------
-    >>> import torch, shiftprobe
-    >>> pairs = shiftprobe.export_pairs(shiftprobe.LabCNN(), torch.rand(10, 28, 28), None, ["conv2", "fc1"], n=4)
-    >>> tuple(pairs["trained/conv2/tx"].shape), tuple(pairs["trained/fc1/x"].shape), tuple(pairs["shift"].shape)
-    ((4, 20, 8, 8), (4, 50), (4, 2))
+    Returns ``x``, ``tx`` (``n x C x H x W`` pixels), ``shift`` (``n x 2``), ``label`` (-1 without labels),
+    ``index`` and per probe layer ``trained/<layer>/x``, ``trained/<layer>/tx`` (and ``untrained/...``),
+    float32; with ``path`` (a folder, or a ``.pt`` / ``.npz`` file name) also writes ``pairs.pt`` and
+    ``pairs.npz``, atomically, both or neither. A ValueError when ``n`` pairs would take more than half of the
+    available memory names the largest ``n`` that fits.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"export_pairs: n={n!r}; use a positive number of pairs")

@@ -121,27 +121,14 @@ def _nonzero_bounds(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
 
 
-def infer_geometry(
-    model: nn.Module,
-    layers: Sequence[Layer],
-    image_shape: tuple[int, int, int],
-    device: torch.device | str = "cpu",
-    canvas_pad: int = CANVAS_PAD,
-    seed: int = 0,
-    feed: Feed | None = None,
-) -> dict[str, LayerGeometry]:
-    """Stride, receptive field, interior and circularity of each probe point (see the module docstring).
-
-    Runs on a float32 copy of the model in eval mode; the model itself is not changed. Works inside
-    ``torch.inference_mode()`` / ``no_grad()`` (e.g. Lightning's test loop): autograd is re-enabled here.
-    ``feed``: how the measurement feeds the model (its input normalisation, which output is measured).
-    A probe point ``conv#k`` (the ``k``-th call of a module) gets the geometry of that call.
-    """
-    with torch.inference_mode(False), torch.enable_grad():
-        return _infer_geometry(model, layers, image_shape, device, canvas_pad, seed, feed)
-
-
-def _infer_geometry(model, layers, image_shape, device, canvas_pad, seed, feed) -> dict[str, LayerGeometry]:
+@torch.inference_mode(False)
+@torch.enable_grad()
+def infer_geometry(model: nn.Module, layers: Sequence[Layer], image_shape: tuple[int, int, int],
+                   device: torch.device | str = "cpu", seed: int = 0,
+                   feed: Feed | None = None) -> dict[str, LayerGeometry]:
+    """Stride, receptive field, interior and circularity of each probe point (see the module docstring), on a
+    float32 copy of the model in eval mode fed by ``feed``; autograd is on here, also inside
+    ``torch.inference_mode()``. A probe point ``conv#k`` gets the geometry of that call of its module."""
     c, h_img, w_img = image_shape
     net = copy.deepcopy(model).float().eval().to(device)
     for p in net.parameters():
@@ -161,7 +148,7 @@ def _infer_geometry(model, layers, image_shape, device, canvas_pad, seed, feed) 
     if not spatial:
         return out
     circular = pads_circularly(net)
-    pad = int(canvas_pad)
+    pad = CANVAS_PAD
     canvas = torch.randn(CANVAS_SAMPLES, c, h_img + 2 * pad, w_img + 2 * pad, generator=gen).to(device)
     canvas.requires_grad_(True)
     try:

@@ -48,8 +48,7 @@ class Images:
         """The images at positions ``idx`` (None: these)."""
         if idx is None:
             return self
-        index = idx if self.index is None else self.index[idx]
-        return Images(self.pixels, self.labels, loader=self.loader, norm=self.norm, index=index)
+        return Images(self.pixels, self.labels, loader=self.loader, norm=self.norm, index=self._where(idx))
 
     def _where(self, idx: torch.Tensor) -> torch.Tensor:
         return idx if self.index is None else self.index[idx]
@@ -105,10 +104,8 @@ def checked_images(model, images, labels=None, *, normalization=None, output_key
     check_model(model)
     check_output_key(output_key)
     found = as_images(images, labels)
-    norm = check_normalization(normalization, found.shape[0])
-    found.norm = norm
-    mean, std = norm if norm is not None else (None, None)
-    return found, Feed(mean, std, output_key)
+    found.norm = check_normalization(normalization, found.shape[0])
+    return found, Feed(*(found.norm or (None, None)), output_key)
 
 
 def as_images(images, labels=None) -> Images:

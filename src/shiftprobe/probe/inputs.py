@@ -158,9 +158,7 @@ def check_inputs(model, images, labels=None, *, normalization=None, output_key=N
     check_output_key(output_key)
     labels = check_labels(labels, len(images))
     check_finite(images)
-    pixels = to_pixel_range(images, norm)
-    mean, std = norm if norm is not None else (None, None)
-    return pixels, labels, Feed(mean, std, output_key)
+    return to_pixel_range(images, norm), labels, Feed(*(norm or (None, None)), output_key)
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from shiftprobe.probe.engine import (
 from shiftprobe.probe.examples import example_pairs
 from shiftprobe.probe.families import as_transforms
 from shiftprobe.probe.generators import DEFAULT_GENERATORS
-from shiftprobe.probe.images import Images, as_images, checked_images
+from shiftprobe.probe.images import Images, checked_images
 from shiftprobe.probe.inputs import FIRST_IMAGES, check_model, eval_mode, to_pixels
 from shiftprobe.probe.lie import lie_section
 from shiftprobe.probe.pairs import PairComputer, layer_metrics
@@ -90,16 +90,14 @@ def estimate_note(chunks: Chunking) -> str:
             f"at once: about {format_bytes(chunks.peak_bytes)} of maps{budget}")
 
 
-def measure_section(model: nn.Module, pixels, labels, transform, feed, *, layers=None,
+def measure_section(model: nn.Module, images: Images, transform, feed, *, layers=None,
                     control_seed: int = 0, batch_size: int = 64, pairs_per_chunk: int | None = None,
                     memory_budget=None, fast_path: bool = True, device=None, rank: int = 0, world_size: int = 1,
                     progress: bool = False, desc: str = "measuring", workers: int | None = None,
                     sums: dict | None = None, examples: bool = False) -> dict:
-    """The section of one network under one transform (``pixels``: checked pixels or ``Images``, ``labels``,
-    ``feed``: checked inputs). ``sums``, if given, receives this process's raw sums (``"raw"``) and
-    ``"section"``, the function that turns (merged) sums into the section."""
+    """The section of one network under one transform (``images``, ``feed``: checked). ``sums``, if given,
+    receives this process's raw sums (``"raw"``) and ``"section"``: merged sums -> the section."""
     start = time.perf_counter()
-    images = as_images(pixels, labels)
     image_size = tuple(images.shape[-2:])
     transform.check_image_size(*image_size)
     with exact_float32(), eval_mode(model):
@@ -144,78 +142,21 @@ def _with_untrained(measure_one, model, untrained, copies: list) -> dict:
     return section
 
 
-def measure(
-    model: nn.Module,
-    images,
-    labels: torch.Tensor | None = None,
-    layers: Sequence[str] | None = None,
-    transform=None,
-    *,
-    untrained: nn.Module | None = None,
-    untrained_inits: int = 1,
-    lie_derivative: Sequence[str] | bool | None = None,
-    lie_derivative_images: int | None = None,
-    layerwise: bool = False,
-    examples: bool = True,
-    control_seed: int = 0,
-    max_images: int | None = None,
-    batch_size: int = 64,
-    pairs_per_chunk: int | None = None,
-    memory_budget: int | str | None = None,
-    fast_path: bool = True,
-    device: torch.device | str | None = None,
-    progress: bool | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    normalization=None,
-    output_key: str | int | None = None,
-) -> Results:
-    """Measure how invariant / equivariant each probe point of ``model`` is to each transform.
+def measure(model: nn.Module, images, labels: torch.Tensor | None = None, layers: Sequence[str] | None = None,
+            transform=None, *, untrained: nn.Module | None = None, untrained_inits: int = 1,
+            lie_derivative: Sequence[str] | bool | None = None, lie_derivative_images: int | None = None,
+            layerwise: bool = False, examples: bool = True, control_seed: int = 0,
+            max_images: int | None = None, batch_size: int = 64, pairs_per_chunk: int | None = None,
+            memory_budget: int | str | None = None, fast_path: bool = True,
+            device: torch.device | str | None = None, progress: bool | None = None, rank: int = 0,
+            world_size: int = 1, normalization=None, output_key: str | int | None = None) -> Results:
+    """Measure how invariant / equivariant each probe point of ``model`` is to each transform (default
+    ``Translation(max_shift=4)``; ``[]`` with ``lie_derivative``: the Lie derivative only), in eval mode.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Any network but TorchScript; probe points by forward hooks; measured in eval mode (a model in train
-        mode is announced once and restored).
-    images, labels : torch.Tensor, or a Dataset / DataLoader
-        ``(N, H, W)`` or ``(N, C, H, W)`` pixels (uint8, or floats in [0, 1], or normalised with
-        ``normalization``); labels ``(N,)`` class indices (a tensor, list or array) add accuracies. A map-style
-        ``Dataset`` or a ``DataLoader`` over one (its workers, collate function; items ``image`` or ``(image,
-        label)``) is streamed a batch at a time, each batch checked as it arrives.
-    layers : list of str, optional
-        Module names, aliases (``model.layer_aliases``), ``"output"``, one call ``"conv#2"``; default
-        ``model.default_probe_layers``, else the top-level children and ``"output"``.
-    transform : Transform, name, or a list of them
-        Default ``Translation(max_shift=4)``; ``[]`` with ``lie_derivative``: the Lie derivative only.
-    untrained, untrained_inits : torch.nn.Module, int
-        The same architecture at its initial weights (each section's ``untrained``), and with K > 1 also K - 1
-        copies re-initialised with seeds ``control_seed + k`` (each section's ``untrained_inits``: the spread).
-    lie_derivative, lie_derivative_images, layerwise : list of str or True, int, bool
-        The Lie derivative's generators (True: ``translate_x``, ``translate_y``, ``rotate``) on a seeded subset of
-        that many of the measured images (``families["lie_derivative"]``), and its layer-wise decomposition.
-    examples : bool
-        Store the example pairs of the translation figure in its section.
-    control_seed : int
-        Seeds the unrelated-image pairing (the scores' denominator) and the subsets.
-    max_images, batch_size, memory_budget, pairs_per_chunk
-        A seeded random subset of this many images; images per batch (at most); the bytes (or ``"2GB"``) the
-        maps of the batches and their chunks of image-parameter pairs may take (default a quarter of the available
-        RAM, at most 1 GiB, or half the free accelerator memory); ``pairs_per_chunk`` overrides the budget.
-    fast_path, device, progress
-        The crop fast path; default: the model's device; a progress bar by pairs with the chunking and its memory
-        announced first (default: on where a terminal or notebook is attached).
-    rank, world_size : int
-        A DDP rank measures the images ``rank::world_size``; the sums are reduced across ranks.
-    normalization, output_key
-        The images' ``(mean, std)`` when they are normalised; which entry of a dict / tuple output is ``"output"``.
+    ``images``: ``(N, [C,] H, W)`` pixels (uint8, floats in [0, 1], or normalised with ``normalization``),
+    or a map-style ``Dataset`` / ``DataLoader`` streamed a batch at a time. Every argument: docs/api.md.
+    Returns the ``Results`` of results.json schema 3 (``res.families[name]``, ``res.summary``, ``res.save``).
 
-    Returns
-    -------
-    Results
-        results.json schema 3: ``res.families[name]``, ``res.summary`` (the primary family's), ``res.save(path)``.
-
-    Examples
-    --------
     >>> import torch, shiftprobe
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(10))
     >>> _ = net(torch.zeros(1, 1, 12, 12))
@@ -240,7 +181,7 @@ def measure(
     with eval_mode(model), eval_mode(untrained) if untrained is not None else contextlib.nullcontext():
         for t in transforms:
             def one(net, tag, t=t):
-                return measure_section(net, found, None, t, feed, pairs_per_chunk=pairs_per_chunk,
+                return measure_section(net, found, t, feed, pairs_per_chunk=pairs_per_chunk,
                                        memory_budget=memory_budget, fast_path=fast_path,
                                        desc=f"measuring {t.name}{tag}", examples=examples and not tag, **kw)
             families[t.name] = _with_untrained(one, model, untrained, copies)
@@ -269,17 +210,7 @@ def _untrained_copies(untrained: nn.Module | None, k: int, seed: int) -> list[nn
 
 def measure_family(model: nn.Module, images: torch.Tensor, labels, family, *, normalization=None,
                    output_key=None, **kwargs) -> dict:
-    """One network under one transform: its section (keywords of ``measure_section``: ``layers``,
-    ``control_seed``, ``batch_size``, ``pairs_per_chunk``, ``fast_path``, ``device``, ``rank``, ``world_size``,
-    ``workers``, ``sums``, ...).
-
-    >>> import torch
-    >>> from shiftprobe.probe.families import Flip
-    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 3))
-    >>> sec = measure_family(net, torch.rand(4, 8, 8), None, Flip(), layers=["0", "2"])
-    >>> [b["param"] for b in sec["groups"]["param"]], sec["summary"]["count"]
-    (['horizontal', 'vertical'], 8)
-    """
+    """One network under one transform: its section (keywords: those of ``measure_section``)."""
     (family,) = as_transforms(family)
     found, feed = checked_images(model, images, labels, normalization=normalization, output_key=output_key)
-    return measure_section(model, found, None, family, feed, **kwargs)
+    return measure_section(model, found, family, feed, **kwargs)

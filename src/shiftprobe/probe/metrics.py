@@ -27,12 +27,8 @@ def working(t: torch.Tensor) -> torch.Tensor:
 
 
 def norm(t: torch.Tensor) -> torch.Tensor:
-    """Euclidean norm over the last dim, computed in the input precision, returned in the sum dtype.
-
-    (Asking ``vector_norm`` for float64 would first copy the whole input to float64, which costs more
-    than the metric itself; the per-pair values only need the input's accuracy, the sums over pairs
-    are float64.)
-    """
+    """Euclidean norm over the last dim, computed in the input precision (a float64 copy of the input would
+    cost more than the metric), returned in the sum dtype."""
     return torch.linalg.vector_norm(t, dim=-1).to(sum_dtype(t.device))
 
 
@@ -44,10 +40,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def pair_metrics(f_x: torch.Tensor, f_t: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``cos``, ``dist``, ``rel`` per pair for flattened features ``(..., D)``.
-
-    ``f_x`` broadcasts against ``f_t`` (e.g. ``B x 1 x D`` against ``B x S x D``).
-    """
+    """``cos``, ``dist``, ``rel`` per pair of flattened features ``(..., D)`` (``f_x`` broadcasts)."""
     f_x, f_t = working(f_x), working(f_t)
     norm_x = norm(f_x)
     norm_t = norm(f_t)
@@ -62,12 +55,8 @@ def pair_metrics(f_x: torch.Tensor, f_t: torch.Tensor) -> dict[str, torch.Tensor
 
 def window_products(source: torch.Tensor, f_x: torch.Tensor, origins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(<f(x), window>, ||window||^2)`` for every window of ``source`` (``B x C x Hs x Ws``) the size of
-    ``f_x`` (``B x C x h x w``) at ``origins`` (``S x 2``, each ``(y0, x0)``), as ``B x S`` in the sum dtype.
-
-    Nothing per window is materialised: the squared norms are box sums of the squared map (four
-    look-ups in its integral image), the dot products one cross-correlation of the map with ``f(x)``
-    (by FFT, in the sum dtype: float64 keeps ``dist`` from these products exact to ~1e-12).
-    """
+    ``f_x`` (``B x C x h x w``) at ``origins`` (``S x 2``, each ``(y0, x0)``), as ``B x S`` in the sum dtype:
+    box sums of the squared map's integral image, one FFT cross-correlation with ``f(x)``: no window made."""
     dtype = sum_dtype(source.device)
     src, fx = working(source).to(dtype), working(f_x).to(dtype)
     size = src.shape[-2:]
@@ -84,10 +73,8 @@ def window_products(source: torch.Tensor, f_x: torch.Tensor, origins: torch.Tens
 
 def window_pair_metrics(norm2_x: torch.Tensor, dot: torch.Tensor, norm2_t: torch.Tensor, same: torch.Tensor) -> dict:
     """``pair_metrics`` of ``f(x)`` (squared norms ``B``) and windows (``dot``, squared norms ``B x S``, from
-    ``window_products``); ``same`` (``S`` bool) marks windows that are ``f(x)`` itself (distance 0).
-
-    ``||t - x||^2 = ||t||^2 + ||x||^2 - 2 <t, x>``, in the sum dtype, clamped at 0.
-    """
+    ``window_products``; ``||t - x||^2 = ||t||^2 + ||x||^2 - 2 <t, x>`` clamped at 0); ``same`` (``S`` bool)
+    marks windows that are ``f(x)`` itself (distance 0)."""
     norm_x = norm2_x.sqrt().unsqueeze(1)
     dist = (norm2_t + norm2_x.unsqueeze(1) - 2 * dot).clamp_min(0).sqrt()
     dist = torch.where(same, torch.zeros((), dtype=dist.dtype, device=dist.device), dist)
@@ -97,12 +84,9 @@ def window_pair_metrics(norm2_x: torch.Tensor, dot: torch.Tensor, norm2_t: torch
 
 
 def sort_channels(f: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """Sort each channel's h*w values: ``(..., C, h, w) -> (..., C, h*w)``, ascending.
-
-    On the CPU NumPy's vectorised sort (several times faster than ``torch.sort``, which also builds
-    indices) runs on row blocks in a thread pool; elsewhere ``torch.sort``. With ``inplace`` a
-    contiguous ``f`` is sorted in its own memory (the caller no longer needs its spatial layout).
-    """
+    """Sort each channel's h*w values: ``(..., C, h, w) -> (..., C, h*w)``, ascending; on the CPU by NumPy's
+    vectorised sort (faster than ``torch.sort``) on row blocks in a thread pool. With ``inplace`` a contiguous
+    ``f`` is sorted in its own memory (the caller no longer needs its spatial layout)."""
     f = working(f)
     flat = f.reshape(*f.shape[:-2], f.shape[-2] * f.shape[-1])
     if flat.device.type != "cpu" or flat.dtype not in (torch.float32, torch.float64):
@@ -125,9 +109,8 @@ def sort_channels(f: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 
 
 def sorted_rel(sorted_x: torch.Tensor, sorted_t: torch.Tensor, consume: bool = False) -> torch.Tensor:
-    """``||sort(f(Tx)) - sort(f(x))|| / ||sort(f(x))||`` from per-channel sorted maps ``(..., C, hw)``.
-
-    ``consume``: ``sorted_t`` is a temporary of the caller's; the difference is formed in its memory."""
+    """``||sort(f(Tx)) - sort(f(x))|| / ||sort(f(x))||`` from per-channel sorted maps ``(..., C, hw)``
+    (``consume``: ``sorted_t`` is the caller's temporary, the difference is formed in its memory)."""
     sx = sorted_x.flatten(-2)
     st = sorted_t.flatten(-2)
     diff = st.sub_(sx) if consume and st.shape == torch.broadcast_shapes(st.shape, sx.shape) else st - sx

@@ -1,19 +1,7 @@
-"""results.json written by shiftprobe 0.2 (no ``schema_version``) -> schema 3, every number unchanged.
-
-Schema 3 stores every family once, in one shape (docs/measurement.md, "Results files"):
-``families[name]`` is a section with ``groups`` (``"param"``: a block per parameter; translation also
-``"radius"`` and ``"parity"``) and a ``summary``; ``primary`` names the family ``Results.summary`` reads.
-A 0.2 file kept translation at the top level (``shifts``, ``radial``, ``parity``; a copy under
-``families.translation`` when other families were measured), the other families with ``entries``, and
-the Lie derivative as a dict of its own shape at the top level (``lie_derivative``, and
-``untrained.lie_derivative``).
-
-``migrate(data)`` returns a new dict; a schema-3 file is returned as it is. Only what 0.2 stored is
-carried over, plus ``exact`` for translation, derived from the stored per-shift maxima by the rule the
-other families use (:func:`exact_summary`). Files from before 0.2 (no ``geometry``, no ``classifier``)
-get each layer's kind and stride from their ``strides``, and as classifier their last probe point (that
-version probed the lab net's classifier last). Pure Python: no torch.
-"""
+"""results.json written by shiftprobe 0.2 (no ``schema_version``) -> schema 3, every number unchanged
+(docs/measurement.md, "Results files"). ``migrate(data)`` returns a new dict (a schema-3 file as it is); it
+adds only ``exact`` for translation, from the stored per-shift maxima (:func:`exact_summary`). Files from
+before 0.2 get each layer's kind and stride from their ``strides``, their last probe point as classifier."""
 
 from __future__ import annotations
 
@@ -24,8 +12,6 @@ SCHEMA_VERSION = 3
 #: keys of a 0.2 translation result that schema 3 keeps in a section as they are
 _KEPT = ("accuracy", "accuracy_se", "predictions", "n_images", "layers", "classifier", "geometry", "control",
          "summary", "precision", "fast_path", "seconds", "untrained_inits")
-#: the Lie derivative result's own keys (its other keys are layers)
-_LIE_KEYS = ("n_images", "norm", "units", "flows", "method", "generators", "layers", "geometry", "seconds")
 
 
 def schema_version(data: Mapping) -> int:

@@ -1,10 +1,7 @@
-"""``PairComputer``: the per-batch work of one network under any transform, a pair source of the engine.
-
-For a batch and its control images it computes the probe points of ``x`` and of every ``T(p) x`` of the plan in
-chunks of about ``pairs_per_chunk`` pairs, and every per-pair metric, as accumulator updates. The crop fast path
-(``CropWindows``) serves crop translations; a window layer claims exact zeros only where its zero-shift window
-is ``f(x)`` bit for bit. Nothing here reads a device value on the host but the window check (``host_read``)
-and the CPU-only skips (tests/probe/test_sync_guard.py)."""
+"""``PairComputer``: the per-batch work of one network under any transform (the engine's pair source): the
+probe points of ``x`` and of every ``T(p) x`` of the plan in chunks of pairs, every per-pair metric as
+updates; the crop fast path (``CropWindows``) for crop translations. No host read of a device value but the
+window check (``host_read``) and the CPU-only skips (tests/probe/test_sync_guard.py)."""
 
 from __future__ import annotations
 
@@ -54,10 +51,6 @@ def host_read():
         yield
     finally:
         _host_reads.depth -= 1
-
-
-def host_reads_allowed() -> bool:
-    return _host_reads.depth > 0
 
 
 def layer_metrics(transform, geo, image_size, classifier: bool, labels: bool) -> tuple[tuple, tuple]:
@@ -182,9 +175,7 @@ class PairComputer:
         """The first update of a batch (control metrics, predictions, two-parameter consistency)."""
         control = {}
         for name in self.names:
-            m = pair_metrics(flat[name], ctrl[name].flatten(1))
-            for metric in ("cos", "dist", "rel"):
-                control[name, metric] = m[metric]
+            control.update({(name, k): v for k, v in pair_metrics(flat[name], ctrl[name].flatten(1)).items()})
             if name in self.sorted:
                 control[name, "sorted_rel"] = sorted_rel(sorted_base[name], sort_channels(ctrl[name]))
         first = {"control": control, "n_images": len(x)}
@@ -225,8 +216,7 @@ class PairComputer:
                 m = window_pair_metrics(norm2_x, dot[:, cols], norm2_t[:, cols], same[cols])
             else:
                 m = pair_metrics(flat[name].unsqueeze(1), ft.flatten(2))
-            for metric in ("cos", "dist", "rel"):
-                pairs[name, metric] = m[metric]
+            pairs.update({(name, k): v for k, v in m.items()})
             if name in self.mapped:
                 ctx = MapContext(self.geometry[name], self.image_size, self.accelerator, name in windows, norms[name])
                 values, flags = self.transform.map_values(base[name], ft, params, ctx)

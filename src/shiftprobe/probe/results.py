@@ -17,8 +17,6 @@ from shiftprobe.probe.migrate import SCHEMA_VERSION, migrate
 
 def to_jsonable(obj: Any) -> Any:
     """A JSON-safe copy: NaN/inf -> None, tuples -> lists, tensors/numpy scalars -> Python numbers."""
-    if isinstance(obj, Results):
-        return to_jsonable(obj.data)
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -37,22 +35,9 @@ def to_jsonable(obj: Any) -> Any:
 
 
 class Results(Mapping):
-    """The measurement as ``results.json`` holds it: a read-only mapping, with helpers.
-
-    Schema 3 (``shiftprobe.probe.migrate``, docs/measurement.md) stores every measured family once
-    under ``families``, in one shape; ``primary`` names the first family measured. ``summary`` is the
-    primary family's summary; ``families[name]`` is a ``Results`` of that family's section;
-    ``untrained`` the primary section's untrained network; ``res[key]`` falls back to the primary
-    section for a key not at the top level (``res["geometry"]``, ``res["layers"]``). A ``Results`` of one
-    section (``res.families["rot90"]``) reads that section the same way.
-
-    Examples
-    --------
-    >>> rot90 = {"layers": ["fc1"], "summary": {"fc1": {"invariance_score": 0.5}}}
-    >>> res = Results({"schema_version": 3, "primary": "rot90", "families": {"rot90": rot90}})
-    >>> res.summary["fc1"]["invariance_score"], res["layers"]
-    (0.5, ['fc1'])
-    """
+    """The measurement as ``results.json`` holds it (schema 3: every family's section once under ``families``,
+    ``primary`` the first): a read-only mapping whose ``res[key]`` falls back to the primary section for a key
+    not at the top level (``res["layers"]``); a ``Results`` of one section reads that section the same way."""
 
     def __init__(self, data: Mapping):
         self.data = dict(data)
@@ -100,23 +85,14 @@ class Results(Mapping):
         return to_jsonable(self.data)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``results.json`` (NaN and infinities become ``null``) atomically: a temporary file in the
-        same folder renamed into place (``shiftprobe.atomic``); a full disk or a read-only folder raises a
-        one-line ``WriteError`` (an ``OSError``)."""
+        """Write ``results.json`` (NaN and infinities become ``null``) atomically (``shiftprobe.atomic``); a
+        full disk or a read-only folder raises a one-line ``WriteError`` (an ``OSError``)."""
         return write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def to_dataframe(self):
-        """A tidy pandas frame: one row per network x family x group x parameter x layer x metric.
-
-        Columns ``network`` (trained, untrained), ``family``, ``group``, ``layer``, ``dy``, ``dx``,
-        ``radius``, ``param``, ``metric``, ``value``. Translation's rows per shift have ``group="shift"``
-        with ``dy``, ``dx`` and ``radius``; its ``group="radius"`` rows have ``radius``, its
-        ``group="parity"`` rows ``param`` ``"even"`` / ``"odd"``. Every other family's rows have
-        ``group="param"`` with ``param`` as results.json writes it (``1``, ``"horizontal"``, ``-45.0``,
-        ``"x:0.5"`` for a sub-pixel offset along x, ``"0.5,-0.25"`` for a 2-D grid cell; the Lie
-        derivative's generator, ``"rotate"``). Each section's summary rows have ``group="summary"``.
-        Values that are not numbers (intervals) are NaN.
-        """
+        """A tidy pandas frame, one row per network x family x group x parameter x layer x metric
+        (docs/measurement.md); translation's per-shift rows have ``group="shift"`` with ``dy``, ``dx``,
+        ``radius``; values that are not numbers (intervals) are NaN."""
         import pandas as pd
 
         columns = ["network", "family", "group", "layer", "dy", "dx", "radius", "param", "metric", "value"]

@@ -39,18 +39,18 @@ def control_block(raw: dict, layers) -> dict:
     return out
 
 
-def _image_se(raw: dict, layer: str, metric: str, col: int | None) -> float | None:
+def _image_se(raw: dict, layer: str, metric: str, col: int) -> float | None:
     stats = raw.get(("image", layer, metric))
-    if stats is None or col is None:
+    if stats is None:
         return None
     return mean_se(stats[0, col], stats[1, col], stats[2, col])
 
 
-def _score_ci(raw: dict, layer: str, metric: str, col: int | None, score_value) -> list[float] | None:
+def _score_ci(raw: dict, layer: str, metric: str, col: int, score_value) -> list[float] | None:
     """The 95 % interval of ``1 - metric / control`` over the group ``col`` (``shiftprobe.probe.stats``)."""
     stats = raw.get(("image", layer, metric))
     control = SCORE_CONTROL[metric]
-    if stats is None or col is None or ("control_sq", layer, control) not in raw:
+    if stats is None or ("control_sq", layer, control) not in raw:
         return None
     n_a, sum_a, sumsq_a, sum_ac, sum_c_a = (float(v) for v in stats[:, col])
     r_se = ratio_se(
@@ -60,7 +60,7 @@ def _score_ci(raw: dict, layer: str, metric: str, col: int | None, score_value) 
     return score_interval(score_value, r_se)
 
 
-def group_metrics(raw: dict, ids: torch.Tensor, layers, spatial, control: dict, col: int | None = None) -> dict:
+def group_metrics(raw: dict, ids: torch.Tensor, layers, spatial, control: dict, col: int) -> dict:
     """Pooled means of every metric over the pairs whose shift id is in ``ids``, with standard errors
     and score intervals over images from the per-image statistics of group column ``col``."""
     count = raw["pair_count"][ids]
@@ -154,12 +154,12 @@ def score(value, control_value):
     return 1.0 - value / control_value
 
 
-def check_finite_sums(raw: dict, layers, metric: str = "dist") -> None:
+def check_finite_sums(raw: dict, layers) -> None:
     """A ValueError naming the layers whose activations were NaN or infinite on some pair or control image:
-    their ``metric`` sums are then not finite (else a NaN would pass for an undefined pair)."""
-    keys = (("pair", metric), ("control", "dist"))
+    their ``dist`` sums are then not finite (else a NaN would pass for an undefined pair)."""
     bad = [name for name in layers
-           if any((kind, name, m) in raw and not bool(torch.isfinite(raw[kind, name, m]).all()) for kind, m in keys)]
+           if any((kind, name, "dist") in raw and not bool(torch.isfinite(raw[kind, name, "dist"]).all())
+                  for kind in ("pair", "control"))]
     if bad:
         raise ValueError(nonfinite_message(bad, " while measuring"))
 
@@ -182,11 +182,11 @@ def group_blocks(raw: dict, plan, layers, scored, control: dict, to_json) -> tup
     return groups, summary
 
 
-def common_fields(raw: dict, net, control_offset: int, control_metric: str = "dist") -> dict:
+def common_fields(raw: dict, net, control_offset: int) -> dict:
     """What every section states about the network and its images: counts, accuracy, predictions, probe
     points, geometry, the control block and the precision; refuses non-finite activations."""
     layers = tuple(net.names)
-    check_finite_sums(raw, layers, control_metric)
+    check_finite_sums(raw, layers)
     control = control_block(raw, layers)
     control["offset"] = int(control_offset)
     n = float(raw["images"])

@@ -7,19 +7,8 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-import numpy as np
-
-#: the interval's coverage
-LEVEL = 0.95
-
-
-def z_value(level: float = LEVEL) -> float:
-    """The two-sided normal quantile of ``level`` (1.95996... for 0.95)."""
-    return NormalDist().inv_cdf(0.5 + level / 2)
-
-
-#: the z of a two-sided 95 % normal interval, the one constant the engine and the reports use
-Z95 = z_value(LEVEL)
+#: the z of a two-sided 95 % normal interval (1.95996...), the one constant the engine and the reports use
+Z95 = NormalDist().inv_cdf(0.975)
 
 
 def _sample_var(n: float, total: float, total_sq: float) -> float:
@@ -37,13 +26,9 @@ def mean_se(n: float, total: float, total_sq: float) -> float | None:
 def ratio_se(
     n_a: float, sum_a: float, sumsq_a: float, sum_ac: float, sum_c_a: float, n_c: float, sum_c: float, sumsq_c: float
 ) -> tuple[float, float] | None:
-    """``(R, se(R))`` for ``R = mean(a) / mean(c)`` by the delta method (see the module docstring).
-
-    ``a`` has ``n_a`` per-image values with sums ``sum_a``, ``sumsq_a``; ``sum_ac`` and ``sum_c_a`` are
-    the sums of ``a_i c_i`` and ``c_i`` over the same images; ``c`` has ``n_c >= n_a`` values (every
-    measured image, a superset) with sums ``sum_c``, ``sumsq_c``. None when ``n_a < 2`` or
-    ``mean(c) == 0``.
-    """
+    """``(R, se(R))`` for ``R = mean(a) / mean(c)`` by the delta method, from the sums of ``a``, ``a^2``,
+    ``a c`` and ``c`` over the ``n_a`` images of ``a`` and of ``c``, ``c^2`` over all ``n_c >= n_a`` images;
+    None when ``n_a < 2`` or ``mean(c) == 0``."""
     n_a, n_c = float(n_a), float(n_c)
     if n_a < 2 or n_c < 2:
         return None
@@ -58,21 +43,8 @@ def ratio_se(
     return r, math.sqrt(max(0.0, var_r))
 
 
-def score_interval(score: float | None, r_se: tuple[float, float] | None, level: float = LEVEL) -> list[float] | None:
-    """``[lo, hi]`` for ``score = 1 - R`` given ``(R, se(R))``; None when either is unknown."""
+def score_interval(score: float | None, r_se: tuple[float, float] | None) -> list[float] | None:
+    """The 95 % interval ``[lo, hi]`` of ``score = 1 - R`` given ``(R, se(R))``; None if either is unknown."""
     if score is None or r_se is None:
         return None
-    half = (Z95 if level == LEVEL else z_value(level)) * r_se[1]
-    return [score - half, score + half]
-
-
-def ratio_interval_from_values(a, c, level: float = LEVEL) -> tuple[float, list[float]] | None:
-    """``(1 - R, [lo, hi])`` for paired per-image values ``a`` (pair metric) and ``c`` (control),
-    through the same sums and the same ``ratio_se`` as the engine."""
-    a, c = np.asarray(a, dtype=np.float64), np.asarray(c, dtype=np.float64)
-    n = len(a)
-    r_se = ratio_se(n, a.sum(), (a * a).sum(), (a * c).sum(), c.sum(), n, c.sum(), (c * c).sum())
-    if r_se is None:
-        return None
-    score = 1.0 - r_se[0]
-    return score, score_interval(score, r_se, level)
+    return [score - Z95 * r_se[1], score + Z95 * r_se[1]]

@@ -1,8 +1,5 @@
-"""The numbers behind the verdicts: when is a figure "exact", and how the report words a score.
-
-Exactness depends on the precision the network was measured in (e3nn's practice): a relative
-error below ``exact_tolerance(dtype)`` is round-off, not a failure of equivariance.
-"""
+"""The numbers behind the verdicts: when a figure is "exact" (a relative error below exact_tolerance(dtype)
+of the precision measured in is round-off, e3nn's practice) and how a score is worded."""
 
 from __future__ import annotations
 

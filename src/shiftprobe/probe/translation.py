@@ -26,12 +26,6 @@ SHIFT_PATTERNS = ("grid", "axis", "random")
 IMAGE_SIZE = 28
 
 
-def check_pattern(pattern: str) -> str:
-    if pattern not in SHIFT_PATTERNS:
-        raise ValueError(f"Translation(pattern={pattern!r}) is not known; use one of {list(SHIFT_PATTERNS)}")
-    return pattern
-
-
 def check_max_shift(max_shift: int, size: int = IMAGE_SIZE) -> int:
     if not isinstance(max_shift, int) or isinstance(max_shift, bool) or max_shift < 0:
         raise ValueError(f"Translation(max_shift={max_shift!r}): use a non-negative integer, e.g. 4")
@@ -73,25 +67,10 @@ def random_shifts(n: int, max_shift: int, seed: int, nonzero: bool = True, patte
 
 @dataclass(frozen=True)
 class Translation(Transform):
-    """Integer translations.
-
-    Parameters
-    ----------
-    max_shift : int
-        Largest ``|dy|``, ``|dx|`` in pixels.
-    mode : {"crop", "roll"}
-        ``crop``: zero fill, content pushed out is lost; ``roll``: circular.
-    pattern : {"grid", "axis", "random"}
-        ``grid``: every ``(dy, dx)`` of the square; ``axis``: horizontal only; ``random``: one seeded non-zero
-        shift per image.
-    seed : int
-        Seeds the ``random`` pattern and the two-shift consistency draws.
-
-    Examples
-    --------
-    >>> Translation(max_shift=1, pattern="axis").params()
-    [(0, -1), (0, 0), (0, 1)]
-    """
+    """Integer translations of at most ``max_shift`` pixels along each axis. ``mode``: ``"crop"`` (zero fill)
+    or ``"roll"`` (circular); ``pattern``: ``"grid"`` (every ``(dy, dx)`` of the square), ``"axis"``
+    (horizontal only) or ``"random"`` (one seeded non-zero shift per image, drawn with ``seed``, which also
+    draws the two-shift consistency's shifts)."""
 
     max_shift: int = 4
     mode: str = "crop"
@@ -108,7 +87,10 @@ class Translation(Transform):
     def __post_init__(self):
         check_max_shift(self.max_shift, self.max_shift + 1)
         check_mode(self.mode)
-        check_pattern(self.pattern)
+        if self.pattern not in SHIFT_PATTERNS:
+            raise ValueError(
+                f"Translation(pattern={self.pattern!r}) is not known; use one of {list(SHIFT_PATTERNS)}"
+            )
         if self.pattern == "random" and self.max_shift == 0:
             raise ValueError("Translation(pattern='random', max_shift=0) has no non-zero shift: use max_shift >= 1")
 

@@ -1,27 +1,7 @@
-"""Sorted values of many windows of the same maps, from one sort per map (the sorting test's shared sort).
-
-The sorting test sorts each channel of every shifted map. In the crop fast path the shifted maps of a
-layer are windows of one padded map (``shiftprobe.models.crop_windows``): the 81 shifts of the 9x9 grid
-are 81 windows ``padded[b, c, y0:y0 + h, x0:x0 + w]``. ``sorted_windows`` sorts each padded channel once,
-remembering every value's position, and takes for each window the sorted values whose positions fall
-inside it, in order: one linear selection per window instead of a sort. Selection keeps the order, so
-the result equals sorting each window on its own (``torch.equal``; NaN last, as NumPy sorts them).
-
-On the CPU (float32, float64) this is NumPy: the shared sort sorts 64-bit keys (a float32's bits made
-order-preserving, above its position: one ``np.sort``, several times faster than ``np.argsort``; float64
-uses a stable ``np.argsort``), then per image and block of windows a boolean mask of the positions in
-each window (two comparisons of small unsigned positions), ``np.flatnonzero`` and one gather. Where the
-windows cover less than half of the map (the lab CNN's conv2: 8x8 windows of 12x12 maps), selection
-scans more positions than it keeps and sorting each window is faster: ``method="auto"`` then sorts the
-windows (``shiftprobe.probe.metrics.sort_channels``). Other devices and dtypes sort the windows too.
-The engine (``PairComputer.window_sorters``) keeps one ``WindowSorter`` per batch and window layer where
-``select_pays``: the shared sort once (``SharedOrder``), a selection per chunk of shifts.
-
-Equal values: ``-0.0`` and ``0.0`` compare equal, so a sort may put them in either order (NumPy's own
-order depends on its algorithm); here ``-0.0`` comes first. Every other value is at the position the
-per-window sort gives it, bit for bit; NaN come last, keeping their bits (NumPy's vectorised sort
-returns them as the canonical NaN).
-"""
+"""Sorted values of many windows of the same maps from one sort per map (the sorting test's shared sort in the
+crop fast path, docs/performance.md): each channel is sorted once with every value's position, and a window's
+sorted values are those whose positions fall inside it, in order. The result equals sorting each window on its
+own, except that ``-0.0`` comes before ``0.0``; NaN come last, keeping their bits."""
 
 from __future__ import annotations
 
@@ -41,26 +21,12 @@ BLOCK_TILE_BYTES = 1 << 20
 def sorted_windows(
     padded: torch.Tensor, origins: torch.Tensor | Sequence, h: int, w: int, method: str = "auto"
 ) -> torch.Tensor:
-    """Each channel's values of every window, sorted ascending: ``(B, C, H, W) -> (B, S, C, h * w)``.
+    """Each channel's values of every window in ascending order: ``(B, C, H, W) -> (B, S, C, h * w)``.
 
-    Parameters
-    ----------
-    padded : torch.Tensor
-        ``(B, C, H, W)`` maps (half precision is sorted in float32, as ``sort_channels`` does).
-    origins : torch.Tensor or sequence of (int, int)
-        ``(S, 2)``: each window's top-left corner ``(y0, x0)``; the window is
-        ``padded[:, :, y0:y0 + h, x0:x0 + w]`` and must lie inside the map.
-    h, w : int
-        The windows' height and width.
-    method : {"auto", "select", "sort"}
-        ``"select"``: one sort per map and a selection per window (CPU float32 / float64);
-        ``"sort"``: every window sorted on its own; ``"auto"``: ``"select"`` where it is faster (CPU,
-        windows covering at least half the map), else ``"sort"``. All three give the same values.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(B, S, C, h * w)``, contiguous, on the CPU for ``"select"``, else on ``padded``'s device.
+    ``origins``: ``(S, 2)`` top-left corners ``(y0, x0)`` of ``h x w`` windows inside the map. ``method``:
+    ``"select"`` (one sort per map, a selection per window; CPU float32 / float64, the result on the CPU),
+    ``"sort"`` (each window sorted on its own) or ``"auto"`` (``"select"`` where ``select_pays``); the same
+    values.
     """
     corners = _check(padded, origins, h, w, method)
     padded = working(padded)
@@ -94,18 +60,15 @@ def _check(padded: torch.Tensor, origins, h: int, w: int, method: str) -> np.nda
 
 
 def select_pays(padded: torch.Tensor, h: int, w: int) -> bool:
-    """Selection scans the whole map per window: it beats sorting the window where the window covers at
-    least half of the map (one thread, 64 maps of normal values, ``sorted_windows`` with each method: at
-    24x24 of 32x32, 10 channels, selection takes 0.6x the time of stacking and sorting the windows; at
-    8x8 of 12x12, 20 channels, 1.9x)."""
+    """Whether selection (it scans the whole map per window) beats sorting each window: on the CPU where the
+    window covers at least half of the map (0.6x the time at 24x24 of 32x32, 1.9x at 8x8 of 12x12)."""
     cpu = padded.device.type == "cpu" and padded.dtype in (torch.float32, torch.float64)
     return cpu and 2 * h * w >= padded.shape[-2] * padded.shape[-1]
 
 
 def _sort_each(padded: torch.Tensor, corners: np.ndarray, h: int, w: int) -> torch.Tensor:
-    """Every window copied and sorted on its own (``sort_channels``). On the CPU the windows are stacked by
-    NumPy (one thread: 3x faster than ``torch.stack`` of the strided views for 24x24 windows of 32x32
-    maps, about as fast for 8x8 of 12x12)."""
+    """Every window copied and sorted on its own (``sort_channels``); on the CPU stacked by NumPy (faster than
+    ``torch.stack`` of the strided views)."""
     windows = [(y0, x0, y0 + h, x0 + w) for y0, x0 in corners.tolist()]
     if padded.device.type == "cpu":
         maps = padded.detach().numpy()
@@ -139,8 +102,7 @@ def shared_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class SharedOrder:
     """One sort of every channel of ``padded`` (CPU float32 / float64 ``(B, C, H, W)``), then any windows'
-    sorted values by selection (``windows``): the shared sort done once for many calls (one per chunk of
-    shifts in the engine)."""
+    sorted values by selection (``windows``), once per chunk of shifts in the engine."""
 
     def __init__(self, padded: torch.Tensor):
         maps = padded.detach().contiguous().numpy()
@@ -154,12 +116,9 @@ class SharedOrder:
         self.xs = (cells % width).astype(self.small)[pos].reshape(b, c, height * width)
 
     def windows(self, corners: np.ndarray, h: int, w: int) -> torch.Tensor:
-        """``(B, S, C, h * w)``: the sorted values of the windows at ``corners`` (``(S, 2)`` int64, checked).
-
-        Per image and block of windows: the image's sorted values copied once per window of the block
-        (a ``(S, C, N)`` tile), a mask of the positions inside each window (two comparisons of small
-        unsigned positions: below the window's start wraps to a large value), and one ``np.take`` of the
-        mask's true positions (in order: window, channel, then ascending value)."""
+        """``(B, S, C, h * w)``: the sorted values of the windows at ``corners`` (``(S, 2)`` int64, checked):
+        per image and block of windows, a mask of the positions inside each window (two comparisons of small
+        unsigned positions) and one ``np.take`` of its true positions (window, channel, ascending value)."""
         b, c, height, width = self.shape
         n, k = height * width, h * w
         out = np.empty((b, len(corners), c * k), dtype=self.values.dtype)
