@@ -8,6 +8,9 @@ between them add up, as vectors, to the end-to-end value.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from lie_reference import GEOMETRIC, rms_norms, warp
@@ -228,3 +231,18 @@ def test_module_choice_is_checked_and_a_shared_module_is_left_out():
     assert list(chosen["layerwise_between"]) == ["input → 0", "0 → 3", "3 → output"]
     total = chosen["layerwise_total"]["rotate"]
     assert total["unexplained"]["rel"] < 1e-12 * total["end_to_end"]["rel"]
+
+
+@pytest.mark.parametrize("layerwise", [False, True])
+def test_no_warning_from_torchs_forward_mode_internals(layerwise):
+    """torch warns, on the first dual tensor of a process, that its forward-mode decompositions use the
+    deprecated torch.jit.script: nothing a user can act on. A fresh process (the warning is printed once per
+    process) with Python's default warning filters, which are what a user sees, must print none."""
+    code = (
+        "import torch\nfrom shiftprobe import lie_derivative\nfrom shiftprobe.models import LabCNN\n"
+        "torch.manual_seed(0)\n"
+        f"lie_derivative(LabCNN().eval(), torch.rand(2, 1, 28, 28), layerwise={layerwise})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Warning" not in done.stderr

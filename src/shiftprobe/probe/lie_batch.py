@@ -5,7 +5,9 @@ modules; the parts telescope to the end-to-end value (``unexplained``: the round
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +33,16 @@ def per_image_norms(d: torch.Tensor, ref: torch.Tensor, acc: torch.dtype) -> Nor
     return {"abs": rms, "rel": torch.where(act > 0, rms / act, float("nan"))}
 
 
+@contextmanager
+def dual_level() -> Iterator[None]:
+    """``forward_ad.dual_level`` without torch's own FutureWarning that its forward-mode decompositions use
+    ``torch.jit.script`` (printed on the first dual tensor of a process; nothing a user can act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        with fwad.dual_level():
+            yield
+
+
 def _primal_tangent(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     primal, tangent = fwad.unpack_dual(t)
     return primal, (torch.zeros_like(primal) if tangent is None else tangent)
@@ -46,7 +58,7 @@ def layer_values(cap: LayerCapture, x: torch.Tensor, actions: dict[tuple[str, st
     b, k = len(x), len(generators)
     tangent = torch.cat([image_derivative(x, g, method) for g in generators])
     names = sorted({name for name, _ in actions})
-    with torch.no_grad(), fwad.dual_level():
+    with torch.no_grad(), dual_level():
         feats = cap.run(fwad.make_dual(x.repeat(k, 1, 1, 1), tangent))
         unpacked = {}
         for name in names:
@@ -243,7 +255,7 @@ def _output_tangent(model: nn.Module, x: torch.Tensor, generator: str, method: s
         for module, kind, fn in hooks:
             register = module.register_forward_pre_hook if kind == "pre" else module.register_forward_hook
             handles.append(register(fn))
-        with torch.no_grad(), fwad.dual_level():
+        with torch.no_grad(), dual_level():
             inp = x if x_tangent is None else fwad.make_dual(x, x_tangent)
             primal, tangent = _primal_tangent(_forward(model, inp, feed))
             tangent = tangent.clone()
