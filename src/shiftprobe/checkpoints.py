@@ -129,7 +129,8 @@ def read_checkpoint(
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping) and "pytorch-lightning_version" in obj:
         state = obj["state_dict"]
         initial = obj.get(INITIAL_STATE_KEY)
-        weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")} or strip_prefix(state)
+        net = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        weights = net or strip_prefix(state)
         return CheckpointFile(
             path, "lightning", weights, initial=dict(initial) if _is_state_dict(initial) else None, checkpoint=dict(obj)
         )

@@ -1,12 +1,6 @@
-"""What ``train.py`` and ``eval.py`` do before Hydra starts: the environment, then the command line.
-
-``prepare_environment`` reads an empty ``MNIST_ROOT`` (or ``PROJECT_ROOT``) as not set, so the README's
-``MNIST_ROOT=$(...) python train.py`` works with or without ``../shared/data``. ``check_command_line``
-composes the command line as Hydra is about to (compose API, ~0.2 s) and turns a composition error into
-one ``error:`` line: an unknown key names the closest one, an unknown option of a group (also of the
-optional groups, which Hydra skips silently) the options. A sweep is checked at each setting's first value.
-Hydra and the standard library only.
-"""
+"""What ``train.py`` and ``eval.py`` do before Hydra starts (Hydra and the standard library only): the
+environment (``prepare_environment``), then the command line, composed as Hydra is about to: a composition
+error (an unknown key or option, also of an optional group) is one ``error:`` line (``check_command_line``)."""
 
 from __future__ import annotations
 
