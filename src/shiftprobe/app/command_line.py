@@ -39,19 +39,18 @@ def prepare_environment(project_root: Path) -> None:
     os.environ.setdefault("PROJECT_ROOT", str(project_root))
 
 
-def check_command_line(config_dir: Path, config_name: str, argv: list[str] | None = None) -> None:
+def check_command_line(config_dir: Path, config_name: str) -> None:
     """On a command line whose configuration Hydra cannot compose, print ``error: <one line>`` and exit
     with status 1; otherwise return (Hydra then composes it again and runs the job)."""
-    problem = command_line_problem(config_dir, config_name, sys.argv[1:] if argv is None else argv)
+    problem = command_line_problem(config_dir, config_name, sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr, flush=True)
         sys.exit(1)
 
 
 def command_line_problem(config_dir: Path, config_name: str, argv: list[str]) -> str | None:
-    """The problem with the configuration of ``argv`` (Hydra's arguments) in one line, or None.
-
-    None also where Hydra answers itself (``--help``, ``--info``, a flag it cannot read, ``--config-dir``)."""
+    """The problem with the configuration of ``argv`` (Hydra's arguments) in one line, or None (also where
+    Hydra answers itself: ``--help``, ``--info``, a flag it cannot read, ``--config-dir``)."""
     args = _hydra_arguments(argv)
     if args is None or any(getattr(args, name, None) for name in HYDRA_ANSWERS):
         return None

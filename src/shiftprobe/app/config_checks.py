@@ -349,10 +349,7 @@ def check_model(cfg: DictConfig) -> None:
         reject_setting("model.normalize", True, "it normalises with MNIST's constants inside the network "
                        "(checkpoints from before data=<name>); use data.normalize=true, which normalises with "
                        "the dataset's own data.mean and data.std")
-    weights = _get(cfg, "model.weights")
-    if weights is not None and not Path(str(weights)).is_file():
-        reject_setting("model.weights", str(weights),
-                       "no such file; save one with torch.save(model.state_dict(), path)")
+    _check_file(cfg, "model.weights", "no such file; save one with torch.save(model.state_dict(), path)")
 
 
 def check_random_pattern(cfg: DictConfig) -> None:
@@ -518,18 +515,21 @@ def check_network(cfg: DictConfig) -> None:
 
 def check_files(cfg: DictConfig, require_ckpt: bool) -> None:
     """``ckpt_path`` (required by eval.py) and ``callbacks.shift_probe.initial_state``: files."""
-    ckpt = _get(cfg, "ckpt_path")
-    if ckpt is None and require_ckpt:
+    if require_ckpt and _get(cfg, "ckpt_path") is None:
         raise ShiftProbeError(
             "ckpt_path is required: python eval.py ckpt_path=outputs/runs/<date>/<time>/checkpoints/best.ckpt"
         )
-    if ckpt is not None and not Path(str(ckpt)).is_file():
-        reject_setting("ckpt_path", str(ckpt), "no such checkpoint file; use e.g. "
-                       "outputs/runs/<date>/<time>/checkpoints/last.ckpt")
-    initial = _get(cfg, f"{PROBE}.initial_state")
-    if initial is not None and not Path(str(initial)).is_file():
-        reject_setting(f"{PROBE}.initial_state", str(initial), "no such file; use a state_dict or .ckpt file, "
-                       "or null for the initial weights the checkpoint records")
+    _check_file(cfg, "ckpt_path", "no such checkpoint file; use e.g. outputs/runs/<date>/<time>/checkpoints/"
+                "last.ckpt")
+    _check_file(cfg, f"{PROBE}.initial_state", "no such file; use a state_dict or .ckpt file, or null for "
+                "the initial weights the checkpoint records")
+
+
+def _check_file(cfg: DictConfig, key: str, fix: str) -> None:
+    """``key``, where it is set, names a file."""
+    value = _get(cfg, key)
+    if value is not None and not Path(str(value)).is_file():
+        reject_setting(key, str(value), fix)
 
 
 # -- keys no code reads --------------------------------------------------------------------------------
