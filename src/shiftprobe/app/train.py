@@ -219,20 +219,16 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     if cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     try:
-        return hydra.utils.instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=trainer_plugins(cfg)
-        )
+        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                       plugins=trainer_plugins(cfg))
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, (MisconfigurationException, ValueError)):
             text = str(cause).rstrip(".!")
             about_devices = any(w in text.lower() for w in ("accelerator", "device", "gpu", "cuda", "mps"))
-            hint = (
-                " Choose what this machine has: trainer=cpu (default), trainer=gpu with a CUDA GPU, "
-                "trainer=mps on Apple silicon."
-                if about_devices
-                else " Fix the trainer.* setting named above (see conf/trainer/)."
-            )
+            devices = (" Choose what this machine has: trainer=cpu (default), trainer=gpu with a CUDA GPU, "
+                       "trainer=mps on Apple silicon.")
+            hint = devices if about_devices else " Fix the trainer.* setting named above (see conf/trainer/)."
             raise ShiftProbeError(
                 f"trainer settings (accelerator={cfg.trainer.get('accelerator')!r}, "
                 f"devices={cfg.trainer.get('devices')!r}): {text}.{hint}"
