@@ -1,17 +1,7 @@
-"""Atomic writes: every file the project writes is complete, or not there.
-
-A file is written to a temporary name in its own folder (``.<name>.tmp-<pid>-<thread>``), flushed to
-the disk (``fsync``) and renamed into place (``os.replace``, atomic on one file system). A run that stops
-half-way (a full disk, Ctrl-C, SIGTERM, a crash) leaves the previous version of the file, or none, never
-a truncated one; the temporary file is removed on any error. A disk problem (no space left, a read-only
-or forbidden folder) becomes a :class:`~shiftprobe.errors.WriteError`: one line naming the folder and the
-fix, still an ``OSError`` with its ``errno``.
-
-:func:`all_or_none` groups writes: when the block fails, the files it wrote are removed again, so a
-stopped measurement leaves no ``results.json`` without its ``results.md`` and figures.
-
-Lightning-free (standard library only), so every layer of the package can use it.
-"""
+"""Atomic writes (docs/faults.md): every file the project writes is complete, or not there. Written to a
+temporary name in its own folder, flushed (``fsync``) and renamed into place; a disk problem becomes a
+one-line :class:`~shiftprobe.errors.WriteError`; :func:`all_or_none` removes a failed block's files again.
+Standard library only, so every layer of the package can use it."""
 
 from __future__ import annotations
 
@@ -40,13 +30,10 @@ _group: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("shif
 
 def write_error(err: OSError, path: str | os.PathLike | None = None, *, folder: bool = False,
                 writing: bool = True) -> WriteError | None:
-    """The one-line :class:`WriteError` for a disk problem (``ENOSPC``, ``EDQUOT``, ``EROFS``, ``EACCES``,
-    ``EPERM``) at ``path`` (default: the error's own file name), or None for any other error.
-
-    ``folder=True``: ``path`` is a folder being created. ``writing=False``: the error may come from
-    another operation than a write (an error caught by the entry points): a permission error then names
-    the path without saying it was written.
-    """
+    """The one-line :class:`WriteError` for a disk problem (``DISK_FULL``, ``NOT_WRITABLE``) at ``path``
+    (default: the error's own file name), or None for any other error. ``folder=True``: ``path`` is a folder
+    being created; ``writing=False``: the error may come from another operation than a write (a permission
+    error then names the path without saying it was written)."""
     if isinstance(err, WriteError):
         return err
     if err.errno not in DISK_FULL + NOT_WRITABLE:
@@ -105,20 +92,9 @@ class _RecordingWriter(io.BufferedWriter):
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
-    """Open a temporary file next to ``path`` for writing; on success it replaces ``path`` atomically.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file to write (its folder is created).
-    mode : str
-        ``"wb"`` (default) or ``"w"`` (text; give ``encoding=``, ``newline=`` as for :func:`open`).
-
-    Raises
-    ------
-    WriteError
-        The disk is full, or the folder is read-only or not writable (one line naming the folder).
-    """
+    """Open a temporary file next to ``path`` (its folder created) for writing, ``"wb"`` or ``"w"`` (text:
+    ``encoding=``, ``newline=`` as for :func:`open`); on success it replaces ``path`` atomically. A full,
+    read-only or forbidden folder raises :class:`WriteError` (one line naming the folder)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write: mode={mode!r}; use 'wb' or 'w'")
     path = Path(path)
@@ -207,10 +183,9 @@ def _silent_on_disk_errors(handler: logging.Handler):
 
 
 def quiet_full_log_files(logger: logging.Logger | None = None) -> None:
-    """Log files (the ``FileHandler`` s of ``logger``, default the root: Hydra's ``train.log``) drop the
-    lines a full or read-only disk refuses, instead of printing a ``--- Logging error ---`` traceback
-    for each: the run's own one-line error names the disk problem. Other logging errors are reported
-    as before."""
+    """Log files (the ``FileHandler`` s of ``logger``, default the root: Hydra's ``train.log``) drop the lines
+    a full or read-only disk refuses instead of a ``--- Logging error ---`` traceback for each (the run's own
+    error line names the problem); other logging errors are reported as before."""
     for handler in (logger or logging.getLogger()).handlers:
         if isinstance(handler, logging.FileHandler) and not getattr(handler, "_shiftprobe_quiet", False):
             handler.handleError = _silent_on_disk_errors(handler)

@@ -1,29 +1,15 @@
-"""Read a network's weights from the files people actually have (Lightning-free).
-
-Accepted, in this order of trust:
-
-- a Lightning ``.ckpt`` written by ``train.py`` (weights under ``state_dict`` with the ``net.`` prefix,
-  the initial weights under ``initial_net_state``, the run configuration in ``hyper_parameters``);
-- a plain ``state_dict``: ``torch.save(model.state_dict(), path)`` from a plain PyTorch loop, with or
-  without the ``net.`` prefix (also ``module.``, as ``DataParallel`` writes it), or a dict holding one
-  under ``state_dict`` / ``model_state_dict`` (the PyTorch tutorial's training checkpoint);
-- a whole saved module, ``torch.save(model, path)``. Loading it unpickles the file, which **runs code
-  stored in it**: only when the caller says it trusts the file (``load_network(path, trusted=True)``,
-  ``trust_checkpoint=true`` on the command line), after the safe ``weights_only=True`` load has
-  refused a class it does not know; its class must be importable here.
-
-Every other load is ``torch.load(..., weights_only=True)``: tensors and plain containers, no code. The
-model settings a ``.ckpt`` records are checked by :mod:`shiftprobe.stored_config` before a network is
-built from them (one of the project's model classes, plain values). Anything else is a
-:class:`~shiftprobe.errors.ShiftProbeError` with one line saying what the file is and what is accepted.
-"""
+"""Read a network's weights from the files people have (Lightning-free): a ``.ckpt`` written by ``train.py``,
+a plain ``state_dict`` (also under ``state_dict`` / ``model_state_dict``, without a shared ``net.`` /
+``module.`` prefix), or a whole saved module, unpickled (which runs code stored in the file) only when the
+caller trusts the file. Every other load is ``torch.load(weights_only=True)``; a ``.ckpt``'s model settings
+are checked by :mod:`shiftprobe.stored_config` before anything is built from them."""
 
 from __future__ import annotations
 
 import logging
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,21 +26,15 @@ INITIAL_STATE_KEY = "initial_net_state"
 STRIPPED_PREFIXES = ("net.", "module.", "_orig_mod.")
 #: keys under which a training-loop checkpoint (a dict of several things) keeps the model's weights
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict")
-ACCEPTED = (
-    "a .ckpt written by train.py, a state_dict (torch.save(model.state_dict(), path)) "
-    "or a whole module (torch.save(model, path))"
-)
+ACCEPTED = ("a .ckpt written by train.py, a state_dict (torch.save(model.state_dict(), path)) "
+            "or a whole module (torch.save(model, path))")
 
 
 @dataclass
 class CheckpointFile:
-    """What a checkpoint file holds.
-
-    ``kind``: ``"lightning"``, ``"state_dict"`` or ``"module"``. ``weights``: the network's
-    ``state_dict`` without the ``net.`` prefix. ``initial``: the initial weights it records (train.py
-    checkpoints), else None. ``checkpoint``: the whole Lightning checkpoint dict (``kind="lightning"``).
-    ``module``: the saved module (``kind="module"``).
-    """
+    """What a checkpoint file holds: its ``kind`` (``"lightning"``, ``"state_dict"`` or ``"module"``), the
+    network's ``weights`` without the ``net.`` prefix, the ``initial`` weights a train.py checkpoint records,
+    the whole Lightning ``checkpoint`` dict and the saved ``module`` (each where the kind has one)."""
 
     path: Path
     kind: str
@@ -62,13 +42,6 @@ class CheckpointFile:
     initial: dict[str, torch.Tensor] | None = None
     checkpoint: dict | None = None
     module: nn.Module | None = None
-    stripped: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def run_config(self) -> dict | None:
-        """The training run's configuration (train.py checkpoints), else None."""
-        return None if self.checkpoint is None else recorded_config(self.checkpoint)
 
 
 def recorded_config(checkpoint: Mapping) -> dict | None:
@@ -77,31 +50,18 @@ def recorded_config(checkpoint: Mapping) -> dict | None:
 
 
 def _is_state_dict(obj) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and len(obj) > 0
-        and all(isinstance(k, str) for k in obj)
-        and all(isinstance(v, torch.Tensor) for v in obj.values())
-    )
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def strip_prefix(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
-    """``state`` without a prefix every key shares (``net.``, ``module.``, ``_orig_mod.``), and what was removed."""
-    state, removed = dict(state), ""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in STRIPPED_PREFIXES:
-            if state and all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                removed += prefix
-                changed = True
-    return state, removed
-
-
-def _net_weights(lightning_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ``net.`` entries of a LightningModule's state_dict, without the prefix."""
-    return {k[len("net."):]: v for k, v in lightning_state.items() if k.startswith("net.")}
+def strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the prefixes every key shares (``net.``, ``module.``, ``_orig_mod.``, nested too)."""
+    state = dict(state)
+    while True:
+        prefix = next((p for p in STRIPPED_PREFIXES if state and all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            return state
+        state = {k[len(prefix):]: v for k, v in state.items()}
 
 
 #: the opt-in that lets the command line's files be unpickled (eval.py, train.py, initial_state)
@@ -119,10 +79,8 @@ def _refuse_pickle(path: Path, what: str, opt_in: str | None) -> ShiftProbeError
 
 def load_torch_file(path: Path, what: str, *, trusted: bool = False, opt_in: str | None = CLI_OPT_IN):
     """``torch.load(path, weights_only=True)``; a file of pickled objects is unpickled only when ``trusted``.
-
-    ``what`` names the setting the path came from and ``opt_in`` how the user says they trust the file
-    (``trust_checkpoint=true``, ``trusted=True``), both for the one-line ``ShiftProbeError``.
-    """
+    ``what`` (the setting the path came from) and ``opt_in`` (how the user says they trust the file) are for
+    the one-line ``ShiftProbeError``."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -141,11 +99,8 @@ def load_torch_file(path: Path, what: str, *, trusted: bool = False, opt_in: str
 
 def _unpickle(path: Path, what: str):
     """``torch.load(path, weights_only=False)``: the one load that runs code from a file (the user trusts it)."""
-    log.warning(
-        "%s=%s holds pickled Python objects: unpickling it (you trust it), which runs code stored in the file",
-        what,
-        path,
-    )
+    log.warning("%s=%s holds pickled Python objects: unpickling it (you trust it), which runs code stored in "
+                "the file", what, path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (AttributeError, ModuleNotFoundError, ImportError) as err:
@@ -162,12 +117,8 @@ def _unpickle(path: Path, what: str):
 def read_checkpoint(
     path: str | Path, what: str = "ckpt_path", *, trusted: bool = False, opt_in: str | None = CLI_OPT_IN
 ) -> CheckpointFile:
-    """Read ``path`` as one of the accepted formats (see the module docstring).
-
-    ``what`` names the setting the path came from, for the one-line error message; ``trusted`` lets a
-    file of pickled objects (a whole saved module) be unpickled, and ``opt_in`` says how the user
-    gives that trust (see ``load_torch_file``).
-    """
+    """Read ``path`` as one of the accepted formats (``ACCEPTED``); ``what``, ``trusted`` and ``opt_in`` as
+    for ``load_torch_file``."""
     path = Path(path)
     if not path.is_file():
         raise ShiftProbeError(f"{what}={str(path)!r}: no such file; use {ACCEPTED}")
@@ -178,18 +129,17 @@ def read_checkpoint(
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping) and "pytorch-lightning_version" in obj:
         state = obj["state_dict"]
         initial = obj.get(INITIAL_STATE_KEY)
-        weights = _net_weights(state) or strip_prefix(state)[0]
+        net = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        weights = net or strip_prefix(state)
         return CheckpointFile(
             path, "lightning", weights, initial=dict(initial) if _is_state_dict(initial) else None, checkpoint=dict(obj)
         )
     if _is_state_dict(obj):
-        weights, removed = strip_prefix(obj)
-        return CheckpointFile(path, "state_dict", weights, stripped=removed)
+        return CheckpointFile(path, "state_dict", strip_prefix(obj))
     if isinstance(obj, Mapping):
         for key in NESTED_STATE_KEYS:
             if _is_state_dict(obj.get(key)):
-                weights, removed = strip_prefix(obj[key])
-                return CheckpointFile(path, "state_dict", weights, stripped=removed, notes=[f"weights read from {key!r}"])
+                return CheckpointFile(path, "state_dict", strip_prefix(obj[key]))
         keys = ", ".join(map(repr, list(obj)[:6])) or "none"
         raise ShiftProbeError(
             f"{what}={str(path)!r} holds a dict without network weights (keys: {keys}); use {ACCEPTED}"
@@ -200,24 +150,12 @@ def read_checkpoint(
 def load_network(
     path: str | Path, model: nn.Module | None = None, *, initial: bool = False, trusted: bool = False
 ) -> nn.Module:
-    """A network with the weights of the checkpoint at ``path``.
+    """A network with the weights of the checkpoint at ``path`` (a ``.ckpt`` written by ``train.py``, a plain
+    ``state_dict`` or, with ``trusted=True``, a whole saved module: unpickling it **runs code stored in it**).
 
-    Parameters
-    ----------
-    path : str or Path
-        A ``.ckpt`` written by ``train.py``, a plain ``state_dict`` (with or without the ``net.``
-        prefix) or, with ``trusted=True``, a whole module saved with ``torch.save(model, path)``.
-    model : torch.nn.Module, optional
-        The network to load the weights into (changed in place and returned). Default: the model the
-        ``.ckpt`` records (one of the project's models, built from plain settings only), else the lab
-        CNN (:class:`shiftprobe.LabCNN`); a whole saved module is used as it is.
-    initial : bool
-        Return the network at the initial weights the checkpoint records (``train.py`` checkpoints
-        keep them), e.g. as ``measure(..., untrained=...)``.
-    trusted : bool
-        You trust the file: a file of pickled Python objects (a whole saved module) may be unpickled,
-        which **runs code stored in it**. Default False: only tensors and plain containers are read,
-        and such a file is refused with a one-line error naming this option.
+    ``model`` (changed in place and returned) defaults to the model the ``.ckpt`` records (one of the
+    project's, built from plain settings only), else the lab CNN; a whole saved module is used as it is.
+    ``initial=True``: the initial weights a ``train.py`` checkpoint records (e.g. ``measure(untrained=)``).
 
     Examples
     --------
@@ -249,7 +187,7 @@ def load_network(
 
 def _recorded_model(source: CheckpointFile) -> nn.Module:
     """The model the checkpoint's settings name, built only after ``checked_model_config``; else the lab CNN."""
-    config = source.run_config or {}
+    config = recorded_config(source.checkpoint or {}) or {}
     model_cfg = config.get("model") if isinstance(config, Mapping) else None
     if isinstance(model_cfg, Mapping) and "_target_" in model_cfg:
         where = f"path={str(source.path)!r}"
@@ -265,26 +203,14 @@ def _recorded_model(source: CheckpointFile) -> nn.Module:
     return LabCNN()
 
 
-def weight_differences(stored: Mapping, current: Mapping) -> tuple[list, list, list]:
-    """``(missing, unexpected, shapes)``: keys the file lacks, keys the model lacks, and
-    ``(key, file shape, model shape)`` where both have the key with other shapes."""
-    missing = [k for k in current if k not in stored]
-    unexpected = [k for k in stored if k not in current]
-    shapes = [
-        (k, list(stored[k].shape), list(current[k].shape))
-        for k in current
-        if k in stored and tuple(stored[k].shape) != tuple(current[k].shape)
-    ]
-    return missing, unexpected, shapes
-
-
-def fit_problems(stored: Mapping, current: Mapping, limit: int = 3) -> str | None:
-    """The first differences between weights read from a file and a model's, as one phrase (None: they fit)."""
-    missing, unexpected, shapes = weight_differences(stored, current)
-    parts = [f"{k} is {a} in the file but {b} in the model" for k, a, b in shapes]
-    parts += [f"{k} is missing from the file" for k in missing]
-    parts += [f"{k} is in the file but not in the model" for k in unexpected]
+def fit_problems(stored: Mapping, current: Mapping) -> str | None:
+    """The first three differences between weights read from a file and a model's, as one phrase (None: they
+    fit): other shapes, then keys the file lacks, then keys the model lacks."""
+    parts = [f"{k} is {list(stored[k].shape)} in the file but {list(v.shape)} in the model"
+             for k, v in current.items() if k in stored and tuple(stored[k].shape) != tuple(v.shape)]
+    parts += [f"{k} is missing from the file" for k in current if k not in stored]
+    parts += [f"{k} is in the file but not in the model" for k in stored if k not in current]
     if not parts:
         return None
-    more = f" (and {len(parts) - limit} more)" if len(parts) > limit else ""
-    return "; ".join(parts[:limit]) + more
+    more = f" (and {len(parts) - 3} more)" if len(parts) > 3 else ""
+    return "; ".join(parts[:3]) + more

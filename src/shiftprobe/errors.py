@@ -1,8 +1,5 @@
-"""The one exception type for problems a user can fix (bad settings, missing or broken data, divergence).
-
-The entry points (``train.py``, ``eval.py``) catch it and print ``error: <message>`` with exit status 1,
-without a traceback: the message itself names the bad value and the fix.
-"""
+"""The one exception type for problems a user can fix (bad settings, missing or broken data, divergence):
+the entry points print ``error: <message>`` (it names the bad value and the fix) with exit status 1."""
 
 from __future__ import annotations
 
@@ -67,11 +64,8 @@ class TrainingDiverged(ShiftProbeError):
 
 
 class WriteError(ShiftProbeError, OSError):
-    """A file could not be written: the disk is full, or the folder is read-only or not writable.
-
-    Raised by ``shiftprobe.atomic`` with one line naming the folder and the fix; still an ``OSError``
-    (``errno`` is the original one), so ``except OSError`` in user code keeps working.
-    """
+    """A file could not be written (a full disk, a read-only or forbidden folder): one line naming the folder
+    and the fix (``shiftprobe.atomic``); still an ``OSError`` with the original ``errno``."""
 
     def __init__(self, message: str, code: int | None = None):
         super().__init__(message)

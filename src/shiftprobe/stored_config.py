@@ -1,19 +1,7 @@
-"""What a configuration stored in a file may ask for (Lightning- and Hydra-free).
-
-A ``.ckpt`` written by ``train.py`` records the run's settings (``hyper_parameters.config``), and
-``eval.py`` and ``shiftprobe.load_network`` build the network those settings describe. A file can be
-crafted, so the settings are checked before anything is built from them:
-
-- the model's ``_target_`` must be one of the project's model classes (``MODEL_TARGETS``: the classes
-  of ``shiftprobe.models``, under their public and their defining module's path; the paths of
-  checkpoints written before version 0.2 are first mapped by ``upgrade_targets``);
-- every other stored value must be plain: a number, a text without an interpolation (``${...}``),
-  true/false, null, or a list or mapping of those, with no Hydra key (``_target_``, ``_args_``,
-  ``_partial_``, ...) at any depth.
-
-Anything else raises :class:`~shiftprobe.errors.ShiftProbeError` with one line naming the stored key,
-and nothing is imported or built from it.
-"""
+"""What a configuration stored in a file (a ``.ckpt``'s ``hyper_parameters.config``) may ask for, checked
+before ``eval.py`` or ``shiftprobe.load_network`` build anything from it: the model's ``_target_`` one of the
+project's model classes (``model_targets``), every other value plain (see ``check_plain``). Anything else is
+one ``ShiftProbeError`` line naming the stored key. Lightning- and Hydra-free."""
 
 from __future__ import annotations
 
@@ -80,7 +68,9 @@ def _refuse(where: str, key: str, value, why: str) -> None:
 
 
 def check_plain(where: str, key: str, value) -> None:
-    """Raise ShiftProbeError unless the stored ``value`` (at ``key``) is plain (see the module docstring)."""
+    """Raise ShiftProbeError unless the stored ``value`` (at ``key``) is plain: a number, a text without an
+    interpolation (``${...}``), true/false, null, or a list or mapping of those with no Hydra key
+    (``_target_``, ``_args_``, ...) at any depth."""
     if value is None or isinstance(value, (bool, int, float)):
         return
     if isinstance(value, str):
@@ -101,10 +91,8 @@ def check_plain(where: str, key: str, value) -> None:
 
 
 def checked_model_config(model_cfg: Mapping, where: str) -> tuple[type, dict]:
-    """The model class a stored ``model`` setting names and its keyword arguments, after checking both.
-
-    ``where`` names the file, e.g. ``"ckpt_path='best.ckpt'"``, for the one-line error.
-    """
+    """The model class a stored ``model`` setting names and its keyword arguments, after checking both;
+    ``where`` names the file for the one-line error, e.g. ``"ckpt_path='best.ckpt'"``."""
     if not isinstance(model_cfg, Mapping):
         _refuse(where, "model", model_cfg, "not a mapping of settings")
     config = upgrade_targets(dict(model_cfg))
@@ -117,8 +105,5 @@ def checked_model_config(model_cfg: Mapping, where: str) -> tuple[type, dict]:
             f"({names}): nothing is built from it; measure your own network with "
             f"shiftprobe.load_network(path, model=YourNet())"
         )
-    for key, value in config.items():
-        if not isinstance(key, str) or _SPECIAL_KEY.match(key):
-            _refuse(where, f"model.{key}", value, f"a key {key!r} that asks for code to run")
-        check_plain(where, f"model.{key}", value)
+    check_plain(where, "model", config)
     return allowed[target], config

@@ -1,15 +1,7 @@
-"""Config nodes of shiftprobe's own that YAML cannot express, put into Hydra's ``ConfigStore``.
-
-Hydra imports every module of the ``hydra_plugins`` namespace package when it starts (its plugin scan,
-as it does for the launchers' configs), before it composes a configuration: so ``conf/`` can use these
-nodes wherever Hydra composes it (``train.py``, ``eval.py``, the compose API of the tests and scripts).
-
-``shiftprobe_open``: an empty node whose struct flag is off. Hydra closes the composed configuration
-(struct mode): a key not in it can be set on the command line only with ``+``. A section that starts
-from this node (``defaults: [/shiftprobe_open@_here_, _self_]``) keeps its own flag, so any key may be
-set without ``+``: ``conf/trainer/default.yaml`` uses it, so that every argument of Lightning's
-``Trainer`` can be set as ``trainer.<argument>=...``. The run still refuses a key that is not one
-(``shiftprobe.app.config_checks.check_known_keys``, naming the closest argument).
+"""Config nodes YAML cannot express, in Hydra's ``ConfigStore`` (Hydra's plugin scan imports this before it
+composes any configuration). ``shiftprobe_open``: an empty node whose struct flag is off; a section that
+starts from it (``defaults: [/shiftprobe_open@_here_, _self_]``, ``conf/trainer/default.yaml``) takes any
+key without ``+``, e.g. every ``Trainer`` argument (``check_known_keys`` still refuses a key that is not one).
 """
 
 from hydra.core.config_store import ConfigStore

@@ -1,12 +1,7 @@
 """``QueueWatcher``: submitit's job watcher, with ``squeue`` in place of ``sacct`` where SLURM keeps no
-accounting (a module of its own, private, so that Hydra's plugin scan does not import submitit).
-
-Whether accounting is on is asked once, quietly, at the first poll (``accounting_enabled``). Where it is
-off, job states come from ``squeue --states=all --user=<uid>`` (slurmctld keeps a finished job's record
-for ``MinJobAge``, 300 s by default), read as submitit reads sacct's ``JobID|State|NodeList``; a job
-that squeue no longer lists has ended (state ``NOT_IN_QUEUE``): submitit then returns its result, or
-raises with its error output if it wrote none, instead of waiting for it forever.
-"""
+accounting (asked once, at the first poll); a job that squeue no longer lists has ended (``NOT_IN_QUEUE``),
+so submitit returns its result or its error instead of waiting forever. Private, so that Hydra's plugin
+scan does not import submitit."""
 
 from __future__ import annotations
 

@@ -1,19 +1,7 @@
-"""Hydra's SLURM launcher (hydra-submitit-launcher) that asks ``squeue`` for job states when SLURM keeps
-no accounting.
-
-submitit polls the state of submitted jobs with ``sacct``. On a cluster without accounting
-(``AccountingStorageType=accounting_storage/none``, e.g. the one-node cluster of
-``scripts/slurm_single_node.sh``) every poll failed: it printed ``Slurm accounting storage is disabled``
-and submitit's ``Bypassing sacct error ..., status may be inaccurate`` (three times, through Hydra's
-logging), and a job that ended without a result (cancelled, killed for memory) stayed in state
-``UNKNOWN``, so the sweep waited for it forever.
-
-``SlurmLauncher`` (``_target_`` of ``conf/hydra/launcher/slurm.yaml``) watches its jobs with
-``QueueWatcher`` (``_queue_watcher``): where ``sacct`` works nothing changes; where accounting is off,
-job states come from ``squeue``. Hydra imports every public module here when it looks for plugins:
-this one imports nothing heavy, and defines nothing without hydra-submitit-launcher
-(``pip install -e ".[sweep]"``).
-"""
+"""Hydra's SLURM launcher (hydra-submitit-launcher) whose jobs are watched by ``QueueWatcher``: where SLURM
+keeps no accounting (``sacct`` fails, e.g. ``scripts/slurm_single_node.sh``), job states come from ``squeue``
+(docs/usage.md). Hydra's plugin scan imports this module: it imports nothing heavy, and defines nothing
+without hydra-submitit-launcher (``pip install -e ".[sweep]"``)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""Does a checkpoint fit the run about to use it? Checked before training (``train.py ckpt_path=``) or
-testing (``eval.py``), so a checkpoint of another model variant ends in one line naming what differs
-and the fix, instead of PyTorch's ``size mismatch`` traceback.
-
-First the model settings the checkpoint records (``hyper_parameters.config.model``) against the run's:
-every key whose value differs; then its weights against the model just built (the only check for a
-checkpoint without settings). The fix names the option of the ``model`` group closest to the
-checkpoint's settings plus the ``model.<key>=<value>`` overrides still needed (options are looked up
-only inside a Hydra app; elsewhere the overrides alone). The file is read by ``shiftprobe.checkpoints``.
-"""
+"""Does a checkpoint fit the run about to resume or test it? One line naming what differs (the recorded model
+settings against the run's, then the weights against the model built) and the fix (the ``model`` option
+closest to the checkpoint's settings and the overrides still needed), instead of PyTorch's traceback."""
 
 from __future__ import annotations
 
@@ -50,7 +43,7 @@ def with_added_defaults(stored: dict, run: dict) -> dict:
 
 
 def model_differences(stored: dict, run: dict) -> list[tuple[str, object, object]]:
-    """``(key, checkpoint value, run value)`` for every model key whose values differ (``ABSENT``: no such key)."""
+    """``(key, checkpoint value, run value)`` for every model key whose values differ (``ABSENT``: no key)."""
     keys = [k for k in list(stored) + [k for k in run if k not in stored] if k not in WEIGHT_SOURCE_KEYS]
     pairs = [(str(k), stored.get(k, ABSENT), run.get(k, ABSENT)) for k in keys]
     return [(k, a, b) for k, a, b in pairs if a is ABSENT or b is ABSENT or a != b]
@@ -69,8 +62,8 @@ def _shown(value) -> str:
 
 
 def _model_options() -> dict[str, dict]:
-    """Every option of the ``model`` config group -> its resolved settings (this run's other overrides
-    applied). Only inside a Hydra app (its config search path); elsewhere none."""
+    """Every option of the ``model`` group -> its resolved settings (this run's other overrides applied); none
+    outside a Hydra app."""
     try:
         from hydra import compose
         from hydra.core.global_hydra import GlobalHydra
@@ -120,11 +113,9 @@ def _fits(state: dict, model_cfg: dict) -> bool:
 def check_checkpoint_fits(
     checkpoint: dict, ckpt_path: str | Path, run_model: dict | None, module: torch.nn.Module, action: str
 ) -> None:
-    """Raise ShiftProbeError (one line: what differs and the fix) unless ``checkpoint`` fits the run.
-
-    ``run_model``: the run's resolved ``model`` settings; ``module``: the LightningModule just built;
-    ``action``: what the run does with the checkpoint ("resume", "test"), for the message.
-    """
+    """Raise ShiftProbeError (one line: what differs and the fix) unless ``checkpoint`` fits the run's
+    resolved ``model`` settings and the LightningModule just built; ``action`` ("resume", "test"): for the
+    message."""
     where = f"ckpt_path={str(ckpt_path)!r}"
     stored = stored_model_config(checkpoint)
     if stored is not None:  # one of the project's models with plain values, or one line: never offered as a fix

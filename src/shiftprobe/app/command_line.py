@@ -1,12 +1,6 @@
-"""What ``train.py`` and ``eval.py`` do before Hydra starts: the environment, then the command line.
-
-``prepare_environment`` reads an empty ``MNIST_ROOT`` (or ``PROJECT_ROOT``) as not set, so the README's
-``MNIST_ROOT=$(...) python train.py`` works with or without ``../shared/data``. ``check_command_line``
-composes the command line as Hydra is about to (compose API, ~0.2 s) and turns a composition error into
-one ``error:`` line: an unknown key names the closest one, an unknown option of a group (also of the
-optional groups, which Hydra skips silently) the options. A sweep is checked at each setting's first value.
-Hydra and the standard library only.
-"""
+"""What ``train.py`` and ``eval.py`` do before Hydra starts (Hydra and the standard library only): the
+environment (``prepare_environment``), then the command line, composed as Hydra is about to: a composition
+error (an unknown key or option, also of an optional group) is one ``error:`` line (``check_command_line``)."""
 
 from __future__ import annotations
 
@@ -45,19 +39,18 @@ def prepare_environment(project_root: Path) -> None:
     os.environ.setdefault("PROJECT_ROOT", str(project_root))
 
 
-def check_command_line(config_dir: Path, config_name: str, argv: list[str] | None = None) -> None:
+def check_command_line(config_dir: Path, config_name: str) -> None:
     """On a command line whose configuration Hydra cannot compose, print ``error: <one line>`` and exit
     with status 1; otherwise return (Hydra then composes it again and runs the job)."""
-    problem = command_line_problem(config_dir, config_name, sys.argv[1:] if argv is None else argv)
+    problem = command_line_problem(config_dir, config_name, sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr, flush=True)
         sys.exit(1)
 
 
 def command_line_problem(config_dir: Path, config_name: str, argv: list[str]) -> str | None:
-    """The problem with the configuration of ``argv`` (Hydra's arguments) in one line, or None.
-
-    None also where Hydra answers itself (``--help``, ``--info``, a flag it cannot read, ``--config-dir``)."""
+    """The problem with the configuration of ``argv`` (Hydra's arguments) in one line, or None (also where
+    Hydra answers itself: ``--help``, ``--info``, a flag it cannot read, ``--config-dir``)."""
     args = _hydra_arguments(argv)
     if args is None or any(getattr(args, name, None) for name in HYDRA_ANSWERS):
         return None

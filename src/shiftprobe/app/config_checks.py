@@ -1,12 +1,7 @@
-"""``validate_config(cfg)``: every setting of a run checked before anything is built or trained.
-
-Each section has a typed schema, a dataclass whose fields are its keys: a field's type and its
-``rule`` (range, choices, the fix) state once how that setting is checked, wherever it is set. A value
-that is a plain interpolation (``seed: ${shift.seed}``) is checked where it comes from. What one field
-cannot say (one setting against another, files, the network's modules, the engine's own checks) is a
-cross-setting rule below. Every problem raises ``ShiftProbeError`` in one line naming the key, the
-value and the fix. Keys no code reads are refused by the ``_target_``'s signature, naming the closest.
-Needs torch and OmegaConf, not Lightning: ``shiftprobe.app.preflight`` runs it before Lightning loads.
+"""``validate_config(cfg)``: every setting of a run checked before anything is built or trained, each
+problem one ``ShiftProbeError`` line naming the key, the value and the fix. A section's schema (a
+dataclass) states each key's type and ``rule`` once; what one field cannot say is a cross-setting rule.
+Needs torch and OmegaConf, not Lightning (``shiftprobe.app.preflight`` runs it before Lightning loads).
 """
 
 from __future__ import annotations
@@ -41,10 +36,6 @@ from shiftprobe.probe.translation import IMAGE_SIZE, SHIFT_PATTERNS
 #: the measurement callback's section (``conf/callbacks/shift_probe.yaml``)
 PROBE = "callbacks.shift_probe"
 LIE = f"{PROBE}.lie_derivative"
-#: the largest run seed (Lightning's ``seed_everything`` seeds NumPy: 0 .. 2**32 - 1)
-MAX_SEED = 2**32 - 1
-#: the largest training rotation and the largest rotation measured, in degrees
-MAX_TRAIN_ROTATE = MAX_ANGLE = 180
 #: ``model._target_``'s class -> the paddings it offers (the project's models: their keys are checked)
 MODEL_PADDINGS = {
     "LabCNN": lab.PADDINGS, "RotPooledCNN": lab.PADDINGS, "FlipPooledCNN": lab.PADDINGS,
@@ -62,23 +53,15 @@ def _get(cfg: DictConfig, key: str, default=None):
     return OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
 
 
-def data_image_size(cfg: DictConfig) -> int:
-    """The side of the run's images (``data.image_size``; MNIST's 28 when the config names none)."""
-    size = _get(cfg, "data.image_size")
-    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else IMAGE_SIZE
-
-
 def _last_pixel(cfg: DictConfig) -> int:
-    return data_image_size(cfg) - 1
+    """The last pixel of the run's images (``data.image_size``; MNIST's 28 when the config names none)."""
+    size = _get(cfg, "data.image_size")
+    return (size if _has_kind(size, int) and size >= 1 else IMAGE_SIZE) - 1
 
 
 def _model_class(cfg: DictConfig) -> str:
     """The class name in ``model._target_`` (e.g. ``LabCNN``); "" when there is none."""
     return str(_get(cfg, "model._target_", "") or "").rpartition(".")[2]
-
-
-def _paddings(cfg: DictConfig) -> tuple[str, ...]:
-    return MODEL_PADDINGS[_model_class(cfg)]
 
 
 # -- the rules and the schemas ---------------------------------------------------------------------------
@@ -103,17 +86,13 @@ def rule(**kwargs) -> Any:
     return field(metadata={"rule": Rule(**kwargs)})
 
 
-def free() -> Any:
-    """A schema field checked by a cross-setting rule (or not at all: a path, Hydra's own)."""
-    return field(metadata={})
-
-
+# a field without a rule (``root: Any``) is checked by a cross-setting rule, or not at all (a path)
 @dataclass
 class TopLevel:
     """The top-level keys of ``train.yaml`` and ``eval.yaml`` (and ``TOP_LEVEL_OTHERS``)."""
 
     task_name: str = rule()
-    seed: int = rule(low=0, high=MAX_SEED, fix=", e.g. seed=0")
+    seed: int = rule(low=0, high=2**32 - 1, fix=", e.g. seed=0")  # seed_everything seeds NumPy
     train: bool = rule()
     test: bool = rule()
     trust_checkpoint: bool = rule(text="use true (you trust the files: they may be unpickled) or false (default)")
@@ -138,7 +117,7 @@ class DataSettings:
     """``data`` (``dataset``, ``channels``, ``image_size``, ``num_classes``, ``mean``, ``std``: the dataset's
     own check, ``shiftprobe.data.datasets.check_data_settings``)."""
 
-    root: Any = free()
+    root: Any
     download: bool = rule()
     normalize: bool = rule()
     batch_size: int = rule(low=1, fix=", e.g. {key}=64")
@@ -146,7 +125,7 @@ class DataSettings:
     val_size: int = rule(low=1, fix=" and below the number of training images (default 5000)")
     split_seed: int = rule(low=0)
     train_shift: int = rule(low=0, high=_last_pixel, fix=" (0: no augmentation), e.g. {key}=2")
-    train_rotate: float = rule(low=0, high=MAX_TRAIN_ROTATE, fix=" degrees (0: no rotation), e.g. {key}=45")
+    train_rotate: float = rule(low=0, high=180, fix=" degrees (0: no rotation), e.g. {key}=45")
     train_flip: bool = rule()
     num_workers: int = rule(low=0, fix=" (0 = load in the main process)")
     seed: int | None = rule(fix=" (by default the run seed: {key}=${seed})")
@@ -157,7 +136,7 @@ class ModelSettings:
     """``model`` of the project's models (each takes some of these keys: the key check says which)."""
 
     pool: str = rule(choices=POOLS)
-    padding: str = rule(choices=_paddings)
+    padding: str = rule(choices=lambda cfg: MODEL_PADDINGS[_model_class(cfg)])
     blur_filter_size: int = rule(low=1, high=7, fix=" (default 3)")
     normalize: bool = rule()
     image_size: int = rule(low=1)
@@ -180,24 +159,24 @@ class ShiftSettings:
 class ShiftProbeSettings(ShiftSettings):
     """``callbacks.shift_probe``: the measurement (its shift keys follow ``shift``'s)."""
 
-    transforms: Any = free()
-    layers: Any = free()
+    transforms: Any
+    layers: Any
     batch_size: int = rule(low=1, fix=", e.g. {key}=64")
     pairs_per_chunk: int | None = rule(low=1, fix=" (or null: sized to memory_budget)")
-    memory_budget: Any = free()
+    memory_budget: Any
     fast_path: bool = rule()
     untrained: bool = rule()
     untrained_inits: int = rule(low=1, fix=" (default 1)")
     figures: bool = rule()
     max_images: int | None = rule(low=2, fix=" (or null for all the test images)")
     progress: bool = rule()
-    initial_state: Any = free()
+    initial_state: Any
     trust_initial_state: bool = rule()
     export_pairs: int = rule(low=0, fix=" (0 = off)")
-    lie_derivative: Any = free()
+    lie_derivative: Any
     lie_derivative_layerwise: bool = rule()
     lie_derivative_images: int = rule(low=2, fix=", e.g. {key}=500")
-    output_dir: Any = free()
+    output_dir: Any
 
 
 @dataclass
@@ -213,12 +192,12 @@ class TrainerSettings:
 
 @dataclass
 class FlipSettings:
-    axes: Any = free()
+    axes: Any
 
 
 @dataclass
 class RotationSettings:
-    max_angle: float = rule(low=0, open_low=True, high=MAX_ANGLE, fix=", e.g. {key}=45")
+    max_angle: float = rule(low=0, open_low=True, high=180, fix=", e.g. {key}=45")
     step: float = rule(low=0, open_low=True, high="max_angle", fix=", e.g. {key}=5")
 
 
@@ -370,10 +349,7 @@ def check_model(cfg: DictConfig) -> None:
         reject_setting("model.normalize", True, "it normalises with MNIST's constants inside the network "
                        "(checkpoints from before data=<name>); use data.normalize=true, which normalises with "
                        "the dataset's own data.mean and data.std")
-    weights = _get(cfg, "model.weights")
-    if weights is not None and not Path(str(weights)).is_file():
-        reject_setting("model.weights", str(weights),
-                       "no such file; save one with torch.save(model.state_dict(), path)")
+    _check_file(cfg, "model.weights", "no such file; save one with torch.save(model.state_dict(), path)")
 
 
 def check_random_pattern(cfg: DictConfig) -> None:
@@ -539,18 +515,21 @@ def check_network(cfg: DictConfig) -> None:
 
 def check_files(cfg: DictConfig, require_ckpt: bool) -> None:
     """``ckpt_path`` (required by eval.py) and ``callbacks.shift_probe.initial_state``: files."""
-    ckpt = _get(cfg, "ckpt_path")
-    if ckpt is None and require_ckpt:
+    if require_ckpt and _get(cfg, "ckpt_path") is None:
         raise ShiftProbeError(
             "ckpt_path is required: python eval.py ckpt_path=outputs/runs/<date>/<time>/checkpoints/best.ckpt"
         )
-    if ckpt is not None and not Path(str(ckpt)).is_file():
-        reject_setting("ckpt_path", str(ckpt), "no such checkpoint file; use e.g. "
-                       "outputs/runs/<date>/<time>/checkpoints/last.ckpt")
-    initial = _get(cfg, f"{PROBE}.initial_state")
-    if initial is not None and not Path(str(initial)).is_file():
-        reject_setting(f"{PROBE}.initial_state", str(initial), "no such file; use a state_dict or .ckpt file, "
-                       "or null for the initial weights the checkpoint records")
+    _check_file(cfg, "ckpt_path", "no such checkpoint file; use e.g. outputs/runs/<date>/<time>/checkpoints/"
+                "last.ckpt")
+    _check_file(cfg, f"{PROBE}.initial_state", "no such file; use a state_dict or .ckpt file, or null for "
+                "the initial weights the checkpoint records")
+
+
+def _check_file(cfg: DictConfig, key: str, fix: str) -> None:
+    """``key``, where it is set, names a file."""
+    value = _get(cfg, key)
+    if value is not None and not Path(str(value)).is_file():
+        reject_setting(key, str(value), fix)
 
 
 # -- keys no code reads --------------------------------------------------------------------------------
@@ -601,6 +580,11 @@ def check_known_keys(cfg: DictConfig) -> None:
             _refuse_unknown(section, list(node.keys()), [a for a in allowed if a not in passed])
 
 
+#: the cross-setting rules, in the order they are checked (after the schemas, before ``check_files``)
+CROSS_SETTING_RULES = (check_data, check_model, check_random_pattern, check_transform, check_lie_derivative,
+                       check_memory_budget, check_training, check_layers)
+
+
 def validate_config(cfg: DictConfig, require_ckpt: bool = False, known_keys: bool = True) -> None:
     """Check every setting a user may change; raise ``ShiftProbeError`` on the first bad one.
 
@@ -609,12 +593,6 @@ def validate_config(cfg: DictConfig, require_ckpt: bool = False, known_keys: boo
     (check_known_keys if known_keys else check_top_level_keys)(cfg)
     for path, schema in SECTIONS:
         check_section(cfg, path, schema)
-    check_data(cfg)
-    check_model(cfg)
-    check_random_pattern(cfg)
-    check_transform(cfg)
-    check_lie_derivative(cfg)
-    check_memory_budget(cfg)
-    check_training(cfg)
-    check_layers(cfg)
+    for check in CROSS_SETTING_RULES:
+        check(cfg)
     check_files(cfg, require_ckpt)

@@ -1,9 +1,6 @@
-"""``evaluate(cfg)``: test a checkpoint with the settings it was trained with (from the checkpoint, else
-its run's ``.hydra/config.yaml``), so that ``eval.py`` on a run's checkpoint reproduces its results.json;
-the data root, download, batch sizes and workers come from the command line. A plain ``state_dict`` or
-a whole saved module (``shiftprobe.checkpoints``) is measured with the command line's ``model=`` and a
-fresh seeded network as its untrained control (``load_weights``).
-"""
+"""``evaluate(cfg)``: test a checkpoint with the settings it was trained with (from the checkpoint, else its
+run's ``.hydra/config.yaml``), so that ``eval.py`` on a run's checkpoint reproduces its results.json; a plain
+``state_dict`` or a whole saved module is measured with the command line's ``model=`` (``load_weights``)."""
 
 from __future__ import annotations
 
@@ -20,17 +17,11 @@ from shiftprobe.app.checkpoint_compat import check_checkpoint_fits
 from shiftprobe.app.config_checks import validate_config
 from shiftprobe.app.train import (
     build_module,
-    build_trainer,
-    close_loggers,
-    flat_hparams,
-    hparam_metrics,
     hydra_choices,
-    instantiate_callbacks,
-    instantiate_loggers,
-    log_hparams,
     plain,
     resolved_config,
     to_floats,
+    trainer_for,
     trusts_files,
 )
 from shiftprobe.checkpoints import CheckpointFile, read_checkpoint, recorded_config
@@ -82,9 +73,8 @@ def taken_settings(saved: Mapping) -> dict:
 
 
 def checked_run_settings(saved: Mapping, where: str) -> dict:
-    """``taken_settings(saved)`` (legacy ``_target_``s upgraded) once every value is checked
-    (``shiftprobe.stored_config``): the model one of the project's, everything plain. A stored setting
-    that asks for anything else is a ShiftProbeError, raised before anything is built."""
+    """``taken_settings(saved)`` (legacy ``_target_``s upgraded) once every value is checked by
+    ``shiftprobe.stored_config`` (the model one of the project's, everything plain), before anything is built."""
     taken = upgrade_targets(taken_settings(saved))
     for key, value in taken.items():
         if key == "model":
@@ -158,10 +148,9 @@ def _interpolated_keys(cfg: DictConfig, path: str) -> list[str]:
 
 
 def restore_measurement_settings(cfg: DictConfig, saved: dict) -> None:
-    """Set ``seed``, ``shift.*`` and ``callbacks.shift_probe.<PROBE_KEYS_FROM_RUN>`` to the training
-    run's values, except where the command line sets them (or a value they follow, e.g. ``seed=5``
-    for ``shift.seed: ${seed}``). A setting already equal to the run's stays as it is (interpolations
-    kept). What is restored and what the command line overrides is logged."""
+    """Set ``seed``, ``shift.*`` and ``callbacks.shift_probe.<PROBE_KEYS_FROM_RUN>`` to the training run's
+    values (and log which), except where the command line sets them or a value they follow (``seed=5`` for
+    ``shift.seed: ${seed}``); a setting already equal to the run's keeps its interpolation."""
     given = command_line_keys()
     kept_by_user: set[str] = set()
 
@@ -265,17 +254,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, config, with_optimizer=False, datamodule=datamodule, net=source.module)
     ckpt = load_weights(source, cfg, config, module)
-    callbacks = instantiate_callbacks(cfg)
-    loggers = instantiate_loggers(cfg)
-    trainer = build_trainer(cfg, callbacks, loggers)
-    try:
-        if trainer.is_global_zero:
-            log_hparams(loggers, flat_hparams(config, hydra_choices()) | {"ckpt_path": str(cfg.ckpt_path)},
-                        hparam_metrics(callbacks, module.net))
+    with trainer_for(cfg, config, module.net, ckpt_path=str(cfg.ckpt_path)) as trainer:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics = to_floats(trainer.callback_metrics)
         if "test/acc" in metrics:
             log.info("test accuracy of %s: %.4f", cfg.ckpt_path, metrics["test/acc"])
         return metrics
-    finally:
-        close_loggers(loggers)

@@ -1,10 +1,6 @@
-"""SIGTERM stops a run as Ctrl-C does (docs/faults.md).
-
-Schedulers send SIGTERM before they kill a job, and Lightning only notes it between batches. Inside
-:func:`signals_as_interrupts`, SIGTERM raises :class:`Terminated`, a ``KeyboardInterrupt``, in the main
-thread, wherever the run is; the entry points then exit with 128 + the signal's number (143; Ctrl-C: 130).
-Only the first signal interrupts: a second one does not interrupt the saving of ``last.ckpt``.
-"""
+"""SIGTERM stops a run as Ctrl-C does, wherever it is (docs/faults.md): inside :func:`signals_as_interrupts`
+it raises :class:`Terminated`, a ``KeyboardInterrupt``; the entry points then exit with 128 + the signal's
+number (143; Ctrl-C: 130). Only the first signal interrupts (not the saving of ``last.ckpt``)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""The settings check of ``python train.py`` and ``eval.py``, before Lightning is imported.
-
-Importing Lightning takes seconds (it pulls in ``torch._dynamo`` and torchvision); checking the values
-needs only torch and OmegaConf. So the entry scripts run ``check_settings_first`` before they import the
-training code: a bad value is one line and exit status 1 in about 2 s, and leaves no run folder (a
-misspelt key of a ``_target_`` section is found by the run's own check, after the imports). In a
-multirun it does nothing: there a broken job is reported by ``shiftprobe.app.train.run`` (the sweep goes on).
-"""
+"""The settings check of ``python train.py`` and ``eval.py`` before Lightning (seconds to import) is: a bad
+value is one line and exit status 1 in about 2 s, leaving no run folder. A misspelt key of a ``_target_``
+section is found by the run's own check, after the imports."""
 
 from __future__ import annotations
 
@@ -32,10 +27,9 @@ def launch_rank() -> int:
 
 
 def check_settings_first(cfg: DictConfig, require_ckpt: bool = False) -> None:
-    """``validate_config(cfg, known_keys=False)`` and, for train.py, the network's own check of its
-    arguments and the probe points against it (``check_network``; eval.py takes the model from the
-    checkpoint); on a bad setting print ``error: ...``, remove the
-    unstarted run folder and exit with status 1. Nothing in a multirun."""
+    """``validate_config(cfg, known_keys=False)`` and, for train.py, ``check_network`` (eval.py takes the
+    model from the checkpoint); on a bad setting print ``error: ...``, remove the unstarted run folder and
+    exit with status 1. Nothing in a multirun (``shiftprobe.app.train.run`` reports a broken job there)."""
     if is_multirun():
         return
     try:

@@ -1,8 +1,5 @@
-"""The Hydra run folder of a run that never started, and whether this job is part of a multirun.
-
-Light on purpose (Hydra and the standard library only): ``shiftprobe.app.preflight`` uses it before
-Lightning is imported.
-"""
+"""The Hydra run folder of a run that never started, and whether this job is part of a multirun (Hydra and
+the standard library only: ``shiftprobe.app.preflight`` uses it before Lightning is imported)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""One run per run folder (docs/faults.md, "Two runs in one folder").
-
-``RunFolderLock``, a Hydra callback (``conf/hydra/default.yaml``), takes an exclusive ``fcntl.flock`` on
-``<run folder>/.lock`` (the holder's pid inside) before Hydra writes into the folder; the system releases it
-when the process ends. A second run into a locked folder, or a folder that cannot be written, ends at once
-with one line. Only the process that starts the run locks (the other processes of a DDP run share its
-folder); each multirun job locks its own folder. Standard library and Hydra only.
-"""
+"""One run per run folder (docs/faults.md, "Two runs in one folder"): ``RunFolderLock``, a Hydra callback,
+takes an exclusive ``fcntl.flock`` on ``<run folder>/.lock`` (the holder's pid inside) before Hydra writes
+into the folder. Only the process that starts the run locks; each multirun job locks its own folder."""
 
 from __future__ import annotations
 

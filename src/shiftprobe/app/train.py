@@ -1,15 +1,14 @@
-"""``train(cfg)``: validate, seed, build everything from the Hydra config, fit, test, return metrics.
-
-The root ``train.py`` is a thin ``@hydra.main`` wrapper around ``run(cfg, train)``.
-"""
+"""``train(cfg)``: validate, seed, build everything from the Hydra config, fit, test, return metrics; ``run``
+is what the root ``train.py`` / ``eval.py`` call (one ``error:`` line for a problem the user can fix)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hydra
@@ -81,24 +80,20 @@ def hydra_choices() -> dict:
         return {}
 
 
-def _instantiate_group(cfg: DictConfig, group: str) -> list:
+def instantiate_group(cfg: DictConfig, group: str) -> list:
     """Every entry of ``cfg.<group>`` that names a ``_target_``, built."""
     section = cfg.get(group) or {}
     return [hydra.utils.instantiate(conf) for _, conf in section.items() if conf and "_target_" in conf]
 
 
 def instantiate_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    callbacks = _instantiate_group(cfg, "callbacks")
+    callbacks = instantiate_group(cfg, "callbacks")
     if (cfg.get("trainer") or {}).get("enable_progress_bar") is False:
         # the user asked for no progress bar: drop ours rather than let Lightning refuse the pair
         from lightning.pytorch.callbacks import ProgressBar
 
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return callbacks
-
-
-def instantiate_loggers(cfg: DictConfig) -> list:
-    return _instantiate_group(cfg, "logger")
 
 
 def hparam_metrics(callbacks: list, net) -> tuple[str, ...]:
@@ -130,9 +125,8 @@ def log_hparams(loggers: list, hparams: dict, metrics: tuple[str, ...] = HPARAM_
 
 
 def build_network(cfg: DictConfig) -> torch.nn.Module:
-    """The network of ``cfg.model``; a setting it refuses (an unknown architecture, images it cannot
-    take, weights that do not fit: ``ValueError`` / ``ShiftProbeError`` from the builder) is one line,
-    naming the key ``model.<argument>`` where the builder names its argument (``build_model``)."""
+    """The network of ``cfg.model``; a setting its builder refuses (``ValueError`` / ``ShiftProbeError``) is
+    one line, naming the key ``model.<argument>`` where the builder names its argument (``build_model``)."""
     try:
         return build_model(cfg.model)
     except InstantiationException as err:
@@ -225,25 +219,36 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     if cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     try:
-        return hydra.utils.instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=trainer_plugins(cfg)
-        )
+        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                       plugins=trainer_plugins(cfg))
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, (MisconfigurationException, ValueError)):
             text = str(cause).rstrip(".!")
             about_devices = any(w in text.lower() for w in ("accelerator", "device", "gpu", "cuda", "mps"))
-            hint = (
-                " Choose what this machine has: trainer=cpu (default), trainer=gpu with a CUDA GPU, "
-                "trainer=mps on Apple silicon."
-                if about_devices
-                else " Fix the trainer.* setting named above (see conf/trainer/)."
-            )
+            devices = (" Choose what this machine has: trainer=cpu (default), trainer=gpu with a CUDA GPU, "
+                       "trainer=mps on Apple silicon.")
+            hint = devices if about_devices else " Fix the trainer.* setting named above (see conf/trainer/)."
             raise ShiftProbeError(
                 f"trainer settings (accelerator={cfg.trainer.get('accelerator')!r}, "
                 f"devices={cfg.trainer.get('devices')!r}): {text}.{hint}"
             ) from None
         raise
+
+
+@contextlib.contextmanager
+def trainer_for(cfg: DictConfig, config: dict, net: torch.nn.Module, **hparams) -> Iterator[L.Trainer]:
+    """The trainer of ``cfg`` with its callbacks and loggers, which rank 0 gives the hyper-parameters first
+    (``config``'s and ``hparams``); the loggers are closed when the block ends."""
+    callbacks = instantiate_callbacks(cfg)
+    loggers = instantiate_group(cfg, "logger")
+    trainer = build_trainer(cfg, callbacks, loggers)
+    try:
+        if trainer.is_global_zero:
+            log_hparams(loggers, flat_hparams(config, hydra_choices()) | hparams, hparam_metrics(callbacks, net))
+        yield trainer
+    finally:
+        close_loggers(loggers)
 
 
 def to_floats(metrics: dict) -> dict[str, float]:
@@ -280,13 +285,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         action = "resume" if cfg.get("train", True) else "test"
         checkpoint = read_checkpoint(cfg.ckpt_path, trusted=trusts_files(cfg)).checkpoint or {}
         check_checkpoint_fits(checkpoint, cfg.ckpt_path, config.get("model"), module, action)
-    callbacks = instantiate_callbacks(cfg)
-    loggers = instantiate_loggers(cfg)
-    trainer = build_trainer(cfg, callbacks, loggers)
-    start = time.perf_counter()
-    try:
-        if trainer.is_global_zero:
-            log_hparams(loggers, flat_hparams(config, hydra_choices()), hparam_metrics(callbacks, module.net))
+    with trainer_for(cfg, config, module.net) as trainer:
+        start = time.perf_counter()
         metrics: dict[str, float] = {}
         if cfg.get("train", True):
             log.info("training: %s", trainer.default_root_dir)
@@ -305,19 +305,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if "test/acc" in metrics:
             log.info("test accuracy %.4f (%.1f s)", metrics["test/acc"], metrics["time/seconds"])
         return metrics
-    finally:
-        close_loggers(loggers)
 
 
 # -- what the entry points call ------------------------------------------------------------------
 def run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
-    """Run ``task`` under Hydra: user-fixable problems end with ``error: ...`` and exit status 1.
-
-    In a multirun the failing job is reported and the sweep goes on (the summary lists it as broken).
-    Returns ``optimized_metric`` when the config names one (for sweepers). A full disk or a read-only
-    folder is one ``error:`` line too. SIGTERM stops the run as Ctrl-C does, wherever it is (training,
-    testing, measuring), with exit status 143 (Ctrl-C: 130; ``shiftprobe.app.interrupts``).
-    """
+    """Run ``task`` under Hydra; return ``optimized_metric`` when the config names one (for sweepers). A
+    user-fixable problem (a full disk too) ends with ``error: ...`` and exit status 1, or in a multirun is
+    reported and the sweep goes on; SIGTERM stops the run as Ctrl-C does (``shiftprobe.app.interrupts``)."""
     with signals_as_interrupts(enabled=_global_rank() == 0) as stop:  # DDP: the launcher stops the others
         try:
             return _run(cfg, task)
@@ -331,7 +325,7 @@ def stopped(stop: Stop, err: BaseException) -> None:
     if isinstance(err, SystemExit) and stop.signum is None:
         raise err
     print(f"stopped by {stop.name} (exit status {stop.exit_status})", file=sys.stderr, flush=True)
-    remove_unstarted_run_dir()
+    run_dir.remove_unstarted_run_dir(_global_rank())
     sys.exit(stop.exit_status)
 
 
@@ -373,10 +367,10 @@ def _run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
             return math.nan
         if report:
             print(f"error: {err}", file=sys.stderr, flush=True)
-        remove_unstarted_run_dir()
+        run_dir.remove_unstarted_run_dir(_global_rank())
         sys.exit(1)
     except Exception:
-        remove_unstarted_run_dir()
+        run_dir.remove_unstarted_run_dir(_global_rank())
         raise
     name = cfg.get("optimized_metric")
     if name:
@@ -388,11 +382,6 @@ def _run(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> float | None:
             sys.exit(1)
         return metrics[name]
     return None
-
-
-def remove_unstarted_run_dir() -> Path | None:
-    """``shiftprobe.app.run_dir.remove_unstarted_run_dir`` for this process's rank."""
-    return run_dir.remove_unstarted_run_dir(_global_rank())
 
 
 def _quiet_lightning_console() -> None:
