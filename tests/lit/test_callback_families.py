@@ -82,9 +82,9 @@ def test_family_settings_reach_the_engine_with_the_rank(tmp_path, monkeypatch):
     calls = []
     real = measure_module.measure_section
 
-    def spy(model, images, labels, family, feed, **kwargs):
+    def spy(model, images, family, feed, **kwargs):
         calls.append((family, kwargs))
-        return real(model, images, labels, family, feed, **kwargs)
+        return real(model, images, family, feed, **kwargs)
 
     monkeypatch.setattr(measure_module, "measure_section", spy)
     res, _, cb = run(tmp_path, "spy", figures=False, untrained=False,

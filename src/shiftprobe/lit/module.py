@@ -15,9 +15,9 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from shiftprobe.checkpoints import INITIAL_STATE_KEY
 from shiftprobe.errors import ShiftProbeError, TrainingDiverged
 
-INITIAL_STATE_KEY = "initial_net_state"
 #: a mean NLL above this means the true class gets probability below e^-1000: the run has diverged
 DIVERGED_LOSS = 1e3
 #: one process on an accelerator: the worst loss is kept on the device and read every this many steps
