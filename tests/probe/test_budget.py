@@ -110,3 +110,14 @@ def test_config_key_and_callback_refuse_a_bad_budget_in_one_line():
     assert ShiftProbeCallback(memory_budget="512MiB").memory_budget == "512MiB"
     with pytest.raises(ValueError, match=r"callbacks.shift_probe.memory_budget=-1: give"):
         ShiftProbeCallback(memory_budget=-1)
+
+
+def test_default_budget_is_a_quarter_of_the_ram_capped_or_the_cap_where_the_ram_is_unknown(monkeypatch):
+    from shiftprobe.probe import budget
+
+    monkeypatch.setattr(budget, "available_memory", lambda device="cpu": 400 * 2**20)
+    assert budget.default_memory_budget("cpu") == 100 * 2**20
+    monkeypatch.setattr(budget, "available_memory", lambda device="cpu": 64 * 2**30)
+    assert budget.default_memory_budget("cpu") == budget.CPU_DEFAULT_CAP
+    monkeypatch.setattr(budget, "available_memory", lambda device="cpu": None)
+    assert budget.default_memory_budget("cpu") == budget.CPU_DEFAULT_CAP
