@@ -56,10 +56,10 @@ FIRST = {
     "torchvision.models))",
     "model=torchvision model.name=squeezenet1_1 model.padding=circular": "error: model.padding='circular' is not "
     "offered for name='squeezenet1_1': the variants are offered for torchvision's ResNets and VGGs (resnet*, "
-    "resnext*, wide_resnet*, vgg*) and the built-in CNNs; use pool='max', padding='zeros'",
+    "resnext*, wide_resnet*, vgg*) and the built-in CNNs; leave pool and padding at their defaults (max, zeros)",
     "model=timm model.pool=blur": "error: model.pool='blur' is not offered for timm models: the variants are offered "
-    "for torchvision's ResNets and VGGs (resnet*, resnext*, wide_resnet*, vgg*) and the built-in CNNs; use "
-    "pool='max', padding='zeros'",
+    "for torchvision's ResNets and VGGs (resnet*, resnext*, wide_resnet*, vgg*) and the built-in CNNs; leave "
+    "pool and padding at their defaults (max, zeros)",
     "seed=0": None,
     "model=torchvision model.name=shufflenet_v2_x0_5": None,
 }

@@ -41,7 +41,7 @@ def refuse_variants(pool: str, padding: str, network: str) -> None:
         setting = f"pool={pool!r}" if pool != "max" else f"padding={padding!r}"
         raise ArgumentError(
             f"{setting} is not offered for {network}: the variants are offered for {VARIANT_FAMILIES} and the "
-            f"built-in CNNs; use pool='max', padding='zeros'"
+            f"built-in CNNs; leave pool and padding at their defaults (max, zeros)"
         )
 
 
