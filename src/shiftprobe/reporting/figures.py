@@ -15,8 +15,9 @@ from matplotlib.figure import Figure
 
 from shiftprobe.atomic import save_figure
 from shiftprobe.probe.migrate import migrate
+from shiftprobe.probe.stats import Z95
 from shiftprobe.reporting import verdicts as v
-from shiftprobe.reporting.format import Z95, finite, fmt, get, halfwidth, interval, param_label, title_of
+from shiftprobe.reporting.format import finite, fmt, get, halfwidth, interval, param_label, run_ci, title_of
 
 DPI = 120
 #: values of exactly 0 are drawn at this floor on log axes
@@ -341,13 +342,10 @@ def _radial_series(net: Mapping, layer: str, metric: str) -> tuple[np.ndarray, n
 
 
 def radial_band(net: Mapping, layer: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(radii, lo, hi)`` of the 95 % interval of a metric per radius block of one network's translation
-    section: ``<metric>_ci`` where given, else ``value ± Z95 * <metric>_se``; None without intervals."""
-    rows = []
-    for b in v.blocks(net, "radius"):
-        value, hw = get(b, layer, metric), halfwidth(b, layer, metric)
-        if value is not None and hw is not None:
-            rows.append((int(b["param"]), *(interval(b, layer, metric) or (value - hw, value + hw))))
+    """``(radii, lo, hi)`` of a measured metric's 95 % interval (``run_ci``) per radius block of one
+    network's translation section; None without intervals."""
+    rows = [(int(b["param"]), *ci) for b in v.blocks(net, "radius")
+            if get(b, layer, metric) is not None and (ci := run_ci(b.get(layer), metric)) is not None]
     if not rows:
         return None
     radii, lo, hi = zip(*rows, strict=True)

@@ -58,13 +58,26 @@ def get(block: Mapping | None, layer: str, metric: str) -> float | None:
     return finite(((block or {}).get(layer) or {}).get(metric))
 
 
-def interval(block: Mapping | None, layer: str, metric: str) -> tuple[float, float] | None:
-    """The 95 % interval ``(lo, hi)`` of a score (``<metric>_ci``), None where the block has none."""
-    ci = ((block or {}).get(layer) or {}).get(f"{metric}_ci")
+def _stored_ci(entry: Mapping | None, metric: str) -> tuple[float, float] | None:
+    ci = entry.get(f"{metric}_ci") if isinstance(entry, Mapping) else None
     if not (isinstance(ci, (list, tuple)) and len(ci) == 2):
         return None
     lo, hi = finite(ci[0]), finite(ci[1])
     return None if lo is None or hi is None else (lo, hi)
+
+
+def interval(block: Mapping | None, layer: str, metric: str) -> tuple[float, float] | None:
+    """The 95 % interval ``(lo, hi)`` of a score (``<metric>_ci``), None where the block has none."""
+    return _stored_ci((block or {}).get(layer), metric)
+
+
+def run_ci(entry: Mapping | None, metric: str) -> tuple[float, float] | None:
+    """A run's own 95 % interval of ``entry[metric]`` (over its test images): the stored ``<metric>_ci``,
+    else value ± Z95 · ``<metric>_se``; None with neither."""
+    if (ci := _stored_ci(entry, metric)) is not None or not isinstance(entry, Mapping):
+        return ci
+    value, se = finite(entry.get(metric)), finite(entry.get(f"{metric}_se"))
+    return None if value is None or se is None else (value - Z95 * se, value + Z95 * se)
 
 
 def halfwidth(block: Mapping | None, layer: str, metric: str) -> float | None:

@@ -14,10 +14,9 @@ import yaml
 
 from shiftprobe.atomic import atomic_write, save_figure, write_text
 from shiftprobe.probe.migrate import migrate
-from shiftprobe.probe.stats import Z95
 from shiftprobe.probe.thresholds import EXACT_TOL
 from shiftprobe.reporting import verdicts as v
-from shiftprobe.reporting.format import fmt, table
+from shiftprobe.reporting.format import fmt, run_ci, table
 
 SEED_KEYS = ("seed",)
 LEVEL = 0.95
@@ -233,20 +232,6 @@ def _job_sort_key(path: Path):
     return [int(part) if part.isdigit() else part for part in path.parts]
 
 
-def within_run_interval(block, key: str) -> tuple[float, float] | None:
-    """The run's own 95 % interval of ``block[key]`` (over its test images): ``block[key + "_ci"]`` if
-    results.json has it, else value ± Z95 · ``block[key + "_se"]``; None when it has neither."""
-    if not isinstance(block, dict):
-        return None
-    ci = block.get(f"{key}_ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and len(_finite(ci)) == 2:
-        return float(ci[0]), float(ci[1])
-    value, se = block.get(key), block.get(f"{key}_se")
-    if len(_finite([value, se])) == 2:
-        return float(value) - Z95 * float(se), float(value) + Z95 * float(se)
-    return None
-
-
 # -- a job's figures -------------------------------------------------------------------------------
 def head_input_layer(section: dict | None) -> str | None:
     """The first vector probe point that is not the classifier (a dense layer, or the pooled features
@@ -325,7 +310,7 @@ def summarize(sweep_dir, baseline: str | None = None) -> Summary:
         within = summary.within[row["path"]] = {}
         for column, block, key in _sources(job.results):
             row[column] = block.get(key) if isinstance(block, dict) else None
-            if (ci := within_run_interval(block, key)) is not None:
+            if (ci := run_ci(block, key)) is not None:
                 within[column] = ci
         summary.rows.append(row)
         summary.configs.setdefault(job.config, []).append(job)
@@ -554,7 +539,7 @@ def radial_band(summary: Summary, config: str, layer: str, metric: str):
             if value:
                 radius = int(ring["param"])
                 per_radius.setdefault(radius, {}).setdefault(job.seed, []).extend(value)
-                within[radius] = within_run_interval(ring.get(name), metric)
+                within[radius] = run_ci(ring.get(name), metric)
     out = ([], [], [], [])
     for x in sorted(per_radius):
         iv = t_interval([math.fsum(s) / len(s) for s in per_radius[x].values()])
