@@ -237,8 +237,7 @@ def head_input_layer(section: dict | None) -> str | None:
     """The first vector probe point that is not the classifier (a dense layer, or the pooled features
     after global pooling): the representation the head classifies."""
     section = section or {}
-    return next((layer for layer in section.get("layers", [])
-                 if layer != section.get("classifier") and not v.is_spatial(section, layer)), None)
+    return next((layer for layer in v.vector_layers(section) if layer != v.classifier(section)), None)
 
 
 def stride2_layer(section: dict | None) -> str | None:
