@@ -27,11 +27,9 @@ from shiftprobe.data.sampling import (
     stream_seed,
 )
 from shiftprobe.errors import ShiftProbeError
+from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD
 from shiftprobe.probe.inputs import as_image_batch, to_pixels
 from shiftprobe.probe.resample import shift_images_per_sample
-
-#: MNIST's settings: the defaults of ``ImageDataModule``
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -47,8 +45,8 @@ class ImageDataModule(L.LightningDataModule):
         channels: int = 1,
         image_size: int = 28,
         num_classes: int = 10,
-        mean=MNIST_MEAN,
-        std=MNIST_STD,
+        mean=(MNIST_MEAN,),
+        std=(MNIST_STD,),
         normalize: bool = False,
         batch_size: int = 64,
         eval_batch_size: int = 1000,

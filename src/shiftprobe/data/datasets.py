@@ -106,9 +106,9 @@ def _root_hint(spec: DatasetSpec) -> str:
 def expected_files(spec: DatasetSpec) -> list[str]:
     """The files (or folders, for ``imagefolder``) the dataset needs, relative to its folder under ``data.root``."""
     if spec.reader == "idx":
-        from shiftprobe.data.idx import idx_file_names
+        from shiftprobe.data.idx import IDX_FILES
 
-        return idx_file_names()
+        return [name for pair in IDX_FILES.values() for name in pair]
     if spec.reader == "cifar":
         from shiftprobe.data.cifar import cifar_files
 

@@ -20,11 +20,6 @@ IDX_FILES = {
 }
 
 
-def idx_file_names() -> list[str]:
-    """The four file names, train first."""
-    return [name for pair in IDX_FILES.values() for name in pair]
-
-
 def find_idx_file(folder: Path, name: str) -> Path | None:
     """``folder/name``, else ``folder/name.gz``, else None."""
     for candidate in (folder / name, folder / f"{name}.gz"):

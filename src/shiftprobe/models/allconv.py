@@ -16,12 +16,11 @@ from torch import nn
 
 from shiftprobe.models.common import PixelInputNet, check_positive_int
 from shiftprobe.models.crop_windows import CropWindowModel
-from shiftprobe.models.lab import PADDINGS as LAB_PADDINGS
+from shiftprobe.models.lab import PADDINGS, map_sides  # noqa: F401 (PADDINGS: the lab's, read by the app)
 from shiftprobe.models.lab import RECEPTIVE_FIELDS as LAB_RECEPTIVE_FIELDS
 from shiftprobe.models.variants import circular_same
 
-# the lab's paddings and receptive fields: a k2 s2 convolution sees the pixels a k2 s2 max pool sees
-PADDINGS = LAB_PADDINGS
+# the lab's receptive fields: a k2 s2 convolution sees the pixels a k2 s2 max pool sees
 RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = {
     {"pool1": "down1", "pool2": "down2"}.get(name, name): field for name, field in LAB_RECEPTIVE_FIELDS.items()
 }
@@ -37,7 +36,9 @@ class AllConvCNN(CropWindowModel, PixelInputNet):
     def __init__(self, image_size: int = 28, **settings):
         super().__init__(**settings)
         self.image_size = check_positive_int("image_size", image_size, least=16)
-        side = self._last_side(image_size)
+        # a circularly padded stride-1 convolution before the down-sampling keeps the size: rounding up
+        ceil = self.padding == "circular" and self.pool != "max"
+        side = map_sides(image_size, self.padding, ceil)["pool2"]
         self.conv1 = nn.Conv2d(self.in_channels, 10, kernel_size=5, **circular_same(self.padding, 5))
         self.down1 = nn.Conv2d(10, 10, kernel_size=2, stride=2)
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **circular_same(self.padding, 5))
@@ -45,17 +46,6 @@ class AllConvCNN(CropWindowModel, PixelInputNet):
         self.fc1 = nn.Linear(20 * side * side, 50)
         self.fc2 = nn.Linear(50, 10)
         self.make_variant()
-
-    def _last_side(self, image_size: int) -> int:
-        """The side of the down2 map: each 5x5 convolution takes 4 (valid) or nothing (circular); each
-        down-sampling halves, rounding up when a circularly padded stride-1 convolution precedes it."""
-        shrink = 0 if self.padding == "circular" else 4
-        ceil = self.padding == "circular" and self.pool != "max"
-        side = image_size
-        for _ in range(2):
-            side -= shrink
-            side = -(-side // 2) if ceil else side // 2
-        return side
 
     def to_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
         return self.conv2(F.relu(self.down1(F.relu(conv1))))

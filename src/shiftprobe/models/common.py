@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from shiftprobe.errors import ArgumentError
-from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD
+from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD, PADDINGS
 from shiftprobe.models.variants import apply_variants, check_variant
 
 
@@ -19,7 +19,7 @@ class PixelInputNet(nn.Module):
     ``make_variant()``; ``__init_subclass__`` gives it the signature listing both (Hydra's key check)."""
 
     #: the paddings the network offers, its own (the default) first
-    PADDINGS: tuple[str, ...] = ("valid", "circular")
+    PADDINGS: tuple[str, ...] = PADDINGS
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -97,10 +97,9 @@ class CropWindows:
 
 
 class CropWindowModel:
-    """Base of the networks ``conv1 -> down-sampling -> conv2 -> head``: a subclass defines ``to_conv2`` (a
-    conv1 map -> its conv2 map), ``head`` (conv2 -> ``{"fc1": ..., "logits": ..., ...}``) and ``crop_layers``;
-    ``crop_windows()`` returns the fast path of the network as built (valid convolutions, stride-2
-    down-sampling), None for a variant."""
+    """Base of the networks ``conv1 -> down-sampling -> conv2 -> head``: a subclass defines ``head`` (conv2
+    -> ``{"fc1": ..., "logits": ..., ...}``) and ``crop_layers``; ``crop_windows()`` returns the fast path
+    of the network as built (valid convolutions, stride-2 down-sampling), None for a variant."""
 
     crop_layers: tuple[str, ...] = ("conv1", "conv2", "fc1", "logits")
 
@@ -108,6 +107,10 @@ class CropWindowModel:
         if (self.pool, self.padding) != ("max", "valid"):
             return None
         return CropWindows(self.crop_layers, self.input_conv1, self.head, conv2=self.to_conv2)
+
+    def to_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
+        """A conv1 map -> its conv2 map (through ``pool1`` and ReLU; AllConvCNN: its own)."""
+        return self.conv2(F.relu(self.pool1(conv1)))
 
     def input_conv1(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(self.prepare(x))

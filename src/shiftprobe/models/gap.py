@@ -16,14 +16,9 @@ from torch import nn
 
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet
 from shiftprobe.models.crop_windows import CropWindowModel
-from shiftprobe.models.lab import PADDINGS as LAB_PADDINGS
-from shiftprobe.models.lab import RECEPTIVE_FIELDS as LAB_RECEPTIVE_FIELDS
+from shiftprobe.models.lab import PADDINGS, RECEPTIVE_FIELDS  # noqa: F401 (the lab's, read by the app)
 from shiftprobe.models.maxpool import MaxPool2x2
 from shiftprobe.models.variants import circular_same
-
-# the lab's convolutions and pools: its paddings and receptive fields
-PADDINGS = LAB_PADDINGS
-RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = dict(LAB_RECEPTIVE_FIELDS)
 
 
 class GapCNN(CropWindowModel, PixelInputNet):
@@ -44,9 +39,6 @@ class GapCNN(CropWindowModel, PixelInputNet):
         self.fc1 = nn.Linear(20, 50)
         self.fc2 = nn.Linear(50, 10)
         self.make_variant()
-
-    def to_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.pool1(conv1)))
 
     def head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
         gap = self.gap(F.relu(self.pool2(conv2)))

@@ -20,6 +20,16 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 PADDINGS = ("valid", "circular")
 
 
+def map_sides(image_size: int, padding: str, ceil: bool) -> dict[str, int]:
+    """The sides of the conv1, pool1, conv2 and pool2 maps: each 5x5 convolution takes 4 pixels (valid) or
+    none (circular); each down-sampling halves, rounding up when ``ceil``."""
+    sides, side = {}, image_size
+    for conv, pool in (("conv1", "pool1"), ("conv2", "pool2")):
+        side = sides[conv] = side - (0 if padding == "circular" else 4)
+        side = sides[pool] = -(-side // 2) if ceil else side // 2
+    return sides
+
+
 class LabCNN(CropWindowModel, nn.Module):
     """The lab CNN: input pixels in [0, 1], ``(x - 0.1307) / 0.3081`` first when ``normalize`` is on;
     ``pool="blur"`` keeps its filter in the state_dict (``pool1.1.kernel``). ``probe(x)`` returns every
@@ -48,7 +58,8 @@ class LabCNN(CropWindowModel, nn.Module):
         else:
             self.pool1 = MaxPool2x2()
             self.pool2 = MaxPool2x2()
-        self.map_sizes = self._map_sizes(image_size)
+        # a circularly padded stride-1 max pool keeps the size, then APS halves it rounding up
+        self.map_sizes = map_sides(image_size, padding, ceil=(pool, padding) == ("aps", "circular"))
         side = self.map_sizes["pool2"]
         self.fc1 = nn.Linear(20 * side * side, 50)
         self.fc2 = nn.Linear(50, 10)
@@ -57,25 +68,9 @@ class LabCNN(CropWindowModel, nn.Module):
         if pool == "aps":  # the max pools become MaxPool2x2(1) + APSDownsample2d (no random draws)
             apply_variants(self, pool, padding)
 
-    def _map_sizes(self, image_size: int) -> dict[str, int]:
-        shrink = 0 if self.padding == "circular" else 4
-        # a circularly padded stride-1 max pool keeps the size, then APS halves it rounding up
-        ceil = (self.pool, self.padding) == ("aps", "circular")
-
-        def halve(n: int) -> int:
-            return -(-n // 2) if ceil else n // 2
-
-        c1 = image_size - shrink
-        p1 = halve(c1)
-        c2 = p1 - shrink
-        return {"conv1": c1, "pool1": p1, "conv2": c2, "pool2": halve(c2)}
-
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1] -> network input (normalised when ``normalize`` is on)."""
         return (x - self.mean) / self.std if self.normalize else x
-
-    def to_conv2(self, conv1: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.pool1(conv1)))
 
     def head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything after the conv2 probe point."""

@@ -11,13 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftprobe.models.lab import RECEPTIVE_FIELDS as LAB_RECEPTIVE_FIELDS
-from shiftprobe.models.lab import LabCNN
+# the spatial probe points are the lab CNN's maps of the untransformed input: the lab's receptive fields
+from shiftprobe.models.lab import RECEPTIVE_FIELDS, LabCNN  # noqa: F401
 
 #: the lab CNN's probe points inside a pooled model (module names of the ``ProbePoint``s)
 INNER_PROBE_POINTS = ("conv1", "pool1", "conv2", "pool2", "fc1")
-# the spatial probe points are the lab CNN's maps of the untransformed input: the lab's receptive fields
-RECEPTIVE_FIELDS: dict[str, tuple[int, int, int]] = dict(LAB_RECEPTIVE_FIELDS)
 
 
 class ProbePoint(nn.Module):

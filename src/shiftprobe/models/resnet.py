@@ -16,9 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftprobe.models.common import GlobalAvgPool, PixelInputNet, check_positive_int
-
-#: ``padding``: the network's own zero padding, or circular padding
-PADDINGS = ("zeros", "circular")
+from shiftprobe.models.zoo import PADDINGS  # its own zero padding, or circular padding, as the zoo's
 
 # Receptive fields (stride r, a, b: position i sees the pixels [r*i + a, r*i + b]; the rule in
 # shiftprobe.models.lab; a skip connection takes the union of its paths; BatchNorm in eval mode is pointwise).

@@ -34,9 +34,7 @@ def _pairs(value) -> tuple[int, int]:
 
 def is_strided(module: nn.Module) -> bool:
     """True for a convolution or pool that down-samples (a stride above 1 on either axis)."""
-    if isinstance(module, MaxPool2x2):
-        return module.stride > 1
-    if isinstance(module, (*_CONV, *_POOLS)) and not isinstance(module, DownsampledConv2d):
+    if isinstance(module, (MaxPool2x2, *_CONV, *_POOLS)) and not isinstance(module, DownsampledConv2d):
         stride = module.stride if module.stride is not None else module.kernel_size
         return max(_pairs(stride)) > 1
     return False
@@ -48,15 +46,6 @@ def same_padding(kernel_size, dilation=1) -> tuple[int, int, int, int]:
     (ky, kx), (dy, dx) = _pairs(kernel_size), _pairs(dilation)
     ty, tx = dy * (ky - 1), dx * (kx - 1)
     return tx // 2, tx - tx // 2, ty // 2, ty - ty // 2
-
-
-def downsampler(pool: str, stride, blur_filter_size: int = 3, choice: PolyphaseChoice | None = None) -> nn.Module:
-    """The down-sampling layer of ``pool`` (``"blur"`` or ``"aps"``) by ``stride``."""
-    if pool == "blur":
-        return BlurPool2d(None, blur_filter_size, _pairs(stride))
-    if pool == "aps":
-        return APSDownsample2d(stride, choice)
-    raise ArgumentError(f"pool={pool!r} has no down-sampling layer; use one of {list(POOLS[1:])}")
 
 
 def _stride_one_conv(conv: nn.Conv2d, down: nn.Module, circular: bool) -> DownsampledConv2d:
@@ -156,7 +145,10 @@ def apply_variants(model: nn.Module, pool: str = "max", padding: str = "zeros", 
             if not is_strided(module):
                 return module
             stride = module.stride if module.stride is not None else module.kernel_size
-            down = downsampler(pool, stride, blur_filter_size, choices.get(id(module)))
+            if pool == "blur":
+                down = BlurPool2d(None, blur_filter_size, _pairs(stride))
+            else:
+                down = APSDownsample2d(stride, choices.get(id(module)))
             if isinstance(module, nn.Conv2d):
                 return _stride_one_conv(module, down, circular)
             return _stride_one_pool(module, down, circular)
