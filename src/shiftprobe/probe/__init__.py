@@ -1,8 +1,5 @@
-"""The Lightning-free measurement engine: transforms, plans, the pair sources, one loop, sections, ``measure``.
-
-Import the public API from ``shiftprobe`` itself (``shiftprobe.measure``, ``shiftprobe.Translation``,
-``shiftprobe.load_results``); the modules here are its parts.
-"""
+"""The Lightning-free measurement engine: transforms, plans, the pair sources, one loop, sections, ``measure``;
+its public API is imported from ``shiftprobe`` itself (``shiftprobe.measure``, ``shiftprobe.Translation``)."""
 
 from shiftprobe._lazy import lazy_exports
 

@@ -118,12 +118,28 @@ def setup(model: nn.Module, pixels: torch.Tensor, layers: Sequence[str] | None, 
     return Network(model, resolved, geometry, classifier, device, dtype, feed)
 
 
+class PairSource:
+    """The part every pair source of ``run`` shares: the accumulator's ``image_keys`` and the plan's membership
+    matrix (``bind``), and its hooks' removal."""
+
+    parallel = True  # batches may run in threads (``worker_threads``)
+    image_keys: tuple = ()
+    membership: torch.Tensor | None = None
+
+    def bind(self, acc, plan) -> None:
+        self.image_keys = acc.image_keys
+        self.membership = plan.membership(acc.pair_count.dtype).to(acc.pair_count.device)
+
+    def close(self) -> None:
+        self.capture.remove()
+
+
 def worker_threads(workers: int | None, device: torch.device, source) -> int:
     """Batches measured at once: on the CPU the small operations of a chunk parallelise badly inside one
     operator, so one Python thread per core, each on its own batch, keeps every core busy (PyTorch and NumPy
     release the GIL); one on an accelerator and for a source that is not ``parallel``."""
     threads = workers if workers is not None else (torch.get_num_threads() if device.type == "cpu" else 1)
-    return threads if getattr(source, "parallel", True) else 1
+    return threads if source.parallel else 1
 
 
 def progress_default(progress: bool | None) -> bool:

@@ -14,7 +14,7 @@ from torch import nn
 
 from shiftprobe.probe.accumulator import MASKED, new_accumulator
 from shiftprobe.probe.capture import LayerCapture, resolve_layers
-from shiftprobe.probe.engine import control_offset, exact_float32, run, setup
+from shiftprobe.probe.engine import PairSource, control_offset, exact_float32, run, setup
 from shiftprobe.probe.generators import (
     DEFAULT_GENERATORS,
     GENERATORS,
@@ -65,7 +65,7 @@ def layer_actions(geometry: dict, generators: Sequence[str]) -> tuple[dict, dict
     return actions, notes
 
 
-class LieComputer:
+class LieComputer(PairSource):
     """The engine's pair source of the Lie derivative: per image and generator, each layer's ``abs``, ``rel``
     (and, with a layer-wise plan, every part of the decomposition as a pseudo-layer ``(kind, name, part)``)."""
 
@@ -77,17 +77,9 @@ class LieComputer:
         self.parts = layerwise_parts(plan, generators) if plan is not None else []
         self.metrics = {name: (LIE_METRICS, CONTROL_METRICS) for name in net.names}
         self.metrics.update({part: (LIE_METRICS, ()) for part in self.parts})
-        self.image_keys: tuple = ()
-        self.membership: torch.Tensor | None = None
-
-    def bind(self, image_keys: tuple, membership: torch.Tensor) -> None:
-        self.image_keys, self.membership = image_keys, membership
 
     def context(self):
         return torch.inference_mode(False)
-
-    def close(self) -> None:
-        self.capture.remove()
 
     def batch_updates(self, x, y, x_control, idx) -> list[dict]:
         x, acc = x.clone(), sum_dtype(x.device)
@@ -134,7 +126,7 @@ def lie_section(model: nn.Module, pixels: torch.Tensor, feed, generators, *, lay
         acc = new_accumulator(len(generators), source.metrics, net.device, n_groups=len(generators) + 1,
                               masked=(*MASKED, *LIE_METRICS))
         gplan = Plan.every(generators)
-        source.bind(acc.image_keys, gplan.membership(acc.pair_count.dtype).to(net.device))
+        source.bind(acc, gplan)
         k = control_offset(len(images), control_seed) if len(images) > 1 else 0  # one image: itself
         raw = run(source, acc, images, net, k=k, batch_size=batch_size, rank=rank, world_size=world_size,
                   progress=progress, desc=desc, pairs_per_image=len(generators))

@@ -14,13 +14,13 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import nn
 
-from shiftprobe.probe.capture import Feed, LayerCapture
+from shiftprobe.probe.capture import OUTPUT, Feed, LayerCapture
 from shiftprobe.probe.generators import GENERATORS, image_derivative, map_derivative
 from shiftprobe.probe.geometry import CANVAS_PAD, growth_stride
 
 #: module types left out of the default layer-wise modules (the identity in eval mode)
 SKIPPED_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
-INPUT, OUTPUT = "input", "output"
+INPUT = "input"
 Norms = dict[str, torch.Tensor]
 
 
@@ -87,11 +87,11 @@ class Point:
 
     def tangent(self, t: torch.Tensor, generator: str, method: str) -> torch.Tensor | None:
         """``D(t)``, or None where the transformation does not act on this tensor."""
+        if not self.acts(generator):
+            return None
         if self.kind == "image":
             return image_derivative(t, generator, method)
-        if self.kind == "map" and not GENERATORS[generator].colour:
-            return map_derivative(t, generator, method, self.stride)
-        return None
+        return map_derivative(t, generator, method, self.stride)
 
     def acts(self, generator: str) -> bool:
         return self.kind == "image" or (self.kind == "map" and not GENERATORS[generator].colour)
@@ -324,14 +324,10 @@ def _own_hooks(step: Step, generator: str, method: str, record: dict) -> list[Ho
 
 def layerwise_values(model: nn.Module, x: torch.Tensor, plan: LayerwisePlan, generators: Sequence[str],
                      method: str, acc: torch.dtype, feed: Feed) -> dict[tuple[str, str, str, str], Norms]:
-    """The layer-wise decomposition of the output's Lie derivative for the batch ``x`` (module docstring).
-
-    Returns per-image ``{"abs", "rel"}`` (relative to the RMS of the network's output; ``own``: of the
-    module's output) under the keys ``("module", name, generator, "contribution" or "own")`` (``own``
-    only where the module's output has the batch's size), ``("between", label, generator,
-    "contribution")`` for gaps where a side is transformed, and ``("total", part, generator, "value")``
-    for ``part`` in ``end_to_end``, ``modules`` (their sum), ``between`` (the gaps' sum) and
-    ``unexplained`` (the end-to-end value minus both sums: round-off)."""
+    """The layer-wise decomposition of the output's Lie derivative for the batch ``x`` (module docstring):
+    per-image ``{"abs", "rel"}`` (relative to the RMS of the network's output; ``own``: of the module's
+    output, only where it has the batch's size) of each part of ``layerwise_parts``, keyed
+    ``(kind, name, generator, part)``."""
     with torch.no_grad():
         y = _forward(model, x, feed).clone()
     n = len(x)
@@ -388,7 +384,9 @@ TOTAL_PARTS = ("end_to_end", "modules", "between", "unexplained")
 
 def layerwise_parts(plan: LayerwisePlan, generators: Sequence[str]) -> list[tuple[str, str, str]]:
     """The parts ``layerwise_values`` returns, without the generator: ``("module", name, "contribution" or
-    "own")``, ``("between", label, "contribution")``, ``("total", part, "value")``."""
+    "own")``, ``("between", label, "contribution")`` where the transformation acts on a side of the gap, and
+    ``("total", part, "value")`` (``modules``, ``between``: the sums; ``unexplained``: the end-to-end value
+    minus both, round-off)."""
     parts = [("module", step.name, kind) for step in plan.steps for kind in ("contribution", "own")]
     parts += [("between", label, "contribution") for label, _, _ in acting_gaps(plan, generators)]
     return parts + [("total", part, "value") for part in TOTAL_PARTS]

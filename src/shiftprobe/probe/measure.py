@@ -113,7 +113,7 @@ def measure_section(model: nn.Module, images: Images, transform, feed, *, layers
         source.self_check(to_pixels(first.to(net.device), net.dtype), net.dtype)
         n_classes = net.geometry[net.classifier].shape[0] if net.classifier is not None else 0
         acc = new_accumulator(len(plan.params), metrics, net.device, n_groups=len(plan.groups), n_classes=n_classes)
-        source.bind(acc.image_keys, plan.membership(acc.pair_count.dtype).to(net.device))
+        source.bind(acc, plan)
         k = control_offset(len(images), control_seed)
         raw = run(source, acc, images, net, k=k, batch_size=chunks.batch_size, rank=rank, world_size=world_size,
                   workers=workers, progress=progress, desc=desc, pairs_per_image=plan.params_per_image,

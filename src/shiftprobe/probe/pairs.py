@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from shiftprobe.models.crop_windows import CropWindowModel
 from shiftprobe.probe.accumulator import SCORE_CONTROL
 from shiftprobe.probe.capture import LayerCapture
+from shiftprobe.probe.engine import PairSource
 from shiftprobe.probe.metrics import (
     pair_metrics,
     prediction_agreement,
@@ -80,7 +81,7 @@ class MapContext:
     norms: dict | None = None
 
 
-class PairComputer:
+class PairComputer(PairSource):
     """Everything every batch of one network under one transform shares: hooks, geometry, plan, windows."""
 
     def __init__(self, model, layers, geometry, classifier, transform, plan, image_size, metrics, *,
@@ -96,8 +97,6 @@ class PairComputer:
         first_map = transform.map_metrics[0]
         self.mapped = [n for n in self.names if first_map in metrics[n][0]]
         self.params = [plan.params[j] for j in plan.pairs] if plan.uniform else []
-        self.image_keys: tuple = ()
-        self.membership: torch.Tensor | None = None
         self._ids: torch.Tensor | None = None
         self._window_layers: dict[tuple, set] = {}
         self.windows, self.fast_note = None, None
@@ -107,13 +106,6 @@ class PairComputer:
             missing = [n for n in self.names if n not in offered.layers]
             self.windows = None if missing else offered
             self.fast_note = f"the crop windows do not compute layer {missing[0]!r}" if missing else None
-
-    def bind(self, image_keys: tuple, membership: torch.Tensor) -> None:
-        """The accumulator's order of the metrics with image statistics, and the membership matrix."""
-        self.image_keys, self.membership = image_keys, membership
-
-    def close(self) -> None:
-        self.capture.remove()
 
     def self_check(self, x: torch.Tensor, dtype: torch.dtype) -> None:
         """Run the crop windows' self-check on a few images; on failure measure on the plain path, with a note."""
