@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from shiftprobe import atomic
-from shiftprobe.atomic import all_or_none, atomic_write, save_figure, write_bytes, write_text
+from shiftprobe.atomic import all_or_none, atomic_write, save_figure, write_text
 from shiftprobe.errors import ShiftProbeError, WriteError
 
 full_disk = disk_faults.full_disk  # the fixture
@@ -42,8 +42,8 @@ def test_full_disk_keeps_the_old_file_whole_and_says_one_line(tmp_path, full_dis
     path = tmp_path / "results.json"
     write_text(path, "the old, complete file\n")
     full_disk(capacity)
-    with pytest.raises(WriteError) as info:
-        write_bytes(path, b"x" * 100_000)
+    with pytest.raises(WriteError) as info, atomic_write(path) as fh:
+        fh.write(b"x" * 100_000)
     message = str(info.value)
     assert "\n" not in message and str(tmp_path) in message and "no space left" in message
     assert info.value.errno == errno.ENOSPC and isinstance(info.value, OSError)

@@ -1,8 +1,6 @@
-"""Read a network's weights from the files people have (Lightning-free): a ``.ckpt`` written by ``train.py``,
-a plain ``state_dict`` (also under ``state_dict`` / ``model_state_dict``, without a shared ``net.`` /
-``module.`` prefix), or a whole saved module, unpickled (which runs code stored in the file) only when the
-caller trusts the file. Every other load is ``torch.load(weights_only=True)``; a ``.ckpt``'s model settings
-are checked by :mod:`shiftprobe.stored_config` before anything is built from them."""
+"""Read a network's weights from the files people have (``read_checkpoint``, ``load_network``; Lightning-free):
+``torch.load(weights_only=True)`` unless the caller trusts the file, a ``.ckpt``'s model settings checked by
+:mod:`shiftprobe.stored_config` before anything is built from them."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """What a configuration stored in a file (a ``.ckpt``'s ``hyper_parameters.config``) may ask for, checked
-before ``eval.py`` or ``shiftprobe.load_network`` build anything from it: the model's ``_target_`` one of the
-project's model classes (``model_targets``), every other value plain (see ``check_plain``). Anything else is
-one ``ShiftProbeError`` line naming the stored key. Lightning- and Hydra-free."""
+before ``eval.py`` or ``shiftprobe.load_network`` build anything from it (``checked_model_config``,
+``check_plain``). Lightning- and Hydra-free."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Config nodes YAML cannot express, in Hydra's ``ConfigStore`` (Hydra's plugin scan imports this before it
 composes any configuration). ``shiftprobe_open``: an empty node whose struct flag is off; a section that
 starts from it (``defaults: [/shiftprobe_open@_here_, _self_]``, ``conf/trainer/default.yaml``) takes any
-key without ``+``, e.g. every ``Trainer`` argument (``check_known_keys`` still refuses a key that is not one).
-"""
+key without ``+``, e.g. every ``Trainer`` argument (``check_known_keys`` still refuses a key that is not one)."""
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf

@@ -20,11 +20,8 @@ NOT_IN_QUEUE = "NOT_IN_QUEUE"
 
 
 def accounting_enabled(job_id: str) -> bool:
-    """Whether ``sacct`` answers about ``job_id`` here (its output captured: nothing is printed).
-
-    ``False`` only when sacct says that accounting is disabled, or there is no ``sacct``; any other
-    failure (a busy database) counts as enabled, and submitit polls sacct as it always does.
-    """
+    """False only when ``sacct`` (asked about ``job_id``, quietly) says accounting is disabled, or is missing;
+    any other failure (a busy database) counts as enabled, and submitit polls sacct as it always does."""
     try:
         done = subprocess.run(
             ["sacct", "--noheader", "--allocations", "--format=JobID", f"--jobs={job_id}"],

@@ -72,25 +72,20 @@ def taken_settings(saved: Mapping) -> dict:
     return out
 
 
-def checked_run_settings(saved: Mapping, where: str) -> dict:
-    """``taken_settings(saved)`` (legacy ``_target_``s upgraded) once every value is checked by
-    ``shiftprobe.stored_config`` (the model one of the project's, everything plain), before anything is built."""
-    taken = upgrade_targets(taken_settings(saved))
-    for key, value in taken.items():
+def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
+    """Overwrite ``cfg.model`` and the test-relevant ``cfg.data`` keys with the training run's, once every
+    value taken (``taken_settings``, legacy ``_target_``s upgraded) is checked by ``shiftprobe.stored_config``
+    (the model one of the project's, everything plain), before anything is built."""
+    if not saved:
+        log.warning("the checkpoint records no run settings: using the model/data settings given now")
+        return
+    where = f"ckpt_path={str(cfg.get('ckpt_path'))!r}"
+    saved = upgrade_targets(taken_settings(saved))
+    for key, value in saved.items():
         if key == "model":
             checked_model_config(value, where)
         else:
             check_plain(where, key, value)
-    return taken
-
-
-def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
-    """Overwrite ``cfg.model`` and the test-relevant ``cfg.data`` keys with the training run's (after
-    ``checked_run_settings``)."""
-    if not saved:
-        log.warning("the checkpoint records no run settings: using the model/data settings given now")
-        return
-    saved = checked_run_settings(saved, f"ckpt_path={str(cfg.get('ckpt_path'))!r}")
     with open_dict(cfg):
         if isinstance(saved.get("model"), dict):
             model = OmegaConf.create(without_weight_source(saved["model"]))  # the checkpoint holds the weights

@@ -252,13 +252,9 @@ def trainer_for(cfg: DictConfig, config: dict, net: torch.nn.Module, **hparams) 
 
 
 def to_floats(metrics: dict) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            out[key] = float(value.item())
-        elif isinstance(value, (int, float)):
-            out[key] = float(value)
-    return out
+    """The metrics that are one number, as floats."""
+    return {key: float(value) for key, value in metrics.items()
+            if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)}
 
 
 def close_loggers(loggers: list) -> None:

@@ -1,7 +1,5 @@
-"""``ShiftProbeCallback``: at the end of testing, ``shiftprobe.measure`` once (every family of ``transforms``,
-the untrained control and ``untrained_inits``, the Lie derivative; the trainer's rank and world size), then
-rank 0 writes results.json, results.md, the figures and ``export_pairs`` pairs (all or none) and logs the
-scalars (the ``answer`` groups first)."""
+"""``ShiftProbeCallback``: at the end of testing, ``shiftprobe.measure`` once on every rank, then rank 0 writes
+results.json, results.md, the figures and ``export_pairs`` pairs (all or none) and logs the scalars."""
 
 from __future__ import annotations
 

@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from shiftprobe.atomic import atomic_write
 from shiftprobe.errors import ShiftProbeError, WriteError
-from shiftprobe.lit.checkpoint_loading import WeightsOnlyCheckpointIO
 
 log = logging.getLogger(__name__)
 
 
-class AtomicCheckpointIO(WeightsOnlyCheckpointIO):
-    """``WeightsOnlyCheckpointIO`` whose local saves are atomic (``shiftprobe.atomic.atomic_write``: a full
-    or read-only disk raises a one-line ``WriteError`` and leaves the previous checkpoint whole); remote
-    (``scheme://``) paths are saved by Lightning's own code. ``train.py`` and ``eval.py`` use it."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """The trainer's checkpoint I/O (``train.py``, ``eval.py``). Every load (resume, test) uses
+    ``weights_only=not trusted`` whatever the caller asks (``trusted``: ``trust_checkpoint=true``):
+    Lightning passes ``weights_only=None`` to ``torch.load``, which may then unpickle
+    (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, an older torch) and so run code stored in the file. Local saves
+    are atomic (``shiftprobe.atomic.atomic_write``: a full or read-only disk raises a one-line ``WriteError``
+    and leaves the previous checkpoint whole); remote (``scheme://``) paths are saved by Lightning's code."""
+
+    def __init__(self, trusted: bool = False):
+        super().__init__()
+        self.trusted = bool(trusted)
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
+        kwargs = {} if map_location is None else {"map_location": map_location}
+        return super().load_checkpoint(path, weights_only=not self.trusted, **kwargs)
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None or "://" in str(path):

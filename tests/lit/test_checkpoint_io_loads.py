@@ -1,4 +1,4 @@
-"""``WeightsOnlyCheckpointIO``: Lightning's own checkpoint loads (``fit``/``test`` with ``ckpt_path``) read
+"""``AtomicCheckpointIO``'s loads: Lightning's own checkpoint loads (``fit``/``test`` with ``ckpt_path``) read
 weights only, even where torch would unpickle (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), unless trusted."""
 
 import pickle
@@ -8,7 +8,7 @@ import pytest
 import torch
 from hostile_files import pickle_payload
 
-from shiftprobe.lit.checkpoint_loading import WeightsOnlyCheckpointIO
+from shiftprobe.lit.checkpointing import AtomicCheckpointIO
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def test_load_reads_weights_only_whatever_the_caller_asks(tmp_path, torch_would_
     marker = tmp_path / "marker"
     evil = pickle_payload(tmp_path / "evil.ckpt", marker)
     with pytest.raises(pickle.UnpicklingError):
-        WeightsOnlyCheckpointIO().load_checkpoint(evil, weights_only=asked)
+        AtomicCheckpointIO().load_checkpoint(evil, weights_only=asked)
     assert not marker.exists()
 
 
@@ -30,10 +30,10 @@ def test_trusted_loads_pickled_objects_and_plain_checkpoints_load_as_before(tmp_
     path = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {"w": torch.arange(3.0)}, "ratio": Fraction(1, 3)}, path)  # not in torch's allow-list
     with pytest.raises(pickle.UnpicklingError):
-        WeightsOnlyCheckpointIO().load_checkpoint(path)
-    loaded = WeightsOnlyCheckpointIO(trusted=True).load_checkpoint(path)
+        AtomicCheckpointIO().load_checkpoint(path)
+    loaded = AtomicCheckpointIO(trusted=True).load_checkpoint(path)
     assert loaded["ratio"] == Fraction(1, 3)
     plain = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {"w": torch.arange(3.0)}, "epoch": 2}, plain)
-    got = WeightsOnlyCheckpointIO().load_checkpoint(plain, map_location="cpu")
+    got = AtomicCheckpointIO().load_checkpoint(plain, map_location="cpu")
     assert got["epoch"] == 2 and torch.equal(got["state_dict"]["w"], torch.arange(3.0))
