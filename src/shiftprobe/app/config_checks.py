@@ -324,7 +324,7 @@ def check_data(cfg: DictConfig) -> None:
     try:
         spec = check_data_settings(*(_get(cfg, f"data.{k}", d) for k, d in (
             ("dataset", "mnist"), ("channels", 1), ("image_size", 28), ("num_classes", 10),
-            ("mean", [0.1307]), ("std", [0.3081]))))
+            ("mean", [lab.MNIST_MEAN]), ("std", [lab.MNIST_STD]))))
     except ArgumentError as err:  # the data module's own check, in its arguments' names
         raise err.setting("data") from None
     env = f"set {spec.root_env} or data.root" if spec.root_env else "set data.root"
