@@ -17,6 +17,7 @@ from shiftprobe.probe.metrics import (
     pair_metrics,
     prediction_agreement,
     sort_channels,
+    sort_rows,
     sorted_rel,
     window_pair_metrics,
     window_products,
@@ -136,6 +137,20 @@ def test_sort_channels_numpy_path_equals_torch_sort():
     assert torch.equal(sort_channels(g, inplace=True), ref)
     assert torch.equal(sort_channels(f[:1]), ref[:1])
     assert torch.equal(sort_channels(f.double()), ref.double())
+
+
+@pytest.mark.parametrize("block", [1, 7, 50, 10**6])  # one row at a time, rows split unevenly, one block
+def test_sort_rows_by_blocks_equals_one_torch_sort(block):
+    """The accelerators' path: sorting a bounded block of rows at a time gives torch.sort's values exactly
+    (sorting is exact), in new memory, or in the input's own memory with ``inplace``."""
+    f = torch.randn(6, 5, 8)
+    ref = torch.sort(f, dim=-1).values
+    before = f.clone()
+    assert torch.equal(sort_rows(f, block=block), ref) and torch.equal(f, before)
+    assert torch.equal(sort_rows(f.transpose(0, 1), inplace=True, block=block), ref.transpose(0, 1))
+    assert torch.equal(f, before)  # not contiguous: never sorted in place
+    out = sort_rows(f, inplace=True, block=block)
+    assert torch.equal(out, ref) and (block >= 240 or out.data_ptr() == f.data_ptr())
 
 
 def test_sort_channels_does_not_touch_its_input_unless_asked():

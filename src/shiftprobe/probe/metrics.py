@@ -12,6 +12,8 @@ import torch
 from shiftprobe.probe.geometry import LayerGeometry, certified_slices
 
 EPS = 1e-30
+#: elements ``sort_rows`` sorts at once (256 MB of float32; torch.sort's values and indices: 768 MB more)
+SORT_BLOCK = 2**26
 _sort_pool: ThreadPoolExecutor | None = None
 
 
@@ -90,7 +92,7 @@ def sort_channels(f: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     f = working(f)
     flat = f.reshape(*f.shape[:-2], f.shape[-2] * f.shape[-1])
     if flat.device.type != "cpu" or flat.dtype not in (torch.float32, torch.float64):
-        return torch.sort(flat, dim=-1).values
+        return sort_rows(flat, inplace)
     if inplace and flat.is_contiguous():
         arr = flat.detach().numpy()
     else:
@@ -106,6 +108,20 @@ def sort_channels(f: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         blocks = np.array_split(rows, workers)  # views: each block is sorted in place
         list(_sort_pool.map(lambda b: b.sort(axis=-1), blocks))
     return flat if inplace and flat.is_contiguous() else torch.from_numpy(arr)
+
+
+def sort_rows(flat: torch.Tensor, inplace: bool = False, block: int = SORT_BLOCK) -> torch.Tensor:
+    """``torch.sort(flat, dim=-1).values`` taken ``block`` elements at a time, so that its values and int64
+    indices (3 times a float32 block) stay a small, fixed addition to the memory budget's count on a GPU;
+    with ``inplace`` a contiguous ``flat`` receives its sorted rows."""
+    rows = flat.reshape(-1, flat.shape[-1])
+    step = max(1, block // max(1, rows.shape[1]))
+    if len(rows) <= step:
+        return torch.sort(flat, dim=-1).values
+    out = rows if inplace and flat.is_contiguous() else torch.empty_like(rows)
+    for i in range(0, len(rows), step):
+        out[i : i + step] = torch.sort(rows[i : i + step], dim=-1).values
+    return out.view(flat.shape)
 
 
 def sorted_rel(sorted_x: torch.Tensor, sorted_t: torch.Tensor, consume: bool = False) -> torch.Tensor:
