@@ -1,13 +1,14 @@
 """Reference figures: every setup of a fixed list measured through the public API, one results.json each.
 
-    python scripts/figure_setups.py run OUT [--weights DIR]   # OUT/<setup>.json (+ weights in DIR)
-    python scripts/figure_setups.py compare OLD NEW [--rtol 1e-6]
+    python scripts/figure_setups.py run OUT [--weights DIR] [--device cuda]  # OUT/<setup>.json, weights in DIR
+    python scripts/figure_setups.py compare OLD NEW [--rtol 1e-6] [--atol 1e-12]
 
 ``run`` trains each network briefly and deterministically on real MNIST (``MNIST_ROOT``), or reuses the
 weights saved in ``--weights`` by an earlier run, so that two versions of the code measure the very same
 networks (a refactor or a speed-up must keep every figure). ``compare`` brings both folders' files to the
 current results schema (``shiftprobe.probe.migrate``: every number kept) and compares every number of
-the old file with the new one's, relative to 1e-6 (``--rtol``), timings left out.
+the old file with the new one's, relative to 1e-6 (``--rtol``; ``--atol`` for values near 0, e.g. between a
+CPU's and a GPU's figures), timings left out.
 """
 
 from __future__ import annotations
@@ -62,8 +63,14 @@ def log_probs(out):
     return F.log_softmax(out, dim=1)
 
 
-def trained_pair(name: str, weights: Path):
-    """(trained, untrained) networks of ``name``: from ``weights`` if saved there, else built and trained."""
+def trained_pair(name: str, weights: Path, device: str | None = None):
+    """(trained, untrained) networks of ``name`` on ``device`` (default: the CPU): from ``weights`` if saved
+    there, else built and trained on the CPU."""
+    net, init = _trained_pair(name, weights)
+    return (net.to(device), init.to(device)) if device else (net, init)
+
+
+def _trained_pair(name: str, weights: Path):
     init_path, trained_path = weights / f"{name}_init.pt", weights / f"{name}_trained.pt"
     build = networks()[name]
     init, net = build(), build()
@@ -110,22 +117,23 @@ def setups():
     }
 
 
-def run(out: Path, weights: Path, only: str | None = None) -> None:
+def run(out: Path, weights: Path, only: str | None = None, device: str | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     images, labels = mnist(False, N_IMAGES)
     for key, (name, transform, extra) in setups().items():
         if only and only not in key:
             continue
-        net, init = trained_pair(name, weights)
-        res = shiftprobe.measure(net, images, labels, transform=transform, untrained=init, **(extra or {}))
+        net, init = trained_pair(name, weights, device)
+        res = shiftprobe.measure(net, images, labels, transform=transform, untrained=init, device=device,
+                                 **(extra or {}))
         res.save(out / f"{key}.json")
         print(key, "done", flush=True)
     for name, layers in (("lab", ["conv1", "conv2", "fc1", "logits"]), ("foreign", ["0", "3", "6", "output"])):
         if only and only not in f"lie_{name}":
             continue
-        net, init = trained_pair(name, weights)
-        lie = {"trained": shiftprobe.lie_derivative(net, images[:100], layers=layers),
-               "untrained": shiftprobe.lie_derivative(init, images[:100], layers=layers)}
+        net, init = trained_pair(name, weights, device)
+        lie = {"trained": shiftprobe.lie_derivative(net, images[:100], layers=layers, device=device),
+               "untrained": shiftprobe.lie_derivative(init, images[:100], layers=layers, device=device)}
         (out / f"lie_{name}.json").write_text(json.dumps(lie, indent=1, default=str))
         print(f"lie_{name} done", flush=True)
 
@@ -142,12 +150,12 @@ def leaves(obj, prefix=""):
         yield prefix, obj
 
 
-def close(a, b, rtol: float) -> bool:
+def close(a, b, rtol: float, atol: float = 1e-12) -> bool:
     if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
         return a == b
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
-    return abs(a - b) <= rtol * max(abs(a), abs(b)) + 1e-12
+    return abs(a - b) <= rtol * max(abs(a), abs(b)) + atol
 
 
 def load(path: Path) -> dict:
@@ -157,14 +165,14 @@ def load(path: Path) -> dict:
     return data if path.name.startswith("lie_") else migrate(data)
 
 
-def compare(old: Path, new: Path, rtol: float) -> int:
+def compare(old: Path, new: Path, rtol: float, atol: float = 1e-12) -> int:
     bad = 0
     for path in sorted(old.glob("*.json")):
         if not (new / path.name).exists():
             continue
         a, b = dict(leaves(load(path))), dict(leaves(load(new / path.name)))
         missing = sorted(set(a) - set(b))
-        diffs = [(k, a[k], b[k]) for k in a if k in b and not close(a[k], b[k], rtol)]
+        diffs = [(k, a[k], b[k]) for k in a if k in b and not close(a[k], b[k], rtol, atol)]
         worst = max((abs(x - y) / max(abs(x), abs(y), 1e-300) for _, x, y in
                      ((k, a[k], b[k]) for k in a if k in b) if isinstance(x, float) and isinstance(y, float)
                      and not (math.isnan(x) or math.isnan(y))), default=0.0)
@@ -184,15 +192,17 @@ def main() -> None:
     r.add_argument("out", type=Path)
     r.add_argument("--weights", type=Path, default=None)
     r.add_argument("--only", default=None, help="run only the setups whose name contains this text")
+    r.add_argument("--device", default=None, help="where to measure (default: the network's device, the CPU)")
     c = sub.add_parser("compare")
     c.add_argument("old", type=Path)
     c.add_argument("new", type=Path)
     c.add_argument("--rtol", type=float, default=1e-6)
+    c.add_argument("--atol", type=float, default=1e-12)
     args = parser.parse_args()
     if args.cmd == "run":
-        run(args.out, args.weights or args.out / "weights", args.only)
+        run(args.out, args.weights or args.out / "weights", args.only, args.device)
     else:
-        sys.exit(compare(args.old, args.new, args.rtol))
+        sys.exit(compare(args.old, args.new, args.rtol, args.atol))
 
 
 if __name__ == "__main__":

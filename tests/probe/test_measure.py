@@ -372,3 +372,21 @@ def test_the_lie_derivative_split_over_two_ranks_sums_to_one_process(net):
         parts.append(sums)
     merged = parts[0]["section"](merge_sums([p["raw"] for p in parts]))
     assert_same_figures(merged, {k: v for k, v in whole.items() if k != "seconds"}, torch.float64)
+
+
+def test_a_device_other_than_the_models_is_refused_in_one_line():
+    """``device`` names where to measure; a model whose weights are elsewhere failed deep in its forward with
+    torch's words: refused up front, naming the fix."""
+    from shiftprobe.probe.lie import lie_derivative
+
+    torch.manual_seed(0)
+    net = TinyCNN().eval()
+    images, labels = _images()
+    fix = r"device='meta', but the model's weights are on cpu: move the model there first \(model.to\('meta'\)\)"
+    for call in (lambda: measure(net, images, labels, device="meta"), lambda: lie_derivative(net, images, device="meta")):
+        with pytest.raises(ValueError, match=fix) as err:
+            call()
+        assert "\n" not in str(err.value)
+    named = measure(net, images, labels, device="cpu", examples=False)  # the model's own device, named
+    default = measure(net, images, labels, examples=False)
+    assert_same_figures(named.families["translation"].to_dict(), default.families["translation"].to_dict())

@@ -68,6 +68,20 @@ def model_device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
+def checked_device(model: nn.Module, device) -> torch.device:
+    """``device``, or the model's if None; refused where the model's weights are elsewhere."""
+    own = model_device(model)
+    if device is None:
+        return own
+    want = torch.device(device)
+    if want.type == own.type and want.index in (None, own.index):
+        return own
+    if any(True for _ in model.parameters()):
+        raise ValueError(f"device={str(device)!r}, but the model's weights are on {own}: move the model there first "
+                         f"(model.to({str(device)!r})), or leave device unset to measure on the model's device")
+    return want
+
+
 @contextlib.contextmanager
 def exact_float32():
     """TF32 off for matmuls and cuDNN convolutions (full float32), restored on exit."""
@@ -104,7 +118,7 @@ def setup(model: nn.Module, pixels: torch.Tensor, layers: Sequence[str] | None, 
           device=None, seed: int = 0, rank: int = 0) -> Network:
     """Resolve the probe points, try the model on the first images, infer the geometry (call inside
     ``exact_float32`` and ``eval_mode``); the geometry's notes are logged once (rank 0)."""
-    device = torch.device(device) if device is not None else model_device(model)
+    device = checked_device(model, device)
     dtype = model_dtype(model)
     resolved = resolve_layers(model, layers)
     check_forward(model, resolved, pixels, feed, device, dtype)

@@ -14,7 +14,7 @@ from torch import nn
 from shiftprobe.atomic import all_or_none, atomic_write
 from shiftprobe.probe.budget import available_memory
 from shiftprobe.probe.capture import Feed, LayerCapture, resolve_layers
-from shiftprobe.probe.engine import exact_float32, model_device, model_dtype
+from shiftprobe.probe.engine import checked_device, exact_float32, model_dtype
 from shiftprobe.probe.inputs import check_forward, check_inputs, check_model, eval_mode, run_first, to_pixels
 from shiftprobe.probe.resample import shift_images_per_sample
 from shiftprobe.probe.translation import Translation
@@ -44,7 +44,7 @@ def feature_shapes(model: nn.Module, layers: Sequence[str] | None, image_shape: 
                    device: torch.device | str | None = None, feed: Feed | None = None) -> dict[str, tuple[int, ...]]:
     """``{layer: shape of one image's activation}`` at every probe layer, from one blank image
     (``image_shape`` = ``(C, H, W)``) through the engine's forward hooks (model left as it was)."""
-    device = torch.device(device) if device is not None else model_device(model)
+    device = checked_device(model, device)
     blank = torch.zeros((1, *image_shape), dtype=model_dtype(model), device=device)
     resolved = resolve_layers(model, layers)
     with eval_mode(model, announce=False), exact_float32(), torch.inference_mode():
@@ -85,7 +85,7 @@ def _activations(model: nn.Module, layers: Sequence[str] | None, x: torch.Tensor
     """``{layer: (f(x), f(Tx))}`` of the pixels ``x``, ``tx`` on the CPU in float32 (model left as it was),
     allocated once and filled batch by batch."""
     check_model(model)  # the untrained control too
-    device = torch.device(device) if device is not None else model_device(model)
+    device = checked_device(model, device)
     dtype = model_dtype(model)
     resolved = resolve_layers(model, layers)
     shapes = feature_shapes(model, layers, tuple(x.shape[1:]), device, feed)
