@@ -121,3 +121,13 @@ def test_default_budget_is_a_quarter_of_the_ram_capped_or_the_cap_where_the_ram_
     assert budget.default_memory_budget("cpu") == budget.CPU_DEFAULT_CAP
     monkeypatch.setattr(budget, "available_memory", lambda device="cpu": None)
     assert budget.default_memory_budget("cpu") == budget.CPU_DEFAULT_CAP
+
+
+def test_on_an_accelerator_the_budget_is_half_the_free_memory_uncapped_and_the_chunk_cap_is_larger(monkeypatch):
+    """The accelerators' branch, run here without one (``torch.device("cuda")`` needs no GPU)."""
+    from shiftprobe.probe import budget
+
+    monkeypatch.setattr(budget, "available_memory", lambda device="cpu": 100 * 2**30)
+    assert budget.default_memory_budget("cuda") == 50 * 2**30  # no CPU cap
+    large = chunking(1000, 100, budget=10**12, threads=1, batch_size=8, device="cuda")
+    assert (large.batch_size, large.pairs_per_chunk) == (8, PAIRS_PER_CHUNK["accelerator"]) == (8, 4096)

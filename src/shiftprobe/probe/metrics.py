@@ -12,8 +12,8 @@ import torch
 from shiftprobe.probe.geometry import LayerGeometry, certified_slices
 
 EPS = 1e-30
-#: elements ``sort_rows`` sorts at once (256 MB of float32; torch.sort's values and indices: 768 MB more)
-SORT_BLOCK = 2**26
+#: elements ``sort_rows`` sorts at once (64 MiB of float32; torch.sort's values and indices: 192 MiB more)
+SORT_BLOCK = 2**24
 _sort_pool: ThreadPoolExecutor | None = None
 
 
