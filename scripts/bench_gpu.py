@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The GPU checks in one run: MNIST_ROOT=... python scripts/bench_gpu.py --out gpu.json   (needs a CUDA GPU)
+"""The GPU benchmark (a CUDA GPU): MNIST_ROOT=... python scripts/bench_gpu.py --out gpu.json
 
 1. **agreement**: the lab CNN (seed 0, untrained) on 256 test images, 9x9 shifts, measured on the CPU and
    on the GPU; the largest difference of any summary figure (relative, the denominator at least 1e-3), and
@@ -68,7 +68,7 @@ def _resnet50():
 
 
 def _timed(fn, warm_up: bool = True) -> dict:
-    """Run ``fn`` (twice with ``warm_up``); the last run's seconds and the peak GPU memory allocated over it."""
+    """Run ``fn`` (twice with ``warm_up``): the last run's seconds and the peak GPU memory allocated in it."""
     if warm_up:
         fn()
     torch.cuda.synchronize()
@@ -128,7 +128,8 @@ def resnet50() -> dict:
 
 def train_py(root: str, workdir: Path) -> dict:
     env = {**os.environ, "MNIST_ROOT": root, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(PROJECT_ROOT / "train.py"), "trainer=gpu", f"paths.output_dir={workdir / 'train'}"]
+    cmd = [sys.executable, str(PROJECT_ROOT / "train.py"), "trainer=gpu",
+           f"paths.output_dir={workdir / 'train'}"]
     start = time.perf_counter()
     run = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -140,8 +141,9 @@ def table(r: dict) -> str:
     rows = [f"device: {r.get('device')}, torch {torch.__version__}"]
     a = r.get("agreement") or {}
     if "worst_rel_difference" in a:
-        rows.append(f"| CPU vs GPU, lab CNN, {a['images']} images | worst relative difference {a['worst_rel_difference']:.2e}"
-                    f" ({a['at']}); conv1 aligned_rel on the GPU {a['conv1_aligned_rel_cuda']:.1e} |")
+        rows.append(f"| CPU vs GPU, lab CNN, {a['images']} images | worst relative difference "
+                    f"{a['worst_rel_difference']:.2e} ({a['at']}); conv1 aligned_rel on the GPU "
+                    f"{a['conv1_aligned_rel_cuda']:.1e} |")
     g = r.get("lab") or {}
     if "epoch_seconds" in g:
         rows.append(f"| lab epoch ({g['batches']} batches), project loop | {g['epoch_seconds']:.2f} s; "
@@ -170,10 +172,12 @@ def table(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="gpu.json")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--steps", default="agreement,lab,train_py,resnet50", help="which steps, comma-separated")
+    parser.add_argument("--steps", default="agreement,lab,train_py,resnet50",
+                        help="which steps, comma-separated")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_gpu.py needs a CUDA GPU", file=sys.stderr)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The project's GPU checks in one run: bash scripts/gpu_checks.sh OUT [PART ...]   (a CUDA GPU, MNIST_ROOT set)
+# The project's GPU checks in one run: bash scripts/gpu_checks.sh OUT [PART ...]  (a CUDA GPU, MNIST_ROOT set)
 #
 #   tests    python -m pytest -m gpu: the tests that need CUDA
-#   bench    scripts/bench_gpu.py: CPU/GPU agreement, the lab's epoch and measurement, train.py, resnet50 at 224 px
+#   bench    scripts/bench_gpu.py: CPU/GPU agreement, the lab's epoch and measurement, train.py,
+#            resnet50 at 224 px
 #   figures  scripts/figure_setups.py on the GPU with the networks in $FIGURE_WEIGHTS, compared with the CPU's
 #            results in $FIGURE_BASELINE (rtol 1e-3, atol 1e-5: float32 on another device); OUT/figures.tar.gz
 #   runs     train.py trainer=gpu, 1 epoch, every family and the Lie derivative on 1,000 test images, then
@@ -19,14 +20,16 @@ for part in $parts; do
   echo "== $part"
   case $part in
     tests)
-      python -m pytest -q -p no:cacheprovider -m gpu tests/probe/test_engine_truth.py tests/data/test_mnist.py \
+      python -m pytest -q -p no:cacheprovider -m gpu tests/probe/test_engine_truth.py \
+        tests/data/test_mnist.py \
         >"$out/tests.log" 2>&1
       tail -2 "$out/tests.log" ;;
     bench)
       python scripts/bench_gpu.py --out "$out/gpu.json" 2>&1 | grep -v "receptive field" >"$out/bench.log"
       tail -12 "$out/bench.log" ;;
     figures)
-      python scripts/figure_setups.py run "$run/fig" --weights "$FIGURE_WEIGHTS" --device cuda >"$out/figures.log" 2>&1
+      python scripts/figure_setups.py run "$run/fig" --weights "$FIGURE_WEIGHTS" --device cuda \
+        >"$out/figures.log" 2>&1
       python scripts/figure_setups.py compare "$FIGURE_BASELINE" "$run/fig" --rtol 1e-3 --atol 1e-5 \
         | tee -a "$out/figures.log" | grep -v "^   "
       tar czf "$out/figures.tar.gz" -C "$run" fig ;;
