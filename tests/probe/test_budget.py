@@ -123,11 +123,14 @@ def test_default_budget_is_a_quarter_of_the_ram_capped_or_the_cap_where_the_ram_
     assert budget.default_memory_budget("cpu") == budget.CPU_DEFAULT_CAP
 
 
-def test_on_an_accelerator_the_budget_is_half_the_free_memory_uncapped_and_the_chunk_cap_is_larger(monkeypatch):
-    """The accelerators' branch, run here without one (``torch.device("cuda")`` needs no GPU)."""
+def test_on_an_accelerator_the_budget_is_half_the_free_memory_at_most_16_gb(monkeypatch):
+    """The accelerators' branch, run here without one (``torch.device("cuda")`` needs no GPU); the chunk
+    cap is larger there."""
     from shiftprobe.probe import budget
 
-    monkeypatch.setattr(budget, "available_memory", lambda device="cpu": 100 * 2**30)
-    assert budget.default_memory_budget("cuda") == 50 * 2**30  # no CPU cap
+    monkeypatch.setattr(budget, "available_memory", lambda device="cpu": 20 * 2**30)
+    assert budget.default_memory_budget("cuda") == 10 * 2**30  # not the CPU's 1 GiB cap
+    monkeypatch.setattr(budget, "available_memory", lambda device="cpu": 140 * 2**30)
+    assert budget.default_memory_budget("cuda") == budget.ACCELERATOR_DEFAULT_CAP == 16 * 10**9
     large = chunking(1000, 100, budget=10**12, threads=1, batch_size=8, device="cuda")
     assert (large.batch_size, large.pairs_per_chunk) == (8, PAIRS_PER_CHUNK["accelerator"]) == (8, 4096)
