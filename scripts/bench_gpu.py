@@ -34,6 +34,7 @@ import torch
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
 
+from bench_scale import _resnet  # noqa: E402
 from benchlib import PROJECT_ROOT, _network, _test_set, gpu_bench  # noqa: E402
 
 from shiftprobe.atomic import write_text  # noqa: E402
@@ -57,15 +58,6 @@ def agreement(root: str, devices=("cpu", "cuda"), n: int = 256) -> dict:
                     worst, where = d, f"{layer}.{key}"
     return {"images": len(images), "worst_rel_difference": worst, "at": where,
             "conv1_aligned_rel_cuda": res[devices[-1]]["conv1"]["aligned_rel"]}
-
-
-def _resnet50():
-    import torchvision
-
-    torch.manual_seed(0)
-    net = torchvision.models.resnet50(weights=None).eval().cuda()
-    g = torch.Generator().manual_seed(1)
-    return net, torch.randint(0, 256, (RESNET_IMAGES, 3, 224, 224), generator=g, dtype=torch.uint8)
 
 
 def _timed(fn, warm_up: bool = True) -> dict:
@@ -92,7 +84,8 @@ def resnet50() -> dict:
     from shiftprobe.probe.resample import shift_images_per_sample
     from shiftprobe.probe.translation import shift_grid
 
-    net, images = _resnet50()
+    net, images = _resnet(RESNET_IMAGES, 224, "resnet50")
+    net = net.cuda()
     pairs = RESNET_IMAGES * (2 * MAX_SHIFT + 1) ** 2
 
     def plain():

@@ -40,11 +40,12 @@ RESNET_IMAGES, RESNET_SIZE, MAX_SHIFT = 16, 224, 4
 STREAM_IMAGES, STREAM_SHIFT = 50_000, 1
 
 
-def _resnet(n: int, size: int):
+def _resnet(n: int, size: int, arch: str = "resnet18"):
+    """torchvision's ``arch`` (random weights, seed 0) and ``n`` seeded random uint8 images of 3 x size x size."""
     import torchvision
 
     torch.manual_seed(0)
-    net = torchvision.models.resnet18(weights=None).eval()
+    net = getattr(torchvision.models, arch)(weights=None).eval()
     g = torch.Generator().manual_seed(1)
     return net, torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
 

@@ -76,7 +76,7 @@ def checked_device(model: nn.Module, device) -> torch.device:
     want = torch.device(device)
     if want.type == own.type and want.index in (None, own.index):
         return own
-    if any(True for _ in model.parameters()):
+    if next(model.parameters(), None) is not None:  # a model without weights runs anywhere
         raise ValueError(f"device={str(device)!r}, but the model's weights are on {own}: move the model there first "
                          f"(model.to({str(device)!r})), or leave device unset to measure on the model's device")
     return want
