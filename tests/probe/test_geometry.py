@@ -77,6 +77,28 @@ def test_circular_padding_detected_only_when_every_layer_is_circular():
         assert not any(g.circular for g in geo.values())
 
 
+class _ZeroPad(nn.Module):
+    """Zero padding in the forward (``F.pad``): no module declares it."""
+
+    def forward(self, x):
+        return nn.functional.pad(x, (1, 1, 1, 1))
+
+
+def test_circularity_is_what_the_network_does_not_what_its_modules_declare():
+    """A functional zero pad, or an average pool whose ceil_mode clips the last window, is not circular
+    although no module pads: such a layer is compared on its interior under roll, where it is exact."""
+    torch.manual_seed(0)
+    zero_pad = nn.Sequential(_ZeroPad(), nn.Conv2d(1, 4, 3), nn.ReLU(), _ZeroPad(), nn.Conv2d(4, 4, 3)).eval()
+    clipped = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode="circular"), nn.AvgPool2d(3, 2, ceil_mode=True))
+    geo = infer_geometry(zero_pad, resolve_layers(zero_pad, ["1", "4"]), (1, 16, 16))
+    assert not geo["1"].circular and not geo["4"].circular
+    geo = infer_geometry(clipped, resolve_layers(clipped, ["0", "1"]), (1, 16, 16))
+    assert geo["0"].circular and not geo["1"].circular
+    images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    res = measure_family(zero_pad, images, None, Translation(2, "roll"), layers=["4"])
+    assert res["summary"]["4"]["aligned_rel_max"] < 1e-5
+
+
 class SameCNN(nn.Module):
     """Zero 'same' padding, bias everywhere: only interior positions can be exact."""
 

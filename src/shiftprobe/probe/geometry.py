@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from shiftprobe.probe.capture import Feed, Layer, LayerCapture
+from shiftprobe.probe.thresholds import exact_tolerance
 
 #: pixels added on each side of the image to infer strides and receptive fields
 CANVAS_PAD = 32
@@ -167,7 +168,29 @@ def infer_geometry(model: nn.Module, layers: Sequence[Layer], image_shape: tuple
                     f"stride and receptive field not inferred: the model does not run on a "
                     f"{h_img + 2 * pad}x{w_img + 2 * pad} canvas ({type(err).__name__}: {str(err)[:120]})"
                 )
+    _confirm_circular(net, [layer for layer in spatial if out[layer.name].circular], out, image_shape, gen, feed,
+                      device)
     return out
+
+
+@torch.no_grad()
+def _confirm_circular(net: nn.Module, layers: list[Layer], out: dict[str, LayerGeometry], image_shape, gen,
+                      feed: Feed | None, device) -> None:
+    """Keep ``circular`` only where the network shows it: rolling a random image by one stride rolls the map
+    by one position (to float32 round-off). A padding the modules do not declare (``F.pad`` in a forward, a
+    clipped ``ceil_mode`` window) breaks it, and the layer is then compared on its interior."""
+    if not layers:
+        return
+    strides = sorted({out[layer.name].stride for layer in layers})
+    x = torch.rand(1, *image_shape, generator=gen).to(device)
+    batch = torch.cat([x] + [torch.roll(x, shifts=s, dims=(-2, -1)) for s in strides])
+    with LayerCapture(net, layers, stop_early=True, feed=feed) as cap:
+        maps = cap.run(batch)
+    for layer in layers:
+        geo, f = out[layer.name], maps[layer.name]
+        rolled = f[1 + strides.index(geo.stride)]
+        tol = exact_tolerance(torch.float32) * max(1.0, float(f[0].abs().max()))
+        geo.circular = bool((rolled - torch.roll(f[0], shifts=(1, 1), dims=(-2, -1))).abs().max() <= tol)
 
 
 def growth_stride(base: Sequence[int], grown: Sequence[int], pad: int) -> tuple[int, int] | str:
