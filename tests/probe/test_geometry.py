@@ -99,6 +99,19 @@ def test_circularity_is_what_the_network_does_not_what_its_modules_declare():
     assert res["summary"]["4"]["aligned_rel_max"] < 1e-5
 
 
+def test_an_interior_the_gradients_underestimate_is_not_certified():
+    """A 7x7 max pool passes on few of its inputs, so the gradients of four canvases can miss an edge of the
+    receptive field (here its top row: -3 instead of -4); claiming that interior would certify positions
+    that read the padding. The network contradicts it, and the layer gets no exact test."""
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(7, 1, 3)).eval()
+    geo = infer_geometry(net, resolve_layers(net, ["1"]), (1, 24, 24))["1"]
+    assert geo.interior is None and not geo.exact_test and "misses input pixels" in geo.note
+    torch.manual_seed(0)  # the same network where the gradients find the whole field
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(7, 1, 3)).eval()
+    assert infer_geometry(net, resolve_layers(net, ["1"]), (1, 24, 24))["1"].receptive_field == (-4, 4, -4, 4)
+
+
 class SameCNN(nn.Module):
     """Zero 'same' padding, bias everywhere: only interior positions can be exact."""
 

@@ -168,9 +168,36 @@ def infer_geometry(model: nn.Module, layers: Sequence[Layer], image_shape: tuple
                     f"stride and receptive field not inferred: the model does not run on a "
                     f"{h_img + 2 * pad}x{w_img + 2 * pad} canvas ({type(err).__name__}: {str(err)[:120]})"
                 )
+    _confirm_interiors(net, [layer for layer in spatial if out[layer.name].interior is not None], out, image_shape,
+                       gen, feed, device)
     _confirm_circular(net, [layer for layer in spatial if out[layer.name].circular], out, image_shape, gen, feed,
                       device)
     return out
+
+
+@torch.no_grad()
+def _confirm_interiors(net: nn.Module, layers: list[Layer], out: dict[str, LayerGeometry], image_shape, gen,
+                       feed: Feed | None, device) -> None:
+    """Keep an interior only where the network shows it: one image on two canvases whose surroundings differ (one
+    100 times larger) gives the same map on every interior position. Gradients can miss part of a receptive field
+    (the inputs a max pool or a ReLU did not pass on), and such a layer gets no exact test."""
+    if not layers:
+        return
+    c, h, w = image_shape
+    canvas = torch.randn(2, c, h + 2 * CANVAS_PAD, w + 2 * CANVAS_PAD, generator=gen)
+    canvas[1] *= 100
+    canvas[..., CANVAS_PAD:CANVAS_PAD + h, CANVAS_PAD:CANVAS_PAD + w] = torch.rand(c, h, w, generator=gen)
+    with LayerCapture(net, layers, stop_early=True, feed=feed) as cap:
+        maps = cap.run(canvas.to(device))
+    for layer in layers:
+        geo = out[layer.name]
+        (lo_y, hi_y, lo_x, hi_x), (ry, rx) = geo.interior, geo.stride
+        f = maps[layer.name][..., CANVAS_PAD // ry + lo_y:CANVAS_PAD // ry + hi_y + 1,
+                             CANVAS_PAD // rx + lo_x:CANVAS_PAD // rx + hi_x + 1]
+        if f.numel() and (f[0] - f[1]).abs().max() > exact_tolerance(torch.float32) * max(1.0, float(f[0].abs().max())):
+            geo.receptive_field = geo.interior = None
+            geo.note = ("the receptive field inferred from gradients misses input pixels the map depends on (inputs "
+                        "a max pool or ReLU did not pass on): no exact test")
 
 
 @torch.no_grad()
