@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tolerances import assert_same_figures, tol
+from torch import nn
 
 from shiftprobe.models import AllConvCNN, GapCNN, LabCNN
 from shiftprobe.models.crop_windows import CropWindows
@@ -81,7 +82,8 @@ def test_window_maps_hold_the_numbers_of_the_unshifted_map(name):
         for layer in layers:
             window, expected = windows.window(basis, layer.name, 0, 0), base[layer.name]
             assert (window - expected).abs().max() <= _map_tolerance(expected), layer.name
-        assert windows.self_check(F.pad(x, (3, 3, 3, 3)), 3, capture.run(x), 1e-5) is None
+        shifted = {shift: capture.run(shift_images(x, *shift)) for shift in ((0, 0), (3, 3), (-3, -3))}
+        assert windows.self_check(F.pad(x, (3, 3, 3, 3)), 3, shifted, 1e-5) is None
 
 
 def test_variants_that_break_the_contract_offer_no_windows():
@@ -132,6 +134,19 @@ def test_a_failed_self_check_measures_on_the_plain_path_and_says_why():
     reference = LabCNN().eval()
     reference.load_state_dict(net.state_dict())
     plain = measure_family(reference, x, None, Translation(1), workers=1, fast_path=False)
+    assert_same_figures(plain, res, torch.float32, skip=("seconds", "fast_path", "fast_path_note"))
+
+
+def test_a_padded_layer_swapped_into_a_windowed_net_takes_the_plain_path():
+    """A zero-padded conv1 put into a GapCNN keeps its windows right at the zero shift only: the self-check's
+    shifted images catch it, and the figures are the plain path's (the windows gave conv1 rel 0.62, not 0.61)."""
+    torch.manual_seed(0)
+    net = GapCNN().eval()
+    net.conv1 = nn.Conv2d(1, net.conv1.out_channels, net.conv1.kernel_size, padding=1)
+    x = (_images(1, n=6, seed=3)[:, 0] * 255).to(torch.uint8)
+    res = measure_family(net, x, None, Translation(2), layers=["conv1", "conv2"], workers=1)
+    assert res["fast_path"] is False and "crop windows of 'conv1' differ" in res["fast_path_note"]
+    plain = measure_family(net, x, None, Translation(2), layers=["conv1", "conv2"], workers=1, fast_path=False)
     assert_same_figures(plain, res, torch.float32, skip=("seconds", "fast_path", "fast_path_note"))
 
 

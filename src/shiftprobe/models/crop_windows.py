@@ -79,20 +79,20 @@ class CropWindows:
             return basis["conv2_phases"][sy % 2, sx % 2], sy // 2, sx // 2
         raise KeyError(f"{name!r} is not one of the window maps {self.window_maps}")
 
-    def self_check(self, padded: torch.Tensor, max_shift: int, plain: Mapping[str, torch.Tensor],
+    def self_check(self, padded: torch.Tensor, max_shift: int, plain: Mapping[tuple[int, int], Mapping[str, torch.Tensor]],
                    rtol: float) -> str | None:
-        """None when every probe point of ``plain`` (the network's own probe points of the unpadded images) equals
-        the zero shift's within ``rtol`` of the map's largest value; else why not, in one line."""
-        got = self.shifted(self.basis(padded, max_shift), [(0, 0)])
-        for name in (n for n in self.layers if n in plain):
-            expected = plain[name]
-            window = got[name][:, 0]
-            if window.shape != expected.shape:
-                return f"the crop windows of {name!r} have shape {tuple(window.shape)}, not {tuple(expected.shape)}"
-            scale = max(1.0, float(expected.abs().max()))
-            worst = float((window.float() - expected.float()).abs().max())
-            if not worst <= rtol * scale:
-                return f"the crop windows of {name!r} differ from the network's map by {worst:.3g}"
+        """None when every probe point of ``plain`` (``{shift: the network's own probe points of the images
+        crop-shifted by it}``) equals its window within ``rtol`` of the map's largest value; else why not, in one
+        line. A non-zero shift is what shows a padded layer: at the zero shift its windows are right."""
+        got = self.shifted(self.basis(padded, max_shift), list(plain))
+        for j, (shift, maps) in enumerate(plain.items()):
+            for name in (n for n in self.layers if n in maps):
+                expected, window = maps[name], got[name][:, j]
+                if window.shape != expected.shape:
+                    return f"the crop windows of {name!r} have shape {tuple(window.shape)}, not {tuple(expected.shape)}"
+                worst = float((window.float() - expected.float()).abs().max())
+                if not worst <= rtol * max(1.0, float(expected.abs().max())):
+                    return f"the crop windows of {name!r} differ from the network's map by {worst:.3g} (shift {list(shift)})"
         return None
 
 

@@ -26,6 +26,7 @@ from shiftprobe.probe.metrics import (
     window_products,
     working,
 )
+from shiftprobe.probe.resample import shift_images
 from shiftprobe.probe.thresholds import exact_tolerance
 from shiftprobe.probe.translation import Translation
 from shiftprobe.probe.window_sort import WindowSorter, select_pays
@@ -111,9 +112,10 @@ class PairComputer(PairSource):
         """Run the crop windows' self-check on a few images; on failure measure on the plain path, with a note."""
         if self.windows is None:
             return
-        with torch.inference_mode():
-            reason = self.windows.self_check(self._padded(x), self.transform.max_shift, self.capture.run(x),
-                                             exact_tolerance(dtype))
+        m = self.transform.max_shift
+        with torch.inference_mode():  # the zero shift and two corners: a padded layer shows only when shifted
+            plain = {s: self.capture.run(shift_images(x, *s)) for s in ((0, 0), (m, m), (-m, -m))}
+            reason = self.windows.self_check(self._padded(x), m, plain, exact_tolerance(dtype))
         if reason is not None:
             self.windows, self.fast_note = None, f"crop fast path off: {reason}"
 
