@@ -109,16 +109,12 @@ class PairComputer(PairSource):
             self.fast_note = f"the crop windows do not compute layer {missing[0]!r}" if missing else None
 
     def self_check(self, x: torch.Tensor, dtype: torch.dtype) -> None:
-        """The capture's first pass on a few images (it reads the device once, to find the outputs a later in-place
-        operation overwrites: not in the batches), then the crop windows' self-check; on failure measure on the
-        plain path, with a note."""
-        with torch.inference_mode():
-            plain = {(0, 0): self.capture.run(x)}
+        """Run the crop windows' self-check on a few images; on failure measure on the plain path, with a note."""
         if self.windows is None:
             return
         m = self.transform.max_shift
         with torch.inference_mode():  # the zero shift and two corners: a padded layer shows only when shifted
-            plain.update({s: self.capture.run(shift_images(x, *s)) for s in ((m, m), (-m, -m))})
+            plain = {s: self.capture.run(shift_images(x, *s)) for s in ((0, 0), (m, m), (-m, -m))}
             reason = self.windows.self_check(self._padded(x), m, plain, exact_tolerance(dtype))
         if reason is not None:
             self.windows, self.fast_note = None, f"crop fast path off: {reason}"
