@@ -197,9 +197,6 @@ class LayerCapture:
         self.feed = feed if feed is not None else Feed()
         self._local = threading.local()  # each thread (the engine runs batches in parallel) has its own store
         self._handles = []
-        #: probe points whose output a later in-place operation changes (``nn.ReLU(inplace=True)``, ``out +=``),
-        #: found on the first complete forward pass (which copies every output); they are copied when captured
-        self._copied: set[str] | None = None
         self._wanted = {layer.name for layer in self.layers if layer.module != OUTPUT}
         by_module: dict[str, list[Layer]] = {}
         for layer in self.layers:
@@ -218,11 +215,7 @@ class LayerCapture:
             calls[path] = k = calls.get(path, 0) + 1
             for layer in group:
                 if (layer.call or 1) == k:
-                    found = first_tensor(output)
-                    copy = self._copied is None or layer.name in self._copied
-                    store[layer.name] = found.clone() if copy else found
-                    if self._copied is None:
-                        self._local.handed[layer.name] = found
+                    store[layer.name] = first_tensor(output)
             if self.stop_early and len(store) == len(self._wanted):
                 raise _Stop
             return None
@@ -231,17 +224,15 @@ class LayerCapture:
 
     def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The probe points of the model's forward pass on ``x`` (pixels, given to the model through ``feed``)."""
-        self._local.store, self._local.calls, self._local.handed = {}, {}, {}
+        self._local.store, self._local.calls = {}, {}
         try:
             try:
                 output = self.model(self.feed.model_input(x))
             except _Stop:
                 output = None
-            out, calls, handed = dict(self._local.store), dict(self._local.calls), self._local.handed
+            out, calls = dict(self._local.store), dict(self._local.calls)
         finally:
-            self._local.store = self._local.calls = self._local.handed = None
-        if self._copied is None and output is not None:
-            self._copied = {name for name, found in handed.items() if not torch.equal(found, out[name])}
+            self._local.store = self._local.calls = None
         self._check_calls(calls, complete=output is not None)
         if output is not None:
             out[OUTPUT] = self.feed.model_output(output)
