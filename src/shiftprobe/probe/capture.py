@@ -214,8 +214,8 @@ class LayerCapture:
             calls = self._local.calls
             calls[path] = k = calls.get(path, 0) + 1
             for layer in group:
-                if (layer.call or 1) == k:
-                    store[layer.name] = first_tensor(output)
+                if (layer.call or 1) == k:  # a copy: a later in-place module (ReLU(inplace=True)) changes the output
+                    store[layer.name] = first_tensor(output).clone()
             if self.stop_early and len(store) == len(self._wanted):
                 raise _Stop
             return None
