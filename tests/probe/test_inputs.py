@@ -153,6 +153,34 @@ def test_call_numbers_are_checked():
         shiftprobe.measure(net, _pixels(4, channels=2), layers=["conv#0"], transform=Translation(max_shift=1))
 
 
+# -- a probe point changed later in the same forward pass -------------------------------------------
+class InPlace(Small):
+    """``Small`` with an ``nn.ReLU(inplace=inplace)`` after the conv: in place, it overwrites the conv's output."""
+
+    def __init__(self, inplace):
+        super().__init__()
+        self.relu = nn.ReLU(inplace=inplace)
+
+    def forward(self, x):
+        return self.head(self.relu(self.conv(x)).flatten(1))
+
+
+def _in_place(inplace):
+    net = InPlace(inplace)
+    net.load_state_dict(_small().float().state_dict())
+    return net.double().eval()
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_a_probe_point_overwritten_by_a_later_in_place_module_keeps_its_own_output(entry):
+    images = _pixels(4)
+    got, expected = (ENTRY_POINTS[entry](_in_place(inplace), images, layers=["conv"]) for inplace in (True, False))
+    if entry == "export_pairs":
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    else:
+        _close(dict(got), dict(expected))
+
+
 # -- normalised inputs --------------------------------------------------------------------------------
 def _normalised(pixels):
     return (pixels - torch.tensor(MEAN, dtype=pixels.dtype).view(3, 1, 1)) / torch.tensor(STD, dtype=pixels.dtype).view(3, 1, 1)
@@ -397,6 +425,20 @@ def test_train_mode_is_announced_once_and_restored():
     with pytest.warns(UserWarning, match="train mode"), pytest.raises(ValueError, match="channel"):
         shiftprobe.measure(net, _pixels(4, channels=3), layers=["conv"], transform=Translation(max_shift=1))
     assert net.training  # restored after a refusal too
+
+
+@pytest.mark.parametrize("frozen", ["conv", "head"])
+def test_each_submodule_gets_its_own_mode_back(frozen):
+    """A network training with one part frozen in eval mode (e.g. batch norm), or in eval mode with one part
+    in train mode (Monte Carlo dropout): measured in eval mode, every module's own mode is restored."""
+    for root_training in (True, False):
+        net = _small().train(root_training)
+        getattr(net, frozen).train(not root_training)
+        modes = {name: m.training for name, m in net.named_modules()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            shiftprobe.measure(net, _pixels(4), layers=["conv"], transform=Translation(max_shift=1))
+        assert {name: m.training for name, m in net.named_modules()} == modes
 
 
 def test_eval_mode_model_gives_no_warning():
