@@ -163,11 +163,12 @@ def check_inputs(model, images, labels=None, *, normalization=None, output_key=N
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module, announce: bool = True):
-    """The model in eval mode inside, its own mode restored on exit (also after an error). A model in
-    train mode is announced (a ``UserWarning``, unless ``announce`` is False: a look at shapes before the
-    announced pass): dropout and batch statistics would make the figures depend on the batch and on chance."""
-    was_training = model.training
-    if was_training and announce:
+    """The model in eval mode inside, each module's own mode restored on exit (also after an error; a part
+    frozen in eval mode stays so). A model with a module in train mode is announced (a ``UserWarning``, unless
+    ``announce`` is False: a look at shapes before the announced pass): dropout and batch statistics would
+    make the figures depend on the batch and on chance."""
+    modes = [(module, module.training) for module in model.modules()]
+    if announce and any(training for _, training in modes):
         warnings.warn(
             f"{type(model).__name__} is in train mode: shiftprobe measures it in eval mode (dropout off, batch "
             "norm with its running statistics) and restores train mode afterwards",
@@ -178,7 +179,8 @@ def eval_mode(model: nn.Module, announce: bool = True):
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def run_first(capture: LayerCapture, model: nn.Module, x: torch.Tensor) -> dict:
