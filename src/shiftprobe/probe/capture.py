@@ -190,10 +190,11 @@ class LayerCapture:
     """Forward hooks on the probe modules (removed on exit of the context); ``run(x)`` returns ``{layer name:
     output}``, recorded only inside ``run``. A ``Layer`` with ``call=k`` records its module's ``k``-th call in
     the pass; ``run`` refuses a module without a call number that ran more than once. ``stop_early``: end the
-    forward once every probe point is captured (no ``"output"``: for inputs later layers cannot take)."""
+    forward once every probe point is captured, unless ``"output"`` is one (for inputs later layers cannot take)."""
 
     def __init__(self, model: nn.Module, layers: Sequence[Layer], stop_early: bool = False, feed: Feed | None = None):
-        self.model, self.layers, self.stop_early = model, list(layers), stop_early
+        self.model, self.layers = model, list(layers)
+        self.stop_early = stop_early and all(layer.module != OUTPUT for layer in self.layers)
         self.feed = feed if feed is not None else Feed()
         self._local = threading.local()  # each thread (the engine runs batches in parallel) has its own store
         self._handles = []
