@@ -181,6 +181,28 @@ def test_a_probe_point_overwritten_by_a_later_in_place_module_keeps_its_own_outp
         _close(dict(got), dict(expected))
 
 
+class SequenceFirst(Small):
+    """``Small`` with a probe point ``seq`` whose output is sequence first, ``(H * W, N, C)`` (as
+    ``nn.MultiheadAttention`` without ``batch_first``), and one, ``scalar``, that returns a 0-d tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.seq, self.scalar = nn.Identity(), nn.Identity()
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.scalar(y.mean())
+        return self.head(self.seq(y.flatten(2).permute(2, 0, 1)).permute(1, 2, 0).flatten(1))
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+@pytest.mark.parametrize(("layer", "shape"), [("seq", r"\(64, \d, 3\)"), ("scalar", r"\(\)")])
+def test_a_probe_point_whose_first_dimension_is_not_the_batch_is_refused(entry, layer, shape):
+    net = SequenceFirst().double().eval()
+    with pytest.raises(ValueError, match=rf"layer '{layer}' gives a tensor of shape {shape}.* not the batch of \d+ images"):
+        ENTRY_POINTS[entry](net, _pixels(4), layers=[layer])
+
+
 # -- normalised inputs --------------------------------------------------------------------------------
 def _normalised(pixels):
     return (pixels - torch.tensor(MEAN, dtype=pixels.dtype).view(3, 1, 1)) / torch.tensor(STD, dtype=pixels.dtype).view(3, 1, 1)

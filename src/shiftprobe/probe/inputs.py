@@ -205,6 +205,12 @@ def check_forward(model: nn.Module, layers: Sequence[Layer], pixels: torch.Tenso
     bad = {}
     for layer in layers:
         value = feats[layer.name]
+        if value.dim() == 0 or len(value) != len(x):
+            raise ValueError(
+                f"layer {layer.name!r} gives a tensor of shape {tuple(value.shape)}, whose first dimension is not the "
+                f"batch of {len(x)} images: probe a module whose output is batch first (e.g. nn.MultiheadAttention("
+                "..., batch_first=True)) or one next to it"
+            )
         if value.is_floating_point() or value.is_complex():
             rows = ~torch.isfinite(value).reshape(value.shape[0], -1).all(dim=1)
             if bool(rows.any()):
