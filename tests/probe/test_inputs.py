@@ -368,6 +368,12 @@ def test_first_tensor_skips_none():
     assert select_output((t, None)) is t  # a plain tuple: its first tensor, as before
 
 
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_no_images_are_refused_in_one_line(entry):
+    with pytest.raises(ValueError, match=r"images of shape \(0, 1, 8, 8\) hold no image: give at least one"):
+        ENTRY_POINTS[entry](_small(), _pixels(0), layers=["conv"])
+
+
 # -- non-finite inputs and activations ----------------------------------------------------------------
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_non_finite_pixels_are_refused_by_index(entry):

@@ -30,6 +30,8 @@ def as_image_batch(images: torch.Tensor) -> torch.Tensor:
         images = images.unsqueeze(1)
     if images.dim() != 4:
         raise ValueError(f"images must be (N, H, W) or (N, C, H, W), got shape {tuple(images.shape)}")
+    if not len(images):
+        raise ValueError(f"images of shape {tuple(images.shape)} hold no image: give at least one (two to measure)")
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise ValueError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
     return images
