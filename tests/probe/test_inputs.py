@@ -153,6 +153,16 @@ def test_call_numbers_are_checked():
         shiftprobe.measure(net, _pixels(4, channels=2), layers=["conv#0"], transform=Translation(max_shift=1))
 
 
+@pytest.mark.parametrize(("layers", "match"), [
+    ("10", r"layers='10': give a list of names, e.g. layers=\['10'\]"),
+    ([0, "conv"], r"layers=\[0, 'conv'\]: give each name as a string, e.g. '0'"),
+])
+def test_layers_that_are_not_a_list_of_names_are_refused(layers, match):
+    net = nn.Sequential(*[nn.Conv2d(1, 1, 1) for _ in range(11)]).double().eval()
+    with pytest.raises(ValueError, match=match):
+        shiftprobe.measure(net, _pixels(4), layers=layers, transform=Translation(max_shift=1))
+
+
 # -- a probe point changed later in the same forward pass -------------------------------------------
 class InPlace(Small):
     """``Small`` with an ``nn.ReLU(inplace=inplace)`` after the conv: in place, it overwrites the conv's output."""

@@ -61,7 +61,12 @@ def _split_call(name: str, modules: Mapping, aliases: Mapping) -> tuple[str, int
 
 def resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[Layer]:
     """Check the requested names against the model and return them as ``Layer``s (order kept)."""
+    if isinstance(layers, str):
+        raise ValueError(f"layers={layers!r}: give a list of names, e.g. layers=[{layers!r}]")
     names = default_layers(model) if layers is None else list(layers)
+    odd = [name for name in names if not isinstance(name, str)]
+    if odd:
+        raise ValueError(f"layers={names!r}: give each name as a string, e.g. {str(odd[0])!r}")
     if not names:
         raise ValueError("layers=[] measures nothing: name at least one module, or leave layers=None")
     aliases = dict(getattr(model, "layer_aliases", {}) or {})
