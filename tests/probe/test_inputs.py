@@ -213,6 +213,27 @@ def test_a_probe_point_whose_first_dimension_is_not_the_batch_is_refused(entry, 
         ENTRY_POINTS[entry](net, _pixels(4), layers=[layer])
 
 
+class Casts(Small):
+    """``Small`` with probe points whose outputs are integers, booleans and complex numbers."""
+
+    def __init__(self):
+        super().__init__()
+        self.long, self.bool, self.complex = nn.Identity(), nn.Identity(), nn.Identity()
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.long((y * 4).long()), self.bool(y > 0), self.complex(torch.fft.fft2(y))
+        return self.head(y.flatten(1))
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+@pytest.mark.parametrize(("layer", "dtype"), [("long", "torch.int64"), ("bool", "torch.bool"),
+                                              ("complex", "torch.complex128")])
+def test_a_probe_point_that_is_not_real_floating_point_is_refused(entry, layer, dtype):
+    with pytest.raises(ValueError, match=rf"layer '{layer}' gives a {dtype} tensor: .* real floating-point"):
+        ENTRY_POINTS[entry](Casts().double().eval(), _pixels(4), layers=[layer])
+
+
 # -- normalised inputs --------------------------------------------------------------------------------
 def _normalised(pixels):
     return (pixels - torch.tensor(MEAN, dtype=pixels.dtype).view(3, 1, 1)) / torch.tensor(STD, dtype=pixels.dtype).view(3, 1, 1)

@@ -200,27 +200,37 @@ def check_forward(model: nn.Module, layers: Sequence[Layer], pixels: torch.Tenso
                   device: torch.device, dtype: torch.dtype) -> None:
     """The model tried on the first ``FIRST_IMAGES`` images before anything is measured: one line for
     images it cannot take (a channel mismatch), a probe point that does not run or runs several times
-    (``LayerCapture.run``), an ambiguous output (``select_output``), or non-finite activations."""
+    (``LayerCapture.run``), an ambiguous output (``select_output``), a probe point the figures cannot be
+    computed on (``check_probe_value``), or non-finite activations."""
     x = to_pixels(pixels[:FIRST_IMAGES].to(device), dtype)
     with torch.inference_mode(), LayerCapture(model, layers, feed=feed) as capture:
         feats = run_first(capture, model, x)
     bad = {}
     for layer in layers:
         value = feats[layer.name]
-        if value.dim() == 0 or len(value) != len(x):
-            raise ValueError(
-                f"layer {layer.name!r} gives a tensor of shape {tuple(value.shape)}, whose first dimension is not the "
-                f"batch of {len(x)} images: probe a module whose output is batch first (e.g. nn.MultiheadAttention("
-                "..., batch_first=True)) or one next to it"
-            )
-        if value.is_floating_point() or value.is_complex():
-            rows = ~torch.isfinite(value).reshape(value.shape[0], -1).all(dim=1)
-            if bool(rows.any()):
-                bad[layer.name] = torch.nonzero(rows).flatten().tolist() if len(rows) == len(x) else None
+        check_probe_value(layer.name, value, len(x))
+        rows = ~torch.isfinite(value).reshape(len(x), -1).all(dim=1)
+        if bool(rows.any()):
+            bad[layer.name] = torch.nonzero(rows).flatten().tolist()
     if bad:
-        rows = next(iter(bad.values()))
-        where = f" on images {_listed(rows)} of the first {len(x)}" if rows is not None else ""
+        where = f" on images {_listed(next(iter(bad.values())))} of the first {len(x)}"
         raise ValueError(nonfinite_message(list(bad), where))
+
+
+def check_probe_value(name: str, value: torch.Tensor, n_images: int) -> None:
+    """One line for a probe point the figures cannot be computed on: not one row per image (a sequence-first
+    or 0-d output), or not real floating-point."""
+    if value.dim() == 0 or len(value) != n_images:
+        raise ValueError(
+            f"layer {name!r} gives a tensor of shape {tuple(value.shape)}, whose first dimension is not the batch of "
+            f"{n_images} images: probe a module whose output is batch first (e.g. nn.MultiheadAttention(..., "
+            "batch_first=True)) or one next to it"
+        )
+    if not value.is_floating_point():
+        raise ValueError(
+            f"layer {name!r} gives a {value.dtype} tensor: the figures need real floating-point activations; probe "
+            "the module that computes them (before a cast, a comparison or a complex transform)"
+        )
 
 
 def nonfinite_message(layers: list[str], where: str = "") -> str:
