@@ -21,6 +21,7 @@ import torch
 from reference import reference_measure
 from tolerances import assert_same_figures
 from torch import nn
+from torch.utils.data import TensorDataset
 
 import shiftprobe
 from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD, LabCNN
@@ -466,6 +467,18 @@ def test_labels_as_a_list_or_array(as_given):
 def test_bad_labels_are_refused(labels, match):
     with pytest.raises(ValueError, match=match):
         shiftprobe.measure(_small(), _pixels(4), labels, layers=["output"], transform=Translation(max_shift=1))
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+@pytest.mark.parametrize(("labels", "shown"), [([1, 2, 3, 4], r"\[4\]"), ([-1, 0, 5, 5], r"\[-1, 5\]")])
+def test_labels_outside_the_classifier_s_classes_are_refused(labels, shown, as_dataset):
+    """1-based labels or a -1 'unknown' would count as wrong answers: accuracy and consistency_correct too low."""
+    images, labels = _pixels(4), torch.tensor(labels)
+    given = (TensorDataset(images, labels), None) if as_dataset else (images, labels)
+    with pytest.raises(ValueError, match=rf"labels {shown} are outside the 4 classes of the classifier 'output' "
+                                         r"\(0 to 3\)"):
+        shiftprobe.measure(_small(), *given, layers=["conv", "output"], transform=Translation(max_shift=1))
+    shiftprobe.measure(_small(), *given, layers=["conv"], transform=Translation(max_shift=1))  # no classifier
 
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))

@@ -101,6 +101,16 @@ def check_labels(labels, n_images: int) -> torch.Tensor | None:
     return labels.long()
 
 
+def check_classes(labels: torch.Tensor, n_classes: int, classifier: str) -> None:
+    """A ValueError naming the labels outside the classifier's ``n_classes`` classes (counted as wrong answers)."""
+    bad = labels[(labels < 0) | (labels >= n_classes)]
+    if len(bad):
+        raise ValueError(
+            f"labels {_listed(torch.unique(bad).tolist())} are outside the {n_classes} classes of the classifier "
+            f"{classifier!r} (0 to {n_classes - 1}): give the index of each image's class in the model's output"
+        )
+
+
 def check_output_key(output_key) -> None:
     if output_key is not None and (isinstance(output_key, bool) or not isinstance(output_key, (str, int))):
         raise TypeError(

@@ -112,6 +112,8 @@ def measure_section(model: nn.Module, images: Images, transform, feed, *, layers
                               pairs_per_chunk=chunks.pairs_per_chunk, device=net.device, feed=feed, fast_path=fast_path)
         source.self_check(to_pixels(first.to(net.device), net.dtype), net.dtype)
         n_classes = net.geometry[net.classifier].shape[0] if net.classifier is not None else 0
+        if n_classes and images.labeled:
+            images.check_classes(n_classes, net.classifier)
         acc = new_accumulator(len(plan.params), metrics, net.device, n_groups=len(plan.groups), n_classes=n_classes)
         source.bind(acc, plan)
         k = control_offset(len(images), control_seed)
