@@ -164,6 +164,22 @@ def test_layers_that_are_not_a_list_of_names_are_refused(layers, match):
         shiftprobe.measure(net, _pixels(4), layers=layers, transform=Translation(max_shift=1))
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"batch_size": 2.5}, r"batch_size=2.5: use a number of images >= 1"),
+    ({"batch_size": 0}, r"batch_size=0: use a number of images >= 1"),
+    ({"pairs_per_chunk": 0}, r"pairs_per_chunk=0: use a number of pairs >= 1"),
+    ({"rank": 2, "world_size": 2}, r"rank=2, world_size=2: a rank is 0 to world_size - 1"),
+    ({"world_size": 0}, r"world_size=0: use a number of processes >= 1"),
+])
+def test_batch_chunk_and_rank_settings_are_checked_in_one_line(kwargs, match):
+    """A fractional batch crashed in torch.split; a batch or chunk of 0 and a rank beyond the world (another
+    subset of the images) were taken silently."""
+    for measure in (lambda **kw: shiftprobe.measure(_small(), _pixels(4), layers=["conv"], **kw),
+                    lambda **kw: measure_family(_small(), _pixels(4), None, Flip(), layers=["conv"], **kw)):
+        with pytest.raises(ValueError, match=match):
+            measure(**kwargs)
+
+
 # -- a probe point changed later in the same forward pass -------------------------------------------
 class InPlace(Small):
     """``Small`` with an ``nn.ReLU(inplace=inplace)`` after the conv: in place, it overwrites the conv's output."""

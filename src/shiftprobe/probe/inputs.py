@@ -111,6 +111,21 @@ def check_classes(labels: torch.Tensor, n_classes: int, classifier: str) -> None
         )
 
 
+def check_count(key: str, value, what: str) -> None:
+    """One line for a setting that must be a whole number >= 1 of ``what`` (None: its default)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{key}={value!r}: use a number of {what} >= 1")
+
+
+def check_run_settings(batch_size, pairs_per_chunk, rank, world_size) -> None:
+    """The batch, the chunk and the DDP rank of a measurement, checked before any work."""
+    check_count("batch_size", batch_size, "images")
+    check_count("pairs_per_chunk", pairs_per_chunk, "pairs")
+    check_count("world_size", world_size, "processes")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank!r}, world_size={world_size}: a rank is 0 to world_size - 1")
+
+
 def check_output_key(output_key) -> None:
     if output_key is not None and (isinstance(output_key, bool) or not isinstance(output_key, (str, int))):
         raise TypeError(

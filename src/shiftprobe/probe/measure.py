@@ -37,7 +37,7 @@ from shiftprobe.probe.examples import example_pairs
 from shiftprobe.probe.families import as_transforms
 from shiftprobe.probe.generators import DEFAULT_GENERATORS
 from shiftprobe.probe.images import Images, checked_images
-from shiftprobe.probe.inputs import FIRST_IMAGES, check_model, eval_mode, to_pixels
+from shiftprobe.probe.inputs import FIRST_IMAGES, check_model, check_run_settings, eval_mode, to_pixels
 from shiftprobe.probe.lie import lie_section
 from shiftprobe.probe.pairs import PairComputer, layer_metrics
 from shiftprobe.probe.results import Results
@@ -98,6 +98,7 @@ def measure_section(model: nn.Module, images: Images, transform, feed, *, layers
     """The section of one network under one transform (``images``, ``feed``: checked). ``sums``, if given,
     receives this process's raw sums (``"raw"``) and ``"section"``: merged sums -> the section."""
     start = time.perf_counter()
+    check_run_settings(batch_size, pairs_per_chunk, rank, world_size)
     image_size = tuple(images.shape[-2:])
     transform.check_image_size(*image_size)
     with exact_float32(), eval_mode(model):
