@@ -387,6 +387,7 @@ def test_a_device_other_than_the_models_is_refused_in_one_line():
         with pytest.raises(ValueError, match=fix) as err:
             call()
         assert "\n" not in str(err.value)
-    named = measure(net, images, labels, device="cpu", examples=False)  # the model's own device, named
     default = measure(net, images, labels, examples=False)
-    assert_same_figures(named.families["translation"].to_dict(), default.families["translation"].to_dict())
+    for name in ("cpu", "cpu:0", torch.device("cpu", 0)):  # the model's own device, named (cpu:0 is the cpu)
+        named = measure(net, images, labels, device=name, examples=False)
+        assert_same_figures(named.families["translation"].to_dict(), default.families["translation"].to_dict())

@@ -74,7 +74,7 @@ def checked_device(model: nn.Module, device) -> torch.device:
     if device is None:
         return own
     want = torch.device(device)
-    if want.type == own.type and want.index in (None, own.index):
+    if want.type == own.type and (want.index in (None, own.index) or want.type == "cpu"):  # cpu:0 is the cpu
         return own
     if next(model.parameters(), None) is not None:  # a model without weights runs anywhere
         raise ValueError(f"device={str(device)!r}, but the model's weights are on {own}: move the model there first "
