@@ -178,6 +178,8 @@ def measure(model: nn.Module, images, labels: torch.Tensor | None = None, layers
     copies = _untrained_copies(untrained, untrained_inits, control_seed)
     n_total = len(found)
     found = found.subset(subset_indices(n_total, max_images, control_seed))
+    lie_images = found.subset(subset_indices(len(found), lie_derivative_images, control_seed,
+                                             "lie_derivative_images", least=1)) if lie_derivative else None
     kw = dict(layers=layers, control_seed=control_seed, batch_size=batch_size, device=device, rank=rank,
               world_size=world_size, progress=progress_default(progress))
     families = {}
@@ -190,7 +192,6 @@ def measure(model: nn.Module, images, labels: torch.Tensor | None = None, layers
             families[t.name] = _with_untrained(one, model, untrained, copies)
         if lie_derivative:
             generators = DEFAULT_GENERATORS if lie_derivative is True else lie_derivative
-            lie_images = found.subset(subset_indices(len(found), lie_derivative_images, control_seed))
 
             def lie_one(net, tag):
                 return lie_section(net, lie_images, feed, generators, layerwise=layerwise,
