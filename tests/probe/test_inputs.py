@@ -369,6 +369,7 @@ class Outputs(Small):
             "dict": lambda: {"features": features, "logits": logits},
             "namedtuple": lambda: Out(features, logits),
             "tuple": lambda: (features, logits),
+            "loss_first": lambda: (logits.square().mean(), logits),
         }[self.style]()
 
 
@@ -390,6 +391,13 @@ def test_the_selected_output_is_measured_and_is_the_classifier(style, key):
     got = _measure_outputs(style, output_key=key)
     _close(got, expected)
     assert got["classifier"] == "output" and len(got["predictions"]["histogram"]) == 4
+
+
+def test_an_output_without_one_row_per_image_names_output_key():
+    """A (loss, logits) tuple: its first tensor is a 0-d loss; the refusal names output_key, which measures it."""
+    with pytest.raises(ValueError, match=r"layer 'output' gives a tensor of shape \(\).*output_key="):
+        _measure_outputs("loss_first")
+    _close(_measure_outputs("loss_first", output_key=1), _measure_outputs("tensor"))
 
 
 @pytest.mark.parametrize("style", ["dict", "namedtuple"])

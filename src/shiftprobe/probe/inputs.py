@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shiftprobe.probe.capture import Feed, Layer, LayerCapture
+from shiftprobe.probe.capture import OUTPUT, Feed, Layer, LayerCapture
 
 #: how far float pixels may stray outside [0, 1] (float rounding of an un-normalisation) before refusal
 PIXEL_TOLERANCE = 1e-3
@@ -246,11 +246,11 @@ def check_probe_value(name: str, value: torch.Tensor, n_images: int) -> None:
     """One line for a probe point the figures cannot be computed on: not one row per image (a sequence-first
     or 0-d output), or not real floating-point."""
     if value.dim() == 0 or len(value) != n_images:
-        raise ValueError(
-            f"layer {name!r} gives a tensor of shape {tuple(value.shape)}, whose first dimension is not the batch of "
-            f"{n_images} images: probe a module whose output is batch first (e.g. nn.MultiheadAttention(..., "
-            "batch_first=True)) or one next to it"
-        )
+        fix = ("pick the model's per-image output with output_key= (a key or a position)" if name == OUTPUT else
+               "probe a module whose output is batch first (e.g. nn.MultiheadAttention(..., batch_first=True)) or one "
+               "next to it")
+        raise ValueError(f"layer {name!r} gives a tensor of shape {tuple(value.shape)}, whose first dimension is not "
+                         f"the batch of {n_images} images: {fix}")
     if not value.is_floating_point():
         raise ValueError(
             f"layer {name!r} gives a {value.dtype} tensor: the figures need real floating-point activations; probe "
