@@ -283,6 +283,9 @@ def test_image_size_checks_name_the_problem():
         Rotation90().check_image_size(8, 10)
     with pytest.raises(ValueError, match="max_offset=5"):
         SubpixelTranslation(max_offset=5, step=1).check_image_size(5, 8)
+    SubpixelTranslation(max_offset=5, step=1, axes="x").check_image_size(5, 8)  # along the 8 columns only
+    with pytest.raises(ValueError, match="max_offset=5.*use at most 4"):
+        SubpixelTranslation(max_offset=5, step=1, axes="y").check_image_size(5, 8)
     Flip().check_image_size(8, 10)
 
 

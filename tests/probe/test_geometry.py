@@ -175,3 +175,16 @@ def test_circular_net_under_roll_is_exact_on_the_whole_map_sorted_values_include
         if entry["param"][0] % 2 == 0 and entry["param"][1] % 2 == 0:
             assert entry["conv2"]["aligned_rel_max"] < 1e-5
             assert entry["conv2"]["sorted_rel"] < 1e-5
+
+
+def test_a_spatial_output_gets_the_geometry_of_the_module_that_computes_it():
+    """A fully convolutional network (a segmentation-style map as its output): ``"output"`` is that of the
+    last conv, stride, receptive field and exact test included, also probed beside another layer."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 3, padding=1)).double().eval()
+    images = torch.rand(4, 1, 10, 10, dtype=torch.float64)
+    res = measure_family(net, images, None, Translation(1), layers=["0", "2", "output"])
+    assert res["geometry"]["output"]["note"] is None
+    for key in ("stride", "receptive_field", "interior"):
+        assert res["geometry"]["output"][key] == res["geometry"]["2"][key] is not None, key
+    assert res["summary"]["output"]["aligned_rel"] == res["summary"]["2"]["aligned_rel"] < 1e-12

@@ -21,6 +21,7 @@ import torch
 from reference import reference_measure
 from tolerances import assert_same_figures
 from torch import nn
+from torch.utils.data import TensorDataset
 
 import shiftprobe
 from shiftprobe.models.lab import MNIST_MEAN, MNIST_STD, LabCNN
@@ -153,6 +154,103 @@ def test_call_numbers_are_checked():
         shiftprobe.measure(net, _pixels(4, channels=2), layers=["conv#0"], transform=Translation(max_shift=1))
 
 
+@pytest.mark.parametrize(("layers", "match"), [
+    ("10", r"layers='10': give a list of names, e.g. layers=\['10'\]"),
+    ([0, "conv"], r"layers=\[0, 'conv'\]: give each name as a string, e.g. '0'"),
+])
+def test_layers_that_are_not_a_list_of_names_are_refused(layers, match):
+    net = nn.Sequential(*[nn.Conv2d(1, 1, 1) for _ in range(11)]).double().eval()
+    with pytest.raises(ValueError, match=match):
+        shiftprobe.measure(net, _pixels(4), layers=layers, transform=Translation(max_shift=1))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"batch_size": 2.5}, r"batch_size=2.5: use a number of images >= 1"),
+    ({"batch_size": 0}, r"batch_size=0: use a number of images >= 1"),
+    ({"pairs_per_chunk": 0}, r"pairs_per_chunk=0: use a number of pairs >= 1"),
+    ({"rank": 2, "world_size": 2}, r"rank=2, world_size=2: a rank is 0 to world_size - 1"),
+    ({"world_size": 0}, r"world_size=0: use a number of processes >= 1"),
+])
+def test_batch_chunk_and_rank_settings_are_checked_in_one_line(kwargs, match):
+    """A fractional batch crashed in torch.split; a batch or chunk of 0 and a rank beyond the world (another
+    subset of the images) were taken silently."""
+    for measure in (lambda **kw: shiftprobe.measure(_small(), _pixels(4), layers=["conv"], **kw),
+                    lambda **kw: measure_family(_small(), _pixels(4), None, Flip(), layers=["conv"], **kw)):
+        with pytest.raises(ValueError, match=match):
+            measure(**kwargs)
+
+
+# -- a probe point changed later in the same forward pass -------------------------------------------
+class InPlace(Small):
+    """``Small`` with an ``nn.ReLU(inplace=inplace)`` after the conv: in place, it overwrites the conv's output."""
+
+    def __init__(self, inplace):
+        super().__init__()
+        self.relu = nn.ReLU(inplace=inplace)
+
+    def forward(self, x):
+        return self.head(self.relu(self.conv(x)).flatten(1))
+
+
+def _in_place(inplace):
+    net = InPlace(inplace)
+    net.load_state_dict(_small().float().state_dict())
+    return net.double().eval()
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_a_probe_point_overwritten_by_a_later_in_place_module_keeps_its_own_output(entry):
+    images = _pixels(4)
+    got, expected = (ENTRY_POINTS[entry](_in_place(inplace), images, layers=["conv"]) for inplace in (True, False))
+    if entry == "export_pairs":
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    else:
+        _close(dict(got), dict(expected))
+
+
+class SequenceFirst(Small):
+    """``Small`` with a probe point ``seq`` whose output is sequence first, ``(H * W, N, C)`` (as
+    ``nn.MultiheadAttention`` without ``batch_first``), and one, ``scalar``, that returns a 0-d tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.seq, self.scalar = nn.Identity(), nn.Identity()
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.scalar(y.mean())
+        return self.head(self.seq(y.flatten(2).permute(2, 0, 1)).permute(1, 2, 0).flatten(1))
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+@pytest.mark.parametrize(("layer", "shape"), [("seq", r"\(64, \d, 3\)"), ("scalar", r"\(\)")])
+def test_a_probe_point_whose_first_dimension_is_not_the_batch_is_refused(entry, layer, shape):
+    net = SequenceFirst().double().eval()
+    with pytest.raises(ValueError, match=rf"layer '{layer}' gives a tensor of shape {shape}.* not the batch of \d+ images"):
+        ENTRY_POINTS[entry](net, _pixels(4), layers=[layer])
+
+
+class Casts(Small):
+    """``Small`` with probe points whose outputs are integers, booleans and complex numbers."""
+
+    def __init__(self):
+        super().__init__()
+        self.long, self.bool, self.complex = nn.Identity(), nn.Identity(), nn.Identity()
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.long((y * 4).long()), self.bool(y > 0), self.complex(torch.fft.fft2(y))
+        return self.head(y.flatten(1))
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+@pytest.mark.parametrize(("layer", "dtype"), [("long", "torch.int64"), ("bool", "torch.bool"),
+                                              ("complex", "torch.complex128")])
+def test_a_probe_point_that_is_not_real_floating_point_is_refused(entry, layer, dtype):
+    with pytest.raises(ValueError, match=rf"layer '{layer}' gives a {dtype} tensor: .* real floating-point"):
+        ENTRY_POINTS[entry](Casts().double().eval(), _pixels(4), layers=[layer])
+
+
 # -- normalised inputs --------------------------------------------------------------------------------
 def _normalised(pixels):
     return (pixels - torch.tensor(MEAN, dtype=pixels.dtype).view(3, 1, 1)) / torch.tensor(STD, dtype=pixels.dtype).view(3, 1, 1)
@@ -271,6 +369,7 @@ class Outputs(Small):
             "dict": lambda: {"features": features, "logits": logits},
             "namedtuple": lambda: Out(features, logits),
             "tuple": lambda: (features, logits),
+            "loss_first": lambda: (logits.square().mean(), logits),
         }[self.style]()
 
 
@@ -292,6 +391,13 @@ def test_the_selected_output_is_measured_and_is_the_classifier(style, key):
     got = _measure_outputs(style, output_key=key)
     _close(got, expected)
     assert got["classifier"] == "output" and len(got["predictions"]["histogram"]) == 4
+
+
+def test_an_output_without_one_row_per_image_names_output_key():
+    """A (loss, logits) tuple: its first tensor is a 0-d loss; the refusal names output_key, which measures it."""
+    with pytest.raises(ValueError, match=r"layer 'output' gives a tensor of shape \(\).*output_key="):
+        _measure_outputs("loss_first")
+    _close(_measure_outputs("loss_first", output_key=1), _measure_outputs("tensor"))
 
 
 @pytest.mark.parametrize("style", ["dict", "namedtuple"])
@@ -316,6 +422,12 @@ def test_first_tensor_skips_none():
     assert first_tensor((None, t)) is t
     assert first_tensor({"loss": None, "hidden": (None, t)}) is t
     assert select_output((t, None)) is t  # a plain tuple: its first tensor, as before
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_no_images_are_refused_in_one_line(entry):
+    with pytest.raises(ValueError, match=r"images of shape \(0, 1, 8, 8\) hold no image: give at least one"):
+        ENTRY_POINTS[entry](_small(), _pixels(0), layers=["conv"])
 
 
 # -- non-finite inputs and activations ----------------------------------------------------------------
@@ -381,6 +493,18 @@ def test_bad_labels_are_refused(labels, match):
         shiftprobe.measure(_small(), _pixels(4), labels, layers=["output"], transform=Translation(max_shift=1))
 
 
+@pytest.mark.parametrize("as_dataset", [False, True])
+@pytest.mark.parametrize(("labels", "shown"), [([1, 2, 3, 4], r"\[4\]"), ([-1, 0, 5, 5], r"\[-1, 5\]")])
+def test_labels_outside_the_classifier_s_classes_are_refused(labels, shown, as_dataset):
+    """1-based labels or a -1 'unknown' would count as wrong answers: accuracy and consistency_correct too low."""
+    images, labels = _pixels(4), torch.tensor(labels)
+    given = (TensorDataset(images, labels), None) if as_dataset else (images, labels)
+    with pytest.raises(ValueError, match=rf"labels {shown} are outside the 4 classes of the classifier 'output' "
+                                         r"\(0 to 3\)"):
+        shiftprobe.measure(_small(), *given, layers=["conv", "output"], transform=Translation(max_shift=1))
+    shiftprobe.measure(_small(), *given, layers=["conv"], transform=Translation(max_shift=1))  # no classifier
+
+
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_three_channel_images_into_a_one_channel_network(entry):
     with pytest.raises(ValueError, match=r"3 channel\(s\) but the model's first convolution 'conv' takes 1"):
@@ -397,6 +521,20 @@ def test_train_mode_is_announced_once_and_restored():
     with pytest.warns(UserWarning, match="train mode"), pytest.raises(ValueError, match="channel"):
         shiftprobe.measure(net, _pixels(4, channels=3), layers=["conv"], transform=Translation(max_shift=1))
     assert net.training  # restored after a refusal too
+
+
+@pytest.mark.parametrize("frozen", ["conv", "head"])
+def test_each_submodule_gets_its_own_mode_back(frozen):
+    """A network training with one part frozen in eval mode (e.g. batch norm), or in eval mode with one part
+    in train mode (Monte Carlo dropout): measured in eval mode, every module's own mode is restored."""
+    for root_training in (True, False):
+        net = _small().train(root_training)
+        getattr(net, frozen).train(not root_training)
+        modes = {name: m.training for name, m in net.named_modules()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            shiftprobe.measure(net, _pixels(4), layers=["conv"], transform=Translation(max_shift=1))
+        assert {name: m.training for name, m in net.named_modules()} == modes
 
 
 def test_eval_mode_model_gives_no_warning():

@@ -355,6 +355,23 @@ def test_the_lie_derivative_is_a_section_of_the_same_engine(net):
         measure(net, x, transform=[])
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"lie_derivative_images": 0}, r"^lie_derivative_images=0: .* at least 1 image"),
+    ({"lie_derivative_images": 2.5}, r"^lie_derivative_images=2.5: .* at least 1 image"),
+    ({"max_images": 2.5}, r"^max_images=2.5: .* at least 2 images"),
+])
+def test_subset_sizes_are_checked_before_any_family_is_measured(net, monkeypatch, kwargs, match):
+    """lie_derivative_images=1 was refused as 'max_images=1' after every family had been measured."""
+    import shiftprobe.probe.measure as m
+
+    x, _ = _images(n=8)
+    one = measure(net, x, layers=["conv1"], transform=[], lie_derivative=["translate_x"], lie_derivative_images=1)
+    assert one["families"]["lie_derivative"]["n_images"] == 1  # as lie_derivative() takes one image
+    monkeypatch.setattr(m, "measure_section", lambda *a, **k: pytest.fail("measured before the check"))
+    with pytest.raises(ValueError, match=match):
+        measure(net, x, layers=["conv1"], transform=Translation(1), lie_derivative=["translate_x"], **kwargs)
+
+
 def test_the_lie_derivative_split_over_two_ranks_sums_to_one_process(net):
     """DDP for the Lie derivative: two ranks' merged sums give the single process's section (float64)."""
     from shiftprobe.probe.inputs import check_inputs
@@ -387,6 +404,7 @@ def test_a_device_other_than_the_models_is_refused_in_one_line():
         with pytest.raises(ValueError, match=fix) as err:
             call()
         assert "\n" not in str(err.value)
-    named = measure(net, images, labels, device="cpu", examples=False)  # the model's own device, named
     default = measure(net, images, labels, examples=False)
-    assert_same_figures(named.families["translation"].to_dict(), default.families["translation"].to_dict())
+    for name in ("cpu", "cpu:0", torch.device("cpu", 0)):  # the model's own device, named (cpu:0 is the cpu)
+        named = measure(net, images, labels, device=name, examples=False)
+        assert_same_figures(named.families["translation"].to_dict(), default.families["translation"].to_dict())

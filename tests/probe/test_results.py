@@ -121,6 +121,16 @@ def test_load_results_migrates_a_0_2_file(tmp_path):
     assert load_results(again).to_dict() == res.to_dict() and not list(validator().iter_errors(res.to_dict()))
 
 
+@pytest.mark.parametrize(("text", "why"), [("not json", "not JSON"), ("", "not JSON"), ("[1, 2]", "not a JSON object"),
+                                         ('{"foo": 1}', "no measured family")])
+def test_load_results_refuses_a_file_that_is_not_a_results_file(tmp_path, text, why):
+    """Another JSON file (a config, Lightning's metrics) read as an empty measurement, or a traceback."""
+    path = tmp_path / "other.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"^{path} is not a shiftprobe results.json: {why}"):
+        load_results(path)
+
+
 def test_to_jsonable_takes_tensors_tuples_and_results():
     back = to_jsonable({"a": torch.tensor(0.5), "b": (1, 2), "c": torch.tensor([float("nan"), 1.0]), "d": Results({"x": 1})})
     assert back == {"a": 0.5, "b": [1, 2], "c": [None, 1.0], "d": {"x": 1}}

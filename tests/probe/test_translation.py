@@ -122,3 +122,11 @@ def test_shifts_beyond_the_image_are_refused(max_shift, size, match):
     with pytest.raises(ValueError, match=match):
         Translation(max_shift).plan(4, (size, size))
     Translation(11).plan(4, (12, 12))  # the largest shift a 12x12 image allows
+
+
+def test_the_shifts_are_checked_against_the_sides_they_move_along():
+    Translation(max_shift=10, pattern="axis").check_image_size(6, 20)  # columns only: 10 < 20
+    with pytest.raises(ValueError, match=r"beyond what a 6x20 image allows: a shift of 6 or more .* at most 5"):
+        Translation(max_shift=10).check_image_size(6, 20)
+    with pytest.raises(ValueError, match=r"beyond what a 30x20 image allows: a shift of 20 or more"):
+        Translation(max_shift=20, pattern="axis").check_image_size(30, 20)

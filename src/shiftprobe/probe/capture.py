@@ -61,7 +61,12 @@ def _split_call(name: str, modules: Mapping, aliases: Mapping) -> tuple[str, int
 
 def resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[Layer]:
     """Check the requested names against the model and return them as ``Layer``s (order kept)."""
+    if isinstance(layers, str):
+        raise ValueError(f"layers={layers!r}: give a list of names, e.g. layers=[{layers!r}]")
     names = default_layers(model) if layers is None else list(layers)
+    odd = [name for name in names if not isinstance(name, str)]
+    if odd:
+        raise ValueError(f"layers={names!r}: give each name as a string, e.g. {str(odd[0])!r}")
     if not names:
         raise ValueError("layers=[] measures nothing: name at least one module, or leave layers=None")
     aliases = dict(getattr(model, "layer_aliases", {}) or {})
@@ -190,10 +195,11 @@ class LayerCapture:
     """Forward hooks on the probe modules (removed on exit of the context); ``run(x)`` returns ``{layer name:
     output}``, recorded only inside ``run``. A ``Layer`` with ``call=k`` records its module's ``k``-th call in
     the pass; ``run`` refuses a module without a call number that ran more than once. ``stop_early``: end the
-    forward once every probe point is captured (no ``"output"``: for inputs later layers cannot take)."""
+    forward once every probe point is captured, unless ``"output"`` is one (for inputs later layers cannot take)."""
 
     def __init__(self, model: nn.Module, layers: Sequence[Layer], stop_early: bool = False, feed: Feed | None = None):
-        self.model, self.layers, self.stop_early = model, list(layers), stop_early
+        self.model, self.layers = model, list(layers)
+        self.stop_early = stop_early and all(layer.module != OUTPUT for layer in self.layers)
         self.feed = feed if feed is not None else Feed()
         self._local = threading.local()  # each thread (the engine runs batches in parallel) has its own store
         self._handles = []
@@ -214,8 +220,8 @@ class LayerCapture:
             calls = self._local.calls
             calls[path] = k = calls.get(path, 0) + 1
             for layer in group:
-                if (layer.call or 1) == k:
-                    store[layer.name] = first_tensor(output)
+                if (layer.call or 1) == k:  # a copy: a later in-place module (ReLU(inplace=True)) changes the output
+                    store[layer.name] = first_tensor(output).clone()
             if self.stop_early and len(store) == len(self._wanted):
                 raise _Stop
             return None

@@ -42,13 +42,17 @@ def control_offset(n_images: int, seed: int) -> int:
     return int(torch.randint(1, n_images, (1,), generator=g))
 
 
-def subset_indices(n_images: int, max_images: int | None, seed: int) -> torch.Tensor | None:
+def subset_indices(n_images: int, max_images: int | None, seed: int, key: str = "max_images",
+                   least: int = 2) -> torch.Tensor | None:
     """A seeded random subset of ``max_images`` image indices (sorted), or None for all images (a random
-    subset, not the first N: MNIST's test set puts different writers in its two halves)."""
+    subset, not the first N: MNIST's test set puts different writers in its two halves). ``key`` names the
+    setting, at least ``least`` images (the control pairs two; the Lie derivative takes one)."""
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
+                                   or max_images < least):
+        why = " (the control pairs them)" if least > 1 else ""
+        raise ValueError(f"{key}={max_images!r}: the measurement needs at least {least} image{'s' * (least > 1)}{why}")
     if max_images is None or max_images >= n_images:
         return None
-    if max_images < 2:
-        raise ValueError(f"max_images={max_images}: the measurement needs at least 2 images (the control pairs them)")
     g = torch.Generator().manual_seed(int(seed) + 104729)
     return torch.randperm(n_images, generator=g)[:max_images].sort().values
 
@@ -74,7 +78,7 @@ def checked_device(model: nn.Module, device) -> torch.device:
     if device is None:
         return own
     want = torch.device(device)
-    if want.type == own.type and want.index in (None, own.index):
+    if want.type == own.type and (want.index in (None, own.index) or want.type == "cpu"):  # cpu:0 is the cpu
         return own
     if next(model.parameters(), None) is not None:  # a model without weights runs anywhere
         raise ValueError(f"device={str(device)!r}, but the model's weights are on {own}: move the model there first "

@@ -297,10 +297,11 @@ class SubpixelTranslation(Transform):
 
     def check_image_size(self, height: int, width: int) -> None:
         super().check_image_size(height, width)
-        if self.max_offset >= min(height, width):
+        side = {"x": width, "y": height}.get(self.axes, min(height, width))  # the sides it shifts along
+        if self.max_offset >= side:
             raise ValueError(
                 f"SubpixelTranslation(max_offset={self.max_offset:g}) moves a {height}x{width} image entirely out "
-                f"of the frame: use at most {min(height, width) - 1}"
+                f"of the frame: use at most {side - 1}"
             )
 
     def act(self, x: torch.Tensor, param) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from shiftprobe.probe.capture import Feed
 from shiftprobe.probe.inputs import (
     as_image_batch,
+    check_classes,
     check_finite,
     check_inputs,
     check_labels,
@@ -32,6 +33,7 @@ class Images:
     def __init__(self, pixels: torch.Tensor | None = None, labels: torch.Tensor | None = None, *, loader=None,
                  norm=None, index: torch.Tensor | None = None):
         self.pixels, self.labels, self.loader, self.norm, self.index = pixels, labels, loader, norm, index
+        self.classes: tuple[int, str] | None = None  # the classifier's class count and name (``check_classes``)
         if loader is None:
             self.shape, self.labeled = tuple(pixels.shape[1:]), labels is not None
             self.n = len(pixels) if index is None else len(index)
@@ -49,6 +51,13 @@ class Images:
         if idx is None:
             return self
         return Images(self.pixels, self.labels, loader=self.loader, norm=self.norm, index=self._where(idx))
+
+    def check_classes(self, n_classes: int, classifier: str) -> None:
+        """Labels outside the classifier's classes refused: a tensor's now, a dataset's batch by batch."""
+        self.classes = (n_classes, classifier)
+        if self.labels is not None:
+            where = self.labels if self.index is None else self.labels[self.index.to(self.labels.device)]
+            check_classes(where, n_classes, classifier)
 
     def _where(self, idx: torch.Tensor) -> torch.Tensor:
         return idx if self.index is None else self.index[idx]
@@ -86,6 +95,8 @@ class Images:
         x = as_image_batch(_image(batch, self.labeled))
         check_finite(x, rows)
         y = check_labels(batch[1], len(x)) if self.labeled else None
+        if y is not None and self.classes is not None:
+            check_classes(y, *self.classes)
         return to_pixel_range(x, self.norm), y
 
 

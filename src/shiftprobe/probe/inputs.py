@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shiftprobe.probe.capture import Feed, Layer, LayerCapture
+from shiftprobe.probe.capture import OUTPUT, Feed, Layer, LayerCapture
 
 #: how far float pixels may stray outside [0, 1] (float rounding of an un-normalisation) before refusal
 PIXEL_TOLERANCE = 1e-3
@@ -30,6 +30,8 @@ def as_image_batch(images: torch.Tensor) -> torch.Tensor:
         images = images.unsqueeze(1)
     if images.dim() != 4:
         raise ValueError(f"images must be (N, H, W) or (N, C, H, W), got shape {tuple(images.shape)}")
+    if not len(images):
+        raise ValueError(f"images of shape {tuple(images.shape)} hold no image: give at least one (two to measure)")
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise ValueError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
     return images
@@ -99,6 +101,31 @@ def check_labels(labels, n_images: int) -> torch.Tensor | None:
     return labels.long()
 
 
+def check_classes(labels: torch.Tensor, n_classes: int, classifier: str) -> None:
+    """A ValueError naming the labels outside the classifier's ``n_classes`` classes (counted as wrong answers)."""
+    bad = labels[(labels < 0) | (labels >= n_classes)]
+    if len(bad):
+        raise ValueError(
+            f"labels {_listed(torch.unique(bad).tolist())} are outside the {n_classes} classes of the classifier "
+            f"{classifier!r} (0 to {n_classes - 1}): give the index of each image's class in the model's output"
+        )
+
+
+def check_count(key: str, value, what: str) -> None:
+    """One line for a setting that must be a whole number >= 1 of ``what`` (None: its default)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{key}={value!r}: use a number of {what} >= 1")
+
+
+def check_run_settings(batch_size, pairs_per_chunk, rank, world_size) -> None:
+    """The batch, the chunk and the DDP rank of a measurement, checked before any work."""
+    check_count("batch_size", batch_size, "images")
+    check_count("pairs_per_chunk", pairs_per_chunk, "pairs")
+    check_count("world_size", world_size, "processes")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank!r}, world_size={world_size}: a rank is 0 to world_size - 1")
+
+
 def check_output_key(output_key) -> None:
     if output_key is not None and (isinstance(output_key, bool) or not isinstance(output_key, (str, int))):
         raise TypeError(
@@ -163,11 +190,12 @@ def check_inputs(model, images, labels=None, *, normalization=None, output_key=N
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module, announce: bool = True):
-    """The model in eval mode inside, its own mode restored on exit (also after an error). A model in
-    train mode is announced (a ``UserWarning``, unless ``announce`` is False: a look at shapes before the
-    announced pass): dropout and batch statistics would make the figures depend on the batch and on chance."""
-    was_training = model.training
-    if was_training and announce:
+    """The model in eval mode inside, each module's own mode restored on exit (also after an error; a part
+    frozen in eval mode stays so). A model with a module in train mode is announced (a ``UserWarning``, unless
+    ``announce`` is False: a look at shapes before the announced pass): dropout and batch statistics would
+    make the figures depend on the batch and on chance."""
+    modes = [(module, module.training) for module in model.modules()]
+    if announce and any(training for _, training in modes):
         warnings.warn(
             f"{type(model).__name__} is in train mode: shiftprobe measures it in eval mode (dropout off, batch "
             "norm with its running statistics) and restores train mode afterwards",
@@ -178,7 +206,8 @@ def eval_mode(model: nn.Module, announce: bool = True):
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def run_first(capture: LayerCapture, model: nn.Module, x: torch.Tensor) -> dict:
@@ -196,21 +225,37 @@ def check_forward(model: nn.Module, layers: Sequence[Layer], pixels: torch.Tenso
                   device: torch.device, dtype: torch.dtype) -> None:
     """The model tried on the first ``FIRST_IMAGES`` images before anything is measured: one line for
     images it cannot take (a channel mismatch), a probe point that does not run or runs several times
-    (``LayerCapture.run``), an ambiguous output (``select_output``), or non-finite activations."""
+    (``LayerCapture.run``), an ambiguous output (``select_output``), a probe point the figures cannot be
+    computed on (``check_probe_value``), or non-finite activations."""
     x = to_pixels(pixels[:FIRST_IMAGES].to(device), dtype)
     with torch.inference_mode(), LayerCapture(model, layers, feed=feed) as capture:
         feats = run_first(capture, model, x)
     bad = {}
     for layer in layers:
         value = feats[layer.name]
-        if value.is_floating_point() or value.is_complex():
-            rows = ~torch.isfinite(value).reshape(value.shape[0], -1).all(dim=1)
-            if bool(rows.any()):
-                bad[layer.name] = torch.nonzero(rows).flatten().tolist() if len(rows) == len(x) else None
+        check_probe_value(layer.name, value, len(x))
+        rows = ~torch.isfinite(value).reshape(len(x), -1).all(dim=1)
+        if bool(rows.any()):
+            bad[layer.name] = torch.nonzero(rows).flatten().tolist()
     if bad:
-        rows = next(iter(bad.values()))
-        where = f" on images {_listed(rows)} of the first {len(x)}" if rows is not None else ""
+        where = f" on images {_listed(next(iter(bad.values())))} of the first {len(x)}"
         raise ValueError(nonfinite_message(list(bad), where))
+
+
+def check_probe_value(name: str, value: torch.Tensor, n_images: int) -> None:
+    """One line for a probe point the figures cannot be computed on: not one row per image (a sequence-first
+    or 0-d output), or not real floating-point."""
+    if value.dim() == 0 or len(value) != n_images:
+        fix = ("pick the model's per-image output with output_key= (a key or a position)" if name == OUTPUT else
+               "probe a module whose output is batch first (e.g. nn.MultiheadAttention(..., batch_first=True)) or one "
+               "next to it")
+        raise ValueError(f"layer {name!r} gives a tensor of shape {tuple(value.shape)}, whose first dimension is not "
+                         f"the batch of {n_images} images: {fix}")
+    if not value.is_floating_point():
+        raise ValueError(
+            f"layer {name!r} gives a {value.dtype} tensor: the figures need real floating-point activations; probe "
+            "the module that computes them (before a cast, a comparison or a complex transform)"
+        )
 
 
 def nonfinite_message(layers: list[str], where: str = "") -> str:

@@ -23,7 +23,14 @@ from shiftprobe.probe.generators import (
     check_method,
 )
 from shiftprobe.probe.images import as_images
-from shiftprobe.probe.inputs import FIRST_IMAGES, check_inputs, eval_mode, nonfinite_message, to_pixels
+from shiftprobe.probe.inputs import (
+    FIRST_IMAGES,
+    check_count,
+    check_inputs,
+    eval_mode,
+    nonfinite_message,
+    to_pixels,
+)
 from shiftprobe.probe.lie_batch import (
     TOTAL_PARTS,
     layer_values,
@@ -237,8 +244,7 @@ def lie_derivative(model: nn.Module, images: torch.Tensor, layers: Sequence[str]
     >>> out["0"]["translate_x"]["rel"] < 1e-5  # a stride-1 circular convolution is equivariant
     True
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: use a number of images >= 1")
+    check_count("batch_size", batch_size, "images")
     if not isinstance(layerwise, bool):
         raise TypeError(f"layerwise={layerwise!r}: use True or False")
     pixels, _, feed = check_inputs(model, images, normalization=normalization, output_key=output_key)

@@ -37,7 +37,7 @@ from shiftprobe.probe.examples import example_pairs
 from shiftprobe.probe.families import as_transforms
 from shiftprobe.probe.generators import DEFAULT_GENERATORS
 from shiftprobe.probe.images import Images, checked_images
-from shiftprobe.probe.inputs import FIRST_IMAGES, check_model, eval_mode, to_pixels
+from shiftprobe.probe.inputs import FIRST_IMAGES, check_model, check_run_settings, eval_mode, to_pixels
 from shiftprobe.probe.lie import lie_section
 from shiftprobe.probe.pairs import PairComputer, layer_metrics
 from shiftprobe.probe.results import Results
@@ -98,6 +98,7 @@ def measure_section(model: nn.Module, images: Images, transform, feed, *, layers
     """The section of one network under one transform (``images``, ``feed``: checked). ``sums``, if given,
     receives this process's raw sums (``"raw"``) and ``"section"``: merged sums -> the section."""
     start = time.perf_counter()
+    check_run_settings(batch_size, pairs_per_chunk, rank, world_size)
     image_size = tuple(images.shape[-2:])
     transform.check_image_size(*image_size)
     with exact_float32(), eval_mode(model):
@@ -112,6 +113,8 @@ def measure_section(model: nn.Module, images: Images, transform, feed, *, layers
                               pairs_per_chunk=chunks.pairs_per_chunk, device=net.device, feed=feed, fast_path=fast_path)
         source.self_check(to_pixels(first.to(net.device), net.dtype), net.dtype)
         n_classes = net.geometry[net.classifier].shape[0] if net.classifier is not None else 0
+        if n_classes and images.labeled:
+            images.check_classes(n_classes, net.classifier)
         acc = new_accumulator(len(plan.params), metrics, net.device, n_groups=len(plan.groups), n_classes=n_classes)
         source.bind(acc, plan)
         k = control_offset(len(images), control_seed)
@@ -175,6 +178,8 @@ def measure(model: nn.Module, images, labels: torch.Tensor | None = None, layers
     copies = _untrained_copies(untrained, untrained_inits, control_seed)
     n_total = len(found)
     found = found.subset(subset_indices(n_total, max_images, control_seed))
+    lie_images = found.subset(subset_indices(len(found), lie_derivative_images, control_seed,
+                                             "lie_derivative_images", least=1)) if lie_derivative else None
     kw = dict(layers=layers, control_seed=control_seed, batch_size=batch_size, device=device, rank=rank,
               world_size=world_size, progress=progress_default(progress))
     families = {}
@@ -187,7 +192,6 @@ def measure(model: nn.Module, images, labels: torch.Tensor | None = None, layers
             families[t.name] = _with_untrained(one, model, untrained, copies)
         if lie_derivative:
             generators = DEFAULT_GENERATORS if lie_derivative is True else lie_derivative
-            lie_images = found.subset(subset_indices(len(found), lie_derivative_images, control_seed))
 
             def lie_one(net, tag):
                 return lie_section(net, lie_images, feed, generators, layerwise=layerwise,

@@ -156,5 +156,14 @@ def _frame_where(family: str, group: str, param) -> tuple:
 
 def load_results(path: str | Path) -> Results:
     """Read a ``results.json`` written by :meth:`Results.save` or by a run, of any schema: older files
-    are migrated to schema 3 (``shiftprobe.probe.migrate``), every number unchanged."""
-    return Results(migrate(json.loads(Path(path).read_text(encoding="utf-8"))))
+    are migrated to schema 3 (``shiftprobe.probe.migrate``), every number unchanged; any other file is
+    refused in one line."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not a shiftprobe results.json: not JSON ({err})") from None
+    data = migrate(data) if isinstance(data, Mapping) else None
+    if not (data or {}).get("families"):
+        why = "not a JSON object" if data is None else "no measured family (read a run's or Results.save's file)"
+        raise ValueError(f"{path} is not a shiftprobe results.json: {why}")
+    return Results(data)

@@ -26,12 +26,13 @@ SHIFT_PATTERNS = ("grid", "axis", "random")
 IMAGE_SIZE = 28
 
 
-def check_max_shift(max_shift: int, size: int = IMAGE_SIZE) -> int:
+def check_max_shift(max_shift: int, size: int = IMAGE_SIZE, shape: str | None = None) -> int:
+    """``max_shift`` checked against the side ``size`` it shifts along (of an image ``shape``, "HxW")."""
     if not isinstance(max_shift, int) or isinstance(max_shift, bool) or max_shift < 0:
         raise ValueError(f"Translation(max_shift={max_shift!r}): use a non-negative integer, e.g. 4")
     if max_shift >= size:
         raise ValueError(
-            f"Translation(max_shift={max_shift}) is beyond what a {size}x{size} image allows: a shift of {size} or "
+            f"Translation(max_shift={max_shift}) is beyond what a {shape or f'{size}x{size}'} image allows: a shift of {size} or "
             f"more moves the whole image out of the frame. Use at most {size - 1}."
         )
     return max_shift
@@ -114,7 +115,8 @@ class Translation(Transform):
         return shift_images_per_sample(xs, shifts.reshape(b * s, 2), self.mode).view(b, s, *x.shape[1:])
 
     def check_image_size(self, height: int, width: int) -> None:
-        check_max_shift(self.max_shift, min(height, width))
+        """The shifts within the image: the ``axis`` pattern shifts along its width only."""
+        check_max_shift(self.max_shift, width if self.pattern == "axis" else min(height, width), f"{height}x{width}")
 
     def plan(self, n_images: int, image_size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)) -> Plan:
         """Parameter ids over the whole ``(2m + 1)^2`` grid (row-major), paired as the pattern says."""
