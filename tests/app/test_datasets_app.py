@@ -127,3 +127,16 @@ def test_imagefolder_of_two_sizes_ends_with_results_and_figures(make_cfg, tmp_pa
     )
     assert "test/acc" in train_module.train(cfg)
     _ends_with_a_report(out, 9)
+
+
+def test_eval_of_a_cifar_run_takes_its_dataset_from_the_checkpoint(make_cfg, cifar_root):
+    """The run's recorded ``data.dataset`` reaches the check: a CIFAR-10 checkpoint is tested with
+    data=cifar10, and with the default data=mnist it is one line naming data=cifar10."""
+    from shiftprobe.app.evaluate import apply_run_config
+
+    saved = {"data": {"dataset": "cifar10", "channels": 3, "image_size": 32, "num_classes": 10, "val_size": 8}}
+    cfg = make_cfg(*CIFAR, f"data.root={cifar_root}", config_name="eval")
+    apply_run_config(cfg, saved)
+    assert (cfg.data.dataset, cfg.data.channels) == ("cifar10", 3)
+    with pytest.raises(ShiftProbeError, match="trained on data=cifar10, this command tests on data=mnist: add data=cifar10"):
+        apply_run_config(make_cfg(config_name="eval"), saved)

@@ -58,13 +58,14 @@ def saved_run_config(ckpt_path: str | Path, checkpoint: dict | None = None) -> d
 
 def taken_settings(saved: Mapping) -> dict:
     """What eval.py takes from a training run's settings: ``model``, ``seed``, ``shift``, ``transform``,
-    ``data.<DATA_KEYS_FROM_RUN>`` and ``callbacks.shift_probe.<PROBE_KEYS_FROM_RUN>``; the rest is left."""
+    ``data.dataset`` (checked against the command line's), ``data.<DATA_KEYS_FROM_RUN>`` and
+    ``callbacks.shift_probe.<PROBE_KEYS_FROM_RUN>``; the rest is left."""
     out = {k: plain(saved[k]) for k in ("model", "shift", "transform") if isinstance(saved.get(k), Mapping)}
     if "seed" in saved:
         out["seed"] = plain(saved["seed"])
     data = saved.get("data")
     if isinstance(data, Mapping):
-        out["data"] = {k: plain(data[k]) for k in DATA_KEYS_FROM_RUN if k in data}
+        out["data"] = {k: plain(data[k]) for k in ("dataset", *DATA_KEYS_FROM_RUN) if k in data}
     callbacks = saved.get("callbacks")
     probe = callbacks.get("shift_probe") if isinstance(callbacks, Mapping) else None
     if isinstance(probe, Mapping):
