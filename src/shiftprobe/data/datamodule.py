@@ -116,10 +116,11 @@ class ImageDataModule(L.LightningDataModule):
         root = Path(self.root)
         self.classes = class_names(root / "train")
         if len(self.classes) != self.num_classes:
+            fix = (f"use data.num_classes={len(self.classes)}" if len(self.classes) >= 2 else "a classifier needs at "
+                   "least 2: put each class's images into its own folder train/<class>/")
             raise ShiftProbeError(
                 f"data.num_classes={self.num_classes} does not fit {root / 'train'}: it has {len(self.classes)} class "
-                f"folders ({', '.join(self.classes[:5])}{'...' if len(self.classes) > 5 else ''}); use "
-                f"data.num_classes={len(self.classes)}"
+                f"folder(s) ({', '.join(self.classes[:5])}{'...' if len(self.classes) > 5 else ''}); {fix}"
             )
         paths, labels = scan_split(root, split, self.classes)
         return FolderDataset(paths, labels, self.hparams.image_size, self.hparams.channels)
