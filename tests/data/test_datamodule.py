@@ -324,3 +324,19 @@ def test_an_image_folder_with_fewer_than_two_classes_is_one_line(tmp_path, folde
     msg = str(err.value)
     assert f"has {len(folders)} class folder(s)" in msg and "at least 2" in msg and "num_classes=0" not in msg
     assert "num_classes=1" not in msg and len(msg.splitlines()) == 1
+
+
+def test_a_checkpoint_of_other_image_folder_classes_is_one_line(tmp_path):
+    """Label i is the i-th class folder: a checkpoint trained on cat, dog, emu tested on a folder of ant, bee,
+    cow (as many classes) would count every prediction against another class, so the classes travel in the
+    data state of a checkpoint and are compared when it is loaded."""
+    write_image_folder(tmp_path / "a", n_train=4, n_test=1)
+    write_image_folder(tmp_path / "b", classes=("ant", "bee", "cow"), n_train=4, n_test=1)
+    state = built(data_config("imagefolder", tmp_path / "a", tmp_path / "run", "data.val_size=2"), ("test",)).state_dict()
+    assert state["classes"] == ["cat", "dog", "emu"]
+    built(data_config("imagefolder", tmp_path / "a", tmp_path / "run", "data.val_size=2"), ("test",)).load_state_dict(state)
+    other = built(data_config("imagefolder", tmp_path / "b", tmp_path / "run", "data.val_size=2"), ("test",))
+    with pytest.raises(ShiftProbeError) as err:
+        other.load_state_dict(state)
+    msg = str(err.value)
+    assert "['cat', 'dog', 'emu']" in msg and "['ant', 'bee', 'cow']" in msg and len(msg.splitlines()) == 1

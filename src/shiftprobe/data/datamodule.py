@@ -197,6 +197,8 @@ class ImageDataModule(L.LightningDataModule):
         """The training order's seed, the batches completed this epoch and each augmentation generator that
         has drawn (so a run resumes mid-epoch with the same images and draws)."""
         state: dict = {"shuffle_seed": self._shuffle_seed}
+        if self.classes is not None:  # what each label means (imagefolder)
+            state["classes"] = list(self.classes)
         trainer = getattr(self, "trainer", None)
         done = None
         if trainer is not None and hasattr(trainer, "fit_loop"):
@@ -209,6 +211,12 @@ class ImageDataModule(L.LightningDataModule):
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        saved = state.get("classes")
+        if saved is not None and self.classes is not None and list(saved) != self.classes:
+            raise ShiftProbeError(
+                f"the checkpoint was trained on the classes {list(saved)[:5]}, but {self.root}/train holds "
+                f"{self.classes[:5]}: label i would name another class; use the image folder of the run (data.root)"
+            )
         if "shuffle_seed" not in state:
             return
         self._shuffle_seed = int(state["shuffle_seed"])
