@@ -223,7 +223,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
                                        plugins=trainer_plugins(cfg))
     except InstantiationException as err:
         cause = err.__cause__
-        if isinstance(cause, (MisconfigurationException, ValueError)):
+        if isinstance(cause, (MisconfigurationException, ValueError, ImportError)):  # ImportError: e.g. tpu, no torch_xla
             text = str(cause).rstrip(".!")
             about_devices = any(w in text.lower() for w in ("accelerator", "device", "gpu", "cuda", "mps"))
             devices = (" Choose what this machine has: trainer=cpu (default), trainer=gpu with a CUDA GPU, "
