@@ -340,3 +340,22 @@ def test_a_checkpoint_of_other_image_folder_classes_is_one_line(tmp_path):
         other.load_state_dict(state)
     msg = str(err.value)
     assert "['cat', 'dog', 'emu']" in msg and "['ant', 'bee', 'cow']" in msg and len(msg.splitlines()) == 1
+
+
+def test_resuming_mid_epoch_with_another_batch_size_is_one_line(tmp_path):
+    """The rest of a stopped epoch is counted in batches: a checkpoint stopped after 2 batches of 8 resumed
+    with batches of 16 skipped 32 images instead of 16 (16 of the epoch never seen, without a word). At the
+    end of an epoch another batch size is fine."""
+    write_dataset("mnist", tmp_path / "d")
+
+    def module(batch_size: int) -> ImageDataModule:
+        return built(data_config("mnist", tmp_path / "d", tmp_path / "run", f"data.batch_size={batch_size}"), ("fit",))
+
+    state = {"shuffle_seed": 5, "epoch": 0, "batches_done": 2, "batch_size": 8}
+    module(8).load_state_dict(state)
+    module(16).load_state_dict({**state, "batches_done": 7})  # 50 training images: 7 batches of 8, a whole epoch
+    with pytest.raises(ShiftProbeError) as err:
+        module(16).load_state_dict(state)
+    msg = str(err.value)
+    assert "after 2 batches of data.batch_size=8" in msg and "resume it with data.batch_size=8" in msg
+    assert len(msg.splitlines()) == 1

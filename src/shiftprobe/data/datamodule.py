@@ -5,6 +5,7 @@ random streams (docs/data.md). Normalisation is declared (``normalization``), no
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import lightning as L
@@ -203,7 +204,7 @@ class ImageDataModule(L.LightningDataModule):
         done = None
         if trainer is not None and hasattr(trainer, "fit_loop"):
             done = int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
-            state |= {"epoch": int(trainer.current_epoch), "batches_done": done}
+            state |= {"epoch": int(trainer.current_epoch), "batches_done": done, "batch_size": int(self.hparams.batch_size)}
         for name, prefix in self.STATE_PREFIXES.items():
             saved = self._streams[name].state(done)
             if saved is not None:
@@ -217,6 +218,7 @@ class ImageDataModule(L.LightningDataModule):
                 f"the checkpoint was trained on the classes {list(saved)[:5]}, but {self.root}/train holds "
                 f"{self.classes[:5]}: label i would name another class; use the image folder of the run (data.root)"
             )
+        self._check_resume_batches(state)
         if "shuffle_seed" not in state:
             return
         self._shuffle_seed = int(state["shuffle_seed"])
@@ -234,6 +236,19 @@ class ImageDataModule(L.LightningDataModule):
             # the rest of the epoch is the same images in the same order: Lightning's warning does not apply
             self._resume = (int(state["epoch"]), int(state["batches_done"]))
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+
+    def _check_resume_batches(self, state: dict) -> None:
+        """The rest of a stopped epoch is counted in batches (``batches_done``): mid-epoch, another batch size
+        would skip other images, so one line."""
+        saved, done = state.get("batch_size"), int(state.get("batches_done", 0))
+        if saved is None or saved == self.hparams.batch_size or self.train_set is None:
+            return
+        if 0 < done < math.ceil(len(self.train_set) / saved):
+            raise ShiftProbeError(
+                f"the checkpoint stopped after {done} batches of data.batch_size={saved} in epoch {state.get('epoch')}: "
+                f"resume it with data.batch_size={saved} (the rest of the epoch follows its batches), or resume a "
+                f"checkpoint written at the end of an epoch"
+            )
 
     def _generator(self, name: str) -> torch.Generator:
         """The generator of augmentation ``name`` for the next batch (never the global one)."""
