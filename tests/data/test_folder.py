@@ -88,3 +88,21 @@ def test_a_16_bit_grey_png_keeps_its_levels(tmp_path, channels):
         assert img.mode == "I;16"
     expected = torch.from_numpy((levels >> 8).astype(np.uint8))
     assert torch.equal(load_image(str(path), 16, channels), expected.expand(channels, 16, 16))
+
+
+def test_a_palette_png_with_transparency_reads_without_a_warning(tmp_path):
+    """PIL warns "Palette images with Transparency expressed in bytes should be converted to RGBA images"
+    on every such PNG, which the user cannot act on; read through RGBA, the pixels are the same."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), "RGB").convert("P")
+    path = tmp_path / "palette.png"
+    img.save(path, transparency=bytes([0] * 10 + [255] * 246))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = [reference(path, 16, mode) for mode in ("RGB", "L")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(load_image(str(path), 16, 3), expected[0])
+        assert torch.equal(load_image(str(path), 16, 1), expected[1])
