@@ -77,3 +77,21 @@ def test_a_pooled_control_checkpoint_names_its_model_option(make_cfg, tmp_path):
     assert "add model=rot_pool (or model._target_=shiftprobe.models.RotPooledCNN)" in msg
     cfg = make_cfg(f"ckpt_path={ckpt}", "model=rot_pool", "train=false", out=tmp_path / "tested")
     assert "test/acc" in train(cfg)
+
+
+def test_resuming_with_other_optimizer_settings_names_them_before_training(make_cfg, tmp_path):
+    """A resume restores the optimizer's state and settings: another optimizer failed at its first step
+    (SGD's KeyError 'momentum' on Adam's state) and another lr was silently replaced by the checkpoint's."""
+    train(make_cfg("+trainer.limit_train_batches=2", "test=false", out=tmp_path / "adam"))
+    ckpt = tmp_path / "adam" / "checkpoints" / "last.ckpt"
+    for overrides, expected in (
+        (["optimizer=sgd"], "optimizer._target_ is 'torch.optim.Adam' in the checkpoint but 'torch.optim.SGD'"),
+        (["optimizer.lr=0.01"], "optimizer.lr is 0.001 in the checkpoint but 0.01 in this run"),
+    ):
+        cfg = make_cfg(f"ckpt_path={ckpt}", "trainer.max_epochs=2", *overrides, out=tmp_path / "resumed")
+        with as_hydra_app(), pytest.raises(ShiftProbeError) as err:
+            train(cfg)
+        msg = str(err.value)
+        assert "\n" not in msg and expected in msg, msg
+        assert "add optimizer=adam" in msg or "add optimizer.lr=0.001" in msg, msg
+        assert not (tmp_path / "resumed" / "checkpoints").exists()  # stopped before training

@@ -279,6 +279,8 @@ BAD = [
                                "trained would be its initial weights; use at least 1, or measure the untrained "
                                "network with experiment=untrained (train=false)."),
     (["trainer.max_steps=0"], "trainer.max_steps=0 is not allowed: it trains nothing"),
+    # without ckpt_path nothing is trained or loaded: the "trained" and the untrained block were the same weights
+    (["train=false"], "train=False is not allowed: without ckpt_path nothing is trained or loaded"),
     (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0 is not allowed: it trains nothing"),
     ([f"{T}.max_images=1"], f"{T}.max_images=1 is not allowed: use an integer >= 2 (or null for all the test images)."),
     ([f"{T}.max_images=few"], f"{T}.max_images='few' is not allowed: use an integer >= 2 (or null for all"),
@@ -308,7 +310,7 @@ def test_a_bad_setting_is_one_line_before_lightning(overrides, start):
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["seed=0"], ["seed=4294967295"], ["train=false", "trainer.max_epochs=0"], ["experiment=untrained", "trainer.max_epochs=0"],
+        ["seed=0"], ["seed=4294967295"], ["train=false", f"{T}.untrained=false", "trainer.max_epochs=0"], ["experiment=untrained", "trainer.max_epochs=0"],
         ["trainer.fast_dev_run=true", "trainer.max_steps=0"], [f"{T}.max_images=2"], [f"{T}.layers=[conv1,output]"],
         [f"{T}.layers=null"], ["trainer.check_val_every_n_epoch=null", "trainer.accumulate_grad_batches=2"],
         ["data.seed=null"], ["shift=large", "shift.pattern=random"], ["data.train_rotate=12.5"],
@@ -400,9 +402,9 @@ def test_unknown_key_is_refused(override, key):
     [
         ("lab", "blur_filter_size, image_size, normalize, padding, pool"),
         ("rot_pool", "blur_filter_size, image_size, normalize, padding, pool"),  # the lab CNN's, passed on to it
-        ("gap", "blur_filter_size, in_channels, normalize, padding, pool"),
-        ("resnet", "blur_filter_size, in_channels, normalize, padding, pool, width"),
-        ("allconv", "blur_filter_size, image_size, in_channels, normalize, padding, pool"),
+        ("gap", "blur_filter_size, in_channels, normalize, num_classes, padding, pool"),
+        ("resnet", "blur_filter_size, in_channels, normalize, num_classes, padding, pool, width"),
+        ("allconv", "blur_filter_size, image_size, in_channels, normalize, num_classes, padding, pool"),
     ],
 )
 def test_the_key_check_reads_each_models_whole_signature(model, allowed):

@@ -62,7 +62,7 @@ def test_example_pairs_keep_the_colours(cifar_root):
     "overrides, message",
     [
         (("model=lab",), "does not take the images of data=cifar10 (3x32x32 images, 10 classes)"),
-        (("model=gap", "data=cifar100"), "needs 100 class scores: choose a model with 100 outputs"),
+        (("model=gap", "data=cifar100", "model.num_classes=10"), "needs 100 class scores: choose a model with 100 outputs"),
     ],
 )
 def test_a_network_for_other_images_is_one_line_before_training(make_cfg, cifar_root, overrides, message):
@@ -127,3 +127,29 @@ def test_imagefolder_of_two_sizes_ends_with_results_and_figures(make_cfg, tmp_pa
     )
     assert "test/acc" in train_module.train(cfg)
     _ends_with_a_report(out, 9)
+
+
+def test_eval_of_a_cifar_run_takes_its_dataset_from_the_checkpoint(make_cfg, cifar_root):
+    """The run's recorded ``data.dataset`` reaches the check: a CIFAR-10 checkpoint is tested with
+    data=cifar10, and with the default data=mnist it is one line naming data=cifar10."""
+    from shiftprobe.app.evaluate import apply_run_config
+
+    saved = {"data": {"dataset": "cifar10", "channels": 3, "image_size": 32, "num_classes": 10, "val_size": 8}}
+    cfg = make_cfg(*CIFAR, f"data.root={cifar_root}", config_name="eval")
+    apply_run_config(cfg, saved)
+    assert (cfg.data.dataset, cfg.data.channels) == ("cifar10", 3)
+    with pytest.raises(ShiftProbeError, match="trained on data=cifar10, this command tests on data=mnist: add data=cifar10"):
+        apply_run_config(make_cfg(config_name="eval"), saved)
+
+
+@pytest.mark.parametrize("model", ["gap", "allconv", "resnet"])
+def test_the_built_in_cnns_give_a_score_per_class_of_the_data(make_cfg, tmp_path, model):
+    """README's recipe ``data=imagefolder data.num_classes=5 model=gap``: the heads had 10 outputs whatever
+    the data, so any other number of classes was refused."""
+    from synthetic import write_image_folder
+
+    write_image_folder(tmp_path / "imgs", classes=("a", "b", "c", "d", "e"), n_train=2, n_test=1)
+    cfg = make_cfg("data=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.num_classes=5", "data.image_size=28",
+                   f"model={model}")
+    module = train_module.build_module(cfg, {}, datamodule=hydra.utils.instantiate(cfg.data))
+    assert module.net(torch.zeros(2, 3, 28, 28))[0].shape == (2, 5)

@@ -121,3 +121,23 @@ def test_a_run_that_said_layers_empty_is_measured_with_the_default_layers(mnist_
     apply_run_config(cfg, {"callbacks": {"shift_probe": {"layers": []}}})
     assert OmegaConf.select(cfg, "callbacks.shift_probe.layers") is None
     validate_config(cfg)
+
+
+def test_a_data_setting_on_the_command_line_that_differs_from_the_run_is_one_line(mnist_root, tmp_path):
+    """The run's data settings replace the command line's (the network's input is what it was trained on):
+    a differing ``data.normalize=true`` was dropped without a word; the same value is fine."""
+    import pytest
+
+    from shiftprobe.errors import ShiftProbeError
+
+    saved = {"data": {"normalize": False, "mean": [0.1307], "val_size": 5000}}
+    for given in (["data.normalize=false"], ["data.mean=[0.1307]"], []):
+        cfg = compose_config("eval", [*base(mnist_root, tmp_path), "callbacks=[shift_probe]", *given])
+        apply_run_config(cfg, saved)
+        assert cfg.data.val_size == 100  # given (base): it does not change the test, the command line's wins
+    for given, expected in ((["data.normalize=true"], "data.normalize=True differs from the run's data.normalize=False"),
+                            (["data.mean=[0.5]"], "data.mean=[0.5] differs from the run's data.mean=[0.1307]")):
+        cfg = compose_config("eval", [*base(mnist_root, tmp_path), "callbacks=[shift_probe]", *given])
+        with pytest.raises(ShiftProbeError) as err:
+            apply_run_config(cfg, saved)
+        assert str(err.value).startswith(expected) and "remove data." in str(err.value)

@@ -161,3 +161,27 @@ def test_train_py_into_a_read_only_folder_is_one_line(tmp_path):
         f"error: the run folder {folder} cannot be written (Permission denied): make it writable or choose "
         f"another hydra.run.dir"
     ]
+
+
+def test_a_fresh_training_run_into_a_folder_with_an_earlier_runs_checkpoints_is_one_line(tmp_path, capsys, first_process):
+    """Lightning wrote best-v1.ckpt beside the earlier run's best.ckpt (eval.py of best.ckpt: the earlier
+    model) and the results over the earlier run's; a resume (ckpt_path) and eval.py (no train key) go on."""
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "best.ckpt").write_bytes(b"earlier")
+
+    def config(**top):
+        cfg = run_config(folder)
+        cfg.merge_with(top)
+        return cfg
+
+    lock = run_lock.RunFolderLock()
+    with pytest.raises(SystemExit) as stop:
+        lock.on_run_start(config(train=True, ckpt_path=None))
+    assert stop.value.code == 1 and str(folder) not in run_lock._held
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: the run folder {folder} holds the checkpoints of an earlier run")
+    assert "best.ckpt" in err[0] and "choose another hydra.run.dir" in err[0]
+    for fine in (config(train=True, ckpt_path=str(folder / "checkpoints" / "best.ckpt")), config(ckpt_path="x")):
+        lock.on_run_start(fine)
+        lock.on_run_end(fine)

@@ -239,6 +239,19 @@ def test_cli_bad_trainer_is_short(tmp_path):
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
 
 
+def test_an_accelerator_whose_library_is_missing_is_one_line(make_cfg, tmp_path):
+    """``trainer.accelerator=tpu`` without torch_xla: Lightning's ImportError came as Hydra's multi-line
+    instantiation error (``test_cli_bad_trainer_is_short`` tries it where a CUDA GPU exists)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch_xla") is not None:
+        pytest.skip("torch_xla is installed")
+    with pytest.raises(ShiftProbeError) as err:
+        train(make_cfg("trainer.accelerator=tpu"))
+    msg = str(err.value)
+    assert msg.startswith("trainer settings (accelerator='tpu'") and "torch_xla" in msg and "\n" not in msg
+
+
 def test_cli_offline_missing_files(tmp_path):
     done = cli(
         "train.py", f"data.root={tmp_path}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}"

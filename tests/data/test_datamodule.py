@@ -220,6 +220,7 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
         ("cifar10", "data.mean=[0.5,0.5]", "data.mean=[0.5, 0.5] is not allowed: use 3 finite number"),
         ("kmnist", "data.std=[0]", "data.std=[0] is not allowed: use 1 finite number(s), one per channel (each > 0)"),
         ("imagefolder", "data.channels=2", "data.channels=2 is not allowed: use 1 (grey) or 3 (RGB)"),
+        ("imagefolder", "data.num_classes=1", "data.num_classes=1 is not allowed: use an integer >= 2"),
         ("mnist", "data.dataset=svhn", "data.dataset='svhn' is not known"),
         ("cifar10", "data.train_shift=32", "data.train_shift=32 is not allowed: use an integer from 0"),
         ("cifar10", "shift.max_shift=31", None),
@@ -264,7 +265,7 @@ def test_imagefolder_needs_a_root_and_the_right_number_of_classes(tmp_path):
         validate_config(cfg, known_keys=False)
     write_dataset("imagefolder", tmp_path / "imgs")
     cfg = data_config("imagefolder", tmp_path / "imgs", tmp_path, "data.num_classes=4")
-    with pytest.raises(ShiftProbeError, match=r"data.num_classes=4 does not fit .* 3 class folders .*num_classes=3"):
+    with pytest.raises(ShiftProbeError, match=r"data.num_classes=4 does not fit .* 3 class folder\(s\) .*num_classes=3"):
         built(cfg)
 
 
@@ -307,3 +308,54 @@ def test_every_name_of_the_data_package_resolves():
     for name in shiftprobe.data.__all__:
         assert getattr(shiftprobe.data, name) is not None, name
     assert shiftprobe.data.MNISTDataModule.__mro__[1] is ImageDataModule
+
+
+@pytest.mark.parametrize("folders", [[], ["cat"]])
+def test_an_image_folder_with_fewer_than_two_classes_is_one_line(tmp_path, folders):
+    """A classifier needs two classes: the fix named is the folders, not data.num_classes=1 or 0 (which the
+    metrics refused with a traceback)."""
+    for split in ("train", "test"):
+        (tmp_path / "imgs" / split).mkdir(parents=True)
+    for name in folders:
+        write_dataset("imagefolder", tmp_path / "one")
+        (tmp_path / "one" / "train" / "cat").rename(tmp_path / "imgs" / "train" / name)
+    with pytest.raises(ShiftProbeError) as err:
+        built(data_config("imagefolder", tmp_path / "imgs", tmp_path, "data.num_classes=3"))
+    msg = str(err.value)
+    assert f"has {len(folders)} class folder(s)" in msg and "at least 2" in msg and "num_classes=0" not in msg
+    assert "num_classes=1" not in msg and len(msg.splitlines()) == 1
+
+
+def test_a_checkpoint_of_other_image_folder_classes_is_one_line(tmp_path):
+    """Label i is the i-th class folder: a checkpoint trained on cat, dog, emu tested on a folder of ant, bee,
+    cow (as many classes) would count every prediction against another class, so the classes travel in the
+    data state of a checkpoint and are compared when it is loaded."""
+    write_image_folder(tmp_path / "a", n_train=4, n_test=1)
+    write_image_folder(tmp_path / "b", classes=("ant", "bee", "cow"), n_train=4, n_test=1)
+    state = built(data_config("imagefolder", tmp_path / "a", tmp_path / "run", "data.val_size=2"), ("test",)).state_dict()
+    assert state["classes"] == ["cat", "dog", "emu"]
+    built(data_config("imagefolder", tmp_path / "a", tmp_path / "run", "data.val_size=2"), ("test",)).load_state_dict(state)
+    other = built(data_config("imagefolder", tmp_path / "b", tmp_path / "run", "data.val_size=2"), ("test",))
+    with pytest.raises(ShiftProbeError) as err:
+        other.load_state_dict(state)
+    msg = str(err.value)
+    assert "['cat', 'dog', 'emu']" in msg and "['ant', 'bee', 'cow']" in msg and len(msg.splitlines()) == 1
+
+
+def test_resuming_mid_epoch_with_another_batch_size_is_one_line(tmp_path):
+    """The rest of a stopped epoch is counted in batches: a checkpoint stopped after 2 batches of 8 resumed
+    with batches of 16 skipped 32 images instead of 16 (16 of the epoch never seen, without a word). At the
+    end of an epoch another batch size is fine."""
+    write_dataset("mnist", tmp_path / "d")
+
+    def module(batch_size: int) -> ImageDataModule:
+        return built(data_config("mnist", tmp_path / "d", tmp_path / "run", f"data.batch_size={batch_size}"), ("fit",))
+
+    state = {"shuffle_seed": 5, "epoch": 0, "batches_done": 2, "batch_size": 8}
+    module(8).load_state_dict(state)
+    module(16).load_state_dict({**state, "batches_done": 7})  # 50 training images: 7 batches of 8, a whole epoch
+    with pytest.raises(ShiftProbeError) as err:
+        module(16).load_state_dict(state)
+    msg = str(err.value)
+    assert "after 2 batches of data.batch_size=8" in msg and "resume it with data.batch_size=8" in msg
+    assert len(msg.splitlines()) == 1

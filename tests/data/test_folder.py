@@ -1,6 +1,7 @@
 """The image-folder reader: PNGs of two sizes (and a grey one), resized and centre-cropped exactly as
 torchvision's Resize + CenterCrop do (the independent reference), classes from the folder names."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -74,3 +75,34 @@ def test_a_split_without_images(tmp_path):
     (tmp_path / "train" / "a" / "notes.txt").write_text("x")
     with pytest.raises(ShiftProbeError, match="holds no images"):
         scan_split(tmp_path, "train", ["a"])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_16_bit_grey_png_keeps_its_levels(tmp_path, channels):
+    """PIL's convert clips a 16-bit grey PNG (mode I;16) to 255 above level 255: an image of mid greys
+    read as white. Its 8-bit pixels are the high bytes, as PIL reads a 16-bit RGB PNG."""
+    levels = np.arange(0, 65536, 256, dtype=np.uint16).reshape(16, 16) + 255
+    path = tmp_path / "deep.png"
+    Image.fromarray(levels).save(path)
+    with Image.open(path) as img:
+        assert img.mode == "I;16"
+    expected = torch.from_numpy((levels >> 8).astype(np.uint8))
+    assert torch.equal(load_image(str(path), 16, channels), expected.expand(channels, 16, 16))
+
+
+def test_a_palette_png_with_transparency_reads_without_a_warning(tmp_path):
+    """PIL warns "Palette images with Transparency expressed in bytes should be converted to RGBA images"
+    on every such PNG, which the user cannot act on; read through RGBA, the pixels are the same."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), "RGB").convert("P")
+    path = tmp_path / "palette.png"
+    img.save(path, transparency=bytes([0] * 10 + [255] * 246))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = [reference(path, 16, mode) for mode in ("RGB", "L")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(load_image(str(path), 16, 3), expected[0])
+        assert torch.equal(load_image(str(path), 16, 1), expected[1])

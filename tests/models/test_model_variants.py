@@ -152,7 +152,7 @@ def test_signatures_list_every_setting_with_its_default():
     def defaults(cls) -> dict:
         return {name: p.default for name, p in inspect.signature(cls).parameters.items()}
 
-    shared = {"in_channels": 1, "normalize": False, "pool": "max", "blur_filter_size": 3}
+    shared = {"in_channels": 1, "num_classes": 10, "normalize": False, "pool": "max", "blur_filter_size": 3}
     assert defaults(GapCNN) == {**shared, "padding": "valid"}
     assert defaults(SmallResNet) == {"width": 16, **shared, "padding": "zeros"}
     assert defaults(AllConvCNN) == {"image_size": 28, **shared, "padding": "valid"}

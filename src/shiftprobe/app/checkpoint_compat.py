@@ -49,21 +49,21 @@ def model_differences(stored: dict, run: dict) -> list[tuple[str, object, object
     return [(k, a, b) for k, a, b in pairs if a is ABSENT or b is ABSENT or a != b]
 
 
-def _override(key: str, value) -> str:
-    """The override that sets ``model.<key>`` to ``value`` (removes it for ``ABSENT``)."""
+def _override(key: str, value, group: str = "model") -> str:
+    """The override that sets ``<group>.<key>`` to ``value`` (removes it for ``ABSENT``)."""
     if value is ABSENT:
-        return f"~model.{key}"
+        return f"~{group}.{key}"
     text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    return f"model.{key}={text}"
+    return f"{group}.{key}={text}"
 
 
 def _shown(value) -> str:
     return "absent" if value is ABSENT else repr(value)
 
 
-def _model_options() -> dict[str, dict]:
-    """Every option of the ``model`` group -> its resolved settings (this run's other overrides applied); none
-    outside a Hydra app."""
+def _group_options(group: str = "model") -> dict[str, dict]:
+    """Every option of the config ``group`` -> its resolved settings (this run's other overrides applied);
+    none outside a Hydra app."""
     try:
         from hydra import compose
         from hydra.core.global_hydra import GlobalHydra
@@ -72,22 +72,22 @@ def _model_options() -> dict[str, dict]:
         if not (GlobalHydra.instance().is_initialized() and HydraConfig.initialized()):
             return {}
         hydra_cfg = HydraConfig.get()
-        others = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith("model")]
+        others = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith(group)]
         found = {}
-        for option in sorted(GlobalHydra.instance().config_loader().get_group_options("model")):
-            cfg = compose(hydra_cfg.job.config_name, overrides=[*others, f"model={option}"])
-            found[option] = OmegaConf.to_container(cfg.model, resolve=True)
+        for option in sorted(GlobalHydra.instance().config_loader().get_group_options(group)):
+            cfg = compose(hydra_cfg.job.config_name, overrides=[*others, f"{group}={option}"])
+            found[option] = OmegaConf.to_container(cfg[group], resolve=True)
         return found
     except Exception as err:  # a hint only: never hide the real message behind a composition problem
-        log.debug("could not compare with the model options: %s", err)
+        log.debug("could not compare with the %s options: %s", group, err)
         return {}
 
 
-def _settings_fix(stored: dict, diffs: list[tuple[str, object, object]]) -> str:
-    """``model=<closest option> model.<key>=<value> ...``: the overrides that give ``stored``."""
-    overrides = " ".join(_override(key, a) for key, a, _ in diffs)
+def _settings_fix(stored: dict, diffs: list[tuple[str, object, object]], group: str = "model") -> str:
+    """``<group>=<closest option> <group>.<key>=<value> ...``: the overrides that give ``stored``."""
+    overrides = " ".join(_override(key, a, group) for key, a, _ in diffs)
     best = None
-    for option, settings in _model_options().items():
+    for option, settings in _group_options(group).items():
         rest = model_differences(stored, settings)
         if best is None or len(rest) < len(best[1]):
             best = (option, rest)
@@ -95,8 +95,8 @@ def _settings_fix(stored: dict, diffs: list[tuple[str, object, object]]) -> str:
         return overrides
     option, rest = best
     if not rest:
-        return f"model={option} (or {overrides})"
-    return " ".join([f"model={option}"] + [_override(key, a) for key, a, _ in rest])
+        return f"{group}={option} (or {overrides})"
+    return " ".join([f"{group}={option}"] + [_override(key, a, group) for key, a, _ in rest])
 
 
 def _fits(state: dict, model_cfg: dict) -> bool:
@@ -134,10 +134,25 @@ def check_checkpoint_fits(
     problems = fit_problems(state, module.state_dict())
     if problems is None:
         return
-    options = [option for option, settings in _model_options().items() if _fits(state, settings)]
+    options = [option for option, settings in _group_options().items() if _fits(state, settings)]
     if options:
         hint = f"it fits model={options[0]}: add model={options[0]}"
     else:
         hint = "use the model settings it was trained with (model=<option>, model.<key>=<value>)"
     recorded = "" if stored is None else " although the recorded model settings agree"
     raise ShiftProbeError(f"{where} does not fit this model{recorded}: {problems}. To {action} it, {hint}.")
+
+
+def check_optimizer_fits(checkpoint: dict, ckpt_path: str | Path, run_optimizer: dict | None) -> None:
+    """A resume restores the optimizer's state and its settings (``lr``, ...) from the checkpoint: other
+    optimizer settings on the command line would be ignored or fail at the first step (another optimizer's
+    state), so one line naming what differs and the fix."""
+    stored = (recorded_config(checkpoint) or {}).get("optimizer")
+    if not isinstance(stored, dict) or not isinstance(run_optimizer, dict):
+        return
+    diffs = model_differences(with_added_defaults(stored, run_optimizer), run_optimizer)
+    if diffs:
+        named = "; ".join(f"optimizer.{k} is {_shown(a)} in the checkpoint but {_shown(b)} in this run" for k, a, b in diffs)
+        raise ShiftProbeError(f"ckpt_path={str(ckpt_path)!r} was trained with other optimizer settings: {named}. A resume "
+                              f"continues with the checkpoint's optimizer and its settings: add "
+                              f"{_settings_fix(stored, diffs, 'optimizer')}, or start a new run without ckpt_path.")

@@ -449,11 +449,16 @@ def check_memory_budget(cfg: DictConfig) -> None:
 
 
 def check_training(cfg: DictConfig) -> None:
-    """``min_epochs`` <= ``max_epochs``; with ``train=true``, refuse settings that train nothing: the
-    network tested and measured as "trained" would be its initial weights."""
+    """``min_epochs`` <= ``max_epochs``; refuse settings that train nothing (``train=true`` with no step,
+    ``train=false`` with no checkpoint beside the untrained control): the network tested and measured as
+    "trained" would be its initial weights."""
     epochs, least = _get(cfg, "trainer.max_epochs"), _get(cfg, "trainer.min_epochs")
     if epochs is not None and least is not None and least > epochs:
         reject_setting("trainer.min_epochs", least, f"it must not exceed trainer.max_epochs={epochs}")
+    if _get(cfg, "train") is False and _get(cfg, "ckpt_path") is None and _get(cfg, f"{PROBE}.untrained") is True:
+        reject_setting("train", False, "without ckpt_path nothing is trained or loaded, so the network measured as "
+                       "trained and its untrained control would be the same initial weights; measure them once with "
+                       "experiment=untrained, or test a checkpoint with ckpt_path=...")
     if _get(cfg, "train") is not True or _get(cfg, "trainer.fast_dev_run"):
         return
     for key in TRAINER_NO_TRAINING:

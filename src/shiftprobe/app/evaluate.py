@@ -36,6 +36,8 @@ DATA_KEYS_FROM_RUN = (
     "val_size", "split_seed", "normalize", "train_shift", "train_rotate", "train_flip",
     "channels", "image_size", "num_classes", "mean", "std",
 )
+#: the data settings that decide the network's input: always the run's
+DATA_INPUT_KEYS = ("normalize", "mean", "std", "channels", "image_size", "num_classes")
 #: measurement settings that change the figures, taken from the training run unless given now
 PROBE_KEYS_FROM_RUN = ("max_shift", "mode", "pattern", "seed", "max_images", "untrained", "layers")
 
@@ -58,13 +60,14 @@ def saved_run_config(ckpt_path: str | Path, checkpoint: dict | None = None) -> d
 
 def taken_settings(saved: Mapping) -> dict:
     """What eval.py takes from a training run's settings: ``model``, ``seed``, ``shift``, ``transform``,
-    ``data.<DATA_KEYS_FROM_RUN>`` and ``callbacks.shift_probe.<PROBE_KEYS_FROM_RUN>``; the rest is left."""
+    ``data.dataset`` (checked against the command line's), ``data.<DATA_KEYS_FROM_RUN>`` and
+    ``callbacks.shift_probe.<PROBE_KEYS_FROM_RUN>``; the rest is left."""
     out = {k: plain(saved[k]) for k in ("model", "shift", "transform") if isinstance(saved.get(k), Mapping)}
     if "seed" in saved:
         out["seed"] = plain(saved["seed"])
     data = saved.get("data")
     if isinstance(data, Mapping):
-        out["data"] = {k: plain(data[k]) for k in DATA_KEYS_FROM_RUN if k in data}
+        out["data"] = {k: plain(data[k]) for k in ("dataset", *DATA_KEYS_FROM_RUN) if k in data}
     callbacks = saved.get("callbacks")
     probe = callbacks.get("shift_probe") if isinstance(callbacks, Mapping) else None
     if isinstance(probe, Mapping):
@@ -96,9 +99,7 @@ def apply_run_config(cfg: DictConfig, saved: dict | None) -> None:
             cfg.model = model
         data = saved.get("data") or {}
         check_same_dataset(cfg, data)
-        for key in DATA_KEYS_FROM_RUN:
-            if key in data:
-                cfg.data[key] = data[key]
+        restore_data_settings(cfg, data)
     restore_measurement_settings(cfg, saved)
     restore_transforms(cfg, saved)
 
@@ -113,6 +114,22 @@ def check_same_dataset(cfg: DictConfig, run_data: dict) -> None:
             f"the checkpoint was trained on data={trained_on}, this command tests on data={now}: add "
             f"data={trained_on} (and its data.root) to the eval.py command."
         )
+
+
+def restore_data_settings(cfg: DictConfig, run_data: dict) -> None:
+    """Set ``data.<DATA_KEYS_FROM_RUN>`` to the run's values, but where the command line sets them: there a
+    key of ``DATA_INPUT_KEYS`` that differs from the run's is one line (the network's input is what it was
+    trained on), any other key keeps the command line's value (it does not change the test)."""
+    given = command_line_keys()
+    for key in (k for k in DATA_KEYS_FROM_RUN if k in run_data):
+        now = plain(cfg.data.get(key))
+        if f"data.{key}" not in given:
+            cfg.data[key] = run_data[key]
+        elif key in DATA_INPUT_KEYS and now != run_data[key]:
+            raise ShiftProbeError(
+                f"data.{key}={now} differs from the run's data.{key}={run_data[key]}: eval.py gives the network "
+                f"the input it was trained on; remove data.{key} from the command line."
+            )
 
 
 def command_line_keys() -> list[str]:

@@ -110,13 +110,28 @@ def _claim_or_exit(folder: str) -> None:
         sys.exit(1)
 
 
+def _refuse_earlier_checkpoints(folder: str, config: DictConfig) -> None:
+    """A fresh training run (``train`` true, no ``ckpt_path``) into a folder holding an earlier run's
+    checkpoints would write ``best-v1.ckpt`` beside that run's ``best.ckpt`` and its results over the earlier
+    run's: ``error: ...`` and exit status 1, before Hydra writes into the folder."""
+    found = sorted(p.name for p in (Path(folder) / "checkpoints").glob("*.ckpt"))
+    if found and OmegaConf.select(config, "train") is True and not OmegaConf.select(config, "ckpt_path"):
+        release_run_folder(folder)
+        print(f"error: the run folder {folder} holds the checkpoints of an earlier run ({', '.join(found[:3])}): a "
+              f"new run there would write best-v1.ckpt beside them; choose another hydra.run.dir, or resume with "
+              f"ckpt_path={folder}/checkpoints/last.ckpt", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
 class RunFolderLock(Callback):
     """Hydra callback: lock the run folder before Hydra writes into it (``python train.py``, ``eval.py``),
     or each multirun job's folder while the job runs."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if starts_the_run():
-            _claim_or_exit(os.path.abspath(str(OmegaConf.select(config, "hydra.run.dir"))))
+            folder = os.path.abspath(str(OmegaConf.select(config, "hydra.run.dir")))
+            _claim_or_exit(folder)
+            _refuse_earlier_checkpoints(folder, config)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         release_run_folder(str(OmegaConf.select(config, "hydra.runtime.output_dir", default="") or "."))

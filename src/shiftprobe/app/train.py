@@ -19,7 +19,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from shiftprobe.app import run_dir
-from shiftprobe.app.checkpoint_compat import check_checkpoint_fits
+from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, check_optimizer_fits
 from shiftprobe.app.config_checks import build_model, validate_config
 from shiftprobe.app.interrupts import Stop, signals_as_interrupts
 from shiftprobe.atomic import quiet_full_log_files, write_error
@@ -223,7 +223,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
                                        plugins=trainer_plugins(cfg))
     except InstantiationException as err:
         cause = err.__cause__
-        if isinstance(cause, (MisconfigurationException, ValueError)):
+        if isinstance(cause, (MisconfigurationException, ValueError, ImportError)):  # ImportError: e.g. tpu, no torch_xla
             text = str(cause).rstrip(".!")
             about_devices = any(w in text.lower() for w in ("accelerator", "device", "gpu", "cuda", "mps"))
             devices = (" Choose what this machine has: trainer=cpu (default), trainer=gpu with a CUDA GPU, "
@@ -281,6 +281,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         action = "resume" if cfg.get("train", True) else "test"
         checkpoint = read_checkpoint(cfg.ckpt_path, trusted=trusts_files(cfg)).checkpoint or {}
         check_checkpoint_fits(checkpoint, cfg.ckpt_path, config.get("model"), module, action)
+        if action == "resume":
+            check_optimizer_fits(checkpoint, cfg.ckpt_path, config.get("optimizer"))
     with trainer_for(cfg, config, module.net) as trainer:
         start = time.perf_counter()
         metrics: dict[str, float] = {}

@@ -5,6 +5,7 @@ random streams (docs/data.md). Normalisation is declared (``normalization``), no
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import lightning as L
@@ -116,10 +117,11 @@ class ImageDataModule(L.LightningDataModule):
         root = Path(self.root)
         self.classes = class_names(root / "train")
         if len(self.classes) != self.num_classes:
+            fix = (f"use data.num_classes={len(self.classes)}" if len(self.classes) >= 2 else "a classifier needs at "
+                   "least 2: put each class's images into its own folder train/<class>/")
             raise ShiftProbeError(
                 f"data.num_classes={self.num_classes} does not fit {root / 'train'}: it has {len(self.classes)} class "
-                f"folders ({', '.join(self.classes[:5])}{'...' if len(self.classes) > 5 else ''}); use "
-                f"data.num_classes={len(self.classes)}"
+                f"folder(s) ({', '.join(self.classes[:5])}{'...' if len(self.classes) > 5 else ''}); {fix}"
             )
         paths, labels = scan_split(root, split, self.classes)
         return FolderDataset(paths, labels, self.hparams.image_size, self.hparams.channels)
@@ -196,11 +198,13 @@ class ImageDataModule(L.LightningDataModule):
         """The training order's seed, the batches completed this epoch and each augmentation generator that
         has drawn (so a run resumes mid-epoch with the same images and draws)."""
         state: dict = {"shuffle_seed": self._shuffle_seed}
+        if self.classes is not None:  # what each label means (imagefolder)
+            state["classes"] = list(self.classes)
         trainer = getattr(self, "trainer", None)
         done = None
         if trainer is not None and hasattr(trainer, "fit_loop"):
             done = int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
-            state |= {"epoch": int(trainer.current_epoch), "batches_done": done}
+            state |= {"epoch": int(trainer.current_epoch), "batches_done": done, "batch_size": int(self.hparams.batch_size)}
         for name, prefix in self.STATE_PREFIXES.items():
             saved = self._streams[name].state(done)
             if saved is not None:
@@ -208,6 +212,13 @@ class ImageDataModule(L.LightningDataModule):
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        saved = state.get("classes")
+        if saved is not None and self.classes is not None and list(saved) != self.classes:
+            raise ShiftProbeError(
+                f"the checkpoint was trained on the classes {list(saved)[:5]}, but {self.root}/train holds "
+                f"{self.classes[:5]}: label i would name another class; use the image folder of the run (data.root)"
+            )
+        self._check_resume_batches(state)
         if "shuffle_seed" not in state:
             return
         self._shuffle_seed = int(state["shuffle_seed"])
@@ -225,6 +236,19 @@ class ImageDataModule(L.LightningDataModule):
             # the rest of the epoch is the same images in the same order: Lightning's warning does not apply
             self._resume = (int(state["epoch"]), int(state["batches_done"]))
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+
+    def _check_resume_batches(self, state: dict) -> None:
+        """The rest of a stopped epoch is counted in batches (``batches_done``): mid-epoch, another batch size
+        would skip other images, so one line."""
+        saved, done = state.get("batch_size"), int(state.get("batches_done", 0))
+        if saved is None or saved == self.hparams.batch_size or self.train_set is None:
+            return
+        if 0 < done < math.ceil(len(self.train_set) / saved):
+            raise ShiftProbeError(
+                f"the checkpoint stopped after {done} batches of data.batch_size={saved} in epoch {state.get('epoch')}: "
+                f"resume it with data.batch_size={saved} (the rest of the epoch follows its batches), or resume a "
+                f"checkpoint written at the end of an epoch"
+            )
 
     def _generator(self, name: str) -> torch.Generator:
         """The generator of augmentation ``name`` for the next batch (never the global one)."""

@@ -74,8 +74,8 @@ def check_data_settings(dataset, channels, image_size, num_classes, mean, std) -
         raise ArgumentError(f"channels={channels!r} is not allowed: use 1 (grey) or 3 (RGB)")
     if not _is_int(image_size) or image_size < 1:
         raise ArgumentError(f"image_size={image_size!r} is not allowed: use an integer >= 1, e.g. 32")
-    if not _is_int(num_classes) or num_classes < 1:
-        raise ArgumentError(f"num_classes={num_classes!r} is not allowed: use an integer >= 1")
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ArgumentError(f"num_classes={num_classes!r} is not allowed: use an integer >= 2 (a classifier needs two classes)")
     for key, value in (("channels", channels), ("image_size", image_size), ("num_classes", num_classes)):
         _fixed(spec, key, value)
     check_normalization(channels, mean, std)

@@ -66,6 +66,10 @@ def load_image(path: str, image_size: int, channels: int) -> torch.Tensor:
 
     try:
         with Image.open(path) as img:
+            if img.mode.startswith("I"):  # 16-bit grey: convert() would clip every level above 255 to white
+                img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8))
+            if img.mode == "P" and "transparency" in img.info:  # the same pixels, without PIL's warning
+                img = img.convert("RGBA")
             img = img.convert("RGB" if channels == 3 else "L")
             width, height = img.size  # the shorter side to image_size, the longer scaled alike, rounded down
             if width <= height:

@@ -44,7 +44,7 @@ class AllConvCNN(CropWindowModel, PixelInputNet):
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5, **circular_same(self.padding, 5))
         self.down2 = nn.Conv2d(20, 20, kernel_size=2, stride=2)
         self.fc1 = nn.Linear(20 * side * side, 50)
-        self.fc2 = nn.Linear(50, 10)
+        self.fc2 = nn.Linear(50, self.num_classes)
         self.make_variant()
 
     def to_conv2(self, conv1: torch.Tensor) -> torch.Tensor:

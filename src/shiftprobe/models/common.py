@@ -34,6 +34,7 @@ class PixelInputNet(nn.Module):
         self,
         *,
         in_channels: int = 1,
+        num_classes: int = 10,
         normalize: bool = False,
         pool: str = "max",
         padding: str | None = None,
@@ -41,6 +42,7 @@ class PixelInputNet(nn.Module):
     ):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
+        self.num_classes = check_positive_int("num_classes", num_classes)
         self.padding = self.PADDINGS[0] if padding is None else padding
         check_variant(pool, self.padding, self.PADDINGS)
         self.pool, self.blur_filter_size, self.normalize = pool, blur_filter_size, bool(normalize)

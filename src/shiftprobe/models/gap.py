@@ -37,7 +37,7 @@ class GapCNN(CropWindowModel, PixelInputNet):
         self.pool2 = MaxPool2x2()
         self.gap = GlobalAvgPool()
         self.fc1 = nn.Linear(20, 50)
-        self.fc2 = nn.Linear(50, 10)
+        self.fc2 = nn.Linear(50, self.num_classes)
         self.make_variant()
 
     def head(self, conv2: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -70,7 +70,7 @@ class SmallResNet(PixelInputNet):
         self.layer2 = BasicBlock(w, 2 * w, stride=2)
         self.layer3 = BasicBlock(2 * w, 4 * w, stride=2)
         self.gap = GlobalAvgPool()
-        self.fc = nn.Linear(4 * w, 10)
+        self.fc = nn.Linear(4 * w, self.num_classes)
         self.make_variant()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
