@@ -14,6 +14,7 @@ from shiftprobe.reporting.format import (
     fmt_pm,
     halfwidth,
     num,
+    run_ci,
     score_text,
     se_pm,
     table,
@@ -75,3 +76,14 @@ def test_score_text_and_se_pm():
 
 def test_table():
     assert table(["a", "b"], [["1", "2"]]) == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def test_a_proportions_run_interval_ends_at_0_and_1_and_a_scores_does_not():
+    """8 images, 1 right: 0.125 ± 1.96 · 0.117 would start at -0.104, an accuracy no run can have."""
+    p, n = 0.125, 8
+    se = (p * (1 - p) / n) ** 0.5
+    lo, hi = run_ci({"accuracy": p, "accuracy_se": se}, "accuracy")
+    assert lo == 0.0 and hi == pytest.approx(p + 1.959964 * se, rel=1e-6)
+    assert run_ci({"shifted_acc_ci": [0.9, 1.2]}, "shifted_acc") == (0.9, 1.0)
+    lo, _ = run_ci({"invariance_score": -0.2, "invariance_score_se": 0.1}, "invariance_score")
+    assert lo == pytest.approx(-0.2 - 1.959964 * 0.1, rel=1e-6)  # a score below 0 is a figure, not an error

@@ -14,6 +14,8 @@ SCIENTIFIC_BELOW = 1e-3
 SIG_DIGITS = 3
 #: a half-width below this (relative to max(1, |value|)) is round-off: no ± is printed
 NEGLIGIBLE_HW = 1e-6
+#: shares of images: their intervals end at 0 and 1 (a few images' value ± 1.96 se can pass them)
+PROPORTIONS = frozenset({"accuracy", "shifted_acc", "consistency", "consistency_correct", "consistency_two_shifts"})
 
 
 def finite(value: Any) -> float | None:
@@ -73,11 +75,11 @@ def interval(block: Mapping | None, layer: str, metric: str) -> tuple[float, flo
 
 def run_ci(entry: Mapping | None, metric: str) -> tuple[float, float] | None:
     """A run's own 95 % interval of ``entry[metric]`` (over its test images): the stored ``<metric>_ci``,
-    else value ± Z95 · ``<metric>_se``; None with neither."""
-    if (ci := _stored_ci(entry, metric)) is not None or not isinstance(entry, Mapping):
-        return ci
-    value, se = finite(entry.get(metric)), finite(entry.get(f"{metric}_se"))
-    return None if value is None or se is None else (value - Z95 * se, value + Z95 * se)
+    else value ± Z95 · ``<metric>_se``, clipped to [0, 1] for a proportion (``PROPORTIONS``); None with neither."""
+    if (ci := _stored_ci(entry, metric)) is None and isinstance(entry, Mapping):
+        value, se = finite(entry.get(metric)), finite(entry.get(f"{metric}_se"))
+        ci = None if value is None or se is None else (value - Z95 * se, value + Z95 * se)
+    return (max(ci[0], 0.0), min(ci[1], 1.0)) if ci is not None and metric in PROPORTIONS else ci
 
 
 def halfwidth(block: Mapping | None, layer: str, metric: str) -> float | None:
