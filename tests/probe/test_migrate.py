@@ -125,3 +125,16 @@ def test_every_migrated_file_is_valid_against_the_json_schema():
     for name in NAMES:
         assert not list(validator.iter_errors(migrate(old_file(name)))), name
     assert list(validator.iter_errors(old_file("lab_grid")))  # a 0.2 file as it is: not schema 3
+
+
+def test_a_later_schema_is_refused_in_one_line_not_read_as_schema_3(tmp_path):
+    """Its figures may mean other things under the same keys: say so instead of reading them as schema 3's."""
+    from shiftprobe import load_results
+
+    newer = {"schema_version": SCHEMA_VERSION + 1, "families": {"translation": {"summary": {}}}}
+    with pytest.raises(ValueError, match=rf"schema_version {SCHEMA_VERSION + 1} come from a newer shiftprobe"):
+        migrate(newer)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(newer))
+    with pytest.raises(ValueError, match="newer shiftprobe"):
+        load_results(path)

@@ -128,6 +128,20 @@ def _named_entries(output) -> dict | None:
     return None
 
 
+def _tensor_keys(entries: Mapping | None) -> list:
+    return [key for key, value in (entries or {}).items() if isinstance(value, torch.Tensor)]
+
+
+def layer_tensor(name: str, output) -> torch.Tensor:
+    """A probe point's tensor: its module's output, of a tuple or list the first tensor; a dict or named tuple
+    must hold one tensor (several: a ValueError listing them, as there is no ``output_key`` for a layer)."""
+    tensors = _tensor_keys(_named_entries(output))
+    if len(tensors) > 1:
+        raise ValueError(f"layer {name!r} returns a {type(output).__name__} with several tensors {tensors}: probe "
+                         "the submodule that computes the one to measure")
+    return first_tensor(output)
+
+
 def select_output(output, output_key: str | int | None = None) -> torch.Tensor:
     """The model's output as the one tensor measured (probe point ``"output"``): a tensor itself; of a dict
     or named tuple the entry ``output_key``, or else its one tensor (``None`` entries skipped; several
@@ -136,7 +150,7 @@ def select_output(output, output_key: str | int | None = None) -> torch.Tensor:
     if output_key is not None:
         return first_tensor(_pick(output, entries, output_key))
     if entries is not None:
-        tensors = [key for key, value in entries.items() if isinstance(value, torch.Tensor)]
+        tensors = _tensor_keys(entries)
         if len(tensors) > 1:
             example = "logits" if "logits" in tensors else tensors[0]
             raise ValueError(
@@ -221,7 +235,7 @@ class LayerCapture:
             calls[path] = k = calls.get(path, 0) + 1
             for layer in group:
                 if (layer.call or 1) == k:  # a copy: a later in-place module (ReLU(inplace=True)) changes the output
-                    store[layer.name] = first_tensor(output).clone()
+                    store[layer.name] = layer_tensor(layer.name, output).clone()
             if self.stop_early and len(store) == len(self._wanted):
                 raise _Stop
             return None

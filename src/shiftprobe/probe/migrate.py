@@ -122,8 +122,11 @@ def lie_section(old: Mapping) -> dict:
 
 
 def migrate(data: Mapping) -> dict:
-    """``data`` (a results dict of any schema) in schema 3."""
-    if schema_version(data) >= SCHEMA_VERSION:
+    """``data`` (a results dict of schema 3 or older) in schema 3; a later schema is a ValueError."""
+    if schema_version(data) > SCHEMA_VERSION:
+        raise ValueError(f"results of schema_version {schema_version(data)} come from a newer shiftprobe (this one "
+                         f"reads up to {SCHEMA_VERSION}): read them with the shiftprobe that wrote them, or a newer one")
+    if schema_version(data) == SCHEMA_VERSION:
         return dict(data)
     families: dict = {}
     old_families = data.get("families") or {}
