@@ -264,12 +264,13 @@ BAD = [
     (["model.padding=same"], "model.padding='same' is not allowed: use one of ['valid', 'circular']."),
     (["shift.mode=sideways"], "shift.mode='sideways' is not allowed: use one of ['crop', 'roll']."),
     (["shift.pattern=spiral"], "shift.pattern='spiral' is not allowed: use one of ['grid', 'axis', 'random']."),
-    (["shift.max_shift=1.5"], "shift.max_shift=1.5 is not allowed: use an integer from 0 to 27 (presets: shift="),
-    (["shift.max_shift=28"], "shift.max_shift=28 is not allowed: use an integer from 0 to 27"),
-    (["shift.pattern=random", "shift.max_shift=0"], "shift.max_shift=0 is not allowed: the random pattern needs"),
+    (["shift.max_shift=1.5"], "shift.max_shift=1.5 is not allowed: use an integer from 1 to 27 (presets: shift="),
+    (["shift.max_shift=28"], "shift.max_shift=28 is not allowed: use an integer from 1 to 27"),
+    (["shift.pattern=random", "shift.max_shift=0"], "shift.max_shift=0 is not allowed: use an integer from 1 to 27"),
+    (["shift.max_shift=0"], "shift.max_shift=0 is not allowed: use an integer from 1 to 27"),  # grid: no shift at all
     # the callback's own value, where it does not follow shift.* (was checked only by the engine, after training)
-    ([f"{T}.max_shift=40"], f"{T}.max_shift=40 is not allowed: use an integer from 0 to 27"),
-    ([f"{T}.pattern=random", f"{T}.max_shift=0"], f"{T}.max_shift=0 is not allowed: the random pattern needs"),
+    ([f"{T}.max_shift=40"], f"{T}.max_shift=40 is not allowed: use an integer from 1 to 27"),
+    ([f"{T}.pattern=random", f"{T}.max_shift=0"], f"{T}.max_shift=0 is not allowed: use an integer from 1 to 27"),
     ([f"{T}.mode=wrap"], f"{T}.mode='wrap' is not allowed: use one of ['crop', 'roll']."),
     (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 is not allowed: use an integer >= 1."),
     (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0 is not allowed: use an integer >= 1."),

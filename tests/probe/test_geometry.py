@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+import shiftprobe
 from shiftprobe.models import AllConvCNN, GapCNN, SmallResNet, allconv, gap, lab, resnet
 from shiftprobe.models.lab import LabCNN
 from shiftprobe.probe.capture import resolve_layers
@@ -188,3 +189,23 @@ def test_a_spatial_output_gets_the_geometry_of_the_module_that_computes_it():
     for key in ("stride", "receptive_field", "interior"):
         assert res["geometry"]["output"][key] == res["geometry"]["2"][key] is not None, key
     assert res["summary"]["output"]["aligned_rel"] == res["summary"]["2"]["aligned_rel"] < 1e-12
+
+
+class _DoubleConvFloatHead(nn.Module):
+    """A model that keeps a float64 convolution and casts around it itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 2, 3).double(), nn.Linear(2 * 10 * 10, 3)
+
+    def forward(self, x):
+        return self.head(self.conv(x.double()).float().flatten(1))
+
+
+def test_a_model_of_mixed_dtypes_gets_its_geometry_and_exact_test():
+    """A float32 copy broke its own casts (a traceback: 'Input type (double) and bias type (float)')."""
+    torch.manual_seed(0)
+    res = shiftprobe.measure(_DoubleConvFloatHead().eval(), torch.rand(8, 1, 12, 12), layers=["conv"],
+                             transform=shiftprobe.Translation(max_shift=1), progress=False)
+    assert res["geometry"]["conv"]["stride"] == [1, 1]
+    assert res.summary["conv"]["aligned_rel"] < 1e-5

@@ -130,3 +130,10 @@ def test_the_shifts_are_checked_against_the_sides_they_move_along():
         Translation(max_shift=10).check_image_size(6, 20)
     with pytest.raises(ValueError, match=r"beyond what a 30x20 image allows: a shift of 20 or more"):
         Translation(max_shift=20, pattern="axis").check_image_size(30, 20)
+
+
+@pytest.mark.parametrize("pattern", ["grid", "axis", "random"])
+def test_max_shift_0_is_refused_for_every_pattern(pattern):
+    """The grid and axis patterns gave an empty summary ({'count': 0}) without a word."""
+    with pytest.raises(ValueError, match=r"Translation\(max_shift=0\) measures no shift: use max_shift >= 1"):
+        Translation(max_shift=0, pattern=pattern)

@@ -149,7 +149,7 @@ class ModelSettings:
 class ShiftSettings:
     """``shift``: the paired-translation test set (``conf/shift/*.yaml``)."""
 
-    max_shift: int = rule(low=0, high=_last_pixel, fix=" (presets: shift=small|medium|large)")
+    max_shift: int = rule(low=1, high=_last_pixel, fix=" (presets: shift=small|medium|large)")
     mode: str = rule(choices=SHIFT_MODES)
     pattern: str = rule(choices=SHIFT_PATTERNS)
     seed: int = rule()
@@ -350,17 +350,6 @@ def check_model(cfg: DictConfig) -> None:
                        "(checkpoints from before data=<name>); use data.normalize=true, which normalises with "
                        "the dataset's own data.mean and data.std")
     _check_file(cfg, "model.weights", "no such file; save one with torch.save(model.state_dict(), path)")
-
-
-def check_random_pattern(cfg: DictConfig) -> None:
-    """The random pattern draws a non-zero shift: ``max_shift`` >= 1 (where it is set)."""
-    for path in ("shift", PROBE):
-        node = _get(cfg, path)
-        if not isinstance(node, DictConfig):
-            continue
-        raw = OmegaConf.to_container(node, resolve=False)
-        if not _follows(raw.get("max_shift")) and node.get("pattern") == "random" and node.get("max_shift") == 0:
-            reject_setting(f"{path}.max_shift", 0, "the random pattern needs max_shift >= 1")
 
 
 def _no_families() -> ShiftProbeError:
@@ -586,7 +575,7 @@ def check_known_keys(cfg: DictConfig) -> None:
 
 
 #: the cross-setting rules, in the order they are checked (after the schemas, before ``check_files``)
-CROSS_SETTING_RULES = (check_data, check_model, check_random_pattern, check_transform, check_lie_derivative,
+CROSS_SETTING_RULES = (check_data, check_model, check_transform, check_lie_derivative,
                        check_memory_budget, check_training, check_layers)
 
 

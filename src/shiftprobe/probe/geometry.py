@@ -128,10 +128,12 @@ def infer_geometry(model: nn.Module, layers: Sequence[Layer], image_shape: tuple
                    device: torch.device | str = "cpu", seed: int = 0,
                    feed: Feed | None = None) -> dict[str, LayerGeometry]:
     """Stride, receptive field, interior and circularity of each probe point (see the module docstring), on a
-    float32 copy of the model in eval mode fed by ``feed``; autograd is on here, also inside
+    float32 copy of the model (of mixed dtypes: as it is) in eval mode fed by ``feed``; autograd is on here, also inside
     ``torch.inference_mode()``. A probe point ``conv#k`` gets the geometry of that call of its module."""
     c, h_img, w_img = image_shape
-    net = copy.deepcopy(model).float().eval().to(device)
+    net = copy.deepcopy(model).eval().to(device)
+    if len({p.dtype for p in net.parameters() if p.is_floating_point()}) <= 1:  # mixed: it casts between them
+        net.float()
     for p in net.parameters():
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)

@@ -92,8 +92,8 @@ class Translation(Transform):
             raise ValueError(
                 f"Translation(pattern={self.pattern!r}) is not known; use one of {list(SHIFT_PATTERNS)}"
             )
-        if self.pattern == "random" and self.max_shift == 0:
-            raise ValueError("Translation(pattern='random', max_shift=0) has no non-zero shift: use max_shift >= 1")
+        if self.max_shift == 0:
+            raise ValueError("Translation(max_shift=0) measures no shift: use max_shift >= 1")
 
     @property
     def dims(self) -> int:
