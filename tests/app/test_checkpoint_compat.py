@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR
+from conftest import CONF_DIR, VAL_SIZE
 from hydra import initialize_config_dir
 
 from shiftprobe.app.evaluate import evaluate
@@ -94,4 +94,24 @@ def test_resuming_with_other_optimizer_settings_names_them_before_training(make_
         msg = str(err.value)
         assert "\n" not in msg and expected in msg, msg
         assert "add optimizer=adam" in msg or "add optimizer.lr=0.001" in msg, msg
+        assert not (tmp_path / "resumed" / "checkpoints").exists()  # stopped before training
+
+
+def test_resuming_with_another_split_names_it_before_training(make_cfg, tmp_path):
+    """``data.val_size`` / ``data.split_seed`` / ``data.dataset`` decide which images are training and which
+    validation: a resume with others silently moved training images into validation mid-run."""
+    train(make_cfg("+trainer.limit_train_batches=2", "test=false", out=tmp_path / "run"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    for overrides, expected, fix in (
+        (["data.val_size=300"], f"data.val_size is {VAL_SIZE} in the checkpoint but 300 in this run",
+         f"add data.val_size={VAL_SIZE}, or start"),
+        (["data.split_seed=1"], "data.split_seed is 0 in the checkpoint but 1 in this run", "add data.split_seed=0, "),
+        (["data=fashion_mnist", f"data.val_size={VAL_SIZE}"], "data.dataset is 'mnist' in the checkpoint but "
+         "'fashion_mnist' in this run", "add data.dataset=mnist"),
+    ):
+        cfg = make_cfg(f"ckpt_path={ckpt}", "trainer.max_epochs=2", *overrides, out=tmp_path / "resumed")
+        with as_hydra_app(), pytest.raises(ShiftProbeError) as err:
+            train(cfg)
+        msg = str(err.value)
+        assert "\n" not in msg and expected in msg and fix in msg, msg
         assert not (tmp_path / "resumed" / "checkpoints").exists()  # stopped before training

@@ -83,12 +83,13 @@ def _group_options(group: str = "model") -> dict[str, dict]:
         return {}
 
 
-def _settings_fix(stored: dict, diffs: list[tuple[str, object, object]], group: str = "model") -> str:
-    """``<group>=<closest option> <group>.<key>=<value> ...``: the overrides that give ``stored``."""
+def _settings_fix(stored: dict, diffs: list[tuple[str, object, object]], group: str = "model", keys=None) -> str:
+    """``<group>=<closest option> <group>.<key>=<value> ...``: the overrides that give ``stored`` (only its
+    ``keys``, when given)."""
     overrides = " ".join(_override(key, a, group) for key, a, _ in diffs)
     best = None
     for option, settings in _group_options(group).items():
-        rest = model_differences(stored, settings)
+        rest = model_differences(stored, {k: v for k, v in settings.items() if keys is None or k in keys})
         if best is None or len(rest) < len(best[1]):
             best = (option, rest)
     if best is None or len(best[1]) >= len(diffs):
@@ -143,16 +144,27 @@ def check_checkpoint_fits(
     raise ShiftProbeError(f"{where} does not fit this model{recorded}: {problems}. To {action} it, {hint}.")
 
 
-def check_optimizer_fits(checkpoint: dict, ckpt_path: str | Path, run_optimizer: dict | None) -> None:
-    """A resume restores the optimizer's state and its settings (``lr``, ...) from the checkpoint: other
-    optimizer settings on the command line would be ignored or fail at the first step (another optimizer's
-    state), so one line naming what differs and the fix."""
-    stored = (recorded_config(checkpoint) or {}).get("optimizer")
-    if not isinstance(stored, dict) or not isinstance(run_optimizer, dict):
-        return
-    diffs = model_differences(with_added_defaults(stored, run_optimizer), run_optimizer)
-    if diffs:
-        named = "; ".join(f"optimizer.{k} is {_shown(a)} in the checkpoint but {_shown(b)} in this run" for k, a, b in diffs)
-        raise ShiftProbeError(f"ckpt_path={str(ckpt_path)!r} was trained with other optimizer settings: {named}. A resume "
-                              f"continues with the checkpoint's optimizer and its settings: add "
-                              f"{_settings_fix(stored, diffs, 'optimizer')}, or start a new run without ckpt_path.")
+#: what a resume continues with, so what its command line must not change: ``(group, keys (None: all), why)``
+RESUMED = (
+    ("optimizer", None, "continues with the checkpoint's optimizer and its settings"),
+    ("data", ("dataset", "val_size", "split_seed"), "keeps the checkpoint's training and validation images"),
+)
+
+
+def check_resume_fits(checkpoint: dict, ckpt_path: str | Path, config: dict) -> None:
+    """A resume restores the optimizer's state and its settings (``lr``, ...) and trains on the images the
+    checkpoint's run split off for training: another optimizer would be ignored or fail at the first step,
+    another split (``data.val_size``, ``data.split_seed``, ``data.dataset``) would validate on training images.
+    One line naming what differs and the fix."""
+    for group, keys, why in RESUMED:
+        stored, run = (recorded_config(checkpoint) or {}).get(group), config.get(group)
+        if not isinstance(stored, dict) or not isinstance(run, dict):
+            continue
+        stored = with_added_defaults(stored, run)
+        stored, run = ({k: v for k, v in d.items() if keys is None or k in keys} for d in (stored, run))
+        diffs = model_differences(stored, run)
+        if diffs:
+            named = "; ".join(f"{group}.{k} is {_shown(a)} in the checkpoint but {_shown(b)} in this run" for k, a, b in diffs)
+            raise ShiftProbeError(f"ckpt_path={str(ckpt_path)!r} was trained with other {group} settings: {named}. A resume "
+                                  f"{why}: add {_settings_fix(stored, diffs, group, keys)}, or start a new run without "
+                                  f"ckpt_path.")

@@ -19,7 +19,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from shiftprobe.app import run_dir
-from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, check_optimizer_fits
+from shiftprobe.app.checkpoint_compat import check_checkpoint_fits, check_resume_fits
 from shiftprobe.app.config_checks import build_model, validate_config
 from shiftprobe.app.interrupts import Stop, signals_as_interrupts
 from shiftprobe.atomic import quiet_full_log_files, write_error
@@ -282,7 +282,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         checkpoint = read_checkpoint(cfg.ckpt_path, trusted=trusts_files(cfg)).checkpoint or {}
         check_checkpoint_fits(checkpoint, cfg.ckpt_path, config.get("model"), module, action)
         if action == "resume":
-            check_optimizer_fits(checkpoint, cfg.ckpt_path, config.get("optimizer"))
+            check_resume_fits(checkpoint, cfg.ckpt_path, config)
     with trainer_for(cfg, config, module.net) as trainer:
         start = time.perf_counter()
         metrics: dict[str, float] = {}
