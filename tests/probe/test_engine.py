@@ -7,7 +7,10 @@ Figure-by-figure agreement with an independent float64 implementation of the def
 ``test_geometry.py``; issue 8's defects are ``test_engine_truth.py``. Here the lab CNN in float32.
 """
 
+import io
 import math
+import sys
+import threading
 import warnings
 
 import pytest
@@ -300,3 +303,33 @@ def test_measure_returns_the_engine_figures_and_the_untrained_control(net, data)
     assert sec.untrained["layers"] == layers and sec.untrained["accuracy"] is not None
     assert res.summary["conv2"]["dist"] != pytest.approx(sec.untrained.summary["conv2"]["dist"])
     assert sec["precision"] == {"dtype": "float32", "exact_tol": 1e-5}
+
+
+class _ClosedPipe(io.TextIOBase):
+    """stderr after ``2>&1 | tee`` lost its tee."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_progress_bar_on_a_closed_pipe_costs_neither_the_figures_nor_tqdms_lock(monkeypatch):
+    """tqdm keeps its lock after a failed write: the measurement failed with BrokenPipeError, and with several
+    threads every one of them waited on that lock for good (SIGTERM could not end the run)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(0)
+    net, x = LabCNN().eval(), torch.rand(16, 1, 28, 28)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one measuring thread: the old failure raised
+    quiet = measure(net, x, transform=Translation(1), batch_size=4, progress=False)
+    monkeypatch.setattr(sys, "stderr", _ClosedPipe())
+    shown = measure(net, x, transform=Translation(1), batch_size=4, progress=True)
+    assert shown.summary == quiet.summary
+    free = []
+    for lock in tqdm.get_lock().locks:  # taken from another thread: nobody holds it
+        probe = threading.Thread(target=lambda lk=lock: free.append(lk.acquire(blocking=False) and lk.release() is None))
+        probe.start()
+        probe.join()
+    assert free and all(free)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from tqdm.notebook import tqdm_notebook
 
 from shiftprobe.probe.capture import OUTPUT, Feed, Layer, resolve_layers
 from shiftprobe.probe.geometry import LayerGeometry, infer_geometry
@@ -169,6 +170,28 @@ def progress_default(progress: bool | None) -> bool:
     return kernel or (sys.stderr is not None and sys.stderr.isatty())
 
 
+class QuietStream:
+    """A text stream whose write errors are dropped: a progress bar on a pipe that closed (``2>&1 | tee``, tee
+    gone) would raise inside tqdm, which keeps its lock after a failed write, and every measuring thread would
+    wait on that lock for good (SIGTERM could not end the run either)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):  # a broken pipe, a closed file
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def run(source, acc, images: Images, net: Network, *, k: int, batch_size: int, rank: int = 0, world_size: int = 1,
         workers: int | None = None, progress: bool = False, desc: str = "measuring", pairs_per_image: int = 1,
         estimate: str = "") -> dict:
@@ -179,9 +202,10 @@ def run(source, acc, images: Images, net: Network, *, k: int, batch_size: int, r
     batches = torch.split(torch.arange(rank, n, world_size), batch_size)
     threads = worker_threads(workers, device, source)
     total = sum(len(b) for b in batches) * pairs_per_image
+    stream = None if issubclass(tqdm, tqdm_notebook) else QuietStream(sys.stderr)
     if progress and rank == 0:
-        tqdm.write(f"{desc}: {total:,} pairs ({n:,} images x {pairs_per_image}){estimate}", file=sys.stderr)
-    bar = tqdm(total=total, desc=desc, disable=not progress, unit="pair", unit_scale=True, leave=False)
+        tqdm.write(f"{desc}: {total:,} pairs ({n:,} images x {pairs_per_image}){estimate}", file=stream)
+    bar = tqdm(total=total, desc=desc, disable=not progress, unit="pair", unit_scale=True, leave=False, file=stream)
     chunked = hasattr(source, "on_pairs")
     if chunked:
         source.on_pairs = bar.update
