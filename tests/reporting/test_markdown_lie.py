@@ -34,6 +34,7 @@ def _section(rel_conv1=0.1, untrained=None) -> dict:
                    "units": {"translate_x": "per input pixel", "rotate": "per radian"}},
         "layers": ["conv1", "pool", "fc1"], "classifier": None, "geometry": GEOMETRY,
         "groups": {"param": blocks}, "summary": {"count": 80}, "seconds": 1.0,
+        "map_action": {name: {"measures": g["measures"], "note": g["note"]} for name, g in GEOMETRY.items()},
     }
     if untrained is not None:
         section["untrained"] = _section(untrained)
@@ -132,3 +133,17 @@ def test_no_layerwise_section_or_figure_without_it(tmp_path):
     assert not any("Layer-wise" in line for line in lie_derivative_lines(_section()))
     assert save_all_figures(results_of(_section()), tmp_path / "none") == {}
     assert not (tmp_path / "none").exists()
+
+
+def test_renders_what_measure_writes():
+    """A schema-3 section from ``measure`` keeps each layer's ``measures`` and note in ``map_action``."""
+    torch.manual_seed(0)
+    res = shiftprobe.measure(shiftprobe.LabCNN().eval(), torch.rand(3, 28, 28), layers=["conv1", "pool1", "logits"],
+                             transform=[], lie_derivative=["translate_x"], progress=False)
+    section = res.families["lie_derivative"]
+    rows = _rows(lie_derivative_lines(section))
+    assert rows["conv1", "trained"].split("|")[3].strip() == "equivariance (stride 1x1)"
+    assert rows["logits", "trained"].split("|")[3].strip() == "invariance"
+    for layer, action in section["map_action"].items():
+        assert rows[layer, "trained"].split("|")[3].strip().split(" (")[0] == action["measures"]
+        assert not action["note"] or f"- {layer}: {action['note']}" in lie_derivative_lines(section)

@@ -114,6 +114,8 @@ def lie_section(old: Mapping) -> dict:
         "family": "lie_derivative", "kind": "lie_derivative", "config": config, "parameter": "generator",
         "dims": 1, "n_images": n, "layers": layers, "classifier": None, "geometry": old.get("geometry", {}),
         "groups": {"param": blocks}, "summary": summary, "seconds": old.get("seconds"),
+        "map_action": {name: {"measures": g.get("measures"), "note": g.get("note")}
+                       for name, g in (old.get("geometry") or {}).items()},
     }
     extra = {k: v for k, v in old.items() if k.startswith("layerwise")}
     if extra:

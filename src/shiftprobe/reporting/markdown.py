@@ -989,8 +989,7 @@ def _lie_cell(entry: Mapping | None) -> str:
 
 
 def _measures(section: Mapping, layer: str) -> str:
-    geo = v.geometry(section, layer)
-    what, stride = geo.get("measures") or "?", geo.get("stride")
+    what, stride = v.map_action(section, layer).get("measures") or "?", v.geometry(section, layer).get("stride")
     return what + (f" (stride {'x'.join(map(str, stride))})" if what == "equivariance" and stride else "")
 
 
@@ -1015,7 +1014,7 @@ def lie_derivative_lines(section: Mapping | None) -> list[str]:
         rows += [[layer, name, _measures(net, layer),
                   *[_lie_cell((v.block(net, "param", g) or {}).get(layer)) for g in generators]]
                  for name, net in v.networks(section) if layer in net.get("layers", [])]
-        note = v.geometry(section, layer).get("note")
+        note = v.map_action(section, layer).get("note")
         notes += [f"- {layer}: {note}"] if note else []
     lines += table(_lie_header(["layer", "network", "measures"], section), rows)
     return lines + (["", *notes] if notes else []) + _layerwise_lines(section, generators)

@@ -89,6 +89,11 @@ def geometry(section: Mapping, layer: str) -> Mapping:
     return (section.get("geometry") or {}).get(layer) or {}
 
 
+def map_action(section: Mapping, layer: str) -> Mapping:
+    """A layer's ``map_action`` entry: ``defined``, ``note`` and, for the Lie derivative, ``measures``."""
+    return (section.get("map_action") or {}).get(layer) or {}
+
+
 def is_spatial(section: Mapping, layer: str) -> bool:
     return geometry(section, layer).get("kind") == "spatial"
 
