@@ -110,3 +110,16 @@ def test_a_torchvision_resnets_head_input_is_its_pooled_features():
     section = results.families["translation"].data
     assert head_input_layer(section) == "avgpool"
     assert section["geometry"]["avgpool"]["shape"] == [512, 1, 1] and section["classifier"] == "logits"
+
+
+def test_a_figure_only_one_of_several_seeds_has_says_n_1(tmp_path):
+    """Two seeds, accuracy known for one: its cell is that seed's value and says n=1, not a bare value the
+    table's n=2 would make read as the mean over both."""
+    sweep = tmp_path / "multirun"
+    for seed, acc in ((0, 0.9), (1, None)):
+        res = make_fake_results(max_shift=2, seed=seed)
+        translation(res)["accuracy"] = acc
+        write_job(sweep, seed, ["experiment=lab", f"seed={seed}"], res)
+    summarize_sweep(sweep)
+    row = next(line for line in (sweep / "summary.md").read_text().splitlines() if line.startswith("| `default`"))
+    assert row.split("|")[2].strip() == "2" and row.split("|")[4].strip() == "0.9000 (n=1)"

@@ -122,7 +122,7 @@ def test_t_interval_is_the_hand_computation():
 def test_interval_cell_format():
     assert fmt_interval(t_interval([1.0, 2.0, 3.0])) == "2.000 ± 2.484 (95 % CI [-0.484, 4.484], n=3)"
     assert fmt_interval(t_interval([0.1, 0.2]), sign=True).startswith("+0.150 ± ")
-    assert fmt_interval(t_interval([0.7])) == "0.700"
+    assert fmt_interval(t_interval([0.7])) == "0.700 (n=1)"
     assert fmt_interval(t_interval([])) == "n/a"
 
 

@@ -343,11 +343,11 @@ def _num(x: float, digits: int, sign: bool = False) -> str:
 
 
 def fmt_interval(iv: Interval, digits: int = 3, sign: bool = False) -> str:
-    """``0.762 ± 0.008 (95 % CI [0.754, 0.770], n=3)``; one value: just the value."""
+    """``0.762 ± 0.008 (95 % CI [0.754, 0.770], n=3)``; one value: ``0.700 (n=1)``."""
     if iv.mean is None:
         return "n/a"
     if iv.low is None:
-        return _num(iv.mean, digits, sign)
+        return f"{_num(iv.mean, digits, sign)} (n=1)"
     return (
         f"{_num(iv.mean, digits, sign)} ± {_num(iv.half, digits)} "
         f"({LEVEL * 100:.0f} % CI [{_num(iv.low, digits, sign)}, {_num(iv.high, digits, sign)}], n={iv.n})"
