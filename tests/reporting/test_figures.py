@@ -148,3 +148,25 @@ def test_save_all_figures(tmp_path, monkeypatch):
         monkeypatch.setattr(figures, name, lambda results, path=None, dpi=None: Figure())
     assert set(save_all_figures(res, tmp_path / "nofig", dpi=60)) == {"heatmaps", "radial"}
     assert not (tmp_path / "nofig" / "examples.png").exists()
+
+
+class _Constant(torch.nn.Module):
+    """The same output for every image: unrelated images do not differ, so every invariance score is n/a."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(1, 2)
+
+    def forward(self, x):
+        return self.head(torch.zeros(len(x), 1))
+
+
+def test_heatmaps_of_a_score_that_is_na_everywhere():
+    """Measured but undefined (a constant network): the panel says n/a, not "not measured", and the title
+    does not blame an older results.json for the missing intervals."""
+    res = shiftprobe.measure(_Constant().eval(), torch.rand(4, 12, 12), layers=["head"],
+                             transform=shiftprobe.Translation(max_shift=1), progress=False)
+    fig = plot_sensitivity_heatmaps(res)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["invariance_score\nn/a\nfor head"]
+    assert "older results.json" not in fig._suptitle.get_text()

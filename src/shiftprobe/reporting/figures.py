@@ -287,9 +287,9 @@ def _draw_score_column(fig, column, nets, layer, metric, dys, dxs, one_row, anno
             any_interval = True
             title += f"\n95 % interval: ± ≤ {fmt(widest, 2)}"
         ax.set_title(title, fontsize=9)
-        if norm is None:  # the metric does not exist for this layer (e.g. aligned_rel of a vector layer)
-            _axes_text(ax, f"{metric}\nnot measured\nfor {layer}", _extent(dys, dxs), fontsize=8,
-                       color="dimgray")
+        if norm is None:  # not measured for this layer (aligned_rel of a vector layer), or n/a at every shift
+            what = "n/a" if any(metric in (b.get(layer) or {}) for b in v.nonzero_shifts(net)) else "not measured"
+            _axes_text(ax, f"{metric}\n{what}\nfor {layer}", _extent(dys, dxs), fontsize=8, color="dimgray")
         else:
             image = _heatmap(ax, grid, cmap, norm, dys, dxs, annotate)
     if image is not None:
@@ -328,7 +328,7 @@ def plot_sensitivity_heatmaps(results: Mapping, metric_by_layer: Mapping[str, st
         any_interval |= _draw_score_column(fig, score_axes[:, j], nets, layer, metric, dys, dxs, one_row,
                                            annotate)
     sure = ("each score panel states its widest 95 % interval over test images" if any_interval
-            else "no intervals in these results (older results.json)")
+            else "no score here has an interval" if v.has_intervals(t) else "no intervals in these results (older results.json)")
     fig.suptitle(f"Translation-sensitivity maps ({_setup(t)} pattern; blank = not measured / n/a); {sure}",
                  fontsize=10)
     return _save(fig, path, dpi)
