@@ -147,3 +147,19 @@ def test_renders_what_measure_writes():
     for layer, action in section["map_action"].items():
         assert rows[layer, "trained"].split("|")[3].strip().split(" (")[0] == action["measures"]
         assert not action["note"] or f"- {layer}: {action['note']}" in lie_derivative_lines(section)
+
+
+def test_largest_lists_only_modules_that_contribute():
+    """Flatten and the linear head after a global pool add nothing (their input is already invariant): the
+    'largest for' line names the modules that contribute, not a module at 0 as third largest."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    res = shiftprobe.measure(net, torch.rand(3, 12, 12), transform=[], lie_derivative=["translate_x"],
+                             layerwise=True, progress=False)
+    section = res.families["lie_derivative"]
+    zero = [m for m, e in section["layerwise"]["layerwise"].items() if e["translate_x"]["contribution"]["rel"] == 0]
+    assert zero  # the premise: some module contributes exactly 0
+    line = next(x for x in lie_derivative_lines(section) if x.startswith("- largest for translate_x"))
+    named = line.split(": ", 1)[1].split(", ")
+    assert named and not set(named) & set(zero)

@@ -1051,8 +1051,10 @@ def _layerwise_lines(section: Mapping, generators: list[str]) -> list[str]:
         "", *table(_lie_header(["module", "network"], section), _layerwise_rows(section, generators)), "",
     ]
     ranking = v.layerwise(section, "layerwise_ranking")
-    lines += [f"- largest for {g} (trained): {', '.join(list(ranking.get(g, []))[:TOP]) or 'n/a'}"
-              for g in generators]
+    parts = {**v.layerwise(section, "layerwise"), **v.layerwise(section, "layerwise_between")}
+    for g in generators:  # a part at 0 is not among the largest
+        top = [m for m in ranking.get(g, []) if v.has_contribution(parts.get(m) or {}, [g])][:TOP]
+        lines.append(f"- largest for {g} (trained): {', '.join(top) or 'n/a'}")
     return lines + [f"- {note}" for note in (section.get("layerwise") or {}).get("layerwise_notes") or []]
 
 
