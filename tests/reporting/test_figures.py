@@ -170,3 +170,12 @@ def test_heatmaps_of_a_score_that_is_na_everywhere():
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts == ["invariance_score\nn/a\nfor head"]
     assert "older results.json" not in fig._suptitle.get_text()
+
+
+def test_radial_panel_of_a_score_that_is_na_everywhere(recwarn):
+    """The invariance panel of a constant network says n/a, and no legend warning reaches the user."""
+    res = shiftprobe.measure(_Constant().eval(), torch.rand(4, 12, 12), layers=["head"],
+                             transform=shiftprobe.Translation(max_shift=1), progress=False)
+    fig = plot_radial_profiles(res)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["n/a at every radius"]
+    assert not [w for w in recwarn if "legend" in str(w.message)]

@@ -402,7 +402,9 @@ def _conv_panels(top, bottom, nets, layer: str, tol: float) -> list[float | None
 
 def _vector_panels(top, bottom, nets, layer: str, is_classifier: bool) -> list[float | None]:
     """Any other layer: the invariance score on top; rel (the classifier: consistency, accuracy) below."""
-    _, _, w_top = _draw_profiles(top, nets, layer, ["invariance_score"], ("tab:blue",), False)
+    any_point, _, w_top = _draw_profiles(top, nets, layer, ["invariance_score"], ("tab:blue",), False)
+    if not any_point:  # e.g. a constant network: unrelated images do not differ, the score is undefined
+        top.text(0.5, 0.5, "n/a at every radius", transform=top.transAxes, ha="center", fontsize=8)
     top.set_title(f"{layer}: {_label('invariance_score')}", fontsize=9)
     top.set_ylabel(_label("invariance_score"), fontsize=8)
     _unit_lines(top)
@@ -439,7 +441,8 @@ def plot_radial_profiles(results: Mapping, path: str | Path | None = None, dpi: 
                 ax.set_xlim(all_radii[0] - 0.3, all_radii[-1] + 0.3)
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=6, loc="best", framealpha=0.7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, loc="best", framealpha=0.7)
     widest = _widest(widths)
     sure = (
         "no intervals in these results (older results.json)" if widest is None
