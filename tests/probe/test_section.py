@@ -439,3 +439,17 @@ def test_sorted_certified_on_a_layer_that_is_not_equivariant():
     summary = res["summary"]["post"]
     lo, hi = summary["equivariance_score_certified_ci"]
     assert lo < summary["equivariance_score_certified"] < hi
+
+
+@pytest.mark.parametrize("hist,near", [
+    ([52, 48], False),  # two classes: one has more than half unless they split exactly
+    ([67, 33], False),  # 0.915 bits of 1
+    ([95, 5], True),  # 0.286 bits: below half of log2(2)
+    ([60] + [40 // 9] * 9, True),  # ten classes, one for more than half of the images
+    ([10] * 10, False),
+])
+def test_near_constant_predictions_two_classes_by_entropy_more_also_by_top_share(hist, near):
+    """A 2-class classifier predicting 52 % / 48 % was called near-constant and its consistency meaningless."""
+    from shiftprobe.probe.section import predictions_block
+
+    assert predictions_block(torch.tensor(hist, dtype=torch.float64))["near_constant"] is near

@@ -106,8 +106,8 @@ def group_metrics(raw: dict, ids: torch.Tensor, layers, spatial, control: dict, 
 
 def predictions_block(hist: torch.Tensor | None) -> dict | None:
     """The unshifted images' predicted-class histogram, its entropy and whether it is near-constant
-    (entropy below ``NEAR_CONSTANT_ENTROPY_FRACTION`` of ``log2(K)`` or one class above
-    ``NEAR_CONSTANT_TOP_SHARE`` of the images)."""
+    (entropy below ``NEAR_CONSTANT_ENTROPY_FRACTION`` of ``log2(K)`` or, with three classes or more, one class
+    above ``NEAR_CONSTANT_TOP_SHARE`` of the images)."""
     if hist is None:
         return None
     counts = [int(round(float(v))) for v in hist]
@@ -121,7 +121,8 @@ def predictions_block(hist: torch.Tensor | None) -> dict | None:
     entropy = -sum(p * math.log2(p) for p in shares if p > 0)
     entropy = max(0.0, entropy)  # -0.0 for a single class
     top = max(shares)
-    near = entropy < NEAR_CONSTANT_ENTROPY_FRACTION * max_bits or top > NEAR_CONSTANT_TOP_SHARE
+    # with two classes one of them always has more than half unless they split exactly: entropy alone decides
+    near = entropy < NEAR_CONSTANT_ENTROPY_FRACTION * max_bits or (k > 2 and top > NEAR_CONSTANT_TOP_SHARE)
     return {"histogram": counts, "entropy_bits": entropy, "max_entropy_bits": max_bits, "top_class_share": top,
             "near_constant": bool(near)}
 

@@ -29,6 +29,6 @@ def exact_tolerance(dtype: torch.dtype | str) -> float:
     return EXACT_TOL_BY_DTYPE.get(dtype, EXACT_TOL)
 #: a classifier whose predicted-class entropy (unshifted images) is below this fraction of log2(K) ...
 NEAR_CONSTANT_ENTROPY_FRACTION = 0.5
-#: ... or whose most frequent class takes more than this share of the images is "near-constant"
+#: ... or (with 3 classes or more) whose most frequent class takes more than this share of the images is "near-constant"
 #: (its consistency under shifts says little: a constant classifier is perfectly consistent)
 NEAR_CONSTANT_TOP_SHARE = 0.5
