@@ -156,8 +156,9 @@ def check_resume_fits(checkpoint: dict, ckpt_path: str | Path, config: dict) -> 
     checkpoint's run split off for training: another optimizer would be ignored or fail at the first step,
     another split (``data.val_size``, ``data.split_seed``, ``data.dataset``) would validate on training images.
     One line naming what differs and the fix."""
+    recorded = recorded_config(checkpoint) or {}
     for group, keys, why in RESUMED:
-        stored, run = (recorded_config(checkpoint) or {}).get(group), config.get(group)
+        stored, run = recorded.get(group), config.get(group)
         if not isinstance(stored, dict) or not isinstance(run, dict):
             continue
         stored = with_added_defaults(stored, run)
